@@ -1,0 +1,428 @@
+"""Configuration: one YAML file -> validated, frozen settings.
+
+Every section validates itself and sets defaults (pydantic); cross-field
+checks (unknown regions, colliding priorities, ranges that depend on the
+target kind) run after. A bad file refuses to start: :class:`ConfigError`
+carries one line per problem, each naming the path and the value, e.g.
+``targets[0].endpoints.eastus2: no region named 'eastus2'``.
+
+Secrets never live in the file: only the names of environment variables or
+the credential kind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from controlplane.domain import CONFIG_PROBLEM_OUTCOMES, Outcome
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'250ms', '30s', '5m', '1h', '7d' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h)")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h)")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds < 0:
+        raise ValueError(f"{value!r} is negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------- regions
+
+
+class ApiKeyAuth(_Section):
+    kind: Literal["api_key"]
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the key")
+
+
+class EntraIdAuth(_Section):
+    kind: Literal["entra_id"]
+    scope: str = "https://cognitiveservices.azure.com/.default"
+
+
+Auth = Annotated[ApiKeyAuth | EntraIdAuth, Field(discriminator="kind")]
+
+
+class Pricing(_Section):
+    input_per_1m: float = Field(default=0.0, ge=0)
+    output_per_1m: float = Field(default=0.0, ge=0)
+
+
+class LLMEndpoint(_Section):
+    name: str = Field(pattern=_NAME)
+    base_url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    deployment: str = Field(min_length=1)
+    api_style: Literal["deployments", "v1"] = "deployments"
+    api_version: str = "2024-10-21"
+    model: str | None = None  # v1 style: model in the body; default = deployment
+    auth: Auth
+    token_param: Literal["max_tokens", "max_completion_tokens"] | None = None  # None = probe default
+    pricing: Pricing = Pricing()
+
+
+class Region(_Section):
+    name: str = Field(pattern=_NAME)
+    azure_region: str = Field(min_length=1)
+    endpoints: list[LLMEndpoint] = Field(min_length=1)
+
+
+# ---------------------------------------------------------------- probe / health
+
+
+class ProbeSettings(_Section):
+    vantage: str = Field(default="local", pattern=_NAME)
+    interval: Duration = 30.0
+    fast_interval: Duration = 5.0
+    timeout: Duration = 10.0
+    jitter: float = Field(default=0.1, ge=0, le=0.5, description="fraction of the interval")
+    concurrency: int = Field(default=32, ge=1, le=1000)
+    prompt_style: Literal["number"] = "number"
+    max_tokens: int = Field(default=5, ge=1, le=100)
+    token_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    slow_ttft: Duration = 3.0
+    slow_total: Duration = 8.0
+    counts_against_health: tuple[Outcome, ...] = (
+        Outcome.SLOW,
+        Outcome.THROTTLED,
+        Outcome.SERVER_ERROR,
+        Outcome.TIMEOUT,
+        Outcome.CONNECT_ERROR,
+        Outcome.TRUNCATED,
+        Outcome.BAD_CONTENT,
+    )
+    config_problems: tuple[Outcome, ...] = tuple(sorted(CONFIG_PROBLEM_OUTCOMES))
+
+    @model_validator(mode="after")
+    def _check(self) -> ProbeSettings:
+        if self.fast_interval > self.interval:
+            raise ValueError(f"fast_interval {self.fast_interval}s is longer than interval {self.interval}s")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        return self
+
+
+class HealthSettings(_Section):
+    window: int = Field(default=10, ge=2, le=1000, description="results kept per endpoint and vantage")
+    failures_to_down: int = Field(default=3, ge=1, le=100)
+    failure_ratio_down: float = Field(default=0.6, gt=0, le=1)
+    degraded_ratio: float = Field(default=0.3, gt=0, le=1)
+    successes_to_up: int = Field(default=3, ge=1, le=100)
+    min_dwell: Duration = 60.0
+    vantage_quorum: int = Field(default=1, ge=1, le=100)
+    suspect_vantage_ratio: float = Field(default=1.0, gt=0, le=1, description="share of endpoints failing at once that makes a vantage suspect")
+    stale_after: Duration | None = None  # default: 2 probe intervals
+    near_quota_headroom: float = Field(default=0.1, ge=0, le=1)
+
+
+# ---------------------------------------------------------------- targets
+
+
+class TMEndpoint(_Section):
+    name: str = Field(min_length=1)
+    type: Literal["AzureEndpoints", "ExternalEndpoints", "NestedEndpoints"] = "ExternalEndpoints"
+    weight: int = 100
+    priority: int | None = None
+
+
+class FDBackend(_Section):
+    address: str = Field(min_length=1)
+    weight: int = 50
+    priority: int = 1
+
+
+class AFDOrigin(_Section):
+    origin: str = Field(min_length=1)
+    weight: int = 500
+    priority: int = 1
+
+
+class _Target(_Section):
+    name: str = Field(pattern=_NAME)
+    subscription_id: str = Field(min_length=1)
+    resource_group: str = Field(min_length=1)
+    routing: Literal["weighted", "priority"] = "weighted"
+    drift: Literal["report", "revert", "adopt"] = "report"
+    failback: Literal["auto", "manual"] = "auto"
+    failback_dwell: Duration = 300.0
+    min_serving: int | None = Field(default=None, ge=1)  # default: guardrails.min_serving
+
+
+class TrafficManagerTarget(_Target):
+    kind: Literal["traffic_manager"]
+    profile: str = Field(min_length=1)
+    endpoints: dict[str, TMEndpoint] = Field(min_length=1)
+
+
+class FrontDoorTarget(_Target):
+    kind: Literal["front_door"]
+    front_door: str = Field(min_length=1)
+    backend_pool: str = Field(min_length=1)
+    endpoints: dict[str, FDBackend] = Field(min_length=1)
+
+
+class FrontDoorCdnTarget(_Target):
+    kind: Literal["front_door_cdn"]
+    profile: str = Field(min_length=1)
+    origin_group: str = Field(min_length=1)
+    endpoints: dict[str, AFDOrigin] = Field(min_length=1)
+
+
+Target = Annotated[TrafficManagerTarget | FrontDoorTarget | FrontDoorCdnTarget, Field(discriminator="kind")]
+
+# Azure's ranges per kind: (weight min, weight max), (priority min, priority max)
+WEIGHT_RANGE = {"traffic_manager": (1, 1000), "front_door": (1, 1000), "front_door_cdn": (1, 1000)}
+PRIORITY_RANGE = {"traffic_manager": (1, 1000), "front_door": (1, 5), "front_door_cdn": (1, 5)}
+
+
+def azure_name(target: Any, region: str) -> str:
+    """The name Azure knows a target's endpoint for ``region`` by."""
+    ep = target.endpoints[region]
+    return getattr(ep, "name", None) or getattr(ep, "address", None) or ep.origin
+
+
+# ---------------------------------------------------------------- the rest
+
+
+class Guardrails(_Section):
+    min_serving: int = Field(default=1, ge=1)
+    max_drain_fraction: float = Field(default=0.5, ge=0, le=1)
+    max_weight_step: int = Field(default=250, ge=1, le=1000)
+    cooldown: Duration = 60.0
+    write_budget_per_hour: int = Field(default=120, ge=1)
+    fail_open: bool = True
+
+
+class Database(_Section):
+    url: str = "sqlite:///regionguard.db"
+
+
+class Web(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    secret_key_env: str = "REGIONGUARD_SECRET_KEY"
+    session_lifetime: Duration = 12 * 3600.0
+    login_attempts_per_minute: int = Field(default=10, ge=1)
+
+
+class Azure(_Section):
+    cloud: Literal["public", "china", "usgov"] = "public"
+    arm_base_url: str | None = Field(default=None, pattern=r"^https://")
+    credential: Literal["default", "static_token"] = "default"
+    ca_bundle: str | None = None
+    polling_interval: Duration | None = None
+    dry_run: bool = False
+    request_timeout: Duration = 30.0
+
+
+ARM_BASE_URLS = {
+    "public": "https://management.azure.com",
+    "china": "https://management.chinacloudapi.cn",
+    "usgov": "https://management.usgovcloudapi.net",
+}
+
+
+class Reconcile(_Section):
+    interval: Duration = 10.0
+    deadline: Duration = 30.0  # a tick's Azure writes stop being retried after this
+
+
+class Retention(_Section):
+    raw_days: float = Field(default=7, gt=0)
+    rollup_days: float = Field(default=90, gt=0)
+
+
+class Settings(_Section):
+    regions: list[Region] = Field(min_length=1)
+    probe: ProbeSettings = ProbeSettings()
+    health: HealthSettings = HealthSettings()
+    targets: list[Target] = Field(default_factory=list)
+    guardrails: Guardrails = Guardrails()
+    database: Database = Database()
+    web: Web = Web()
+    azure: Azure = Azure()
+    reconcile: Reconcile = Reconcile()
+    retention: Retention = Retention()
+
+    # -- helpers used everywhere
+    def region(self, name: str) -> Region:
+        for r in self.regions:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def target(self, name: str) -> Any:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def region_names(self) -> list[str]:
+        return [r.name for r in self.regions]
+
+    @property
+    def arm_base_url(self) -> str:
+        return self.azure.arm_base_url or ARM_BASE_URLS[self.azure.cloud]
+
+    def min_serving(self, target: Any) -> int:
+        return target.min_serving or self.guardrails.min_serving
+
+
+class ConfigError(Exception):
+    """A configuration that must not start. ``problems`` has one line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("traffic_manager", "front_door", "front_door_cdn", "api_key", "entra_id", "function-after"):
+            continue  # discriminator / validator tags pydantic adds to the location
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _format_pydantic(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = _path(tuple(e["loc"]))
+        kind, ctx, value = e["type"], e.get("ctx", {}), e.get("input")
+        if kind == "missing":
+            problems.append(f"{loc}: required")
+        elif kind == "extra_forbidden":
+            problems.append(f"{loc}: unknown key")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            tag = ctx.get("discriminator", "kind").strip("'")
+            problems.append(f"{loc}.{tag}: {_short(ctx.get('tag'))} is not one of {ctx.get('expected_tags')}")
+        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+            problems.append(f"{loc}: {_short(value)} is out of range ({e['msg'].removeprefix('Input should be ')})")
+        else:
+            problems.append(f"{loc}: {_short(value)} rejected: {e['msg'].removeprefix('Value error, ')}")
+    return problems
+
+
+def semantic_problems(s: Settings) -> list[str]:
+    """Cross-field checks pydantic cannot express on one field."""
+    problems: list[str] = []
+    regions = s.region_names
+    for name, n in Counter(regions).items():
+        if n > 1:
+            problems.append(f"regions: duplicate region name {name!r}")
+    for i, r in enumerate(s.regions):
+        for name, n in Counter(e.name for e in r.endpoints).items():
+            if n > 1:
+                problems.append(f"regions[{i}].endpoints: duplicate endpoint name {name!r}")
+    for name, n in Counter(t.name for t in s.targets).items():
+        if n > 1:
+            problems.append(f"targets: duplicate target name {name!r}")
+    for i, t in enumerate(s.targets):
+        where = f"targets[{i}]"
+        wmin, wmax = WEIGHT_RANGE[t.kind]
+        pmin, pmax = PRIORITY_RANGE[t.kind]
+        for region, ep in t.endpoints.items():
+            if region not in regions:
+                problems.append(f"{where}.endpoints.{region}: no region named {region!r}")
+            if not wmin <= ep.weight <= wmax:
+                problems.append(f"{where}.endpoints.{region}.weight: {ep.weight} is not between {wmin} and {wmax}")
+            if ep.priority is not None and not pmin <= ep.priority <= pmax:
+                problems.append(f"{where}.endpoints.{region}.priority: {ep.priority} is not between {pmin} and {pmax}")
+        if t.routing == "priority":
+            missing = [r for r, ep in t.endpoints.items() if ep.priority is None]
+            for r in missing:
+                problems.append(f"{where}.endpoints.{r}.priority: required when routing is 'priority'")
+        priorities = Counter(ep.priority for ep in t.endpoints.values() if ep.priority is not None)
+        # Traffic Manager requires unique priorities in a profile; for a priority
+        # Front Door pool, equal priorities would mean "share traffic", which is
+        # not active/passive either.
+        if t.kind == "traffic_manager" or t.routing == "priority":
+            for prio, n in priorities.items():
+                if n > 1:
+                    who = sorted(r for r, ep in t.endpoints.items() if ep.priority == prio)
+                    problems.append(f"{where}.endpoints: priority {prio} is used by {', '.join(who)}; priorities must be unique")
+        names = Counter(azure_name(t, r) for r in t.endpoints)
+        for name, n in names.items():
+            if n > 1:
+                problems.append(f"{where}.endpoints: Azure name {name!r} is mapped from more than one region")
+        min_serving = s.min_serving(t)
+        if min_serving > len(t.endpoints):
+            problems.append(f"{where}.min_serving: {min_serving} is more than the {len(t.endpoints)} endpoint(s) of the target")
+    if s.health.vantage_quorum > 1 and s.health.vantage_quorum > 100:
+        problems.append(f"health.vantage_quorum: {s.health.vantage_quorum} is too large")
+    if s.probe.timeout > s.probe.interval:
+        problems.append(f"probe.timeout: {s.probe.timeout}s is longer than probe.interval {s.probe.interval}s")
+    if s.health.failures_to_down > s.health.window:
+        problems.append(f"health.failures_to_down: {s.health.failures_to_down} is larger than health.window {s.health.window}")
+    return problems
+
+
+def parse_settings(data: Any, source: str = "<config>") -> Settings:
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"(top level): expected a mapping, got {type(data).__name__}"])
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(source, _format_pydantic(err)) from None
+    problems = semantic_problems(settings)
+    if problems:
+        raise ConfigError(source, problems)
+    return settings
+
+
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """Read, parse and validate a YAML config file; raise ConfigError if bad."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [f"(file): cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError(str(p), [f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    return parse_settings(data, str(p))
+
+
+def summary(s: Settings) -> str:
+    endpoints = sum(len(r.endpoints) for r in s.regions)
+    kinds = Counter(t.kind for t in s.targets)
+    tk = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no targets"
+    return f"ok: {len(s.regions)} region(s), {endpoints} LLM endpoint(s), {len(s.targets)} target(s) ({tk}), database {s.database.url.split('://')[0]}"

@@ -1,0 +1,369 @@
+"""Plain value types that flow along the loop.
+
+probes -> ProbeResult -> health -> EndpointHealth / RegionHealth (+ Transition)
+-> strategy -> DesiredState -> planner -> Plan[Change] -> guardrails -> Plan
+-> actuators (read ActualState, apply Plan).
+
+Everything here is a frozen dataclass that a test can build by hand. Nothing
+here does I/O. Timestamps are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Clock(Protocol):
+    """Time is injected so hysteresis, cooldowns and leases are testable."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- probes
+
+
+class Outcome(StrEnum):
+    """Exactly one per probe attempt."""
+
+    OK = "ok"
+    SLOW = "slow"
+    THROTTLED = "throttled"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECT_ERROR = "connect_error"
+    TRUNCATED = "truncated"
+    BAD_CONTENT = "bad_content"
+    CONTENT_FILTERED = "content_filtered"
+    AUTH_ERROR = "auth_error"
+    NOT_FOUND = "not_found"
+    BAD_REQUEST = "bad_request"
+
+
+# Outcomes that point at our own configuration rather than at a region:
+# they raise an alert instead of draining a region by themselves.
+CONFIG_PROBLEM_OUTCOMES = frozenset({Outcome.AUTH_ERROR, Outcome.NOT_FOUND, Outcome.BAD_REQUEST})
+
+
+def endpoint_id(region: str, endpoint: str) -> str:
+    """The stable key of an LLM endpoint: ``region/endpoint``."""
+    return f"{region}/{endpoint}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One synthetic chat completion against one LLM endpoint from one vantage."""
+
+    endpoint_id: str  # "region/endpoint"
+    region: str
+    vantage: str
+    started_at: datetime
+    outcome: Outcome
+    status_code: int | None = None
+    headers_ms: float | None = None  # time to response headers
+    ttft_ms: float | None = None  # time to first non-empty delta.content
+    total_ms: float | None = None
+    output_chunks: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finished: bool = False  # finish_reason seen and [DONE] received
+    finish_reason: str | None = None
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    utilization_pct: float | None = None  # PTU: azure-openai-deployment-utilization
+    retry_after_ms: int | None = None
+    region_header: str | None = None  # x-ms-region
+    apim_request_id: str | None = None
+    request_id: str | None = None
+    error: str | None = None  # truncated, secrets scrubbed
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoint_id.split("/", 1)[1]
+
+    def quota_headroom(self) -> float | None:
+        """Fraction of quota left in [0, 1], from the most telling header."""
+        if self.utilization_pct is not None:
+            return max(0.0, min(1.0, 1.0 - self.utilization_pct / 100.0))
+        fractions = []
+        if self.limit_tokens and self.remaining_tokens is not None:
+            fractions.append(self.remaining_tokens / self.limit_tokens)
+        if self.limit_requests and self.remaining_requests is not None:
+            fractions.append(self.remaining_requests / self.limit_requests)
+        if not fractions:
+            return None
+        return max(0.0, min(1.0, min(fractions)))
+
+
+# ---------------------------------------------------------------- health
+
+
+class HealthStateName(StrEnum):
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of health state, with why and the evidence."""
+
+    subject: str  # "endpoint" or "region"
+    key: str  # endpoint id or region name
+    old: HealthStateName
+    new: HealthStateName
+    reason: str
+    at: datetime
+    vantage: str | None = None  # None = after quorum
+    evidence: tuple[str, ...] = ()  # short descriptions of the results that decided it
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointHealth:
+    endpoint_id: str
+    region: str
+    state: HealthStateName
+    score: float  # [0, 1]
+    reason: str
+    since: datetime | None = None
+    suspect: bool = False  # last result counted against it: probe at the fast interval
+    quota_headroom: float | None = None  # [0, 1], None when unknown
+    config_problem: str | None = None  # e.g. "auth_error: 401 from ..." (alert, no drain)
+
+
+@dataclass(frozen=True, slots=True)
+class RegionHealth:
+    region: str
+    state: HealthStateName
+    score: float
+    reasons: tuple[str, ...]
+    endpoints: tuple[EndpointHealth, ...] = ()
+    quota_headroom: float | None = None
+    since: datetime | None = None
+
+
+# ---------------------------------------------------------------- targets
+
+
+class Field(StrEnum):
+    WEIGHT = "weight"
+    PRIORITY = "priority"
+    ENABLED = "enabled"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSetting:
+    """What a traffic object says about one of its endpoints (region)."""
+
+    weight: int | None = None
+    priority: int | None = None
+    enabled: bool = True
+
+    def get(self, f: Field) -> int | bool | None:
+        return getattr(self, f.value)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """Actual (read from Azure) or desired state of one target, keyed by region."""
+
+    target: str
+    endpoints: dict[str, EndpointSetting]  # region -> setting
+    monitor_status: dict[str, str] = field(default_factory=dict)  # region -> Azure's own view
+    reasons: dict[str, str] = field(default_factory=dict)  # region -> why (desired only)
+    unmanaged: tuple[str, ...] = ()  # names present in Azure that config does not own
+
+
+ActualState = TargetState
+DesiredState = TargetState
+
+
+# ---------------------------------------------------------------- plans
+
+
+class ChangeKind(StrEnum):
+    """Order of importance when the write budget is short: drains first."""
+
+    DRAIN = "drain"
+    RESTORE = "restore"
+    PRIORITY = "priority"
+    WEIGHT = "weight"
+
+
+CHANGE_KIND_RANK = {ChangeKind.DRAIN: 0, ChangeKind.RESTORE: 1, ChangeKind.PRIORITY: 2, ChangeKind.WEIGHT: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    target: str
+    region: str
+    endpoint: str  # the Azure name (TM endpoint, FD backend address, AFD origin)
+    field: Field
+    actual: int | bool | None
+    desired: int | bool | None
+    reason: str
+    manual: bool = False  # caused by an operator override
+
+    @property
+    def kind(self) -> ChangeKind:
+        if self.field is Field.ENABLED:
+            return ChangeKind.RESTORE if self.desired else ChangeKind.DRAIN
+        if self.field is Field.PRIORITY:
+            return ChangeKind.PRIORITY
+        return ChangeKind.WEIGHT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "region": self.region,
+            "endpoint": self.endpoint,
+            "field": self.field.value,
+            "actual": self.actual,
+            "desired": self.desired,
+            "reason": self.reason,
+            "manual": self.manual,
+            "kind": self.kind.value,
+        }
+
+    def describe(self) -> str:
+        return f"{self.target}/{self.endpoint} ({self.region}): {self.field.value} {self.actual} -> {self.desired} ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A change a guardrail held back, and which rule and why."""
+
+    change: Change
+    rule: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"change": self.change.to_dict(), "rule": self.rule, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    changes: tuple[Change, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    panics: tuple[str, ...] = ()  # fail-open alerts raised while planning (target: reason)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def for_target(self, target: str) -> Plan:
+        return Plan(
+            changes=tuple(c for c in self.changes if c.target == target),
+            skipped=tuple(s for s in self.skipped if s.change.target == target),
+            panics=self.panics,
+        )
+
+    def with_changes(self, changes: tuple[Change, ...] | list[Change], skipped: tuple[Skipped, ...] | list[Skipped] = ()) -> Plan:
+        return replace(self, changes=tuple(changes), skipped=self.skipped + tuple(skipped))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checksum": self.checksum,
+            "changes": [c.to_dict() for c in self.changes],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "panics": list(self.panics),
+        }
+
+    @property
+    def checksum(self) -> str:
+        """Stable over what would be written, so 'apply the plan I reviewed' works."""
+        key = sorted((c.target, c.region, c.endpoint, c.field.value, repr(c.actual), repr(c.desired)) for c in self.changes)
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+    def to_text(self) -> str:
+        if not self.changes and not self.skipped and not self.panics:
+            return "No changes."
+        lines = [f"Plan {self.checksum}: {len(self.changes)} change(s)"]
+        lines += [f"  ~ {c.describe()}" for c in self.changes]
+        lines += [f"  ! held by {s.rule}: {s.change.describe()} -- {s.reason}" for s in self.skipped]
+        lines += [f"  PANIC {p}" for p in self.panics]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- overrides
+
+
+class OverrideKind(StrEnum):
+    DRAIN = "drain"  # take a region out of (all or one) target(s)
+    PIN = "pin"  # fix a weight / priority of a region in a target
+    FREEZE = "freeze"  # no automated changes (target or global)
+    MAINTENANCE = "maintenance"  # region drained for a window; no alerts for it
+    FAILOVER = "failover"  # priority target: send traffic to a region
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    kind: OverrideKind
+    who: str
+    why: str
+    created_at: datetime
+    region: str | None = None  # None = every region
+    target: str | None = None  # None = every target
+    weight: int | None = None  # pin
+    priority: int | None = None  # pin
+    expires_at: datetime | None = None
+    lifted_at: datetime | None = None
+    forced: bool = False  # admin forced it past min_serving
+    id: int | None = None
+
+    def active(self, now: datetime) -> bool:
+        if self.lifted_at is not None and self.lifted_at <= now:
+            return False
+        return self.expires_at is None or self.expires_at > now
+
+    def applies_to(self, target: str, region: str | None = None) -> bool:
+        if self.target is not None and self.target != target:
+            return False
+        return region is None or self.region is None or self.region == region
+
+    def describe(self) -> str:
+        scope = f"{self.region or 'all regions'} in {self.target or 'all targets'}"
+        return f"{self.kind.value} {scope} by {self.who}: {self.why}"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    kind: str  # transition, plan, change, override, drift, panic, config_problem, notification, lease ...
+    at: datetime
+    actor: str  # user name, "automation", "worker:<id>"
+    summary: str
+    region: str | None = None
+    target: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    severity: str = "info"  # info | warning | critical
+    id: int | None = None
+
+
+def as_jsonable(value: Any) -> Any:
+    """dataclass -> JSON-ready dict (datetimes ISO 8601, enums as values)."""
+    if hasattr(value, "__dataclass_fields__"):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {k: as_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return value.value
+    return value

@@ -1,0 +1,596 @@
+"""Repositories: the store's API. They take and return domain values, not ORM rows.
+
+One ``Store`` per process wraps an engine and a session factory; every method
+is one short transaction, so callers never hold a session across network I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import fields as dc_fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+
+from controlplane.domain import (
+    AuditEvent,
+    Change,
+    EndpointHealth,
+    EndpointSetting,
+    Field,
+    HealthStateName,
+    Outcome,
+    Override,
+    OverrideKind,
+    Plan,
+    ProbeResult,
+    RegionHealth,
+    TargetState,
+    Transition,
+)
+from controlplane.store import db
+from controlplane.store.models import (
+    ApiTokenRow,
+    AuditEventRow,
+    ChangeRow,
+    FlagRow,
+    HealthStateRow,
+    HealthTransitionRow,
+    LeaderLeaseRow,
+    OverrideRow,
+    PlanRow,
+    ProbeResultRow,
+    ProbeRollupRow,
+    TargetEndpointRow,
+    UserRow,
+)
+
+log = logging.getLogger(__name__)
+
+_PROBE_FIELDS = [f.name for f in dc_fields(ProbeResult)]
+_FAILED = {o.value for o in Outcome} - {Outcome.OK.value, Outcome.THROTTLED.value}
+
+
+def _to_probe(row: ProbeResultRow) -> ProbeResult:
+    values = {name: getattr(row, name) for name in _PROBE_FIELDS}
+    values["outcome"] = Outcome(values["outcome"])
+    return ProbeResult(**values)
+
+
+def _to_override(row: OverrideRow) -> Override:
+    return Override(
+        id=row.id,
+        kind=OverrideKind(row.kind),
+        region=row.region,
+        target=row.target,
+        weight=row.weight,
+        priority=row.priority,
+        who=row.who,
+        why=row.why,
+        forced=row.forced,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        lifted_at=row.lifted_at,
+    )
+
+
+def _to_event(row: AuditEventRow) -> AuditEvent:
+    return AuditEvent(
+        id=row.id,
+        kind=row.kind,
+        at=row.at,
+        actor=row.actor,
+        summary=row.summary,
+        region=row.region,
+        target=row.target,
+        severity=row.severity,
+        data=row.data or {},
+    )
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = db.make_engine(url)
+        self.sessions = db.make_sessionmaker(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self):  # type: ignore[no-untyped-def]
+        return db.session_scope(self.sessions)
+
+    # ------------------------------------------------------------ health of the store
+
+    def check(self) -> None:
+        """Raise DatabaseUnavailable (safe message) unless reachable and migrated to head."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            current = db.current_revision(self.url)
+        except SQLAlchemyError as exc:
+            raise db.DatabaseUnavailable(f"database {self.engine.url.render_as_string(hide_password=True)} unreachable: {type(exc.orig or exc).__name__}: {str(exc.orig or exc).splitlines()[0][:200]}") from None
+        head = db.head_revision()
+        if current != head:
+            raise db.DatabaseUnavailable(
+                f"database {self.engine.url.render_as_string(hide_password=True)} is at migration {current or 'none'}, expected {head}: run 'regionguard db upgrade'"
+            )
+
+    # ------------------------------------------------------------ probe results
+
+    def add_probe_results(self, results: Iterable[ProbeResult]) -> int:
+        rows = [{name: (getattr(r, name).value if name == "outcome" else getattr(r, name)) for name in _PROBE_FIELDS} for r in results]
+        if not rows:
+            return 0
+        with self.session() as s:
+            s.execute(ProbeResultRow.__table__.insert(), [dict(r, started_at=r["started_at"]) for r in rows])
+        return len(rows)
+
+    def latest_results(self, per_endpoint: int = 10, region: str | None = None, endpoint_id: str | None = None) -> list[ProbeResult]:
+        """The newest N results per (endpoint, vantage), oldest first."""
+        with self.session() as s:
+            ranked = select(
+                ProbeResultRow.id,
+                func.row_number()
+                .over(partition_by=(ProbeResultRow.endpoint_id, ProbeResultRow.vantage), order_by=ProbeResultRow.started_at.desc())
+                .label("rn"),
+            )
+            if region:
+                ranked = ranked.where(ProbeResultRow.region == region)
+            if endpoint_id:
+                ranked = ranked.where(ProbeResultRow.endpoint_id == endpoint_id)
+            sub = ranked.subquery()
+            q = select(ProbeResultRow).join(sub, sub.c.id == ProbeResultRow.id).where(sub.c.rn <= per_endpoint).order_by(ProbeResultRow.started_at, ProbeResultRow.id)
+            return [_to_probe(r) for r in s.scalars(q)]
+
+    def results_between(self, since: datetime, until: datetime | None = None, region: str | None = None, limit: int | None = None, newest_first: bool = False) -> list[ProbeResult]:
+        with self.session() as s:
+            q = select(ProbeResultRow).where(ProbeResultRow.started_at >= since)
+            if until is not None:
+                q = q.where(ProbeResultRow.started_at < until)
+            if region:
+                q = q.where(ProbeResultRow.region == region)
+            order = (ProbeResultRow.started_at.desc(), ProbeResultRow.id.desc()) if newest_first else (ProbeResultRow.started_at, ProbeResultRow.id)
+            q = q.order_by(*order)
+            if limit:
+                q = q.limit(limit)
+            return [_to_probe(r) for r in s.scalars(q)]
+
+    def last_probe_at(self) -> dict[str, datetime]:
+        """Newest probe start per region (for 'stale data' banners)."""
+        with self.session() as s:
+            q = select(ProbeResultRow.region, func.max(ProbeResultRow.started_at)).group_by(ProbeResultRow.region)
+            out = {}
+            for region, at in s.execute(q):
+                out[region] = at if at is None or at.tzinfo else at.replace(tzinfo=UTC)
+            return out
+
+    def rollup(self, since: datetime, until: datetime) -> int:
+        """(Re)compute per-minute rollups for whole minutes in [since, until)."""
+        start = since.replace(second=0, microsecond=0)
+        results = self.results_between(start, until)
+        groups: dict[tuple[str, str, datetime], list[ProbeResult]] = defaultdict(list)
+        for r in results:
+            groups[(r.endpoint_id, r.vantage, r.started_at.replace(second=0, microsecond=0))].append(r)
+        rows = []
+        for (eid, vantage, minute), rs in groups.items():
+            ttft = [r.ttft_ms for r in rs if r.ttft_ms is not None]
+            total = [r.total_ms for r in rs if r.total_ms is not None and r.outcome in (Outcome.OK, Outcome.SLOW)]
+            rows.append(
+                dict(
+                    endpoint_id=eid,
+                    vantage=vantage,
+                    minute_at=minute,
+                    region=rs[0].region,
+                    count=len(rs),
+                    ok=sum(r.outcome is Outcome.OK for r in rs),
+                    throttled=sum(r.outcome is Outcome.THROTTLED for r in rs),
+                    failed=sum(r.outcome.value in _FAILED for r in rs),
+                    ttft_p50_ms=_percentile(ttft, 0.5),
+                    ttft_p95_ms=_percentile(ttft, 0.95),
+                    total_p50_ms=_percentile(total, 0.5),
+                    total_p95_ms=_percentile(total, 0.95),
+                    tokens=sum((r.prompt_tokens or 0) + (r.completion_tokens or 0) for r in rs),
+                )
+            )
+        with self.session() as s:
+            s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at >= start, ProbeRollupRow.minute_at < until))
+            if rows:
+                s.execute(ProbeRollupRow.__table__.insert(), rows)
+        return len(rows)
+
+    def rollups(self, since: datetime, region: str | None = None) -> list[dict[str, Any]]:
+        with self.session() as s:
+            q = select(ProbeRollupRow).where(ProbeRollupRow.minute_at >= since).order_by(ProbeRollupRow.minute_at)
+            if region:
+                q = q.where(ProbeRollupRow.region == region)
+            return [{c.name: getattr(r, c.name) for c in ProbeRollupRow.__table__.columns} for r in s.scalars(q)]
+
+    def purge(self, raw_before: datetime, rollup_before: datetime) -> tuple[int, int]:
+        with self.session() as s:
+            raw = s.execute(delete(ProbeResultRow).where(ProbeResultRow.started_at < raw_before)).rowcount
+            rolled = s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at < rollup_before)).rowcount
+        return raw or 0, rolled or 0
+
+    # ------------------------------------------------------------ health
+
+    def add_transitions(self, transitions: Iterable[Transition]) -> None:
+        rows = [
+            dict(
+                subject=t.subject,
+                key=t.key,
+                region=t.key.split("/", 1)[0],
+                vantage=t.vantage,
+                old=t.old.value,
+                new=t.new.value,
+                reason=t.reason,
+                at=t.at,
+                evidence=list(t.evidence),
+            )
+            for t in transitions
+        ]
+        if rows:
+            with self.session() as s:
+                s.execute(HealthTransitionRow.__table__.insert(), rows)
+
+    def transitions(self, since: datetime | None = None, region: str | None = None, limit: int = 200) -> list[Transition]:
+        with self.session() as s:
+            q = select(HealthTransitionRow).order_by(HealthTransitionRow.at.desc(), HealthTransitionRow.id.desc()).limit(limit)
+            if since is not None:
+                q = q.where(HealthTransitionRow.at >= since)
+            if region:
+                q = q.where(HealthTransitionRow.region == region)
+            return [
+                Transition(
+                    subject=r.subject,
+                    key=r.key,
+                    old=HealthStateName(r.old),
+                    new=HealthStateName(r.new),
+                    reason=r.reason,
+                    at=r.at,
+                    vantage=r.vantage,
+                    evidence=tuple(r.evidence or ()),
+                )
+                for r in s.scalars(q)
+            ]
+
+    def save_health(self, endpoints: Iterable[EndpointHealth], regions: Iterable[RegionHealth], now: datetime) -> None:
+        rows = [
+            dict(key=e.endpoint_id, subject="endpoint", region=e.region, state=e.state.value, score=e.score, reason=e.reason, since_at=e.since, quota_headroom=e.quota_headroom, config_problem=e.config_problem, updated_at=now)
+            for e in endpoints
+        ] + [
+            dict(key=r.region, subject="region", region=r.region, state=r.state.value, score=r.score, reason="; ".join(r.reasons), since_at=r.since, quota_headroom=r.quota_headroom, config_problem=None, updated_at=now)
+            for r in regions
+        ]
+        with self.session() as s:
+            s.execute(delete(HealthStateRow))
+            if rows:
+                s.execute(HealthStateRow.__table__.insert(), rows)
+
+    def health(self) -> tuple[dict[str, EndpointHealth], dict[str, RegionHealth]]:
+        """Latest saved health: (endpoint id -> EndpointHealth, region -> RegionHealth)."""
+        with self.session() as s:
+            rows = list(s.scalars(select(HealthStateRow)))
+        endpoints = {
+            r.key: EndpointHealth(endpoint_id=r.key, region=r.region, state=HealthStateName(r.state), score=r.score, reason=r.reason, since=r.since_at, quota_headroom=r.quota_headroom, config_problem=r.config_problem)
+            for r in rows
+            if r.subject == "endpoint"
+        }
+        regions = {}
+        for r in rows:
+            if r.subject == "region":
+                eps = tuple(e for e in endpoints.values() if e.region == r.key)
+                regions[r.key] = RegionHealth(region=r.key, state=HealthStateName(r.state), score=r.score, reasons=tuple(x for x in r.reason.split("; ") if x), endpoints=eps, quota_headroom=r.quota_headroom, since=r.since_at)
+        return endpoints, regions
+
+    # ------------------------------------------------------------ plans and changes
+
+    def record_plan(self, plan: Plan, actor: str, now: datetime, fencing_token: int | None = None, dry_run: bool = False) -> int:
+        with self.session() as s:
+            row = PlanRow(created_at=now, checksum=plan.checksum, actor=actor, fencing_token=fencing_token, dry_run=dry_run, body=plan.to_dict())
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def record_change(self, change: Change, status: str, now: datetime, actor: str = "automation", plan_id: int | None = None, fencing_token: int | None = None, error_code: str | None = None, error_message: str | None = None) -> int:
+        with self.session() as s:
+            row = ChangeRow(
+                plan_id=plan_id,
+                created_at=now,
+                finished_at=None if status == "pending" else now,
+                target=change.target,
+                region=change.region,
+                endpoint=change.endpoint,
+                field=change.field.value,
+                before=change.actual,
+                after=change.desired,
+                reason=change.reason,
+                actor=actor,
+                manual=change.manual,
+                status=status,
+                error_code=error_code,
+                error_message=error_message,
+                fencing_token=fencing_token,
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_change(self, change_id: int, status: str, now: datetime, error_code: str | None = None, error_message: str | None = None) -> None:
+        with self.session() as s:
+            s.execute(update(ChangeRow).where(ChangeRow.id == change_id).values(status=status, finished_at=now, error_code=error_code, error_message=error_message))
+
+    def changes(self, since: datetime | None = None, target: str | None = None, region: str | None = None, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        with self.session() as s:
+            q = select(ChangeRow).order_by(ChangeRow.created_at.desc(), ChangeRow.id.desc()).limit(limit)
+            if since is not None:
+                q = q.where(ChangeRow.created_at >= since)
+            if target:
+                q = q.where(ChangeRow.target == target)
+            if region:
+                q = q.where(ChangeRow.region == region)
+            if status:
+                q = q.where(ChangeRow.status == status)
+            return [{c.name: getattr(r, c.name) for c in ChangeRow.__table__.columns} for r in s.scalars(q)]
+
+    def plans(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.session() as s:
+            q = select(PlanRow).order_by(PlanRow.created_at.desc(), PlanRow.id.desc()).limit(limit)
+            return [{c.name: getattr(r, c.name) for c in PlanRow.__table__.columns} for r in s.scalars(q)]
+
+    # ------------------------------------------------------------ target snapshots (dashboard, drift)
+
+    def save_target_state(self, target: str, names: dict[str, str], actual: TargetState | None, desired: TargetState | None, now: datetime) -> None:
+        """Upsert per region the last actual (read back) and desired values of a target."""
+        regions = set(names)
+        with self.session() as s:
+            existing = {r.region: r for r in s.scalars(select(TargetEndpointRow).where(TargetEndpointRow.target == target))}
+            for region in regions:
+                row = existing.get(region) or TargetEndpointRow(target=target, region=region, endpoint=names[region])
+                row.endpoint = names[region]
+                if actual is not None and region in actual.endpoints:
+                    a = actual.endpoints[region]
+                    row.actual_weight, row.actual_priority, row.actual_enabled = a.weight, a.priority, a.enabled
+                    row.monitor_status = actual.monitor_status.get(region)
+                    row.read_at = now
+                if desired is not None and region in desired.endpoints:
+                    d = desired.endpoints[region]
+                    row.desired_weight, row.desired_priority, row.desired_enabled = d.weight, d.priority, d.enabled
+                    row.desired_reason = desired.reasons.get(region)
+                s.add(row)
+
+    def set_applied(self, target: str, region: str, setting: EndpointSetting, now: datetime) -> None:
+        """What regionguard last wrote (or adopted): the reference for drift detection."""
+        with self.session() as s:
+            s.execute(
+                update(TargetEndpointRow)
+                .where(TargetEndpointRow.target == target, TargetEndpointRow.region == region)
+                .values(applied_weight=setting.weight, applied_priority=setting.priority, applied_enabled=setting.enabled, last_change_at=now)
+            )
+
+    def set_write_status(self, target: str, region: str, status: str | None, error: str | None = None) -> None:
+        with self.session() as s:
+            s.execute(update(TargetEndpointRow).where(TargetEndpointRow.target == target, TargetEndpointRow.region == region).values(write_status=status, write_error=error))
+
+    def set_drift(self, target: str, region: str, description: str | None) -> None:
+        with self.session() as s:
+            s.execute(update(TargetEndpointRow).where(TargetEndpointRow.target == target, TargetEndpointRow.region == region).values(drift=description))
+
+    def applied_settings(self, target: str) -> dict[str, EndpointSetting]:
+        """region -> what regionguard last applied (only regions it has applied to)."""
+        with self.session() as s:
+            rows = s.scalars(select(TargetEndpointRow).where(TargetEndpointRow.target == target, TargetEndpointRow.applied_enabled.is_not(None)))
+            return {r.region: EndpointSetting(weight=r.applied_weight, priority=r.applied_priority, enabled=bool(r.applied_enabled)) for r in rows}
+
+    def target_endpoints(self, target: str | None = None) -> list[dict[str, Any]]:
+        with self.session() as s:
+            q = select(TargetEndpointRow).order_by(TargetEndpointRow.target, TargetEndpointRow.region)
+            if target:
+                q = q.where(TargetEndpointRow.target == target)
+            return [{c.name: getattr(r, c.name) for c in TargetEndpointRow.__table__.columns} for r in s.scalars(q)]
+
+    # ------------------------------------------------------------ overrides
+
+    def add_override(self, o: Override) -> Override:
+        with self.session() as s:
+            row = OverrideRow(kind=o.kind.value, region=o.region, target=o.target, weight=o.weight, priority=o.priority, who=o.who, why=o.why, forced=o.forced, created_at=o.created_at, expires_at=o.expires_at, lifted_at=o.lifted_at)
+            s.add(row)
+            s.flush()
+            return _to_override(row)
+
+    def active_overrides(self, now: datetime) -> list[Override]:
+        with self.session() as s:
+            q = select(OverrideRow).where(OverrideRow.lifted_at.is_(None), or_(OverrideRow.expires_at.is_(None), OverrideRow.expires_at > now)).order_by(OverrideRow.created_at, OverrideRow.id)
+            return [_to_override(r) for r in s.scalars(q)]
+
+    def overrides(self, since: datetime | None = None, limit: int = 200) -> list[Override]:
+        with self.session() as s:
+            q = select(OverrideRow).order_by(OverrideRow.created_at.desc(), OverrideRow.id.desc()).limit(limit)
+            if since is not None:
+                q = q.where(OverrideRow.created_at >= since)
+            return [_to_override(r) for r in s.scalars(q)]
+
+    def lift_override(self, override_id: int, who: str, now: datetime) -> Override | None:
+        """Lift an active override; None if it does not exist or is no longer active (compare-and-set)."""
+        with self.session() as s:
+            n = s.execute(update(OverrideRow).where(OverrideRow.id == override_id, OverrideRow.lifted_at.is_(None)).values(lifted_at=now, lifted_by=who)).rowcount
+            if n != 1:
+                return None
+            return _to_override(s.get(OverrideRow, override_id))
+
+    def expire_overrides(self, now: datetime) -> list[Override]:
+        """Mark expired overrides as lifted (by 'expiry'); returns those lifted now."""
+        with self.session() as s:
+            rows = list(s.scalars(select(OverrideRow).where(OverrideRow.lifted_at.is_(None), OverrideRow.expires_at.is_not(None), OverrideRow.expires_at <= now)))
+            lifted = []
+            for row in rows:
+                n = s.execute(update(OverrideRow).where(OverrideRow.id == row.id, OverrideRow.lifted_at.is_(None)).values(lifted_at=now, lifted_by="expiry")).rowcount
+                if n == 1:
+                    s.refresh(row)
+                    lifted.append(_to_override(row))
+            return lifted
+
+    # ------------------------------------------------------------ audit trail
+
+    def add_event(self, e: AuditEvent) -> int:
+        with self.session() as s:
+            row = AuditEventRow(kind=e.kind, at=e.at, actor=e.actor, summary=e.summary, region=e.region, target=e.target, severity=e.severity, data=e.data)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def events(self, since: datetime | None = None, kinds: Sequence[str] | None = None, region: str | None = None, target: str | None = None, limit: int = 200) -> list[AuditEvent]:
+        with self.session() as s:
+            q = select(AuditEventRow).order_by(AuditEventRow.at.desc(), AuditEventRow.id.desc()).limit(limit)
+            if since is not None:
+                q = q.where(AuditEventRow.at >= since)
+            if kinds:
+                q = q.where(AuditEventRow.kind.in_(list(kinds)))
+            if region:
+                q = q.where(AuditEventRow.region == region)
+            if target:
+                q = q.where(AuditEventRow.target == target)
+            return [_to_event(r) for r in s.scalars(q)]
+
+    # ------------------------------------------------------------ flags
+
+    def set_flag(self, key: str, value: dict[str, Any] | None, now: datetime) -> None:
+        """Set (or with None, clear) a system flag such as ``panic:<target>``."""
+        with self.session() as s:
+            row = s.get(FlagRow, key)
+            if value is None:
+                if row is not None:
+                    s.delete(row)
+                return
+            if row is None:
+                s.add(FlagRow(key=key, value=value, updated_at=now))
+            else:
+                row.value, row.updated_at = value, now
+
+    def flags(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        with self.session() as s:
+            q = select(FlagRow)
+            if prefix:
+                q = q.where(FlagRow.key.startswith(prefix))
+            return {r.key: dict(r.value, updated_at=r.updated_at.isoformat()) for r in s.scalars(q)}
+
+    # ------------------------------------------------------------ leader lease (compare-and-set)
+
+    def try_acquire_lease(self, name: str, holder: str, ttl_s: float, now: datetime) -> int | None:
+        """Take or renew the lease; return the fencing token if ``holder`` holds it now.
+
+        A new holder gets a strictly larger fencing token; a renewal keeps it.
+        Works on SQLite and PostgreSQL: a conditional UPDATE, then a row count.
+        """
+        expires = now + timedelta(seconds=ttl_s)
+        with self.session() as s:
+            if s.get(LeaderLeaseRow, name) is None:
+                try:
+                    with s.begin_nested():
+                        s.add(LeaderLeaseRow(name=name, holder=None, fencing_token=0))
+                except IntegrityError:
+                    pass  # someone else created it first
+            renewed = s.execute(
+                update(LeaderLeaseRow)
+                .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder, LeaderLeaseRow.expires_at > now)
+                .values(renewed_at=now, expires_at=expires)
+            ).rowcount
+            if renewed == 1:
+                return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
+            taken = s.execute(
+                update(LeaderLeaseRow)
+                .where(LeaderLeaseRow.name == name, or_(LeaderLeaseRow.holder.is_(None), LeaderLeaseRow.expires_at.is_(None), LeaderLeaseRow.expires_at <= now))
+                .values(holder=holder, fencing_token=LeaderLeaseRow.fencing_token + 1, acquired_at=now, renewed_at=now, expires_at=expires)
+            ).rowcount
+            if taken == 1:
+                return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
+            return None
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        with self.session() as s:
+            n = s.execute(update(LeaderLeaseRow).where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder).values(holder=None, expires_at=None)).rowcount
+            return n == 1
+
+    def lease(self, name: str) -> dict[str, Any] | None:
+        with self.session() as s:
+            row = s.get(LeaderLeaseRow, name)
+            return None if row is None else {c.name: getattr(row, c.name) for c in LeaderLeaseRow.__table__.columns}
+
+    def holds_lease(self, name: str, holder: str, token: int, now: datetime) -> bool:
+        """Fencing check right before a write: still the holder with the same token?"""
+        with self.session() as s:
+            n = s.scalar(
+                select(func.count()).select_from(LeaderLeaseRow).where(
+                    and_(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder, LeaderLeaseRow.fencing_token == token, LeaderLeaseRow.expires_at > now)
+                )
+            )
+            return n == 1
+
+    # ------------------------------------------------------------ users and API tokens
+
+    def add_user(self, name: str, role: str, password_hash: str, now: datetime) -> None:
+        with self.session() as s:
+            row = s.scalar(select(UserRow).where(UserRow.name == name))
+            if row is None:
+                s.add(UserRow(name=name, role=role, password_hash=password_hash, created_at=now))
+            else:
+                row.role, row.password_hash, row.disabled = role, password_hash, False
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        with self.session() as s:
+            row = s.scalar(select(UserRow).where(UserRow.name == name))
+            return None if row is None else {c.name: getattr(row, c.name) for c in UserRow.__table__.columns}
+
+    def set_password_hash(self, name: str, password_hash: str) -> None:
+        with self.session() as s:
+            s.execute(update(UserRow).where(UserRow.name == name).values(password_hash=password_hash))
+
+    def users(self) -> list[dict[str, Any]]:
+        with self.session() as s:
+            return [{"name": r.name, "role": r.role, "disabled": r.disabled, "created_at": r.created_at} for r in s.scalars(select(UserRow).order_by(UserRow.name))]
+
+    def add_api_token(self, name: str, token_hash: str, role: str, created_by: str, now: datetime) -> int:
+        with self.session() as s:
+            row = ApiTokenRow(name=name, token_hash=token_hash, role=role, created_by=created_by, created_at=now)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def api_token(self, token_hash: str, now: datetime | None = None) -> dict[str, Any] | None:
+        """Find a live token by hash (and stamp last use)."""
+        with self.session() as s:
+            row = s.scalar(select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash, ApiTokenRow.revoked_at.is_(None)))
+            if row is None:
+                return None
+            if now is not None:
+                row.last_used_at = now
+            return {c.name: getattr(row, c.name) for c in ApiTokenRow.__table__.columns}
+
+    def revoke_api_token(self, token_id: int, now: datetime) -> bool:
+        with self.session() as s:
+            return s.execute(update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None)).values(revoked_at=now)).rowcount == 1
+
+
+def open_store(url: str, migrate: bool = False) -> Store:
+    """A Store on ``url``; with ``migrate`` the schema is brought to head first."""
+    if migrate:
+        try:
+            db.upgrade(url)
+        except (OperationalError, ProgrammingError) as exc:
+            raise db.DatabaseUnavailable(f"cannot migrate database: {str(exc.orig or exc).splitlines()[0][:200]}") from None
+    return Store(url)
+
+
+__all__ = ["Store", "open_store", "Field"]

@@ -1,0 +1,171 @@
+"""The store on SQLite and on a real PostgreSQL: migrations, repositories, the lease."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from controlplane.domain import (
+    AuditEvent,
+    Change,
+    EndpointSetting,
+    Field,
+    HealthStateName,
+    Outcome,
+    Override,
+    OverrideKind,
+    Plan,
+    ProbeResult,
+    TargetState,
+    Transition,
+)
+from controlplane.store import DatabaseUnavailable, Store, open_store
+from controlplane.store import db
+from controlplane.store.models import Base
+
+T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return request.getfixturevalue(name)
+
+
+def test_migrations_round_trip_and_match_the_models(url: str) -> None:
+    db.upgrade(url)
+    assert db.current_revision(url) == db.head_revision()
+    db.downgrade(url, "base")
+    engine = db.make_engine(url)
+    try:
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    finally:
+        engine.dispose()
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert diff == [], f"models and migrations disagree: {diff}"
+        assert {"probe_result", "override", "leader_lease", "audit_event"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _result(i: int, outcome: Outcome = Outcome.OK, endpoint: str = "eastus/gpt-4o", vantage: str = "eu") -> ProbeResult:
+    return ProbeResult(endpoint_id=endpoint, region=endpoint.split("/")[0], vantage=vantage, started_at=T0 + timedelta(seconds=10 * i), outcome=outcome, status_code=200, ttft_ms=100.0 + i, total_ms=300.0 + i)
+
+
+def test_results_come_back_as_domain_values_newest_n_per_endpoint_and_vantage(url: str) -> None:
+    s = open_store(url, migrate=True)
+    try:
+        s.add_probe_results([_result(i) for i in range(30)] + [_result(i, vantage="us") for i in range(3)] + [_result(i, Outcome.THROTTLED, "westeurope/gpt-4o") for i in range(4)])
+        latest = s.latest_results(per_endpoint=5)
+        eu = [r for r in latest if r.endpoint_id == "eastus/gpt-4o" and r.vantage == "eu"]
+        assert [r.ttft_ms for r in eu] == [125.0, 126.0, 127.0, 128.0, 129.0]
+        assert len([r for r in latest if r.vantage == "us"]) == 3
+        assert all(r.started_at.tzinfo is not None for r in latest)
+        west = s.latest_results(per_endpoint=10, region="westeurope")
+        assert {r.outcome for r in west} == {Outcome.THROTTLED}
+        assert len(s.results_between(T0, T0 + timedelta(seconds=50), region="eastus")) == 5 + 3
+        assert s.last_probe_at()["eastus"] == T0 + timedelta(seconds=290)
+    finally:
+        s.close()
+
+
+def test_rollups_aggregate_per_minute_and_purge_respects_both_horizons(url: str) -> None:
+    s = open_store(url, migrate=True)
+    try:
+        s.add_probe_results([_result(i, Outcome.OK if i % 3 else Outcome.THROTTLED) for i in range(12)])  # 2 minutes
+        assert s.rollup(T0, T0 + timedelta(minutes=2)) == 2
+        rows = s.rollups(T0)
+        assert [r["count"] for r in rows] == [6, 6]
+        assert [r["throttled"] for r in rows] == [2, 2]
+        assert rows[0]["ttft_p50_ms"] is not None
+        raw, rolled = s.purge(raw_before=T0 + timedelta(minutes=1), rollup_before=T0)
+        assert (raw, rolled) == (6, 0)
+    finally:
+        s.close()
+
+
+def test_lease_is_exclusive_renewable_and_fenced(url: str) -> None:
+    s = open_store(url, migrate=True)
+    try:
+        first = s.try_acquire_lease("leader", "worker-a", 10, T0)
+        assert first == 1
+        assert s.try_acquire_lease("leader", "worker-b", 10, T0 + timedelta(seconds=5)) is None
+        assert s.try_acquire_lease("leader", "worker-a", 10, T0 + timedelta(seconds=5)) == 1  # renewal keeps the token
+        assert s.holds_lease("leader", "worker-a", 1, T0 + timedelta(seconds=6))
+        # worker-a stops renewing: b takes over after expiry with a larger fencing token
+        taken = s.try_acquire_lease("leader", "worker-b", 10, T0 + timedelta(seconds=16))
+        assert taken == 2
+        assert not s.holds_lease("leader", "worker-a", 1, T0 + timedelta(seconds=16))
+        assert s.try_acquire_lease("leader", "worker-a", 10, T0 + timedelta(seconds=17)) is None
+        assert s.release_lease("leader", "worker-b")
+        assert s.try_acquire_lease("leader", "worker-a", 10, T0 + timedelta(seconds=18)) == 3
+    finally:
+        s.close()
+
+
+def test_overrides_expire_once_and_lifting_is_compare_and_set(store: Store) -> None:
+    o = store.add_override(Override(kind=OverrideKind.DRAIN, who="alice", why="eastus 5xx", created_at=T0, region="eastus", expires_at=T0 + timedelta(minutes=30)))
+    pin = store.add_override(Override(kind=OverrideKind.PIN, who="bob", why="canary", created_at=T0, region="westeurope", target="tm-weighted", weight=10))
+    assert {x.id for x in store.active_overrides(T0)} == {o.id, pin.id}
+    assert store.expire_overrides(T0 + timedelta(minutes=10)) == []
+    lifted = store.expire_overrides(T0 + timedelta(minutes=31))
+    assert [x.id for x in lifted] == [o.id]
+    assert store.expire_overrides(T0 + timedelta(minutes=32)) == []
+    assert store.lift_override(pin.id, "carol", T0 + timedelta(minutes=40)) is not None
+    assert store.lift_override(pin.id, "dave", T0 + timedelta(minutes=41)) is None
+    assert store.active_overrides(T0 + timedelta(minutes=42)) == []
+
+
+def test_plans_changes_targets_events_and_flags_round_trip(store: Store) -> None:
+    change = Change(target="tm-weighted", region="eastus", endpoint="aoai-eastus", field=Field.ENABLED, actual=True, desired=False, reason="eastus unhealthy")
+    plan_id = store.record_plan(Plan(changes=(change,)), actor="automation", now=T0, fencing_token=7)
+    cid = store.record_change(change, "pending", T0, plan_id=plan_id, fencing_token=7)
+    store.finish_change(cid, "failed", T0, error_code="BadRequest", error_message="weight out of range")
+    rows = store.changes(target="tm-weighted")
+    assert rows[0]["status"] == "failed" and rows[0]["before"] is True and rows[0]["after"] is False and rows[0]["fencing_token"] == 7
+
+    names = {"eastus": "aoai-eastus", "westeurope": "aoai-westeurope"}
+    actual = TargetState("tm-weighted", {"eastus": EndpointSetting(500, None, True), "westeurope": EndpointSetting(300, None, True)}, monitor_status={"eastus": "Online"})
+    desired = TargetState("tm-weighted", {"eastus": EndpointSetting(500, None, False), "westeurope": EndpointSetting(300, None, True)}, reasons={"eastus": "down"})
+    store.save_target_state("tm-weighted", names, actual, desired, T0)
+    store.set_applied("tm-weighted", "westeurope", EndpointSetting(300, None, True), T0)
+    assert store.applied_settings("tm-weighted") == {"westeurope": EndpointSetting(300, None, True)}
+    te = {r["region"]: r for r in store.target_endpoints("tm-weighted")}
+    assert te["eastus"]["actual_enabled"] is True and te["eastus"]["desired_enabled"] is False and te["eastus"]["monitor_status"] == "Online"
+
+    store.add_event(AuditEvent(kind="panic", at=T0, actor="automation", summary="all unhealthy", target="afd-prod", severity="critical", data={"n": 3}))
+    assert store.events(kinds=["panic"])[0].data == {"n": 3}
+    store.set_flag("panic:afd-prod", {"reason": "all unhealthy"}, T0)
+    assert store.flags("panic:")["panic:afd-prod"]["reason"] == "all unhealthy"
+    store.set_flag("panic:afd-prod", None, T0)
+    assert store.flags("panic:") == {}
+
+    store.add_transitions([Transition("endpoint", "eastus/gpt-4o", HealthStateName.HEALTHY, HealthStateName.UNHEALTHY, "3 timeouts", T0, evidence=("timeout", "timeout"))])
+    assert store.transitions(region="eastus")[0].evidence == ("timeout", "timeout")
+
+
+def test_a_store_that_is_not_migrated_says_how_to_fix_it(sqlite_url: str) -> None:
+    s = Store(sqlite_url)
+    try:
+        with pytest.raises(DatabaseUnavailable, match="regionguard db upgrade"):
+            s.check()
+    finally:
+        s.close()
+
+
+def test_an_unreachable_database_is_a_clear_error_not_a_traceback() -> None:
+    s = Store("postgresql://nobody:secret@127.0.0.1:1/none")
+    try:
+        with pytest.raises(DatabaseUnavailable) as info:
+            s.check()
+        assert "unreachable" in str(info.value) and "secret" not in str(info.value)
+    finally:
+        s.close()
