@@ -22,6 +22,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from controlplane.domain import CONFIG_PROBLEM_OUTCOMES, Outcome
+from controlplane.logging_setup import LoggingSettings
+from controlplane.notify.settings import NotificationSettings
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -267,6 +269,8 @@ class Settings(_Section):
     azure: Azure = Azure()
     reconcile: Reconcile = Reconcile()
     retention: Retention = Retention()
+    notifications: NotificationSettings = NotificationSettings()
+    logging: LoggingSettings = LoggingSettings()
 
     # -- helpers used everywhere
     def region(self, name: str) -> Region:

@@ -41,6 +41,7 @@ from controlplane.store.models import (
     HealthStateRow,
     HealthTransitionRow,
     LeaderLeaseRow,
+    NotificationRow,
     OverrideRow,
     PlanRow,
     ProbeResultRow,
@@ -167,6 +168,16 @@ class Store:
             if limit:
                 q = q.limit(limit)
             return [_to_probe(r) for r in s.scalars(q)]
+
+    def results_after(self, after_id: int, limit: int = 10000) -> tuple[int, list[ProbeResult]]:
+        """Results stored after row id ``after_id`` (from every vantage), in id order.
+
+        Returns the new high-water id; the leader tails this to feed its health
+        evaluator with what all probers saw.
+        """
+        with self.session() as s:
+            rows = list(s.scalars(select(ProbeResultRow).where(ProbeResultRow.id > after_id).order_by(ProbeResultRow.id).limit(limit)))
+        return (rows[-1].id if rows else after_id), [_to_probe(r) for r in rows]
 
     def last_probe_at(self) -> dict[str, datetime]:
         """Newest probe start per region (for 'stale data' banners)."""
@@ -463,6 +474,33 @@ class Store:
             if target:
                 q = q.where(AuditEventRow.target == target)
             return [_to_event(r) for r in s.scalars(q)]
+
+    # ------------------------------------------------------------ notification deliveries
+
+    def add_notification(self, channel: str, event_kind: str, group_key: str | None, payload: dict[str, Any], now: datetime, status: str = "pending") -> int:
+        """Record a delivery about to be attempted (payload: what was said, never URLs or keys)."""
+        with self.session() as s:
+            row = NotificationRow(created_at=now, channel=channel, event_kind=event_kind, group_key=group_key, status=status, attempts=0, payload=payload)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_notification(self, notification_id: int, status: str, now: datetime, attempts: int, error: str | None = None) -> None:
+        """Mark a delivery sent or failed; ``sent_at`` is stamped only when sent."""
+        with self.session() as s:
+            s.execute(
+                update(NotificationRow)
+                .where(NotificationRow.id == notification_id)
+                .values(status=status, attempts=attempts, last_error=error, sent_at=now if status == "sent" else None)
+            )
+
+    def notifications(self, since: datetime | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest first, as dicts (timeline: sent / failed per channel)."""
+        with self.session() as s:
+            q = select(NotificationRow).order_by(NotificationRow.created_at.desc(), NotificationRow.id.desc()).limit(limit)
+            if since is not None:
+                q = q.where(NotificationRow.created_at >= since)
+            return [{c.name: getattr(r, c.name) for c in NotificationRow.__table__.columns} for r in s.scalars(q)]
 
     # ------------------------------------------------------------ flags
 

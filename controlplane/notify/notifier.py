@@ -1,0 +1,458 @@
+"""Delivery: a bounded queue and one worker thread per channel.
+
+``Notifier.publish(event)`` only appends to each interested channel's queue
+and returns: the control loop never waits on Slack, Teams, PagerDuty or a
+webhook. When a queue is full the oldest event is dropped and counted.
+
+Each channel's worker groups events by incident (see ``messages.group_key``):
+the first event of a group opens a window of ``group_wait`` seconds, and every
+event of that group arriving in the window goes out in the same message. The
+message is POSTed with a per-request timeout; 5xx, 429, 408 and transport
+errors are retried with exponential backoff (``Retry-After`` honoured, capped
+at ``max_backoff``), other 4xx are not. Each delivery is recorded in the
+store's ``notification`` table (pending -> sent | failed) for the dashboard.
+
+A resolution (region back to healthy, panic cleared) is sent on a channel only
+when that channel announced the incident (PagerDuty: always, since resolving an
+unknown dedup key is harmless and the incident may predate a restart).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, Protocol
+
+import httpx
+
+from controlplane.domain import AuditEvent, Clock, SystemClock
+from controlplane.logging_setup import register_secret, scrub
+from controlplane.notify import messages
+from controlplane.notify.settings import NotificationSettings, PagerDutyChannel, SlackChannel, TeamsChannel, WebhookChannel, severity_rank
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+_USER_AGENT = "regionguard-notifier/1"
+
+
+class NotificationMetrics(Protocol):
+    def observe_notification(self, channel: str, status: str) -> None: ...
+
+    def observe_notification_dropped(self, channel: str, count: int = 1) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    ok: bool
+    attempts: int
+    status_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    url: str
+    body: bytes
+    headers: Callable[[], dict[str, str]]  # called per attempt (fresh signature timestamp)
+
+
+@dataclass(slots=True)
+class _Batch:
+    group: str
+    deadline: float  # monotonic
+    events: list[AuditEvent] = field(default_factory=list)
+    dropped: int = 0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class _ChannelWorker:
+    """One channel: inbox -> grouped batches -> rendered POSTs with retries."""
+
+    def __init__(
+        self,
+        channel: SlackChannel | TeamsChannel | PagerDutyChannel | WebhookChannel,
+        secrets: Mapping[str, str],
+        settings: NotificationSettings,
+        store: Any,
+        clock: Clock,
+        metrics: NotificationMetrics | None,
+        transport: httpx.BaseTransport | None,
+    ) -> None:
+        self.channel = channel
+        self.name = channel.name
+        self._secrets = dict(secrets)
+        self._settings = settings
+        self._store = store
+        self._clock = clock
+        self._metrics = metrics
+        self._cond = threading.Condition()
+        self._inbox: deque[AuditEvent] = deque()
+        self._pending: dict[str, _Batch] = {}
+        self._open_groups: set[str] = set()
+        self._busy = False
+        self._force = False
+        self._stopping = False
+        self._abort_at: float | None = None
+        self._abort = threading.Event()
+        self._batch_cap = max(100, 5 * settings.max_events_per_message)
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self._client = httpx.Client(timeout=httpx.Timeout(channel.timeout), transport=transport, follow_redirects=False, headers={"User-Agent": _USER_AGENT})
+        self._thread = threading.Thread(target=self._run, name=f"notify-{channel.name}", daemon=True)
+
+    # ------------------------------------------------------------ caller side (must never block)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wants(self, event: AuditEvent) -> bool:
+        if not self.channel.wants_kind(event.kind):
+            return False
+        return severity_rank(event.severity) >= severity_rank(self.channel.min_severity) or messages.is_resolution(event)
+
+    def offer(self, event: AuditEvent) -> None:
+        dropped = 0
+        with self._cond:
+            if self._stopping:
+                return
+            if len(self._inbox) >= self._settings.queue_size:
+                self._inbox.popleft()
+                self.dropped += 1
+                dropped = self.dropped
+            self._inbox.append(event)
+            self._cond.notify()
+        if dropped:
+            self._count_drop(dropped)
+
+    def _count_drop(self, total: int) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_notification_dropped(self.name)
+        if total == 1 or total % 100 == 0:
+            log.warning("notification queue of channel %s is full: dropped the oldest event (%d dropped so far)", self.name, total, extra={"channel": self.name, "dropped": total})
+
+    @property
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._inbox) + sum(len(b.events) for b in self._pending.values())
+
+    def _idle_locked(self) -> bool:
+        return not self._inbox and not self._pending and not self._busy
+
+    def flush(self, timeout: float) -> bool:
+        """Send every waiting batch now (ignore the window) and wait until idle."""
+        with self._cond:
+            self._force = True
+            self._cond.notify_all()
+            done = self._cond.wait_for(self._idle_locked, timeout)
+            self._force = False
+            return done
+
+    def stop(self, deadline: float) -> None:
+        with self._cond:
+            self._stopping = True
+            self._abort_at = deadline
+            self._cond.notify_all()
+
+    def join(self, deadline: float) -> bool:
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        alive = self._thread.is_alive()
+        if alive:
+            self._abort.set()
+            log.warning("notification channel %s did not finish before the close timeout; abandoning its queue", self.name, extra={"channel": self.name})
+        else:
+            self._client.close()
+        return not alive
+
+    # ------------------------------------------------------------ worker thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                due = self._wait_for_due_locked()
+                if due is None:
+                    self._cond.notify_all()
+                    return
+                self._busy = True
+            for batch in due:
+                try:
+                    self._deliver(batch)
+                except Exception:  # noqa: BLE001 - a bug in one delivery must not kill the channel
+                    log.exception("notification channel %s failed to deliver a batch", self.name, extra={"channel": self.name})
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _wait_for_due_locked(self) -> list[_Batch] | None:
+        """Batches to send now; None when stopping with nothing left."""
+        while True:
+            self._drain_inbox_locked()
+            now = time.monotonic()
+            send_all = self._force or self._stopping
+            due = [b for b in self._pending.values() if send_all or b.deadline <= now]
+            if due:
+                for b in due:
+                    del self._pending[b.group]
+                return due
+            if self._stopping:
+                return None
+            wait = min((b.deadline for b in self._pending.values()), default=None)
+            self._cond.notify_all()  # flush() waiters may be watching for idleness
+            self._cond.wait(None if wait is None else max(0.001, wait - now))
+
+    def _drain_inbox_locked(self) -> None:
+        while self._inbox:
+            event = self._inbox.popleft()
+            key = messages.group_key(event)
+            batch = self._pending.get(key)
+            if batch is None:
+                batch = self._pending[key] = _Batch(group=key, deadline=time.monotonic() + self._settings.group_wait)
+            batch.events.append(event)
+            if len(batch.events) > self._batch_cap:
+                self._shed(batch)
+
+    @staticmethod
+    def _shed(batch: _Batch) -> None:
+        """A flooded batch keeps its newest and most severe events; the rest are counted."""
+        lowest = min(severity_rank(e.severity) for e in batch.events)
+        for i, e in enumerate(batch.events):
+            if severity_rank(e.severity) == lowest:
+                del batch.events[i]
+                batch.dropped += 1
+                return
+
+    def _relevant(self, batch: _Batch) -> list[AuditEvent]:
+        """Drop resolutions below min_severity for incidents this channel never announced."""
+        announced = batch.group in self._open_groups or isinstance(self.channel, PagerDutyChannel)
+        floor = severity_rank(self.channel.min_severity)
+        return [e for e in batch.events if severity_rank(e.severity) >= floor or announced]
+
+    def _deliver(self, batch: _Batch) -> None:
+        events = self._relevant(batch)
+        if not events:
+            return
+        msg = messages.build_message(batch.group, events, self._settings.max_events_per_message, dropped=batch.dropped)
+        rendered = self._render(msg)
+        record_id = self._record_start(msg)
+        result = self._send(rendered)
+        self._record_finish(record_id, result)
+        if result.ok:
+            self.sent += 1
+            if msg.action == "resolve":
+                self._open_groups.discard(msg.group)
+            else:
+                self._open_groups.add(msg.group)
+            log.info("notification sent on %s: %s", self.name, msg.title, extra={"channel": self.name, "group": msg.group, "attempts": result.attempts})
+        else:
+            self.failed += 1
+            log.warning("notification on %s failed after %d attempt(s): %s", self.name, result.attempts, result.error, extra={"channel": self.name, "group": msg.group})
+        if self._metrics is not None:
+            self._metrics.observe_notification(self.name, "sent" if result.ok else "failed")
+
+    def _render(self, msg: messages.Message) -> Rendered:
+        ch = self.channel
+        json_headers = {"Content-Type": "application/json"}
+        if isinstance(ch, SlackChannel):
+            return Rendered(self._secrets["url"], messages.encode_body(messages.slack_payload(msg)), lambda: dict(json_headers))
+        if isinstance(ch, TeamsChannel):
+            return Rendered(self._secrets["url"], messages.encode_body(messages.teams_payload(msg)), lambda: dict(json_headers))
+        if isinstance(ch, PagerDutyChannel):
+            return Rendered(ch.url, messages.encode_body(messages.pagerduty_payload(msg, ch, self._secrets["routing_key"])), lambda: dict(json_headers))
+        delivery_id = uuid.uuid4().hex
+        body = messages.encode_body(messages.webhook_payload(msg, delivery_id))
+        secret = self._secrets.get("secret")
+
+        def signed_headers() -> dict[str, str]:
+            headers = dict(json_headers, **{messages.DELIVERY_HEADER: delivery_id})
+            if secret:
+                ts = int(self._clock.now().timestamp())
+                headers[messages.TIMESTAMP_HEADER] = str(ts)
+                headers[messages.SIGNATURE_HEADER] = messages.sign(secret, ts, body)
+            return headers
+
+        return Rendered(self._secrets["url"], body, signed_headers)
+
+    def _send(self, rendered: Rendered) -> DeliveryResult:
+        ch = self.channel
+        attempt = 0
+        while True:
+            attempt += 1
+            status, error, retryable, retry_after = self._attempt(rendered)
+            if error is None:
+                return DeliveryResult(True, attempt, status)
+            if not retryable or attempt > ch.retries:
+                return DeliveryResult(False, attempt, status, error)
+            delay = min(max(ch.backoff * (2 ** (attempt - 1)), retry_after or 0.0), ch.max_backoff)
+            if not self._sleep(delay):
+                return DeliveryResult(False, attempt, status, f"{error} (gave up: shutting down)")
+
+    def _attempt(self, rendered: Rendered) -> tuple[int | None, str | None, bool, float | None]:
+        """One POST: (status, error or None, retryable, retry-after seconds)."""
+        try:
+            resp = self._client.post(rendered.url, content=rendered.body, headers=rendered.headers())
+        except httpx.TimeoutException as exc:
+            return None, f"timeout after {self.channel.timeout:g}s ({type(exc).__name__})", True, None
+        except httpx.TransportError as exc:
+            return None, f"transport error ({type(exc).__name__})", True, None
+        except Exception as exc:  # noqa: BLE001 - never let the URL (a secret) reach the record
+            return None, f"request failed ({type(exc).__name__})", False, None
+        if 200 <= resp.status_code < 300:
+            return resp.status_code, None, False, None
+        detail = scrub(resp.text[:200].strip().replace("\n", " "))
+        retryable = resp.status_code >= 500 or resp.status_code in RETRYABLE_STATUS
+        return resp.status_code, f"HTTP {resp.status_code}" + (f": {detail}" if detail else ""), retryable, parse_retry_after(resp.headers.get("Retry-After"))
+
+    def _sleep(self, delay: float) -> bool:
+        """Back off; False when closing leaves no time for it."""
+        if self._abort_at is not None and time.monotonic() + delay > self._abort_at:
+            return False
+        return not self._abort.wait(delay)
+
+    # ------------------------------------------------------------ delivery records
+
+    def _record_start(self, msg: messages.Message) -> int | None:
+        if self._store is None:
+            return None
+        try:
+            return self._store.add_notification(channel=self.name, event_kind=msg.kind[:32], group_key=msg.group[:160], payload=msg.record(), now=self._clock.now())
+        except Exception as exc:  # noqa: BLE001 - the store being down must not stop notifications
+            log.warning("cannot record notification on %s: %s", self.name, type(exc).__name__, extra={"channel": self.name})
+            return None
+
+    def _record_finish(self, record_id: int | None, result: DeliveryResult) -> None:
+        if self._store is None or record_id is None:
+            return
+        try:
+            self._store.finish_notification(record_id, status="sent" if result.ok else "failed", now=self._clock.now(), attempts=result.attempts, error=result.error)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot record notification outcome on %s: %s", self.name, type(exc).__name__, extra={"channel": self.name})
+
+
+class Notifier:
+    """Fan audit events out to the configured channels without ever blocking the caller."""
+
+    def __init__(
+        self,
+        settings: NotificationSettings,
+        store: Any = None,
+        clock: Clock | None = None,
+        metrics: NotificationMetrics | None = None,
+        env: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.problems: list[str] = []
+        self._closed = False
+        env = os.environ if env is None else env
+        clock = clock or SystemClock()
+        self._workers: list[_ChannelWorker] = []
+        for channel in settings.channels:
+            if not channel.enabled:
+                continue
+            envs = channel.secret_envs()
+            missing = [var for var in envs.values() if not env.get(var)]
+            if missing:
+                problem = f"notifications.channels.{channel.name}: environment variable {', '.join(missing)} is not set; channel disabled"
+                self.problems.append(problem)
+                log.warning(problem)
+                continue
+            secrets = {role: env[var] for role, var in envs.items()}
+            for value in secrets.values():
+                register_secret(value)
+            self._workers.append(_ChannelWorker(channel, secrets, settings, store, clock, metrics, transport))
+        for worker in self._workers:
+            worker.start()
+
+    @property
+    def channels(self) -> list[str]:
+        return [w.name for w in self._workers]
+
+    def publish(self, event: AuditEvent) -> None:
+        """Queue the event for every channel that wants it. Never blocks, never raises."""
+        if self._closed:
+            log.debug("notifier closed; event %s not sent", event.kind)
+            return
+        for worker in self._workers:
+            try:
+                if worker.wants(event):
+                    worker.offer(event)
+            except Exception:  # noqa: BLE001 - notifications must never break the control loop
+                log.exception("could not queue a notification for channel %s", worker.name)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Send what is waiting now (ignoring group windows); True when every channel went idle."""
+        deadline = time.monotonic() + timeout
+        return all([w.flush(max(0.0, deadline - time.monotonic())) for w in self._workers])
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Send what is queued within ``timeout`` seconds, then stop. True when all finished."""
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.stop(deadline)
+        return all([w.join(deadline) for w in self._workers])
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {w.name: {"sent": w.sent, "failed": w.failed, "dropped": w.dropped, "queued": w.queued} for w in self._workers}
+
+    def __enter__(self) -> Notifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventRelay:
+    """Publishes audit events written to the store by any process (e.g. overrides made in the web app).
+
+    The worker calls ``tick()`` on a short interval. Events already in the store
+    when the relay starts are not replayed. Use the relay *or* call
+    ``Notifier.publish`` directly for the same events, not both.
+    """
+
+    def __init__(self, store: Any, notifier: Notifier, batch: int = 500) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._batch = batch
+        newest = store.events(limit=1)
+        self._last_id = newest[0].id if newest and newest[0].id is not None else 0
+
+    def tick(self) -> int:
+        """Publish events stored since the last tick; returns how many. Never raises."""
+        try:
+            events = self._store.events(limit=self._batch)
+        except Exception as exc:  # noqa: BLE001 - the next tick tries again
+            log.warning("event relay cannot read the store: %s", type(exc).__name__)
+            return 0
+        fresh = sorted((e for e in events if e.id is not None and e.id > self._last_id), key=lambda e: e.id or 0)
+        for event in fresh:
+            self._notifier.publish(event)
+        if fresh:
+            self._last_id = fresh[-1].id or self._last_id
+        return len(fresh)
