@@ -188,6 +188,7 @@ class TargetState:
     monitor_status: dict[str, str] = field(default_factory=dict)  # region -> Azure's own view
     reasons: dict[str, str] = field(default_factory=dict)  # region -> why (desired only)
     unmanaged: tuple[str, ...] = ()  # names present in Azure that config does not own
+    manual: tuple[str, ...] = ()  # desired only: regions an operator override decides (their changes are manual)
 
 
 ActualState = TargetState

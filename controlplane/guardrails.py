@@ -1,0 +1,577 @@
+"""Guardrails: small ``Plan -> Plan`` policies that keep automation from making
+an outage worse. Each is a function ``(plan, ctx) -> plan`` tested on its own;
+:func:`apply_guardrails` runs them in order. A change a policy holds back
+becomes a :class:`~controlplane.domain.Skipped` naming the rule and why.
+
+Order (:data:`POLICIES`):
+
+1. ``refuse_unsafe_manual_drains`` -- an operator drain that would leave a
+   target with fewer than ``min_serving`` enabled endpoints is refused unless
+   its override is ``forced``; the refusal says why.
+2. ``keep_min_serving`` -- automation never takes a target below
+   ``min_serving`` enabled endpoints (worst-scored drains go first).
+3. ``limit_drain_fraction`` -- automation keeps at most
+   ``floor(max_drain_fraction x endpoints)`` of a target disabled (regions an
+   operator drained do not count against it).
+4. ``weigh_down_held_drains`` -- an unhealthy region that rule 2 or 3 kept
+   enabled gets the minimum weight instead (weighted targets), so it takes
+   as little traffic as the rules allow.
+5. ``ramp_weights`` -- an automated weight change moves at most
+   ``max_weight_step`` per tick (a hard down is an ``enabled`` change and
+   drains at once).
+6. ``apply_cooldown`` -- no automated change to a (target, region) within
+   ``cooldown`` of the last one; a change taking traffic away from an
+   unhealthy region is never held (that would keep traffic on a dead region).
+7. ``fail_open`` -- every region of a target unhealthy: automation keeps or
+   restores all at baseline and raises a panic (the prober is the likelier
+   fault). Operator overrides and freezes are still respected.
+8. ``write_budget`` -- an Azure write budget (token bucket per hour):
+   drains, then restores, then priority, then weight changes get it first.
+   Manual changes and fail-open restores are never held by it (they still
+   spend tokens).
+
+Serving counts are conservative: enabled now, minus every drain in the plan,
+ignoring restores (a restore may still be held or fail), so whatever later
+policies drop, a target never ends below ``min_serving`` by automation.
+
+Manual changes (``Change.manual``) skip cooldown, ramp, drain fraction and
+the write budget. Guardrails never consume budget or write cooldown memory:
+call :func:`record_applied` with what was actually written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from controlplane.config import WEIGHT_RANGE, Settings, azure_name
+from controlplane.domain import (
+    CHANGE_KIND_RANK,
+    Change,
+    Clock,
+    EndpointSetting,
+    Field,
+    HealthStateName,
+    Override,
+    OverrideKind,
+    Plan,
+    Skipped,
+    TargetState,
+)
+from controlplane.planner import FIELD_ORDER, apply_to_states, managed_fields, plan
+from controlplane.strategy import StrategyMemory, active_overrides, desired_states, frozen_by
+
+log = logging.getLogger(__name__)
+
+H = HealthStateName
+FAIL_OPEN_REASON = "fail open"  # reasons of fail-open restores start with this; the write budget never holds them
+_HOLDING_KINDS = (OverrideKind.DRAIN, OverrideKind.MAINTENANCE, OverrideKind.FAILOVER, OverrideKind.PIN)
+
+
+# ---------------------------------------------------------------- memory
+
+
+@dataclass
+class CooldownMemory:
+    """When automation last changed each (target, region)."""
+
+    last: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def last_change(self, target: str, region: str) -> datetime | None:
+        return self.last.get((target, region))
+
+    def record(self, target: str, region: str, at: datetime) -> None:
+        self.last[(target, region)] = at
+
+
+class WriteBudget:
+    """Token bucket of Azure writes: ``capacity_per_hour`` tokens, refilled evenly over the hour."""
+
+    def __init__(self, capacity_per_hour: int, clock: Clock) -> None:
+        if capacity_per_hour < 1:
+            raise ValueError("capacity_per_hour must be at least 1")
+        self.capacity = float(capacity_per_hour)
+        self._clock = clock
+        self._tokens = self.capacity
+        self._at = clock.now()
+
+    def _refill(self) -> None:
+        now = self._clock.now()
+        elapsed = (now - self._at).total_seconds()
+        if elapsed > 0:
+            self._tokens = min(self.capacity, self._tokens + elapsed * self.capacity / 3600.0)
+            self._at = now
+
+    @property
+    def available(self) -> int:
+        self._refill()
+        return max(0, math.floor(self._tokens + 1e-9))
+
+    def take(self, n: int = 1, *, force: bool = False) -> bool:
+        """Spend ``n`` tokens if there are enough (or regardless, with ``force``)."""
+        self._refill()
+        if n <= 0:
+            return True
+        if self._tokens + 1e-9 >= n or force:
+            self._tokens -= n
+            return True
+        return False
+
+
+# ---------------------------------------------------------------- context
+
+
+@dataclass
+class GuardrailContext:
+    settings: Settings
+    actual: dict[str, TargetState]
+    health: Any  # HealthReport, or a dict region -> RegionHealth, or None
+    now: datetime
+    cooldown: CooldownMemory = field(default_factory=CooldownMemory)
+    budget: WriteBudget | None = None
+    overrides: Sequence[Override] = ()
+    fail_open: bool | None = None  # None = settings.guardrails.fail_open
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.actual, Mapping):
+            self.actual = {a.target: a for a in self.actual}
+
+    # -- helpers shared by the policies
+    def region_state(self, region: str) -> HealthStateName:
+        rh = self._rh(region)
+        return rh.state if rh else H.UNKNOWN
+
+    def region_score(self, region: str) -> float:
+        rh = self._rh(region)
+        return rh.score if rh else 1.0
+
+    def region_reason(self, region: str) -> str:
+        rh = self._rh(region)
+        return "; ".join(rh.reasons) if rh and rh.reasons else self.region_state(region).value
+
+    def _rh(self, region: str) -> Any:
+        if self.health is None:
+            return None
+        regions = self.health.regions if hasattr(self.health, "regions") else self.health
+        return regions.get(region)
+
+    def min_serving(self, target: str) -> int:
+        return self.settings.min_serving(self.settings.target(target))
+
+    def enabled_now(self, target: str) -> dict[str, bool]:
+        t = self.settings.target(target)
+        state = self.actual.get(target)
+        if state is None:
+            return {}
+        return {r: state.endpoints[r].enabled for r in t.endpoints if r in state.endpoints}
+
+    def held_by_operator(self, target: str) -> set[str]:
+        """Regions an active drain/maintenance/failover/pin override decides in ``target``."""
+        t = self.settings.target(target)
+        out: set[str] = set()
+        for o in active_overrides(self.overrides, target, self.now):
+            if o.kind not in _HOLDING_KINDS:
+                continue
+            if o.kind is OverrideKind.FAILOVER:
+                out |= set(t.endpoints)
+            else:
+                out |= {r for r in t.endpoints if o.applies_to(target, r)}
+        return out
+
+    def forced(self, target: str, region: str) -> bool:
+        return any(
+            o.forced and o.kind in _HOLDING_KINDS and (o.kind is OverrideKind.FAILOVER or o.applies_to(target, region))
+            for o in active_overrides(self.overrides, target, self.now)
+        )
+
+    def target_order(self) -> dict[str, int]:
+        return {t.name: i for i, t in enumerate(self.settings.targets)}
+
+
+Policy = Callable[[Plan, GuardrailContext], Plan]
+
+
+def _is_drain(c: Change) -> bool:
+    return c.field is Field.ENABLED and c.desired is False
+
+
+def _takes_traffic_away(c: Change) -> bool:
+    if c.field is Field.ENABLED:
+        return c.desired is False
+    if c.field is Field.WEIGHT:
+        return isinstance(c.desired, int) and isinstance(c.actual, int) and c.desired < c.actual
+    return False
+
+
+def _targets(plan_: Plan) -> list[str]:
+    return list(dict.fromkeys(c.target for c in plan_.changes))
+
+
+def _hold(plan_: Plan, held: dict[Change, tuple[str, str]]) -> Plan:
+    if not held:
+        return plan_
+    keep = [c for c in plan_.changes if c not in held]
+    skipped = [Skipped(c, rule, reason) for c, (rule, reason) in held.items()]
+    return plan_.with_changes(keep, skipped)
+
+
+# ---------------------------------------------------------------- policies
+
+
+def refuse_unsafe_manual_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
+    """An operator drain that breaks min_serving is refused unless forced."""
+    held: dict[Change, tuple[str, str]] = {}
+    for target in _targets(plan_):
+        drains = [c for c in plan_.changes if c.target == target and c.manual and _is_drain(c)]
+        if not drains:
+            continue
+        enabled = ctx.enabled_now(target)
+        serving = sum(enabled.values())
+        total, minimum = len(enabled), ctx.min_serving(target)
+        for c in drains:
+            if ctx.forced(target, c.region):
+                serving -= 1
+                continue
+            if serving - 1 >= minimum:
+                serving -= 1
+                continue
+            held[c] = (
+                "min_serving",
+                f"refused: draining {c.region} from {target} would leave {serving - 1} of {total} endpoints serving "
+                f"(min_serving is {minimum}); only a forced override (admin role) may do that",
+            )
+    return _hold(plan_, held)
+
+
+def keep_min_serving(plan_: Plan, ctx: GuardrailContext) -> Plan:
+    """Automation never leaves a target with fewer than min_serving enabled endpoints."""
+    held: dict[Change, tuple[str, str]] = {}
+    for target in _targets(plan_):
+        mine = [c for c in plan_.changes if c.target == target and _is_drain(c)]
+        auto = sorted((c for c in mine if not c.manual), key=lambda c: (ctx.region_score(c.region), c.region))
+        if not auto:
+            continue
+        enabled = ctx.enabled_now(target)
+        serving = sum(enabled.values()) - sum(1 for c in mine if c.manual)
+        minimum = ctx.min_serving(target)
+        for c in auto:
+            if serving - 1 >= minimum:
+                serving -= 1
+            else:
+                held[c] = (
+                    "min_serving",
+                    f"draining {c.region} would leave {target} with {serving - 1} of {len(enabled)} endpoints serving; "
+                    f"min_serving is {minimum}",
+                )
+    return _hold(plan_, held)
+
+
+def limit_drain_fraction(plan_: Plan, ctx: GuardrailContext) -> Plan:
+    """Automation keeps at most max_drain_fraction of a target's endpoints disabled."""
+    fraction = ctx.settings.guardrails.max_drain_fraction
+    held: dict[Change, tuple[str, str]] = {}
+    for target in _targets(plan_):
+        auto = sorted(
+            (c for c in plan_.changes if c.target == target and _is_drain(c) and not c.manual),
+            key=lambda c: (ctx.region_score(c.region), c.region),
+        )
+        if not auto:
+            continue
+        enabled = ctx.enabled_now(target)
+        total = len(ctx.settings.target(target).endpoints)
+        allowed = math.floor(fraction * total + 1e-9)
+        operator = ctx.held_by_operator(target)
+        disabled = sum(1 for r, on in enabled.items() if not on and r not in operator)
+        for c in auto:
+            if disabled + 1 <= allowed:
+                disabled += 1
+            else:
+                held[c] = (
+                    "max_drain_fraction",
+                    f"automation may keep at most {allowed} of {total} endpoints of {target} drained "
+                    f"(max_drain_fraction {fraction:g}); {disabled} already are",
+                )
+    return _hold(plan_, held)
+
+
+def weigh_down_held_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
+    """An unhealthy region automation may not drain (min_serving, max_drain_fraction) gets the
+    minimum weight instead, in targets whose weights regionguard manages."""
+    planned = {(c.target, c.region) for c in plan_.changes if c.field is Field.WEIGHT}
+    extra = []
+    for sk in plan_.skipped:
+        c = sk.change
+        if sk.rule not in ("min_serving", "max_drain_fraction") or c.manual or not _is_drain(c) or (c.target, c.region) in planned:
+            continue
+        target = ctx.settings.target(c.target)
+        actual = ctx.actual.get(c.target)
+        have = actual.endpoints.get(c.region) if actual else None
+        if Field.WEIGHT not in managed_fields(target) or have is None or have.weight is None or c.region in ctx.held_by_operator(c.target):
+            continue
+        floor = WEIGHT_RANGE[target.kind][0]
+        if have.weight > floor:
+            extra.append(replace(c, field=Field.WEIGHT, actual=have.weight, desired=floor, reason=f"{c.reason}; not drained ({sk.rule}), so weighed down to the minimum instead"))
+            planned.add((c.target, c.region))
+    return replace(plan_, changes=plan_.changes + tuple(extra)) if extra else plan_
+
+
+def ramp_weights(plan_: Plan, ctx: GuardrailContext) -> Plan:
+    """Automated weight changes move at most max_weight_step per tick."""
+    step = ctx.settings.guardrails.max_weight_step
+    changes = []
+    for c in plan_.changes:
+        if c.field is Field.WEIGHT and not c.manual and isinstance(c.actual, int) and isinstance(c.desired, int) and abs(c.desired - c.actual) > step:
+            nxt = c.actual + step if c.desired > c.actual else c.actual - step
+            c = replace(c, desired=nxt, reason=f"{c.reason} (ramping by at most {step} per tick toward {c.desired})")
+        changes.append(c)
+    return replace(plan_, changes=tuple(changes))
+
+
+def apply_cooldown(plan_: Plan, ctx: GuardrailContext) -> Plan:
+    """No automated change to a region within cooldown of the last one (drains of unhealthy regions excepted)."""
+    cooldown = ctx.settings.guardrails.cooldown
+    held: dict[Change, tuple[str, str]] = {}
+    for c in plan_.changes:
+        if c.manual or cooldown <= 0:
+            continue
+        last = ctx.cooldown.last_change(c.target, c.region)
+        if last is None:
+            continue
+        ago = (ctx.now - last).total_seconds()
+        if ago >= cooldown:
+            continue
+        if _takes_traffic_away(c) and ctx.region_state(c.region) is H.UNHEALTHY:
+            continue
+        held[c] = ("cooldown", f"last automated change to {c.region} in {c.target} was {ago:.0f} s ago; cooldown is {cooldown:.0f} s")
+    return _hold(plan_, held)
+
+
+def fail_open(plan_: Plan, ctx: GuardrailContext) -> Plan:
+    """Every region of a target unhealthy -> keep/restore all at baseline and raise a panic."""
+    if ctx.health is None:
+        return plan_
+    enabled_flag = ctx.settings.guardrails.fail_open if ctx.fail_open is None else ctx.fail_open
+    panics = list(plan_.panics)
+    changes = list(plan_.changes)
+    skipped: list[Skipped] = []
+    for t in ctx.settings.targets:
+        regions = list(t.endpoints)
+        if not regions or any(ctx.region_state(r) is not H.UNHEALTHY for r in regions):
+            continue
+        why = "; ".join(f"{r}: {ctx.region_reason(r)}" for r in regions)
+        freeze = frozen_by(ctx.overrides, t.name, ctx.now)
+        if not enabled_flag:
+            panics.append(f"{t.name}: every endpoint looks unhealthy ({why}); fail_open is off, min_serving still keeps {ctx.min_serving(t.name)} enabled")
+            continue
+        if freeze is not None:
+            panics.append(f"{t.name}: every endpoint looks unhealthy ({why}); automation is frozen ({freeze.describe()}), nothing restored")
+            continue
+        panics.append(f"{t.name}: every endpoint looks unhealthy ({why}); failing open: all kept enabled at baseline -- the prober is the likelier fault")
+        actual = ctx.actual.get(t.name)
+        if actual is None:
+            continue
+        operator = ctx.held_by_operator(t.name)
+        dropped = [c for c in changes if c.target == t.name and not c.manual]
+        skipped += [Skipped(c, "fail_open", "every endpoint of the target looks unhealthy: failing open") for c in dropped]
+        changes = [c for c in changes if c not in dropped]
+        changes += _baseline_changes(t, actual, operator, f"{FAIL_OPEN_REASON}: every endpoint of {t.name} looks unhealthy")
+    return Plan(changes=tuple(changes), skipped=plan_.skipped + tuple(skipped), panics=tuple(panics))
+
+
+def _baseline_changes(target: Any, actual: TargetState, skip: set[str], reason: str) -> list[Change]:
+    out = []
+    fields = managed_fields(target)
+    for region, ep in target.endpoints.items():
+        have = actual.endpoints.get(region)
+        if have is None or region in skip:
+            continue
+        base = EndpointSetting(weight=ep.weight, priority=ep.priority, enabled=True)
+        for f in fields:
+            d, a = base.get(f), have.get(f)
+            if d is not None and d != a:
+                out.append(Change(target.name, region, azure_name(target, region), f, a, d, reason))
+    return out
+
+
+def write_budget(plan_: Plan, ctx: GuardrailContext) -> Plan:
+    """Hold automated changes beyond the Azure write budget; drains get it first."""
+    if ctx.budget is None:
+        return plan_
+    available = ctx.budget.available
+    auto = [c for c in plan_.changes if not c.manual and not c.reason.startswith(FAIL_OPEN_REASON)]
+    if len(auto) <= available:
+        return plan_
+    order = ctx.target_order()
+    region_rank = {(t.name, r): i for t in ctx.settings.targets for i, r in enumerate(t.endpoints)}
+    ranked = sorted(
+        auto,
+        key=lambda c: (CHANGE_KIND_RANK[c.kind], order.get(c.target, 99), region_rank.get((c.target, c.region), 0), FIELD_ORDER.index(c.field)),
+    )
+    held = {
+        c: ("write_budget", f"Azure write budget: {available} of {ctx.budget.capacity:.0f} writes left this hour; {c.kind.value} changes wait")
+        for c in ranked[available:]
+    }
+    return _hold(plan_, held)
+
+
+POLICIES: tuple[Policy, ...] = (
+    refuse_unsafe_manual_drains,
+    keep_min_serving,
+    limit_drain_fraction,
+    weigh_down_held_drains,
+    ramp_weights,
+    apply_cooldown,
+    fail_open,
+    write_budget,
+)
+
+
+def apply_guardrails(plan_: Plan, ctx: GuardrailContext, policies: Iterable[Policy] = POLICIES) -> Plan:
+    for policy in policies:
+        plan_ = policy(plan_, ctx)
+    for s in plan_.skipped:
+        log.info("held by %s: %s -- %s", s.rule, s.change.describe(), s.reason)
+    for p in plan_.panics:
+        log.warning("panic: %s", p)
+    return plan_
+
+
+def record_applied(applied: Plan | Iterable[Change], now: datetime, cooldown: CooldownMemory | None = None, budget: WriteBudget | None = None) -> None:
+    """After writing: note automated changes for cooldown and spend write budget for every write."""
+    changes = list(applied.changes if isinstance(applied, Plan) else applied)
+    if cooldown is not None:
+        for c in changes:
+            if not c.manual:
+                cooldown.record(c.target, c.region, now)
+    if budget is not None and changes:
+        budget.take(len(changes), force=True)
+
+
+# ---------------------------------------------------------------- one tick
+
+
+def decide(
+    settings: Settings,
+    health: Any,
+    actual: Iterable[TargetState] | Mapping[str, TargetState],
+    overrides: Sequence[Override] = (),
+    *,
+    now: datetime,
+    cooldown: CooldownMemory | None = None,
+    budget: WriteBudget | None = None,
+    memory: StrategyMemory | None = None,
+) -> tuple[list[TargetState], Plan]:
+    """The whole decision for one tick: desired states, then the guarded plan."""
+    actual_by = dict(actual) if isinstance(actual, Mapping) else {a.target: a for a in actual}
+    desired = desired_states(settings, health, actual_by, overrides, now, memory)
+    raw = plan(settings, desired, actual_by)
+    ctx = GuardrailContext(settings, actual_by, health, now, cooldown or CooldownMemory(), budget, overrides)
+    return desired, apply_guardrails(raw, ctx)
+
+
+# ---------------------------------------------------------------- previews
+
+
+def preview_override(
+    settings: Settings,
+    override: Override,
+    actual: Iterable[TargetState] | Mapping[str, TargetState],
+    health: Any,
+    existing: Sequence[Override] = (),
+    now: datetime | None = None,
+) -> tuple[Plan, list[str]]:
+    """What ``override`` would change now, and why (part of) it would be refused.
+
+    The plan holds only the changes the new override causes (automation's
+    own pending changes are left out); refusals are the human reasons of the
+    changes guardrails would refuse (e.g. a drain breaking min_serving).
+    """
+    now = now or override.created_at
+    actual_by = dict(actual) if isinstance(actual, Mapping) else {a.target: a for a in actual}
+    before = plan(settings, desired_states(settings, health, actual_by, list(existing), now), actual_by)
+    after = plan(settings, desired_states(settings, health, actual_by, [*existing, override], now), actual_by)
+    seen = {(c.target, c.region, c.field, c.desired) for c in before.changes}
+    caused = tuple(c for c in after.changes if (c.target, c.region, c.field, c.desired) not in seen)
+    ctx = GuardrailContext(settings, actual_by, health, now, overrides=[*existing, override])
+    guarded = refuse_unsafe_manual_drains(Plan(changes=caused), ctx)
+    refusals = [s.reason for s in guarded.skipped]
+    return guarded, refusals
+
+
+def describe_preview(
+    settings: Settings,
+    override: Override,
+    preview: Plan,
+    refusals: Sequence[str],
+    actual: Iterable[TargetState] | Mapping[str, TargetState],
+) -> str:
+    """One or two sentences for the confirm dialog, e.g.
+    'This will disable eastus in tm-weighted (2 of 3 stay serving) and afd-prod (2 of 3 stay serving).'"""
+    actual_by = dict(actual) if isinstance(actual, Mapping) else {a.target: a for a in actual}
+    scope = [t.name for t in settings.targets if override.target is None or t.name == override.target]
+    if override.kind is OverrideKind.FREEZE:
+        text = f"This will freeze automation for {_join(scope) if override.target else 'every target'}: no automated Azure writes until it is lifted."
+        return _with_refusals(text, refusals)
+    after = apply_to_states(preview, actual_by)
+    groups: dict[tuple[tuple[str, ...], int, int], list[str]] = {}
+    for target in dict.fromkeys(c.target for c in preview.changes):
+        state = after.get(target)
+        serving = sum(1 for e in state.endpoints.values() if e.enabled) if state else 0
+        total = len(settings.target(target).endpoints)
+        words = tuple(
+            f"{'enable' if c.desired else 'disable'} {c.region}" if c.field is Field.ENABLED else f"set {c.region}'s {c.field.value} to {c.desired} (now {c.actual})"
+            for c in preview.changes
+            if c.target == target
+        )
+        groups.setdefault((words, serving, total), []).append(target)
+    sentences = []
+    for (words, serving, total), targets in groups.items():
+        each = " in each" if len(targets) > 1 else ""
+        sentences.append(f"{_join(list(words))} in {_join(targets)}; {serving} of {total} stay serving{each}")
+    if sentences:
+        text = "This will " + ". It will also ".join(sentences) + "."
+    elif preview.skipped:
+        text = "Nothing would change."
+    else:
+        where = override.region or "every region"
+        text = f"No change to Azure now: {where} is already as this {override.kind.value} wants in {_join(scope) or 'no target'}; it is held there until the override is lifted."
+    return _with_refusals(text, refusals)
+
+
+def _join(names: Sequence[str]) -> str:
+    names = list(names)
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _with_refusals(text: str, refusals: Sequence[str]) -> str:
+    if not refusals:
+        return text
+    reasons = [r.removeprefix("refused: ") for r in refusals]
+    return text + " Refused: " + "; ".join(reasons) + "."
+
+
+__all__ = [
+    "POLICIES",
+    "CooldownMemory",
+    "GuardrailContext",
+    "WriteBudget",
+    "apply_cooldown",
+    "apply_guardrails",
+    "decide",
+    "describe_preview",
+    "fail_open",
+    "keep_min_serving",
+    "limit_drain_fraction",
+    "preview_override",
+    "ramp_weights",
+    "weigh_down_held_drains",
+    "record_applied",
+    "refuse_unsafe_manual_drains",
+    "write_budget",
+]

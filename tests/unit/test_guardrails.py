@@ -1,0 +1,335 @@
+"""Guardrails: each policy on its own, then composed; write budget; previews."""
+
+from __future__ import annotations
+
+from controlplane.domain import Change, Field, HealthStateName, Plan
+from controlplane.guardrails import (
+    CooldownMemory,
+    GuardrailContext,
+    WriteBudget,
+    apply_cooldown,
+    apply_guardrails,
+    decide,
+    describe_preview,
+    fail_open,
+    keep_min_serving,
+    limit_drain_fraction,
+    preview_override,
+    ramp_weights,
+    record_applied,
+    refuse_unsafe_manual_drains,
+    weigh_down_held_drains,
+    write_budget,
+)
+from controlplane.planner import apply_to_states
+from tests.fakes import FakeClock, at, make_settings, override, region_health, target_state
+
+NOW = at(1000)
+REGIONS = ("eastus", "westeurope", "japaneast")
+
+
+def health(default: str = "healthy", **states: str):
+    return {r: region_health(r, states.get(r, default)) for r in REGIONS}
+
+
+def drain(region: str, target: str = "tm-weighted", manual: bool = False) -> Change:
+    return Change(target, region, f"aoai-{region}", Field.ENABLED, True, False, "unhealthy" if not manual else "drain by alice", manual)
+
+
+def restore(region: str, target: str = "tm-weighted") -> Change:
+    return Change(target, region, f"aoai-{region}", Field.ENABLED, False, True, "healthy")
+
+
+def weight(region: str, actual: int, desired: int, manual: bool = False) -> Change:
+    return Change("tm-weighted", region, f"aoai-{region}", Field.WEIGHT, actual, desired, "degraded", manual)
+
+
+def ctx(settings=None, actual=None, h=None, **kw) -> GuardrailContext:
+    s = settings or make_settings()
+    actual = actual if actual is not None else [target_state(s, t.name) for t in s.targets]
+    return GuardrailContext(s, actual, h if h is not None else health(), kw.pop("now", NOW), **kw)
+
+
+# ---------------------------------------------------------------- min_serving
+
+
+def test_automation_never_drains_below_min_serving() -> None:
+    s = make_settings(guardrails={"min_serving": 2, "max_drain_fraction": 1.0})
+    c = ctx(s, h=health("unhealthy"))
+    out = keep_min_serving(Plan((drain("eastus"), drain("westeurope"), drain("japaneast"))), c)
+    assert len(out.changes) == 1
+    assert {sk.rule for sk in out.skipped} == {"min_serving"}
+    assert "min_serving is 2" in out.skipped[0].reason
+
+
+def test_min_serving_drains_the_worst_region_first() -> None:
+    s = make_settings(guardrails={"min_serving": 2, "max_drain_fraction": 1.0})
+    h = {"eastus": region_health("eastus", "unhealthy", 0.3), "westeurope": region_health("westeurope", "unhealthy", 0.0), "japaneast": region_health("japaneast", "healthy")}
+    out = keep_min_serving(Plan((drain("eastus"), drain("westeurope"))), ctx(s, h=h))
+    assert [c.region for c in out.changes] == ["westeurope"]
+
+
+def test_min_serving_does_not_count_restores_that_may_still_fail() -> None:
+    s = make_settings()
+    actual = [target_state(s, "tm-weighted", enabled={"westeurope": False, "japaneast": False})]
+    out = keep_min_serving(Plan((restore("westeurope"), drain("eastus"))), ctx(s, actual))
+    assert [c.region for c in out.changes] == ["westeurope"]
+    assert out.skipped[0].change.region == "eastus"
+
+
+def test_an_operator_drain_that_breaks_min_serving_is_refused_with_the_reason() -> None:
+    s = make_settings()
+    actual = [target_state(s, "tm-weighted", enabled={"westeurope": False, "japaneast": False})]
+    o = override("drain", "eastus")
+    out = refuse_unsafe_manual_drains(Plan((drain("eastus", manual=True),)), ctx(s, actual, overrides=[o]))
+    assert out.changes == ()
+    (sk,) = out.skipped
+    assert sk.rule == "min_serving"
+    assert sk.reason.startswith("refused: draining eastus from tm-weighted would leave 0 of 3 endpoints serving (min_serving is 1)")
+    assert "forced" in sk.reason
+
+
+def test_a_forced_operator_drain_goes_through() -> None:
+    s = make_settings()
+    actual = [target_state(s, "tm-weighted", enabled={"westeurope": False, "japaneast": False})]
+    o = override("drain", "eastus", forced=True)
+    out = refuse_unsafe_manual_drains(Plan((drain("eastus", manual=True),)), ctx(s, actual, overrides=[o]))
+    assert len(out.changes) == 1 and out.skipped == ()
+
+
+# ---------------------------------------------------------------- drain fraction
+
+
+def test_automation_drains_at_most_the_max_fraction() -> None:
+    s = make_settings(guardrails={"max_drain_fraction": 0.5})
+    out = limit_drain_fraction(Plan((drain("eastus"), drain("westeurope"))), ctx(s, h=health("unhealthy")))
+    assert len(out.changes) == 1
+    assert out.skipped[0].rule == "max_drain_fraction"
+    assert "at most 1 of 3 endpoints of tm-weighted drained" in out.skipped[0].reason
+
+
+def test_regions_drained_already_count_but_operator_drains_do_not() -> None:
+    s = make_settings(guardrails={"max_drain_fraction": 0.5})
+    actual = [target_state(s, "tm-weighted", enabled={"japaneast": False})]
+    out = limit_drain_fraction(Plan((drain("eastus"),)), ctx(s, actual))
+    assert out.changes == ()
+    out = limit_drain_fraction(Plan((drain("eastus"),)), ctx(s, actual, overrides=[override("maintenance", "japaneast")]))
+    assert len(out.changes) == 1
+
+
+def test_operator_drains_are_not_limited_by_the_fraction() -> None:
+    s = make_settings(guardrails={"max_drain_fraction": 0.0})
+    out = limit_drain_fraction(Plan((drain("eastus", manual=True),)), ctx(s))
+    assert len(out.changes) == 1
+
+
+def test_an_unhealthy_region_that_may_not_be_drained_is_weighed_down_instead() -> None:
+    s = make_settings(guardrails={"max_drain_fraction": 0.34})
+    actual = [target_state(s, "tm-weighted", enabled={"eastus": False})]
+    c = ctx(s, actual, h=health(eastus="unhealthy", japaneast="unhealthy"))
+    out = weigh_down_held_drains(limit_drain_fraction(Plan((drain("japaneast"),)), c), c)
+    (w,) = out.changes
+    assert (w.region, w.field, w.actual, w.desired) == ("japaneast", Field.WEIGHT, 200, 1)
+    assert w.reason.endswith("not drained (max_drain_fraction), so weighed down to the minimum instead")
+    # not for an operator's region, nor a target whose weights regionguard does not manage
+    c2 = ctx(s, actual, h=health(eastus="unhealthy", japaneast="unhealthy"), overrides=[override("pin", "japaneast", weight=300)])
+    assert weigh_down_held_drains(limit_drain_fraction(Plan((drain("japaneast"),)), c2), c2).changes == ()
+    p = make_settings(targets=("tm-priority",), guardrails={"max_drain_fraction": 0.0})
+    cp = ctx(p, h=health(eastus="unhealthy"))
+    held = limit_drain_fraction(Plan((drain("eastus", "tm-priority"),)), cp)
+    assert weigh_down_held_drains(held, cp).changes == ()
+
+
+# ---------------------------------------------------------------- ramp
+
+
+def test_weight_changes_ramp_by_max_step_per_tick() -> None:
+    s = make_settings(guardrails={"max_weight_step": 100})
+    out = ramp_weights(Plan((weight("eastus", 500, 50), weight("westeurope", 300, 350))), ctx(s))
+    assert [c.desired for c in out.changes] == [400, 350]
+    assert "ramping by at most 100 per tick toward 50" in out.changes[0].reason
+
+
+def test_hard_down_drains_at_once_and_manual_weights_are_not_ramped() -> None:
+    s = make_settings(guardrails={"max_weight_step": 10})
+    p = Plan((drain("eastus"), weight("westeurope", 300, 1, manual=True)))
+    assert ramp_weights(p, ctx(s)).changes == p.changes
+
+
+# ---------------------------------------------------------------- cooldown
+
+
+def test_cooldown_holds_automated_changes_to_a_region_recently_changed() -> None:
+    s = make_settings(guardrails={"cooldown": 60})
+    memory = CooldownMemory()
+    memory.record("tm-weighted", "eastus", at(970))
+    out = apply_cooldown(Plan((weight("eastus", 500, 400), weight("westeurope", 300, 200))), ctx(s, cooldown=memory))
+    assert [c.region for c in out.changes] == ["westeurope"]
+    assert out.skipped[0].rule == "cooldown"
+    assert "30 s ago; cooldown is 60 s" in out.skipped[0].reason
+    later = apply_cooldown(Plan((weight("eastus", 500, 400),)), ctx(s, cooldown=memory, now=at(1030)))
+    assert len(later.changes) == 1
+
+
+def test_cooldown_never_keeps_traffic_on_an_unhealthy_region_or_holds_an_operator() -> None:
+    memory = CooldownMemory()
+    memory.record("tm-weighted", "eastus", at(999))
+    p = Plan((drain("eastus"), weight("eastus", 500, 1, manual=True)))
+    out = apply_cooldown(p, ctx(h=health(eastus="unhealthy"), cooldown=memory))
+    assert out.changes == p.changes
+
+
+# ---------------------------------------------------------------- fail open
+
+
+def test_every_region_unhealthy_fails_open_with_a_panic() -> None:
+    s = make_settings()
+    actual = [target_state(s, "tm-weighted", enabled={"eastus": False}, weights={"westeurope": 30})]
+    p = Plan((drain("westeurope"), drain("japaneast")))
+    out = fail_open(p, ctx(s, actual, h=health("unhealthy")))
+    after = apply_to_states(out, actual)["tm-weighted"]
+    assert all(e.enabled for e in after.endpoints.values())
+    assert {r: e.weight for r, e in after.endpoints.items()} == {"eastus": 500, "westeurope": 300, "japaneast": 200}
+    assert len(out.panics) == 1 and out.panics[0].startswith("tm-weighted: every endpoint looks unhealthy")
+    assert "the prober is the likelier fault" in out.panics[0]
+    assert {sk.rule for sk in out.skipped} == {"fail_open"}
+
+
+def test_fail_open_leaves_targets_with_a_healthy_region_alone() -> None:
+    p = Plan((drain("eastus"),))
+    out = fail_open(p, ctx(h=health("unhealthy", japaneast="degraded")))
+    assert out == p
+
+
+def test_fail_open_respects_operator_drains_and_freezes() -> None:
+    s = make_settings()
+    actual = [target_state(s, "tm-weighted", enabled={"eastus": False, "westeurope": False})]
+    out = fail_open(Plan(()), ctx(s, actual, h=health("unhealthy"), overrides=[override("drain", "eastus")]))
+    assert [(c.region, c.desired) for c in out.changes] == [("westeurope", True)]
+    frozen = fail_open(Plan(()), ctx(s, actual, h=health("unhealthy"), overrides=[override("freeze")]))
+    assert frozen.changes == () and "automation is frozen" in frozen.panics[0]
+
+
+def test_with_fail_open_off_it_only_raises_the_alarm() -> None:
+    s = make_settings(guardrails={"fail_open": False})
+    out = fail_open(Plan((drain("eastus"),)), ctx(s, h=health("unhealthy")))
+    assert out.changes == (drain("eastus"),)
+    assert "fail_open is off" in out.panics[0]
+
+
+# ---------------------------------------------------------------- write budget
+
+
+def test_write_budget_refills_evenly_over_the_hour() -> None:
+    clock = FakeClock()
+    b = WriteBudget(60, clock)
+    assert b.available == 60
+    assert b.take(60) and not b.take(1)
+    clock.advance(59)
+    assert b.available == 0
+    clock.advance(1)
+    assert b.available == 1
+    clock.advance(7200)
+    assert b.available == 60
+    assert b.take(100, force=True) and b.available == 0
+
+
+def test_a_short_budget_goes_to_drains_then_restores_then_priority_then_weights() -> None:
+    s = make_settings(targets=("tm-weighted", "tm-priority"))
+    clock = FakeClock(NOW)
+    budget = WriteBudget(10, clock)
+    budget.take(8)
+    prio = Change("tm-priority", "eastus", "aoai-eastus", Field.PRIORITY, 1, 2, "pin")
+    p = Plan((weight("eastus", 500, 400), prio, restore("japaneast"), drain("westeurope"), weight("japaneast", 1, 2, manual=True)))
+    out = write_budget(p, ctx(s, budget=budget))
+    assert [c.kind.value for c in out.changes] == ["restore", "drain", "weight"]  # plan order kept; manual never held
+    assert {sk.change.kind.value for sk in out.skipped} == {"weight", "priority"}
+    assert all(sk.rule == "write_budget" for sk in out.skipped)
+    assert "2 of 10 writes left this hour" in out.skipped[0].reason
+
+
+def test_record_applied_spends_budget_and_starts_cooldowns_for_automation_only() -> None:
+    clock = FakeClock(NOW)
+    budget, memory = WriteBudget(10, clock), CooldownMemory()
+    record_applied(Plan((drain("eastus"), weight("westeurope", 1, 2, manual=True))), NOW, memory, budget)
+    assert budget.available == 8
+    assert memory.last_change("tm-weighted", "eastus") == NOW
+    assert memory.last_change("tm-weighted", "westeurope") is None
+
+
+# ---------------------------------------------------------------- composed
+
+
+def test_decide_runs_strategy_planner_and_guardrails_in_one_go() -> None:
+    s = make_settings(targets=("tm-weighted", "afd-prod"))
+    actual = [target_state(s, "tm-weighted"), target_state(s, "afd-prod")]
+    desired, guarded = decide(s, health(eastus="unhealthy"), actual, now=NOW)
+    assert [d.target for d in desired] == ["tm-weighted", "afd-prod"]
+    assert [(c.target, c.region, c.field.value, c.desired) for c in guarded.changes] == [
+        ("tm-weighted", "eastus", "enabled", False),
+        ("afd-prod", "eastus", "enabled", False),
+    ]
+
+
+def test_apply_guardrails_composes_the_policies_in_order() -> None:
+    s = make_settings(guardrails={"max_weight_step": 100, "max_drain_fraction": 0.5})
+    p = Plan((drain("eastus"), drain("westeurope"), weight("japaneast", 200, 20)))
+    out = apply_guardrails(p, ctx(s, h=health("unhealthy", japaneast="degraded")))
+    # westeurope may not be drained too (fraction): weighed down instead, ramped like any weight
+    assert [(c.region, c.field.value, c.desired) for c in out.changes] == [("eastus", "enabled", False), ("japaneast", "weight", 100), ("westeurope", "weight", 200)]
+    assert [sk.rule for sk in out.skipped] == ["max_drain_fraction"]
+
+
+# ---------------------------------------------------------------- previews
+
+
+def test_preview_of_a_drain_says_what_changes_and_how_many_stay_serving() -> None:
+    s = make_settings(targets=("tm-weighted", "afd-prod"))
+    actual = [target_state(s, "tm-weighted"), target_state(s, "afd-prod")]
+    o = override("drain", "eastus", created=1000)
+    p, refusals = preview_override(s, o, actual, health())
+    assert refusals == []
+    assert [(c.target, c.region, c.manual) for c in p.changes] == [("tm-weighted", "eastus", True), ("afd-prod", "eastus", True)]
+    assert describe_preview(s, o, p, refusals, actual) == "This will disable eastus in tm-weighted and afd-prod; 2 of 3 stay serving in each."
+
+
+def test_preview_refuses_a_drain_that_breaks_min_serving() -> None:
+    s = make_settings()
+    actual = [target_state(s, "tm-weighted", enabled={"westeurope": False, "japaneast": False})]
+    o = override("drain", "eastus", created=1000)
+    p, refusals = preview_override(s, o, actual, health())
+    assert p.changes == ()
+    assert len(refusals) == 1 and "would leave 0 of 3 endpoints serving" in refusals[0]
+    text = describe_preview(s, o, p, refusals, actual)
+    assert text == (
+        "Nothing would change. Refused: draining eastus from tm-weighted would leave 0 of 3 endpoints serving "
+        "(min_serving is 1); only a forced override (admin role) may do that."
+    )
+
+
+def test_preview_ignores_what_automation_would_do_anyway() -> None:
+    s = make_settings()
+    actual = [target_state(s, "tm-weighted")]
+    o = override("pin", "japaneast", weight=50, created=1000)
+    p, refusals = preview_override(s, o, actual, health(eastus="unhealthy"))
+    assert [(c.region, c.field, c.desired) for c in p.changes] == [("japaneast", Field.WEIGHT, 50)]
+    assert "set japaneast's weight to 50 (now 200) in tm-weighted" in describe_preview(s, o, p, refusals, actual)
+
+
+def test_preview_of_a_region_already_out_and_of_a_freeze() -> None:
+    s = make_settings()
+    actual = [target_state(s, "tm-weighted", enabled={"eastus": False})]
+    o = override("drain", "eastus", created=1000)
+    p, refusals = preview_override(s, o, actual, health(eastus="unhealthy"))
+    assert p.changes == () and refusals == []
+    assert describe_preview(s, o, p, refusals, actual).startswith("No change to Azure now: eastus is already as this drain wants")
+    f = override("freeze", target="tm-weighted", created=1000)
+    assert describe_preview(s, f, *preview_override(s, f, actual, health()), actual).startswith("This will freeze automation for tm-weighted")
+
+
+def test_guardrail_context_reads_health_from_a_report_too() -> None:
+    from controlplane.health import HealthEvaluator
+
+    s = make_settings()
+    c = ctx(s, h=HealthEvaluator(s).evaluate(NOW))
+    assert c.region_state("eastus") is HealthStateName.UNKNOWN

@@ -1,0 +1,365 @@
+"""Health: windows, hysteresis, vantage quorum, region aggregation, reasons."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from controlplane.domain import HealthStateName as H
+from controlplane.domain import Outcome
+from controlplane.health import HealthEvaluator
+from tests.fakes import at, endpoint_ids, make_settings, probe_result
+
+EAST = "eastus/gpt-4o"
+WEST = "westeurope/gpt-4o"
+JAPAN = "japaneast/gpt-4o"
+
+
+def warm(ev: HealthEvaluator, eids=(EAST, WEST, JAPAN), start: float = 0.0, n: int = 10, step: float = 30.0, vantage: str = "local") -> float:
+    """n successes per endpoint, one every `step` s; returns the time after the last."""
+    t = start
+    for _ in range(n):
+        for e in eids:
+            ev.observe(probe_result(e, Outcome.OK, t, vantage=vantage))
+        t += step
+    return t
+
+
+def feed(ev: HealthEvaluator, eid: str, outcomes: list[str], start: float, step: float = 5.0, vantage: str = "local", **kw) -> float:
+    t = start
+    for o in outcomes:
+        ev.observe(probe_result(eid, o, t, vantage=vantage, **kw))
+        t += step
+    return t
+
+
+def test_it_stays_unknown_until_m_successes_in_a_row() -> None:
+    ev = HealthEvaluator(make_settings())
+    feed(ev, EAST, ["ok", "ok"], 0, 30)
+    assert ev.evaluate(at(61)).endpoints[EAST].state is H.UNKNOWN
+    assert ev.evaluate(at(61)).regions["eastus"].state is H.UNKNOWN
+    feed(ev, EAST, ["ok"], 60, 30)
+    report = ev.evaluate(at(61))
+    assert report.endpoints[EAST].state is H.HEALTHY
+    assert report.regions["eastus"].state is H.HEALTHY
+
+
+def test_k_consecutive_failures_mark_it_unhealthy_with_reason_and_evidence() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    ev.evaluate(at(t))
+    transitions = []
+    for o in ("timeout", "timeout", "timeout"):
+        transitions += ev.observe(probe_result(EAST, o, t))
+        t += 5
+    down = [tr for tr in transitions if tr.new is H.UNHEALTHY]
+    assert len(down) == 1 and down[0].vantage == "local"
+    assert down[0].reason == "3 consecutive timeouts"
+    assert sum("timeout" in e for e in down[0].evidence) == 3
+    report = ev.evaluate(at(t))
+    assert report.endpoints[EAST].state is H.UNHEALTHY
+    assert report.regions["eastus"].state is H.UNHEALTHY
+    assert [(x.subject, x.key, x.old, x.new) for x in report.transitions] == [
+        ("endpoint", EAST, H.HEALTHY, H.UNHEALTHY),
+        ("region", "eastus", H.HEALTHY, H.UNHEALTHY),
+    ]
+
+
+def test_a_single_lost_probe_changes_nothing() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    before = ev.evaluate(at(t))
+    assert ev.observe(probe_result(EAST, "timeout", t)) == []
+    t = feed(ev, EAST, ["ok"] * 5, t + 5)
+    report = ev.evaluate(at(t))
+    assert report.endpoints[EAST].state is H.HEALTHY
+    assert report.transitions == []
+    assert before.regions["eastus"].state is H.HEALTHY
+
+
+def test_intermittent_failures_over_the_ratio_mark_it_unhealthy_without_k_in_a_row() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    pattern = ["server_error", "server_error", "ok"] * 4  # never 3 in a row, 2/3 of the window failing
+    for o in pattern:
+        ev.observe(probe_result(EAST, o, t))
+        t += 5
+    eh = ev.evaluate(at(t)).endpoints[EAST]
+    assert eh.state is H.UNHEALTHY
+    assert "of last 10 probes were server errors" in eh.reason
+
+
+def test_throttling_reason_says_how_many_and_the_retry_after() -> None:
+    ev = HealthEvaluator(make_settings(health={"failures_to_down": 8, "window": 10}))
+    t = warm(ev)
+    outcomes = ["throttled", "throttled", "ok", "throttled", "throttled", "ok", "throttled", "throttled", "throttled", "ok"]
+    for o in outcomes:
+        ev.observe(probe_result(EAST, o, t, retry_after_ms=12000 if o == "throttled" else None))
+        t += 5
+    eh = ev.evaluate(at(t)).endpoints[EAST]
+    assert eh.state is H.UNHEALTHY
+    assert eh.reason.startswith("7 of last 10 probes throttled (429), retry-after 12 s")
+
+
+def test_a_slow_median_makes_it_degraded_not_unhealthy_with_a_lower_score() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    t = feed(ev, EAST, ["slow"] * 10, t, ttft_ms=6000.0)
+    eh = ev.evaluate(at(t)).endpoints[EAST]
+    assert eh.state is H.DEGRADED
+    assert "median TTFT 6.0 s over the 3.0 s limit" in eh.reason or "10 of last 10 probes were slow answers" in eh.reason
+    # (3 s / 6 s)^2 per slow probe
+    assert eh.score == pytest.approx(0.25, abs=0.01)
+
+
+def test_one_slow_probe_in_a_tiny_window_is_not_a_slow_median() -> None:
+    ev = HealthEvaluator(make_settings(health={"window": 2, "failures_to_down": 2}))
+    t = warm(ev, n=4)
+    ev.observe(probe_result(EAST, "slow", t, ttft_ms=9000.0))
+    assert ev.evaluate(at(t)).endpoints[EAST].state is H.HEALTHY
+
+
+def test_partial_errors_make_it_degraded_and_cost_score() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    t = feed(ev, EAST, ["ok", "ok", "server_error", "ok", "ok", "ok", "server_error", "server_error", "ok", "ok"], t)
+    eh = ev.evaluate(at(t)).endpoints[EAST]
+    assert eh.state is H.DEGRADED
+    assert eh.score == pytest.approx(0.7)
+    assert "3 of last 10 probes were server errors" in eh.reason
+
+
+def test_it_comes_back_only_after_m_successes_and_the_dwell() -> None:
+    s = make_settings(health={"min_dwell": 60, "successes_to_up": 3})
+    ev = HealthEvaluator(s)
+    t = warm(ev)
+    t = feed(ev, EAST, ["connect_error"] * 10, t)  # down, and the whole window failing
+    last_bad = t - 5
+    ups = []
+    while t < last_bad + 200:
+        ups += [tr for tr in ev.observe(probe_result(EAST, "ok", t)) if tr.new is H.HEALTHY]
+        if ups:
+            break
+        t += 5
+    assert ups, "never came back"
+    # the ratio rule held until half the window was clean (5 successes), then the 60 s dwell
+    assert ups[0].at >= at(last_bad + 60)
+    assert ups[0].reason.startswith("recovered:")
+
+
+def test_recovery_reason_says_what_it_still_needs() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    t = feed(ev, EAST, ["connect_error"] * 3, t)
+    t = feed(ev, EAST, ["ok"] * 2, t)
+    eh = ev.evaluate(at(t)).endpoints[EAST]
+    assert eh.state is H.UNHEALTHY
+    assert eh.reason.startswith("recovering: 2 ok in a row (needs 3)")
+    assert "was: 3 consecutive connect errors" in eh.reason
+
+
+def test_a_relapse_soon_after_recovery_doubles_the_dwell() -> None:
+    s = make_settings(health={"min_dwell": 30, "window": 4, "failures_to_down": 2, "successes_to_up": 2})
+    ev = HealthEvaluator(s)
+    t = warm(ev)
+
+    def time_to_recover(t: float) -> tuple[float, float]:
+        t = feed(ev, EAST, ["connect_error"] * 4, t)
+        down_until = t - 5
+        while True:
+            if any(tr.new is H.HEALTHY for tr in ev.observe(probe_result(EAST, "ok", t))):
+                return t - down_until, t + 5
+            t += 5
+            assert t < down_until + 1000
+
+    first, t = time_to_recover(t)
+    second, t = time_to_recover(t)  # relapse right after coming back
+    assert first == pytest.approx(30, abs=5)
+    assert second == pytest.approx(60, abs=5)
+    t = feed(ev, EAST, ["connect_error"] * 4 + ["ok"] * 3, t)  # a third relapse: 4x
+    assert "120 s dwell, doubled 2x for flapping" in ev.evaluate(at(t)).endpoints[EAST].reason
+
+
+def test_config_problems_raise_an_alert_but_never_drain() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    t = feed(ev, EAST, ["auth_error"] * 10, t, error="401 Unauthorized")
+    report = ev.evaluate(at(t))
+    eh = report.endpoints[EAST]
+    assert eh.state is H.HEALTHY
+    assert eh.config_problem is not None and eh.config_problem.startswith("auth_error 401 in 10 of last 10 probes")
+    assert any(p.startswith(EAST) for p in report.config_problems)
+
+
+def test_config_problems_alone_leave_it_unknown() -> None:
+    ev = HealthEvaluator(make_settings())
+    feed(ev, EAST, ["not_found"] * 5, 0, 30)
+    report = ev.evaluate(at(130))
+    assert report.endpoints[EAST].state is H.UNKNOWN
+    assert report.endpoints[EAST].config_problem
+
+
+def test_every_endpoint_with_a_config_problem_says_so_first() -> None:
+    ev = HealthEvaluator(make_settings())
+    for e in (EAST, WEST, JAPAN):
+        feed(ev, e, ["auth_error"] * 3, 0, 30)
+    problems = ev.evaluate(at(70)).config_problems
+    assert problems[0].startswith("every endpoint reports a configuration problem")
+    assert len(problems) == 4
+
+
+def test_which_outcomes_count_is_policy() -> None:
+    s = make_settings(probe={"counts_against_health": ["timeout", "connect_error", "server_error"]})
+    ev = HealthEvaluator(s)
+    t = warm(ev)
+    t = feed(ev, EAST, ["throttled"] * 10, t)
+    assert ev.evaluate(at(t)).endpoints[EAST].state is H.HEALTHY
+
+
+def test_one_of_three_vantages_cannot_mark_an_endpoint_unhealthy() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = 0.0
+    for v in ("eu", "us", "asia"):
+        warm(ev, vantage=v)
+    t = 300.0
+    for v in ("eu", "us", "asia"):
+        feed(ev, EAST, ["connect_error" if v == "eu" else "ok"] * 4, t, vantage=v)
+    report = ev.evaluate(at(t + 20))
+    eh = report.endpoints[EAST]
+    assert report.vantages[EAST]["eu"] is H.UNHEALTHY
+    assert eh.state is H.HEALTHY
+    assert "eu sees unhealthy" in eh.reason
+    assert eh.score == 1.0
+
+
+def test_two_of_three_vantages_agreeing_mark_it_unhealthy() -> None:
+    ev = HealthEvaluator(make_settings())
+    for v in ("eu", "us", "asia"):
+        warm(ev, vantage=v)
+    for v in ("eu", "us", "asia"):
+        feed(ev, EAST, ["connect_error" if v != "asia" else "ok"] * 4, 300, vantage=v)
+    eh = ev.evaluate(at(320)).endpoints[EAST]
+    assert eh.state is H.UNHEALTHY
+    assert eh.reason.startswith("2 of 3 vantages agree")
+
+
+def test_vantage_quorum_setting_can_demand_more_than_a_majority() -> None:
+    ev = HealthEvaluator(make_settings(health={"vantage_quorum": 3}))
+    for v in ("eu", "us", "asia"):
+        warm(ev, vantage=v)
+    for v in ("eu", "us", "asia"):
+        feed(ev, EAST, ["connect_error" if v != "asia" else "ok"] * 4, 300, vantage=v)
+    assert ev.evaluate(at(320)).endpoints[EAST].state is H.HEALTHY
+
+
+def test_a_vantage_that_sees_every_endpoint_failing_is_discounted() -> None:
+    ev = HealthEvaluator(make_settings())
+    for v in ("eu", "us"):
+        warm(ev, vantage=v)
+    for e in (EAST, WEST, JAPAN):
+        feed(ev, e, ["connect_error"] * 4, 300, vantage="eu")
+        feed(ev, e, ["ok"] * 4, 300, vantage="us")
+    report = ev.evaluate(at(320))
+    assert report.suspect_vantages == ("eu",)
+    assert all(eh.state is H.HEALTHY for eh in report.endpoints.values())
+    assert "discounted vantage eu" in report.endpoints[EAST].reason
+
+
+def test_when_every_vantage_sees_everything_failing_nothing_is_hidden() -> None:
+    ev = HealthEvaluator(make_settings())
+    warm(ev)
+    for e in (EAST, WEST, JAPAN):
+        feed(ev, e, ["connect_error"] * 4, 300)
+    report = ev.evaluate(at(320))
+    assert report.suspect_vantages == ()
+    assert all(rh.state is H.UNHEALTHY for rh in report.regions.values())
+
+
+def test_stale_results_do_not_vote() -> None:
+    s = make_settings()
+    ev = HealthEvaluator(s)
+    warm(ev)  # last results at t=270
+    assert ev.evaluate(at(300)).endpoints[EAST].state is H.HEALTHY
+    report = ev.evaluate(at(270 + 2 * s.probe.interval + 1))
+    assert report.endpoints[EAST].state is H.UNKNOWN
+    assert report.endpoints[EAST].reason.startswith("no fresh probe results")
+    assert report.regions["eastus"].state is H.UNKNOWN
+
+
+def test_region_health_aggregates_its_endpoints() -> None:
+    s = make_settings(endpoints_per_region=2)
+    eids = endpoint_ids(s)
+    ev = HealthEvaluator(s)
+    t = warm(ev, eids=eids)
+    t = feed(ev, "eastus/gpt-0", ["timeout"] * 3, t)
+    rh = ev.evaluate(at(t)).regions["eastus"]
+    assert rh.state is H.DEGRADED
+    assert rh.score == pytest.approx(0.5)  # an unhealthy endpoint counts as 0
+    assert any(r.startswith("gpt-0: 3 consecutive timeouts") for r in rh.reasons)
+    t = feed(ev, "eastus/gpt-1", ["timeout"] * 3, t)
+    assert ev.evaluate(at(t)).regions["eastus"].state is H.UNHEALTHY
+
+
+def test_quota_headroom_is_reported_per_endpoint_and_region() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    ev.observe(probe_result(EAST, "ok", t, remaining_tokens=5000, limit_tokens=100000))
+    ev.observe(probe_result(WEST, "ok", t, utilization_pct=97.0))
+    report = ev.evaluate(at(t))
+    assert report.endpoints[EAST].quota_headroom == pytest.approx(0.05)
+    assert report.regions["westeurope"].quota_headroom == pytest.approx(0.03)
+    assert report.regions["japaneast"].quota_headroom is None
+
+
+def test_suspect_means_probe_fast_until_confirmed() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    assert not ev.is_suspect(EAST, "local")
+    ev.observe(probe_result(EAST, "timeout", t))
+    assert ev.is_suspect(EAST, "local")  # one failure: probe fast to confirm
+    feed(ev, EAST, ["ok"] * 3, t + 5)
+    assert not ev.is_suspect(EAST, "local")  # confirmed healthy
+    feed(ev, EAST, ["timeout"] * 3, t + 30)
+    assert not ev.is_suspect(EAST, "local")  # confirmed down
+    ev.observe(probe_result(EAST, "ok", t + 60))
+    assert ev.is_suspect(EAST, "local")  # maybe coming back: probe fast
+    assert not ev.is_suspect(EAST, "other-vantage")
+    assert ev.evaluate(at(t + 60)).endpoints[EAST].suspect
+
+
+def test_from_results_starts_warm_without_repeating_transitions() -> None:
+    s = make_settings()
+    results = [probe_result(e, "ok", t) for t in range(0, 300, 30) for e in (EAST, WEST, JAPAN)]
+    results += [probe_result(EAST, "connect_error", 300 + 5 * i) for i in range(3)]
+    ev = HealthEvaluator.from_results(s, reversed(results), now=at(320))
+    report = ev.evaluate(at(321))
+    assert report.endpoints[EAST].state is H.UNHEALTHY
+    assert report.endpoints[WEST].state is H.HEALTHY
+    assert report.transitions == []
+    assert report.regions["eastus"].since == at(310)
+
+
+def test_results_for_endpoints_not_in_the_config_are_ignored() -> None:
+    ev = HealthEvaluator(make_settings())
+    assert ev.observe(probe_result("nowhere/gpt-4o", "timeout", 0)) == []
+    assert "nowhere/gpt-4o" not in ev.evaluate(at(1)).endpoints
+
+
+def test_the_report_is_json_ready() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    feed(ev, EAST, ["timeout"] * 3, t)
+    data = ev.evaluate(at(t + 20)).to_dict()
+    text = json.dumps(data)
+    assert data["regions"]["eastus"]["state"] == "unhealthy"
+    assert "3 consecutive timeouts" in text
+
+
+def test_a_transition_is_reported_once() -> None:
+    ev = HealthEvaluator(make_settings())
+    t = warm(ev)
+    t = feed(ev, EAST, ["timeout"] * 3, t)
+    assert ev.evaluate(at(t)).transitions
+    t = feed(ev, EAST, ["timeout"] * 2, t)
+    assert ev.evaluate(at(t)).transitions == []
