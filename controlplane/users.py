@@ -1,0 +1,172 @@
+"""Local users and API tokens: who may look, who may act, who may force.
+
+Passwords are hashed with Argon2id (argon2-cffi); the hash carries its own
+parameters, so stronger defaults later still verify old hashes (and rehash
+them on the next successful login). API tokens are 256-bit random strings;
+only their SHA-256 is stored (a fast hash is fine for high-entropy secrets),
+so a database leak does not leak usable tokens.
+
+Roles are ordered: viewer (read) < operator (overrides) < admin (force, users).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from controlplane.store import Store
+
+log = logging.getLogger(__name__)
+
+ROLES = ("viewer", "operator", "admin")
+_RANK = {role: i for i, role in enumerate(ROLES)}
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,79}$")
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1024
+TOKEN_PREFIX = "rg_"
+
+_hasher = PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory profile)
+# A hash of a random password: verifying against it when the user does not
+# exist keeps the response time of "no such user" equal to "wrong password".
+_DUMMY_HASH: str | None = None
+
+
+class UserError(ValueError):
+    """Bad input for a user or token command; the message names the field and value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is acting: a logged-in user or an API token, with its role."""
+
+    name: str
+    role: str
+    via: str = "session"  # session | token | cli
+
+    def can(self, needed: str) -> bool:
+        return role_allows(self.role, needed)
+
+
+def role_allows(role: str, needed: str) -> bool:
+    """True when ``role`` is at least ``needed`` (viewer < operator < admin)."""
+    return _RANK.get(role, -1) >= _RANK[needed]
+
+
+def set_hasher(hasher: PasswordHasher) -> None:
+    """Replace the password hasher (tests use cheap parameters; production keeps the default)."""
+    global _hasher, _DUMMY_HASH
+    _hasher = hasher
+    _DUMMY_HASH = None
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def _check_role(role: str, field: str = "role") -> None:
+    if role not in ROLES:
+        raise UserError(f"{field}: {role!r} is not one of {', '.join(ROLES)}")
+
+
+def _check_name(name: str, field: str = "name") -> None:
+    if not USER_NAME.match(name or ""):
+        raise UserError(f"{field}: {name!r} is not a valid name (letters, digits, . _ @ -; at most 80)")
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password: must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise UserError(f"password: must be at most {MAX_PASSWORD_LENGTH} characters")
+
+
+def add_user(store: Store, name: str, role: str, password: str, now: datetime) -> None:
+    """Create a user (or reset an existing one's role and password)."""
+    _check_name(name)
+    _check_role(role)
+    _check_password(password)
+    store.add_user(name, role, hash_password(password), now)
+    log.info("user %s saved with role %s", name, role)
+
+
+def authenticate(store: Store, name: str, password: str) -> Principal | None:
+    """The user if the password is right and the account enabled, else None."""
+    global _DUMMY_HASH
+    user = store.user(name) if USER_NAME.match(name or "") else None
+    if user is None or user.get("disabled"):
+        if _DUMMY_HASH is None:
+            _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+        verify_password(_DUMMY_HASH, password)  # same cost as a real check
+        return None
+    if not verify_password(user["password_hash"], password):
+        return None
+    try:
+        if _hasher.check_needs_rehash(user["password_hash"]):
+            store.set_password_hash(name, hash_password(password))
+    except InvalidHashError:  # pragma: no cover - verify would have failed first
+        pass
+    return Principal(name=user["name"], role=user["role"], via="session")
+
+
+def current_role(store: Store, name: str) -> str | None:
+    """The role of an enabled user now (so a demotion takes effect on the next request)."""
+    user = store.user(name)
+    if user is None or user.get("disabled"):
+        return None
+    return str(user["role"])
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_api_token(store: Store, name: str, role: str, created_by: str, now: datetime) -> str:
+    """Create a bearer token for scripts; returns the plaintext, shown once and never stored."""
+    _check_name(name)
+    _check_role(role)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    store.add_api_token(name, token_hash(token), role, created_by, now)
+    log.info("api token %s created with role %s by %s", name, role, created_by)
+    return token
+
+
+def authenticate_token(store: Store, token: str, now: datetime) -> Principal | None:
+    """The token's principal if it is live; stamps its last use."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    row: dict[str, Any] | None = store.api_token(token_hash(token), now)
+    if row is None:
+        return None
+    return Principal(name=f"token:{row['name']}", role=row["role"], via="token")
+
+
+__all__ = [
+    "ROLES",
+    "Principal",
+    "UserError",
+    "add_user",
+    "authenticate",
+    "authenticate_token",
+    "create_api_token",
+    "current_role",
+    "hash_password",
+    "role_allows",
+    "set_hasher",
+    "token_hash",
+    "verify_password",
+]

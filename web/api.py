@@ -1,0 +1,139 @@
+"""JSON API under ``/api/v1`` for scripts: same data, same RBAC, same audit as the pages.
+
+Authenticate with ``Authorization: Bearer rg_...`` (``regionguard token create``).
+Bad input is a 400 whose body names the field and the value:
+``{"error": "invalid", "field": "region", "value": "mars", "reason": "..."}``;
+a guardrail refusal is a 409 with the reason and the preview.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from controlplane import actions
+from controlplane.domain import as_jsonable
+from web import readmodel
+from web.security import principal, require_role, state
+
+log = logging.getLogger(__name__)
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _invalid(field: str, value: Any, reason: str) -> tuple[Response, int]:
+    return jsonify({"error": "invalid", "field": field, "value": value, "reason": f"{field}: {value!r} {reason}"}), 400
+
+
+def _now() -> datetime:
+    return state().clock.now()
+
+
+@api.get("/regions")
+def regions() -> Any:
+    ws = state()
+    view = readmodel.overview(ws.settings, ws.store, _now())
+    return jsonify({"generated_at": view.now.isoformat(), "regions": [c.to_dict() for c in view.cards], "banners": [b.__dict__ for b in view.banners]})
+
+
+@api.get("/targets")
+def targets() -> Any:
+    ws = state()
+    now = _now()
+    views = readmodel.target_views(ws.settings, ws.store.target_endpoints(), ws.store.active_overrides(now), ws.store.flags("panic:"))
+    return jsonify({"generated_at": now.isoformat(), "targets": [v.to_dict() for v in views]})
+
+
+@api.get("/events")
+def events() -> Any:
+    ws = state()
+    args = request.args
+    since = None
+    if args.get("since"):
+        try:
+            since = datetime.fromisoformat(args["since"].replace("Z", "+00:00"))
+        except ValueError:
+            return _invalid("since", args["since"], "is not an ISO 8601 time (e.g. 2026-11-27T12:00:00Z)")
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+    limit_raw = args.get("limit", "200")
+    try:
+        limit = int(limit_raw)
+    except ValueError:
+        return _invalid("limit", limit_raw, "is not a whole number")
+    if not 1 <= limit <= 1000:
+        return _invalid("limit", limit, "must be between 1 and 1000")
+    region = args.get("region") or None
+    if region is not None and region not in ws.settings.region_names:
+        return _invalid("region", region, "is not a configured region")
+    kinds = [k for k in (args.get("kind") or "").split(",") if k] or None
+    found = ws.store.events(since=since, kinds=kinds, region=region, target=args.get("target") or None, limit=limit)
+    return jsonify({"events": [as_jsonable(e) for e in found]})
+
+
+@api.get("/overrides")
+def overrides() -> Any:
+    ws = state()
+    active_raw = (request.args.get("active") or "").lower()
+    if active_raw not in ("", "true", "false", "1", "0"):
+        return _invalid("active", request.args.get("active"), "must be true or false")
+    now = _now()
+    found = ws.store.active_overrides(now) if active_raw in ("true", "1") else ws.store.overrides(limit=500)
+    active_ids = {o.id for o in ws.store.active_overrides(now)}
+    return jsonify({"overrides": [dict(as_jsonable(o), active=o.id in active_ids) for o in found]})
+
+
+def _body() -> dict[str, Any] | tuple[Response, int]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return _invalid("body", request.get_data(as_text=True)[:60], "is not a JSON object")
+    return data
+
+
+@api.post("/overrides")
+@require_role("operator")
+def create_override() -> Any:
+    """Body: action (drain|restore|failover|pin|freeze|unfreeze), reason, region, target,
+    weight, priority, expires_in ("30m"), force, confirm, preview_only."""
+    ws = state()
+    data = _body()
+    if isinstance(data, tuple):
+        return data
+    try:
+        req = actions.parse_request(data)
+        if data.get("preview_only") in (True, "true", "1"):
+            p = actions.preview(ws.settings, ws.store, req, principal(), _now())
+            return jsonify({"preview": p.to_dict()})
+        result = actions.execute(ws.settings, ws.store, req, principal(), _now(), expected_digest=data.get("digest") or None)
+    except actions.InvalidAction as exc:
+        return jsonify(exc.to_dict()), 400
+    except actions.NotAllowed as exc:
+        return jsonify({"error": "forbidden", "reason": str(exc)}), 403
+    except actions.ActionRefused as exc:
+        return jsonify({"error": "refused", "reason": exc.reason, "preview": exc.preview.to_dict() if exc.preview else None}), 409
+    return jsonify(result.to_dict()), 201
+
+
+@api.route("/overrides/<int:override_id>", methods=["DELETE"])
+@api.post("/overrides/<int:override_id>/lift")
+@require_role("operator")
+def lift_override(override_id: int) -> Any:
+    ws = state()
+    data = request.get_json(silent=True) if request.data else {}
+    if not isinstance(data, dict):
+        return _invalid("body", request.get_data(as_text=True)[:60], "is not a JSON object")
+    reason = data.get("reason") or request.args.get("reason") or ""
+    if not isinstance(reason, str):
+        return _invalid("reason", reason, "must be a string")
+    try:
+        done = actions.lift(ws.settings, ws.store, override_id, principal(), reason, _now())
+    except actions.InvalidAction as exc:
+        return jsonify(exc.to_dict()), 400
+    except actions.NotAllowed as exc:
+        return jsonify({"error": "forbidden", "reason": str(exc)}), 403
+    except actions.ActionRefused as exc:
+        return jsonify({"error": "refused", "reason": exc.reason}), 409
+    return jsonify({"lifted": as_jsonable(done)})

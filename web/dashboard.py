@@ -1,0 +1,228 @@
+"""Dashboard pages: overview, region, target, timeline, and the action flow.
+
+Action flow: a control form posts to ``/actions/preview`` (nothing is
+written; the page shows the plan-preview sentence, what changes per target,
+and any refusal), then the operator confirms on that page, which posts to
+``/actions/execute`` with the preview's digest; if anything changed in
+between, the new preview is shown again instead of acting on a stale one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+
+from controlplane import actions
+from controlplane.domain import OverrideKind
+from web import readmodel
+from web.auth import safe_next
+from web.security import principal, require_role, state
+
+log = logging.getLogger(__name__)
+
+dashboard = Blueprint("dashboard", __name__)
+
+ACTION_LABELS = {
+    "drain": "Drain region",
+    "restore": "Restore region",
+    "failover": "Fail over",
+    "pin": "Pin",
+    "freeze": "Freeze automation",
+    "unfreeze": "Unfreeze automation",
+}
+
+
+def _now():  # type: ignore[no-untyped-def]
+    return state().clock.now()
+
+
+def _controls_context(region: str | None = None, target: Any = None) -> dict[str, Any]:
+    settings = state().settings
+    if region is not None:
+        targets = [t for t in settings.targets if region in t.endpoints]
+    elif target is not None:
+        targets = [target]
+    else:
+        targets = list(settings.targets)
+    return {
+        "control_targets": targets,
+        "priority_targets": [t for t in targets if t.routing == "priority"],
+        "all_targets": list(settings.targets),
+        "regions": settings.region_names,
+    }
+
+
+@dashboard.get("/")
+def overview() -> Any:
+    ws = state()
+    view = readmodel.overview(ws.settings, ws.store, _now())
+    return render_template("overview.html", view=view, refresh=current_app.config["REFRESH_SECONDS"], **_controls_context())
+
+
+@dashboard.get("/partials/overview")
+def overview_partial() -> Any:
+    ws = state()
+    view = readmodel.overview(ws.settings, ws.store, _now())
+    return render_template("_overview_live.html", view=view)
+
+
+@dashboard.get("/region/<name>")
+def region(name: str) -> Any:
+    ws = state()
+    if name not in ws.settings.region_names:
+        abort(404, description=f"No region named {name!r} in the configuration.")
+    range_key = request.args.get("range", "1h")
+    if range_key not in readmodel.RANGES:
+        abort(400, description=f"range: {range_key!r} is not one of {', '.join(readmodel.RANGES)}")
+    page = readmodel.region_page(ws.settings, ws.store, name, range_key, _now(), ws.series_cache)
+    return render_template("region.html", page=page, ranges=list(readmodel.RANGES), **_controls_context(region=name))
+
+
+@dashboard.get("/target/<name>")
+def target(name: str) -> Any:
+    ws = state()
+    try:
+        t = ws.settings.target(name)
+    except KeyError:
+        abort(404, description=f"No target named {name!r} in the configuration.")
+    now = _now()
+    active = ws.store.active_overrides(now)
+    view = next(v for v in readmodel.target_views(ws.settings, ws.store.target_endpoints(name), active, ws.store.flags("panic:")) if v.name == name)
+    changes = ws.store.changes(target=name, limit=30)
+    return render_template("target.html", t=t, view=view, changes=changes, active=[o for o in active if o.target in (None, name)], **_controls_context(target=t))
+
+
+@dashboard.get("/timeline")
+def timeline() -> Any:
+    ws = state()
+    region = request.args.get("region") or None
+    target = request.args.get("target") or None
+    kind = request.args.get("kind") or None
+    if region is not None and region not in ws.settings.region_names:
+        abort(400, description=f"region: {region!r} is not a configured region")
+    if target is not None and target not in [t.name for t in ws.settings.targets]:
+        abort(400, description=f"target: {target!r} is not a configured target")
+    if kind is not None and kind not in readmodel.TIMELINE_KINDS:
+        abort(400, description=f"kind: {kind!r} is not one of {', '.join(readmodel.TIMELINE_KINDS)}")
+    items = readmodel.timeline(ws.store, region=region, target=target, kinds={kind} if kind else None, limit=200, now=_now())
+    return render_template(
+        "timeline.html",
+        items=items,
+        region=region,
+        target=target,
+        kind=kind,
+        kinds=readmodel.TIMELINE_KINDS,
+        regions=ws.settings.region_names,
+        targets=[t.name for t in ws.settings.targets],
+    )
+
+
+# ---------------------------------------------------------------- actions
+
+
+def _hidden_fields(req: actions.ActionRequest) -> dict[str, str]:
+    fields = {"action": req.action.value, "reason": req.reason}
+    for key in ("region", "target", "weight", "priority"):
+        value = getattr(req, key)
+        if value is not None:
+            fields[key] = str(value)
+    raw_expiry = request.form.get("expires_in", "").strip()
+    if raw_expiry:
+        fields["expires_in"] = raw_expiry
+    return fields
+
+
+def _back(req: actions.ActionRequest | None) -> str:
+    if req is not None and req.region:
+        return url_for("dashboard.region", name=req.region)
+    if req is not None and req.target:
+        return url_for("dashboard.target", name=req.target)
+    return url_for("dashboard.overview")
+
+
+def _render_preview(req: actions.ActionRequest, p: actions.Preview | None, status: int = 200, error: str | None = None) -> Any:
+    return (
+        render_template(
+            "preview.html",
+            req=req,
+            p=p,
+            label=ACTION_LABELS[req.action.value],
+            fields=_hidden_fields(req),
+            back=_back(req),
+            error=error,
+        ),
+        status,
+    )
+
+
+def _parse() -> actions.ActionRequest:
+    try:
+        return actions.parse_request(request.form)
+    except actions.InvalidAction as exc:
+        abort(400, description=str(exc))
+
+
+def _quiet_preview(req: actions.ActionRequest) -> actions.Preview | None:
+    """The preview to show again next to an error, if the request is valid enough to have one."""
+    ws = state()
+    try:
+        return actions.preview(ws.settings, ws.store, req, principal(), _now())
+    except (actions.InvalidAction, actions.NotAllowed):
+        return None
+
+
+@dashboard.post("/actions/preview")
+@require_role("operator")
+def action_preview() -> Any:
+    ws = state()
+    req = _parse()
+    try:
+        p = actions.preview(ws.settings, ws.store, req, principal(), _now())
+    except actions.InvalidAction as exc:
+        return _render_preview(req, None, 400, str(exc))
+    except actions.NotAllowed as exc:
+        abort(403, description=str(exc))
+    return _render_preview(req, p)
+
+
+@dashboard.post("/actions/execute")
+@require_role("operator")
+def action_execute() -> Any:
+    ws = state()
+    req = _parse()
+    try:
+        result = actions.execute(ws.settings, ws.store, req, principal(), _now(), expected_digest=request.form.get("digest") or None)
+    except actions.InvalidAction as exc:
+        return _render_preview(req, _quiet_preview(req), 400, str(exc))
+    except actions.NotAllowed as exc:
+        abort(403, description=str(exc))
+    except actions.ActionRefused as exc:
+        shown_below = exc.preview is not None and not exc.preview.allowed  # the preview page shows the refusal itself
+        return _render_preview(req, exc.preview, 409, None if shown_below else exc.reason)
+    ids = ", ".join(f"#{o.id}" for o in result.added) or "none"
+    lifted = ", ".join(f"#{o.id}" for o in result.lifted)
+    msg = f"{ACTION_LABELS[req.action.value]} recorded (override {ids}{'; lifted ' + lifted if lifted else ''}). The worker applies it on its next tick."
+    flash(msg, "ok")
+    return redirect(_back(req))
+
+
+@dashboard.post("/overrides/<int:override_id>/lift")
+@require_role("operator")
+def lift_override(override_id: int) -> Any:
+    ws = state()
+    try:
+        done = actions.lift(ws.settings, ws.store, override_id, principal(), request.form.get("reason", ""), _now())
+    except actions.InvalidAction as exc:
+        flash(str(exc), "error")
+    except actions.ActionRefused as exc:
+        flash(exc.reason, "error")
+    else:
+        flash(f"Override #{done.id} ({done.kind.value}) lifted. Automation decides again on the worker's next tick.", "ok")
+    return redirect(safe_next(request.form.get("back")))
+
+
+@dashboard.app_template_global()
+def override_kind_label(kind: OverrideKind) -> str:
+    return {"drain": "drained", "pin": "pinned", "freeze": "frozen", "maintenance": "maintenance", "failover": "failover"}[kind.value]
