@@ -1,0 +1,179 @@
+"""Azure Front Door (classic) through azure-mgmt-frontdoor.
+
+Classic Front Door has no PATCH and no per-pool operation: changing a backend
+means GET the whole Front Door, modify, PUT it back (``begin_create_or_update``,
+long-running). There is no ETag, so:
+
+- one read-modify-write per plan (all the plan's backends in ONE PUT), with
+  the GET right before the PUT to keep the window short;
+- writes to one Front Door are serialised in this process by a lock;
+- only the config-named backends of the config-named pool are modified: the
+  rest of the document is sent back exactly as read (the SDK model keeps
+  every field it does not know; read-only fields are dropped by the SDK and
+  kept by the service), so other pools, rules and endpoints are untouched;
+- the result of the operation (the service's final GET) is checked.
+
+Classic Front Door retires in 2027; Standard/Premium is the primary path
+(:mod:`controlplane.actuators.frontdoor_cdn`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from controlplane.actuators.base import (
+    ActuatorError,
+    ApplyReport,
+    OnResult,
+    PermanentError,
+    RetryPolicy,
+    TransientError,
+    call_with_retry,
+    desired_fields,
+    enabled_state,
+    group_by_endpoint,
+    remaining,
+    report_group,
+    request_options,
+    verify,
+)
+from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[str], Any]  # subscription id -> FrontDoorManagementClient
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def front_door_lock(subscription: str, resource_group: str, name: str) -> threading.Lock:
+    """The process-wide lock serialising writes to one Front Door."""
+    key = f"{subscription}/{resource_group}/{name}".lower()
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+def _find(items: list[Any] | None, attr: str, value: str) -> Any | None:
+    for item in items or []:
+        if str(getattr(item, attr, "") or "").lower() == value.lower():
+            return item
+    return None
+
+
+def _observed(backend: Any) -> dict[Field, int | bool | None]:
+    return {Field.WEIGHT: backend.weight, Field.PRIORITY: backend.priority, Field.ENABLED: backend.enabled_state != "Disabled"}
+
+
+class FrontDoorClassicActuator:
+    kind = "front_door"
+
+    def __init__(self, client_for: ClientFactory, *, request_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
+        self._client_for = client_for
+        self._request_timeout = request_timeout
+        self._retry = retry or RetryPolicy()
+
+    # ------------------------------------------------------------ read
+
+    def _get(self, target: Any, deadline: float) -> Any:
+        client = self._client_for(target.subscription_id)
+        return call_with_retry(
+            lambda left: client.front_doors.get(target.resource_group, target.front_door, **request_options(left, self._request_timeout)),
+            deadline=deadline,
+            policy=self._retry,
+            what=f"read Front Door {target.front_door}",
+        )
+
+    @staticmethod
+    def _pool(target: Any, front_door: Any) -> Any:
+        pool = _find(front_door.properties.backend_pools, "name", target.backend_pool)
+        if pool is None:
+            raise PermanentError(f"Front Door {target.front_door!r} has no backend pool {target.backend_pool!r}", code="BackendPoolNotFound")
+        return pool
+
+    def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
+        deadline = deadline if deadline is not None else time.monotonic() + 2 * self._request_timeout
+        backends = list(self._pool(target, self._get(target, deadline)).properties.backends or [])
+        settings: dict[str, EndpointSetting] = {}
+        owned: set[str] = set()
+        for region, cfg in target.endpoints.items():
+            backend = _find(backends, "address", cfg.address)
+            if backend is None:
+                log.warning("target %s: backend %s not found in pool %s", target.name, cfg.address, target.backend_pool)
+                continue
+            owned.add(cfg.address.lower())
+            settings[region] = EndpointSetting(weight=backend.weight, priority=backend.priority, enabled=backend.enabled_state != "Disabled")
+        unmanaged = tuple(sorted(str(b.address) for b in backends if str(b.address).lower() not in owned))
+        return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged)
+
+    # ------------------------------------------------------------ write
+
+    def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+        report = ApplyReport(target=target.name)
+        groups, refused = group_by_endpoint(target, plan)
+        for change, error in refused:
+            report_group(report, [change], error, on_result)
+        if not groups:
+            return report
+        with front_door_lock(target.subscription_id, target.resource_group, target.front_door):
+            missing: dict[str, ActuatorError] = {}
+            try:
+                result = call_with_retry(
+                    lambda left: self._read_modify_write(target, groups, missing, report, left),
+                    deadline=deadline,
+                    policy=self._retry,
+                    what=f"PUT Front Door {target.front_door}",
+                )
+            except ActuatorError as error:
+                log.warning("Front Door %s: write failed: %s", target.front_door, error)
+                for changes in groups.values():
+                    report_group(report, changes, error, on_result)
+                return report
+        for region, changes in groups.items():
+            report_group(report, changes, missing.get(region) or self._check(target, region, changes, result), on_result)
+        return report
+
+    def _read_modify_write(self, target: Any, groups: dict[str, list[Change]], missing: dict[str, ActuatorError], report: ApplyReport, left: float) -> Any:
+        """One attempt: GET, change the managed backends, PUT, wait for the operation."""
+        deadline = time.monotonic() + left
+        client = self._client_for(target.subscription_id)
+        front_door = client.front_doors.get(target.resource_group, target.front_door, **request_options(left, self._request_timeout))
+        backends = self._pool(target, front_door).properties.backends or []
+        missing.clear()
+        changed = False
+        for region, changes in groups.items():
+            backend = _find(backends, "address", target.endpoints[region].address)
+            if backend is None:
+                missing[region] = PermanentError(f"backend {target.endpoints[region].address!r} is not in pool {target.backend_pool!r}", code="BackendNotFound")
+                continue
+            for f, value in desired_fields(changes).items():
+                if f is Field.WEIGHT:
+                    backend.weight = value
+                elif f is Field.PRIORITY:
+                    backend.priority = value
+                elif f is Field.ENABLED:
+                    backend.enabled_state = enabled_state(bool(value))
+            changed = True
+        if not changed:
+            return front_door
+        report.writes += 1
+        poller = client.front_doors.begin_create_or_update(
+            target.resource_group, target.front_door, front_door, **request_options(remaining(deadline), self._request_timeout)
+        )
+        result = poller.result(timeout=max(0.0, remaining(deadline)))
+        if not poller.done():
+            raise TransientError(f"Front Door {target.front_door}: the update was accepted but had not finished by the deadline", code="OperationTimeout")
+        return result
+
+    def _check(self, target: Any, region: str, changes: list[Change], result: Any) -> ActuatorError | None:
+        try:
+            backend = _find(self._pool(target, result).properties.backends, "address", target.endpoints[region].address)
+        except ActuatorError as error:
+            return error
+        if backend is None:
+            return TransientError(f"backend {target.endpoints[region].address!r} missing after the write", code="VerifyMismatch")
+        return verify(desired_fields(changes), _observed(backend))

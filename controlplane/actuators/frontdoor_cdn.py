@@ -1,0 +1,113 @@
+"""Azure Front Door Standard/Premium through azure-mgmt-cdn.
+
+Reads: ``afd_origins.list_by_origin_group``. Writes: one
+``afd_origins.begin_update`` (PATCH, long-running) per origin, carrying only
+the fields that differ; the operation's result (the service's final GET of
+the origin) is checked against what was asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from controlplane.actuators.base import (
+    ActuatorError,
+    ApplyReport,
+    OnResult,
+    RetryPolicy,
+    TransientError,
+    call_with_retry,
+    desired_fields,
+    enabled_state,
+    group_by_endpoint,
+    report_group,
+    request_options,
+    verify,
+)
+from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[str], Any]  # subscription id -> CdnManagementClient
+
+
+class FrontDoorCdnActuator:
+    kind = "front_door_cdn"
+
+    def __init__(self, client_for: ClientFactory, *, request_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
+        self._client_for = client_for
+        self._request_timeout = request_timeout
+        self._retry = retry or RetryPolicy()
+
+    def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
+        deadline = deadline if deadline is not None else time.monotonic() + 2 * self._request_timeout
+        client = self._client_for(target.subscription_id)
+        origins = call_with_retry(
+            lambda left: list(client.afd_origins.list_by_origin_group(target.resource_group, target.profile, target.origin_group, **request_options(left, self._request_timeout))),
+            deadline=deadline,
+            policy=self._retry,
+            what=f"list origins of {target.profile}/{target.origin_group}",
+        )
+        by_name = {str(o.name).lower(): o for o in origins}
+        settings: dict[str, EndpointSetting] = {}
+        for region, cfg in target.endpoints.items():
+            origin = by_name.get(cfg.origin.lower())
+            if origin is None:
+                log.warning("target %s: origin %s not found in origin group %s", target.name, cfg.origin, target.origin_group)
+                continue
+            p = origin.properties
+            settings[region] = EndpointSetting(weight=p.weight, priority=p.priority, enabled=p.enabled_state != "Disabled")
+        owned = {cfg.origin.lower() for cfg in target.endpoints.values()}
+        unmanaged = tuple(sorted(str(o.name) for o in origins if str(o.name).lower() not in owned))
+        return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged)
+
+    def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+        report = ApplyReport(target=target.name)
+        groups, refused = group_by_endpoint(target, plan)
+        for change, error in refused:
+            report_group(report, [change], error, on_result)
+        for region, changes in groups.items():
+            report_group(report, changes, self._write(target, region, changes, report, deadline), on_result)
+        return report
+
+    def _write(self, target: Any, region: str, changes: list[Change], report: ApplyReport, deadline: float) -> ActuatorError | None:
+        from azure.mgmt.cdn.models import AFDOriginUpdateParameters, AFDOriginUpdatePropertiesParameters
+
+        origin = target.endpoints[region].origin
+        wanted = desired_fields(changes)
+        body: dict[str, Any] = {}
+        for f, value in wanted.items():
+            if f is Field.WEIGHT:
+                body["weight"] = value
+            elif f is Field.PRIORITY:
+                body["priority"] = value
+            elif f is Field.ENABLED:
+                body["enabled_state"] = enabled_state(bool(value))
+        client = self._client_for(target.subscription_id)
+
+        def patch(left: float) -> Any:
+            report.writes += 1
+            poller = client.afd_origins.begin_update(
+                target.resource_group,
+                target.profile,
+                target.origin_group,
+                origin,
+                AFDOriginUpdateParameters(properties=AFDOriginUpdatePropertiesParameters(**body)),
+                **request_options(left, self._request_timeout),
+            )
+            result = poller.result(timeout=max(0.0, deadline - time.monotonic()))
+            if not poller.done():
+                raise TransientError(f"origin {origin}: the update was accepted but had not finished by the deadline", code="OperationTimeout")
+            return result
+
+        what = f"PATCH origin {target.profile}/{target.origin_group}/{origin}"
+        try:
+            result = call_with_retry(patch, deadline=deadline, policy=self._retry, what=what)
+        except ActuatorError as error:
+            log.warning("%s failed: %s", what, error)
+            return error
+        p = result.properties
+        return verify(wanted, {Field.WEIGHT: p.weight, Field.PRIORITY: p.priority, Field.ENABLED: p.enabled_state != "Disabled"})

@@ -1,0 +1,152 @@
+"""Azure Traffic Manager through azure-mgmt-trafficmanager.
+
+Reads: ``profiles.get`` (every endpoint inline, with Traffic Manager's own
+``endpointMonitorStatus``). Writes: ``endpoints.update``, a partial PATCH
+(not long-running) carrying only the fields that differ, one per endpoint.
+Draining is ``endpointStatus: Disabled`` (the minimum weight is 1).
+
+Traffic Manager requires unique priorities in a profile (stated in the spec
+text, not its schema): writes are ordered so no single PATCH ever collides,
+and a swap is done through a free, temporary priority.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from controlplane.actuators.base import (
+    ActuatorError,
+    ApplyReport,
+    OnResult,
+    RetryPolicy,
+    Step,
+    call_with_retry,
+    desired_fields,
+    enabled_state,
+    group_by_endpoint,
+    order_for_unique_priorities,
+    report_group,
+    request_options,
+    verify,
+)
+from controlplane.config import PRIORITY_RANGE, azure_name
+from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[str], Any]  # subscription id -> TrafficManagerManagementClient
+
+
+def _type_suffix(value: str | None) -> str:
+    """'Microsoft.Network/trafficManagerProfiles/externalEndpoints' -> 'externalendpoints'."""
+    return (value or "").rsplit("/", 1)[-1].lower()
+
+
+class TrafficManagerActuator:
+    kind = "traffic_manager"
+
+    def __init__(self, client_for: ClientFactory, *, request_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
+        self._client_for = client_for
+        self._request_timeout = request_timeout
+        self._retry = retry or RetryPolicy()
+
+    # ------------------------------------------------------------ read
+
+    def _profile(self, target: Any, deadline: float) -> Any:
+        client = self._client_for(target.subscription_id)
+        return call_with_retry(
+            lambda left: client.profiles.get(target.resource_group, target.profile, **request_options(left, self._request_timeout)),
+            deadline=deadline,
+            policy=self._retry,
+            what=f"read Traffic Manager profile {target.profile}",
+        )
+
+    def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
+        deadline = deadline if deadline is not None else time.monotonic() + 2 * self._request_timeout
+        endpoints = list((self._profile(target, deadline).properties or {}).get("endpoints") or [])
+        return self._state(target, endpoints)
+
+    def _state(self, target: Any, endpoints: list[Any]) -> TargetState:
+        by_name = {str(ep.name).lower(): ep for ep in endpoints}
+        settings: dict[str, EndpointSetting] = {}
+        monitor: dict[str, str] = {}
+        owned: set[str] = set()
+        for region, cfg in target.endpoints.items():
+            ep = by_name.get(cfg.name.lower())
+            if ep is None or _type_suffix(ep.type) != cfg.type.lower():
+                log.warning("target %s: endpoint %s (%s) not found in profile %s", target.name, cfg.name, cfg.type, target.profile)
+                continue
+            owned.add(cfg.name.lower())
+            props = ep.properties
+            settings[region] = EndpointSetting(weight=props.weight, priority=props.priority, enabled=props.endpoint_status != "Disabled")
+            if props.endpoint_monitor_status:
+                monitor[region] = str(getattr(props.endpoint_monitor_status, "value", props.endpoint_monitor_status))
+        unmanaged = tuple(sorted(str(ep.name) for ep in endpoints if str(ep.name).lower() not in owned))
+        return TargetState(target=target.name, endpoints=settings, monitor_status=monitor, unmanaged=unmanaged)
+
+    # ------------------------------------------------------------ write
+
+    def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+        report = ApplyReport(target=target.name)
+        groups, refused = group_by_endpoint(target, plan)
+        for change, error in refused:
+            report_group(report, [change], error, on_result)
+        if not groups:
+            return report
+        names = {region: azure_name(target, region) for region in groups}
+        steps, conflicts = self._ordered_steps(target, groups, names, deadline)
+        for region, error in conflicts.items():
+            report_group(report, groups.pop(region), error, on_result)
+        for step in steps:
+            if step.region not in groups:
+                continue  # an earlier step of this endpoint failed
+            error = self._write(target, step, report, deadline)
+            if step.park and error is None:
+                continue
+            report_group(report, groups.pop(step.region), error, on_result)
+        return report
+
+    def _ordered_steps(self, target: Any, groups: dict[str, list[Change]], names: dict[str, str], deadline: float) -> tuple[list[Step], dict[str, ActuatorError]]:
+        touches_priority = any(c.field is Field.PRIORITY for changes in groups.values() for c in changes)
+        if not touches_priority:
+            return [Step(region, desired_fields(changes)) for region, changes in groups.items()], {}
+        try:
+            endpoints = list((self._profile(target, deadline).properties or {}).get("endpoints") or [])
+        except ActuatorError as error:
+            return [], dict.fromkeys(groups, error)
+        current = {str(ep.name).lower(): ep.properties.priority for ep in endpoints}
+        steps, refused = order_for_unique_priorities(groups, names, current, PRIORITY_RANGE[self.kind])
+        return steps, dict(refused)
+
+    def _write(self, target: Any, step: Step, report: ApplyReport, deadline: float) -> ActuatorError | None:
+        from azure.mgmt.trafficmanager.models import Endpoint, EndpointProperties
+
+        cfg = target.endpoints[step.region]
+        body: dict[str, Any] = {}
+        for f, value in step.fields.items():
+            if f is Field.WEIGHT:
+                body["weight"] = value
+            elif f is Field.PRIORITY:
+                body["priority"] = value
+            elif f is Field.ENABLED:
+                body["endpoint_status"] = enabled_state(bool(value))
+        client = self._client_for(target.subscription_id)
+
+        def patch(left: float) -> Any:
+            report.writes += 1
+            return client.endpoints.update(
+                target.resource_group, target.profile, cfg.type, cfg.name, Endpoint(properties=EndpointProperties(**body)), **request_options(left, self._request_timeout)
+            )
+
+        what = f"PATCH Traffic Manager endpoint {target.profile}/{cfg.name}{' (park)' if step.park else ''}"
+        try:
+            result = call_with_retry(patch, deadline=deadline, policy=self._retry, what=what)
+        except ActuatorError as error:
+            log.warning("%s failed: %s", what, error)
+            return error
+        props = result.properties
+        observed = {Field.WEIGHT: props.weight, Field.PRIORITY: props.priority, Field.ENABLED: props.endpoint_status != "Disabled"}
+        return verify(step.fields, observed)

@@ -1,0 +1,661 @@
+"""The reconciler: read actual -> drift -> desired -> plan -> guardrails -> apply -> read back -> record.
+
+One :meth:`Reconciler.reconcile_once` per tick, on the leader only:
+
+1. **Read** every target through its actuator. A read error is recorded and
+   that target sits this tick out (nothing is planned from stale data).
+2. **Settle** our own earlier writes: a change left ``pending`` by a crash,
+   or ``failed`` by a timeout although it landed, is confirmed (or failed)
+   against what Azure now shows, so it is neither redone nor taken for drift.
+3. **Drift**: a managed field whose actual value differs from what
+   regionguard last applied (``Store.applied_settings``), with nobody having
+   asked, is drift. Policy per target:
+
+   * ``report`` (default): a ``drift`` event (once), the drift shown on the
+     target's row, and automation paused for that endpoint (its automated
+     changes are skipped, rule ``drift``) until an operator decides: any
+     override for the region, or :func:`resolve_drift` (``adopt`` or
+     ``revert``).
+   * ``revert``: a ``drift`` event, and the plan writes desired state over it.
+   * ``adopt``: a ``drift`` event, and the outside change becomes an override
+     (a ``pin`` of the changed weight/priority, a ``drain`` for a disable),
+     so it sticks, is visible, and is lifted like any other override.
+
+4. **Decide** (``guardrails.decide``: strategy with overrides, plan,
+   guardrails), hold drifted endpoints and writes that just failed
+   permanently (same value, ``PERMANENT_RETRY_AFTER``), then spend the
+   Azure write budget per subscription (drains first).
+5. **Apply** targets side by side (independent resources; a hang in one
+   cannot starve another), all bounded by the tick's deadline
+   (``reconcile.deadline``; reads get a third of it), each after a fencing
+   check (``Store.holds_lease``) right before its writes. Every change is recorded ``pending``
+   before its write and finished ``applied`` / ``failed`` (ARM's code and
+   message) from the actuator's report; held changes are ``skipped`` with
+   their rule. ``set_applied`` after each landed change.
+6. **Read back** each written target, save it for the dashboard and confirm.
+
+Panics raised by the guardrails set ``panic:<target>`` flags (and clear them
+when they end). Dry-run (``azure.dry_run`` or the argument) does everything
+but the write and records the plan as a dry run. :meth:`Reconciler.plan_only`
+reads and plans without writing anything anywhere (``regionguard plan``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from controlplane.actuators.base import APPLIED, Actuator, ActuatorError, PermanentError, classify
+from controlplane.config import Settings, azure_name
+from controlplane.domain import AuditEvent, Change, Clock, EndpointSetting, Field, Override, OverrideKind, Plan, Skipped, TargetState
+from controlplane.guardrails import CooldownMemory, decide, record_applied
+from controlplane.planner import managed_fields
+from controlplane.store import Store
+from controlplane.strategy import StrategyMemory, active_overrides
+from controlplane.writebudget import SubscriptionWriteBudget
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "leader"
+DRIFT_RULE = "drift"
+FENCED_RULE = "fenced"
+DRY_RUN_CODE = "dry_run"
+REVERT_FLAG = "drift_revert:"  # + "<target>/<region>": an operator asked to revert this drift
+PANIC_FLAG = "panic:"  # + "<target>"
+SETTLE_WINDOW = timedelta(hours=24)  # how far back our own unconfirmed writes are looked for
+FAILED_RULE = "failed_permanently"
+PERMANENT_RETRY_AFTER = timedelta(minutes=15)
+MAX_PARALLEL_TARGETS = 8  # a permanently failed write is not tried again sooner (same value)
+
+
+# ---------------------------------------------------------------- reports
+
+
+@dataclass
+class TargetResult:
+    """What one tick did to one target."""
+
+    target: str
+    actual: TargetState | None = None
+    desired: TargetState | None = None
+    read_back: TargetState | None = None
+    read_error: str | None = None
+    drift: dict[str, str] = field(default_factory=dict)  # region -> description (new or ongoing)
+    applied: list[Change] = field(default_factory=list)
+    failed: list[tuple[Change, str | None, str]] = field(default_factory=list)  # change, ARM code, message
+    settled: list[int] = field(default_factory=list)  # ids of earlier changes confirmed this tick
+    confirmed: bool | None = None  # read back matches every applied change
+    writes: int = 0
+
+
+@dataclass
+class TickReport:
+    at: datetime
+    plan: Plan = field(default_factory=Plan)
+    plan_id: int | None = None
+    dry_run: bool = False
+    fenced: bool = False  # lost the lease before (some) writes
+    refused: str | None = None  # e.g. the plan is not the one reviewed
+    targets: dict[str, TargetResult] = field(default_factory=dict)
+
+    @property
+    def applied(self) -> list[Change]:
+        return [c for t in self.targets.values() for c in t.applied]
+
+    @property
+    def failed(self) -> list[tuple[Change, str | None, str]]:
+        return [f for t in self.targets.values() for f in t.failed]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.fenced and self.refused is None and all(t.read_error is None for t in self.targets.values())
+
+
+@dataclass(frozen=True)
+class DriftFinding:
+    target: str
+    region: str
+    fields: dict[Field, tuple[Any, Any]]  # field -> (last applied, actual)
+    actual: EndpointSetting
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{f.value} {ref!r} -> {now!r}" for f, (ref, now) in self.fields.items())
+        return f"changed outside regionguard: {parts}"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _names(target: Any) -> dict[str, str]:
+    return {region: azure_name(target, region) for region in target.endpoints}
+
+
+def _with_field(setting: EndpointSetting, f: Field, value: Any) -> EndpointSetting:
+    return EndpointSetting(
+        weight=value if f is Field.WEIGHT else setting.weight,
+        priority=value if f is Field.PRIORITY else setting.priority,
+        enabled=bool(value) if f is Field.ENABLED else setting.enabled,
+    )
+
+
+def find_drift(target: Any, actual: TargetState, applied: Mapping[str, EndpointSetting]) -> list[DriftFinding]:
+    """Managed fields whose actual value differs from what regionguard last applied."""
+    out = []
+    for region in target.endpoints:
+        have, ref = actual.endpoints.get(region), applied.get(region)
+        if have is None or ref is None:
+            continue
+        diffs = {f: (ref.get(f), have.get(f)) for f in managed_fields(target) if ref.get(f) is not None and ref.get(f) != have.get(f)}
+        if diffs:
+            out.append(DriftFinding(target.name, region, diffs, have))
+    return out
+
+
+def resolve_drift(settings: Settings, store: Store, target: str, region: str, action: str, who: str, now: datetime) -> AuditEvent:
+    """An operator's decision on reported drift: ``adopt`` it or ``revert`` it.
+
+    ``adopt``: the outside change becomes an override (pin / drain, see
+    :func:`adopt_overrides`) and the drift is cleared. ``revert``: the next
+    tick lets desired state win for that endpoint and writes it.
+    """
+    t = settings.target(target)
+    rows = {r["region"]: r for r in store.target_endpoints(target)}
+    row = rows.get(region)
+    if row is None or region not in t.endpoints:
+        raise KeyError(f"{target}/{region}: not a configured endpoint regionguard has read")
+    if action == "adopt":
+        actual = EndpointSetting(weight=row["actual_weight"], priority=row["actual_priority"], enabled=bool(row["actual_enabled"]))
+        applied = store.applied_settings(target).get(region, actual)
+        finding = DriftFinding(target, region, {f: (applied.get(f), actual.get(f)) for f in managed_fields(t) if applied.get(f) != actual.get(f)}, actual)
+        for o in adopt_overrides(finding, who, now, why=f"drift adopted by {who}: {finding.describe()}"):
+            store.add_override(o)
+        store.set_applied(target, region, actual, now)
+        store.set_drift(target, region, None)
+        summary = f"{who} adopted the outside change to {region} in {target}"
+    elif action == "revert":
+        store.set_flag(f"{REVERT_FLAG}{target}/{region}", {"who": who, "at": now.isoformat()}, now)
+        summary = f"{who} asked to revert the outside change to {region} in {target}"
+    else:
+        raise ValueError(f"drift action must be 'adopt' or 'revert', not {action!r}")
+    event = AuditEvent(kind="drift", at=now, actor=who, summary=summary, region=region, target=target, data={"action": action, "was": row.get("drift")})
+    store.add_event(event)
+    return event
+
+
+def adopt_overrides(finding: DriftFinding, who: str, now: datetime, why: str) -> list[Override]:
+    """Overrides that keep an adopted outside change in place (a disable -> drain; weight/priority -> pin)."""
+    out: list[Override] = []
+    if Field.ENABLED in finding.fields and finding.actual.enabled is False:
+        out.append(Override(kind=OverrideKind.DRAIN, who=who, why=why, created_at=now, region=finding.region, target=finding.target))
+    pin_weight = finding.actual.weight if Field.WEIGHT in finding.fields else None
+    pin_priority = finding.actual.priority if Field.PRIORITY in finding.fields else None
+    if pin_weight is not None or pin_priority is not None:
+        out.append(Override(kind=OverrideKind.PIN, who=who, why=why, created_at=now, region=finding.region, target=finding.target, weight=pin_weight, priority=pin_priority))
+    return out
+
+
+# ---------------------------------------------------------------- the reconciler
+
+
+class Reconciler:
+    """Runs ticks for one leader. Keeps cooldown, strategy and budget memory between ticks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        actuators: Mapping[str, Actuator],
+        clock: Clock,
+        holder_id: str,
+        *,
+        lease_name: str | None = LEASE_NAME,
+        actor: str = "automation",
+        deadline_s: float | None = None,
+        budget: SubscriptionWriteBudget | None = None,
+        cooldown: CooldownMemory | None = None,
+        memory: StrategyMemory | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.actuators = dict(actuators)
+        self.clock = clock
+        self.holder_id = holder_id
+        self.lease_name = lease_name
+        self.actor = actor
+        self.deadline_s = deadline_s if deadline_s is not None else settings.reconcile.deadline
+        self.budget = budget or SubscriptionWriteBudget(settings.guardrails.write_budget_per_hour, clock)
+        self.cooldown = cooldown or CooldownMemory()
+        self.memory = memory or StrategyMemory()
+        self._monotonic = monotonic
+        self._read_errors: dict[str, str] = {}  # target -> last recorded read error (one event per new error)
+        self._missing: dict[str, set[str]] = {}  # target -> configured regions Azure does not have
+        self._last_record_key: tuple[Any, ...] | None = None
+        self._permanent: dict[tuple[str, str, Field, Any], tuple[datetime, str]] = {}  # change -> (when, ARM error)
+        self._lock = threading.RLock()  # store writes from the apply workers
+
+    # ------------------------------------------------------------ public
+
+    def plan_only(self, health: Any) -> Plan:
+        """Read Azure and plan; write nothing anywhere (Azure or store)."""
+        now = self.clock.now()
+        actual: dict[str, TargetState] = {}
+        for name, state in self._read_many(self._read_deadline()).items():
+            if isinstance(state, ActuatorError):
+                log.warning("plan: cannot read %s: %s", name, state)
+            else:
+                actual[name] = state
+        overrides = self.store.active_overrides(now)
+        _, guarded = decide(self.settings, health, actual, overrides, now=now, cooldown=copy.deepcopy(self.cooldown), memory=copy.deepcopy(self.memory))
+        held, _ = self._drift(actual, overrides, now, record=False)
+        return self._hold_failed(self._hold_drifted(guarded, held), now)
+
+    def reconcile_once(self, health: Any, *, fencing_token: int | None, dry_run: bool = False, manual_plan_checksum: str | None = None) -> TickReport:
+        if self.lease_name is not None and fencing_token is None:
+            raise ValueError("reconcile_once needs the fencing token of the lease it holds")
+        now = self.clock.now()
+        dry = dry_run or self.settings.azure.dry_run
+        deadline = self._monotonic() + self.deadline_s
+        report = TickReport(at=now, dry_run=dry)
+        actual = self._read_all(report, self._read_deadline(), now)
+        overrides = self.store.active_overrides(now)
+        held, reverting = self._drift(actual, overrides, now, record=True, report=report)
+        overrides = self.store.active_overrides(now)  # adopting drift may have added some
+        desired, guarded = decide(self.settings, health, actual, overrides, now=now, cooldown=self.cooldown, memory=self.memory)
+        guarded = self._hold_failed(self._hold_drifted(guarded, held), now)
+        if not dry:
+            self._accept_unreverted(guarded, reverting, now)
+        self._save_desired(desired, actual, report, now)
+        self._panics(guarded, now)
+        if manual_plan_checksum is not None and manual_plan_checksum != guarded.checksum:
+            report.plan = guarded
+            report.refused = f"the plan is now {guarded.checksum}, not the reviewed {manual_plan_checksum}: nothing written; review the plan again"
+            self.store.add_event(AuditEvent(kind="plan", at=now, actor=self.actor, summary=report.refused, severity="warning", data={"plan": guarded.to_dict()}))
+            return report
+        if dry:
+            report.plan = guarded
+            self._record_dry_run(guarded, fencing_token, now, report)
+            return report
+        plan = self.budget.allot_plan(guarded, {t.name: t.subscription_id for t in self.settings.targets})
+        report.plan = plan
+        if not plan.changes:
+            self._record_skips_only(plan, fencing_token, now, report)
+            return report
+        report.plan_id = self.store.record_plan(plan, self.actor, now, fencing_token, dry_run=False)
+        self._last_record_key = None
+        for s in plan.skipped:
+            self.store.record_change(s.change, "skipped", now, self.actor, report.plan_id, fencing_token, s.rule, s.reason)
+        self._apply_all(plan, actual, report, fencing_token, deadline)
+        record_applied(report.applied, now, self.cooldown)
+        return report
+
+    # ------------------------------------------------------------ read and settle
+
+    def _read(self, target: Any, deadline: float) -> TargetState:
+        actuator = self.actuators.get(target.name)
+        if actuator is None:
+            raise PermanentError(f"no actuator for target {target.name!r}", code="NoActuator")
+        try:
+            return actuator.read_actual(target, deadline=deadline)  # type: ignore[call-arg]
+        except ActuatorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified
+            raise classify(exc) from exc
+
+    def _read_deadline(self) -> float:
+        """Reads get a third of the tick (at least a second), so a hanging read leaves time to write elsewhere."""
+        return self._monotonic() + min(self.deadline_s, max(1.0, self.deadline_s / 3))
+
+    def _read_many(self, deadline: float) -> dict[str, TargetState | ActuatorError]:
+        """Every target read side by side (config order kept); an error in place of a state."""
+        targets = self.settings.targets
+        if not targets:
+            return {}
+
+        def one(t: Any) -> TargetState | ActuatorError:
+            try:
+                return self._read(t, deadline)
+            except ActuatorError as error:
+                return error
+
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_TARGETS, len(targets)), thread_name_prefix="reconcile-read") as pool:
+            return dict(zip([t.name for t in targets], pool.map(one, targets), strict=True))
+
+    def _read_all(self, report: TickReport, deadline: float, now: datetime) -> dict[str, TargetState]:
+        actual: dict[str, TargetState] = {}
+        states = self._read_many(deadline)
+        for t in self.settings.targets:
+            result = report.targets[t.name] = TargetResult(t.name)
+            state = states[t.name]
+            if isinstance(state, ActuatorError):
+                result.read_error = f"{state.code}: {state.message}"
+                self._record_read_error(t, result.read_error, now)
+                continue
+            if self._read_errors.pop(t.name, None) is not None:
+                self.store.add_event(AuditEvent(kind="read_error", at=now, actor=self.actor, summary=f"{t.name}: Azure can be read again", target=t.name))
+            result.actual = actual[t.name] = state
+            self.store.save_target_state(t.name, _names(t), state, None, now)
+            self._warn_missing(t, state, now)
+            self._settle(t, state, now, result)
+        return actual
+
+    def _record_read_error(self, target: Any, message: str, now: datetime) -> None:
+        log.warning("cannot read %s: %s", target.name, message)
+        if self._read_errors.get(target.name) == message:
+            return
+        self._read_errors[target.name] = message
+        self.store.add_event(AuditEvent(kind="read_error", at=now, actor=self.actor, summary=f"{target.name}: cannot read Azure state, target skipped this tick: {message}", target=target.name, severity="warning"))
+
+    def _warn_missing(self, target: Any, state: TargetState, now: datetime) -> None:
+        missing = {r for r in target.endpoints if r not in state.endpoints}
+        if missing == self._missing.get(target.name, set()):
+            return
+        self._missing[target.name] = missing
+        for region in sorted(missing):
+            text = f"{target.name}: {azure_name(target, region)} ({region}) is in the config but not in Azure; it is not managed until it exists"
+            log.warning("%s", text)
+            self.store.add_event(AuditEvent(kind="config_problem", at=now, actor=self.actor, summary=text, region=region, target=target.name, severity="warning"))
+
+    def _settle(self, target: Any, actual: TargetState, now: datetime, result: TargetResult) -> None:
+        """Confirm our own unconfirmed writes (pending after a crash, failed by a timeout) against Azure."""
+        applied = self.store.applied_settings(target.name)
+        reference_at = {r["region"]: r["last_change_at"] for r in self.store.target_endpoints(target.name)}
+        rows = [r for r in self.store.changes(since=now - SETTLE_WINDOW, target=target.name, limit=500) if r["status"] in ("pending", "failed")]
+        for row in sorted(rows, key=lambda r: (r["created_at"], r["id"])):
+            region, f = row["region"], Field(row["field"])
+            have = actual.endpoints.get(region)
+            since = reference_at.get(region)
+            if have is None or (row["status"] == "failed" and since is not None and row["created_at"] < since):
+                continue  # a failure older than the last write we know landed cannot explain today's value
+            ref = applied.get(region)
+            shows_it = have.get(f) == row["after"]
+            # pending: the tick died around the write; failed: a timeout whose write landed after all
+            landed = shows_it if row["status"] == "pending" else shows_it and (ref is None or ref.get(f) != have.get(f))
+            if landed:
+                self.store.finish_change(row["id"], "applied", now, None, "confirmed by read-back on a later tick")
+                ref = _with_field(ref or have, f, have.get(f))
+                applied[region] = ref
+                self.store.set_applied(target.name, region, ref, now)
+                result.settled.append(row["id"])
+                self.store.add_event(AuditEvent(kind="change", at=now, actor=self.actor, summary=f"confirmed on a later tick: {target.name}/{row['endpoint']} {f.value} -> {row['after']!r}", region=region, target=target.name, data={"change_id": row["id"]}))
+            elif row["status"] == "pending":
+                self.store.finish_change(row["id"], "failed", now, "Interrupted", "the tick stopped before this change was confirmed, and Azure does not show it")
+                result.settled.append(row["id"])
+
+    # ------------------------------------------------------------ drift
+
+    def _drift(
+        self, actual: Mapping[str, TargetState], overrides: list[Override], now: datetime, *, record: bool, report: TickReport | None = None
+    ) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], DriftFinding]]:
+        """Find drift and act on each target's policy.
+
+        Returns (target, region) -> why automation is paused there (drift
+        under ``report``), and the drift being reverted this tick.
+        """
+        held: dict[tuple[str, str], str] = {}
+        reverting: dict[tuple[str, str], DriftFinding] = {}
+        flags = self.store.flags(REVERT_FLAG)
+        for t in self.settings.targets:
+            state = actual.get(t.name)
+            if state is None:
+                continue
+            applied = self.store.applied_settings(t.name)
+            if record:
+                for region, have in state.endpoints.items():
+                    if region not in applied:  # first sight: Azure as it is becomes the reference
+                        self.store.set_applied(t.name, region, have, now)
+                        applied[region] = have
+            rows = {r["region"]: r for r in self.store.target_endpoints(t.name)} if record else {}
+            findings = {f.region: f for f in find_drift(t, state, applied)}
+            for region in t.endpoints:
+                finding = findings.get(region)
+                if finding is None:
+                    if record and rows.get(region, {}).get("drift"):
+                        self._drift_resolved(t, region, now, "Azure matches what regionguard applied again")
+                    continue
+                if report is not None:
+                    report.targets[t.name].drift[region] = finding.describe()
+                by_operator = any(o.applies_to(t.name, region) and o.kind is not OverrideKind.FREEZE for o in active_overrides(overrides, t.name, now))
+                revert = t.drift == "revert" or f"{REVERT_FLAG}{t.name}/{region}" in flags
+                if record:
+                    self._record_drift(t, finding, rows.get(region, {}), now, by_operator, revert)
+                if by_operator or t.drift == "adopt":
+                    continue
+                if revert:
+                    reverting[(t.name, region)] = finding
+                else:
+                    held[(t.name, region)] = finding.describe()
+        return held, reverting
+
+    def _accept_unreverted(self, plan: Plan, reverting: Mapping[tuple[str, str], DriftFinding], now: datetime) -> None:
+        """Drift to revert that desired state agrees with (no change planned or held): Azure's value stands."""
+        touched = {(c.target, c.region, c.field) for c in plan.changes} | {(s.change.target, s.change.region, s.change.field) for s in plan.skipped}
+        for (target, region), finding in reverting.items():
+            if any((target, region, f) in touched for f in finding.fields):
+                continue
+            self.store.set_applied(target, region, finding.actual, now)
+            self._drift_resolved(self.settings.target(target), region, now, "desired state agrees with the value found in Azure", finding.describe())
+
+    def _record_drift(self, target: Any, finding: DriftFinding, row: Mapping[str, Any], now: datetime, by_operator: bool, revert: bool) -> None:
+        text = finding.describe()
+        region = finding.region
+        if by_operator:  # an override decides this endpoint now: the outside value is the new reference
+            self.store.set_applied(target.name, region, finding.actual, now)
+            self._drift_resolved(target, region, now, f"an operator override now decides {region}", text)
+            return
+        if target.drift == "adopt":
+            for o in adopt_overrides(finding, "regionguard (drift: adopt)", now, why=f"adopted automatically ({text})"):
+                self.store.add_override(o)
+            self.store.set_applied(target.name, region, finding.actual, now)
+            self._event_drift(target, region, now, f"{target.name}/{region} {text}; adopted (policy adopt)", "warning", finding)
+            return
+        if row.get("drift") == text:
+            return  # already reported
+        self.store.set_drift(target.name, region, text)
+        action = "reverting it (policy revert)" if revert else "automation paused for this endpoint until an operator decides (override, adopt or revert)"
+        self._event_drift(target, region, now, f"{target.name}/{region} {text}; {action}", "warning", finding)
+
+    def _event_drift(self, target: Any, region: str, now: datetime, summary: str, severity: str, finding: DriftFinding) -> None:
+        data = {"policy": target.drift, "fields": {f.value: {"applied": a, "actual": b} for f, (a, b) in finding.fields.items()}}
+        self.store.add_event(AuditEvent(kind="drift", at=now, actor=self.actor, summary=summary, region=region, target=target.name, severity=severity, data=data))
+
+    def _drift_resolved(self, target: Any, region: str, now: datetime, why: str, was: str | None = None) -> None:
+        self.store.set_drift(target.name, region, None)
+        self.store.set_flag(f"{REVERT_FLAG}{target.name}/{region}", None, now)
+        self.store.add_event(AuditEvent(kind="drift", at=now, actor=self.actor, summary=f"{target.name}/{region}: drift resolved: {why}", region=region, target=target.name, data={"was": was}))
+
+    @staticmethod
+    def _hold_drifted(plan: Plan, held: Mapping[tuple[str, str], str]) -> Plan:
+        if not held:
+            return plan
+        keep, skipped = [], []
+        for c in plan.changes:
+            why = held.get((c.target, c.region))
+            if why is None or c.manual:
+                keep.append(c)
+            else:
+                skipped.append(Skipped(c, DRIFT_RULE, f"{why}; automation paused for this endpoint until an operator decides"))
+        return plan.with_changes(keep, skipped)
+
+    @staticmethod
+    def _failure_key(c: Change) -> tuple[str, str, Field, Any]:
+        return (c.target, c.region, c.field, c.desired)
+
+    def _hold_failed(self, plan: Plan, now: datetime) -> Plan:
+        """A write that failed permanently is not sent again for a while (same target value)."""
+        self._permanent = {k: v for k, v in self._permanent.items() if now - v[0] < PERMANENT_RETRY_AFTER}
+        if not self._permanent:
+            return plan
+        keep, skipped = [], []
+        for c in plan.changes:
+            failed = self._permanent.get(self._failure_key(c))
+            if failed is None:
+                keep.append(c)
+                continue
+            at, error = failed
+            until = at + PERMANENT_RETRY_AFTER
+            skipped.append(Skipped(c, FAILED_RULE, f"the same write failed permanently at {at:%H:%M:%S} ({error}); not retried before {until:%H:%M:%S} UTC unless the desired value changes"))
+        return plan.with_changes(keep, skipped)
+
+    # ------------------------------------------------------------ desired, panics, records
+
+    def _save_desired(self, desired: list[TargetState], actual: Mapping[str, TargetState], report: TickReport, now: datetime) -> None:
+        for d in desired:
+            if d.target not in actual:
+                continue
+            report.targets[d.target].desired = d
+            self.store.save_target_state(d.target, _names(self.settings.target(d.target)), None, d, now)
+
+    def _panics(self, plan: Plan, now: datetime) -> None:
+        raised: dict[str, str] = {}
+        for text in plan.panics:
+            target, _, reason = text.partition(": ")
+            raised.setdefault(target, reason or text)
+        current = self.store.flags(PANIC_FLAG)
+        for target, reason in raised.items():
+            key = f"{PANIC_FLAG}{target}"
+            if key in current and current[key].get("reason") == reason:
+                continue
+            since = current.get(key, {}).get("since", now.isoformat())
+            self.store.set_flag(key, {"reason": reason, "since": since}, now)
+            if key not in current:
+                self.store.add_event(AuditEvent(kind="panic", at=now, actor=self.actor, summary=f"PANIC {target}: {reason}", target=target, severity="critical"))
+        for key in current:
+            target = key[len(PANIC_FLAG) :]
+            if target not in raised:
+                self.store.set_flag(key, None, now)
+                self.store.add_event(AuditEvent(kind="panic", at=now, actor=self.actor, summary=f"panic over for {target}", target=target))
+
+    def _record_dry_run(self, plan: Plan, token: int | None, now: datetime, report: TickReport) -> None:
+        if not plan.changes and not plan.skipped:
+            return
+        key = ("dry", plan.checksum, tuple((s.change.target, s.change.region, s.change.field, s.rule) for s in plan.skipped))
+        if key == self._last_record_key:
+            return  # same dry-run plan as last tick: recorded already
+        self._last_record_key = key
+        report.plan_id = self.store.record_plan(plan, self.actor, now, token, dry_run=True)
+        for c in plan.changes:
+            self.store.record_change(c, "skipped", now, self.actor, report.plan_id, token, DRY_RUN_CODE, "dry run: not written")
+        for s in plan.skipped:
+            self.store.record_change(s.change, "skipped", now, self.actor, report.plan_id, token, s.rule, s.reason)
+
+    def _record_skips_only(self, plan: Plan, token: int | None, now: datetime, report: TickReport) -> None:
+        """A plan of held changes only: recorded when it differs from the last one (no row per tick)."""
+        if not plan.skipped:
+            self._last_record_key = None
+            return
+        key = ("held", tuple((s.change.target, s.change.region, s.change.field, s.change.desired, s.rule) for s in plan.skipped))
+        if key == self._last_record_key:
+            return
+        self._last_record_key = key
+        report.plan_id = self.store.record_plan(plan, self.actor, now, token, dry_run=False)
+        for s in plan.skipped:
+            self.store.record_change(s.change, "skipped", now, self.actor, report.plan_id, token, s.rule, s.reason)
+
+    # ------------------------------------------------------------ apply
+
+    def _fenced_ok(self, token: int | None) -> bool:
+        if self.lease_name is None:
+            return True
+        try:
+            return self.store.holds_lease(self.lease_name, self.holder_id, int(token or 0), self.clock.now())
+        except Exception:  # noqa: BLE001 - no database, no lease
+            log.warning("fencing check failed", exc_info=True)
+            return False
+
+    def _apply_all(self, plan: Plan, actual: Mapping[str, TargetState], report: TickReport, token: int | None, deadline: float) -> None:
+        """Targets are independent Azure resources: apply them side by side, all bounded by the tick's deadline.
+
+        A hanging Traffic Manager then cannot starve a Front Door drain. Store
+        writes from the workers are serialised by a lock.
+        """
+        work = [(t, plan.for_target(t.name)) for t in self.settings.targets]
+        work = [(t, mine) for t, mine in work if mine.changes]
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_TARGETS, len(work)), thread_name_prefix="reconcile-apply") as pool:
+            futures = [pool.submit(self._apply_fenced, t, mine, actual[t.name], report, token, deadline) for t, mine in work]
+            for future in futures:
+                future.result()  # re-raises what a worker raised
+
+    def _apply_fenced(self, target: Any, plan: Plan, actual: TargetState, report: TickReport, token: int | None, deadline: float) -> None:
+        if not self._fenced_ok(token):
+            report.fenced = True
+            with self._lock:
+                now = self.clock.now()
+                for c in plan.changes:
+                    self.store.record_change(c, "skipped", now, self.actor, report.plan_id, token, FENCED_RULE, "this worker no longer holds the leader lease: not written")
+            log.warning("lost the lease: %d change(s) to %s not written", len(plan.changes), target.name)
+            return
+        self._apply_target(target, plan, actual, report, token, deadline)
+
+    def _apply_target(self, target: Any, plan: Plan, actual: TargetState, report: TickReport, token: int | None, deadline: float) -> None:
+        result = report.targets[target.name]
+        now = self.clock.now()
+        ids: dict[int, int] = {}
+        with self._lock:
+            for c in plan.changes:  # recorded before the write: a crash leaves a trail
+                ids[id(c)] = self.store.record_change(c, "pending", now, self.actor, report.plan_id, token)
+            for region in dict.fromkeys(c.region for c in plan.changes):
+                self.store.set_write_status(target.name, region, "pending")
+        running = dict(actual.endpoints)
+
+        def on_result(change: Change, status: str, error: ActuatorError | None) -> None:
+            with self._lock:
+                record(change, status, error)
+
+        def record(change: Change, status: str, error: ActuatorError | None) -> None:
+            at = self.clock.now()
+            change_id = ids.get(id(change))
+            if status == APPLIED:
+                # the reference first: a crash right after leaves a pending row that the next tick confirms
+                running[change.region] = _with_field(running[change.region], change.field, change.desired)
+                self.store.set_applied(target.name, change.region, running[change.region], at)
+                if change_id is not None:
+                    self.store.finish_change(change_id, "applied", at)
+                self.store.set_write_status(target.name, change.region, None)
+                result.applied.append(change)
+                self.store.add_event(AuditEvent(kind="change", at=at, actor=self.actor, summary=f"applied: {change.describe()}", region=change.region, target=target.name, data={**change.to_dict(), "change_id": change_id, "fencing_token": token}))
+                return
+            code = error.code if error else None
+            message = error.message if error else "failed"
+            if change_id is not None:
+                self.store.finish_change(change_id, "failed", at, code, message)
+            self.store.set_write_status(target.name, change.region, "failed", f"{code}: {message}")
+            result.failed.append((change, code, message))
+            if error is not None and not error.transient:
+                self._permanent[self._failure_key(change)] = (at, f"{code}: {message}")
+            severity = "warning" if error is not None and error.transient else "critical"
+            self.store.add_event(AuditEvent(kind="change", at=at, actor=self.actor, summary=f"failed ({code}): {change.describe()}: {message}", region=change.region, target=target.name, severity=severity, data={**change.to_dict(), "change_id": change_id, "error_code": code, "error_message": message, "transient": bool(error and error.transient)}))
+
+        apply_report = self.actuators[target.name].apply(target, plan, deadline=deadline, on_result=on_result)
+        result.writes = apply_report.writes
+        self._read_back(target, result, deadline)
+
+    def _read_back(self, target: Any, result: TargetResult, deadline: float) -> None:
+        now = self.clock.now()
+        if self._monotonic() >= deadline:
+            log.info("no time left to read %s back this tick; the next tick reads it", target.name)
+            return
+        try:
+            state = self._read(target, deadline)
+        except ActuatorError as error:
+            log.warning("read-back of %s failed: %s", target.name, error)
+            result.confirmed = False
+            return
+        result.read_back = state
+        wrong = [c for c in result.applied if state.endpoints.get(c.region) is None or state.endpoints[c.region].get(c.field) != c.desired]
+        result.confirmed = not wrong
+        with self._lock:
+            self._record_read_back(target, state, result, wrong, now)
+
+    def _record_read_back(self, target: Any, state: TargetState, result: TargetResult, wrong: list[Change], now: datetime) -> None:
+        self.store.save_target_state(target.name, _names(target), state, result.desired, now)
+        for c in wrong:
+            self.store.set_write_status(target.name, c.region, "unconfirmed", f"read back {c.field.value} is not {c.desired!r}")
+            self.store.add_event(AuditEvent(kind="change", at=now, actor=self.actor, summary=f"not confirmed by read-back: {c.describe()}", region=c.region, target=target.name, severity="warning"))
