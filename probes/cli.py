@@ -1,0 +1,82 @@
+"""``regionguard probe``: one round of probes now, one line (or JSON record) per endpoint.
+
+What on-call runs first when paged. The command itself lives in
+``controlplane/cli.py``; this module builds the text and the exit code:
+0 when every endpoint answered ``ok``, 1 when any did not, 2 for an unknown
+region.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from controlplane.config import Settings
+from controlplane.domain import Outcome, ProbeResult, as_jsonable
+from probes.cost import estimate_monthly
+from probes.runner import ProbeRunner
+
+EXIT_OK = 0
+EXIT_NOT_OK = 1
+EXIT_USAGE = 2
+
+
+def probe_command(settings: Settings, region: str | None = None, as_json: bool = False, runner: ProbeRunner | None = None) -> tuple[str, int]:
+    """Run one round (of ``region``, or all) and render it; returns (text, exit code)."""
+    if region is not None and region not in settings.region_names:
+        known = ", ".join(settings.region_names)
+        return f"no region named {region!r} (regions: {known})", EXIT_USAGE
+    results = (runner or ProbeRunner(settings)).run_round_sync(region)
+    code = EXIT_OK if all(r.outcome is Outcome.OK for r in results) else EXIT_NOT_OK
+    if as_json:
+        return json.dumps([as_jsonable(r) for r in results], indent=2), code
+    return render_text(settings, results), code
+
+
+def render_text(settings: Settings, results: list[ProbeResult]) -> str:
+    width = max((len(r.endpoint_id) for r in results), default=8)
+    lines = [f"{'ENDPOINT':<{width}}  {'OUTCOME':<16} {'STATUS':>6} {'TTFT':>9} {'TOTAL':>9}  DETAILS"]
+    lines += [render_line(r, width) for r in results]
+    counts = Counter(r.outcome.value for r in results)
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    lines.append(f"{len(results)} endpoint(s) from vantage {settings.probe.vantage}: {summary or 'nothing probed'}")
+    costs = estimate_monthly(settings, results)
+    total = sum(costs[r.endpoint_id].cost_per_month for r in results)
+    lines.append(f"probe cost at a {settings.probe.interval:g}s interval: about {total:.2f}/month for these endpoint(s)")
+    return "\n".join(lines)
+
+
+def render_line(r: ProbeResult, width: int = 24) -> str:
+    status = "-" if r.status_code is None else str(r.status_code)
+    details = " ".join(_details(r))
+    return f"{r.endpoint_id:<{width}}  {r.outcome.value:<16} {status:>6} {_ms(r.ttft_ms):>9} {_ms(r.total_ms):>9}  {details}".rstrip()
+
+
+def _details(r: ProbeResult) -> list[str]:
+    parts: list[str] = []
+    if r.remaining_requests is not None or r.limit_requests is not None:
+        parts.append(f"requests={_fraction(r.remaining_requests, r.limit_requests)}")
+    if r.remaining_tokens is not None or r.limit_tokens is not None:
+        parts.append(f"tokens={_fraction(r.remaining_tokens, r.limit_tokens)}")
+    fields: list[tuple[str, Any]] = [
+        ("utilization", None if r.utilization_pct is None else f"{r.utilization_pct:g}%"),
+        ("retry-after", None if r.retry_after_ms is None else f"{r.retry_after_ms}ms"),
+        ("x-ms-region", r.region_header),
+        ("apim-request-id", r.apim_request_id),
+        ("x-request-id", r.request_id),
+    ]
+    parts += [f"{name}={value}" for name, value in fields if value is not None]
+    if r.prompt_tokens is not None or r.completion_tokens is not None:
+        parts.append(f"usage={r.prompt_tokens or 0}+{r.completion_tokens or 0}")
+    if r.error:
+        parts.append(f"error: {r.error}")
+    return parts
+
+
+def _fraction(remaining: int | None, limit: int | None) -> str:
+    return f"{'?' if remaining is None else remaining}/{'?' if limit is None else limit}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}ms"

@@ -1,0 +1,566 @@
+"""The synthetic LLM probe: one tiny streamed chat completion, measured and classified.
+
+The prompt has a checkable answer ("Reply with only the number 4817", a new
+number each probe). The completion is streamed so time to response headers,
+time to first token (first non-empty ``delta.content``; Azure's first chunk has
+``choices: []``) and total time are measured apart, and the rate-limit headers
+are recorded. No client-side retries: a retry hides the failure being measured.
+
+Split into pure parts that tests drive without a network
+(:func:`build_request`, :func:`parse_headers`, :class:`StreamParser`,
+:func:`classify`, :func:`explain`) and :class:`LLMProbe`, which does the I/O
+under one hard deadline (connect + headers + whole stream) and never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import json
+import logging
+import random
+import re
+import ssl
+import string
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from controlplane.config import LLMEndpoint, ProbeSettings
+from controlplane.domain import Clock, Outcome, ProbeResult, SystemClock
+from probes.auth import AuthFailure, ProbeAuth
+from probes.base import ProbeTarget, describe_exception, error_text
+
+log = logging.getLogger(__name__)
+
+PROMPT = "Reply with only the number {number}"
+VANTAGE_HEADER = "x-regionguard-vantage"
+USER_AGENT = "regionguard-probe/0.1"
+MAX_ERROR_BODY = 64 * 1024  # bytes of a non-200 body worth reading
+_PUNCTUATION_AND_SPACE = re.compile(f"[{re.escape(string.punctuation)}\\s]+")
+
+
+class Failure(StrEnum):
+    """Why an attempt did not run to the end of a response."""
+
+    DEADLINE = "deadline"  # the probe's hard deadline passed
+    CONNECT = "connect"  # DNS / connect / TLS / reset before any response
+    STREAM = "stream"  # connection broke after the headers
+    MALFORMED = "malformed"  # the stream was not parseable SSE / JSON
+    AUTH = "auth"  # no credential (missing env var, token request failed)
+    INVALID = "invalid"  # the request could not be built (bad URL in config)
+    INTERNAL = "internal"  # anything unexpected
+
+
+class Phase(StrEnum):
+    AUTH = "getting credentials"
+    HEADERS = "waiting for response headers"
+    BODY = "reading the response"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    url: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    body: dict[str, Any]
+    expected: str  # the answer the model should give
+
+
+@dataclass(slots=True)
+class Observation:
+    """Everything one attempt saw; filled in as the attempt goes."""
+
+    phase: Phase = Phase.AUTH
+    status_code: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    headers_ms: float | None = None
+    ttft_ms: float | None = None
+    total_ms: float | None = None
+    output_chunks: int = 0
+    content: str = ""
+    finish_reason: str | None = None
+    done: bool = False  # data: [DONE] received
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error_code: str | None = None  # from an error body
+    error_message: str | None = None
+    failure: Failure | None = None
+    failure_text: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None and self.done
+
+
+# ---------------------------------------------------------------- request
+
+
+def token_param(endpoint: LLMEndpoint, probe: ProbeSettings) -> str:
+    return endpoint.token_param or probe.token_param
+
+
+def build_request(endpoint: LLMEndpoint, probe: ProbeSettings, number: int) -> ProbeRequest:
+    """URL, query, headers (without auth) and body of one probe."""
+    base = endpoint.base_url.rstrip("/")
+    body: dict[str, Any] = {
+        "messages": [{"role": "user", "content": PROMPT.format(number=number)}],
+        token_param(endpoint, probe): probe.max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if endpoint.api_style == "v1":
+        url, params = f"{base}/openai/v1/chat/completions", {}
+        body["model"] = endpoint.model or endpoint.deployment
+    else:
+        url = f"{base}/openai/deployments/{quote(endpoint.deployment, safe='')}/chat/completions"
+        params = {"api-version": endpoint.api_version}
+    headers = {VANTAGE_HEADER: probe.vantage, "user-agent": USER_AGENT, "accept": "text/event-stream"}
+    return ProbeRequest(url, params, headers, body, str(number))
+
+
+def normalize_answer(text: str) -> str:
+    """Case-insensitive, punctuation and whitespace stripped."""
+    return _PUNCTUATION_AND_SPACE.sub("", text).lower()
+
+
+# ---------------------------------------------------------------- headers
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(float(str(value).strip()))
+    except ValueError:
+        return None
+
+
+def _retry_after_ms(headers: Mapping[str, str], now: datetime | None = None) -> int | None:
+    ms = headers.get("retry-after-ms")
+    if ms is not None and (value := _int(ms)) is not None:
+        return value
+    seconds = headers.get("retry-after")
+    if seconds is None:
+        return None
+    try:
+        return int(float(seconds.strip()) * 1000)
+    except ValueError:
+        pass
+    try:  # an HTTP date
+        when = parsedate_to_datetime(seconds)
+    except (TypeError, ValueError):
+        return None
+    delta = when - (now or datetime.now(UTC))
+    return max(0, int(delta.total_seconds() * 1000))
+
+
+def _utilization(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.strip().rstrip("%"))
+    except ValueError:
+        return None
+
+
+_INTERESTING_HEADERS = frozenset(
+    {
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "azure-openai-deployment-utilization",
+        "retry-after-ms",
+        "retry-after",
+        "x-ms-region",
+        "apim-request-id",
+        "x-request-id",
+    }
+)
+
+
+def headers_of_interest(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers :func:`parse_headers` reads, lower-cased, from raw header pairs (first wins)."""
+    out: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        if key in _INTERESTING_HEADERS and key not in out:
+            out[key] = value.decode("latin-1")
+    return out
+
+
+def parse_headers(headers: Mapping[str, str]) -> dict[str, Any]:
+    """The headers of interest, as ProbeResult fields. All optional. Keys lower-case."""
+    return {
+        "limit_requests": _int(headers.get("x-ratelimit-limit-requests")),
+        "remaining_requests": _int(headers.get("x-ratelimit-remaining-requests")),
+        "limit_tokens": _int(headers.get("x-ratelimit-limit-tokens")),
+        "remaining_tokens": _int(headers.get("x-ratelimit-remaining-tokens")),
+        "utilization_pct": _utilization(headers.get("azure-openai-deployment-utilization")),
+        "retry_after_ms": _retry_after_ms(headers),
+        "region_header": headers.get("x-ms-region"),
+        "apim_request_id": headers.get("apim-request-id"),
+        "request_id": headers.get("x-request-id"),
+    }
+
+
+def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
+    """(code, message) from an Azure/OpenAI error body; raw text when not JSON."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None, text.strip() or None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None, text.strip() or None
+    code = error.get("code") or error.get("type")
+    inner = error.get("innererror")
+    if isinstance(inner, dict) and inner.get("code"):
+        code = f"{code}/{inner['code']}" if code else inner["code"]
+    message = error.get("message")
+    return (str(code) if code else None), (str(message) if message else None)
+
+
+# ---------------------------------------------------------------- stream
+
+
+class MalformedStream(Exception):
+    pass
+
+
+class StreamParser:
+    """Feeds SSE lines into an Observation, timing the first token."""
+
+    def __init__(self, obs: Observation, t0: float) -> None:
+        self._obs = obs
+        self._t0 = t0
+        self._data: list[str] = []
+        self._data_at = t0  # when the last data line of the pending event arrived
+
+    def feed_line(self, line: str, now: float) -> None:
+        if not line:
+            self._dispatch()
+        elif line.startswith("data:"):
+            self._data.append(line[5:].lstrip(" "))
+            self._data_at = now
+        # "event:", "id:", "retry:" and ":comment" lines carry nothing we need
+
+    def end(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        now = self._data_at
+        if not self._data:
+            return
+        payload, self._data = "\n".join(self._data), []
+        if payload.strip() == "[DONE]":
+            self._obs.done = True
+            return
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            raise MalformedStream(f"stream chunk is not JSON: {payload[:80]!r}") from None
+        if not isinstance(chunk, dict):
+            raise MalformedStream(f"stream chunk is not an object: {payload[:80]!r}")
+        self._chunk(chunk, now)
+
+    def _chunk(self, chunk: dict[str, Any], now: float) -> None:
+        obs = self._obs
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                if obs.ttft_ms is None:
+                    obs.ttft_ms = (now - self._t0) * 1000.0
+                obs.output_chunks += 1
+                obs.content += text
+            if choice.get("finish_reason"):
+                obs.finish_reason = str(choice["finish_reason"])
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            obs.prompt_tokens = _int(usage.get("prompt_tokens"))
+            obs.completion_tokens = _int(usage.get("completion_tokens"))
+        error = chunk.get("error")
+        if isinstance(error, dict):
+            obs.error_code = str(error.get("code") or "") or None
+            obs.error_message = str(error.get("message") or "") or None
+
+
+# ---------------------------------------------------------------- classification
+
+
+def classify_status(status: int, error_code: str | None = None) -> Outcome:
+    """The outcome of a non-200 response."""
+    if status in (401, 403):
+        return Outcome.AUTH_ERROR
+    if status == 404:
+        return Outcome.NOT_FOUND
+    if status == 429:
+        return Outcome.THROTTLED
+    if status == 408:  # the service gave up waiting: an availability problem, not ours
+        return Outcome.TIMEOUT
+    if status == 400 and error_code and "content_filter" in error_code:
+        return Outcome.CONTENT_FILTERED  # the prompt itself was filtered
+    if 500 <= status <= 599:
+        return Outcome.SERVER_ERROR
+    return Outcome.BAD_REQUEST  # other 4xx (unsupported_parameter ...), and 1xx/3xx: wrong URL in config
+
+
+def classify(obs: Observation, expected: str, slow_ttft_s: float, slow_total_s: float) -> Outcome:
+    """Exactly one outcome for what an attempt saw. Pure."""
+    if obs.failure is Failure.AUTH:
+        return Outcome.AUTH_ERROR
+    if obs.failure is Failure.INVALID:
+        return Outcome.BAD_REQUEST
+    if obs.status_code is not None and obs.status_code != 200:
+        return classify_status(obs.status_code, obs.error_code)  # even if its body then broke or hung
+    if obs.failure is Failure.DEADLINE:
+        return Outcome.TIMEOUT
+    if obs.status_code is None:
+        return Outcome.CONNECT_ERROR
+    if obs.finish_reason == "content_filter":
+        return Outcome.CONTENT_FILTERED
+    if obs.failure is Failure.MALFORMED:
+        return Outcome.BAD_CONTENT
+    if obs.failure is not None or not obs.finished:
+        return Outcome.TRUNCATED
+    if normalize_answer(obs.content) != normalize_answer(expected):
+        return Outcome.BAD_CONTENT
+    if _over(obs.ttft_ms, slow_ttft_s) or _over(obs.total_ms, slow_total_s):
+        return Outcome.SLOW
+    return Outcome.OK
+
+
+def _over(ms: float | None, limit_s: float) -> bool:
+    return ms is not None and ms > limit_s * 1000.0
+
+
+def explain(outcome: Outcome, obs: Observation, expected: str, probe: ProbeSettings) -> str | None:
+    """A one-line reason for anything but ``ok`` (not yet scrubbed or truncated)."""
+    if outcome is Outcome.OK:
+        return None
+    if obs.failure_text and obs.failure not in (None, Failure.MALFORMED) and obs.status_code in (None, 200):
+        return obs.failure_text
+    if obs.status_code is not None and obs.status_code != 200:
+        code = obs.error_code if obs.error_code != str(obs.status_code) else None
+        detail = ": ".join(p for p in (code, obs.error_message) if p)
+        return f"HTTP {obs.status_code}" + (f" {detail}" if detail else "")
+    if obs.error_message:  # an error event inside a 200 stream
+        return f"error in stream: {': '.join(p for p in (obs.error_code, obs.error_message) if p)}"
+    if outcome is Outcome.CONTENT_FILTERED:
+        return "finish_reason content_filter"
+    if outcome is Outcome.BAD_CONTENT:
+        return obs.failure_text or f"expected {expected!r}, got {obs.content[:80]!r}"
+    if outcome is Outcome.TRUNCATED:
+        missing = [m for m, seen in (("finish_reason", obs.finish_reason), ("[DONE]", obs.done)) if not seen]
+        return f"stream ended without {' and '.join(missing)} after {obs.output_chunks} content chunk(s)"
+    if outcome is Outcome.SLOW:
+        return f"TTFT {_ms(obs.ttft_ms)}, total {_ms(obs.total_ms)} (limits {probe.slow_ttft * 1000:.0f} / {probe.slow_total * 1000:.0f} ms)"
+    return obs.failure_text
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+# ---------------------------------------------------------------- I/O
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """Probes are independent: keep no cookie (an affinity cookie would pin probes to one backend)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        return None
+
+
+class ClientPool:
+    """One pooled HTTP/1.1 keep-alive client per endpoint host (scheme, host, port).
+
+    Clients belong to one event loop; when used from another loop (each
+    ``asyncio.run``), the old ones are dropped and new ones built.
+    """
+
+    def __init__(self, probe: ProbeSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._probe = probe
+        self._transport = transport
+        self._clients: dict[tuple[str, str, int | None], httpx.AsyncClient] = {}
+        self._by_url: dict[str, httpx.AsyncClient] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ssl: ssl.SSLContext | None = None  # shared: loading the CA store takes ~50 ms each time
+
+    def client_for(self, url: str) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._clients, self._by_url, self._loop = {}, {}, loop
+        client = self._by_url.get(url)
+        if client is None:
+            u = httpx.URL(url)
+            key = (u.scheme, u.host, u.port)
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = self._new_client()
+            self._by_url[url] = client
+        return client
+
+    def _new_client(self) -> httpx.AsyncClient:
+        n = self._probe.concurrency
+        # The probe's own asyncio deadline is the one that fires; httpx's are a backstop.
+        backstop = self._probe.timeout + 5.0
+        return httpx.AsyncClient(
+            http1=True,
+            http2=False,
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=max(60.0, self._probe.interval * 2)),
+            timeout=httpx.Timeout(backstop),
+            follow_redirects=False,
+            transport=self._transport,
+            verify=self._ssl_context(),
+            cookies=_NoCookies(),
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context()
+        return self._ssl
+
+    @property
+    def hosts(self) -> int:
+        return len(self._clients)
+
+    async def aclose(self) -> None:
+        clients, self._clients, self._by_url = list(self._clients.values()), {}, {}
+        for client in clients:
+            try:
+                await client.aclose()
+            except Exception as exc:  # noqa: BLE001 - closing must not fail the caller
+                log.debug("closing probe client: %s", type(exc).__name__)
+
+
+class LLMProbe:
+    """Runs one probe against one endpoint; :meth:`run` never raises."""
+
+    def __init__(
+        self,
+        probe: ProbeSettings,
+        clients: ClientPool,
+        auth: ProbeAuth | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._probe = probe
+        self._clients = clients
+        self._auth = auth or ProbeAuth()
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}  # parsed once per endpoint
+
+    async def run(self, target: ProbeTarget) -> ProbeResult:
+        started_at = self._clock.now()
+        request = None
+        obs = Observation()
+        secrets: tuple[str, ...] = ()
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._probe.timeout):
+                auth = await self._auth.headers(target.endpoint)
+                secrets = auth.secrets
+                request = build_request(target.endpoint, self._probe, self._rng.randint(1000, 9999))
+                t0 = time.perf_counter()  # token fetch time is not the endpoint's latency
+                await self._exchange(request, auth.headers, obs, t0)
+        except BaseException as exc:  # noqa: BLE001 - a probe never raises (except on cancellation)
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            self._record_failure(obs, exc)
+        if obs.total_ms is None:
+            obs.total_ms = (time.perf_counter() - t0) * 1000.0
+        expected = request.expected if request else ""
+        return self._result(target, started_at, obs, expected, secrets)
+
+    async def _exchange(self, request: ProbeRequest, auth_headers: dict[str, str], obs: Observation, t0: float) -> None:
+        client = self._clients.client_for(request.url)
+        obs.phase = Phase.HEADERS
+        headers = {**request.headers, **auth_headers}
+        async with client.stream("POST", self._url(request), headers=headers, json=request.body) as response:
+            obs.headers_ms = (time.perf_counter() - t0) * 1000.0
+            obs.status_code = response.status_code
+            obs.headers = headers_of_interest(response.headers.raw)
+            obs.phase = Phase.BODY
+            if response.status_code != 200:
+                body = await _read_capped(response, MAX_ERROR_BODY)
+                obs.error_code, obs.error_message = parse_error_body(body)
+                return
+            parser = StreamParser(obs, t0)
+            async for line in response.aiter_lines():
+                parser.feed_line(line, time.perf_counter())
+            parser.end()
+        obs.total_ms = (time.perf_counter() - t0) * 1000.0
+
+    def _url(self, request: ProbeRequest) -> httpx.URL:
+        key = (request.url, tuple(sorted(request.params.items())))
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls[key] = httpx.URL(request.url, params=request.params)
+        return url
+
+    def _record_failure(self, obs: Observation, exc: BaseException) -> None:
+        timeout = self._probe.timeout
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            obs.failure, obs.failure_text = Failure.DEADLINE, f"no answer within the {timeout:g}s deadline ({obs.phase.value})"
+        elif isinstance(exc, AuthFailure):
+            obs.failure, obs.failure_text = Failure.AUTH, str(exc)
+        elif isinstance(exc, MalformedStream):
+            obs.failure, obs.failure_text = Failure.MALFORMED, str(exc)
+        elif isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+            obs.failure, obs.failure_text = Failure.INVALID, f"cannot build the request: {describe_exception(exc)}"
+        elif isinstance(exc, httpx.TransportError | OSError):
+            kind = Failure.CONNECT if obs.status_code is None else Failure.STREAM
+            obs.failure, obs.failure_text = kind, f"{describe_exception(exc)} ({obs.phase.value})"
+        else:
+            log.warning("unexpected probe failure (%s) while %s", type(exc).__name__, obs.phase.value)
+            obs.failure, obs.failure_text = Failure.INTERNAL, f"unexpected {describe_exception(exc)} ({obs.phase.value})"
+
+    def _result(self, target: ProbeTarget, started_at: datetime, obs: Observation, expected: str, secrets: tuple[str, ...]) -> ProbeResult:
+        outcome = classify(obs, expected, self._probe.slow_ttft, self._probe.slow_total)
+        reason = explain(outcome, obs, expected, self._probe)
+        return ProbeResult(
+            endpoint_id=target.id,
+            region=target.region,
+            vantage=self._probe.vantage,
+            started_at=started_at,
+            outcome=outcome,
+            status_code=obs.status_code,
+            headers_ms=_round(obs.headers_ms),
+            ttft_ms=_round(obs.ttft_ms),
+            total_ms=_round(obs.total_ms),
+            output_chunks=obs.output_chunks,
+            prompt_tokens=obs.prompt_tokens,
+            completion_tokens=obs.completion_tokens,
+            finished=obs.finished,
+            finish_reason=obs.finish_reason,
+            error=error_text(reason, secrets) if reason else None,
+            **parse_headers(obs.headers),
+        )
+
+
+def _round(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, 3)
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])

@@ -1,0 +1,297 @@
+"""Probe every configured LLM endpoint, concurrently and on an adaptive schedule.
+
+- One pooled HTTP/1.1 keep-alive ``httpx.AsyncClient`` per endpoint host,
+  ``probe.concurrency`` probes at once at most, a hard deadline per probe.
+- Each endpoint has its own next-due time; after every probe the next one is
+  ``interval * (1 ± jitter)`` away so endpoints don't synchronise.
+- **Adaptive interval.** An endpoint is *suspect* from the first result that
+  disagrees with its confirmed state (confirmed up and a result that counts
+  against health per ``probe.counts_against_health``; or confirmed down and
+  a good one) until the state is settled either way: ``health.failures_to_down``
+  counted failures in a row (confirmed down) or ``health.successes_to_up``
+  good results in a row (confirmed up). While suspect it is probed at
+  ``fast_interval``, so detection does not wait K normal intervals, and a
+  flapping endpoint stays on the fast interval.
+
+  Decision: once confirmed down, an endpoint goes back to the normal
+  interval. Probing a dead region fast buys nothing, and the first good
+  result makes it suspect again, so recovery is still detected at the fast
+  interval. The health engine can drive this instead through the ``suspect``
+  hook (endpoint id -> bool), which then replaces the built-in rule.
+
+Results go to the ``sink`` in batches (a list's ``extend`` in tests, the store
+in production). The sink is called on the event loop: a slow sink should
+queue, not write synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from controlplane.config import Settings
+from controlplane.domain import Clock, ProbeResult, SystemClock
+from probes.auth import ProbeAuth, TokenCache
+from probes.base import ProbeTarget
+from probes.llm import ClientPool, LLMProbe
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[list[ProbeResult]], None]
+SuspectHook = Callable[[str], bool]
+
+
+@dataclass(slots=True)
+class EndpointSchedule:
+    """When an endpoint is due next, and the streaks the adaptive interval reads."""
+
+    target: ProbeTarget
+    next_due: float = 0.0  # monotonic seconds
+    fail_streak: int = 0  # consecutive results counted against health
+    good_streak: int = 0  # consecutive results not counted against health
+    confirmed_down: bool = False
+    suspect: bool = False  # a result disagreed with the confirmed state; not yet settled
+    in_flight: bool = False
+    probes: int = 0
+
+    def record(self, counted: bool, failures_to_down: int, successes_to_up: int) -> None:
+        self.probes += 1
+        if counted:
+            self.fail_streak, self.good_streak = self.fail_streak + 1, 0
+        else:
+            self.fail_streak, self.good_streak = 0, self.good_streak + 1
+        if counted != self.confirmed_down:  # disagrees with what we believe
+            self.suspect = True
+        if self.fail_streak >= failures_to_down:
+            self.confirmed_down, self.suspect = True, False
+        elif self.good_streak >= successes_to_up:
+            self.confirmed_down, self.suspect = False, False
+
+
+class ProbeRunner:
+    """Runs probes against every endpoint of ``settings`` and feeds a sink."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink | None = None,
+        clock: Clock | None = None,
+        credential: Any | None = None,
+        rng: random.Random | None = None,
+        *,
+        suspect: SuspectHook | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        environ: Mapping[str, str] | None = None,
+        batch_max: int = 200,
+        batch_wait: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self._sink = sink
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._suspect_hook = suspect
+        self._batch_max = batch_max
+        self._batch_wait = batch_wait
+        tokens = TokenCache(credential, now=lambda: self._clock.now().timestamp())
+        self.auth = ProbeAuth(tokens, environ=environ)
+        self._clients = ClientPool(settings.probe, transport)
+        self._probe = LLMProbe(settings.probe, self._clients, self.auth, self._clock, self._rng)
+        self._schedules = {t.id: EndpointSchedule(t) for t in targets(settings)}
+        self._started = False
+        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphore_loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------ introspection
+
+    @property
+    def endpoint_ids(self) -> list[str]:
+        return list(self._schedules)
+
+    @property
+    def client_hosts(self) -> int:
+        """How many pooled HTTP clients (one per endpoint host) are open."""
+        return self._clients.hosts
+
+    def schedule(self, endpoint_id: str) -> EndpointSchedule:
+        return self._schedules[endpoint_id]
+
+    def is_suspect(self, endpoint_id: str) -> bool:
+        if self._suspect_hook is not None:
+            return bool(self._suspect_hook(endpoint_id))
+        return self._schedules[endpoint_id].suspect
+
+    def interval_for(self, endpoint_id: str) -> float:
+        probe = self.settings.probe
+        return probe.fast_interval if self.is_suspect(endpoint_id) else probe.interval
+
+    # ------------------------------------------------------------ one round
+
+    async def run_round(self, region: str | None = None) -> list[ProbeResult]:
+        """Probe every endpoint (of ``region``) now; results in config order."""
+        if region is not None:
+            self.settings.region(region)  # KeyError for an unknown region
+        chosen = [s for s in self._schedules.values() if region is None or s.target.region == region]
+        now = time.monotonic()
+        results = list(await asyncio.gather(*(self._probe_one(s, now, time.monotonic) for s in chosen)))
+        self._emit(results)
+        return results
+
+    def run_round_sync(self, region: str | None = None) -> list[ProbeResult]:
+        """:meth:`run_round` for callers without an event loop (the CLI)."""
+
+        async def round_and_close() -> list[ProbeResult]:
+            try:
+                return await self.run_round(region)
+            finally:
+                await self._clients.aclose()
+
+        return asyncio.run(round_and_close())
+
+    # ------------------------------------------------------------ scheduled
+
+    async def tick(self, now: float | None = None) -> list[ProbeResult]:
+        """Probe the endpoints due at ``now`` (monotonic seconds) and wait for them.
+
+        For an external scheduler calling every second or so. The first call
+        spreads the first probes over ``jitter * interval``.
+        """
+        clock: Callable[[], float] = time.monotonic
+        if now is None:
+            now = time.monotonic()
+        else:
+            fixed = now
+            clock = lambda: fixed  # noqa: E731 - a caller-driven time stands still during the tick
+        self._start(now)
+        due = [s for s in self._schedules.values() if s.next_due <= now and not s.in_flight]
+        results = list(await asyncio.gather(*(self._probe_one(s, s.next_due, clock) for s in due)))
+        self._emit(results)
+        return results
+
+    def next_wake(self) -> float | None:
+        """The earliest next-due time of an endpoint not being probed."""
+        idle = [s.next_due for s in self._schedules.values() if not s.in_flight]
+        return min(idle) if idle else None
+
+    async def run_forever(self, stop_event: asyncio.Event) -> None:
+        """Probe each endpoint when due until ``stop_event`` is set.
+
+        Probes start when due (a slow probe holds up no other endpoint);
+        results are handed to the sink when ``batch_max`` have gathered or
+        the oldest has waited ``batch_wait`` seconds, and once more on stop,
+        after the probes in flight have ended (each within its deadline).
+        """
+        loop = asyncio.get_running_loop()
+        self._start(time.monotonic())
+        wakeup = asyncio.Event()
+        finished: list[ProbeResult] = []
+        running: set[asyncio.Task[None]] = set()
+
+        async def probe(s: EndpointSchedule) -> None:
+            try:
+                finished.append(await self._probe_one(s, s.next_due, time.monotonic))
+            finally:
+                wakeup.set()
+
+        async def watch_stop() -> None:
+            await stop_event.wait()
+            wakeup.set()
+
+        stopper = asyncio.create_task(watch_stop())
+        batch: list[ProbeResult] = []
+        batch_since = 0.0
+        try:
+            while not stop_event.is_set():
+                now = time.monotonic()
+                for s in self._schedules.values():
+                    if s.next_due <= now and not s.in_flight:
+                        s.in_flight = True  # before the task first runs, so it is launched once
+                        task = asyncio.create_task(probe(s))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                if finished:
+                    batch_since = batch_since if batch else now
+                    batch += finished
+                    finished.clear()
+                if batch and (len(batch) >= self._batch_max or now - batch_since >= self._batch_wait):
+                    self._emit(batch)
+                    batch = []
+                wake = self.next_wake()
+                if batch:
+                    flush_at = batch_since + self._batch_wait
+                    wake = flush_at if wake is None else min(wake, flush_at)
+                wakeup.clear()
+                timer = loop.call_later(max(0.0, wake - time.monotonic()), wakeup.set) if wake is not None else None
+                await wakeup.wait()
+                if timer is not None:
+                    timer.cancel()
+            if running:
+                await asyncio.gather(*running)
+        finally:
+            for task in (*running, stopper):  # only left when run_forever itself was cancelled
+                task.cancel()
+            self._emit(batch + finished)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+        self.auth.tokens.close()
+
+    async def __aenter__(self) -> ProbeRunner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------ internals
+
+    def _start(self, now: float) -> None:
+        if self._started:
+            return
+        self._started = True
+        spread = self.settings.probe.jitter * self.settings.probe.interval
+        for s in self._schedules.values():
+            s.next_due = now + self._rng.uniform(0.0, spread)
+
+    def _limit(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._semaphore_loop is not loop:
+            self._semaphore = asyncio.Semaphore(self.settings.probe.concurrency)
+            self._semaphore_loop = loop
+        return self._semaphore
+
+    async def _probe_one(self, s: EndpointSchedule, due: float, now: Callable[[], float]) -> ProbeResult:
+        s.in_flight = True
+        try:
+            async with self._limit():
+                result = await self._probe.run(s.target)
+        finally:
+            s.in_flight = False
+        counted = result.outcome in self.settings.probe.counts_against_health
+        s.record(counted, self.settings.health.failures_to_down, self.settings.health.successes_to_up)
+        jitter = self.settings.probe.jitter
+        interval = self.interval_for(s.target.id) * (1.0 + self._rng.uniform(-jitter, jitter))
+        # From the due time so the cadence holds, but never in the past: after a
+        # stall (or a probe that ran to its deadline) the next one is due now, once.
+        s.next_due = max(due + interval, now())
+        return result
+
+    def _emit(self, results: list[ProbeResult]) -> None:
+        if not results or self._sink is None:
+            return
+        try:
+            self._sink(list(results))
+        except Exception:  # noqa: BLE001 - a broken sink must not stop probing
+            log.exception("probe result sink failed for %d result(s)", len(results))
+
+
+def targets(settings: Settings) -> list[ProbeTarget]:
+    """Every LLM endpoint of every region, in config order."""
+    return [ProbeTarget(region.name, endpoint) for region in settings.regions for endpoint in region.endpoints]
