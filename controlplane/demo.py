@@ -1,0 +1,383 @@
+"""`regionguard demo`: the whole product in one process, on this machine only.
+
+Simulated Azure OpenAI regions (three, two deployments each), the fake ARM
+seeded with a weighted Traffic Manager profile, a priority Traffic Manager
+profile and a Front Door Standard/Premium origin group, the worker on a
+temporary SQLite file, and the dashboard. Then it plays a scenario (the
+replay timeline format) against the simulator so a newcomer watches traffic
+move; with ``--duration`` it stops by itself and can write a report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from controlplane.actuators.credentials import StaticTokenCredential
+from controlplane.config import Settings, azure_name, parse_settings
+from controlplane.domain import SystemClock
+from controlplane.replay import Timeline, resolve_timeline
+from controlplane.simulator.arm import FakeArm
+from controlplane.simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
+from controlplane.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+DEMO_KEY_ENV = "REGIONGUARD_DEMO_API_KEY"
+DEMO_SUBSCRIPTION = "00000000-0000-0000-0000-00000000demo"
+DEMO_USER = "demo"
+
+
+def demo_config(region_urls: dict[str, str], deployments: list[str], arm: FakeArm, database_url: str, web_port: int) -> dict[str, Any]:
+    """The demo's regionguard config (a plain dict, validated like any file)."""
+    regions = list(region_urls)
+    weights = [500, 300, 200]
+    return {
+        "regions": [
+            {
+                "name": r,
+                "azure_region": r,
+                "endpoints": [
+                    {
+                        "name": d,
+                        "base_url": region_urls[r],
+                        "deployment": d,
+                        "api_style": "deployments" if i == 0 else "v1",
+                        "auth": {"kind": "api_key", "env": DEMO_KEY_ENV},
+                        "pricing": {"input_per_1m": 2.5, "output_per_1m": 10.0},
+                    }
+                    for i, d in enumerate(deployments)
+                ],
+            }
+            for r in regions
+        ],
+        "probe": {"vantage": "demo", "interval": "4s", "fast_interval": "1s", "timeout": "2.5s", "slow_ttft": "1.5s", "slow_total": "3s", "concurrency": 16},
+        "health": {"window": 10, "failures_to_down": 3, "successes_to_up": 3, "min_dwell": "10s"},
+        "targets": [
+            {
+                "name": "tm-weighted",
+                "kind": "traffic_manager",
+                "subscription_id": DEMO_SUBSCRIPTION,
+                "resource_group": "rg-llm",
+                "profile": "llm-weighted",
+                "routing": "weighted",
+                "endpoints": {r: {"name": f"aoai-{r}", "type": "ExternalEndpoints", "weight": w} for r, w in zip(regions, weights, strict=False)},
+            },
+            {
+                "name": "tm-priority",
+                "kind": "traffic_manager",
+                "subscription_id": DEMO_SUBSCRIPTION,
+                "resource_group": "rg-llm",
+                "profile": "llm-priority",
+                "routing": "priority",
+                "failback": "auto",
+                "failback_dwell": "10s",
+                "endpoints": {r: {"name": f"aoai-{r}", "type": "ExternalEndpoints", "weight": 1, "priority": i + 1} for i, r in enumerate(regions)},
+            },
+            {
+                "name": "afd-prod",
+                "kind": "front_door_cdn",
+                "subscription_id": DEMO_SUBSCRIPTION,
+                "resource_group": "rg-edge",
+                "profile": "afd-llm",
+                "origin_group": "aoai-origins",
+                "routing": "weighted",
+                "endpoints": {r: {"origin": r, "weight": w, "priority": 1} for r, w in zip(regions, weights, strict=False)},
+            },
+        ],
+        "guardrails": {"min_serving": 1, "max_drain_fraction": 0.5, "max_weight_step": 250, "cooldown": "5s", "write_budget_per_hour": 600, "fail_open": True},
+        "database": {"url": database_url},
+        "web": {"host": "127.0.0.1", "port": web_port},
+        "azure": {"arm_base_url": arm.base_url, "credential": "static_token", "ca_bundle": arm.ca_bundle, "polling_interval": 0, "request_timeout": "10s"},
+        "reconcile": {"interval": "2s", "deadline": "15s"},
+    }
+
+
+@dataclass
+class Demo:
+    """Everything the demo runs; start() brings it up, stop() takes it down."""
+
+    web_port: int = 8080
+    workdir: Path | None = None
+    seed: int = 7
+    with_web: bool = True
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(9))
+    sim: LLMSimulator | None = None
+    arm: FakeArm | None = None
+    settings: Settings | None = None
+    store: Store | None = None
+    worker: Any = None
+    metrics: Any = None
+    web_server: Any = None
+    started_at: float = 0.0
+    _tmp: Any = None
+    _web_thread: threading.Thread | None = None
+
+    def start(self) -> Demo:
+        from controlplane.users import add_user
+        from controlplane.worker import Worker
+
+        if self.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="regionguard-demo-")
+            self.workdir = Path(self._tmp.name)
+        regions = default_regions(3, 2)
+        self.sim = LLMSimulator(regions, seed=self.seed).start()
+        self.arm = FakeArm(state_file=None).start()
+        urls = {r.name: self.sim.base_url(r.name) for r in regions}
+        data = demo_config(urls, [d.name for d in regions[0].deployments], self.arm, "sqlite:///" + str(self.workdir / "regionguard-demo.db"), self.web_port)
+        self.settings = parse_settings(data, "<demo config>")
+        self.arm.seed_from_config(self.settings)
+        self.store = open_store(self.settings.database.url, migrate=True)
+        add_user(self.store, DEMO_USER, "admin", self.password, datetime.now(UTC))
+        environ = {DEMO_KEY_ENV: DEFAULT_API_KEY}
+        from controlplane.metrics import Metrics
+
+        self.metrics = Metrics()
+        self.worker = Worker(self.settings, self.store, credential=StaticTokenCredential(), environ=environ, lease_ttl_s=6.0, metrics=self.metrics)
+        self.worker.start()
+        if self.with_web:
+            self._start_web()
+        self.started_at = time.monotonic()
+        return self
+
+    def _start_web(self) -> None:
+        from waitress import create_server
+
+        from web.app import create_app
+
+        assert self.settings is not None
+        # one process, one throwaway session key: set it so the app does not warn
+        os.environ.setdefault(self.settings.web.secret_key_env, secrets.token_hex(32))
+        app = create_app(self.settings, self.store, metrics=self.metrics)
+        self.web_server = create_server(app, host=self.settings.web.host, port=self.settings.web.port, threads=4)
+        self._web_thread = threading.Thread(target=self.web_server.run, name="regionguard-web", daemon=True)
+        self._web_thread.start()
+
+    @property
+    def url(self) -> str:
+        if self.web_server is None:
+            return ""
+        return f"http://{self.settings.web.host}:{self.web_server.effective_port}/"  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self.web_server is not None:
+            self.web_server.close()
+        if self.sim is not None:
+            self.sim.stop()
+        if self.arm is not None:
+            self.arm.stop()
+        if self.store is not None:
+            self.store.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # ------------------------------------------------------------ scenario
+
+    def timeline(self, scenario: str) -> Timeline:
+        return resolve_timeline(scenario, self.settings)
+
+    def play(self, timeline: Timeline, stop: threading.Event, duration_s: float | None) -> list[dict[str, Any]]:
+        """Play the timeline (looping if it says so) until ``duration_s`` or ``stop``.
+
+        Returns the injected events with their wall-clock offsets from the start.
+        """
+        assert self.sim is not None
+        injected: list[dict[str, Any]] = []
+        t0 = time.monotonic()
+        end = t0 + duration_s if duration_s else None
+        while not stop.is_set():
+            round_start = time.monotonic() - t0
+            run = self.sim.run_timeline(timeline.events)
+            for ev in timeline.events:
+                injected.append({"at_s": round(round_start + ev.at_s, 3), "region": ev.region, "fault": ev.fault.to_dict()})
+            round_end = t0 + round_start + timeline.duration_s
+            while not stop.is_set():
+                now = time.monotonic()
+                limit = min(x for x in (round_end, end) if x is not None)
+                if now >= limit:
+                    break
+                stop.wait(min(0.5, limit - now))
+            run.cancel()
+            if end is not None and time.monotonic() >= end:
+                break
+            if not timeline.loop:
+                # a timeline that does not loop ends; keep the system running until told to stop
+                while not stop.is_set() and (end is None or time.monotonic() < end):
+                    stop.wait(0.5)
+                break
+            self.sim.clear_faults()
+        return [e for e in injected if end is None or e["at_s"] <= (duration_s or 0)]
+
+
+# ---------------------------------------------------------------- the report
+
+
+def build_report(demo: Demo, scenario: Timeline, injected: list[dict[str, Any]], wall_start: datetime, duration_s: float) -> dict[str, Any]:
+    """What happened, from the store, the fake ARM's request log and a final read through the SDK."""
+    assert demo.settings is not None and demo.store is not None and demo.arm is not None
+    settings, store = demo.settings, demo.store
+    log_entries = demo.arm.request_log
+    writes = [e for e in log_entries if e.method in ("PUT", "PATCH") and 200 <= e.status < 300]
+    arm_t0 = wall_start.timestamp()  # the fake ARM stamps entries with time.time()
+    transitions = sorted((t for t in store.transitions(since=wall_start, limit=10000) if t.subject == "region"), key=lambda t: t.at)
+    changes = sorted((c for c in store.changes(since=wall_start, status="applied", limit=10000)), key=lambda c: c["created_at"])
+
+    def secs(at: datetime) -> float:
+        return round((at - wall_start).total_seconds(), 3)
+
+    faults = []
+    for i, ev in enumerate(injected):
+        region, kind = ev["region"], ev["fault"]["fault"]
+        at = ev["at_s"]
+        nxt = next((e["at_s"] for e in injected[i + 1 :] if e["region"] == region), duration_s)
+        first_t = next((secs(t.at) for t in transitions if t.key == region and at <= secs(t.at) < nxt), None)
+        names = {azure_name(t, region) for t in settings.targets if region in t.endpoints}
+        region_writes = [w for w in writes if at <= (w.time - arm_t0) < nxt and any(f"/{n}" in w.path for n in names)]
+        first_w = round(region_writes[0].time - arm_t0, 3) if region_writes else None
+        entry: dict[str, Any] = {
+            "region": region,
+            "fault": kind,
+            "injected_at_s": at,
+            "first_transition_at_s": first_t,
+            "seconds_to_first_transition": None if first_t is None else round(first_t - at, 3),
+            "first_azure_write_at_s": first_w,
+            "seconds_to_first_azure_write": None if first_w is None else round(first_w - at, 3),
+        }
+        if kind != "none":
+            drained: dict[str, float | None] = {}
+            for t in settings.targets:
+                if region not in t.endpoints:
+                    continue
+                hit = next((secs(c["created_at"]) for c in changes if c["target"] == t.name and c["region"] == region and c["field"] == "enabled" and c["after"] is False and at <= secs(c["created_at"]) < nxt), None)
+                drained[t.name] = None if hit is None else round(hit - at, 3)
+            entry["seconds_to_drain_per_target"] = drained
+        else:
+            restored: dict[str, float | None] = {}
+            for t in settings.targets:
+                if region not in t.endpoints:
+                    continue
+                hit = next((secs(c["created_at"]) for c in changes if c["target"] == t.name and c["region"] == region and c["field"] == "enabled" and c["after"] is True and at <= secs(c["created_at"]) < nxt), None)
+                restored[t.name] = None if hit is None else round(hit - at, 3)
+            entry["seconds_to_restore_per_target"] = restored
+        faults.append(entry)
+
+    first_fault = min((e["at_s"] for e in injected if e["fault"]["fault"] != "none"), default=None)
+    before_fault = [c for c in changes if first_fault is None or secs(c["created_at"]) < first_fault]
+    unexplained = [c for c in changes if not _explained(c, injected, secs(c["created_at"]))]
+    flaps = _flaps(changes)
+    final = _final_state(demo)
+    return {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "duration_s": duration_s,
+        "faults": faults,
+        "azure_writes": len(writes),
+        "azure_requests": len(log_entries),
+        "changes_applied": len(changes),
+        "changes_before_first_fault": len(before_fault),
+        "changes_not_explained_by_a_fault": [_brief(c, secs) for c in unexplained],
+        "flaps": flaps,
+        "final_state": final,
+        "changes": [_brief(c, secs) for c in changes],
+    }
+
+
+def _brief(c: dict[str, Any], secs: Any) -> dict[str, Any]:
+    return {"at_s": secs(c["created_at"]), "target": c["target"], "region": c["region"], "endpoint": c["endpoint"], "field": c["field"], "from": c["before"], "to": c["after"], "reason": c["reason"], "fencing_token": c["fencing_token"]}
+
+
+EXPLAIN_HORIZON_S = 90.0
+
+
+def _explained(change: dict[str, Any], injected: list[dict[str, Any]], at: float) -> bool:
+    """A change is explained by a fault (or its end) shortly before it.
+
+    In its own region; or, for a change to another region of a target, in any
+    region (a weighted target rebalances, a priority target promotes the next).
+    """
+    for e in injected:
+        if not 0 <= at - e["at_s"] <= EXPLAIN_HORIZON_S:
+            continue
+        if e["region"] in (None, "*", change["region"]):
+            return True
+        if change["field"] != "enabled" or change["after"] is True:
+            return True
+    return False
+
+
+def _flaps(changes: list[dict[str, Any]]) -> int:
+    """Times an endpoint's enabled state flipped back within 30 s of the previous flip."""
+    last: dict[tuple[str, str], tuple[Any, datetime]] = {}
+    flaps = 0
+    for c in changes:
+        if c["field"] != "enabled":
+            continue
+        key = (c["target"], c["region"])
+        prev = last.get(key)
+        if prev is not None and prev[0] != c["after"] and (c["created_at"] - prev[1]).total_seconds() < 30:
+            flaps += 1
+        last[key] = (c["after"], c["created_at"])
+    return flaps
+
+
+def _final_state(demo: Demo) -> dict[str, Any]:
+    from controlplane.actuators.factory import build_actuators
+
+    assert demo.settings is not None
+    out: dict[str, Any] = {}
+    actuators = build_actuators(demo.settings, StaticTokenCredential())
+    for t in demo.settings.targets:
+        try:
+            state = actuators[t.name].read_actual(t)
+        except Exception as exc:  # noqa: BLE001 - the report says what it could not read
+            out[t.name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            continue
+        out[t.name] = {r: {"weight": s.weight, "priority": s.priority, "enabled": s.enabled} for r, s in sorted(state.endpoints.items())}
+    return out
+
+
+def run_demo(scenario: str = "tour", duration_s: float | None = None, report_path: str | None = None, web_port: int = 8080, headless: bool = False, out: Any = None) -> int:
+    """Entry point for the CLI. Returns an exit code."""
+    import signal
+
+    write = (out or (lambda s: print(s, flush=True)))
+    demo = Demo(web_port=web_port, with_web=not headless or web_port != 0)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if threading.current_thread() is threading.main_thread() else {}
+    try:
+        demo.start()
+        timeline = demo.timeline(scenario)
+        wall_start = datetime.now(UTC)
+        demo.started_at = time.monotonic()
+        if demo.web_server is not None:
+            write(f"regionguard demo: dashboard at {demo.url}  (login: {DEMO_USER} / {demo.password})")
+        write(f"scenario {timeline.name}: {timeline.description or ''}".rstrip())
+        write("fake ARM at " + str(demo.arm.base_url if demo.arm else "") + "; simulated regions: " + ", ".join(demo.settings.region_names if demo.settings else []))
+        write("Ctrl-C to stop." if duration_s is None else f"running for {duration_s:.0f} s")
+        injected = demo.play(timeline, stop, duration_s)
+        elapsed = time.monotonic() - demo.started_at
+        if report_path:
+            report = build_report(demo, timeline, injected, wall_start, round(elapsed, 3))
+            Path(report_path).write_text(json.dumps(report, indent=2, default=str))
+            write(f"report written to {report_path}: {len(report['faults'])} fault event(s), {report['azure_writes']} Azure write(s), {report['changes_applied']} change(s)")
+        return 0
+    finally:
+        demo.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        os.environ.pop(DEMO_KEY_ENV, None)

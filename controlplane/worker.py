@@ -1,0 +1,316 @@
+"""The worker: probes, and (on the leader only) evaluates, plans and applies.
+
+Threads:
+
+* a probe loop: an asyncio event loop running :meth:`ProbeRunner.run_forever`,
+  which keeps a per-endpoint schedule (normal interval, the fast interval
+  while an endpoint is suspect, jitter so probes do not synchronise). One
+  APScheduler job per probe would queue every endpoint behind the slowest
+  probe; the runner starts each probe when it is due instead.
+* APScheduler 3.x (``BackgroundScheduler``) with fixed job ids,
+  ``max_instances=1`` and ``coalesce=True``: ``lease`` (take/renew the
+  database lease), ``reconcile`` (leader only: tail every vantage's results
+  from the store -> health -> desired -> plan -> guardrails -> apply -> read
+  back -> record), ``rollup`` (per-minute aggregates), ``retention`` (purge
+  old raw results and rollups), ``overrides`` (lift expired overrides) and
+  ``notify`` (relay stored audit events to the notification channels).
+
+Stop (SIGTERM/SIGINT): stop taking new work, let an in-flight apply finish
+(bounded), release the lease, return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from controlplane.actuators.base import Actuator
+from controlplane.config import Settings
+from controlplane.domain import AuditEvent, Clock, HealthStateName, ProbeResult, SystemClock
+from controlplane.health import HealthEvaluator, HealthReport
+from controlplane.leader import LeaderElector
+from controlplane.reconcile import Reconciler, TickReport
+from controlplane.store import Store
+from probes.runner import ProbeRunner
+
+log = logging.getLogger(__name__)
+
+JOB_IDS = ("lease", "reconcile", "rollup", "retention", "overrides", "notify")
+_SEVERITY = {HealthStateName.UNHEALTHY: "critical", HealthStateName.DEGRADED: "warning"}
+
+
+def warm_horizon(settings: Settings) -> timedelta:
+    """How far back a new leader reads results to fill its windows."""
+    return timedelta(seconds=max(600.0, 3 * settings.health.window * settings.probe.interval))
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        holder: str | None = None,
+        actuators: Mapping[str, Actuator] | None = None,
+        credential: Any = None,
+        probe_credential: Any = None,
+        notifier: Any = None,
+        metrics: Any = None,
+        lease_ttl_s: float = 15.0,
+        environ: Mapping[str, str] | None = None,
+        probe: bool = True,
+        dry_run: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.metrics = metrics
+        self.notifier = notifier
+        self.dry_run = dry_run
+        self.elector = LeaderElector(store, holder, lease_ttl_s, self.clock)
+        if actuators is None:
+            from controlplane.actuators.factory import build_actuators
+
+            actuators = build_actuators(settings, credential, policies=[metrics.azure_policy()] if metrics is not None else None)
+        self.reconciler = Reconciler(settings, store, actuators, self.clock, self.elector.holder)
+        self.runner = ProbeRunner(settings, sink=self._on_results, clock=self.clock, credential=probe_credential, environ=environ) if probe else None
+        self.evaluator: HealthEvaluator | None = None
+        self.last_report: HealthReport | None = None
+        self.last_tick: TickReport | None = None
+        self.ticks = 0
+        self._high_water = 0
+        self._announced_problems: set[str] = set()
+        self._apply_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._probe_thread: threading.Thread | None = None
+        self._probe_loop: asyncio.AbstractEventLoop | None = None
+        self._probe_stop: asyncio.Event | None = None
+        self._relay: Any = None
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(max_workers=4)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        )
+
+    @property
+    def holder(self) -> str:
+        return self.elector.holder
+
+    @property
+    def running(self) -> bool:
+        return bool(self.scheduler.running) and not self._stopping.is_set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> Worker:
+        now = datetime.now(UTC)
+        interval = self.settings.reconcile.interval
+        jobs = [
+            ("lease", self.lease_tick, max(0.5, self.elector.ttl_s / 5), now),
+            ("reconcile", self.reconcile_tick, interval, now + timedelta(seconds=min(interval, 1.0))),
+            ("rollup", self.rollup_tick, 60.0, now + timedelta(seconds=60)),
+            ("retention", self.retention_tick, 3600.0, now + timedelta(seconds=300)),
+            ("overrides", self.overrides_tick, 5.0, now + timedelta(seconds=1)),
+        ]
+        if self.notifier is not None:
+            from controlplane.notify import EventRelay
+
+            self._relay = EventRelay(self.store, self.notifier)
+            jobs.append(("notify", self._relay.tick, 2.0, now + timedelta(seconds=2)))
+        for job_id, func, seconds, first in jobs:
+            self.scheduler.add_job(func, "interval", seconds=seconds, id=job_id, name=job_id, replace_existing=True, next_run_time=first)
+        self.scheduler.start()
+        if self.runner is not None:
+            self._probe_thread = threading.Thread(target=self._probe_main, name="regionguard-probes", daemon=True)
+            self._probe_thread.start()
+        log.info("worker %s started (%d targets, %d regions)", self.holder, len(self.settings.targets), len(self.settings.regions))
+        return self
+
+    def stop(self, timeout: float = 8.0) -> None:
+        """Stop taking new work, let an in-flight apply finish, release the lease."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        started = time.monotonic()
+        if self.scheduler.running:
+            for job_id in JOB_IDS:
+                try:
+                    self.scheduler.remove_job(job_id)
+                except Exception:  # noqa: BLE001 - job not there
+                    pass
+        if self._probe_loop is not None and self._probe_stop is not None:
+            self._probe_loop.call_soon_threadsafe(self._probe_stop.set)
+        got_lock = self._apply_lock.acquire(timeout=max(0.1, timeout - (time.monotonic() - started)))
+        try:
+            self.elector.release()
+        finally:
+            if got_lock:
+                self._apply_lock.release()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if self._probe_thread is not None:
+            self._probe_thread.join(max(0.1, timeout - (time.monotonic() - started)))
+        if self.notifier is not None:
+            self.notifier.close(max(0.1, min(2.0, timeout - (time.monotonic() - started))))
+        log.info("worker %s stopped in %.1f s", self.holder, time.monotonic() - started)
+
+    def _probe_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._probe_loop = loop
+        asyncio.set_event_loop(loop)
+        self._probe_stop = asyncio.Event()
+        try:
+            assert self.runner is not None
+            if not self._stopping.is_set():
+                loop.run_until_complete(self.runner.run_forever(self._probe_stop))
+        except Exception:  # noqa: BLE001 - a probe loop crash must be loud, not silent
+            log.exception("probe loop crashed")
+        finally:
+            try:
+                assert self.runner is not None
+                loop.run_until_complete(self.runner.aclose())
+            finally:
+                loop.close()
+
+    # ------------------------------------------------------------ jobs
+
+    def _on_results(self, results: list[ProbeResult]) -> None:
+        if not results:
+            return
+        try:
+            self.store.add_probe_results(results)
+        except Exception as exc:  # noqa: BLE001 - the store may be down for a while
+            log.warning("cannot store %d probe results: %s", len(results), type(exc).__name__)
+        if self.metrics is not None:
+            self.metrics.observe_probe_results(results)
+
+    def lease_tick(self) -> None:
+        if self._stopping.is_set():
+            return
+        state = self.elector.tick()
+        if not state.leader:
+            self.evaluator = None  # rebuilt warm from the store when we lead again
+        if self.metrics is not None:
+            self.metrics.set_leader(state.leader, state.token)
+
+    def reconcile_tick(self) -> TickReport | None:
+        """One leader tick. Returns the reconciler's report (None when not leader)."""
+        if self._stopping.is_set():
+            return None
+        with self._apply_lock:
+            if self._stopping.is_set() or not self.elector.is_leader:
+                return None
+            report = self.evaluate()
+            if report is None:
+                return None
+            started = time.monotonic()
+            try:
+                tick = self.reconciler.reconcile_once(report, fencing_token=self.elector.token, dry_run=self.dry_run)
+            except Exception:  # noqa: BLE001 - the loop must go on; the next tick converges
+                log.exception("reconcile tick failed")
+                if self.metrics is not None:
+                    self.metrics.observe_reconcile(time.monotonic() - started, False)
+                return None
+            if self.metrics is not None:
+                self.metrics.observe_reconcile(time.monotonic() - started, True)
+                subscriptions = {t.subscription_id for t in self.settings.targets}
+                if subscriptions:
+                    self.metrics.set_flags(write_budget_left=min(self.reconciler.budget.available(s) for s in subscriptions))
+            self.last_tick = tick
+            self.ticks += 1
+            if self.metrics is not None:
+                for change in tick.applied:
+                    self.metrics.observe_change("applied", change)
+                for change, _code, _msg in tick.failed:
+                    self.metrics.observe_change("failed", change)
+            return tick
+
+    def evaluate(self) -> HealthReport | None:
+        """Feed every vantage's new results to the evaluator and save the health it says."""
+        now = self.clock.now()
+        try:
+            if self.evaluator is None:
+                warm = self.store.latest_results(per_endpoint=self.settings.health.window, since=now - warm_horizon(self.settings))
+                self._high_water = self.store.max_result_id()
+                self.evaluator = HealthEvaluator.from_results(self.settings, warm, now)
+            self._high_water, fresh = self.store.results_after(self._high_water)
+            self.evaluator.observe_many(fresh)
+            report = self.evaluator.evaluate(now)
+            self.store.save_health(report.endpoints.values(), report.regions.values(), now)
+            self.store.add_transitions(report.transitions)
+            self._record_transitions(report, now)
+            self._record_config_problems(report, now)
+        except Exception:  # noqa: BLE001
+            log.exception("health evaluation failed")
+            return None
+        self.last_report = report
+        if self.metrics is not None:
+            self.metrics.observe_health(report)
+        return report
+
+    def _record_transitions(self, report: HealthReport, now: datetime) -> None:
+        for t in report.transitions:
+            if t.subject != "region":
+                continue
+            self.store.add_event(
+                AuditEvent(
+                    kind="transition",
+                    at=t.at,
+                    actor="automation",
+                    summary=f"{t.key}: {t.old.value} -> {t.new.value}: {t.reason}",
+                    region=t.key,
+                    severity=_SEVERITY.get(t.new, "info"),
+                    data={"old": t.old.value, "new": t.new.value, "reason": t.reason, "evidence": list(t.evidence), "resolved": t.new is HealthStateName.HEALTHY},
+                )
+            )
+
+    def _record_config_problems(self, report: HealthReport, now: datetime) -> None:
+        problems = set(report.config_problems)
+        for problem in sorted(problems - self._announced_problems):
+            self.store.add_event(AuditEvent(kind="config_problem", at=now, actor="automation", summary=problem, severity="warning", data={"reason": problem}))
+        self._announced_problems = problems
+        self.store.set_flag("config_problems", {"problems": sorted(problems)} if problems else None, now)
+
+    def rollup_tick(self) -> None:
+        now = self.clock.now()
+        try:
+            self.store.rollup(now - timedelta(minutes=3), now.replace(second=0, microsecond=0))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("rollup failed: %s", type(exc).__name__)
+
+    def retention_tick(self) -> None:
+        now = self.clock.now()
+        r = self.settings.retention
+        try:
+            raw, rolled = self.store.purge(now - timedelta(days=r.raw_days), now - timedelta(days=r.rollup_days))
+            if raw or rolled:
+                log.info("retention: purged %d raw results and %d rollups", raw, rolled)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("retention failed: %s", type(exc).__name__)
+
+    def overrides_tick(self) -> None:
+        now = self.clock.now()
+        try:
+            for o in self.store.expire_overrides(now):
+                self.store.add_event(AuditEvent(kind="override", at=now, actor="expiry", summary=f"expired: {o.describe()}", region=o.region, target=o.target, data={"override_id": o.id, "lifted": True}))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("override expiry failed: %s", type(exc).__name__)
+
+    # ------------------------------------------------------------ readiness
+
+    def readiness(self) -> dict[str, Any]:
+        try:
+            self.store.check()
+            database: bool | None = True
+        except Exception:  # noqa: BLE001
+            database = False
+        return {"database": database, "scheduler": self.running, "leader": self.elector.is_leader, "holder": self.holder}

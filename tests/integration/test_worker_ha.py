@@ -1,0 +1,184 @@
+"""The running system as separate processes: one writer, takeover, graceful stop.
+
+Workers are real `regionguard run` subprocesses probing simulated regions
+on 127.0.0.1 and writing through the real Azure SDKs to the fake ARM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controlplane.config import parse_settings
+from controlplane.demo import DEMO_KEY_ENV, demo_config
+from controlplane.simulator.arm import FakeArm
+from controlplane.simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
+from controlplane.store import Store, open_store
+
+LEASE_TTL = 3.0
+
+
+@dataclass
+class World:
+    sim: LLMSimulator
+    arm: FakeArm
+    config: Path
+    store: Store
+    procs: list[subprocess.Popen[str]]
+
+    def worker(self, holder: str) -> subprocess.Popen[str]:
+        env = dict(os.environ, **{DEMO_KEY_ENV: DEFAULT_API_KEY})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controlplane.cli", "run", "--config", str(self.config), "--holder", holder, "--lease-ttl", str(LEASE_TTL)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def writes(self) -> list[Any]:
+        return [e for e in self.arm.request_log if e.method in ("PATCH", "PUT") and 200 <= e.status < 300]
+
+    def holder(self) -> str | None:
+        lease = self.store.lease("leader")
+        return lease["holder"] if lease else None
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _world(db_url: str, tmp_path: Path) -> Iterator[World]:
+    regions = default_regions(3, 2)
+    sim = LLMSimulator(regions, seed=3).start()
+    arm = FakeArm().start()
+    data = demo_config({r.name: sim.base_url(r.name) for r in regions}, [d.name for d in regions[0].deployments], arm, db_url, 0)
+    data["probe"].update(interval="2s", fast_interval="0.5s", timeout="1.5s")
+    data["health"].update(min_dwell="2s", successes_to_up=2)
+    data["guardrails"].update(cooldown="1s")
+    data["reconcile"].update(interval="1s")
+    settings = parse_settings(data)
+    arm.seed_from_config(settings)
+    config = tmp_path / "regionguard.yaml"
+    config.write_text(yaml.safe_dump(data))
+    store = open_store(db_url, migrate=True)
+    world = World(sim, arm, config, store, [])
+    try:
+        yield world
+    finally:
+        for p in world.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
+            if p.stdout:
+                p.stdout.close()
+        store.close()
+        sim.stop()
+        arm.stop()
+
+
+@pytest.fixture
+def pg_world(postgres_url: str, tmp_path: Path) -> Iterator[World]:
+    yield from _world(postgres_url, tmp_path)
+
+
+@pytest.fixture
+def sqlite_world(sqlite_url: str, tmp_path: Path) -> Iterator[World]:
+    yield from _world(sqlite_url, tmp_path)
+
+
+def _drained_everywhere(world: World, region: str) -> bool:
+    bodies = [(e.path, json.dumps(e.body, sort_keys=True)) for e in world.writes()]
+    disabled = [p for p, b in bodies if f"/{region}" in p or f"aoai-{region}" in p]
+    hits = {"trafficmanagerprofiles/llm-weighted": False, "trafficmanagerprofiles/llm-priority": False, "originGroups/aoai-origins": False}
+    for path, body in bodies:
+        if ("Disabled" in body) and (f"aoai-{region}" in path or path.endswith(f"/origins/{region}")):
+            for key in hits:
+                if key in path:
+                    hits[key] = True
+    return bool(disabled) and all(hits.values())
+
+
+def _disables(world: World, region: str) -> list[dict[str, Any]]:
+    return [c for c in world.store.changes(status="applied", region=region) if c["field"] == "enabled" and c["after"] is False]
+
+
+def test_two_workers_on_postgres_only_the_leader_writes_and_the_other_takes_over(pg_world: World) -> None:
+    world = pg_world
+    a = world.worker("worker-a")
+    wait_for(lambda: world.holder() == "worker-a", 20, "worker-a to take the lease")
+    b = world.worker("worker-b")
+    time.sleep(1.0)
+    assert world.holder() == "worker-a"
+    token_a = world.store.lease("leader")["fencing_token"]
+
+    world.sim.set_fault("eastus", "down")
+    wait_for(lambda: _drained_everywhere(world, "eastus") and len(_disables(world, "eastus")) >= 3, 30, "eastus drained from every target")
+    changes_a = world.store.changes(status="applied")
+    assert {c["fencing_token"] for c in changes_a} == {token_a}, "a change was written without the leader's token"
+
+    # The leader dies without releasing its lease; the standby takes over within one lease period.
+    a.kill()
+    a.wait(timeout=10)
+    killed = time.monotonic()
+    wait_for(lambda: world.holder() == "worker-b", LEASE_TTL + 5, "worker-b to take over")
+    takeover = time.monotonic() - killed
+    assert takeover <= LEASE_TTL + 1.0, f"takeover took {takeover:.1f} s, lease period is {LEASE_TTL} s"
+    token_b = world.store.lease("leader")["fencing_token"]
+    assert token_b > token_a
+
+    world.sim.clear_faults()
+    wait_for(lambda: any(c["fencing_token"] == token_b and c["after"] is True and c["field"] == "enabled" for c in world.store.changes(status="applied")), 40, "worker-b to restore eastus")
+
+    # No change applied twice: every landed write (path + body) is unique, and
+    # no applied change row repeats another.
+    writes = Counter((e.path, json.dumps(e.body, sort_keys=True)) for e in world.writes())
+    assert [w for w, n in writes.items() if n > 1] == []
+    rows = Counter((c["target"], c["region"], c["field"], json.dumps(c["after"]), c["fencing_token"]) for c in world.store.changes(status="applied"))
+    assert [r for r, n in rows.items() if n > 1] == []
+    assert b.poll() is None, "the standby died"
+
+
+def test_sigterm_during_an_apply_exits_cleanly_and_the_next_worker_converges(sqlite_world: World) -> None:
+    world = sqlite_world
+    a = world.worker("worker-a")
+    wait_for(lambda: world.holder() == "worker-a", 20, "worker-a to take the lease")
+    world.arm.inject_latency(1.5, count=None, method="PATCH")
+    world.sim.set_fault("eastus", "down")
+    wait_for(lambda: world.store.changes(status="pending"), 30, "an apply to be in flight", step=0.05)
+
+    a.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    code = a.wait(timeout=15)
+    stopped = time.monotonic() - sent
+    assert code == 0, a.stdout.read() if a.stdout else ""
+    assert stopped <= 10.0, f"worker took {stopped:.1f} s to stop"
+    assert world.holder() is None, "the lease was not released"
+
+    # What landed is on record; the next worker settles what was pending and converges.
+    world.arm.clear_faults()
+    world.worker("worker-b")
+    wait_for(lambda: _drained_everywhere(world, "eastus"), 30, "eastus drained from every target by worker-b")
+    wait_for(lambda: not world.store.changes(status="pending"), 20, "no change left pending")
+    writes = Counter((e.path, json.dumps(e.body, sort_keys=True)) for e in world.writes())
+    assert [w for w, n in writes.items() if n > 1] == [], "a change was applied twice"
