@@ -359,6 +359,10 @@ def run_demo(scenario: str = "tour", duration_s: float | None = None, report_pat
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if threading.current_thread() is threading.main_thread() else {}
+    from controlplane.replay import builtin_scenarios
+
+    if scenario not in builtin_scenarios():
+        resolve_timeline(scenario)  # a missing or bad file fails here, before anything starts
     try:
         demo.start()
         timeline = demo.timeline(scenario)

@@ -11,7 +11,7 @@ Threads:
   ``max_instances=1`` and ``coalesce=True``: ``lease`` (take/renew the
   database lease), ``reconcile`` (leader only: tail every vantage's results
   from the store -> health -> desired -> plan -> guardrails -> apply -> read
-  back -> record), ``rollup`` (per-minute aggregates), ``retention`` (purge
+  back -> record), ``rollup`` (per-minute aggregates, every 15 s), ``retention`` (purge
   old raw results and rollups), ``overrides`` (lift expired overrides) and
   ``notify`` (relay stored audit events to the notification channels).
 
@@ -117,7 +117,7 @@ class Worker:
         jobs = [
             ("lease", self.lease_tick, max(0.5, self.elector.ttl_s / 5), now),
             ("reconcile", self.reconcile_tick, interval, now + timedelta(seconds=min(interval, 1.0))),
-            ("rollup", self.rollup_tick, 60.0, now + timedelta(seconds=60)),
+            ("rollup", self.rollup_tick, 15.0, now + timedelta(seconds=5)),
             ("retention", self.retention_tick, 3600.0, now + timedelta(seconds=300)),
             ("overrides", self.overrides_tick, 5.0, now + timedelta(seconds=1)),
         ]
@@ -281,13 +281,18 @@ class Worker:
         self.store.set_flag("config_problems", {"problems": sorted(problems)} if problems else None, now)
 
     def rollup_tick(self) -> None:
+        if not self.elector.is_leader:  # one writer of rollups, like of everything derived
+            return
         now = self.clock.now()
         try:
-            self.store.rollup(now - timedelta(minutes=3), now.replace(second=0, microsecond=0))
+            # the last few minutes, the current one included (it is recomputed until it is over)
+            self.store.rollup(now - timedelta(minutes=3), now + timedelta(seconds=1))
         except Exception as exc:  # noqa: BLE001
             log.warning("rollup failed: %s", type(exc).__name__)
 
     def retention_tick(self) -> None:
+        if not self.elector.is_leader:
+            return
         now = self.clock.now()
         r = self.settings.retention
         try:
@@ -298,6 +303,8 @@ class Worker:
             log.warning("retention failed: %s", type(exc).__name__)
 
     def overrides_tick(self) -> None:
+        if not self.elector.is_leader:
+            return
         now = self.clock.now()
         try:
             for o in self.store.expire_overrides(now):
