@@ -24,6 +24,7 @@ from controlplane.domain import EndpointHealth, HealthStateName, Outcome, Overri
 from controlplane.leader import LEASE_NAME
 from controlplane.store import Store
 from controlplane.store.models import ProbeResultRow, ProbeRollupRow
+from probes.cost import estimate_monthly
 from web import charts
 
 log = logging.getLogger(__name__)
@@ -423,6 +424,7 @@ class RegionPage:
     overrides: list[Override]
     active_ids: set[int]
     targets: list[TargetView]
+    costs: dict[str, Any] = field(default_factory=dict)  # endpoint id -> probes.cost.CostEstimate
 
 
 def region_page(settings: Settings, store: Store, name: str, range_key: str, now: datetime, cache: SeriesCache | None = None) -> RegionPage:
@@ -443,15 +445,18 @@ def region_page(settings: Settings, store: Store, name: str, range_key: str, now
     recent = [o for o in store.overrides(limit=200) if o.region in (None, name) and o.kind is not OverrideKind.FREEZE][:50]
     panics = store.flags("panic:")
     targets = [t for t in target_views(settings, store.target_endpoints(), active, panics) if any(r.region == name for r in t.rows)]
+    probes = recent_probes(store, name)
+    costs = {eid: c for eid, c in estimate_monthly(settings, probes).items() if eid.startswith(name + "/")}
     return RegionPage(
         card=card,
         range_key=range_key,
         charts=charts.region_charts(series, start, now, bucket_s),
-        probes=recent_probes(store, name),
+        probes=probes,
         transitions=store.transitions(region=name, limit=50),
         overrides=recent,
         active_ids={o.id for o in active if o.id is not None},
         targets=targets,
+        costs=costs,
     )
 
 

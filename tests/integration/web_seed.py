@@ -65,7 +65,7 @@ def settings(min_serving: int = 1, interval: str = "10s") -> Settings:
             "name": name,
             "azure_region": name,
             "endpoints": [
-                {"name": "gpt-4o", "base_url": f"https://{name}.example.test", "deployment": "gpt-4o", "auth": {"kind": "api_key", "env": "KEY"}},
+                {"name": "gpt-4o", "base_url": f"https://{name}.example.test", "deployment": "gpt-4o", "auth": {"kind": "api_key", "env": "KEY"}, "pricing": {"input_per_1m": 2.0, "output_per_1m": 8.0}},
                 {"name": "gpt-4o-mini", "base_url": f"https://{name}.example.test", "deployment": "gpt-4o-mini", "auth": {"kind": "api_key", "env": "KEY"}},
             ],
         }
