@@ -24,7 +24,6 @@ from typing import Any
 
 from controlplane.actuators.credentials import StaticTokenCredential
 from controlplane.config import Settings, azure_name, parse_settings
-from controlplane.domain import SystemClock
 from controlplane.replay import Timeline, resolve_timeline
 from controlplane.simulator.arm import FakeArm
 from controlplane.simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions

@@ -177,6 +177,28 @@ class DeadlineExceeded(TransientError):
     """The tick's deadline passed before the call could complete."""
 
 
+class SdkActuator:
+    """What the Azure actuators share: an SDK client per subscription, the one
+    retry loop (bounded by the deadline) and per-request timeouts that never
+    reach past it."""
+
+    kind = ""
+
+    def __init__(self, client_for: Callable[[str], Any], *, request_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
+        self._client_for = client_for
+        self._request_timeout = request_timeout
+        self._retry = retry or RetryPolicy()
+
+    def _deadline(self, deadline: float | None) -> float:
+        return deadline if deadline is not None else time.monotonic() + 2 * self._request_timeout
+
+    def _opts(self, left: float) -> dict[str, float]:
+        return request_options(left, self._request_timeout)
+
+    def _retrying(self, fn: Callable[[float], T], deadline: float, what: str) -> T:
+        return call_with_retry(fn, deadline=deadline, policy=self._retry, what=what)
+
+
 def remaining(deadline: float) -> float:
     return deadline - time.monotonic()
 
@@ -320,6 +342,7 @@ __all__ = [
     "RetryPolicy",
     "Step",
     "TransientError",
+    "SdkActuator",
     "call_with_retry",
     "classify",
     "desired_fields",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from controlplane.actuators.base import (
@@ -30,22 +29,19 @@ from controlplane.actuators.base import (
     ApplyReport,
     OnResult,
     PermanentError,
-    RetryPolicy,
     TransientError,
-    call_with_retry,
+    SdkActuator,
     desired_fields,
     enabled_state,
     group_by_endpoint,
     remaining,
     report_group,
-    request_options,
     verify,
 )
 from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
 
 log = logging.getLogger(__name__)
 
-ClientFactory = Callable[[str], Any]  # subscription id -> FrontDoorManagementClient
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -69,23 +65,17 @@ def _observed(backend: Any) -> dict[Field, int | bool | None]:
     return {Field.WEIGHT: backend.weight, Field.PRIORITY: backend.priority, Field.ENABLED: backend.enabled_state != "Disabled"}
 
 
-class FrontDoorClassicActuator:
+class FrontDoorClassicActuator(SdkActuator):
     kind = "front_door"
-
-    def __init__(self, client_for: ClientFactory, *, request_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
-        self._client_for = client_for
-        self._request_timeout = request_timeout
-        self._retry = retry or RetryPolicy()
 
     # ------------------------------------------------------------ read
 
     def _get(self, target: Any, deadline: float) -> Any:
         client = self._client_for(target.subscription_id)
-        return call_with_retry(
-            lambda left: client.front_doors.get(target.resource_group, target.front_door, **request_options(left, self._request_timeout)),
-            deadline=deadline,
-            policy=self._retry,
-            what=f"read Front Door {target.front_door}",
+        return self._retrying(
+            lambda left: client.front_doors.get(target.resource_group, target.front_door, **self._opts(left)),
+            deadline,
+            f"read Front Door {target.front_door}",
         )
 
     @staticmethod
@@ -96,7 +86,7 @@ class FrontDoorClassicActuator:
         return pool
 
     def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
-        deadline = deadline if deadline is not None else time.monotonic() + 2 * self._request_timeout
+        deadline = self._deadline(deadline)
         backends = list(self._pool(target, self._get(target, deadline)).properties.backends or [])
         settings: dict[str, EndpointSetting] = {}
         owned: set[str] = set()
@@ -122,11 +112,10 @@ class FrontDoorClassicActuator:
         with front_door_lock(target.subscription_id, target.resource_group, target.front_door):
             missing: dict[str, ActuatorError] = {}
             try:
-                result = call_with_retry(
+                result = self._retrying(
                     lambda left: self._read_modify_write(target, groups, missing, report, left),
-                    deadline=deadline,
-                    policy=self._retry,
-                    what=f"PUT Front Door {target.front_door}",
+                    deadline,
+                    f"PUT Front Door {target.front_door}",
                 )
             except ActuatorError as error:
                 log.warning("Front Door %s: write failed: %s", target.front_door, error)
@@ -141,7 +130,7 @@ class FrontDoorClassicActuator:
         """One attempt: GET, change the managed backends, PUT, wait for the operation."""
         deadline = time.monotonic() + left
         client = self._client_for(target.subscription_id)
-        front_door = client.front_doors.get(target.resource_group, target.front_door, **request_options(left, self._request_timeout))
+        front_door = client.front_doors.get(target.resource_group, target.front_door, **self._opts(left))
         backends = self._pool(target, front_door).properties.backends or []
         missing.clear()
         changed = False
@@ -162,7 +151,7 @@ class FrontDoorClassicActuator:
             return front_door
         report.writes += 1
         poller = client.front_doors.begin_create_or_update(
-            target.resource_group, target.front_door, front_door, **request_options(remaining(deadline), self._request_timeout)
+            target.resource_group, target.front_door, front_door, **self._opts(remaining(deadline))
         )
         result = poller.result(timeout=max(0.0, remaining(deadline)))
         if not poller.done():

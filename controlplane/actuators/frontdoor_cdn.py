@@ -10,46 +10,36 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from controlplane.actuators.base import (
     ActuatorError,
     ApplyReport,
     OnResult,
-    RetryPolicy,
     TransientError,
-    call_with_retry,
+    SdkActuator,
     desired_fields,
     enabled_state,
     group_by_endpoint,
     report_group,
-    request_options,
     verify,
 )
 from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
 
 log = logging.getLogger(__name__)
 
-ClientFactory = Callable[[str], Any]  # subscription id -> CdnManagementClient
 
 
-class FrontDoorCdnActuator:
+class FrontDoorCdnActuator(SdkActuator):
     kind = "front_door_cdn"
 
-    def __init__(self, client_for: ClientFactory, *, request_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
-        self._client_for = client_for
-        self._request_timeout = request_timeout
-        self._retry = retry or RetryPolicy()
-
     def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
-        deadline = deadline if deadline is not None else time.monotonic() + 2 * self._request_timeout
+        deadline = self._deadline(deadline)
         client = self._client_for(target.subscription_id)
-        origins = call_with_retry(
-            lambda left: list(client.afd_origins.list_by_origin_group(target.resource_group, target.profile, target.origin_group, **request_options(left, self._request_timeout))),
-            deadline=deadline,
-            policy=self._retry,
-            what=f"list origins of {target.profile}/{target.origin_group}",
+        origins = self._retrying(
+            lambda left: list(client.afd_origins.list_by_origin_group(target.resource_group, target.profile, target.origin_group, **self._opts(left))),
+            deadline,
+            f"list origins of {target.profile}/{target.origin_group}",
         )
         by_name = {str(o.name).lower(): o for o in origins}
         settings: dict[str, EndpointSetting] = {}
@@ -96,7 +86,7 @@ class FrontDoorCdnActuator:
                 target.origin_group,
                 origin,
                 AFDOriginUpdateParameters(properties=AFDOriginUpdatePropertiesParameters(**body)),
-                **request_options(left, self._request_timeout),
+                **self._opts(left),
             )
             result = poller.result(timeout=max(0.0, deadline - time.monotonic()))
             if not poller.done():
@@ -105,7 +95,7 @@ class FrontDoorCdnActuator:
 
         what = f"PATCH origin {target.profile}/{target.origin_group}/{origin}"
         try:
-            result = call_with_retry(patch, deadline=deadline, policy=self._retry, what=what)
+            result = self._retrying(patch, deadline, what)
         except ActuatorError as error:
             log.warning("%s failed: %s", what, error)
             return error

@@ -13,23 +13,19 @@ and a swap is done through a free, temporary priority.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 from controlplane.actuators.base import (
     ActuatorError,
     ApplyReport,
     OnResult,
-    RetryPolicy,
     Step,
-    call_with_retry,
+    SdkActuator,
     desired_fields,
     enabled_state,
     group_by_endpoint,
     order_for_unique_priorities,
     report_group,
-    request_options,
     verify,
 )
 from controlplane.config import PRIORITY_RANGE, azure_name
@@ -37,7 +33,6 @@ from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetStat
 
 log = logging.getLogger(__name__)
 
-ClientFactory = Callable[[str], Any]  # subscription id -> TrafficManagerManagementClient
 
 
 def _type_suffix(value: str | None) -> str:
@@ -45,27 +40,21 @@ def _type_suffix(value: str | None) -> str:
     return (value or "").rsplit("/", 1)[-1].lower()
 
 
-class TrafficManagerActuator:
+class TrafficManagerActuator(SdkActuator):
     kind = "traffic_manager"
-
-    def __init__(self, client_for: ClientFactory, *, request_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
-        self._client_for = client_for
-        self._request_timeout = request_timeout
-        self._retry = retry or RetryPolicy()
 
     # ------------------------------------------------------------ read
 
     def _profile(self, target: Any, deadline: float) -> Any:
         client = self._client_for(target.subscription_id)
-        return call_with_retry(
-            lambda left: client.profiles.get(target.resource_group, target.profile, **request_options(left, self._request_timeout)),
-            deadline=deadline,
-            policy=self._retry,
-            what=f"read Traffic Manager profile {target.profile}",
+        return self._retrying(
+            lambda left: client.profiles.get(target.resource_group, target.profile, **self._opts(left)),
+            deadline,
+            f"read Traffic Manager profile {target.profile}",
         )
 
     def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
-        deadline = deadline if deadline is not None else time.monotonic() + 2 * self._request_timeout
+        deadline = self._deadline(deadline)
         endpoints = list((self._profile(target, deadline).properties or {}).get("endpoints") or [])
         return self._state(target, endpoints)
 
@@ -138,12 +127,12 @@ class TrafficManagerActuator:
         def patch(left: float) -> Any:
             report.writes += 1
             return client.endpoints.update(
-                target.resource_group, target.profile, cfg.type, cfg.name, Endpoint(properties=EndpointProperties(**body)), **request_options(left, self._request_timeout)
+                target.resource_group, target.profile, cfg.type, cfg.name, Endpoint(properties=EndpointProperties(**body)), **self._opts(left)
             )
 
         what = f"PATCH Traffic Manager endpoint {target.profile}/{cfg.name}{' (park)' if step.park else ''}"
         try:
-            result = call_with_retry(patch, deadline=deadline, policy=self._retry, what=what)
+            result = self._retrying(patch, deadline, what)
         except ActuatorError as error:
             log.warning("%s failed: %s", what, error)
             return error
