@@ -150,11 +150,16 @@ class Worker:
         if self._probe_loop is not None and self._probe_stop is not None:
             self._probe_loop.call_soon_threadsafe(self._probe_stop.set)
         got_lock = self._apply_lock.acquire(timeout=max(0.1, timeout - (time.monotonic() - started)))
-        try:
-            self.elector.release()
-        finally:
-            if got_lock:
+        if got_lock:
+            try:
+                self.elector.release()
+            finally:
                 self._apply_lock.release()
+        else:
+            # An apply is still running: keep the lease so nobody else writes
+            # while our request may still land; it expires on its own, and the
+            # next leader settles the change we left pending.
+            log.warning("stopping with an apply still in flight: the lease is left to expire")
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self._probe_thread is not None:
