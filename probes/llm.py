@@ -5,6 +5,9 @@ number each probe). The completion is streamed so time to response headers,
 time to first token (first non-empty ``delta.content``; Azure's first chunk has
 ``choices: []``) and total time are measured apart, and the rate-limit headers
 are recorded. No client-side retries: a retry hides the failure being measured.
+Response timings count from when the request goes out on the wire (the TCP
+connect for a new connection, else the write of the request body); the
+probe's hard deadline counts from when it began.
 
 Split into pure parts that tests drive without a network
 (:func:`build_request`, :func:`parse_headers`, :class:`StreamParser`,
@@ -15,6 +18,7 @@ under one hard deadline (connect + headers + whole stream) and never raises.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.cookiejar
 import json
 import logging
@@ -79,6 +83,8 @@ class Observation:
     """Everything one attempt saw; filled in as the attempt goes."""
 
     phase: Phase = Phase.AUTH
+    begun: float = 0.0  # perf_counter when the probe began (after credentials)
+    t0: float = 0.0  # perf_counter when the request started going out; response timings count from here
     status_code: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     headers_ms: float | None = None
@@ -240,11 +246,11 @@ class MalformedStream(Exception):
 class StreamParser:
     """Feeds SSE lines into an Observation, timing the first token."""
 
-    def __init__(self, obs: Observation, t0: float) -> None:
+    def __init__(self, obs: Observation) -> None:
         self._obs = obs
-        self._t0 = t0
+        self._t0 = obs.t0
         self._data: list[str] = []
-        self._data_at = t0  # when the last data line of the pending event arrived
+        self._data_at = obs.t0  # when the last data line of the pending event arrived
 
     def feed_line(self, line: str, now: float) -> None:
         if not line:
@@ -375,6 +381,12 @@ def _ms(value: float | None) -> str:
 # ---------------------------------------------------------------- I/O
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client: loading the CA store takes ~50 ms each time."""
+    return httpx.create_ssl_context()
+
+
 class _NoCookies(http.cookiejar.CookieJar):
     """Probes are independent: keep no cookie (an affinity cookie would pin probes to one backend)."""
 
@@ -398,7 +410,6 @@ class ClientPool:
         self._clients: dict[tuple[str, str, int | None], httpx.AsyncClient] = {}
         self._by_url: dict[str, httpx.AsyncClient] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ssl: ssl.SSLContext | None = None  # shared: loading the CA store takes ~50 ms each time
 
     def client_for(self, url: str) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -425,14 +436,9 @@ class ClientPool:
             timeout=httpx.Timeout(backstop),
             follow_redirects=False,
             transport=self._transport,
-            verify=self._ssl_context(),
+            verify=_ssl_context(),
             cookies=_NoCookies(),
         )
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = httpx.create_ssl_context()
-        return self._ssl
 
     @property
     def hosts(self) -> int:
@@ -445,6 +451,32 @@ class ClientPool:
                 await client.aclose()
             except Exception as exc:  # noqa: BLE001 - closing must not fail the caller
                 log.debug("closing probe client: %s", type(exc).__name__)
+
+
+class _WireClock:
+    """Starts the probe's clock when the request goes out on the wire.
+
+    That is the TCP connect when a new connection is opened (connect and TLS
+    time are the endpoint's), else the write of the request body, right after
+    which the service can start answering (headers were written just before;
+    the event loop may run other probes in between). Waiting for a pooled
+    connection or for the event loop before the request is out is thus not
+    charged to the endpoint. Falls back to the time before the call when the
+    transport reports no trace events.
+    """
+
+    __slots__ = ("_obs", "_set")
+
+    _STARTS = frozenset({"connection.connect_tcp.started", "http11.send_request_body.started"})
+
+    def __init__(self, obs: Observation) -> None:
+        self._obs = obs
+        self._set = False
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        if not self._set and event in self._STARTS:
+            self._obs.t0 = time.perf_counter()
+            self._set = True
 
 
 class LLMProbe:
@@ -469,42 +501,46 @@ class LLMProbe:
         started_at = self._clock.now()
         request = None
         obs = Observation()
+        obs.begun = obs.t0 = time.perf_counter()
         secrets: tuple[str, ...] = ()
-        t0 = time.perf_counter()
         try:
             async with asyncio.timeout(self._probe.timeout):
                 auth = await self._auth.headers(target.endpoint)
                 secrets = auth.secrets
                 request = build_request(target.endpoint, self._probe, self._rng.randint(1000, 9999))
-                t0 = time.perf_counter()  # token fetch time is not the endpoint's latency
-                await self._exchange(request, auth.headers, obs, t0)
+                obs.begun = obs.t0 = time.perf_counter()  # token fetch time is not the endpoint's latency
+                await self._exchange(request, auth.headers, obs)
         except BaseException as exc:  # noqa: BLE001 - a probe never raises (except on cancellation)
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
             self._record_failure(obs, exc)
-        if obs.total_ms is None:
-            obs.total_ms = (time.perf_counter() - t0) * 1000.0
+        if obs.total_ms is None:  # no complete response: how long the attempt took (a timeout: the deadline)
+            obs.total_ms = (time.perf_counter() - obs.begun) * 1000.0
         expected = request.expected if request else ""
         return self._result(target, started_at, obs, expected, secrets)
 
-    async def _exchange(self, request: ProbeRequest, auth_headers: dict[str, str], obs: Observation, t0: float) -> None:
+    async def _exchange(self, request: ProbeRequest, auth_headers: dict[str, str], obs: Observation) -> None:
         client = self._clients.client_for(request.url)
         obs.phase = Phase.HEADERS
         headers = {**request.headers, **auth_headers}
-        async with client.stream("POST", self._url(request), headers=headers, json=request.body) as response:
-            obs.headers_ms = (time.perf_counter() - t0) * 1000.0
+        clock = _WireClock(obs)
+        async with client.stream(
+            "POST", self._url(request), headers=headers, json=request.body, extensions={"trace": clock.trace}
+        ) as response:
+            obs.headers_ms = (time.perf_counter() - obs.t0) * 1000.0
             obs.status_code = response.status_code
             obs.headers = headers_of_interest(response.headers.raw)
             obs.phase = Phase.BODY
             if response.status_code != 200:
                 body = await _read_capped(response, MAX_ERROR_BODY)
                 obs.error_code, obs.error_message = parse_error_body(body)
+                obs.total_ms = (time.perf_counter() - obs.t0) * 1000.0
                 return
-            parser = StreamParser(obs, t0)
+            parser = StreamParser(obs)
             async for line in response.aiter_lines():
                 parser.feed_line(line, time.perf_counter())
             parser.end()
-        obs.total_ms = (time.perf_counter() - t0) * 1000.0
+        obs.total_ms = (time.perf_counter() - obs.t0) * 1000.0
 
     def _url(self, request: ProbeRequest) -> httpx.URL:
         key = (request.url, tuple(sorted(request.params.items())))

@@ -299,6 +299,7 @@ def test_a_missing_key_variable_is_an_auth_error_naming_it_without_a_request(sim
     assert r.outcome is Outcome.AUTH_ERROR
     assert KEY_ENV in (r.error or "")
     assert r.status_code is None
+    assert r.total_ms is not None and 0 <= r.total_ms < 100
     assert sim.stats()["total"] == 0  # nothing was sent
 
 
