@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent import futures
 import threading
 import time
 from collections.abc import Mapping
@@ -95,6 +96,7 @@ class Worker:
         self._probe_loop: asyncio.AbstractEventLoop | None = None
         self._probe_stop: asyncio.Event | None = None
         self._relay: Any = None
+        self._writer = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionguard-results")  # one thread keeps batches in order
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(max_workers=4)},
@@ -164,6 +166,7 @@ class Worker:
             self.scheduler.shutdown(wait=False)
         if self._probe_thread is not None:
             self._probe_thread.join(max(0.1, timeout - (time.monotonic() - started)))
+        self._writer.shutdown(wait=True)  # the last results reach the store
         if self.notifier is not None:
             self.notifier.close(max(0.1, min(2.0, timeout - (time.monotonic() - started))))
         log.info("worker %s stopped in %.1f s", self.holder, time.monotonic() - started)
@@ -189,8 +192,12 @@ class Worker:
     # ------------------------------------------------------------ jobs
 
     def _on_results(self, results: list[ProbeResult]) -> None:
-        if not results:
-            return
+        """Called on the probe loop: hand the batch to the writer thread so no
+        database write ever delays a probe's timing."""
+        if results:
+            self._writer.submit(self._store_results, list(results))
+
+    def _store_results(self, results: list[ProbeResult]) -> None:
         try:
             self.store.add_probe_results(results)
         except Exception as exc:  # noqa: BLE001 - the store may be down for a while
