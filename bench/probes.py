@@ -41,6 +41,7 @@ if __package__ in (None, ""):
 
 import httpx  # noqa: E402
 
+from controlplane import loops  # noqa: E402
 from controlplane.config import Settings  # noqa: E402
 from controlplane.domain import Outcome, ProbeResult  # noqa: E402
 from probes.runner import ProbeRunner  # noqa: E402
@@ -194,8 +195,10 @@ async def main_async(quick: bool) -> list[Phase]:
         warmup, window = (1.0, 2.5) if quick else (1.5, 4.0)
         phases: list[Phase] = []
         for rate in (100.0, 200.0, 300.0, 400.0, 500.0):  # step up until the runner falls behind
-            longer = 1.5 if rate == 100.0 else 1.0  # more samples for the p99 the floor is about
-            phase = await run_phase(f"{rate:.0f}/s", bench_settings(urls, rate, 200), warmup, window * longer)
+            # the p99 the floor is about needs samples: 15 s at 100/s is 1,500 probes
+            # (a 6 s window made the p99 the 6th-worst sample, and it swung by 3 ms run to run)
+            longer = (15.0 if not quick else 6.0) / window if rate == 100.0 else 1.0
+            phase = await run_phase(f"{rate:.0f}/s", bench_settings(urls, rate, 200), warmup * (2 if rate == 100.0 else 1), window * longer)
             phases.append(phase)
             if not keeps_up(phase):
                 break
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
     load = os.getloadavg()
-    phases = asyncio.run(main_async(args.quick))
+    phases = loops.run(main_async(args.quick))
     text, passed = report(phases, load)
     print(text)
     print(f"bench took {time.perf_counter() - started:.1f} s")

@@ -33,6 +33,7 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from controlplane import loops
 from controlplane.actuators.base import Actuator
 from controlplane.config import Settings
 from controlplane.domain import AuditEvent, Clock, HealthStateName, ProbeResult, SystemClock
@@ -172,7 +173,7 @@ class Worker:
         log.info("worker %s stopped in %.1f s", self.holder, time.monotonic() - started)
 
     def _probe_main(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = loops.new_event_loop()
         self._probe_loop = loop
         asyncio.set_event_loop(loop)
         self._probe_stop = asyncio.Event()

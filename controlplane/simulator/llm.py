@@ -84,6 +84,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from controlplane import loops
 from controlplane.simulator.faults import (
     ALL_REGIONS,
     Fault,
@@ -651,7 +652,7 @@ class LLMSimulator:
         """Bind every region (and the admin port) and serve on a background thread."""
         if self._thread is not None:
             raise RuntimeError("simulator already started")
-        loop = asyncio.new_event_loop()
+        loop = loops.new_event_loop()
         thread = threading.Thread(target=self._run_loop, args=(loop,), name="llm-simulator", daemon=True)
         self._loop, self._thread = loop, thread
         thread.start()
