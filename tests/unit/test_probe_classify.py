@@ -165,8 +165,8 @@ AZURE_STREAM = sse(
 
 
 def test_ttft_is_the_first_non_empty_content_not_the_first_chunk() -> None:
-    obs = Observation(status_code=200)
-    parser = StreamParser(obs, t0=10.0)
+    obs = Observation(status_code=200, t0=10.0)
+    parser = StreamParser(obs)
     # Each line arrives 0.1 s after the previous one.
     for i, line in enumerate(AZURE_STREAM):
         parser.feed_line(line, 10.0 + 0.1 * (i + 1))
@@ -183,7 +183,7 @@ def test_ttft_is_the_first_non_empty_content_not_the_first_chunk() -> None:
 
 def test_a_stream_without_done_is_not_finished() -> None:
     obs = Observation(status_code=200)
-    parser = StreamParser(obs, t0=0.0)
+    parser = StreamParser(obs)
     for line in AZURE_STREAM[:-2]:
         parser.feed_line(line, 1.0)
     parser.end()
@@ -195,7 +195,7 @@ def test_a_stream_without_done_is_not_finished() -> None:
 def test_a_non_json_chunk_is_reported_as_malformed() -> None:
     from probes.llm import MalformedStream
 
-    parser = StreamParser(Observation(status_code=200), t0=0.0)
+    parser = StreamParser(Observation(status_code=200))
     parser.feed_line("data: {not json", 1.0)
     with pytest.raises(MalformedStream):
         parser.feed_line("", 1.0)
