@@ -45,7 +45,7 @@ from probes.runner import ProbeRunner
 
 log = logging.getLogger(__name__)
 
-JOB_IDS = ("lease", "reconcile", "rollup", "retention", "overrides", "notify")
+JOB_IDS = ("lease", "lease-at-expiry", "reconcile", "rollup", "retention", "overrides", "notify")
 _SEVERITY = {HealthStateName.UNHEALTHY: "critical", HealthStateName.DEGRADED: "warning"}
 
 
@@ -212,8 +212,24 @@ class Worker:
         state = self.elector.tick()
         if not state.leader:
             self.evaluator = None  # rebuilt warm from the store when we lead again
+            self._try_again_at_expiry()
         if self.metrics is not None:
             self.metrics.set_leader(state.leader, state.token)
+
+    def _try_again_at_expiry(self) -> None:
+        """A standby tries again the moment the holder's lease runs out, not at its next poll,
+        so a dead leader is replaced within one lease period of its last renewal."""
+        try:
+            lease = self.store.lease(self.elector.name)
+        except Exception:  # noqa: BLE001 - the regular poll tries again
+            return
+        expires = lease.get("expires_at") if lease else None
+        if expires is None or self._stopping.is_set():
+            return
+        wait = (expires - self.clock.now()).total_seconds()
+        if 0 <= wait < max(0.5, self.elector.ttl_s / 5):
+            run_at = datetime.now(UTC) + timedelta(seconds=wait + 0.05)
+            self.scheduler.add_job(self.lease_tick, "date", run_date=run_at, id="lease-at-expiry", replace_existing=True)
 
     def reconcile_tick(self) -> TickReport | None:
         """One leader tick. Returns the reconciler's report (None when not leader)."""

@@ -143,7 +143,10 @@ def test_two_workers_on_postgres_only_the_leader_writes_and_the_other_takes_over
     killed = time.monotonic()
     wait_for(lambda: world.holder() == "worker-b", LEASE_TTL + 5, "worker-b to take over")
     takeover = time.monotonic() - killed
-    assert takeover <= LEASE_TTL + 1.0, f"takeover took {takeover:.1f} s, lease period is {LEASE_TTL} s"
+    print(f"takeover {takeover:.2f} s after kill -9 (lease period {LEASE_TTL:g} s)")
+    # The lease expires at most one period after its last renewal (before the kill);
+    # the standby retries at that moment. 0.5 s covers process scheduling on 2 busy cores.
+    assert takeover <= LEASE_TTL + 0.5, f"takeover took {takeover:.1f} s, lease period is {LEASE_TTL} s"
     token_b = world.store.lease("leader")["fencing_token"]
     assert token_b > token_a
 
