@@ -184,7 +184,15 @@ class Demo:
     # ------------------------------------------------------------ scenario
 
     def timeline(self, scenario: str) -> Timeline:
-        return resolve_timeline(scenario, self.settings)
+        """The scenario with its $1, $2, ... placeholders (events and description) bound to the demo's regions."""
+        from dataclasses import replace
+
+        timeline = resolve_timeline(scenario, self.settings)
+        description = timeline.description or ""
+        assert self.settings is not None
+        for i, name in reversed(list(enumerate(self.settings.region_names, start=1))):
+            description = description.replace(f"${i}", name)
+        return replace(timeline, description=description)
 
     def play(self, timeline: Timeline, stop: threading.Event, duration_s: float | None) -> list[dict[str, Any]]:
         """Play the timeline (looping if it says so) until ``duration_s`` or ``stop``.
@@ -253,22 +261,9 @@ def build_report(demo: Demo, scenario: Timeline, injected: list[dict[str, Any]],
             "first_azure_write_at_s": first_w,
             "seconds_to_first_azure_write": None if first_w is None else round(first_w - at, 3),
         }
-        if kind != "none":
-            drained: dict[str, float | None] = {}
-            for t in settings.targets:
-                if region not in t.endpoints:
-                    continue
-                hit = next((secs(c["created_at"]) for c in changes if c["target"] == t.name and c["region"] == region and c["field"] == "enabled" and c["after"] is False and at <= secs(c["created_at"]) < nxt), None)
-                drained[t.name] = None if hit is None else round(hit - at, 3)
-            entry["seconds_to_drain_per_target"] = drained
-        else:
-            restored: dict[str, float | None] = {}
-            for t in settings.targets:
-                if region not in t.endpoints:
-                    continue
-                hit = next((secs(c["created_at"]) for c in changes if c["target"] == t.name and c["region"] == region and c["field"] == "enabled" and c["after"] is True and at <= secs(c["created_at"]) < nxt), None)
-                restored[t.name] = None if hit is None else round(hit - at, 3)
-            entry["seconds_to_restore_per_target"] = restored
+        # a fault should drain the region from every target; its end should restore it
+        key, wanted = ("seconds_to_drain_per_target", False) if kind != "none" else ("seconds_to_restore_per_target", True)
+        entry[key] = {t.name: _seconds_to_enabled(changes, t.name, region, wanted, at, nxt, secs) for t in settings.targets if region in t.endpoints}
         faults.append(entry)
 
     first_fault = min((e["at_s"] for e in injected if e["fault"]["fault"] != "none"), default=None)
@@ -290,6 +285,15 @@ def build_report(demo: Demo, scenario: Timeline, injected: list[dict[str, Any]],
         "final_state": final,
         "changes": [_brief(c, secs) for c in changes],
     }
+
+
+def _seconds_to_enabled(changes: list[dict[str, Any]], target: str, region: str, enabled: bool, at: float, until: float, secs: Any) -> float | None:
+    """Seconds from ``at`` to the first applied change setting ``enabled`` for the region in the target."""
+    for c in changes:
+        when = secs(c["created_at"])
+        if c["target"] == target and c["region"] == region and c["field"] == "enabled" and c["after"] is enabled and at <= when < until:
+            return round(when - at, 3)
+    return None
 
 
 def _brief(c: dict[str, Any], secs: Any) -> dict[str, Any]:
