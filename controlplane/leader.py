@@ -42,6 +42,7 @@ class LeaderElector:
         self.name = name
         self._lock = threading.Lock()
         self._token: int | None = None
+        self._released = False  # after release() a late tick must not take the lease again
 
     @property
     def token(self) -> int | None:
@@ -54,6 +55,8 @@ class LeaderElector:
     def tick(self) -> LeaseState:
         """Take or renew the lease. Never raises: a database error means 'not leader'."""
         with self._lock:
+            if self._released:
+                return LeaseState(False, None)
             before = self._token
             try:
                 self._token = self.store.try_acquire_lease(self.name, self.holder, self.ttl_s, self.clock.now())
@@ -75,7 +78,9 @@ class LeaderElector:
             return False
 
     def release(self) -> None:
+        """Give the lease up for good (a stopping worker); later ticks do nothing."""
         with self._lock:
+            self._released = True
             if self._token is None:
                 return
             try:
