@@ -306,6 +306,14 @@ def enabled_state(value: bool) -> str:
     return "Enabled" if value else "Disabled"
 
 
+def sdk_fields(wanted: dict[Field, Any], enabled_key: str) -> dict[str, Any]:
+    """Our fields as SDK model attributes: weight, priority, and the resource's own
+    name for the enabled state (``endpoint_status`` for Traffic Manager,
+    ``enabled_state`` for Front Door backends and origins), as Enabled/Disabled."""
+    names = {Field.WEIGHT: "weight", Field.PRIORITY: "priority", Field.ENABLED: enabled_key}
+    return {names[f]: enabled_state(bool(v)) if f is Field.ENABLED else v for f, v in wanted.items()}
+
+
 def desired_fields(changes: list[Change]) -> dict[Field, int | bool | None]:
     """field -> desired value for one endpoint (a later change of a field wins)."""
     return {c.field: c.desired for c in changes}
@@ -347,6 +355,7 @@ __all__ = [
     "classify",
     "desired_fields",
     "enabled_state",
+    "sdk_fields",
     "group_by_endpoint",
     "order_for_unique_priorities",
     "remaining",

@@ -32,7 +32,7 @@ from controlplane.actuators.base import (
     TransientError,
     SdkActuator,
     desired_fields,
-    enabled_state,
+    sdk_fields,
     group_by_endpoint,
     remaining,
     report_group,
@@ -139,13 +139,8 @@ class FrontDoorClassicActuator(SdkActuator):
             if backend is None:
                 missing[region] = PermanentError(f"backend {target.endpoints[region].address!r} is not in pool {target.backend_pool!r}", code="BackendNotFound")
                 continue
-            for f, value in desired_fields(changes).items():
-                if f is Field.WEIGHT:
-                    backend.weight = value
-                elif f is Field.PRIORITY:
-                    backend.priority = value
-                elif f is Field.ENABLED:
-                    backend.enabled_state = enabled_state(bool(value))
+            for attribute, value in sdk_fields(desired_fields(changes), "enabled_state").items():
+                setattr(backend, attribute, value)
             changed = True
         if not changed:
             return front_door

@@ -19,7 +19,7 @@ from controlplane.actuators.base import (
     TransientError,
     SdkActuator,
     desired_fields,
-    enabled_state,
+    sdk_fields,
     group_by_endpoint,
     report_group,
     verify,
@@ -68,14 +68,7 @@ class FrontDoorCdnActuator(SdkActuator):
 
         origin = target.endpoints[region].origin
         wanted = desired_fields(changes)
-        body: dict[str, Any] = {}
-        for f, value in wanted.items():
-            if f is Field.WEIGHT:
-                body["weight"] = value
-            elif f is Field.PRIORITY:
-                body["priority"] = value
-            elif f is Field.ENABLED:
-                body["enabled_state"] = enabled_state(bool(value))
+        body = sdk_fields(wanted, "enabled_state")
         client = self._client_for(target.subscription_id)
 
         def patch(left: float) -> Any:

@@ -22,7 +22,7 @@ from controlplane.actuators.base import (
     Step,
     SdkActuator,
     desired_fields,
-    enabled_state,
+    sdk_fields,
     group_by_endpoint,
     order_for_unique_priorities,
     report_group,
@@ -114,14 +114,7 @@ class TrafficManagerActuator(SdkActuator):
         from azure.mgmt.trafficmanager.models import Endpoint, EndpointProperties
 
         cfg = target.endpoints[step.region]
-        body: dict[str, Any] = {}
-        for f, value in step.fields.items():
-            if f is Field.WEIGHT:
-                body["weight"] = value
-            elif f is Field.PRIORITY:
-                body["priority"] = value
-            elif f is Field.ENABLED:
-                body["endpoint_status"] = enabled_state(bool(value))
+        body = sdk_fields(step.fields, "endpoint_status")
         client = self._client_for(target.subscription_id)
 
         def patch(left: float) -> Any:
