@@ -302,6 +302,16 @@ def group_by_endpoint(target: Any, plan: Plan) -> tuple[dict[str, list[Change]],
     return groups, refused
 
 
+def start_apply(target: Any, plan: Plan, on_result: OnResult | None) -> tuple[ApplyReport, dict[str, list[Change]]]:
+    """Begin an actuator's apply: a fresh report, the owned changes grouped per
+    region, and every change the target does not own already reported failed."""
+    report = ApplyReport(target=target.name)
+    groups, refused = group_by_endpoint(target, plan)
+    for change, error in refused:
+        report_group(report, [change], error, on_result)
+    return report, groups
+
+
 def enabled_state(value: bool) -> str:
     return "Enabled" if value else "Disabled"
 
@@ -357,6 +367,7 @@ __all__ = [
     "enabled_state",
     "sdk_fields",
     "group_by_endpoint",
+    "start_apply",
     "order_for_unique_priorities",
     "remaining",
     "report_group",

@@ -33,7 +33,7 @@ from controlplane.actuators.base import (
     SdkActuator,
     desired_fields,
     sdk_fields,
-    group_by_endpoint,
+    start_apply,
     remaining,
     report_group,
     verify,
@@ -103,10 +103,7 @@ class FrontDoorClassicActuator(SdkActuator):
     # ------------------------------------------------------------ write
 
     def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
-        report = ApplyReport(target=target.name)
-        groups, refused = group_by_endpoint(target, plan)
-        for change, error in refused:
-            report_group(report, [change], error, on_result)
+        report, groups = start_apply(target, plan, on_result)
         if not groups:
             return report
         with front_door_lock(target.subscription_id, target.resource_group, target.front_door):

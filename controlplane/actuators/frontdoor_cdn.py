@@ -20,7 +20,7 @@ from controlplane.actuators.base import (
     SdkActuator,
     desired_fields,
     sdk_fields,
-    group_by_endpoint,
+    start_apply,
     report_group,
     verify,
 )
@@ -55,10 +55,7 @@ class FrontDoorCdnActuator(SdkActuator):
         return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged)
 
     def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
-        report = ApplyReport(target=target.name)
-        groups, refused = group_by_endpoint(target, plan)
-        for change, error in refused:
-            report_group(report, [change], error, on_result)
+        report, groups = start_apply(target, plan, on_result)
         for region, changes in groups.items():
             report_group(report, changes, self._write(target, region, changes, report, deadline), on_result)
         return report

@@ -32,7 +32,7 @@ from controlplane.actuators.base import (
     TransientError,
     call_with_retry,
     desired_fields,
-    group_by_endpoint,
+    start_apply,
     order_for_unique_priorities,
     report_group,
     verify,
@@ -177,10 +177,7 @@ class MemoryActuator:
     # ------------------------------------------------------------ write
 
     def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
-        report = ApplyReport(target=target.name)
-        groups, refused = group_by_endpoint(target, plan)
-        for change, error in refused:
-            report_group(report, [change], error, on_result)
+        report, groups = start_apply(target, plan, on_result)
         if not groups:
             return report
         names = {region: azure_name(target, region) for region in groups}
