@@ -234,21 +234,12 @@ def _validate_fd_backend(backend: JSON, pool: str) -> None:
     what = f"backend '{backend.get('address')}' in backend pool '{pool}'"
     if not backend.get("address"):
         raise bad_request(f"A backend in backend pool '{pool}' has no 'address'.")
-    if backend.get("priority") is not None:
-        _int_in_range(backend["priority"], "priority", 1, 5, what)
-    if backend.get("weight") is not None:
-        _int_in_range(backend["weight"], "weight", 1, 1000, what)
-    for port in ("httpPort", "httpsPort"):
-        if backend.get(port) is not None:
-            _int_in_range(backend[port], port, 1, 65535, what)
-    if backend.get("enabledState") is not None:
-        backend["enabledState"] = _enum(backend["enabledState"], "enabledState", ENABLED_STATES, what)
+    _validate_front_door_routing(backend, what)
 
 
-def validate_afd_origin(props: JSON, name: str, creating: bool) -> None:
-    what = f"origin '{name}'"
-    if creating and not props.get("hostName"):
-        raise bad_request(f"Property 'hostName' of {what} is required.")
+def _validate_front_door_routing(props: JSON, what: str) -> None:
+    """What a classic backend and a Standard/Premium origin share: priority 1-5,
+    weight 1-1000, ports, and enabledState (normalised in place)."""
     if props.get("priority") is not None:
         _int_in_range(props["priority"], "priority", 1, 5, what)
     if props.get("weight") is not None:
@@ -258,6 +249,13 @@ def validate_afd_origin(props: JSON, name: str, creating: bool) -> None:
             _int_in_range(props[port], port, 1, 65535, what)
     if props.get("enabledState") is not None:
         props["enabledState"] = _enum(props["enabledState"], "enabledState", ENABLED_STATES, what)
+
+
+def validate_afd_origin(props: JSON, name: str, creating: bool) -> None:
+    what = f"origin '{name}'"
+    if creating and not props.get("hostName"):
+        raise bad_request(f"Property 'hostName' of {what} is required.")
+    _validate_front_door_routing(props, what)
 
 
 # ---------------------------------------------------------------- JSON helpers
