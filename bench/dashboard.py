@@ -70,13 +70,33 @@ def bench_settings(regions: int, interval: float) -> Settings:
     return parse_settings(
         {
             "regions": [
-                {"name": n, "azure_region": n, "endpoints": [{"name": d, "base_url": f"https://{n}.example.test", "deployment": d, "auth": {"kind": "entra_id"}} for d in DEPLOYMENTS]}
+                {
+                    "name": n,
+                    "azure_region": n,
+                    "endpoints": [
+                        {"name": d, "base_url": f"https://{n}.example.test", "deployment": d, "auth": {"kind": "entra_id"}}
+                        for d in DEPLOYMENTS
+                    ],
+                }
                 for n in names
             ],
             "probe": {"interval": f"{interval}s", "fast_interval": "5s", "timeout": "5s"},
             "targets": [
-                {**common, "name": "tm-weighted", "kind": "traffic_manager", "profile": "p", "endpoints": {n: {"name": f"tm-{n}", "weight": 100} for n in names}},
-                {**common, "name": "afd-prod", "kind": "front_door_cdn", "profile": "afd", "origin_group": "og", "endpoints": {n: {"origin": n, "weight": 500, "priority": 1} for n in names}},
+                {
+                    **common,
+                    "name": "tm-weighted",
+                    "kind": "traffic_manager",
+                    "profile": "p",
+                    "endpoints": {n: {"name": f"tm-{n}", "weight": 100} for n in names},
+                },
+                {
+                    **common,
+                    "name": "afd-prod",
+                    "kind": "front_door_cdn",
+                    "profile": "afd",
+                    "origin_group": "og",
+                    "endpoints": {n: {"origin": n, "weight": 500, "priority": 1} for n in names},
+                },
             ],
         }
     )
@@ -85,7 +105,9 @@ def bench_settings(regions: int, interval: float) -> Settings:
 # ---------------------------------------------------------------- data
 
 
-def _probe_rows(s: Settings, days: float, interval: float, rng: random.Random, rollups: dict[tuple[str, str], list[float | int]]) -> Iterator[tuple[Any, ...]]:
+def _probe_rows(
+    s: Settings, days: float, interval: float, rng: random.Random, rollups: dict[tuple[str, str], list[float | int]]
+) -> Iterator[tuple[Any, ...]]:
     """Raw rows, oldest first; per-minute aggregates are accumulated into ``rollups`` on the way."""
     ticks = int(days * 86400 / interval)
     start = NOW - timedelta(seconds=ticks * interval)
@@ -130,7 +152,23 @@ def _flush_rollups(conn: sqlite3.Connection, rollups: dict[tuple[str, str], list
     rows = []
     for key in done:
         region, count, ok, throttled, failed, ttft, total = rollups.pop(key)
-        rows.append((key[0], "bench", key[1], region, count, ok, throttled, failed, _pct(ttft, 0.5), _pct(ttft, 0.95), _pct(total, 0.5), _pct(total, 0.95), 0))
+        rows.append(
+            (
+                key[0],
+                "bench",
+                key[1],
+                region,
+                count,
+                ok,
+                throttled,
+                failed,
+                _pct(ttft, 0.5),
+                _pct(ttft, 0.95),
+                _pct(total, 0.5),
+                _pct(total, 0.95),
+                0,
+            )
+        )
     conn.executemany(
         "INSERT INTO probe_rollup (endpoint_id, vantage, minute_at, region, count, ok, throttled, failed, ttft_p50_ms, ttft_p95_ms, total_p50_ms, total_p95_ms, tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         rows,
@@ -172,23 +210,56 @@ def seed_state(store: Store, s: Settings) -> None:
     for i, r in enumerate(s.regions):
         state = HealthStateName.DEGRADED if i % 7 == 3 else HealthStateName.HEALTHY
         reason = "15% of last 60 probes throttled (429), retry-after 12 s" if state is HealthStateName.DEGRADED else ""
-        eps = [EndpointHealth(f"{r.name}/{e.name}", r.name, state, 0.8 if reason else 1.0, reason or "ok", since=NOW - timedelta(hours=3), quota_headroom=0.6) for e in r.endpoints]
+        eps = [
+            EndpointHealth(
+                f"{r.name}/{e.name}",
+                r.name,
+                state,
+                0.8 if reason else 1.0,
+                reason or "ok",
+                since=NOW - timedelta(hours=3),
+                quota_headroom=0.6,
+            )
+            for e in r.endpoints
+        ]
         endpoints += eps
         regions.append(RegionHealth(r.name, state, eps[0].score, (reason,) if reason else (), tuple(eps), 0.6, NOW - timedelta(hours=3)))
     store.save_health(endpoints, regions, NOW)
     for t in s.targets:
         names = {r: getattr(ep, "name", None) or ep.origin for r, ep in t.endpoints.items()}
-        state = TargetState(t.name, {r: EndpointSetting(ep.weight, ep.priority, True) for r, ep in t.endpoints.items()}, {r: "Online" for r in t.endpoints})
+        state = TargetState(
+            t.name, {r: EndpointSetting(ep.weight, ep.priority, True) for r, ep in t.endpoints.items()}, {r: "Online" for r in t.endpoints}
+        )
         store.save_target_state(t.name, names, state, state, NOW)
     store.try_acquire_lease("leader", "bench-worker", 3600, NOW - timedelta(seconds=5))
     store.add_transitions(
-        [Transition("region", s.regions[3].name, HealthStateName.HEALTHY, HealthStateName.DEGRADED, "throttled", NOW - timedelta(hours=k), evidence=("429 at x",)) for k in range(1, 100)]
+        [
+            Transition(
+                "region",
+                s.regions[3].name,
+                HealthStateName.HEALTHY,
+                HealthStateName.DEGRADED,
+                "throttled",
+                NOW - timedelta(hours=k),
+                evidence=("429 at x",),
+            )
+            for k in range(1, 100)
+        ]
     )
     for k in range(200):
         c = Change("tm-weighted", s.regions[k % 20].name, "tm-x", Field.WEIGHT, 100, 80, "degraded")
         store.record_change(c, "applied", NOW - timedelta(minutes=30 * k), fencing_token=3)
     store.add_override(Override(OverrideKind.DRAIN, "bench", "maintenance", NOW - timedelta(hours=1), region=s.regions[5].name))
-    store.add_override(Override(OverrideKind.FREEZE, "bench", "change window", NOW - timedelta(minutes=10), target="afd-prod", expires_at=NOW + timedelta(hours=1)))
+    store.add_override(
+        Override(
+            OverrideKind.FREEZE,
+            "bench",
+            "change window",
+            NOW - timedelta(minutes=10),
+            target="afd-prod",
+            expires_at=NOW + timedelta(hours=1),
+        )
+    )
 
 
 def build(path: Path, s: Settings, days: float, interval: float) -> None:
@@ -286,7 +357,9 @@ def main() -> int:
         ("timeline", client, "/timeline"),
         ("api regions", client, "/api/v1/regions"),
     ]
-    print(f"render times over {args.iterations} requests each (SQLite, {args.regions} regions x {len(DEPLOYMENTS)} deployments, {args.days:g} d at {args.interval:g} s):")
+    print(
+        f"render times over {args.iterations} requests each (SQLite, {args.regions} regions x {len(DEPLOYMENTS)} deployments, {args.days:g} d at {args.interval:g} s):"
+    )
     worst: dict[str, float] = {}
     for label, c, url in pages:
         first, samples = timed(c, url, args.iterations)

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from controlplane.config import load_settings, parse_settings  # noqa: E402
 from controlplane.domain import EndpointSetting, Outcome, ProbeResult, TargetState, endpoint_id  # noqa: E402
-from controlplane.guardrails import CooldownMemory, WriteBudget, decide  # noqa: E402
-from controlplane.health import HealthEvaluator  # noqa: E402
+from controlplane.engine.guardrails import CooldownMemory, WriteBudget, decide  # noqa: E402
+from controlplane.engine.health import HealthEvaluator  # noqa: E402
 from controlplane.replay import run_replay  # noqa: E402
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -56,8 +56,21 @@ def big_settings(regions: int = 250, per_region: int = 4) -> Any:
     ]
     common = {"subscription_id": "s", "resource_group": "rg", "routing": "weighted"}
     targets = [
-        {"name": "tm", "kind": "traffic_manager", "profile": "p", **common, "endpoints": {r["name"]: {"name": f"tm-{r['name']}", "weight": 100} for r in regs}},
-        {"name": "afd", "kind": "front_door_cdn", "profile": "p", "origin_group": "g", **common, "endpoints": {r["name"]: {"origin": f"o-{r['name']}", "weight": 500} for r in regs}},
+        {
+            "name": "tm",
+            "kind": "traffic_manager",
+            "profile": "p",
+            **common,
+            "endpoints": {r["name"]: {"name": f"tm-{r['name']}", "weight": 100} for r in regs},
+        },
+        {
+            "name": "afd",
+            "kind": "front_door_cdn",
+            "profile": "p",
+            "origin_group": "g",
+            **common,
+            "endpoints": {r["name"]: {"origin": f"o-{r['name']}", "weight": 500} for r in regs},
+        },
     ]
     return parse_settings(
         {
@@ -74,7 +87,18 @@ def result(eid: str, vantage: str, at: datetime, rng: random.Random, bad: bool) 
     if bad:
         return ProbeResult(eid, region, vantage, at, Outcome.TIMEOUT, total_ms=10000.0)
     ttft = 400 + rng.uniform(-40, 40)
-    return ProbeResult(eid, region, vantage, at, Outcome.OK, status_code=200, ttft_ms=ttft, total_ms=ttft + 150, remaining_tokens=60000, limit_tokens=100000)
+    return ProbeResult(
+        eid,
+        region,
+        vantage,
+        at,
+        Outcome.OK,
+        status_code=200,
+        ttft_ms=ttft,
+        total_ms=ttft + 150,
+        remaining_tokens=60000,
+        limit_tokens=100000,
+    )
 
 
 def bench_tick(ticks: int) -> dict[str, float]:
@@ -95,7 +119,9 @@ def bench_tick(ticks: int) -> dict[str, float]:
     fill = time.perf_counter() - t0
     t = START + timedelta(seconds=30 * 60)
     actual = {
-        tg.name: TargetState(tg.name, {r: EndpointSetting(weight=ep.weight, priority=ep.priority, enabled=True) for r, ep in tg.endpoints.items()})
+        tg.name: TargetState(
+            tg.name, {r: EndpointSetting(weight=ep.weight, priority=ep.priority, enabled=True) for r, ep in tg.endpoints.items()}
+        )
         for tg in settings.targets
     }
     clock = _Clock()
@@ -175,7 +201,9 @@ def main() -> None:
     args = parser.parse_args()
     tick = bench_tick(args.ticks)
     print(f"one tick, {tick['endpoints']} endpoints x {len(VANTAGES)} vantages x 60-result window ({tick['windows']} windows):")
-    print(f"  evaluate + desired + plan + guardrails: median {tick['tick_ms_median']:.1f} ms, max {tick['tick_ms_max']:.1f} ms (floor < 50 ms)")
+    print(
+        f"  evaluate + desired + plan + guardrails: median {tick['tick_ms_median']:.1f} ms, max {tick['tick_ms_max']:.1f} ms (floor < 50 ms)"
+    )
     print(f"  same, when every endpoint got news since the last tick: median {tick['worst_ms_median']:.1f} ms")
     print(f"  observe: {tick['observe_us_median']:.1f} us per result; window fill {tick['fill_results_per_s']:,.0f} results/s")
     print(f"  last plan: {tick['last_plan_changes']} change(s)")

@@ -39,12 +39,12 @@ if __package__ in (None, ""):
     # this file's name would shadow the ``probes`` package. Use the repo root.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import httpx  # noqa: E402
+import httpx
 
-from controlplane import loops  # noqa: E402
-from controlplane.config import Settings  # noqa: E402
-from controlplane.domain import Outcome, ProbeResult  # noqa: E402
-from probes.runner import ProbeRunner  # noqa: E402
+from controlplane.config import Settings
+from controlplane.domain import Outcome, ProbeResult
+from controlplane.runtime import loops
+from probes.runner import ProbeRunner
 
 # 100 endpoints: 50 simulated Azure OpenAI resources (hosts) with 2 deployments
 # each, the usual shape (a resource per region, a few deployments in it). The
@@ -75,7 +75,7 @@ class Phase:
 
 def start_simulator() -> tuple[subprocess.Popen[str], dict[str, str], str]:
     cmd = [
-        sys.executable, "-m", "controlplane.simulator.llm",
+        sys.executable, "-m", "simulator.llm",
         "--regions", str(REGIONS), "--deployments", "2", "--zero-latency",
         "--rpm", "10000000", "--tpm", "1000000000", "--api-key", API_KEY, "--seed", "1",
     ]  # fmt: skip
@@ -102,7 +102,12 @@ def bench_settings(urls: dict[str, str], rate: float, concurrency: int) -> Setti
             "name": name,
             "azure_region": name,
             "endpoints": [
-                {"name": f"ep{i}", "base_url": url, "deployment": "gpt-4o" if i % 2 else "gpt-4o-mini", "auth": {"kind": "api_key", "env": KEY_ENV}}
+                {
+                    "name": f"ep{i}",
+                    "base_url": url,
+                    "deployment": "gpt-4o" if i % 2 else "gpt-4o-mini",
+                    "auth": {"kind": "api_key", "env": KEY_ENV},
+                }
                 for i in range(ENDPOINTS_PER_REGION)
             ],
         }
@@ -179,7 +184,9 @@ def report(phases: list[Phase], load_before: tuple[float, float, float]) -> tupl
         )
     lines.append(f"flat out: {flat_out.achieved:.0f} probes/s, CPU {flat_out.cpu_per_1000:.2f} s per 1,000 probes")
     lines.append(f"floor >= {FLOOR_RATE:.0f} probes/s sustained: {'PASS' if rate_ok else 'FAIL'} ({rate:.0f}/s)")
-    lines.append(f"floor TTFT error p99 <= {FLOOR_P99_MS:.0f} ms at 100 probes/s: {'PASS' if error_ok else 'FAIL'} ({at_100.p99_ms:.2f} ms)")
+    lines.append(
+        f"floor TTFT error p99 <= {FLOOR_P99_MS:.0f} ms at 100 probes/s: {'PASS' if error_ok else 'FAIL'} ({at_100.p99_ms:.2f} ms)"
+    )
     return "\n".join(lines), rate_ok and error_ok
 
 

@@ -1,6 +1,6 @@
 """Benchmark: chat completions per second from ONE simulator process.
 
-Starts ``python -m controlplane.simulator.llm`` as a subprocess (10 regions x
+Starts ``python -m simulator.llm`` as a subprocess (10 regions x
 3 deployments by default, rate limits lifted so quota does not cap the
 figure) and drives it from this process with an aiohttp client, so the load
 generator does not share the simulator's event loop or GIL. Every answer is
@@ -54,7 +54,7 @@ class Simulator:
 
     def __init__(self, regions: int, deployments: int, extra: list[str], max_seconds: float) -> None:
         cmd = [
-            sys.executable, "-m", "controlplane.simulator.llm",
+            sys.executable, "-m", "simulator.llm",
             "--regions", str(regions), "--deployments", str(deployments),
             "--rpm", "100000000", "--tpm", "10000000000", "--admin-port", "0",
             "--seed", "1", "--duration", str(max_seconds), *extra,
@@ -94,9 +94,7 @@ async def _targets(session: aiohttp.ClientSession, sim: Simulator) -> list[str]:
     ]
 
 
-async def _worker(
-    session: aiohttp.ClientSession, targets: list[str], start: int, stream: bool, deadline: float, counts: list[int]
-) -> None:
+async def _worker(session: aiohttp.ClientSession, targets: list[str], start: int, stream: bool, deadline: float, counts: list[int]) -> None:
     i = start
     while time.monotonic() < deadline:
         url = targets[i % len(targets)]
@@ -121,15 +119,11 @@ async def _run_once(sim: Simulator, stream: bool, seconds: float, concurrency: i
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         targets = await _targets(session, sim)
         warm = [0, 0]
-        await asyncio.gather(
-            *(_worker(session, targets, k * 7919, stream, time.monotonic() + 0.5, warm) for k in range(concurrency))
-        )
+        await asyncio.gather(*(_worker(session, targets, k * 7919, stream, time.monotonic() + 0.5, warm) for k in range(concurrency)))
         counts = [0, 0]
         cpu_before, started = sim.cpu_seconds(), time.monotonic()
         deadline = started + seconds
-        await asyncio.gather(
-            *(_worker(session, targets, k * 7919, stream, deadline, counts) for k in range(concurrency))
-        )
+        await asyncio.gather(*(_worker(session, targets, k * 7919, stream, deadline, counts) for k in range(concurrency)))
         elapsed = time.monotonic() - started
         return RunResult(counts[0], counts[1], elapsed, sim.cpu_seconds() - cpu_before)
 
@@ -154,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = Simulator(args.regions, args.deployments, PROFILES[profile], max_seconds=budget)
         try:
             for stream in (False, True):
-                results = [
-                    asyncio.run(_run_once(sim, stream, args.seconds, CONCURRENCY[profile])) for _ in range(args.runs)
-                ]
+                results = [asyncio.run(_run_once(sim, stream, args.seconds, CONCURRENCY[profile])) for _ in range(args.runs)]
                 median = sorted(results, key=lambda r: r.rate)[len(results) // 2]
                 worst = min(worst, median.rate)
                 failed = sum(r.failed for r in results)

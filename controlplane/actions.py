@@ -34,11 +34,22 @@ from enum import StrEnum
 from typing import Any
 
 from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Settings, parse_duration
-from controlplane.domain import AuditEvent, Change, EndpointSetting, HealthStateName, Override, OverrideKind, Plan, RegionHealth, TargetState, as_jsonable
-from controlplane.guardrails import describe_preview, preview_override
-from controlplane.planner import apply_to_states, plan
+from controlplane.domain import (
+    AuditEvent,
+    Change,
+    EndpointSetting,
+    HealthStateName,
+    Override,
+    OverrideKind,
+    Plan,
+    RegionHealth,
+    TargetState,
+    as_jsonable,
+)
+from controlplane.engine.guardrails import describe_preview, preview_override
+from controlplane.engine.planner import apply_to_states, plan
+from controlplane.engine.strategy import desired_states
 from controlplane.store import Store
-from controlplane.strategy import desired_states
 from controlplane.users import Principal
 
 log = logging.getLogger(__name__)
@@ -235,7 +246,9 @@ class Preview:
     @property
     def digest(self) -> str:
         """Changes when anything the operator reviewed changes (confirm checks it)."""
-        body = json.dumps([self.sentence, self.refusal, [i.to_dict() for i in self.impacts], [o.id for o in self.lift]], sort_keys=True, default=str)
+        body = json.dumps(
+            [self.sentence, self.refusal, [i.to_dict() for i in self.impacts], [o.id for o in self.lift]], sort_keys=True, default=str
+        )
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -292,7 +305,9 @@ def _actual_states(settings: Settings, rows: dict[tuple[str, str], dict[str, Any
         for region, ep in t.endpoints.items():
             row = rows.get((t.name, region)) or {}
             if row.get("actual_enabled") is not None:
-                endpoints[region] = EndpointSetting(weight=row.get("actual_weight"), priority=row.get("actual_priority"), enabled=bool(row["actual_enabled"]))
+                endpoints[region] = EndpointSetting(
+                    weight=row.get("actual_weight"), priority=row.get("actual_priority"), enabled=bool(row["actual_enabled"])
+                )
                 if row.get("monitor_status"):
                     monitor[region] = row["monitor_status"]
             else:
@@ -334,7 +349,9 @@ def _project(world: _World, before: list[Override], after: list[Override]) -> _P
     # Pending manual changes (overrides the worker has not applied yet) count as done,
     # so two drains in a row are previewed as two drains.
     state_before = apply_to_states(Plan(changes=tuple(c for c in planned_before.changes if c.manual)), a)
-    state_after = apply_to_states(Plan(changes=tuple(c for c in planned_after.changes if c.manual) + tuple(c for c in caused.changes if not c.manual)), a)
+    state_after = apply_to_states(
+        Plan(changes=tuple(c for c in planned_after.changes if c.manual) + tuple(c for c in caused.changes if not c.manual)), a
+    )
     return _Projection(caused, cancelled, state_before, state_after)
 
 
@@ -368,19 +385,25 @@ def _guard(world: _World, proj: _Projection, impacts: list[Impact], engine_refus
     for i in impacts:
         named = any(f" {i.target} " in f" {r} " for r in out)
         if not named and i.serving_after < i.min_serving and i.serving_after < i.serving_before:
-            out.append(f"{i.target} would be left with {i.serving_after} of {i.total} endpoints serving, counting overrides not applied yet (min_serving is {i.min_serving})")
+            out.append(
+                f"{i.target} would be left with {i.serving_after} of {i.total} endpoints serving, counting overrides not applied yet (min_serving is {i.min_serving})"
+            )
             continue
         _, healthy_before = _serving(world, proj.before[i.target])
         if i.healthy_after < i.min_serving and i.healthy_after < healthy_before:
-            out.append(f"{i.target} would keep only {i.healthy_after} healthy serving endpoint(s) (min_serving is {i.min_serving}); the others still serving are unhealthy")
+            out.append(
+                f"{i.target} would keep only {i.healthy_after} healthy serving endpoint(s) (min_serving is {i.min_serving}); the others still serving are unhealthy"
+            )
     return out
 
 
-def _add_preview(world: _World, new: Override, targets: list[Any], replaced: Sequence[Override] = ()) -> tuple[str, list[Impact], list[str], list[str]]:
+def _add_preview(
+    world: _World, new: Override, targets: list[Any], replaced: Sequence[Override] = ()
+) -> tuple[str, list[Impact], list[str], list[str]]:
     """An added override: (the engine's sentence, impacts, refusals, notes)."""
     existing = [o for o in world.active if o not in replaced]
     _, engine_refusals = preview_override(world.settings, new, world.actual, world.regions, existing, world.now)
-    proj = _project(world, world.active, existing + [new])
+    proj = _project(world, world.active, [*existing, new])
     impacts = _impacts(world, proj, targets)
     sentence = _with_expiry(describe_preview(world.settings, new, proj.caused, [], proj.before).rstrip("."), new.expires_at)
     notes = _notes(world, proj.cancelled, targets) + _unhealthy_notes(world, proj, impacts)
@@ -393,7 +416,9 @@ def _unhealthy_notes(world: _World, proj: _Projection, impacts: list[Impact]) ->
     for i in impacts:
         sick = [r for r, e in proj.after[i.target].endpoints.items() if e.enabled and not world.healthy(r)]
         if sick:
-            out.append(f"in {i.target}, {_join(sick)} still counted as serving but unhealthy: automation drains it unless min_serving holds it")
+            out.append(
+                f"in {i.target}, {_join(sick)} still counted as serving but unhealthy: automation drains it unless min_serving holds it"
+            )
     return out
 
 
@@ -491,12 +516,24 @@ def _preview_drain(world: _World, req: ActionRequest, actor: Principal) -> Previ
     if not targets:
         raise InvalidAction("region", region, "is not an endpoint of any target")
     covering = [
-        o for o in world.active if o.kind in (OverrideKind.DRAIN, OverrideKind.MAINTENANCE) and o.region in (None, region) and (o.target is None or (target is not None and o.target == target.name))
+        o
+        for o in world.active
+        if o.kind in (OverrideKind.DRAIN, OverrideKind.MAINTENANCE)
+        and o.region in (None, region)
+        and (o.target is None or (target is not None and o.target == target.name))
     ]
     if covering:
         msg = f"{region} is already drained in {target.name if target else 'all targets'} by {_override_ref(covering[0])}"
         return Preview(req, msg, refusal=msg)
-    new = Override(kind=OverrideKind.DRAIN, who=actor.name, why=req.reason, created_at=world.now, region=region, target=target.name if target else None, expires_at=_expiry(req, world.now))
+    new = Override(
+        kind=OverrideKind.DRAIN,
+        who=actor.name,
+        why=req.reason,
+        created_at=world.now,
+        region=region,
+        target=target.name if target else None,
+        expires_at=_expiry(req, world.now),
+    )
     sentence, impacts, refusals, notes = _add_preview(world, new, targets)
     refusal = "; ".join(refusals) or None
     return Preview(req, sentence, tuple(impacts), add=(new,), refusal=refusal, forceable=refusal is not None, notes=tuple(notes))
@@ -541,17 +578,41 @@ def _preview_failover(world: _World, req: ActionRequest, actor: Principal) -> Pr
         raise InvalidAction("target", target.name, "routes by weight: fail over only applies to priority targets (drain or pin instead)")
     if region not in target.endpoints:
         raise InvalidAction("region", region, f"is not an endpoint of target {target.name!r}")
-    new = Override(kind=OverrideKind.FAILOVER, who=actor.name, why=req.reason, created_at=world.now, region=region, target=target.name, expires_at=_expiry(req, world.now))
+    new = Override(
+        kind=OverrideKind.FAILOVER,
+        who=actor.name,
+        why=req.reason,
+        created_at=world.now,
+        region=region,
+        target=target.name,
+        expires_at=_expiry(req, world.now),
+    )
     superseded = [o for o in world.active if o.kind is OverrideKind.FAILOVER and o.target == target.name]
     sentence, impacts, refusals, notes = _add_preview(world, new, [target], superseded)
     if not world.healthy(region):
-        refusals.insert(0, f"{region} is unhealthy ({'; '.join(world.regions[region].reasons) or 'unhealthy'}): failing over would send {target.name}'s traffic to a failing region")
-    drains = [o for o in world.active if o.kind in (OverrideKind.DRAIN, OverrideKind.MAINTENANCE) and o.region in (None, region) and o.target in (None, target.name)]
+        refusals.insert(
+            0,
+            f"{region} is unhealthy ({'; '.join(world.regions[region].reasons) or 'unhealthy'}): failing over would send {target.name}'s traffic to a failing region",
+        )
+    drains = [
+        o
+        for o in world.active
+        if o.kind in (OverrideKind.DRAIN, OverrideKind.MAINTENANCE) and o.region in (None, region) and o.target in (None, target.name)
+    ]
     notes += [f"overrules {_override_ref(o)} in {target.name} while this failover is active" for o in drains]
     notes += [f"replaces {_override_ref(o)}" for o in superseded]
     refusal = "; ".join(refusals) or None
     sentence = f"{target.name}'s traffic goes to {region}. {sentence}"
-    return Preview(req, sentence, tuple(impacts), add=(new,), lift=tuple(superseded), refusal=refusal, forceable=refusal is not None, notes=tuple(notes))
+    return Preview(
+        req,
+        sentence,
+        tuple(impacts),
+        add=(new,),
+        lift=tuple(superseded),
+        refusal=refusal,
+        forceable=refusal is not None,
+        notes=tuple(notes),
+    )
 
 
 def _preview_pin(world: _World, req: ActionRequest, actor: Principal) -> Preview:
@@ -566,7 +627,9 @@ def _preview_pin(world: _World, req: ActionRequest, actor: Principal) -> Preview
         if not lo <= req.weight <= hi:
             raise InvalidAction("weight", req.weight, f"is not between {lo} and {hi} for a {target.kind} target")
         if target.kind == "traffic_manager" and target.routing == "priority":
-            raise InvalidAction("weight", req.weight, f"means nothing in {target.name}, which routes by priority: pin a priority or fail over")
+            raise InvalidAction(
+                "weight", req.weight, f"means nothing in {target.name}, which routes by priority: pin a priority or fail over"
+            )
         what = "weight"
     else:
         lo, hi = PRIORITY_RANGE[target.kind]
@@ -576,13 +639,36 @@ def _preview_pin(world: _World, req: ActionRequest, actor: Principal) -> Preview
         if target.kind == "traffic_manager" and target.routing == "weighted":
             raise InvalidAction("priority", req.priority, f"means nothing in {target.name}, which routes by weight: pin a weight")
         what = "priority"
-    new = Override(kind=OverrideKind.PIN, who=actor.name, why=req.reason, created_at=world.now, region=region, target=target.name, weight=req.weight, priority=req.priority, expires_at=_expiry(req, world.now))
-    superseded = [o for o in world.active if o.kind is OverrideKind.PIN and o.target == target.name and o.region == region and getattr(o, what) is not None]
+    new = Override(
+        kind=OverrideKind.PIN,
+        who=actor.name,
+        why=req.reason,
+        created_at=world.now,
+        region=region,
+        target=target.name,
+        weight=req.weight,
+        priority=req.priority,
+        expires_at=_expiry(req, world.now),
+    )
+    superseded = [
+        o
+        for o in world.active
+        if o.kind is OverrideKind.PIN and o.target == target.name and o.region == region and getattr(o, what) is not None
+    ]
     sentence, impacts, refusals, notes = _add_preview(world, new, [target], superseded)
     notes += [f"replaces {_override_ref(o)}" for o in superseded]
     notes.append(f"automation leaves {region}'s {what} in {target.name} alone until the pin is lifted")
     refusal = "; ".join(refusals) or None
-    return Preview(req, sentence, tuple(impacts), add=(new,), lift=tuple(superseded), refusal=refusal, forceable=refusal is not None, notes=tuple(notes))
+    return Preview(
+        req,
+        sentence,
+        tuple(impacts),
+        add=(new,),
+        lift=tuple(superseded),
+        refusal=refusal,
+        forceable=refusal is not None,
+        notes=tuple(notes),
+    )
 
 
 def _preview_freeze(world: _World, req: ActionRequest, actor: Principal) -> Preview:
@@ -592,7 +678,9 @@ def _preview_freeze(world: _World, req: ActionRequest, actor: Principal) -> Prev
     if existing:
         msg = f"automation is already frozen for {name or 'every target'} by {_overrides_by(existing[0])}"
         return Preview(req, msg, refusal=msg)
-    new = Override(kind=OverrideKind.FREEZE, who=actor.name, why=req.reason, created_at=world.now, target=name, expires_at=_expiry(req, world.now))
+    new = Override(
+        kind=OverrideKind.FREEZE, who=actor.name, why=req.reason, created_at=world.now, target=name, expires_at=_expiry(req, world.now)
+    )
     targets = [target] if target else list(world.settings.targets)
     sentence, impacts, _, notes = _add_preview(world, new, targets)
     notes.append("manual overrides (drain, pin, failover) still apply while frozen")
@@ -638,7 +726,9 @@ def preview(settings: Settings, store: Store, req: ActionRequest, actor: Princip
     return _BUILDERS[req.action](world, req, actor)
 
 
-def execute(settings: Settings, store: Store, req: ActionRequest, actor: Principal, now: datetime, expected_digest: str | None = None) -> Result:
+def execute(
+    settings: Settings, store: Store, req: ActionRequest, actor: Principal, now: datetime, expected_digest: str | None = None
+) -> Result:
     """Preview again, enforce guardrails and role, then store overrides and one audit event.
 
     ``expected_digest``: the digest of the preview the operator confirmed; if

@@ -136,7 +136,9 @@ class HealthSettings(_Section):
     successes_to_up: int = Field(default=3, ge=1, le=100)
     min_dwell: Duration = 60.0
     vantage_quorum: int = Field(default=1, ge=1, le=100)
-    suspect_vantage_ratio: float = Field(default=1.0, gt=0, le=1, description="share of endpoints failing at once that makes a vantage suspect")
+    suspect_vantage_ratio: float = Field(
+        default=1.0, gt=0, le=1, description="share of endpoints failing at once that makes a vantage suspect"
+    )
     stale_after: Duration | None = None  # default: 2 probe intervals
     near_quota_headroom: float = Field(default=0.1, ge=0, le=1)
 

@@ -57,14 +57,26 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # JWTs anywhere
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), MASK),
     # query parameters that carry secrets: sig= (SAS / Teams workflows), key=, code=, token= ...
-    (re.compile(r"([?&;](?:sig|key|code|token|access_token|api-key|api_key|apikey|subscription-key|client_secret|password)=)[^&#\s\"'<>]+", re.IGNORECASE), r"\1" + MASK),
+    (
+        re.compile(
+            r"([?&;](?:sig|key|code|token|access_token|api-key|api_key|apikey|subscription-key|client_secret|password)=)[^&#\s\"'<>]+",
+            re.IGNORECASE,
+        ),
+        r"\1" + MASK,
+    ),
     # Slack / Teams / Office webhook URLs: the path is the secret
     (re.compile(r"(https://hooks\.slack\.com/)[^\s\"'<>]+"), r"\1" + MASK),
     (re.compile(r"(https://[A-Za-z0-9.-]*webhook\.office\.com/)[^\s\"'<>]+"), r"\1" + MASK),
     # "api-key": "value" / api-key: value / api_key=value / password='x'
-    (re.compile(r"([\"']?\b(?:" + _SECRET_NAMES + r")\b[\"']?\s*[:=]\s*[\"']?)(?!Bearer\b|Basic\b|\*\*\*)[^\s\"',;&}]+", re.IGNORECASE), r"\1" + MASK),
+    (
+        re.compile(r"([\"']?\b(?:" + _SECRET_NAMES + r")\b[\"']?\s*[:=]\s*[\"']?)(?!Bearer\b|Basic\b|\*\*\*)[^\s\"',;&}]+", re.IGNORECASE),
+        r"\1" + MASK,
+    ),
 ]
-_SECRET_KEY = re.compile(r"^(?:api[-_]?key|.*_api_key|x[-_]api[-_]key|authorization|.*password|passwd|.*secret|access[-_]?token|refresh[-_]?token|id[-_]?token|routing[-_]?key|token|bearer|.*webhook_url)$", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"^(?:api[-_]?key|.*_api_key|x[-_]api[-_]key|authorization|.*password|passwd|.*secret|access[-_]?token|refresh[-_]?token|id[-_]?token|routing[-_]?key|token|bearer|.*webhook_url)$",
+    re.IGNORECASE,
+)
 
 _registered: set[str] = set()
 _registered_lock = threading.Lock()
@@ -116,7 +128,7 @@ class SecretScrubber(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string must not lose the record
+        except Exception:
             message = f"{record.msg!r} {record.args!r}"
         record.msg, record.args = scrub(message), None
         for key, value in extra_fields(record).items():
@@ -193,7 +205,13 @@ _BARE = re.compile(r"^[A-Za-z0-9_.:/@+*-]+$")
 
 
 def _kv(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(_jsonable(value), ensure_ascii=False) if isinstance(value, dict | list | tuple) else str(value)
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(_jsonable(value), ensure_ascii=False)
+        if isinstance(value, dict | list | tuple)
+        else str(value)
+    )
     if text and _BARE.match(text):
         return text
     return json.dumps(text, ensure_ascii=False)
@@ -213,7 +231,7 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(format: str = "text", level: str | int = "INFO", stream: TextIO | None = None) -> logging.Handler:  # noqa: A002 - matches the config key
+def configure_logging(format: str = "text", level: str | int = "INFO", stream: TextIO | None = None) -> logging.Handler:
     """Install (or replace) regionguard's handler on the root logger and return it."""
     if format not in ("text", "json"):
         raise ValueError(f"log format must be 'text' or 'json', not {format!r}")

@@ -72,35 +72,77 @@ class Metrics:
         probe = ("region", "endpoint", "vantage")
         target = ("target", "region", "endpoint")
         self.probe_results = Counter("regionguard_probe_results", "Probe attempts by outcome", (*probe, "outcome"), registry=r)
-        self.probe_ttft = Histogram("regionguard_probe_time_to_first_chunk_seconds", "Time from request to first streamed content chunk", probe, buckets=LATENCY_BUCKETS, registry=r)
-        self.probe_duration = Histogram("regionguard_probe_duration_seconds", "Total time of a probe chat completion", probe, buckets=LATENCY_BUCKETS, registry=r)
-        self.probe_tokens = Counter("regionguard_probe_tokens", "Tokens used by probes (OpenTelemetry gen_ai.token.type)", (*probe, "token_type"), registry=r)
+        self.probe_ttft = Histogram(
+            "regionguard_probe_time_to_first_chunk_seconds",
+            "Time from request to first streamed content chunk",
+            probe,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.probe_duration = Histogram(
+            "regionguard_probe_duration_seconds", "Total time of a probe chat completion", probe, buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.probe_tokens = Counter(
+            "regionguard_probe_tokens", "Tokens used by probes (OpenTelemetry gen_ai.token.type)", (*probe, "token_type"), registry=r
+        )
         self.probe_headroom = Gauge("regionguard_probe_quota_headroom_ratio", "Quota left from rate-limit headers, 0..1", probe, registry=r)
         self.probe_last = Gauge("regionguard_probe_last_timestamp_seconds", "Start time of the newest probe", probe, registry=r)
         self.region_state = Gauge("regionguard_region_state", "1 for the region's current health state", ("region", "state"), registry=r)
         self.region_score = Gauge("regionguard_region_score", "Region health score, 0..1", ("region",), registry=r)
         self.region_headroom = Gauge("regionguard_region_quota_headroom_ratio", "Region quota headroom, 0..1", ("region",), registry=r)
-        self.endpoint_state = Gauge("regionguard_endpoint_state", "1 for the endpoint's current health state", ("region", "endpoint", "state"), registry=r)
+        self.endpoint_state = Gauge(
+            "regionguard_endpoint_state", "1 for the endpoint's current health state", ("region", "endpoint", "state"), registry=r
+        )
         self.endpoint_score = Gauge("regionguard_endpoint_score", "Endpoint health score, 0..1", ("region", "endpoint"), registry=r)
-        self.endpoint_config_problem = Gauge("regionguard_endpoint_config_problem", "1 while probes point at our own configuration (auth, deployment name)", ("region", "endpoint"), registry=r)
+        self.endpoint_config_problem = Gauge(
+            "regionguard_endpoint_config_problem",
+            "1 while probes point at our own configuration (auth, deployment name)",
+            ("region", "endpoint"),
+            registry=r,
+        )
         self.target_weight = Gauge("regionguard_target_endpoint_weight", "Weight of a target endpoint", (*target, "side"), registry=r)
         self.target_priority = Gauge("regionguard_target_endpoint_priority", "Priority of a target endpoint", (*target, "side"), registry=r)
-        self.target_enabled = Gauge("regionguard_target_endpoint_enabled", "1 when the target endpoint is enabled", (*target, "side"), registry=r)
-        self.target_drift = Gauge("regionguard_target_endpoint_drift", "1 while a change made outside regionguard is unresolved", target, registry=r)
-        self.target_write_failed = Gauge("regionguard_target_endpoint_write_failed", "1 while the last write to the endpoint failed", target, registry=r)
+        self.target_enabled = Gauge(
+            "regionguard_target_endpoint_enabled", "1 when the target endpoint is enabled", (*target, "side"), registry=r
+        )
+        self.target_drift = Gauge(
+            "regionguard_target_endpoint_drift", "1 while a change made outside regionguard is unresolved", target, registry=r
+        )
+        self.target_write_failed = Gauge(
+            "regionguard_target_endpoint_write_failed", "1 while the last write to the endpoint failed", target, registry=r
+        )
         self.changes = Counter("regionguard_changes", "Changes by outcome", ("status", "target", "kind"), registry=r)
-        self.azure_requests = Counter("regionguard_azure_requests", "Azure Resource Manager responses by operation and status code", ("operation", "status_code"), registry=r)
-        self.azure_duration = Histogram("regionguard_azure_request_duration_seconds", "Azure Resource Manager request time", ("operation",), buckets=AZURE_BUCKETS, registry=r)
+        self.azure_requests = Counter(
+            "regionguard_azure_requests",
+            "Azure Resource Manager responses by operation and status code",
+            ("operation", "status_code"),
+            registry=r,
+        )
+        self.azure_duration = Histogram(
+            "regionguard_azure_request_duration_seconds",
+            "Azure Resource Manager request time",
+            ("operation",),
+            buckets=AZURE_BUCKETS,
+            registry=r,
+        )
         self.write_budget = Gauge("regionguard_write_budget_remaining", "Azure writes left in the current budget window", registry=r)
         self.leader = Gauge("regionguard_leader", "1 while this process holds the leader lease", registry=r)
-        self.fencing_token = Gauge("regionguard_leader_fencing_token", "Fencing token of the lease this process holds (0 when none)", registry=r)
+        self.fencing_token = Gauge(
+            "regionguard_leader_fencing_token", "Fencing token of the lease this process holds (0 when none)", registry=r
+        )
         self.panic = Gauge("regionguard_panic", "1 while a target is failed open (panic)", ("target",), registry=r)
         self.frozen = Gauge("regionguard_frozen", "1 while automation is frozen for a target ('*' = every target)", ("target",), registry=r)
-        self.reconcile_duration = Histogram("regionguard_reconcile_duration_seconds", "Duration of a reconcile tick", buckets=RECONCILE_BUCKETS, registry=r)
-        self.reconcile_last_success = Gauge("regionguard_reconcile_last_success_timestamp_seconds", "End of the last successful reconcile tick", registry=r)
+        self.reconcile_duration = Histogram(
+            "regionguard_reconcile_duration_seconds", "Duration of a reconcile tick", buckets=RECONCILE_BUCKETS, registry=r
+        )
+        self.reconcile_last_success = Gauge(
+            "regionguard_reconcile_last_success_timestamp_seconds", "End of the last successful reconcile tick", registry=r
+        )
         self.reconcile_failures = Counter("regionguard_reconcile_failures", "Reconcile ticks that raised", registry=r)
         self.notifications = Counter("regionguard_notifications", "Notification deliveries by outcome", ("channel", "status"), registry=r)
-        self.notifications_dropped = Counter("regionguard_notifications_dropped", "Events dropped because a channel queue was full", ("channel",), registry=r)
+        self.notifications_dropped = Counter(
+            "regionguard_notifications_dropped", "Events dropped because a channel queue was full", ("channel",), registry=r
+        )
         self.store_up = Gauge("regionguard_store_up", "1 when the last read from the database worked", registry=r)
         self._flag_targets: dict[str, set[str]] = {"panic": set(), "frozen": set()}
 
@@ -168,7 +210,12 @@ class Metrics:
         self.leader.set(1.0 if leader else 0.0)
         self.fencing_token.set(float(token) if leader and token is not None else 0.0)
 
-    def set_flags(self, panic: Iterable[str] | Mapping[str, bool] | None = None, frozen: Iterable[str] | Mapping[str, bool] | None = None, write_budget_left: int | None = None) -> None:
+    def set_flags(
+        self,
+        panic: Iterable[str] | Mapping[str, bool] | None = None,
+        frozen: Iterable[str] | Mapping[str, bool] | None = None,
+        write_budget_left: int | None = None,
+    ) -> None:
         """Targets in panic / frozen (an iterable of names, or name -> bool); None leaves a family as is."""
         if panic is not None:
             self._set_target_flags("panic", self.panic, panic)
@@ -215,7 +262,7 @@ class Metrics:
             panic = {key.split(":", 1)[1] for key in store.flags("panic:")}
             frozen = {o.target or "*" for o in store.active_overrides(now) if o.kind is OverrideKind.FREEZE}
             self.set_flags(panic=panic, frozen=frozen)
-        except Exception as exc:  # noqa: BLE001 - a scrape must still answer when the database is down
+        except Exception as exc:
             log.warning("metrics: cannot read the store: %s", type(exc).__name__)
             self.store_up.set(0.0)
             return False
@@ -322,7 +369,9 @@ def evaluate_readiness(checks: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]
     return ready, {"status": "ready" if ready else "not ready", "checks": dict(checks)}
 
 
-def make_readiness(store: Any, scheduler_running: Callable[[], bool], lease_state: Callable[[], str | None]) -> Callable[[], dict[str, Any]]:
+def make_readiness(
+    store: Any, scheduler_running: Callable[[], bool], lease_state: Callable[[], str | None]
+) -> Callable[[], dict[str, Any]]:
     """The standard readiness checks: database reachable and migrated, scheduler running, lease state known.
 
     ``lease_state`` returns e.g. "leader" / "follower", or None while unknown.
@@ -333,7 +382,7 @@ def make_readiness(store: Any, scheduler_running: Callable[[], bool], lease_stat
         try:
             store.check()
             checks["database"] = True
-        except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable carries a safe message; others only their type
+        except Exception as exc:
             checks["database"] = False
             checks["database_error"] = str(exc) if type(exc).__name__ == "DatabaseUnavailable" else type(exc).__name__
         checks["scheduler"] = bool(scheduler_running())
@@ -360,7 +409,7 @@ def worker_http_app(readiness: Callable[[], Mapping[str, Any]], metrics: Metrics
         if path == "/readyz":
             try:
                 ready, body = evaluate_readiness(readiness())
-            except Exception as exc:  # noqa: BLE001 - a broken check means not ready, not a 500
+            except Exception as exc:
                 log.warning("readiness check raised %s", type(exc).__name__)
                 ready, body = False, {"status": "not ready", "checks": {"error": type(exc).__name__}}
             return _json(start_response, "200 OK" if ready else "503 Service Unavailable", body)

@@ -96,7 +96,7 @@ class TokenCache:
             self.fetches += 1
             try:
                 access = await asyncio.to_thread(credential.get_token, scope)
-            except Exception as exc:  # noqa: BLE001 - any credential failure is an auth problem
+            except Exception as exc:
                 log.warning("Entra ID token request for %s failed (%s)", scope, type(exc).__name__)
                 raise AuthFailure(f"Entra ID token for {scope} unavailable: {type(exc).__name__}: {exc}") from None
             self._tokens[scope] = _CachedToken(access.token, float(access.expires_on))

@@ -370,7 +370,9 @@ def explain(outcome: Outcome, obs: Observation, expected: str, probe: ProbeSetti
         missing = [m for m, seen in (("finish_reason", obs.finish_reason), ("[DONE]", obs.done)) if not seen]
         return f"stream ended without {' and '.join(missing)} after {obs.output_chunks} content chunk(s)"
     if outcome is Outcome.SLOW:
-        return f"TTFT {_ms(obs.ttft_ms)}, total {_ms(obs.total_ms)} (limits {probe.slow_ttft * 1000:.0f} / {probe.slow_total * 1000:.0f} ms)"
+        return (
+            f"TTFT {_ms(obs.ttft_ms)}, total {_ms(obs.total_ms)} (limits {probe.slow_ttft * 1000:.0f} / {probe.slow_total * 1000:.0f} ms)"
+        )
     return obs.failure_text
 
 
@@ -449,7 +451,7 @@ class ClientPool:
         for client in clients:
             try:
                 await client.aclose()
-            except Exception as exc:  # noqa: BLE001 - closing must not fail the caller
+            except Exception as exc:
                 log.debug("closing probe client: %s", type(exc).__name__)
 
 
@@ -510,7 +512,7 @@ class LLMProbe:
                 request = build_request(target.endpoint, self._probe, self._rng.randint(1000, 9999))
                 obs.begun = obs.t0 = time.perf_counter()  # token fetch time is not the endpoint's latency
                 await self._exchange(request, auth.headers, obs)
-        except BaseException as exc:  # noqa: BLE001 - a probe never raises (except on cancellation)
+        except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
             self._record_failure(obs, exc)

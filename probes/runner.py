@@ -288,7 +288,7 @@ class ProbeRunner:
             return
         try:
             self._sink(list(results))
-        except Exception:  # noqa: BLE001 - a broken sink must not stop probing
+        except Exception:
             log.exception("probe result sink failed for %d result(s)", len(results))
 
 

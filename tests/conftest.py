@@ -52,7 +52,7 @@ def postgres_url() -> Iterator[str]:
     try:
         with admin_engine.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         admin_engine.dispose()
         _require("REGIONGUARD_REQUIRE_POSTGRES", f"PostgreSQL at REGIONGUARD_TEST_POSTGRES_URL unusable: {exc}")
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)

@@ -232,7 +232,9 @@ def region_health(
     state = HealthStateName(state)
     if score is None:
         score = {HealthStateName.HEALTHY: 1.0, HealthStateName.DEGRADED: 0.5, HealthStateName.UNHEALTHY: 0.0}.get(state, 1.0)
-    return RegionHealth(region=region, state=state, score=score, reasons=(reason or state.value,), quota_headroom=quota_headroom, since=since)
+    return RegionHealth(
+        region=region, state=state, score=score, reasons=(reason or state.value,), quota_headroom=quota_headroom, since=since
+    )
 
 
 def target_state(

@@ -36,7 +36,9 @@ def _now() -> datetime:
 def regions() -> Any:
     ws = state()
     view = readmodel.overview(ws.settings, ws.store, _now())
-    return jsonify({"generated_at": view.now.isoformat(), "regions": [c.to_dict() for c in view.cards], "banners": [b.__dict__ for b in view.banners]})
+    return jsonify(
+        {"generated_at": view.now.isoformat(), "regions": [c.to_dict() for c in view.cards], "banners": [b.__dict__ for b in view.banners]}
+    )
 
 
 @api.get("/targets")

@@ -71,14 +71,17 @@ def _age(seconds: float | None) -> str:
     return f"{s // 86400} d ago"
 
 
+MISSING = "\u2013"  # an en dash stands for "no value" in every table
+
+
 def _ms(value: float | None) -> str:
     if value is None:
-        return "–"
+        return MISSING
     return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
 
 
 def _pct(value: float | None, digits: int = 0) -> str:
-    return "–" if value is None else f"{value:.{digits}f}%"
+    return MISSING if value is None else f"{value:.{digits}f}%"
 
 
 def _frac(value: float | None) -> str:
@@ -86,12 +89,12 @@ def _frac(value: float | None) -> str:
 
 
 def _when(value: datetime | None) -> str:
-    return "–" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return MISSING if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _setting(value: Any) -> str:
     if value is None:
-        return "–"
+        return MISSING
     if value is True:
         return "enabled"
     if value is False:
@@ -113,7 +116,12 @@ def _errors(app: Flask) -> None:
         log.error("database unavailable: %s", exc)
         if request.path.startswith("/api/"):
             return jsonify({"error": "database_unavailable", "reason": "the database is unreachable"}), 503
-        return render_template("error.html", code=503, name="Database unavailable", description="The dashboard cannot reach its database. The worker may still be running; check `regionguard status`."), 503
+        return render_template(
+            "error.html",
+            code=503,
+            name="Database unavailable",
+            description="The dashboard cannot reach its database. The worker may still be running; check `regionguard status`.",
+        ), 503
 
 
 def create_app(settings: Settings, store: Store | None = None, test_config: Mapping[str, Any] | None = None, metrics: Any = None) -> Flask:

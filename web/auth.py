@@ -40,7 +40,9 @@ def login() -> Any:
     wait = ws.limiter.hit(name, ip)
     if wait is not None:
         log.warning("login rate limit hit for user %r from %s", name, ip)
-        resp = render_template("login.html", next=request.form.get("next", ""), error=f"Too many login attempts. Try again in {int(wait)} s.")
+        resp = render_template(
+            "login.html", next=request.form.get("next", ""), error=f"Too many login attempts. Try again in {int(wait)} s."
+        )
         return resp, 429, {"Retry-After": str(int(wait))}
     who = authenticate(ws.store, name, password)
     if who is None:

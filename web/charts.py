@@ -8,9 +8,9 @@ coordinates. A gap in the data breaks the line instead of bridging it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Callable
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,9 @@ def _fmt(v: float, unit: str) -> str:
     return f"{v:.0f}ms"
 
 
-def _segments(buckets: list[Bucket], value: Callable[[Bucket], float | None], x_of: Callable[[int], float], y_of: Callable[[float], float], step: int) -> tuple[str, ...]:
+def _segments(
+    buckets: list[Bucket], value: Callable[[Bucket], float | None], x_of: Callable[[int], float], y_of: Callable[[float], float], step: int
+) -> tuple[str, ...]:
     segments: list[list[str]] = []
     prev_start: int | None = None
     for b in buckets:
@@ -125,7 +127,17 @@ def _segments(buckets: list[Bucket], value: Callable[[Bucket], float | None], x_
     return tuple(out)
 
 
-def _chart(title: str, unit: str, buckets: list[Bucket], lines: list[tuple[str, str, Callable[[Bucket], float | None]]], start: datetime, end: datetime, step: int, width: int = 640, height: int = 170) -> Chart:
+def _chart(
+    title: str,
+    unit: str,
+    buckets: list[Bucket],
+    lines: list[tuple[str, str, Callable[[Bucket], float | None]]],
+    start: datetime,
+    end: datetime,
+    step: int,
+    width: int = 640,
+    height: int = 170,
+) -> Chart:
     left, bottom = 48, 20
     plot_w, plot_h = width - left - 4, height - bottom - 6
     t0, t1 = start.timestamp(), max(end.timestamp(), start.timestamp() + step)
@@ -138,7 +150,10 @@ def _chart(title: str, unit: str, buckets: list[Bucket], lines: list[tuple[str, 
     def y_of(v: float) -> float:
         return 6 + plot_h * (1.0 - min(1.0, max(0.0, v / y_max)))
 
-    series = tuple(Series(name, css, _segments(buckets, f, x_of, y_of, step), next((f(b) for b in reversed(buckets) if f(b) is not None), None)) for name, css, f in lines)
+    series = tuple(
+        Series(name, css, _segments(buckets, f, x_of, y_of, step), next((f(b) for b in reversed(buckets) if f(b) is not None), None))
+        for name, css, f in lines
+    )
     y_ticks = tuple((y_of(y_max * k / 4), _fmt(y_max * k / 4, unit)) for k in range(5))
     fmt = "%H:%M" if (t1 - t0) <= 86400 else "%d %b"
     x_labels = tuple((left + plot_w * k / 4, datetime.fromtimestamp(t0 + (t1 - t0) * k / 4, UTC).strftime(fmt)) for k in range(5))
@@ -150,8 +165,24 @@ def _chart(title: str, unit: str, buckets: list[Bucket], lines: list[tuple[str, 
 def region_charts(buckets: list[Bucket], start: datetime, end: datetime, step: int) -> list[Chart]:
     """TTFT, total latency, success and throttle rates for the region page."""
     return [
-        _chart("Time to first token", "ms", buckets, [("p50", "line-a", lambda b: b.ttft_p50), ("p95", "line-b", lambda b: b.ttft_p95)], start, end, step),
-        _chart("Total latency", "ms", buckets, [("p50", "line-a", lambda b: b.total_p50), ("p95", "line-b", lambda b: b.total_p95)], start, end, step),
+        _chart(
+            "Time to first token",
+            "ms",
+            buckets,
+            [("p50", "line-a", lambda b: b.ttft_p50), ("p95", "line-b", lambda b: b.ttft_p95)],
+            start,
+            end,
+            step,
+        ),
+        _chart(
+            "Total latency",
+            "ms",
+            buckets,
+            [("p50", "line-a", lambda b: b.total_p50), ("p95", "line-b", lambda b: b.total_p95)],
+            start,
+            end,
+            step,
+        ),
         _chart("Success rate", "%", buckets, [("success", "line-a", lambda b: b.success_pct)], start, end, step),
         _chart("Throttle rate (429)", "%", buckets, [("throttled", "line-b", lambda b: b.throttle_pct)], start, end, step),
     ]
@@ -175,5 +206,7 @@ def sparkline(buckets: list[Bucket], start: datetime, end: datetime, step: int, 
     marks = tuple(Mark(x_of(b.start) - bar_w / 2, height - 1 - 7 * b.bad_ratio, bar_w, 7 * b.bad_ratio) for b in buckets if b.bad_ratio > 0)
     last = next((b.ttft_p50 for b in reversed(buckets) if b.ttft_p50 is not None), None)
     bad = sum(1 for b in buckets if b.bad_ratio > 0)
-    summary = f"TTFT p50 over 60 min, latest {_fmt(last, 'ms') if last is not None else 'none'}; {bad} minute(s) with failed or throttled probes"
+    summary = (
+        f"TTFT p50 over 60 min, latest {_fmt(last, 'ms') if last is not None else 'none'}; {bad} minute(s) with failed or throttled probes"
+    )
     return Chart("60 min", "ms", width, height, 0, 0, (Series("ttft p50", "line-a", segs, last),), (), (), marks, summary)

@@ -89,9 +89,18 @@ def target(name: str) -> Any:
         abort(404, description=f"No target named {name!r} in the configuration.")
     now = _now()
     active = ws.store.active_overrides(now)
-    view = next(v for v in readmodel.target_views(ws.settings, ws.store.target_endpoints(name), active, ws.store.flags("panic:")) if v.name == name)
+    view = next(
+        v for v in readmodel.target_views(ws.settings, ws.store.target_endpoints(name), active, ws.store.flags("panic:")) if v.name == name
+    )
     changes = ws.store.changes(target=name, limit=30)
-    return render_template("target.html", t=t, view=view, changes=changes, active=[o for o in active if o.target in (None, name)], **_controls_context(target=t))
+    return render_template(
+        "target.html",
+        t=t,
+        view=view,
+        changes=changes,
+        active=[o for o in active if o.target in (None, name)],
+        **_controls_context(target=t),
+    )
 
 
 @dashboard.get("/timeline")

@@ -21,7 +21,7 @@ from sqlalchemy import Integer, and_, cast, func, literal_column, select
 
 from controlplane.config import Settings
 from controlplane.domain import EndpointHealth, HealthStateName, Outcome, Override, OverrideKind, ProbeResult, RegionHealth, Transition
-from controlplane.leader import LEASE_NAME
+from controlplane.runtime.leader import LEASE_NAME
 from controlplane.store import Store
 from controlplane.store.models import ProbeResultRow, ProbeRollupRow
 from probes.cost import estimate_monthly
@@ -107,7 +107,14 @@ class RegionCard:
             "ttft_p95_ms_5m": self.stats.ttft_p95,
             "quota_headroom": self.quota_headroom,
             "endpoints": [
-                {"id": e.endpoint_id, "state": e.state.value, "score": e.score, "reason": e.reason, "quota_headroom": e.quota_headroom, "config_problem": e.config_problem}
+                {
+                    "id": e.endpoint_id,
+                    "state": e.state.value,
+                    "score": e.score,
+                    "reason": e.reason,
+                    "quota_headroom": e.quota_headroom,
+                    "config_problem": e.config_problem,
+                }
                 for e in self.endpoints
             ],
             "overrides": [o.id for o in self.overrides],
@@ -217,7 +224,12 @@ def recent_stats(store: Store, since: datetime) -> dict[str, Stats]:
     out = {}
     for region, (outcomes, ttfts) in per.items():
         ok = sum(1 for o in outcomes if o in _SUCCESS)
-        out[region] = Stats(probes=len(outcomes), success_pct=100.0 * ok / len(outcomes), ttft_p50=_percentile(ttfts, 0.5), ttft_p95=_percentile(ttfts, 0.95))
+        out[region] = Stats(
+            probes=len(outcomes),
+            success_pct=100.0 * ok / len(outcomes),
+            ttft_p50=_percentile(ttfts, 0.5),
+            ttft_p95=_percentile(ttfts, 0.95),
+        )
     return out
 
 
@@ -252,7 +264,19 @@ def rollup_series(store: Store, regions: list[str], since: datetime, bucket_s: i
     out: dict[str, list[charts.Bucket]] = {r: [] for r in regions}
     with store.engine.connect() as conn:
         for region, b, count, ok, throttled, failed, t50, t95, tot50, tot95 in conn.execute(q):
-            out[region].append(charts.Bucket(start=int(b) * bucket_s, count=int(count or 0), ok=int(ok or 0), throttled=int(throttled or 0), failed=int(failed or 0), ttft_p50=t50, ttft_p95=t95, total_p50=tot50, total_p95=tot95))
+            out[region].append(
+                charts.Bucket(
+                    start=int(b) * bucket_s,
+                    count=int(count or 0),
+                    ok=int(ok or 0),
+                    throttled=int(throttled or 0),
+                    failed=int(failed or 0),
+                    ttft_p50=t50,
+                    ttft_p95=t95,
+                    total_p50=tot50,
+                    total_p95=tot95,
+                )
+            )
     return out
 
 
@@ -266,7 +290,9 @@ class SeriesCache:
     unseen). Per process, bounded, thread-safe.
     """
 
-    def __init__(self, ttl_s: float = 300.0, settle_s: float = 300.0, max_keys: int = 256, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ttl_s: float = 300.0, settle_s: float = 300.0, max_keys: int = 256, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl_s, self.settle_s, self.max_keys = ttl_s, settle_s, max_keys
         self._now = monotonic
         self._lock = threading.Lock()
@@ -303,7 +329,16 @@ def recent_probes(store: Store, region: str, limit: int = 50) -> list[ProbeResul
 # ---------------------------------------------------------------- overview
 
 
-def _card(settings: Settings, name: str, health: RegionHealth | None, last: datetime | None, stats: Stats, spark: charts.Chart, active: list[Override], now: datetime) -> RegionCard:
+def _card(
+    settings: Settings,
+    name: str,
+    health: RegionHealth | None,
+    last: datetime | None,
+    stats: Stats,
+    spark: charts.Chart,
+    active: list[Override],
+    now: datetime,
+) -> RegionCard:
     age = (now - last).total_seconds() if last else None
     return RegionCard(
         name=name,
@@ -323,7 +358,9 @@ def _card(settings: Settings, name: str, health: RegionHealth | None, last: date
     )
 
 
-def target_views(settings: Settings, rows: list[dict[str, Any]], active: list[Override], panics: dict[str, dict[str, Any]]) -> list[TargetView]:
+def target_views(
+    settings: Settings, rows: list[dict[str, Any]], active: list[Override], panics: dict[str, dict[str, Any]]
+) -> list[TargetView]:
     by_key = {(r["target"], r["region"]): r for r in rows}
     views = []
     for t in settings.targets:
@@ -371,11 +408,25 @@ def lease_alive(lease: dict[str, Any] | None, now: datetime) -> bool:
     return bool(lease and lease.get("holder") and lease.get("expires_at") and lease["expires_at"] > now)
 
 
-def banners(settings: Settings, cards: list[RegionCard], active: list[Override], panics: dict[str, dict[str, Any]], lease: dict[str, Any] | None, endpoints: dict[str, EndpointHealth], now: datetime) -> list[Banner]:
+def banners(
+    settings: Settings,
+    cards: list[RegionCard],
+    active: list[Override],
+    panics: dict[str, dict[str, Any]],
+    lease: dict[str, Any] | None,
+    endpoints: dict[str, EndpointHealth],
+    now: datetime,
+) -> list[Banner]:
     out: list[Banner] = []
     for key, value in sorted(panics.items()):
         where = key.removeprefix("panic:") or "all targets"
-        out.append(Banner("panic", "critical", f"Fail-open in {where}: {_flag_text(value)}. Automation keeps every endpoint serving; the prober may be the fault."))
+        out.append(
+            Banner(
+                "panic",
+                "critical",
+                f"Fail-open in {where}: {_flag_text(value)}. Automation keeps every endpoint serving; the prober may be the fault.",
+            )
+        )
     for o in active:
         if o.kind is OverrideKind.FREEZE:
             until = f" until {o.expires_at:%Y-%m-%d %H:%M} UTC" if o.expires_at else ""
@@ -384,12 +435,30 @@ def banners(settings: Settings, cards: list[RegionCard], active: list[Override],
     if stale:
         limit = int(stale_after(settings))
         names = ", ".join(c.name for c in stale)
-        out.append(Banner("stale", "critical" if len(stale) == len(cards) else "warning", f"Stale data: no probe results for more than {limit} s from {names}. Health shown may be out of date; is the prober running?"))
+        out.append(
+            Banner(
+                "stale",
+                "critical" if len(stale) == len(cards) else "warning",
+                f"Stale data: no probe results for more than {limit} s from {names}. Health shown may be out of date; is the prober running?",
+            )
+        )
     if not lease_alive(lease, now):
-        out.append(Banner("leader", "critical", "No leader: no worker holds the lease, so nothing is planned or applied to Azure. Is `regionguard run` running?"))
+        out.append(
+            Banner(
+                "leader",
+                "critical",
+                "No leader: no worker holds the lease, so nothing is planned or applied to Azure. Is `regionguard run` running?",
+            )
+        )
     problems = sorted((e.endpoint_id, e.config_problem) for e in endpoints.values() if e.config_problem)
     for eid, problem in problems:
-        out.append(Banner("config", "critical", f"Configuration problem at {eid}: {problem}. This is not a regional outage; fix the credentials, deployment name or request."))
+        out.append(
+            Banner(
+                "config",
+                "critical",
+                f"Configuration problem at {eid}: {problem}. This is not a regional outage; fix the credentials, deployment name or request.",
+            )
+        )
     return out
 
 
@@ -404,11 +473,22 @@ def overview(settings: Settings, store: Store, now: datetime) -> Overview:
     panics = store.flags("panic:")
     lease = store.lease(LEASE_NAME)
     cards = [
-        _card(settings, n, regions.get(n), last.get(n), stats.get(n, Stats()), charts.sparkline(series.get(n, []), start, now, 60), active, now)
+        _card(
+            settings,
+            n,
+            regions.get(n),
+            last.get(n),
+            stats.get(n, Stats()),
+            charts.sparkline(series.get(n, []), start, now, 60),
+            active,
+            now,
+        )
         for n in names
     ]
     targets = target_views(settings, store.target_endpoints(), active, panics)
-    return Overview(now=now, cards=cards, targets=targets, banners=banners(settings, cards, active, panics, lease, endpoints, now), leader=lease)
+    return Overview(
+        now=now, cards=cards, targets=targets, banners=banners(settings, cards, active, panics, lease, endpoints, now), leader=lease
+    )
 
 
 # ---------------------------------------------------------------- region page
@@ -491,13 +571,30 @@ class TimelineItem:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"at": self.at.isoformat(), "kind": self.kind, "title": self.title, "detail": self.detail, "actor": self.actor, "region": self.region, "target": self.target, "severity": self.severity, "extra": self.extra}
+        return {
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "title": self.title,
+            "detail": self.detail,
+            "actor": self.actor,
+            "region": self.region,
+            "target": self.target,
+            "severity": self.severity,
+            "extra": self.extra,
+        }
 
 
 _OWN_TABLES = {"transition", "plan", "change", "override"}
 
 
-def timeline(store: Store, region: str | None = None, target: str | None = None, kinds: set[str] | None = None, limit: int = 200, now: datetime | None = None) -> list[TimelineItem]:
+def timeline(
+    store: Store,
+    region: str | None = None,
+    target: str | None = None,
+    kinds: set[str] | None = None,
+    limit: int = 200,
+    now: datetime | None = None,
+) -> list[TimelineItem]:
     """Transitions, plans, changes, overrides and other audit events, newest first."""
     want = kinds or set(TIMELINE_KINDS)
     items: list[TimelineItem] = []
@@ -529,11 +626,18 @@ def timeline(store: Store, region: str | None = None, target: str | None = None,
                     at=p["created_at"],
                     kind="plan",
                     title=f"plan {p['checksum']}: {len(changes)} change(s){' (dry run)' if p.get('dry_run') else ''}",
-                    detail="; ".join(f"{c.get('target')}/{c.get('region')} {_what(c.get('field'), c.get('actual'), c.get('desired'))} ({c.get('reason')})" for c in changes)
+                    detail="; ".join(
+                        f"{c.get('target')}/{c.get('region')} {_what(c.get('field'), c.get('actual'), c.get('desired'))} ({c.get('reason')})"
+                        for c in changes
+                    )
                     or "no changes",
                     actor=p["actor"],
                     severity="warning" if body.get("panics") else "info",
-                    extra={"fencing_token": p.get("fencing_token"), "skipped": [f"{s.get('rule')}: {s.get('reason')}" for s in skipped], "panics": body.get("panics", [])},
+                    extra={
+                        "fencing_token": p.get("fencing_token"),
+                        "skipped": [f"{s.get('rule')}: {s.get('reason')}" for s in skipped],
+                        "panics": body.get("panics", []),
+                    },
                 )
             )
     if "change" in want:
@@ -548,7 +652,11 @@ def timeline(store: Store, region: str | None = None, target: str | None = None,
                     region=c["region"],
                     target=c["target"],
                     severity="critical" if c["status"] == "failed" else "info",
-                    extra={"fencing_token": c.get("fencing_token"), "status": c["status"], "error": " ".join(x for x in (c.get("error_code"), c.get("error_message")) if x) or None},
+                    extra={
+                        "fencing_token": c.get("fencing_token"),
+                        "status": c["status"],
+                        "error": " ".join(x for x in (c.get("error_code"), c.get("error_message")) if x) or None,
+                    },
                 )
             )
     if "override" in want:
@@ -568,14 +676,29 @@ def timeline(store: Store, region: str | None = None, target: str | None = None,
                     region=o.region,
                     target=o.target,
                     severity="warning",
-                    extra={"expires_at": o.expires_at.isoformat() if o.expires_at else None, "lifted_at": o.lifted_at.isoformat() if o.lifted_at else None, "id": o.id},
+                    extra={
+                        "expires_at": o.expires_at.isoformat() if o.expires_at else None,
+                        "lifted_at": o.lifted_at.isoformat() if o.lifted_at else None,
+                        "id": o.id,
+                    },
                 )
             )
     if "event" in want:
         for e in store.events(region=region, target=target, limit=limit):
             if e.kind in _OWN_TABLES:
                 continue
-            items.append(TimelineItem(at=e.at, kind="event", title=f"{e.kind}: {e.summary}", detail="", actor=e.actor, region=e.region, target=e.target, severity=e.severity))
+            items.append(
+                TimelineItem(
+                    at=e.at,
+                    kind="event",
+                    title=f"{e.kind}: {e.summary}",
+                    detail="",
+                    actor=e.actor,
+                    region=e.region,
+                    target=e.target,
+                    severity=e.severity,
+                )
+            )
     items.sort(key=lambda i: i.at, reverse=True)
     return items[:limit]
 

@@ -94,7 +94,7 @@ def _arm_code_and_message(exc: Any) -> tuple[str | None, str]:
         response = getattr(exc, "response", None)
         try:
             body = response.json() if response is not None else None
-        except Exception:  # noqa: BLE001 - a body that is not JSON
+        except Exception:
             body = None
         inner = body.get("error") if isinstance(body, dict) else None
         if isinstance(inner, dict):
@@ -232,7 +232,7 @@ def call_with_retry(
             raise DeadlineExceeded(f"{what}: deadline passed before attempt {attempt}", code="DeadlineExceeded")
         try:
             return fn(left)
-        except Exception as exc:  # noqa: BLE001 - classified right here
+        except Exception as exc:
             error = classify(exc)
         if not error.transient or attempt >= policy.attempts:
             raise error
@@ -296,7 +296,14 @@ def group_by_endpoint(target: Any, plan: Plan) -> tuple[dict[str, list[Change]],
             continue
         owned = change.region in target.endpoints and azure_name(target, change.region).lower() == change.endpoint.lower()
         if not owned:
-            refused.append((change, PermanentError(f"{change.endpoint!r} ({change.region}) is not an endpoint of target {target.name!r} in the config", code="NotOwned")))
+            refused.append(
+                (
+                    change,
+                    PermanentError(
+                        f"{change.endpoint!r} ({change.region}) is not an endpoint of target {target.name!r} in the config", code="NotOwned"
+                    ),
+                )
+            )
             continue
         groups.setdefault(change.region, []).append(change)
     return groups, refused
@@ -358,20 +365,20 @@ __all__ = [
     "OnResult",
     "PermanentError",
     "RetryPolicy",
+    "SdkActuator",
     "Step",
     "TransientError",
-    "SdkActuator",
     "call_with_retry",
     "classify",
     "desired_fields",
     "enabled_state",
-    "sdk_fields",
     "group_by_endpoint",
-    "start_apply",
     "order_for_unique_priorities",
     "remaining",
     "report_group",
     "request_options",
+    "sdk_fields",
+    "start_apply",
     "verify",
 ]
 
@@ -416,7 +423,10 @@ def order_for_unique_priorities(
             continue
         holders = [n for n, p in final.items() if p == wanted and n != me]
         if holders:
-            refused[region] = PermanentError(f"priority {wanted} would also be held by {', '.join(sorted(holders))}; Traffic Manager priorities must be unique", code="PriorityConflict")
+            refused[region] = PermanentError(
+                f"priority {wanted} would also be held by {', '.join(sorted(holders))}; Traffic Manager priorities must be unique",
+                code="PriorityConflict",
+            )
     pending = [r for r in groups if r not in refused]
     steps: list[Step] = []
     lo, hi = priority_range

@@ -65,7 +65,9 @@ class _Clients:
             return client
 
 
-def build_actuators(settings: Settings, credential: Any = None, *, retry: RetryPolicy | None = None, policies: list[Any] | None = None) -> dict[str, Actuator]:
+def build_actuators(
+    settings: Settings, credential: Any = None, *, retry: RetryPolicy | None = None, policies: list[Any] | None = None
+) -> dict[str, Actuator]:
     """target name -> the actuator for its kind (one instance per kind, shared)."""
     if not settings.targets:
         return {}
@@ -80,15 +82,21 @@ def build_actuators(settings: Settings, credential: Any = None, *, retry: RetryP
         if kind == "traffic_manager":
             from azure.mgmt.trafficmanager import TrafficManagerManagementClient
 
-            made: Actuator = TrafficManagerActuator(_Clients(lambda sub: TrafficManagerManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry)
+            made: Actuator = TrafficManagerActuator(
+                _Clients(lambda sub: TrafficManagerManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry
+            )
         elif kind == "front_door":
             from azure.mgmt.frontdoor import FrontDoorManagementClient
 
-            made = FrontDoorClassicActuator(_Clients(lambda sub: FrontDoorManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry)
+            made = FrontDoorClassicActuator(
+                _Clients(lambda sub: FrontDoorManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry
+            )
         elif kind == "front_door_cdn":
             from azure.mgmt.cdn import CdnManagementClient
 
-            made = FrontDoorCdnActuator(_Clients(lambda sub: CdnManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry)
+            made = FrontDoorCdnActuator(
+                _Clients(lambda sub: CdnManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry
+            )
         else:  # pragma: no cover - config validation forbids it
             raise ValueError(f"no actuator for target kind {kind!r}")
         by_kind[kind] = made

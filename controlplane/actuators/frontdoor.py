@@ -29,13 +29,13 @@ from controlplane.actuators.base import (
     ApplyReport,
     OnResult,
     PermanentError,
-    TransientError,
     SdkActuator,
+    TransientError,
     desired_fields,
-    sdk_fields,
-    start_apply,
     remaining,
     report_group,
+    sdk_fields,
+    start_apply,
     verify,
 )
 from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
@@ -82,7 +82,9 @@ class FrontDoorClassicActuator(SdkActuator):
     def _pool(target: Any, front_door: Any) -> Any:
         pool = _find(front_door.properties.backend_pools, "name", target.backend_pool)
         if pool is None:
-            raise PermanentError(f"Front Door {target.front_door!r} has no backend pool {target.backend_pool!r}", code="BackendPoolNotFound")
+            raise PermanentError(
+                f"Front Door {target.front_door!r} has no backend pool {target.backend_pool!r}", code="BackendPoolNotFound"
+            )
         return pool
 
     def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
@@ -96,7 +98,9 @@ class FrontDoorClassicActuator(SdkActuator):
                 log.warning("target %s: backend %s not found in pool %s", target.name, cfg.address, target.backend_pool)
                 continue
             owned.add(cfg.address.lower())
-            settings[region] = EndpointSetting(weight=backend.weight, priority=backend.priority, enabled=backend.enabled_state != "Disabled")
+            settings[region] = EndpointSetting(
+                weight=backend.weight, priority=backend.priority, enabled=backend.enabled_state != "Disabled"
+            )
         unmanaged = tuple(sorted(str(b.address) for b in backends if str(b.address).lower() not in owned))
         return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged)
 
@@ -123,7 +127,9 @@ class FrontDoorClassicActuator(SdkActuator):
             report_group(report, changes, missing.get(region) or self._check(target, region, changes, result), on_result)
         return report
 
-    def _read_modify_write(self, target: Any, groups: dict[str, list[Change]], missing: dict[str, ActuatorError], report: ApplyReport, left: float) -> Any:
+    def _read_modify_write(
+        self, target: Any, groups: dict[str, list[Change]], missing: dict[str, ActuatorError], report: ApplyReport, left: float
+    ) -> Any:
         """One attempt: GET, change the managed backends, PUT, wait for the operation."""
         deadline = time.monotonic() + left
         client = self._client_for(target.subscription_id)
@@ -134,7 +140,9 @@ class FrontDoorClassicActuator(SdkActuator):
         for region, changes in groups.items():
             backend = _find(backends, "address", target.endpoints[region].address)
             if backend is None:
-                missing[region] = PermanentError(f"backend {target.endpoints[region].address!r} is not in pool {target.backend_pool!r}", code="BackendNotFound")
+                missing[region] = PermanentError(
+                    f"backend {target.endpoints[region].address!r} is not in pool {target.backend_pool!r}", code="BackendNotFound"
+                )
                 continue
             for attribute, value in sdk_fields(desired_fields(changes), "enabled_state").items():
                 setattr(backend, attribute, value)
@@ -147,7 +155,9 @@ class FrontDoorClassicActuator(SdkActuator):
         )
         result = poller.result(timeout=max(0.0, remaining(deadline)))
         if not poller.done():
-            raise TransientError(f"Front Door {target.front_door}: the update was accepted but had not finished by the deadline", code="OperationTimeout")
+            raise TransientError(
+                f"Front Door {target.front_door}: the update was accepted but had not finished by the deadline", code="OperationTimeout"
+            )
         return result
 
     def _check(self, target: Any, region: str, changes: list[Change], result: Any) -> ActuatorError | None:

@@ -16,18 +16,17 @@ from controlplane.actuators.base import (
     ActuatorError,
     ApplyReport,
     OnResult,
-    TransientError,
     SdkActuator,
+    TransientError,
     desired_fields,
+    report_group,
     sdk_fields,
     start_apply,
-    report_group,
     verify,
 )
 from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
 
 log = logging.getLogger(__name__)
-
 
 
 class FrontDoorCdnActuator(SdkActuator):
@@ -37,7 +36,9 @@ class FrontDoorCdnActuator(SdkActuator):
         deadline = self._deadline(deadline)
         client = self._client_for(target.subscription_id)
         origins = self._retrying(
-            lambda left: list(client.afd_origins.list_by_origin_group(target.resource_group, target.profile, target.origin_group, **self._opts(left))),
+            lambda left: list(
+                client.afd_origins.list_by_origin_group(target.resource_group, target.profile, target.origin_group, **self._opts(left))
+            ),
             deadline,
             f"list origins of {target.profile}/{target.origin_group}",
         )
@@ -80,7 +81,9 @@ class FrontDoorCdnActuator(SdkActuator):
             )
             result = poller.result(timeout=max(0.0, deadline - time.monotonic()))
             if not poller.done():
-                raise TransientError(f"origin {origin}: the update was accepted but had not finished by the deadline", code="OperationTimeout")
+                raise TransientError(
+                    f"origin {origin}: the update was accepted but had not finished by the deadline", code="OperationTimeout"
+                )
             return result
 
         what = f"PATCH origin {target.profile}/{target.origin_group}/{origin}"

@@ -32,9 +32,9 @@ from controlplane.actuators.base import (
     TransientError,
     call_with_retry,
     desired_fields,
-    start_apply,
     order_for_unique_priorities,
     report_group,
+    start_apply,
     verify,
 )
 from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, azure_name
@@ -102,7 +102,9 @@ class MemoryActuator:
                 setattr(ep, key, value)
             endpoints[name.lower()] = ep
         for name, fields in (unmanaged or {}).items():
-            endpoints[name.lower()] = _Endpoint(name=name, weight=fields.get("weight", 1), priority=fields.get("priority"), enabled=fields.get("enabled", True))
+            endpoints[name.lower()] = _Endpoint(
+                name=name, weight=fields.get("weight", 1), priority=fields.get("priority"), enabled=fields.get("enabled", True)
+            )
         with self._lock:
             self._targets[target.name] = (target.kind, endpoints)
 
@@ -193,7 +195,12 @@ class MemoryActuator:
             if step.region not in groups:
                 continue
             try:
-                call_with_retry(lambda left, s=step: self._write(target, s, report, left), deadline=deadline, policy=self._retry, what=f"write {target.name}/{names[step.region]}")
+                call_with_retry(
+                    lambda left, s=step: self._write(target, s, report, left),
+                    deadline=deadline,
+                    policy=self._retry,
+                    what=f"write {target.name}/{names[step.region]}",
+                )
                 error: ActuatorError | None = None if step.park else verify(step.fields, self._observed(target, names[step.region]))
             except ActuatorError as exc:
                 error = exc
@@ -240,9 +247,13 @@ class MemoryActuator:
         for f, (lo, hi) in ((Field.WEIGHT, WEIGHT_RANGE.get(kind, (1, 1000))), (Field.PRIORITY, PRIORITY_RANGE.get(kind, (1, 1000)))):
             value = fields.get(f)
             if f in fields and (not isinstance(value, int) or not lo <= value <= hi):
-                raise PermanentError(f"The {f.value} of endpoint '{name}' must be between {lo} and {hi}; got {value!r}.", code="BadRequest", status=400)
+                raise PermanentError(
+                    f"The {f.value} of endpoint '{name}' must be between {lo} and {hi}; got {value!r}.", code="BadRequest", status=400
+                )
         wanted = fields.get(Field.PRIORITY)
         if kind == "traffic_manager" and wanted is not None:
             holders = [ep.name for key, ep in endpoints.items() if key != name.lower() and ep.priority == wanted]
             if holders:
-                raise PermanentError(f"Priority {wanted} of endpoint '{name}' is already used by '{holders[0]}'.", code="BadRequest", status=400)
+                raise PermanentError(
+                    f"Priority {wanted} of endpoint '{name}' is already used by '{holders[0]}'.", code="BadRequest", status=400
+                )

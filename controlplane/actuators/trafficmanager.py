@@ -19,20 +19,19 @@ from controlplane.actuators.base import (
     ActuatorError,
     ApplyReport,
     OnResult,
-    Step,
     SdkActuator,
+    Step,
     desired_fields,
-    sdk_fields,
-    start_apply,
     order_for_unique_priorities,
     report_group,
+    sdk_fields,
+    start_apply,
     verify,
 )
 from controlplane.config import PRIORITY_RANGE, azure_name
 from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
 
 log = logging.getLogger(__name__)
-
 
 
 def _type_suffix(value: str | None) -> str:
@@ -95,7 +94,9 @@ class TrafficManagerActuator(SdkActuator):
             report_group(report, groups.pop(step.region), error, on_result)
         return report
 
-    def _ordered_steps(self, target: Any, groups: dict[str, list[Change]], names: dict[str, str], deadline: float) -> tuple[list[Step], dict[str, ActuatorError]]:
+    def _ordered_steps(
+        self, target: Any, groups: dict[str, list[Change]], names: dict[str, str], deadline: float
+    ) -> tuple[list[Step], dict[str, ActuatorError]]:
         touches_priority = any(c.field is Field.PRIORITY for changes in groups.values() for c in changes)
         if not touches_priority:
             return [Step(region, desired_fields(changes)) for region, changes in groups.items()], {}
@@ -117,7 +118,12 @@ class TrafficManagerActuator(SdkActuator):
         def patch(left: float) -> Any:
             report.writes += 1
             return client.endpoints.update(
-                target.resource_group, target.profile, cfg.type, cfg.name, Endpoint(properties=EndpointProperties(**body)), **self._opts(left)
+                target.resource_group,
+                target.profile,
+                cfg.type,
+                cfg.name,
+                Endpoint(properties=EndpointProperties(**body)),
+                **self._opts(left),
             )
 
         what = f"PATCH Traffic Manager endpoint {target.profile}/{cfg.name}{' (park)' if step.park else ''}"

@@ -172,7 +172,16 @@ def build_message(group: str, events: Sequence[AuditEvent], max_events: int = 20
     listed = list(events)[-max_events:]
     lines = tuple(f"{_SEVERITY_LABEL.get(e.severity, e.severity)} {e.kind}: " + "; ".join(event_lines(e)) for e in listed)
     return Message(
-        group=group, action=action, severity=severity, region=region, target=target, title=title, lines=lines, events=tuple(events), omitted=count - len(listed), count=count
+        group=group,
+        action=action,
+        severity=severity,
+        region=region,
+        target=target,
+        title=title,
+        lines=lines,
+        events=tuple(events),
+        omitted=count - len(listed),
+        count=count,
     )
 
 
@@ -191,7 +200,9 @@ def slack_payload(msg: Message) -> dict[str, Any]:
     if len(body) > _SLACK_SECTION_MAX:
         body = body[: _SLACK_SECTION_MAX - 1] + "…"
     header = msg.title if len(msg.title) <= _SLACK_HEADER_MAX else msg.title[: _SLACK_HEADER_MAX - 1] + "…"
-    context = f"region: *{_slack_escape(msg.region or '-')}* · target: *{_slack_escape(msg.target or '-')}* · group: `{_slack_escape(msg.group)}`"
+    context = (
+        f"region: *{_slack_escape(msg.region or '-')}* · target: *{_slack_escape(msg.target or '-')}* · group: `{_slack_escape(msg.group)}`"
+    )
     return {
         "text": msg.text,
         "blocks": [
@@ -221,7 +232,10 @@ def teams_payload(msg: Message) -> dict[str, Any]:
     if msg.omitted:
         body.append({"type": "TextBlock", "text": f"(+{msg.omitted} more event(s))", "isSubtle": True, "wrap": True})
     card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard", "version": "1.4", "body": body}
-    return {"type": "message", "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
+    return {
+        "type": "message",
+        "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}],
+    }
 
 
 def pagerduty_dedup_key(channel: PagerDutyChannel, group: str) -> str:

@@ -124,7 +124,9 @@ class _ChannelWorker:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
-        self._client = httpx.Client(timeout=httpx.Timeout(channel.timeout), transport=transport, follow_redirects=False, headers={"User-Agent": _USER_AGENT})
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(channel.timeout), transport=transport, follow_redirects=False, headers={"User-Agent": _USER_AGENT}
+        )
         self._thread = threading.Thread(target=self._run, name=f"notify-{channel.name}", daemon=True)
 
     # ------------------------------------------------------------ caller side (must never block)
@@ -155,7 +157,12 @@ class _ChannelWorker:
         if self._metrics is not None:
             self._metrics.observe_notification_dropped(self.name)
         if total == 1 or total % 100 == 0:
-            log.warning("notification queue of channel %s is full: dropped the oldest event (%d dropped so far)", self.name, total, extra={"channel": self.name, "dropped": total})
+            log.warning(
+                "notification queue of channel %s is full: dropped the oldest event (%d dropped so far)",
+                self.name,
+                total,
+                extra={"channel": self.name, "dropped": total},
+            )
 
     @property
     def queued(self) -> int:
@@ -185,7 +192,11 @@ class _ChannelWorker:
         alive = self._thread.is_alive()
         if alive:
             self._abort.set()
-            log.warning("notification channel %s did not finish before the close timeout; abandoning its queue", self.name, extra={"channel": self.name})
+            log.warning(
+                "notification channel %s did not finish before the close timeout; abandoning its queue",
+                self.name,
+                extra={"channel": self.name},
+            )
         else:
             self._client.close()
         return not alive
@@ -203,7 +214,7 @@ class _ChannelWorker:
             for batch in due:
                 try:
                     self._deliver(batch)
-                except Exception:  # noqa: BLE001 - a bug in one delivery must not kill the channel
+                except Exception:
                     log.exception("notification channel %s failed to deliver a batch", self.name, extra={"channel": self.name})
             with self._cond:
                 self._busy = False
@@ -268,10 +279,21 @@ class _ChannelWorker:
                 self._open_groups.discard(msg.group)
             else:
                 self._open_groups.add(msg.group)
-            log.info("notification sent on %s: %s", self.name, msg.title, extra={"channel": self.name, "group": msg.group, "attempts": result.attempts})
+            log.info(
+                "notification sent on %s: %s",
+                self.name,
+                msg.title,
+                extra={"channel": self.name, "group": msg.group, "attempts": result.attempts},
+            )
         else:
             self.failed += 1
-            log.warning("notification on %s failed after %d attempt(s): %s", self.name, result.attempts, result.error, extra={"channel": self.name, "group": msg.group})
+            log.warning(
+                "notification on %s failed after %d attempt(s): %s",
+                self.name,
+                result.attempts,
+                result.error,
+                extra={"channel": self.name, "group": msg.group},
+            )
         if self._metrics is not None:
             self._metrics.observe_notification(self.name, "sent" if result.ok else "failed")
 
@@ -283,7 +305,9 @@ class _ChannelWorker:
         if isinstance(ch, TeamsChannel):
             return Rendered(self._secrets["url"], messages.encode_body(messages.teams_payload(msg)), lambda: dict(json_headers))
         if isinstance(ch, PagerDutyChannel):
-            return Rendered(ch.url, messages.encode_body(messages.pagerduty_payload(msg, ch, self._secrets["routing_key"])), lambda: dict(json_headers))
+            return Rendered(
+                ch.url, messages.encode_body(messages.pagerduty_payload(msg, ch, self._secrets["routing_key"])), lambda: dict(json_headers)
+            )
         delivery_id = uuid.uuid4().hex
         body = messages.encode_body(messages.webhook_payload(msg, delivery_id))
         secret = self._secrets.get("secret")
@@ -320,13 +344,18 @@ class _ChannelWorker:
             return None, f"timeout after {self.channel.timeout:g}s ({type(exc).__name__})", True, None
         except httpx.TransportError as exc:
             return None, f"transport error ({type(exc).__name__})", True, None
-        except Exception as exc:  # noqa: BLE001 - never let the URL (a secret) reach the record
+        except Exception as exc:
             return None, f"request failed ({type(exc).__name__})", False, None
         if 200 <= resp.status_code < 300:
             return resp.status_code, None, False, None
         detail = scrub(resp.text[:200].strip().replace("\n", " "))
         retryable = resp.status_code >= 500 or resp.status_code in RETRYABLE_STATUS
-        return resp.status_code, f"HTTP {resp.status_code}" + (f": {detail}" if detail else ""), retryable, parse_retry_after(resp.headers.get("Retry-After"))
+        return (
+            resp.status_code,
+            f"HTTP {resp.status_code}" + (f": {detail}" if detail else ""),
+            retryable,
+            parse_retry_after(resp.headers.get("Retry-After")),
+        )
 
     def _sleep(self, delay: float) -> bool:
         """Back off; False when closing leaves no time for it."""
@@ -340,8 +369,10 @@ class _ChannelWorker:
         if self._store is None:
             return None
         try:
-            return self._store.add_notification(channel=self.name, event_kind=msg.kind[:32], group_key=msg.group[:160], payload=msg.record(), now=self._clock.now())
-        except Exception as exc:  # noqa: BLE001 - the store being down must not stop notifications
+            return self._store.add_notification(
+                channel=self.name, event_kind=msg.kind[:32], group_key=msg.group[:160], payload=msg.record(), now=self._clock.now()
+            )
+        except Exception as exc:
             log.warning("cannot record notification on %s: %s", self.name, type(exc).__name__, extra={"channel": self.name})
             return None
 
@@ -349,8 +380,10 @@ class _ChannelWorker:
         if self._store is None or record_id is None:
             return
         try:
-            self._store.finish_notification(record_id, status="sent" if result.ok else "failed", now=self._clock.now(), attempts=result.attempts, error=result.error)
-        except Exception as exc:  # noqa: BLE001
+            self._store.finish_notification(
+                record_id, status="sent" if result.ok else "failed", now=self._clock.now(), attempts=result.attempts, error=result.error
+            )
+        except Exception as exc:
             log.warning("cannot record notification outcome on %s: %s", self.name, type(exc).__name__, extra={"channel": self.name})
 
 
@@ -402,7 +435,7 @@ class Notifier:
             try:
                 if worker.wants(event):
                     worker.offer(event)
-            except Exception:  # noqa: BLE001 - notifications must never break the control loop
+            except Exception:
                 log.exception("could not queue a notification for channel %s", worker.name)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -447,7 +480,7 @@ class EventRelay:
         """Publish events stored since the last tick; returns how many. Never raises."""
         try:
             events = self._store.events(limit=self._batch)
-        except Exception as exc:  # noqa: BLE001 - the next tick tries again
+        except Exception as exc:
             log.warning("event relay cannot read the store: %s", type(exc).__name__)
             return 0
         fresh = sorted((e for e in events if e.id is not None and e.id > self._last_id), key=lambda e: e.id or 0)

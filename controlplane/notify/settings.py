@@ -96,7 +96,9 @@ class TeamsChannel(_Channel):
 class PagerDutyChannel(_Channel):
     kind: Literal["pagerduty"]
     routing_key_env: str = Field(pattern=_ENV_NAME, description="env var holding the Events API v2 routing (integration) key")
-    url: str = Field(default=PAGERDUTY_EVENTS_URL, pattern=r"^https?://", description="Events API v2 enqueue URL (tests point it at 127.0.0.1)")
+    url: str = Field(
+        default=PAGERDUTY_EVENTS_URL, pattern=r"^https?://", description="Events API v2 enqueue URL (tests point it at 127.0.0.1)"
+    )
     source: str = "regionguard"
     dedup_prefix: str = Field(default="regionguard", min_length=1, max_length=60)
 
@@ -121,8 +123,12 @@ Channel = Annotated[SlackChannel | TeamsChannel | PagerDutyChannel | WebhookChan
 
 class NotificationSettings(_Section):
     channels: list[Channel] = Field(default_factory=list)
-    group_wait: Duration = Field(default=5.0, ge=0, description="events of one incident (region) arriving within this window go out as one message")
-    queue_size: int = Field(default=1000, ge=1, le=100_000, description="events waiting per channel; the oldest is dropped (and counted) when full")
+    group_wait: Duration = Field(
+        default=5.0, ge=0, description="events of one incident (region) arriving within this window go out as one message"
+    )
+    queue_size: int = Field(
+        default=1000, ge=1, le=100_000, description="events waiting per channel; the oldest is dropped (and counted) when full"
+    )
     max_events_per_message: int = Field(default=20, ge=1, le=200, description="lines listed in one message; the rest are counted")
 
     @model_validator(mode="after")

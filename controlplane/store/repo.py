@@ -122,7 +122,9 @@ class Store:
                 conn.execute(text("SELECT 1"))
             current = db.current_revision(self.url)
         except SQLAlchemyError as exc:
-            raise db.DatabaseUnavailable(f"database {self.engine.url.render_as_string(hide_password=True)} unreachable: {type(exc.orig or exc).__name__}: {str(exc.orig or exc).splitlines()[0][:200]}") from None
+            raise db.DatabaseUnavailable(
+                f"database {self.engine.url.render_as_string(hide_password=True)} unreachable: {type(exc.orig or exc).__name__}: {str(exc.orig or exc).splitlines()[0][:200]}"
+            ) from None
         head = db.head_revision()
         if current != head:
             raise db.DatabaseUnavailable(
@@ -139,7 +141,9 @@ class Store:
             s.execute(ProbeResultRow.__table__.insert(), [dict(r, started_at=r["started_at"]) for r in rows])
         return len(rows)
 
-    def latest_results(self, per_endpoint: int = 10, region: str | None = None, endpoint_id: str | None = None, since: datetime | None = None) -> list[ProbeResult]:
+    def latest_results(
+        self, per_endpoint: int = 10, region: str | None = None, endpoint_id: str | None = None, since: datetime | None = None
+    ) -> list[ProbeResult]:
         """The newest N results per (endpoint, vantage), oldest first.
 
         Pass ``since`` on large tables: the ranking then only looks at recent
@@ -159,17 +163,33 @@ class Store:
             if endpoint_id:
                 ranked = ranked.where(ProbeResultRow.endpoint_id == endpoint_id)
             sub = ranked.subquery()
-            q = select(ProbeResultRow).join(sub, sub.c.id == ProbeResultRow.id).where(sub.c.rn <= per_endpoint).order_by(ProbeResultRow.started_at, ProbeResultRow.id)
+            q = (
+                select(ProbeResultRow)
+                .join(sub, sub.c.id == ProbeResultRow.id)
+                .where(sub.c.rn <= per_endpoint)
+                .order_by(ProbeResultRow.started_at, ProbeResultRow.id)
+            )
             return [_to_probe(r) for r in s.scalars(q)]
 
-    def results_between(self, since: datetime, until: datetime | None = None, region: str | None = None, limit: int | None = None, newest_first: bool = False) -> list[ProbeResult]:
+    def results_between(
+        self,
+        since: datetime,
+        until: datetime | None = None,
+        region: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[ProbeResult]:
         with self.session() as s:
             q = select(ProbeResultRow).where(ProbeResultRow.started_at >= since)
             if until is not None:
                 q = q.where(ProbeResultRow.started_at < until)
             if region:
                 q = q.where(ProbeResultRow.region == region)
-            order = (ProbeResultRow.started_at.desc(), ProbeResultRow.id.desc()) if newest_first else (ProbeResultRow.started_at, ProbeResultRow.id)
+            order = (
+                (ProbeResultRow.started_at.desc(), ProbeResultRow.id.desc())
+                if newest_first
+                else (ProbeResultRow.started_at, ProbeResultRow.id)
+            )
             q = q.order_by(*order)
             if limit:
                 q = q.limit(limit)
@@ -292,10 +312,32 @@ class Store:
 
     def save_health(self, endpoints: Iterable[EndpointHealth], regions: Iterable[RegionHealth], now: datetime) -> None:
         rows = [
-            dict(key=e.endpoint_id, subject="endpoint", region=e.region, state=e.state.value, score=e.score, reason=e.reason, since_at=e.since, quota_headroom=e.quota_headroom, config_problem=e.config_problem, updated_at=now)
+            dict(
+                key=e.endpoint_id,
+                subject="endpoint",
+                region=e.region,
+                state=e.state.value,
+                score=e.score,
+                reason=e.reason,
+                since_at=e.since,
+                quota_headroom=e.quota_headroom,
+                config_problem=e.config_problem,
+                updated_at=now,
+            )
             for e in endpoints
         ] + [
-            dict(key=r.region, subject="region", region=r.region, state=r.state.value, score=r.score, reason="; ".join(r.reasons), since_at=r.since, quota_headroom=r.quota_headroom, config_problem=None, updated_at=now)
+            dict(
+                key=r.region,
+                subject="region",
+                region=r.region,
+                state=r.state.value,
+                score=r.score,
+                reason="; ".join(r.reasons),
+                since_at=r.since,
+                quota_headroom=r.quota_headroom,
+                config_problem=None,
+                updated_at=now,
+            )
             for r in regions
         ]
         with self.session() as s:
@@ -308,7 +350,16 @@ class Store:
         with self.session() as s:
             rows = list(s.scalars(select(HealthStateRow)))
         endpoints = {
-            r.key: EndpointHealth(endpoint_id=r.key, region=r.region, state=HealthStateName(r.state), score=r.score, reason=r.reason, since=r.since_at, quota_headroom=r.quota_headroom, config_problem=r.config_problem)
+            r.key: EndpointHealth(
+                endpoint_id=r.key,
+                region=r.region,
+                state=HealthStateName(r.state),
+                score=r.score,
+                reason=r.reason,
+                since=r.since_at,
+                quota_headroom=r.quota_headroom,
+                config_problem=r.config_problem,
+            )
             for r in rows
             if r.subject == "endpoint"
         }
@@ -316,19 +367,39 @@ class Store:
         for r in rows:
             if r.subject == "region":
                 eps = tuple(e for e in endpoints.values() if e.region == r.key)
-                regions[r.key] = RegionHealth(region=r.key, state=HealthStateName(r.state), score=r.score, reasons=tuple(x for x in r.reason.split("; ") if x), endpoints=eps, quota_headroom=r.quota_headroom, since=r.since_at)
+                regions[r.key] = RegionHealth(
+                    region=r.key,
+                    state=HealthStateName(r.state),
+                    score=r.score,
+                    reasons=tuple(x for x in r.reason.split("; ") if x),
+                    endpoints=eps,
+                    quota_headroom=r.quota_headroom,
+                    since=r.since_at,
+                )
         return endpoints, regions
 
     # ------------------------------------------------------------ plans and changes
 
     def record_plan(self, plan: Plan, actor: str, now: datetime, fencing_token: int | None = None, dry_run: bool = False) -> int:
         with self.session() as s:
-            row = PlanRow(created_at=now, checksum=plan.checksum, actor=actor, fencing_token=fencing_token, dry_run=dry_run, body=plan.to_dict())
+            row = PlanRow(
+                created_at=now, checksum=plan.checksum, actor=actor, fencing_token=fencing_token, dry_run=dry_run, body=plan.to_dict()
+            )
             s.add(row)
             s.flush()
             return row.id
 
-    def record_change(self, change: Change, status: str, now: datetime, actor: str = "automation", plan_id: int | None = None, fencing_token: int | None = None, error_code: str | None = None, error_message: str | None = None) -> int:
+    def record_change(
+        self,
+        change: Change,
+        status: str,
+        now: datetime,
+        actor: str = "automation",
+        plan_id: int | None = None,
+        fencing_token: int | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> int:
         with self.session() as s:
             row = ChangeRow(
                 plan_id=plan_id,
@@ -352,11 +423,24 @@ class Store:
             s.flush()
             return row.id
 
-    def finish_change(self, change_id: int, status: str, now: datetime, error_code: str | None = None, error_message: str | None = None) -> None:
+    def finish_change(
+        self, change_id: int, status: str, now: datetime, error_code: str | None = None, error_message: str | None = None
+    ) -> None:
         with self.session() as s:
-            s.execute(update(ChangeRow).where(ChangeRow.id == change_id).values(status=status, finished_at=now, error_code=error_code, error_message=error_message))
+            s.execute(
+                update(ChangeRow)
+                .where(ChangeRow.id == change_id)
+                .values(status=status, finished_at=now, error_code=error_code, error_message=error_message)
+            )
 
-    def changes(self, since: datetime | None = None, target: str | None = None, region: str | None = None, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    def changes(
+        self,
+        since: datetime | None = None,
+        target: str | None = None,
+        region: str | None = None,
+        status: str | None = None,
+        limit: int = 200,
+    ) -> list[dict[str, Any]]:
         with self.session() as s:
             q = select(ChangeRow).order_by(ChangeRow.created_at.desc(), ChangeRow.id.desc()).limit(limit)
             if since is not None:
@@ -376,7 +460,9 @@ class Store:
 
     # ------------------------------------------------------------ target snapshots (dashboard, drift)
 
-    def save_target_state(self, target: str, names: dict[str, str], actual: TargetState | None, desired: TargetState | None, now: datetime) -> None:
+    def save_target_state(
+        self, target: str, names: dict[str, str], actual: TargetState | None, desired: TargetState | None, now: datetime
+    ) -> None:
         """Upsert per region the last actual (read back) and desired values of a target."""
         regions = set(names)
         with self.session() as s:
@@ -401,22 +487,37 @@ class Store:
             s.execute(
                 update(TargetEndpointRow)
                 .where(TargetEndpointRow.target == target, TargetEndpointRow.region == region)
-                .values(applied_weight=setting.weight, applied_priority=setting.priority, applied_enabled=setting.enabled, last_change_at=now)
+                .values(
+                    applied_weight=setting.weight, applied_priority=setting.priority, applied_enabled=setting.enabled, last_change_at=now
+                )
             )
 
     def set_write_status(self, target: str, region: str, status: str | None, error: str | None = None) -> None:
         with self.session() as s:
-            s.execute(update(TargetEndpointRow).where(TargetEndpointRow.target == target, TargetEndpointRow.region == region).values(write_status=status, write_error=error))
+            s.execute(
+                update(TargetEndpointRow)
+                .where(TargetEndpointRow.target == target, TargetEndpointRow.region == region)
+                .values(write_status=status, write_error=error)
+            )
 
     def set_drift(self, target: str, region: str, description: str | None) -> None:
         with self.session() as s:
-            s.execute(update(TargetEndpointRow).where(TargetEndpointRow.target == target, TargetEndpointRow.region == region).values(drift=description))
+            s.execute(
+                update(TargetEndpointRow)
+                .where(TargetEndpointRow.target == target, TargetEndpointRow.region == region)
+                .values(drift=description)
+            )
 
     def applied_settings(self, target: str) -> dict[str, EndpointSetting]:
         """region -> what regionguard last applied (only regions it has applied to)."""
         with self.session() as s:
-            rows = s.scalars(select(TargetEndpointRow).where(TargetEndpointRow.target == target, TargetEndpointRow.applied_enabled.is_not(None)))
-            return {r.region: EndpointSetting(weight=r.applied_weight, priority=r.applied_priority, enabled=bool(r.applied_enabled)) for r in rows}
+            rows = s.scalars(
+                select(TargetEndpointRow).where(TargetEndpointRow.target == target, TargetEndpointRow.applied_enabled.is_not(None))
+            )
+            return {
+                r.region: EndpointSetting(weight=r.applied_weight, priority=r.applied_priority, enabled=bool(r.applied_enabled))
+                for r in rows
+            }
 
     def target_endpoints(self, target: str | None = None) -> list[dict[str, Any]]:
         with self.session() as s:
@@ -429,14 +530,30 @@ class Store:
 
     def add_override(self, o: Override) -> Override:
         with self.session() as s:
-            row = OverrideRow(kind=o.kind.value, region=o.region, target=o.target, weight=o.weight, priority=o.priority, who=o.who, why=o.why, forced=o.forced, created_at=o.created_at, expires_at=o.expires_at, lifted_at=o.lifted_at)
+            row = OverrideRow(
+                kind=o.kind.value,
+                region=o.region,
+                target=o.target,
+                weight=o.weight,
+                priority=o.priority,
+                who=o.who,
+                why=o.why,
+                forced=o.forced,
+                created_at=o.created_at,
+                expires_at=o.expires_at,
+                lifted_at=o.lifted_at,
+            )
             s.add(row)
             s.flush()
             return _to_override(row)
 
     def active_overrides(self, now: datetime) -> list[Override]:
         with self.session() as s:
-            q = select(OverrideRow).where(OverrideRow.lifted_at.is_(None), or_(OverrideRow.expires_at.is_(None), OverrideRow.expires_at > now)).order_by(OverrideRow.created_at, OverrideRow.id)
+            q = (
+                select(OverrideRow)
+                .where(OverrideRow.lifted_at.is_(None), or_(OverrideRow.expires_at.is_(None), OverrideRow.expires_at > now))
+                .order_by(OverrideRow.created_at, OverrideRow.id)
+            )
             return [_to_override(r) for r in s.scalars(q)]
 
     def overrides(self, since: datetime | None = None, limit: int = 200) -> list[Override]:
@@ -449,7 +566,11 @@ class Store:
     def lift_override(self, override_id: int, who: str, now: datetime) -> Override | None:
         """Lift an active override; None if it does not exist or is no longer active (compare-and-set)."""
         with self.session() as s:
-            n = s.execute(update(OverrideRow).where(OverrideRow.id == override_id, OverrideRow.lifted_at.is_(None)).values(lifted_at=now, lifted_by=who)).rowcount
+            n = s.execute(
+                update(OverrideRow)
+                .where(OverrideRow.id == override_id, OverrideRow.lifted_at.is_(None))
+                .values(lifted_at=now, lifted_by=who)
+            ).rowcount
             if n != 1:
                 return None
             return _to_override(s.get(OverrideRow, override_id))
@@ -457,10 +578,20 @@ class Store:
     def expire_overrides(self, now: datetime) -> list[Override]:
         """Mark expired overrides as lifted (by 'expiry'); returns those lifted now."""
         with self.session() as s:
-            rows = list(s.scalars(select(OverrideRow).where(OverrideRow.lifted_at.is_(None), OverrideRow.expires_at.is_not(None), OverrideRow.expires_at <= now)))
+            rows = list(
+                s.scalars(
+                    select(OverrideRow).where(
+                        OverrideRow.lifted_at.is_(None), OverrideRow.expires_at.is_not(None), OverrideRow.expires_at <= now
+                    )
+                )
+            )
             lifted = []
             for row in rows:
-                n = s.execute(update(OverrideRow).where(OverrideRow.id == row.id, OverrideRow.lifted_at.is_(None)).values(lifted_at=now, lifted_by="expiry")).rowcount
+                n = s.execute(
+                    update(OverrideRow)
+                    .where(OverrideRow.id == row.id, OverrideRow.lifted_at.is_(None))
+                    .values(lifted_at=now, lifted_by="expiry")
+                ).rowcount
                 if n == 1:
                     s.refresh(row)
                     lifted.append(_to_override(row))
@@ -470,12 +601,21 @@ class Store:
 
     def add_event(self, e: AuditEvent) -> int:
         with self.session() as s:
-            row = AuditEventRow(kind=e.kind, at=e.at, actor=e.actor, summary=e.summary, region=e.region, target=e.target, severity=e.severity, data=e.data)
+            row = AuditEventRow(
+                kind=e.kind, at=e.at, actor=e.actor, summary=e.summary, region=e.region, target=e.target, severity=e.severity, data=e.data
+            )
             s.add(row)
             s.flush()
             return row.id
 
-    def events(self, since: datetime | None = None, kinds: Sequence[str] | None = None, region: str | None = None, target: str | None = None, limit: int = 200) -> list[AuditEvent]:
+    def events(
+        self,
+        since: datetime | None = None,
+        kinds: Sequence[str] | None = None,
+        region: str | None = None,
+        target: str | None = None,
+        limit: int = 200,
+    ) -> list[AuditEvent]:
         with self.session() as s:
             q = select(AuditEventRow).order_by(AuditEventRow.at.desc(), AuditEventRow.id.desc()).limit(limit)
             if since is not None:
@@ -490,10 +630,14 @@ class Store:
 
     # ------------------------------------------------------------ notification deliveries
 
-    def add_notification(self, channel: str, event_kind: str, group_key: str | None, payload: dict[str, Any], now: datetime, status: str = "pending") -> int:
+    def add_notification(
+        self, channel: str, event_kind: str, group_key: str | None, payload: dict[str, Any], now: datetime, status: str = "pending"
+    ) -> int:
         """Record a delivery about to be attempted (payload: what was said, never URLs or keys)."""
         with self.session() as s:
-            row = NotificationRow(created_at=now, channel=channel, event_kind=event_kind, group_key=group_key, status=status, attempts=0, payload=payload)
+            row = NotificationRow(
+                created_at=now, channel=channel, event_kind=event_kind, group_key=group_key, status=status, attempts=0, payload=payload
+            )
             s.add(row)
             s.flush()
             return row.id
@@ -562,7 +706,10 @@ class Store:
                 return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
             taken = s.execute(
                 update(LeaderLeaseRow)
-                .where(LeaderLeaseRow.name == name, or_(LeaderLeaseRow.holder.is_(None), LeaderLeaseRow.expires_at.is_(None), LeaderLeaseRow.expires_at <= now))
+                .where(
+                    LeaderLeaseRow.name == name,
+                    or_(LeaderLeaseRow.holder.is_(None), LeaderLeaseRow.expires_at.is_(None), LeaderLeaseRow.expires_at <= now),
+                )
                 .values(holder=holder, fencing_token=LeaderLeaseRow.fencing_token + 1, acquired_at=now, renewed_at=now, expires_at=expires)
             ).rowcount
             if taken == 1:
@@ -571,7 +718,11 @@ class Store:
 
     def release_lease(self, name: str, holder: str) -> bool:
         with self.session() as s:
-            n = s.execute(update(LeaderLeaseRow).where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder).values(holder=None, expires_at=None)).rowcount
+            n = s.execute(
+                update(LeaderLeaseRow)
+                .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder)
+                .values(holder=None, expires_at=None)
+            ).rowcount
             return n == 1
 
     def lease(self, name: str) -> dict[str, Any] | None:
@@ -583,8 +734,15 @@ class Store:
         """Fencing check right before a write: still the holder with the same token?"""
         with self.session() as s:
             n = s.scalar(
-                select(func.count()).select_from(LeaderLeaseRow).where(
-                    and_(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder, LeaderLeaseRow.fencing_token == token, LeaderLeaseRow.expires_at > now)
+                select(func.count())
+                .select_from(LeaderLeaseRow)
+                .where(
+                    and_(
+                        LeaderLeaseRow.name == name,
+                        LeaderLeaseRow.holder == holder,
+                        LeaderLeaseRow.fencing_token == token,
+                        LeaderLeaseRow.expires_at > now,
+                    )
                 )
             )
             return n == 1
@@ -610,7 +768,10 @@ class Store:
 
     def users(self) -> list[dict[str, Any]]:
         with self.session() as s:
-            return [{"name": r.name, "role": r.role, "disabled": r.disabled, "created_at": r.created_at} for r in s.scalars(select(UserRow).order_by(UserRow.name))]
+            return [
+                {"name": r.name, "role": r.role, "disabled": r.disabled, "created_at": r.created_at}
+                for r in s.scalars(select(UserRow).order_by(UserRow.name))
+            ]
 
     def add_api_token(self, name: str, token_hash: str, role: str, created_by: str, now: datetime) -> int:
         with self.session() as s:
@@ -631,7 +792,12 @@ class Store:
 
     def revoke_api_token(self, token_id: int, now: datetime) -> bool:
         with self.session() as s:
-            return s.execute(update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None)).values(revoked_at=now)).rowcount == 1
+            return (
+                s.execute(
+                    update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None)).values(revoked_at=now)
+                ).rowcount
+                == 1
+            )
 
 
 def open_store(url: str, migrate: bool = False) -> Store:
@@ -644,4 +810,4 @@ def open_store(url: str, migrate: bool = False) -> Store:
     return Store(url)
 
 
-__all__ = ["Store", "open_store", "Field"]
+__all__ = ["Field", "Store", "open_store"]

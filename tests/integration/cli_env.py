@@ -1,6 +1,6 @@
 """Shared fixtures for the CLI tests: a config file on disk, a fake ARM seeded from it, a migrated SQLite store.
 
-The config is the demo's (``controlplane.demo.demo_config``: three regions,
+The config is the demo's (``controlplane.cli.demo.demo_config``: three regions,
 two deployments each, a weighted and a priority Traffic Manager profile and a
 Front Door Standard/Premium origin group) with sections replaced as a test
 needs. Commands run in-process through ``controlplane.cli.main`` with pytest's
@@ -23,12 +23,12 @@ import pytest
 import yaml
 
 from controlplane.cli import main
+from controlplane.cli.demo import demo_config
 from controlplane.config import Settings, azure_name, parse_settings
-from controlplane.demo import demo_config
 from controlplane.domain import EndpointHealth, EndpointSetting, HealthStateName, Outcome, ProbeResult, RegionHealth, TargetState
-from controlplane.simulator.arm import WRITE_METHODS, FakeArm
-from controlplane.simulator.arm_faults import LoggedRequest
 from controlplane.store import Store, open_store
+from simulator.arm import WRITE_METHODS, FakeArm
+from simulator.arm_faults import LoggedRequest
 
 REGIONS = ("eastus", "westeurope", "japaneast")
 DEPLOYMENTS = ("gpt-4o", "gpt-4o-mini")
@@ -111,7 +111,12 @@ class CliEnv:
     def baseline(self, target: str, disabled: Sequence[str] = ()) -> TargetState:
         """The target as configured, with ``disabled`` regions turned off."""
         t = self.settings.target(target)
-        return TargetState(target=target, endpoints={r: EndpointSetting(weight=ep.weight, priority=ep.priority, enabled=r not in disabled) for r, ep in t.endpoints.items()})
+        return TargetState(
+            target=target,
+            endpoints={
+                r: EndpointSetting(weight=ep.weight, priority=ep.priority, enabled=r not in disabled) for r, ep in t.endpoints.items()
+            },
+        )
 
     def seed_actual(self, target: str, now: datetime, disabled: Sequence[str] = (), desired: TargetState | None = None) -> None:
         """As if the worker had read ``target`` from Azure (and decided ``desired``)."""
@@ -121,14 +126,29 @@ class CliEnv:
         """Saved health per region: ``eastus=(HealthStateName.UNHEALTHY, 0.1, "3 consecutive connect errors")``."""
         endpoint_rows, region_rows = [], []
         for region, (state, score, reason) in regions.items():
-            eps = tuple(EndpointHealth(endpoint_id=f"{region}/{d}", region=region, state=state, score=score, reason=reason, since=now) for d in DEPLOYMENTS)
+            eps = tuple(
+                EndpointHealth(endpoint_id=f"{region}/{d}", region=region, state=state, score=score, reason=reason, since=now)
+                for d in DEPLOYMENTS
+            )
             endpoint_rows.extend(eps)
             region_rows.append(RegionHealth(region=region, state=state, score=score, reasons=(reason,), endpoints=eps, since=now))
         self.store.save_health(endpoint_rows, region_rows, now)
 
     def seed_probe(self, region: str, at: datetime, outcome: Outcome = Outcome.OK) -> None:
         self.store.add_probe_results(
-            [ProbeResult(endpoint_id=f"{region}/{d}", region=region, vantage="demo", started_at=at, outcome=outcome, status_code=200, ttft_ms=300.0, total_ms=320.0) for d in DEPLOYMENTS]
+            [
+                ProbeResult(
+                    endpoint_id=f"{region}/{d}",
+                    region=region,
+                    vantage="demo",
+                    started_at=at,
+                    outcome=outcome,
+                    status_code=200,
+                    ttft_ms=300.0,
+                    total_ms=320.0,
+                )
+                for d in DEPLOYMENTS
+            ]
         )
 
 
@@ -143,7 +163,12 @@ def migrated_template(directory: Path) -> Path:
 
 
 def make_env(
-    directory: Path, arm: FakeArm, capsys: pytest.CaptureFixture[str], region_urls: Mapping[str, str] | None = None, template: Path | None = None, **sections: Any
+    directory: Path,
+    arm: FakeArm,
+    capsys: pytest.CaptureFixture[str],
+    region_urls: Mapping[str, str] | None = None,
+    template: Path | None = None,
+    **sections: Any,
 ) -> CliEnv:
     """Config file, fake ARM seeded from it, migrated SQLite database; the caller closes ``env.store``."""
     db = directory / "regionguard.db"

@@ -24,9 +24,9 @@ from controlplane.actuators.factory import build_actuators
 from controlplane.actuators.memory import MemoryActuator
 from controlplane.config import Settings, azure_name, parse_settings
 from controlplane.domain import Change, EndpointSetting, Field, Plan
-from controlplane.simulator.arm import FakeArm
-from controlplane.simulator.arm_seed import classic_front_door_body
-from controlplane.simulator.arm_state import afd_origin_id, front_door_id, tm_endpoint_id
+from simulator.arm import FakeArm
+from simulator.arm_seed import classic_front_door_body
+from simulator.arm_state import afd_origin_id, front_door_id, tm_endpoint_id
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
 REGIONS = ("eastus", "westeurope", "japaneast")
@@ -44,7 +44,14 @@ def settings_for(arm: FakeArm | None, n: int, **target_options: Any) -> Settings
         {
             "name": r,
             "azure_region": r,
-            "endpoints": [{"name": "gpt-4o", "base_url": f"https://aoai-{r}.example.net", "deployment": "gpt-4o", "auth": {"kind": "api_key", "env": "AOAI_KEY"}}],
+            "endpoints": [
+                {
+                    "name": "gpt-4o",
+                    "base_url": f"https://aoai-{r}.example.net",
+                    "deployment": "gpt-4o",
+                    "auth": {"kind": "api_key", "env": "AOAI_KEY"},
+                }
+            ],
         }
         for r in REGIONS
     ]
@@ -56,7 +63,9 @@ def settings_for(arm: FakeArm | None, n: int, **target_options: Any) -> Settings
             "resource_group": "rg-tm",
             "profile": f"llm-{n}",
             **common,
-            "endpoints": {r: {"name": f"aoai-{r}", "weight": w, "priority": p} for r, w, p in zip(REGIONS, (500, 300, 200), (1, 2, 3), strict=True)},
+            "endpoints": {
+                r: {"name": f"aoai-{r}", "weight": w, "priority": p} for r, w, p in zip(REGIONS, (500, 300, 200), (1, 2, 3), strict=True)
+            },
         },
         {
             "name": f"fd-{n}",
@@ -65,7 +74,9 @@ def settings_for(arm: FakeArm | None, n: int, **target_options: Any) -> Settings
             "front_door": f"fd-{n}",
             "backend_pool": "llm-pool",
             **common,
-            "endpoints": {r: {"address": f"llm-{r}.example.net", "weight": w, "priority": 1} for r, w in zip(REGIONS, (50, 30, 20), strict=True)},
+            "endpoints": {
+                r: {"address": f"llm-{r}.example.net", "weight": w, "priority": 1} for r, w in zip(REGIONS, (50, 30, 20), strict=True)
+            },
         },
         {
             "name": f"afd-{n}",
@@ -87,16 +98,24 @@ def seed_arm(arm: FakeArm, settings: Settings) -> None:
     """Seed every target, each with one endpoint regionguard does not own."""
     for t in settings.targets:
         if t.kind == "traffic_manager":
-            eps = [{"name": e.name, "type": e.type, "target": f"{e.name}.example.net", "weight": e.weight, "priority": e.priority} for e in t.endpoints.values()]
+            eps = [
+                {"name": e.name, "type": e.type, "target": f"{e.name}.example.net", "weight": e.weight, "priority": e.priority}
+                for e in t.endpoints.values()
+            ]
             eps.append({"name": "legacy-onprem", "type": "ExternalEndpoints", "target": "onprem.example.net", "weight": 1, "priority": 10})
             arm.seed_traffic_manager_profile(t.subscription_id, t.resource_group, t.profile, "Weighted", eps)
         elif t.kind == "front_door":
             backends = [{"address": e.address, "weight": e.weight, "priority": e.priority} for e in t.endpoints.values()]
             backends.append({"address": "legacy.example.net", "weight": 1, "priority": 5})
-            body = classic_front_door_body(t.subscription_id, t.resource_group, t.front_door, managed_pool=t.backend_pool, backends=backends)
+            body = classic_front_door_body(
+                t.subscription_id, t.resource_group, t.front_door, managed_pool=t.backend_pool, backends=backends
+            )
             arm.seed_front_door_classic(t.subscription_id, t.resource_group, t.front_door, body)
         else:
-            origins = [{"name": e.origin, "host_name": f"{e.origin}.example.net", "weight": e.weight, "priority": e.priority} for e in t.endpoints.values()]
+            origins = [
+                {"name": e.origin, "host_name": f"{e.origin}.example.net", "weight": e.weight, "priority": e.priority}
+                for e in t.endpoints.values()
+            ]
             origins.append({"name": "legacy", "host_name": "legacy.example.net", "weight": 1, "priority": 5})
             arm.seed_afd_origin_group(t.subscription_id, t.resource_group, t.profile, t.origin_group, origins)
 
@@ -104,10 +123,17 @@ def seed_arm(arm: FakeArm, settings: Settings) -> None:
 def resource_id(target: Any, region: str) -> str:
     """The ARM id a portal edit of ``region``'s endpoint goes to."""
     if target.kind == "traffic_manager":
-        return tm_endpoint_id(target.subscription_id, target.resource_group, target.profile, target.endpoints[region].type, target.endpoints[region].name)
+        return tm_endpoint_id(
+            target.subscription_id, target.resource_group, target.profile, target.endpoints[region].type, target.endpoints[region].name
+        )
     if target.kind == "front_door":
-        return front_door_id(target.subscription_id, target.resource_group, target.front_door) + f"/backendPools/{target.backend_pool}/backends/{target.endpoints[region].address}"
-    return afd_origin_id(target.subscription_id, target.resource_group, target.profile, target.origin_group, target.endpoints[region].origin)
+        return (
+            front_door_id(target.subscription_id, target.resource_group, target.front_door)
+            + f"/backendPools/{target.backend_pool}/backends/{target.endpoints[region].address}"
+        )
+    return afd_origin_id(
+        target.subscription_id, target.resource_group, target.profile, target.origin_group, target.endpoints[region].origin
+    )
 
 
 def portal_fields(target: Any, **fields: Any) -> dict[str, Any]:
@@ -136,7 +162,11 @@ def arm_writes(arm: FakeArm, target: Any | None = None) -> list[Any]:
         else:
             marker = f"/profiles/{target.profile}/"
         marker = marker.lower()
-    return [e for e in arm.request_log if e.method in ("PUT", "PATCH", "POST", "DELETE") and (marker is None or marker in (e.path.lower() + "/"))]
+    return [
+        e
+        for e in arm.request_log
+        if e.method in ("PUT", "PATCH", "POST", "DELETE") and (marker is None or marker in (e.path.lower() + "/"))
+    ]
 
 
 # ---------------------------------------------------------------- the harness
@@ -160,7 +190,9 @@ class Harness:
 
     def apply(self, *changes: Change, seconds: float = 10.0) -> tuple[Any, list[tuple[Change, str, ActuatorError | None]]]:
         results: list[tuple[Change, str, ActuatorError | None]] = []
-        report = self.actuator.apply(self.target, Plan(changes=changes), deadline=time.monotonic() + seconds, on_result=lambda c, s, e: results.append((c, s, e)))
+        report = self.actuator.apply(
+            self.target, Plan(changes=changes), deadline=time.monotonic() + seconds, on_result=lambda c, s, e: results.append((c, s, e))
+        )
         return report, results
 
 
@@ -176,9 +208,15 @@ def _memory_harness() -> Harness:
     actuator = MemoryActuator(retry=FAST_RETRY)
     actuator.seed(target, unmanaged={"legacy-onprem": {"weight": 1, "priority": 10}})
     faults: dict[str, Callable[[int], None]] = {
-        "throttle": lambda n: actuator.fail_writes(TransientError("throttled", code="SubscriptionRequestsThrottled", status=429, retry_after=0.05), n),
-        "throttle_no_retry_after": lambda n: actuator.fail_writes(TransientError("throttled", code="SubscriptionRequestsThrottled", status=429), n),
-        "busy": lambda n: actuator.fail_writes(TransientError("busy", code="RetryableErrorDueToAnotherOperation", status=429, retry_after=0.05), n),
+        "throttle": lambda n: actuator.fail_writes(
+            TransientError("throttled", code="SubscriptionRequestsThrottled", status=429, retry_after=0.05), n
+        ),
+        "throttle_no_retry_after": lambda n: actuator.fail_writes(
+            TransientError("throttled", code="SubscriptionRequestsThrottled", status=429), n
+        ),
+        "busy": lambda n: actuator.fail_writes(
+            TransientError("busy", code="RetryableErrorDueToAnotherOperation", status=429, retry_after=0.05), n
+        ),
         "error": lambda n: actuator.fail_writes(TransientError("boom", code="InternalServerError", status=500), n),
         "hang": lambda n: actuator.hang_writes(30.0, n),
         "forbidden": lambda n: actuator.fail_writes(PermanentError("no", code="AuthorizationFailed", status=403), n),
@@ -214,9 +252,18 @@ def _azure_harness(arm: FakeArm, kind: str) -> Harness:
         elif fault == "hang":
             arm.inject_hang(count, max_s=20.0, **match)
         elif fault == "forbidden":
-            from controlplane.simulator.arm_faults import FaultRule
+            from simulator.arm_faults import FaultRule
 
-            arm.inject(FaultRule("error", count=count, status=403, code="AuthorizationFailed", message="The client does not have authorization to perform action.", **match))
+            arm.inject(
+                FaultRule(
+                    "error",
+                    count=count,
+                    status=403,
+                    code="AuthorizationFailed",
+                    message="The client does not have authorization to perform action.",
+                    **match,
+                )
+            )
         else:
             raise KeyError(fault)
 
@@ -259,7 +306,9 @@ def test_it_reads_config_named_endpoints_by_region_and_lists_the_others_as_unman
 
 
 def test_it_writes_every_field_of_one_endpoint_in_one_write_and_reads_it_back(h: Harness) -> None:
-    report, results = h.apply(h.change("westeurope", Field.WEIGHT, 300 if h.kind != "front_door" else 30, 7), h.change("westeurope", Field.ENABLED, True, False))
+    report, results = h.apply(
+        h.change("westeurope", Field.WEIGHT, 300 if h.kind != "front_door" else 30, 7), h.change("westeurope", Field.ENABLED, True, False)
+    )
     assert report.ok and len(report.applied) == 2
     assert [s for _, s, _ in results] == [APPLIED, APPLIED]
     assert h.writes() == 1
@@ -287,8 +336,8 @@ def test_it_refuses_a_change_to_an_endpoint_the_config_does_not_name_and_writes_
 
 
 def test_it_fails_a_validation_error_with_arms_code_and_message_and_does_not_retry_it(h: Harness) -> None:
-    report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 5000))
-    change, status, error = results[0]
+    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 5000))
+    _change, status, error = results[0]
     assert status == FAILED
     assert isinstance(error, PermanentError)
     assert error.code == "BadRequest"
@@ -299,7 +348,7 @@ def test_it_fails_a_validation_error_with_arms_code_and_message_and_does_not_ret
 
 def test_it_does_not_retry_an_authorization_failure(h: Harness) -> None:
     h.inject("forbidden", 3)
-    report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 9))
+    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 9))
     assert results[0][1] == FAILED
     assert isinstance(results[0][2], PermanentError) and results[0][2].code == "AuthorizationFailed"
     assert h.writes() == 1
@@ -309,7 +358,7 @@ def test_it_does_not_retry_an_authorization_failure(h: Harness) -> None:
 def test_it_retries_a_transient_error_within_the_deadline_and_lands_the_change(h: Harness, fault: str) -> None:
     h.inject(fault, 2)
     started = time.monotonic()
-    report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 21))
+    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 21))
     assert [s for _, s, _ in results] == [APPLIED], results
     assert h.writes() == 3  # two refused attempts, then the one that landed
     assert h.actuator.read_actual(h.target).endpoints["eastus"].weight == 21
@@ -318,7 +367,7 @@ def test_it_retries_a_transient_error_within_the_deadline_and_lands_the_change(h
 
 def test_a_persistent_transient_error_fails_after_a_bounded_number_of_attempts(h: Harness) -> None:
     h.inject("throttle_no_retry_after", 50)
-    report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 22))
+    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 22))
     assert results[0][1] == FAILED and isinstance(results[0][2], TransientError)
     assert results[0][2].code == "SubscriptionRequestsThrottled"
     assert h.writes() == FAST_RETRY.attempts  # our loop only: the SDK's own retries are off
@@ -327,7 +376,7 @@ def test_a_persistent_transient_error_fails_after_a_bounded_number_of_attempts(h
 def test_a_hanging_write_gives_up_at_the_deadline(h: Harness) -> None:
     h.inject("hang", 10)
     started = time.monotonic()
-    report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 23), h.change("japaneast", Field.WEIGHT, None, 24), seconds=0.8)
+    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 23), h.change("japaneast", Field.WEIGHT, None, 24), seconds=0.8)
     took = time.monotonic() - started
     assert took < 0.8 + 1.2, f"apply took {took:.2f}s past a 0.8s deadline"
     assert results and all(s == FAILED for _, s, _ in results)
@@ -339,7 +388,7 @@ def test_it_swaps_two_priorities_without_an_intermediate_collision(h: Harness) -
         h.edit("westeurope", priority=2)
     before = h.actuator.read_actual(h.target)
     a, b = before.endpoints["eastus"].priority, before.endpoints["westeurope"].priority
-    report, results = h.apply(h.change("eastus", Field.PRIORITY, a, b), h.change("westeurope", Field.PRIORITY, b, a))
+    _report, results = h.apply(h.change("eastus", Field.PRIORITY, a, b), h.change("westeurope", Field.PRIORITY, b, a))
     assert [s for _, s, _ in results] == [APPLIED, APPLIED], results
     after = h.actuator.read_actual(h.target)
     assert (after.endpoints["eastus"].priority, after.endpoints["westeurope"].priority) == (b, a)

@@ -17,8 +17,8 @@ from werkzeug.serving import make_server
 
 from controlplane.config import azure_name
 from controlplane.domain import EndpointSetting, HealthStateName, TargetState
+from controlplane.engine.strategy import desired_states
 from controlplane.store import Store
-from controlplane.strategy import desired_states
 from tests.conftest import browser_path
 from tests.integration.web_seed import PASSWORD, cheap_hashing, copy_of, default_hashing, make_template, seed_health, seed_probes, settings
 from web import create_app
@@ -27,7 +27,16 @@ pytestmark = pytest.mark.browser
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class FakeClock:
@@ -95,7 +104,14 @@ def _run_the_strategy(store: Store, now: datetime) -> None:
     s = settings()
     rows = store.target_endpoints()
     actual = {
-        t.name: TargetState(t.name, {r["region"]: EndpointSetting(r["actual_weight"], r["actual_priority"], bool(r["actual_enabled"])) for r in rows if r["target"] == t.name})
+        t.name: TargetState(
+            t.name,
+            {
+                r["region"]: EndpointSetting(r["actual_weight"], r["actual_priority"], bool(r["actual_enabled"]))
+                for r in rows
+                if r["target"] == t.name
+            },
+        )
         for t in s.targets
     }
     _, health = store.health()
@@ -104,7 +120,9 @@ def _run_the_strategy(store: Store, now: datetime) -> None:
         store.save_target_state(t.name, {r: azure_name(t, r) for r in t.endpoints}, None, desired, now)
 
 
-def test_an_operator_drains_a_region_and_sees_it_on_the_timeline_and_in_the_desired_state(browser: Any, served: tuple[str, Store, FakeClock]) -> None:
+def test_an_operator_drains_a_region_and_sees_it_on_the_timeline_and_in_the_desired_state(
+    browser: Any, served: tuple[str, Store, FakeClock]
+) -> None:
     base, store, clock = served
     errors: list[str] = []
     page = _page(browser, errors)

@@ -28,10 +28,10 @@ import pytest
 from argon2 import PasswordHasher
 
 from controlplane import users
-from controlplane.demo import DEMO_KEY_ENV
-from controlplane.domain import AuditEvent, HealthStateName, Outcome, OverrideKind
-from controlplane.simulator.arm import FakeArm
-from controlplane.simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
+from controlplane.cli.demo import DEMO_KEY_ENV
+from controlplane.domain import AuditEvent, HealthStateName, OverrideKind
+from simulator.arm import FakeArm
+from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 from tests.integration.cli_env import ACTOR, REGIONS, USER, CliEnv, Run, ago, make_env, migrated_template, write_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_DB = 0, 1, 2, 3, 4
@@ -152,12 +152,18 @@ def test_an_unreachable_database_is_one_clear_line_and_exit_4(env: CliEnv, argv:
     assert r.code == EXIT_DB, (r.out, r.err)
     line = one_error_line(r)
     assert line.startswith("error: database")
-    assert ("Connection refused" in line or "connection" in line.lower()) if where == "postgres-refused" else "unable to open database file" in line
+    assert (
+        ("Connection refused" in line or "connection" in line.lower())
+        if where == "postgres-refused"
+        else "unable to open database file" in line
+    )
     assert "s3cret-pw" not in r.err + r.out  # the password never shows
     assert env.arm.request_log == []  # nothing went to Azure either
 
 
-@pytest.mark.parametrize("argv", [("status",), ("plan",), ("drain", "eastus", "--reason", "region is down"), ("history",)], ids=lambda a: a[0])
+@pytest.mark.parametrize(
+    "argv", [("status",), ("plan",), ("drain", "eastus", "--reason", "region is down"), ("history",)], ids=lambda a: a[0]
+)
 def test_a_database_that_is_not_migrated_says_run_db_upgrade(env: CliEnv, argv: tuple[str, ...]) -> None:
     cfg = env.other_config("empty.yaml", database={"url": "sqlite:///" + str(env.directory / "empty.db")})
     r = env.run(*argv, config=cfg)
@@ -179,7 +185,9 @@ def _seed_status_world(env: CliEnv) -> datetime:
     env.seed_probe("eastus", ago(t, 1))  # fresh
     env.seed_probe("westeurope", ago(t, 600))  # stale: the demo probes every 4 s
     desired = env.baseline("tm-weighted", disabled=["westeurope"])
-    desired = type(desired)(target=desired.target, endpoints=desired.endpoints, reasons={"westeurope": "unhealthy: 3 consecutive connect errors"})
+    desired = type(desired)(
+        target=desired.target, endpoints=desired.endpoints, reasons={"westeurope": "unhealthy: 3 consecutive connect errors"}
+    )
     env.seed_actual("tm-weighted", t, desired=desired)
     env.store.set_flag("panic:tm-priority", {"reason": "every region looks unhealthy: failing open"}, t)
     assert env.run("freeze", "--target", "afd-prod", "--reason", "change window for the edge").code == EXIT_OK
@@ -214,11 +222,27 @@ def test_status_json_has_desired_vs_actual_panic_freeze_and_staleness(env: CliEn
     regions = {x["region"]: x for x in d["regions"]}
     assert list(regions) == list(REGIONS)
     assert regions["eastus"]["state"] == "healthy" and regions["eastus"]["stale"] is False and regions["eastus"]["last_probe_age_s"] < 60
-    assert regions["westeurope"]["state"] == "unhealthy" and regions["westeurope"]["stale"] is True and regions["westeurope"]["last_probe_age_s"] >= 600
-    assert regions["japaneast"] == {"region": "japaneast", "state": "unknown", "score": None, "reasons": ["no health evaluated yet"], "last_probe_age_s": None, "stale": True}
+    assert (
+        regions["westeurope"]["state"] == "unhealthy"
+        and regions["westeurope"]["stale"] is True
+        and regions["westeurope"]["last_probe_age_s"] >= 600
+    )
+    assert regions["japaneast"] == {
+        "region": "japaneast",
+        "state": "unknown",
+        "score": None,
+        "reasons": ["no health evaluated yet"],
+        "last_probe_age_s": None,
+        "stale": True,
+    }
     rows = {(t["target"], t["region"]): t for t in d["targets"]}
     west = rows[("tm-weighted", "westeurope")]
-    assert (west["actual_enabled"], west["desired_enabled"], west["actual_weight"], west["endpoint"]) == (True, False, 300, "aoai-westeurope")
+    assert (west["actual_enabled"], west["desired_enabled"], west["actual_weight"], west["endpoint"]) == (
+        True,
+        False,
+        300,
+        "aoai-westeurope",
+    )
     assert west["desired_reason"] == "unhealthy: 3 consecutive connect errors"
     assert rows[("tm-weighted", "eastus")]["desired_enabled"] is True
     assert list(d["panic"]) == ["tm-priority"] and d["panic"]["tm-priority"]["reason"] == "every region looks unhealthy: failing open"
@@ -243,8 +267,12 @@ def test_status_does_not_name_a_leader_whose_lease_expired(env: CliEnv) -> None:
 
 def test_history_lists_recent_events_and_filters_by_kind(env: CliEnv) -> None:
     t = now()
-    env.store.add_event(AuditEvent(kind="transition", at=ago(t, 2 * 3600), actor="automation", summary="old: eastus unhealthy", region="eastus"))
-    env.store.add_event(AuditEvent(kind="transition", at=ago(t, 60), actor="automation", summary="recent: westeurope degraded", region="westeurope"))
+    env.store.add_event(
+        AuditEvent(kind="transition", at=ago(t, 2 * 3600), actor="automation", summary="old: eastus unhealthy", region="eastus")
+    )
+    env.store.add_event(
+        AuditEvent(kind="transition", at=ago(t, 60), actor="automation", summary="recent: westeurope degraded", region="westeurope")
+    )
     assert env.run("drain", "japaneast", "--reason", "quota exhausted").code == EXIT_OK
 
     recent = env.run("history", "--since", "1h")
@@ -316,7 +344,9 @@ def test_apply_with_the_reviewed_checksum_writes_the_plan_and_converges(env: Cli
     assert r.code == EXIT_OK, (r.out, r.err)
     d = r.json()
     assert d["refused"] is None and d["failed"] == [] and d["dry_run"] is False
-    assert {(c["target"], c["region"], c["desired"]) for c in d["applied"]} == {(t, "eastus", False) for t in ("tm-weighted", "tm-priority", "afd-prod")}
+    assert {(c["target"], c["region"], c["desired"]) for c in d["applied"]} == {
+        (t, "eastus", False) for t in ("tm-weighted", "tm-priority", "afd-prod")
+    }
     writes = env.arm_writes()
     assert writes and all(200 <= w.status < 300 for w in writes)
     assert {w.method for w in writes} <= {"PUT", "PATCH"}
@@ -432,7 +462,9 @@ def test_drain_preview_changes_nothing(env: CliEnv) -> None:
     assert r.code == EXIT_OK, r.err
     p = r.json()
     assert p["allowed"] is True and p["refusal"] is None
-    assert {i["target"]: (i["serving_before"], i["serving_after"]) for i in p["impacts"]} == {t: (3, 2) for t in ("tm-weighted", "tm-priority", "afd-prod")}
+    assert {i["target"]: (i["serving_before"], i["serving_after"]) for i in p["impacts"]} == {
+        t: (3, 2) for t in ("tm-weighted", "tm-priority", "afd-prod")
+    }
     assert env.store.active_overrides(now()) == [] and env.store.events() == []
 
 
@@ -612,7 +644,10 @@ def test_probe_runs_one_round_against_every_simulated_endpoint(sim_env: tuple[Cl
     one = env.run("probe", "--region", "westeurope", "--json")
     assert one.code == EXIT_OK
     results = one.json()
-    assert [(x["endpoint_id"], x["outcome"], x["status_code"]) for x in results] == [("westeurope/gpt-4o", "ok", 200), ("westeurope/gpt-4o-mini", "ok", 200)]
+    assert [(x["endpoint_id"], x["outcome"], x["status_code"]) for x in results] == [
+        ("westeurope/gpt-4o", "ok", 200),
+        ("westeurope/gpt-4o-mini", "ok", 200),
+    ]
     assert env.store.latest_results() == []  # a manual probe round is printed, not stored
 
 
@@ -712,7 +747,9 @@ def test_demo_with_an_unknown_scenario_exits_2_naming_it(env: CliEnv, monkeypatc
 
 def _cli(*argv: str) -> subprocess.Popen[str]:
     environ = {**os.environ, "REGIONGUARD_USER": USER, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "controlplane.cli", *argv], cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "controlplane.cli", *argv], cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_errors_from_real_processes_have_real_exit_codes_and_no_traceback(strict_env: CliEnv) -> None:
@@ -722,8 +759,16 @@ def test_errors_from_real_processes_have_real_exit_codes_and_no_traceback(strict
     bad_cfg = write_config(env.directory / "broken.yaml", {"regions": "not a list"})
     cases = [
         (("status", "--config", str(bad_db)), EXIT_DB, "error: database postgresql://rguser:***@127.0.0.1:1/none unreachable"),
-        (("drain", "westeurope", "--target", "tm-weighted", "--reason", "region is slow", "--config", str(env.config)), EXIT_REFUSED, "error: refused: "),
-        (("drain", "mars", "--reason", "region is down", "--config", str(env.config)), EXIT_USAGE, "error: region: 'mars' is not a configured region"),
+        (
+            ("drain", "westeurope", "--target", "tm-weighted", "--reason", "region is slow", "--config", str(env.config)),
+            EXIT_REFUSED,
+            "error: refused: ",
+        ),
+        (
+            ("drain", "mars", "--reason", "region is down", "--config", str(env.config)),
+            EXIT_USAGE,
+            "error: region: 'mars' is not a configured region",
+        ),
         (("history", "--since", "yesterday", "--config", str(env.config)), EXIT_USAGE, "error: --since/--until"),
         (("status", "--config", str(bad_cfg)), EXIT_USAGE, "invalid configuration"),
     ]
@@ -781,7 +826,7 @@ class _Lines:
 
 
 def _get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.status, resp.read().decode()
 
 
@@ -817,7 +862,11 @@ def test_run_web_and_sim_arm_serve_then_stop_cleanly_on_sigterm(env: CliEnv) -> 
         assert _get(health_url + "healthz")[0] == 200
         assert arm_url.startswith("https://127.0.0.1:")
 
-        for proc, out, farewell in ((worker, worker_out, "regionguard worker stopped"), (web, web_out, "regionguard dashboard stopped"), (sim_arm, arm_out, "")):
+        for proc, out, farewell in (
+            (worker, worker_out, "regionguard worker stopped"),
+            (web, web_out, "regionguard dashboard stopped"),
+            (sim_arm, arm_out, ""),
+        ):
             code, err = _stop(proc)
             assert code == EXIT_OK, (proc.args, err[-2000:])
             assert farewell in out.rest()

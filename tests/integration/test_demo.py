@@ -11,7 +11,20 @@ from pathlib import Path
 def test_demo_region_outage_drains_everywhere_within_20_s_and_restores_without_flapping(tmp_path: Path) -> None:
     report_path = tmp_path / "r.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "controlplane.cli", "demo", "--scenario", "region-outage", "--duration", "90", "--report", str(report_path), "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "controlplane.cli",
+            "demo",
+            "--scenario",
+            "region-outage",
+            "--duration",
+            "90",
+            "--report",
+            str(report_path),
+            "--port",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=150,
@@ -51,7 +64,7 @@ def test_metrics_after_a_demo_outage_carry_every_series_on_call_needs() -> None:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    from controlplane.demo import Demo
+    from controlplane.cli.demo import Demo
     from controlplane.users import create_api_token
 
     demo = Demo(web_port=0).start()

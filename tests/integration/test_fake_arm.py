@@ -40,10 +40,10 @@ from azure.mgmt.trafficmanager import TrafficManagerManagementClient
 from azure.mgmt.trafficmanager.models import Endpoint
 
 from controlplane.actuators.credentials import StaticTokenCredential
-from controlplane.simulator import arm as arm_module
-from controlplane.simulator.arm import FakeArm
-from controlplane.simulator.arm_seed import classic_front_door_body
-from controlplane.simulator.arm_state import (
+from simulator import arm as arm_module
+from simulator.arm import FakeArm
+from simulator.arm_seed import classic_front_door_body
+from simulator.arm_state import (
     ArmError,
     afd_origin_id,
     front_door_id,
@@ -196,9 +196,7 @@ def test_it_rejects_a_duplicate_priority_with_arms_code_and_message(tm: TrafficM
         (Endpoint(endpoint_status="Paused"), "'endpointStatus'"),
     ],
 )
-def test_it_rejects_out_of_range_values_as_a_400_bad_request(
-    tm: TrafficManagerManagementClient, change: Endpoint, fragment: str
-) -> None:
+def test_it_rejects_out_of_range_values_as_a_400_bad_request(tm: TrafficManagerManagementClient, change: Endpoint, fragment: str) -> None:
     with pytest.raises(HttpResponseError) as info:
         tm.endpoints.update(RG, "tm-llm", "ExternalEndpoints", "eastus", change)
 
@@ -251,7 +249,9 @@ def test_it_rejects_api_versions_the_sdk_does_not_send(arm: FakeArm, raw: httpx.
 
 def test_unimplemented_methods_and_unknown_resource_types_answer_like_arm(raw: httpx.Client) -> None:
     delete = raw.delete(TM_PATH, params={"api-version": "2026-09-01"})
-    unknown = raw.get(f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/dnsZones/z", params={"api-version": "2018-05-01"})
+    unknown = raw.get(
+        f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/dnsZones/z", params={"api-version": "2018-05-01"}
+    )
     not_json = raw.patch(TM_PATH + "/ExternalEndpoints/eastus", params={"api-version": "2026-09-01"}, content=b"weight=5")
 
     assert (delete.status_code, delete.json()["error"]["code"]) == (405, "MethodNotAllowed")
@@ -311,9 +311,7 @@ def _without_managed_pool(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def test_a_full_put_through_the_sdk_poller_leaves_unmanaged_parts_byte_identical(
-    arm: FakeArm, fd: FrontDoorManagementClient
-) -> None:
+def test_a_full_put_through_the_sdk_poller_leaves_unmanaged_parts_byte_identical(arm: FakeArm, fd: FrontDoorManagementClient) -> None:
     before = arm.get_resource(FD_ID)
     assert before is not None
     front_door = fd.front_doors.get(RG, "fd-llm")
@@ -369,9 +367,7 @@ def test_a_put_while_the_previous_one_runs_is_429_retryable_error_due_to_another
     assert second.headers["Retry-After"] == "1"
 
 
-def test_a_put_of_a_new_front_door_answers_201_and_the_service_fills_its_own_fields(
-    arm: FakeArm, fd: FrontDoorManagementClient
-) -> None:
+def test_a_put_of_a_new_front_door_answers_201_and_the_service_fills_its_own_fields(arm: FakeArm, fd: FrontDoorManagementClient) -> None:
     body = classic_front_door_body(SUB, RG, "fd-new")
     body["properties"]["cname"] = "client-made-this-up.example"
 
@@ -416,9 +412,7 @@ def test_a_routing_rule_pointing_at_a_missing_pool_is_rejected(fd: FrontDoorMana
 
 
 def test_an_afd_origin_patch_goes_through_the_sdk_poller(arm: FakeArm, cdn: CdnManagementClient) -> None:
-    params = AFDOriginUpdateParameters(
-        properties=AFDOriginUpdatePropertiesParameters(weight=1, priority=2, enabled_state="Disabled")
-    )
+    params = AFDOriginUpdateParameters(properties=AFDOriginUpdatePropertiesParameters(weight=1, priority=2, enabled_state="Disabled"))
 
     result = cdn.afd_origins.begin_update(RG, "afd-llm", "llm-origins", "eastus", params).result()
 
@@ -450,7 +444,7 @@ def test_an_afd_origin_put_creates_it_through_the_sdk_poller(arm: FakeArm, cdn: 
 
     assert created.id == afd_origin_id(SUB, RG, "afd-llm", "llm-origins", "swedencentral")
     assert (created.properties.provisioning_state, created.properties.origin_group_name) == ("Succeeded", "llm-origins")
-    assert [(e.method, e.status) for e in arm.request_log][0] == ("PUT", 201)
+    assert next((e.method, e.status) for e in arm.request_log) == ("PUT", 201)
     assert len(list(cdn.afd_origins.list_by_origin_group(RG, "afd-llm", "llm-origins"))) == 3
 
 
@@ -515,9 +509,7 @@ def test_injected_5xx_on_reads_are_retried_until_they_run_out(arm: FakeArm, tm: 
     assert [(e.status, e.fault) for e in arm.request_log] == [(503, "error"), (500, "error"), (200, None)]
 
 
-def test_an_injected_busy_error_is_arms_retryable_error_due_to_another_operation(
-    arm: FakeArm, fd: FrontDoorManagementClient
-) -> None:
+def test_an_injected_busy_error_is_arms_retryable_error_due_to_another_operation(arm: FakeArm, fd: FrontDoorManagementClient) -> None:
     arm.inject_busy(count=None, retry_after=None, method="PUT", path_contains="/frontDoors/")
     front_door = fd.front_doors.get(RG, "fd-llm")
     client = FrontDoorManagementClient(StaticTokenCredential(TOKEN), SUB, **_kwargs(arm, retry_total=2))
@@ -531,9 +523,7 @@ def test_an_injected_busy_error_is_arms_retryable_error_due_to_another_operation
 
 def test_a_hang_holds_the_request_until_the_client_gives_up(arm: FakeArm) -> None:
     arm.inject_hang(count=1, max_s=20)
-    client = TrafficManagerManagementClient(
-        StaticTokenCredential(TOKEN), SUB, **_kwargs(arm, retry_total=0, read_timeout=0.5)
-    )
+    client = TrafficManagerManagementClient(StaticTokenCredential(TOKEN), SUB, **_kwargs(arm, retry_total=0, read_timeout=0.5))
     started = time.monotonic()
 
     with pytest.raises(ServiceResponseError):
@@ -609,9 +599,7 @@ def test_the_write_bucket_answers_429_with_retry_after_when_empty(arm: FakeArm, 
     q = {"api-version": "2026-09-01"}
 
     answers = [raw.patch(path, params=q, json={"properties": {"weight": w}}) for w in (10, 20, 30)]
-    other = raw.patch(
-        tm_endpoint_id(OTHER_SUB, RG, "tm-other", "ExternalEndpoints", "a"), params=q, json={"properties": {"weight": 2}}
-    )
+    other = raw.patch(tm_endpoint_id(OTHER_SUB, RG, "tm-other", "ExternalEndpoints", "a"), params=q, json={"properties": {"weight": 2}})
     read = raw.get(TM_PATH, params=q)
 
     assert [a.status_code for a in answers] == [200, 200, 429]
@@ -724,7 +712,10 @@ def _config() -> Any:
                     "name": "fd",
                     "front_door": "fd-cfg",
                     "backend_pool": "aoai-pool",
-                    "endpoints": {"eastus": {"address": "aoai-eastus.openai.azure.com"}, "swedencentral": {"address": "aoai-swedencentral.openai.azure.com"}},
+                    "endpoints": {
+                        "eastus": {"address": "aoai-eastus.openai.azure.com"},
+                        "swedencentral": {"address": "aoai-swedencentral.openai.azure.com"},
+                    },
                 },
                 {
                     **common,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controlplane.leader import LeaderElector
+from controlplane.runtime.leader import LeaderElector
 from controlplane.store import Store
 from tests.fakes import FakeClock
 

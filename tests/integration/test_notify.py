@@ -55,7 +55,7 @@ def receiver() -> Iterator[Receiver]:
     rec = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with rec.cond:
                 rec.requests.append(Received(self.path, dict(self.headers.items()), body, time.monotonic()))
@@ -92,7 +92,9 @@ def receiver() -> Iterator[Receiver]:
 
 def settings(*channels: dict[str, Any], group_wait: float = 0.0, queue_size: int = 1000) -> NotificationSettings:
     base = {"timeout": 2.0, "retries": 3, "backoff": 0.01, "max_backoff": 2.0}
-    return NotificationSettings.model_validate({"group_wait": group_wait, "queue_size": queue_size, "channels": [dict(base, **c) for c in channels]})
+    return NotificationSettings.model_validate(
+        {"group_wait": group_wait, "queue_size": queue_size, "channels": [dict(base, **c) for c in channels]}
+    )
 
 
 def slack(**kw: Any) -> dict[str, Any]:
@@ -100,7 +102,15 @@ def slack(**kw: Any) -> dict[str, Any]:
 
 
 def drain_event(region: str = "eastus", at: datetime = T0, severity: str = "critical", summary: str | None = None) -> AuditEvent:
-    change = Change(target="tm-prod", region=region, endpoint=f"{region}-aoai", field=Field.ENABLED, actual=True, desired=False, reason=f"{region} unhealthy: 5/5 probes timed out")
+    change = Change(
+        target="tm-prod",
+        region=region,
+        endpoint=f"{region}-aoai",
+        field=Field.ENABLED,
+        actual=True,
+        desired=False,
+        reason=f"{region} unhealthy: 5/5 probes timed out",
+    )
     return AuditEvent(
         kind="change",
         at=at,
@@ -114,7 +124,15 @@ def drain_event(region: str = "eastus", at: datetime = T0, severity: str = "crit
 
 
 def transition(region: str, new: str, severity: str, at: datetime = T0) -> AuditEvent:
-    return AuditEvent(kind="transition", at=at, actor="automation", summary=f"{region} is {new}", region=region, severity=severity, data={"old": "healthy" if new != "healthy" else "unhealthy", "new": new, "reason": "error ratio 0.8 over 2m"})
+    return AuditEvent(
+        kind="transition",
+        at=at,
+        actor="automation",
+        summary=f"{region} is {new}",
+        region=region,
+        severity=severity,
+        data={"old": "healthy" if new != "healthy" else "unhealthy", "new": new, "reason": "error ratio 0.8 over 2m"},
+    )
 
 
 @pytest.fixture
@@ -126,7 +144,13 @@ def notifiers() -> Iterator[list[Notifier]]:
 
 
 def make(notifiers: list[Notifier], s: NotificationSettings, receiver: Receiver, **kw: Any) -> Notifier:
-    env = {SLACK_URL_ENV: receiver.url + "/slack/T000/B000/secretpath", "TEST_TEAMS_URL": receiver.url + "/teams?sig=abc123secret", "TEST_PD_KEY": "R0UT1NGKEY0123456789abcdef012345", "TEST_HOOK_URL": receiver.url + "/hook", "TEST_HOOK_SECRET": "hmac-secret-value-42"}
+    env = {
+        SLACK_URL_ENV: receiver.url + "/slack/T000/B000/secretpath",
+        "TEST_TEAMS_URL": receiver.url + "/teams?sig=abc123secret",
+        "TEST_PD_KEY": "R0UT1NGKEY0123456789abcdef012345",
+        "TEST_HOOK_URL": receiver.url + "/hook",
+        "TEST_HOOK_SECRET": "hmac-secret-value-42",
+    }
     n = Notifier(s, env=env, **kw)
     notifiers.append(n)
     return n
@@ -169,7 +193,13 @@ def test_teams_gets_an_adaptive_card_naming_region_reason_and_change(receiver: R
 
 
 def test_pagerduty_trigger_and_resolve_share_the_region_dedup_key(receiver: Receiver, notifiers: list[Notifier], store: Store) -> None:
-    pd = {"kind": "pagerduty", "name": "pd", "routing_key_env": "TEST_PD_KEY", "url": receiver.url + "/v2/enqueue", "min_severity": "warning"}
+    pd = {
+        "kind": "pagerduty",
+        "name": "pd",
+        "routing_key_env": "TEST_PD_KEY",
+        "url": receiver.url + "/v2/enqueue",
+        "min_severity": "warning",
+    }
     n = make(notifiers, settings(pd), receiver, store=store)
     n.publish(transition("eastus", "unhealthy", "critical"))
     assert n.flush(5)
@@ -275,7 +305,9 @@ def test_the_webhook_signature_verifies_over_the_raw_body_and_timestamp(receiver
 # ---------------------------------------------------------------- never block the caller
 
 
-def test_a_hanging_receiver_does_not_delay_publish_and_the_worker_gives_up_at_its_timeout(receiver: Receiver, notifiers: list[Notifier], store: Store) -> None:
+def test_a_hanging_receiver_does_not_delay_publish_and_the_worker_gives_up_at_its_timeout(
+    receiver: Receiver, notifiers: list[Notifier], store: Store
+) -> None:
     receiver.hang = True
     n = make(notifiers, settings(slack(timeout=0.3, retries=0), group_wait=0.05), receiver, store=store)
     started = time.perf_counter()
@@ -360,11 +392,22 @@ def test_a_channel_without_its_environment_variable_is_disabled_and_reported(rec
     assert len(receiver.wait_for(1)) == 1
 
 
-def test_the_relay_publishes_events_other_processes_stored_once_and_not_older_history(receiver: Receiver, notifiers: list[Notifier], store: Store) -> None:
+def test_the_relay_publishes_events_other_processes_stored_once_and_not_older_history(
+    receiver: Receiver, notifiers: list[Notifier], store: Store
+) -> None:
     store.add_event(transition("eastus", "unhealthy", "critical"))  # before the relay started: history
     n = make(notifiers, settings(slack()), receiver)
     relay = EventRelay(store, n)
-    override = AuditEvent(kind="override", at=T0, actor="alice", summary="alice drained westus from tm-prod: incident 42", region="westus", target="tm-prod", severity="warning", data={"reason": "incident 42"})
+    override = AuditEvent(
+        kind="override",
+        at=T0,
+        actor="alice",
+        summary="alice drained westus from tm-prod: incident 42",
+        region="westus",
+        target="tm-prod",
+        severity="warning",
+        data={"reason": "incident 42"},
+    )
     store.add_event(override)
     assert relay.tick() == 1
     assert relay.tick() == 0
@@ -380,6 +423,8 @@ def test_settings_refuse_inline_urls_and_duplicate_channel_names() -> None:
         NotificationSettings.model_validate({"channels": [{"kind": "slack", "name": "s", "url": "https://hooks.slack.com/services/T/B/x"}]})
     with pytest.raises(ValidationError, match="unique"):
         NotificationSettings.model_validate({"channels": [slack(), slack()]})
-    parsed = NotificationSettings.model_validate({"group_wait": "250ms", "channels": [{"kind": "pagerduty", "name": "pd", "routing_key_env": "PD_KEY", "timeout": "3s"}]})
+    parsed = NotificationSettings.model_validate(
+        {"group_wait": "250ms", "channels": [{"kind": "pagerduty", "name": "pd", "routing_key_env": "PD_KEY", "timeout": "3s"}]}
+    )
     assert parsed.group_wait == 0.25 and parsed.channels[0].timeout == 3.0
     assert parsed.channels[0].url == "https://events.pagerduty.com/v2/enqueue"

@@ -19,12 +19,12 @@ import httpx
 import pytest
 from azure.core.credentials import AccessToken
 
+from controlplane.cli.probe import probe_command
 from controlplane.config import Settings, parse_settings
 from controlplane.domain import Outcome, ProbeResult
-from controlplane.simulator.faults import Fault
-from controlplane.simulator.llm import LLMSimulator, SimDeployment, SimRegion
-from probes.cli import probe_command
 from probes.runner import ProbeRunner
+from simulator.faults import Fault
+from simulator.llm import LLMSimulator, SimDeployment, SimRegion
 
 API_KEY = "sim-key-7f3a9c"
 KEY_ENV = "RG_TEST_SIM_KEY"
@@ -81,7 +81,9 @@ def settings(sim: LLMSimulator, endpoints: dict[str, list[dict[str, Any]]] | Non
     )
 
 
-def one(sim: LLMSimulator, region: str = "eastus", name: str = "gpt-4o", probe: dict[str, Any] | None = None, **overrides: Any) -> ProbeResult:
+def one(
+    sim: LLMSimulator, region: str = "eastus", name: str = "gpt-4o", probe: dict[str, Any] | None = None, **overrides: Any
+) -> ProbeResult:
     s = settings(sim, {region: [endpoint(sim, region, name, **overrides)]}, **(probe or {}))
     [result] = ProbeRunner(s, environ=ENVIRON).run_round_sync()
     return result
@@ -337,7 +339,9 @@ def test_an_exception_carrying_the_key_is_classified_and_scrubbed(sim: LLMSimula
 # ---------------------------------------------------------------- Entra ID
 
 
-def test_entra_id_fetches_one_token_for_many_probes_and_refreshes_before_expiry(sim: LLMSimulator, caplog: pytest.LogCaptureFixture) -> None:
+def test_entra_id_fetches_one_token_for_many_probes_and_refreshes_before_expiry(
+    sim: LLMSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
     credential = CountingCredential(clock, lifetime_s=3600)
@@ -562,7 +566,9 @@ def test_cancelling_run_forever_hands_over_finished_results_and_abandons_hung_pr
 # ---------------------------------------------------------------- CLI
 
 
-def test_the_probe_command_prints_one_line_per_endpoint_and_fails_when_one_is_not_ok(sim: LLMSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_probe_command_prints_one_line_per_endpoint_and_fails_when_one_is_not_ok(
+    sim: LLMSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(KEY_ENV, API_KEY)
     sim.set_fault("japaneast", Fault("throttle", retry_after_s=4))
     s = settings(sim)

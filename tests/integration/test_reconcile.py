@@ -18,13 +18,22 @@ from controlplane.actuators.credentials import StaticTokenCredential
 from controlplane.actuators.factory import build_actuators
 from controlplane.config import Settings
 from controlplane.domain import Field, HealthStateName, RegionHealth
-from controlplane.reconcile import DRIFT_RULE, FAILED_RULE, FENCED_RULE, Reconciler, resolve_drift
-from controlplane.simulator.arm import FakeArm
-from controlplane.simulator.arm_faults import FaultRule
+from controlplane.engine.writebudget import RULE as BUDGET_RULE
+from controlplane.engine.writebudget import SubscriptionWriteBudget
+from controlplane.runtime.reconcile import DRIFT_RULE, FAILED_RULE, FENCED_RULE, Reconciler, resolve_drift
 from controlplane.store import Store
-from controlplane.writebudget import RULE as BUDGET_RULE
-from controlplane.writebudget import SubscriptionWriteBudget
-from tests.integration.test_actuator_contract import FAST_RETRY, REGIONS, _names, arm_writes, portal_fields, resource_id, seed_arm, settings_for
+from simulator.arm import FakeArm
+from simulator.arm_faults import FaultRule
+from tests.integration.test_actuator_contract import (
+    FAST_RETRY,
+    REGIONS,
+    _names,
+    arm_writes,
+    portal_fields,
+    resource_id,
+    seed_arm,
+    settings_for,
+)
 
 H = HealthStateName
 HOLDER = "worker-1"
@@ -113,7 +122,9 @@ def test_a_drain_is_written_once_per_target_recorded_and_confirmed_by_read_back(
     r = world.reconciler()
     report = world.tick(r, health(eastus=H.UNHEALTHY))
     assert report.ok, report
-    assert sorted((c.target, c.region, c.field) for c in report.applied) == sorted((t.name, "eastus", Field.ENABLED) for t in world.settings.targets)
+    assert sorted((c.target, c.region, c.field) for c in report.applied) == sorted(
+        (t.name, "eastus", Field.ENABLED) for t in world.settings.targets
+    )
     assert all(t.confirmed for t in report.targets.values())
     tm_patch = world.writes(world.tm)
     assert [(w.method, w.body) for w in tm_patch] == [("PATCH", {"properties": {"endpointStatus": "Disabled"}})]
@@ -130,7 +141,9 @@ def test_a_drain_is_written_once_per_target_recorded_and_confirmed_by_read_back(
 
 def test_plan_only_reads_and_writes_nothing_anywhere(world: World) -> None:
     plan = world.reconciler().plan_only(health(eastus=H.UNHEALTHY))
-    assert {(c.target, c.region, c.field, c.desired) for c in plan.changes} == {(t.name, "eastus", Field.ENABLED, False) for t in world.settings.targets}
+    assert {(c.target, c.region, c.field, c.desired) for c in plan.changes} == {
+        (t.name, "eastus", Field.ENABLED, False) for t in world.settings.targets
+    }
     assert world.arm.request_log and {e.method for e in world.arm.request_log} == {"GET"}
     assert world.store.plans() == [] and world.store.changes() == []
 
@@ -220,7 +233,11 @@ def test_a_write_that_lands_after_the_deadline_is_confirmed_next_tick_not_redone
 
 def test_a_validation_error_is_recorded_with_arms_code_and_message_and_not_retried(world: World) -> None:
     message = "Invalid value 'Disabled' for property 'endpointStatus' (test)."
-    world.arm.inject(FaultRule("error", count=None, status=400, code="BadRequest", message=message, method="PATCH", path_contains="/trafficmanagerprofiles/"))
+    world.arm.inject(
+        FaultRule(
+            "error", count=None, status=400, code="BadRequest", message=message, method="PATCH", path_contains="/trafficmanagerprofiles/"
+        )
+    )
     r = world.reconciler()
     report = world.tick(r, health(eastus=H.UNHEALTHY))
     assert [(c.target, code, msg) for c, code, msg in report.failed] == [(world.tm.name, "BadRequest", message)]
@@ -320,7 +337,9 @@ def test_when_the_write_budget_runs_short_drains_go_first(world: World) -> None:
     report = world.tick(r, health(eastus=H.UNHEALTHY, westeurope=(H.DEGRADED, 0.5)))
     assert sorted((c.target, c.field) for c in report.applied) == sorted((t.name, Field.ENABLED) for t in world.settings.targets)
     held = [s for s in report.plan.skipped if s.rule == BUDGET_RULE]
-    assert sorted((s.change.target, s.change.region, s.change.field) for s in held) == sorted((t.name, "westeurope", Field.WEIGHT) for t in world.settings.targets)
+    assert sorted((s.change.target, s.change.region, s.change.field) for s in held) == sorted(
+        (t.name, "westeurope", Field.WEIGHT) for t in world.settings.targets
+    )
     assert len(world.writes()) == 3
     assert {row["error_code"] for row in world.store.changes(status="skipped")} == {BUDGET_RULE}
 

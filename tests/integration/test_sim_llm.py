@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from controlplane.simulator.faults import (
+from simulator.faults import (
     Fault,
     FaultBook,
     TimelineEvent,
@@ -25,7 +25,7 @@ from controlplane.simulator.faults import (
     parse_duration,
     parse_timeline,
 )
-from controlplane.simulator.llm import (
+from simulator.llm import (
     DEFAULT_API_KEY,
     VANTAGE_HEADER,
     LLMSimulator,
@@ -79,9 +79,7 @@ def http() -> Iterator[httpx.Client]:
         yield client
 
 
-def _post(
-    http: httpx.Client, sim: LLMSimulator, region: str = "eastus", deployment: str = "gpt-4o", **kw: Any
-) -> httpx.Response:
+def _post(http: httpx.Client, sim: LLMSimulator, region: str = "eastus", deployment: str = "gpt-4o", **kw: Any) -> httpx.Response:
     headers = {"api-key": DEFAULT_API_KEY, **kw.pop("headers", {})}
     body = {"messages": NUMBER_PROMPT, **kw.pop("json", {})}
     return http.post(sim.base_url(region) + CHAT.format(d=deployment), headers=headers, json=body, **kw)
@@ -573,7 +571,7 @@ def test_admin_api_runs_a_timeline(sim: LLMSimulator, http: httpx.Client) -> Non
 
 def test_the_module_runs_as_a_process_and_reports_its_urls(http: httpx.Client) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controlplane.simulator.llm", "--regions", "2", "--zero-latency", "--duration", "20"],
+        [sys.executable, "-m", "simulator.llm", "--regions", "2", "--zero-latency", "--duration", "20"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -676,9 +674,7 @@ def test_fault_book_keeps_one_fault_per_kind_and_scope() -> None:
     assert book.for_request("eastus", "gpt-4o").keys() == {"down"}
 
 
-def test_from_config_serves_the_regions_and_keys_a_config_names(
-    http: httpx.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_from_config_serves_the_regions_and_keys_a_config_names(http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
     from pathlib import Path
 
     from controlplane.config import load_settings

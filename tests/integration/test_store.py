@@ -23,8 +23,7 @@ from controlplane.domain import (
     TargetState,
     Transition,
 )
-from controlplane.store import DatabaseUnavailable, Store, open_store
-from controlplane.store import db
+from controlplane.store import DatabaseUnavailable, Store, db, open_store
 from controlplane.store.models import Base
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -57,13 +56,26 @@ def test_migrations_round_trip_and_match_the_models(url: str) -> None:
 
 
 def _result(i: int, outcome: Outcome = Outcome.OK, endpoint: str = "eastus/gpt-4o", vantage: str = "eu") -> ProbeResult:
-    return ProbeResult(endpoint_id=endpoint, region=endpoint.split("/")[0], vantage=vantage, started_at=T0 + timedelta(seconds=10 * i), outcome=outcome, status_code=200, ttft_ms=100.0 + i, total_ms=300.0 + i)
+    return ProbeResult(
+        endpoint_id=endpoint,
+        region=endpoint.split("/")[0],
+        vantage=vantage,
+        started_at=T0 + timedelta(seconds=10 * i),
+        outcome=outcome,
+        status_code=200,
+        ttft_ms=100.0 + i,
+        total_ms=300.0 + i,
+    )
 
 
 def test_results_come_back_as_domain_values_newest_n_per_endpoint_and_vantage(url: str) -> None:
     s = open_store(url, migrate=True)
     try:
-        s.add_probe_results([_result(i) for i in range(30)] + [_result(i, vantage="us") for i in range(3)] + [_result(i, Outcome.THROTTLED, "westeurope/gpt-4o") for i in range(4)])
+        s.add_probe_results(
+            [_result(i) for i in range(30)]
+            + [_result(i, vantage="us") for i in range(3)]
+            + [_result(i, Outcome.THROTTLED, "westeurope/gpt-4o") for i in range(4)]
+        )
         latest = s.latest_results(per_endpoint=5)
         eu = [r for r in latest if r.endpoint_id == "eastus/gpt-4o" and r.vantage == "eu"]
         assert [r.ttft_ms for r in eu] == [125.0, 126.0, 127.0, 128.0, 129.0]
@@ -112,8 +124,14 @@ def test_lease_is_exclusive_renewable_and_fenced(url: str) -> None:
 
 
 def test_overrides_expire_once_and_lifting_is_compare_and_set(store: Store) -> None:
-    o = store.add_override(Override(kind=OverrideKind.DRAIN, who="alice", why="eastus 5xx", created_at=T0, region="eastus", expires_at=T0 + timedelta(minutes=30)))
-    pin = store.add_override(Override(kind=OverrideKind.PIN, who="bob", why="canary", created_at=T0, region="westeurope", target="tm-weighted", weight=10))
+    o = store.add_override(
+        Override(
+            kind=OverrideKind.DRAIN, who="alice", why="eastus 5xx", created_at=T0, region="eastus", expires_at=T0 + timedelta(minutes=30)
+        )
+    )
+    pin = store.add_override(
+        Override(kind=OverrideKind.PIN, who="bob", why="canary", created_at=T0, region="westeurope", target="tm-weighted", weight=10)
+    )
     assert {x.id for x in store.active_overrides(T0)} == {o.id, pin.id}
     assert store.expire_overrides(T0 + timedelta(minutes=10)) == []
     lifted = store.expire_overrides(T0 + timedelta(minutes=31))
@@ -125,7 +143,15 @@ def test_overrides_expire_once_and_lifting_is_compare_and_set(store: Store) -> N
 
 
 def test_plans_changes_targets_events_and_flags_round_trip(store: Store) -> None:
-    change = Change(target="tm-weighted", region="eastus", endpoint="aoai-eastus", field=Field.ENABLED, actual=True, desired=False, reason="eastus unhealthy")
+    change = Change(
+        target="tm-weighted",
+        region="eastus",
+        endpoint="aoai-eastus",
+        field=Field.ENABLED,
+        actual=True,
+        desired=False,
+        reason="eastus unhealthy",
+    )
     plan_id = store.record_plan(Plan(changes=(change,)), actor="automation", now=T0, fencing_token=7)
     cid = store.record_change(change, "pending", T0, plan_id=plan_id, fencing_token=7)
     store.finish_change(cid, "failed", T0, error_code="BadRequest", error_message="weight out of range")
@@ -133,22 +159,46 @@ def test_plans_changes_targets_events_and_flags_round_trip(store: Store) -> None
     assert rows[0]["status"] == "failed" and rows[0]["before"] is True and rows[0]["after"] is False and rows[0]["fencing_token"] == 7
 
     names = {"eastus": "aoai-eastus", "westeurope": "aoai-westeurope"}
-    actual = TargetState("tm-weighted", {"eastus": EndpointSetting(500, None, True), "westeurope": EndpointSetting(300, None, True)}, monitor_status={"eastus": "Online"})
-    desired = TargetState("tm-weighted", {"eastus": EndpointSetting(500, None, False), "westeurope": EndpointSetting(300, None, True)}, reasons={"eastus": "down"})
+    actual = TargetState(
+        "tm-weighted",
+        {"eastus": EndpointSetting(500, None, True), "westeurope": EndpointSetting(300, None, True)},
+        monitor_status={"eastus": "Online"},
+    )
+    desired = TargetState(
+        "tm-weighted",
+        {"eastus": EndpointSetting(500, None, False), "westeurope": EndpointSetting(300, None, True)},
+        reasons={"eastus": "down"},
+    )
     store.save_target_state("tm-weighted", names, actual, desired, T0)
     store.set_applied("tm-weighted", "westeurope", EndpointSetting(300, None, True), T0)
     assert store.applied_settings("tm-weighted") == {"westeurope": EndpointSetting(300, None, True)}
     te = {r["region"]: r for r in store.target_endpoints("tm-weighted")}
-    assert te["eastus"]["actual_enabled"] is True and te["eastus"]["desired_enabled"] is False and te["eastus"]["monitor_status"] == "Online"
+    assert (
+        te["eastus"]["actual_enabled"] is True and te["eastus"]["desired_enabled"] is False and te["eastus"]["monitor_status"] == "Online"
+    )
 
-    store.add_event(AuditEvent(kind="panic", at=T0, actor="automation", summary="all unhealthy", target="afd-prod", severity="critical", data={"n": 3}))
+    store.add_event(
+        AuditEvent(kind="panic", at=T0, actor="automation", summary="all unhealthy", target="afd-prod", severity="critical", data={"n": 3})
+    )
     assert store.events(kinds=["panic"])[0].data == {"n": 3}
     store.set_flag("panic:afd-prod", {"reason": "all unhealthy"}, T0)
     assert store.flags("panic:")["panic:afd-prod"]["reason"] == "all unhealthy"
     store.set_flag("panic:afd-prod", None, T0)
     assert store.flags("panic:") == {}
 
-    store.add_transitions([Transition("endpoint", "eastus/gpt-4o", HealthStateName.HEALTHY, HealthStateName.UNHEALTHY, "3 timeouts", T0, evidence=("timeout", "timeout"))])
+    store.add_transitions(
+        [
+            Transition(
+                "endpoint",
+                "eastus/gpt-4o",
+                HealthStateName.HEALTHY,
+                HealthStateName.UNHEALTHY,
+                "3 timeouts",
+                T0,
+                evidence=("timeout", "timeout"),
+            )
+        ]
+    )
     assert store.transitions(region="eastus")[0].evidence == ("timeout", "timeout")
 
 

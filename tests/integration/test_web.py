@@ -16,7 +16,19 @@ from controlplane import users
 from controlplane.config import Settings
 from controlplane.domain import AuditEvent, Change, EndpointHealth, Field, HealthStateName, Override, OverrideKind, Plan, RegionHealth
 from controlplane.store import Store, open_store
-from tests.integration.web_seed import HOSTILE, PASSWORD, cheap_hashing, copy_of, default_hashing, make_template, seed_everything, seed_probes, seed_targets, seed_transition, settings
+from tests.integration.web_seed import (
+    HOSTILE,
+    PASSWORD,
+    cheap_hashing,
+    copy_of,
+    default_hashing,
+    make_template,
+    seed_everything,
+    seed_probes,
+    seed_targets,
+    seed_transition,
+    settings,
+)
 from web import create_app
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -259,7 +271,9 @@ def test_banners_for_no_leader_stale_data_panic_freeze_and_config_problems(app: 
     seeded.release_lease("leader", "worker-1")
     seeded.set_flag("panic:afd-prod", {"reason": "every endpoint looks unhealthy"}, T0)
     seeded.add_override(Override(kind=OverrideKind.FREEZE, who="ada", why="change window", created_at=T0))
-    eps = [EndpointHealth("eastus/gpt-4o", "eastus", HealthStateName.HEALTHY, 1.0, "ok", config_problem="auth_error: 401 from eastus/gpt-4o")]
+    eps = [
+        EndpointHealth("eastus/gpt-4o", "eastus", HealthStateName.HEALTHY, 1.0, "ok", config_problem="auth_error: 401 from eastus/gpt-4o")
+    ]
     seeded.save_health(eps, [RegionHealth("eastus", HealthStateName.HEALTHY, 1.0, (), tuple(eps))], T0)
     clock.at = T0 + timedelta(minutes=10)
     c, _ = login(app, "vic")
@@ -318,7 +332,10 @@ def test_long_range_charts_reuse_settled_buckets_and_reread_only_the_newest(seed
     # 11:40 is settled: served from the cache (though purged since); 11:50 and the new 12:00 are re-read
     assert [(b.start - start, b.count) for b in again] == [(0, 5 * 6 * 2), (600, 10 * 6 * 2), (1200, 2 * 6 * 2)]
     mono[0] = 301.0  # after the ttl everything is read again
-    assert [(b.start - start, b.count) for b in cache.series(seeded, "eastus", since, 600, T0 + timedelta(minutes=2))] == [(600, 10 * 6 * 2), (1200, 2 * 6 * 2)]
+    assert [(b.start - start, b.count) for b in cache.series(seeded, "eastus", since, 600, T0 + timedelta(minutes=2))] == [
+        (600, 10 * 6 * 2),
+        (1200, 2 * 6 * 2),
+    ]
 
 
 def test_timeline_lists_changes_plans_transitions_and_overrides_newest_first_and_filters(app: Flask, seeded: Store) -> None:
@@ -326,8 +343,19 @@ def test_timeline_lists_changes_plans_transitions_and_overrides_newest_first_and
     change = Change("tm-weighted", "eastus", "aoai-eastus", Field.ENABLED, True, False, "unhealthy: 503s")
     plan_id = seeded.record_plan(Plan(changes=(change,)), "worker-1", T0 - timedelta(minutes=1), fencing_token=7)
     seeded.record_change(change, "applied", T0 - timedelta(seconds=50), "automation", plan_id, fencing_token=7)
-    seeded.add_override(Override(kind=OverrideKind.DRAIN, who="otto", why="maintenance", created_at=T0 - timedelta(seconds=10), region="japaneast"))
-    seeded.add_event(AuditEvent(kind="drift", at=T0 - timedelta(seconds=5), actor="worker-1", summary="tm-weighted/japaneast weight changed outside", region="japaneast", target="tm-weighted"))
+    seeded.add_override(
+        Override(kind=OverrideKind.DRAIN, who="otto", why="maintenance", created_at=T0 - timedelta(seconds=10), region="japaneast")
+    )
+    seeded.add_event(
+        AuditEvent(
+            kind="drift",
+            at=T0 - timedelta(seconds=5),
+            actor="worker-1",
+            summary="tm-weighted/japaneast weight changed outside",
+            region="japaneast",
+            target="tm-weighted",
+        )
+    )
     c, _ = login(app, "vic")
     html = c.get("/timeline").get_data(as_text=True)
     kinds = re.findall(r'<li class="item item-(\w+)', html)
@@ -368,7 +396,7 @@ def test_an_operator_sees_controls_on_region_and_target_pages(app: Flask) -> Non
 
 
 def test_posts_without_the_csrf_token_are_rejected(app: Flask, seeded: Store) -> None:
-    c, token = login(app, "ada")
+    c, _token = login(app, "ada")
     form = {"action": "drain", "region": "eastus", "reason": "no token"}
     assert c.post("/actions/execute", data=form).status_code == 403
     assert c.post("/actions/execute", data=dict(form, csrf_token="forged")).status_code == 403
@@ -414,7 +442,10 @@ def test_a_refused_drain_shows_the_reason_and_only_an_admin_may_force_it(app: Fl
 
 def test_bad_input_on_a_form_is_a_400_naming_the_field(app: Flask) -> None:
     c, token = login(app, "otto")
-    r = c.post("/actions/preview", data={"csrf_token": token, "action": "pin", "region": "eastus", "target": "tm-weighted", "weight": "lots", "reason": "xyz"})
+    r = c.post(
+        "/actions/preview",
+        data={"csrf_token": token, "action": "pin", "region": "eastus", "target": "tm-weighted", "weight": "lots", "reason": "xyz"},
+    )
     assert r.status_code == 400 and "weight: &#39;lots&#39;" in r.get_data(as_text=True)
 
 
@@ -445,7 +476,12 @@ def test_api_reads_regions_targets_events_and_overrides(app: Flask, seeded: Stor
 
 def test_api_rejects_bad_query_values_naming_the_field(app: Flask, seeded: Store) -> None:
     c, h = app.test_client(), token_for(seeded, "viewer")
-    for query, field, value in (("since=yesterday", "since", "yesterday"), ("limit=0", "limit", 0), ("limit=x", "limit", "x"), ("region=mars", "region", "mars")):
+    for query, field, value in (
+        ("since=yesterday", "since", "yesterday"),
+        ("limit=0", "limit", 0),
+        ("limit=x", "limit", "x"),
+        ("region=mars", "region", "mars"),
+    ):
         r = c.get(f"/api/v1/events?{query}", headers=h)
         assert r.status_code == 400 and r.json["field"] == field and r.json["value"] == value, query
     assert c.get("/api/v1/overrides?active=maybe", headers=h).status_code == 400
@@ -476,12 +512,18 @@ def test_api_errors_are_json_and_name_the_field_and_value(app: Flask, seeded: St
     assert r.status_code == 400 and (r.json["field"], r.json["value"]) == ("region", "mars")
     r = c.post("/api/v1/overrides", data="not json", headers=dict(h, **{"Content-Type": "application/json"}))
     assert r.status_code == 400 and r.json["field"] == "body"
-    r = c.post("/api/v1/overrides", json={"action": "failover", "region": "westeurope", "target": "tm-weighted", "reason": "xyz"}, headers=h)
+    r = c.post(
+        "/api/v1/overrides", json={"action": "failover", "region": "westeurope", "target": "tm-weighted", "reason": "xyz"}, headers=h
+    )
     assert r.status_code == 400 and r.json["field"] == "target"
     seed_targets(seeded, s, T0, disabled={"afd-prod": {"westeurope", "japaneast"}})
     r = c.post("/api/v1/overrides", json={"action": "drain", "region": "eastus", "target": "afd-prod", "reason": "xyz"}, headers=h)
     assert r.status_code == 409 and "min_serving" in r.json["reason"] and r.json["preview"]["forceable"] is True
-    r = c.post("/api/v1/overrides", json={"action": "drain", "region": "eastus", "target": "afd-prod", "reason": "xyz", "force": True, "confirm": "eastus"}, headers=h)
+    r = c.post(
+        "/api/v1/overrides",
+        json={"action": "drain", "region": "eastus", "target": "afd-prod", "reason": "xyz", "force": True, "confirm": "eastus"},
+        headers=h,
+    )
     assert r.status_code == 403
 
 

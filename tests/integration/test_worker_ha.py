@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
+from controlplane.cli.demo import DEMO_KEY_ENV, demo_config
 from controlplane.config import parse_settings
-from controlplane.demo import DEMO_KEY_ENV, demo_config
-from controlplane.simulator.arm import FakeArm
-from controlplane.simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 from controlplane.store import Store, open_store
+from simulator.arm import FakeArm
+from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 
 LEASE_TTL = 3.0
 
@@ -41,7 +41,18 @@ class World:
     def worker(self, holder: str) -> subprocess.Popen[str]:
         env = dict(os.environ, **{DEMO_KEY_ENV: DEFAULT_API_KEY})
         proc = subprocess.Popen(
-            [sys.executable, "-m", "controlplane.cli", "run", "--config", str(self.config), "--holder", holder, "--lease-ttl", str(LEASE_TTL)],
+            [
+                sys.executable,
+                "-m",
+                "controlplane.cli",
+                "run",
+                "--config",
+                str(self.config),
+                "--holder",
+                holder,
+                "--lease-ttl",
+                str(LEASE_TTL),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -151,13 +162,21 @@ def test_two_workers_on_postgres_only_the_leader_writes_and_the_other_takes_over
     assert token_b > token_a
 
     world.sim.clear_faults()
-    wait_for(lambda: any(c["fencing_token"] == token_b and c["after"] is True and c["field"] == "enabled" for c in world.store.changes(status="applied")), 40, "worker-b to restore eastus")
+    wait_for(
+        lambda: any(
+            c["fencing_token"] == token_b and c["after"] is True and c["field"] == "enabled" for c in world.store.changes(status="applied")
+        ),
+        40,
+        "worker-b to restore eastus",
+    )
 
     # No change applied twice: every landed write (path + body) is unique, and
     # no applied change row repeats another.
     writes = Counter((e.path, json.dumps(e.body, sort_keys=True)) for e in world.writes())
     assert [w for w, n in writes.items() if n > 1] == []
-    rows = Counter((c["target"], c["region"], c["field"], json.dumps(c["after"]), c["fencing_token"]) for c in world.store.changes(status="applied"))
+    rows = Counter(
+        (c["target"], c["region"], c["field"], json.dumps(c["after"]), c["fencing_token"]) for c in world.store.changes(status="applied")
+    )
     assert [r for r, n in rows.items() if n > 1] == []
     assert b.poll() is None, "the standby died"
 

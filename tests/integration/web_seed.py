@@ -65,8 +65,19 @@ def settings(min_serving: int = 1, interval: str = "10s") -> Settings:
             "name": name,
             "azure_region": name,
             "endpoints": [
-                {"name": "gpt-4o", "base_url": f"https://{name}.example.test", "deployment": "gpt-4o", "auth": {"kind": "api_key", "env": "KEY"}, "pricing": {"input_per_1m": 2.0, "output_per_1m": 8.0}},
-                {"name": "gpt-4o-mini", "base_url": f"https://{name}.example.test", "deployment": "gpt-4o-mini", "auth": {"kind": "api_key", "env": "KEY"}},
+                {
+                    "name": "gpt-4o",
+                    "base_url": f"https://{name}.example.test",
+                    "deployment": "gpt-4o",
+                    "auth": {"kind": "api_key", "env": "KEY"},
+                    "pricing": {"input_per_1m": 2.0, "output_per_1m": 8.0},
+                },
+                {
+                    "name": "gpt-4o-mini",
+                    "base_url": f"https://{name}.example.test",
+                    "deployment": "gpt-4o-mini",
+                    "auth": {"kind": "api_key", "env": "KEY"},
+                },
             ],
         }
 
@@ -77,9 +88,31 @@ def settings(min_serving: int = 1, interval: str = "10s") -> Settings:
             "probe": {"interval": interval, "fast_interval": "5s", "timeout": "5s"},
             "guardrails": {"min_serving": min_serving},
             "targets": [
-                {**common, "name": "tm-weighted", "kind": "traffic_manager", "profile": "p1", "routing": "weighted", "endpoints": {r: {"name": f"aoai-{r}", "weight": w} for r, w in zip(REGIONS, (500, 300, 200), strict=True)}},
-                {**common, "name": "tm-priority", "kind": "traffic_manager", "profile": "p2", "routing": "priority", "endpoints": {r: {"name": f"aoai-{r}", "priority": p} for r, p in zip(REGIONS, (1, 2, 3), strict=True)}},
-                {**common, "name": "afd-prod", "kind": "front_door_cdn", "profile": "afd", "origin_group": "og", "routing": "weighted", "endpoints": {r: {"origin": r, "weight": w, "priority": 1} for r, w in zip(REGIONS, (500, 300, 200), strict=True)}},
+                {
+                    **common,
+                    "name": "tm-weighted",
+                    "kind": "traffic_manager",
+                    "profile": "p1",
+                    "routing": "weighted",
+                    "endpoints": {r: {"name": f"aoai-{r}", "weight": w} for r, w in zip(REGIONS, (500, 300, 200), strict=True)},
+                },
+                {
+                    **common,
+                    "name": "tm-priority",
+                    "kind": "traffic_manager",
+                    "profile": "p2",
+                    "routing": "priority",
+                    "endpoints": {r: {"name": f"aoai-{r}", "priority": p} for r, p in zip(REGIONS, (1, 2, 3), strict=True)},
+                },
+                {
+                    **common,
+                    "name": "afd-prod",
+                    "kind": "front_door_cdn",
+                    "profile": "afd",
+                    "origin_group": "og",
+                    "routing": "weighted",
+                    "endpoints": {r: {"origin": r, "weight": w, "priority": 1} for r, w in zip(REGIONS, (500, 300, 200), strict=True)},
+                },
             ],
         }
     )
@@ -90,8 +123,16 @@ def seed_targets(store: Store, s: Settings, now: datetime, disabled: dict[str, s
     disabled = disabled or {}
     for t in s.targets:
         names = {r: getattr(ep, "name", None) or getattr(ep, "origin", None) for r, ep in t.endpoints.items()}
-        endpoints = {r: EndpointSetting(weight=ep.weight, priority=ep.priority, enabled=r not in disabled.get(t.name, set())) for r, ep in t.endpoints.items()}
-        state = TargetState(target=t.name, endpoints=endpoints, monitor_status={r: "Online" for r in t.endpoints}, reasons={r: "healthy" for r in t.endpoints})
+        endpoints = {
+            r: EndpointSetting(weight=ep.weight, priority=ep.priority, enabled=r not in disabled.get(t.name, set()))
+            for r, ep in t.endpoints.items()
+        }
+        state = TargetState(
+            target=t.name,
+            endpoints=endpoints,
+            monitor_status={r: "Online" for r in t.endpoints},
+            reasons={r: "healthy" for r in t.endpoints},
+        )
         store.save_target_state(t.name, names, state, state, now)
         for r, e in endpoints.items():
             store.set_applied(t.name, r, e, now)
@@ -103,9 +144,30 @@ def seed_health(store: Store, now: datetime, states: dict[str, HealthStateName] 
     for r in REGIONS:
         st = states.get(r, HealthStateName.HEALTHY)
         reason = "" if st is HealthStateName.HEALTHY else "7 of last 10 probes failed (503)"
-        eps = [EndpointHealth(endpoint_id=f"{r}/{e}", region=r, state=st, score=1.0 if st is HealthStateName.HEALTHY else 0.2, reason=reason or "ok", since=now - timedelta(minutes=30), quota_headroom=0.6) for e in ("gpt-4o", "gpt-4o-mini")]
+        eps = [
+            EndpointHealth(
+                endpoint_id=f"{r}/{e}",
+                region=r,
+                state=st,
+                score=1.0 if st is HealthStateName.HEALTHY else 0.2,
+                reason=reason or "ok",
+                since=now - timedelta(minutes=30),
+                quota_headroom=0.6,
+            )
+            for e in ("gpt-4o", "gpt-4o-mini")
+        ]
         endpoints += eps
-        regions.append(RegionHealth(region=r, state=st, score=eps[0].score, reasons=(reason,) if reason else (), endpoints=tuple(eps), quota_headroom=0.6, since=now - timedelta(minutes=30)))
+        regions.append(
+            RegionHealth(
+                region=r,
+                state=st,
+                score=eps[0].score,
+                reasons=(reason,) if reason else (),
+                endpoints=tuple(eps),
+                quota_headroom=0.6,
+                since=now - timedelta(minutes=30),
+            )
+        )
     store.save_health(endpoints, regions, now)
 
 
@@ -140,7 +202,17 @@ def seed_probes(store: Store, now: datetime, minutes: int = 15, error_region: st
 
 def seed_transition(store: Store, now: datetime, region: str = "eastus") -> None:
     store.add_transitions(
-        [Transition(subject="region", key=region, old=HealthStateName.HEALTHY, new=HealthStateName.UNHEALTHY, reason="3 consecutive failures (503)", at=now - timedelta(minutes=2), evidence=("503 at 12:00:00", "503 at 12:00:10", HOSTILE))]
+        [
+            Transition(
+                subject="region",
+                key=region,
+                old=HealthStateName.HEALTHY,
+                new=HealthStateName.UNHEALTHY,
+                reason="3 consecutive failures (503)",
+                at=now - timedelta(minutes=2),
+                evidence=("503 at 12:00:00", "503 at 12:00:10", HOSTILE),
+            )
+        ]
     )
 
 

@@ -70,7 +70,14 @@ def test_drain_preview_names_every_target_and_how_many_stay_serving(s, seeded: S
 def test_drain_is_stored_as_an_override_with_an_audit_event(s, seeded: Store) -> None:
     r = actions.execute(s, seeded, req(Action.DRAIN, region="eastus", target="tm-weighted"), OPERATOR, T0)
     [o] = seeded.active_overrides(T0)
-    assert (o.kind, o.region, o.target, o.who, o.why, o.forced) == (OverrideKind.DRAIN, "eastus", "tm-weighted", "otto", "region on fire", False)
+    assert (o.kind, o.region, o.target, o.who, o.why, o.forced) == (
+        OverrideKind.DRAIN,
+        "eastus",
+        "tm-weighted",
+        "otto",
+        "region on fire",
+        False,
+    )
     assert r.added[0].id == o.id
     [e] = seeded.events(kinds=["override"])
     assert e.actor == "otto" and e.region == "eastus" and e.target == "tm-weighted"
@@ -185,7 +192,9 @@ def test_pin_weight_previews_the_change_and_a_new_pin_replaces_the_old(s, seeded
 
 
 def test_freeze_with_expiry_then_unfreeze(s, seeded: Store) -> None:
-    r = actions.execute(s, seeded, actions.parse_request({"action": "freeze", "reason": "change window", "expires_in": "30m"}), OPERATOR, T0)
+    r = actions.execute(
+        s, seeded, actions.parse_request({"action": "freeze", "reason": "change window", "expires_in": "30m"}), OPERATOR, T0
+    )
     assert r.added[0].expires_at == T0 + timedelta(minutes=30) and r.added[0].target is None
     with pytest.raises(ActionRefused, match="already frozen"):
         actions.execute(s, seeded, req(Action.FREEZE), OPERATOR, T0)

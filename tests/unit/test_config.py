@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 import yaml
 
@@ -77,11 +78,23 @@ def _duplicate_target(d: dict[str, Any]) -> None:
 BROKEN = [
     ("unknown region in a target", _rename_region_in_target, "targets[0].endpoints.eastus2: no region named 'eastus2'"),
     ("drain fraction over 1", _set("guardrails.max_drain_fraction", 1.5), "guardrails.max_drain_fraction: 1.5"),
-    ("Front Door priority over 5", _set("targets.1.endpoints.eastus.priority", 7), "targets[1].endpoints.eastus.priority: 7 is not between 1 and 5"),
+    (
+        "Front Door priority over 5",
+        _set("targets.1.endpoints.eastus.priority", 7),
+        "targets[1].endpoints.eastus.priority: 7 is not between 1 and 5",
+    ),
     ("weight 0", _set("targets.0.endpoints.westeurope.weight", 0), "targets[0].endpoints.westeurope.weight: 0 is not between 1 and 1000"),
-    ("weight 1001", _set("targets.1.endpoints.japaneast.weight", 1001), "targets[1].endpoints.japaneast.weight: 1001 is not between 1 and 1000"),
+    (
+        "weight 1001",
+        _set("targets.1.endpoints.japaneast.weight", 1001),
+        "targets[1].endpoints.japaneast.weight: 1001 is not between 1 and 1000",
+    ),
     ("colliding priorities", _priority_collision, "targets[0].endpoints: priority 1 is used by eastus, westeurope"),
-    ("priority routing without priorities", _priority_routing_without_priorities, "targets[0].endpoints.eastus.priority: required when routing is 'priority'"),
+    (
+        "priority routing without priorities",
+        _priority_routing_without_priorities,
+        "targets[0].endpoints.eastus.priority: required when routing is 'priority'",
+    ),
     ("duplicate region", _duplicate_region, "regions: duplicate region name 'eastus'"),
     ("duplicate target", _duplicate_target, "targets: duplicate target name 'tm-weighted'"),
     ("unknown target kind", _set("targets.0.kind", "tm"), "targets[0].kind: 'tm' is not one of"),
@@ -94,7 +107,11 @@ BROKEN = [
     ("failures to down above window", _set("health.failures_to_down", 50), "health.failures_to_down: 50 is larger than health.window 10"),
     ("min_serving above endpoint count", _set("targets.0.min_serving", 4), "targets[0].min_serving: 4 is more than the 3 endpoint(s)"),
     ("bad endpoint type", _set("targets.0.endpoints.eastus.type", "Foo"), "targets[0].endpoints.eastus.type: 'Foo'"),
-    ("base url without scheme", _set("regions.0.endpoints.0.base_url", "contoso.openai.azure.com"), "regions[0].endpoints[0].base_url: 'contoso.openai.azure.com'"),
+    (
+        "base url without scheme",
+        _set("regions.0.endpoints.0.base_url", "contoso.openai.azure.com"),
+        "regions[0].endpoints[0].base_url: 'contoso.openai.azure.com'",
+    ),
     ("arm base url over plain http", _set("azure.arm_base_url", "http://127.0.0.1:1"), "azure.arm_base_url: 'http://127.0.0.1:1'"),
     ("missing subscription", _set("targets.1.subscription_id", DELETE), "targets[1].subscription_id: required"),
 ]
@@ -115,7 +132,9 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
     assert len(problems_of(data)) == 2
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("250ms", 0.25), ("30s", 30), ("5m", 300), ("1h", 3600), ("7d", 604800), (12, 12), ("1.5s", 1.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("250ms", 0.25), ("30s", 30), ("5m", 300), ("1h", 3600), ("7d", 604800), (12, 12), ("1.5s", 1.5)]
+)
 def test_durations_accept_units(text: Any, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -128,7 +147,7 @@ def test_durations_reject_nonsense(text: Any) -> None:
 
 def test_settings_are_frozen() -> None:
     s = load_settings(EXAMPLE)
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         s.guardrails.min_serving = 0  # type: ignore[misc]
 
 

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 
 from controlplane.config import Settings, parse_settings
 from controlplane.domain import EndpointSetting, Field, HealthStateName, OverrideKind, TargetState
-from controlplane.guardrails import CooldownMemory, decide
-from controlplane.health import HealthEvaluator
-from controlplane.planner import apply_to_states, managed_fields, plan
+from controlplane.engine.guardrails import CooldownMemory, decide
+from controlplane.engine.health import HealthEvaluator
+from controlplane.engine.planner import apply_to_states, managed_fields, plan
+from controlplane.engine.strategy import desired_states
 from controlplane.replay import run_replay
-from controlplane.strategy import desired_states
 from tests.fakes import at, endpoint_ids, override, probe_result, region_health, settings_dict
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -115,7 +115,9 @@ def overrides_for(draw: Any, s: Settings, forced: bool = False) -> list[Any]:
 
 
 @st.composite
-def situations(draw: Any, with_overrides: bool = False) -> tuple[Settings, dict[str, Any], dict[str, TargetState], list[Any], CooldownMemory]:
+def situations(
+    draw: Any, with_overrides: bool = False
+) -> tuple[Settings, dict[str, Any], dict[str, TargetState], list[Any], CooldownMemory]:
     s = draw(configs())
     h = draw(healths(s))
     actual = draw(actuals(s))
@@ -218,7 +220,9 @@ def test_operator_overrides_are_respected(sit: Any) -> None:
     live = [o for o in ovs if o.active(NOW)]
     for c in guarded.changes:
         mine = [o for o in live if o.target in (None, c.target)]
-        latest = [o for o in mine if o.kind is not OverrideKind.FREEZE and (o.region in (None, c.region) or o.kind is OverrideKind.FAILOVER)]
+        latest = [
+            o for o in mine if o.kind is not OverrideKind.FREEZE and (o.region in (None, c.region) or o.kind is OverrideKind.FAILOVER)
+        ]
         if any(o.kind is OverrideKind.FREEZE for o in mine):
             assert c.manual, f"automation changed frozen {c.target}: {c.describe()}"
         if c.field is Field.ENABLED and c.desired and not c.manual:
@@ -238,8 +242,12 @@ def test_operator_overrides_are_respected(sit: Any) -> None:
     after=st.integers(1, 20),
     vantages=st.sampled_from([("local",), ("eu", "us")]),
 )
-def test_a_single_lost_probe_never_changes_anything(k: int, window: int, step: float, lost: str, which: int, after: int, vantages: tuple[str, ...]) -> None:
-    s = parse_settings(settings_dict(targets=("tm-weighted", "tm-priority", "afd-prod"), health={"failures_to_down": min(k, window), "window": window}))
+def test_a_single_lost_probe_never_changes_anything(
+    k: int, window: int, step: float, lost: str, which: int, after: int, vantages: tuple[str, ...]
+) -> None:
+    s = parse_settings(
+        settings_dict(targets=("tm-weighted", "tm-priority", "afd-prod"), health={"failures_to_down": min(k, window), "window": window})
+    )
     eids = endpoint_ids(s)
     ev = HealthEvaluator(s)
     t = 0.0
@@ -248,7 +256,9 @@ def test_a_single_lost_probe_never_changes_anything(k: int, window: int, step: f
             for v in vantages:
                 ev.observe(probe_result(e, "ok", t, vantage=v))
         t += step
-    actual = {x.name: TargetState(x.name, {r: EndpointSetting(ep.weight, ep.priority, True) for r, ep in x.endpoints.items()}) for x in s.targets}
+    actual = {
+        x.name: TargetState(x.name, {r: EndpointSetting(ep.weight, ep.priority, True) for r, ep in x.endpoints.items()}) for x in s.targets
+    }
     assert all(eh.state is HealthStateName.HEALTHY for eh in ev.evaluate(at(t)).endpoints.values())
     assert ev.observe(probe_result(eids[which], lost, t, vantage=vantages[0], ttft_ms=9000.0 if lost == "slow" else None)) == []
     for _ in range(after):
@@ -286,7 +296,9 @@ def test_replayed_timelines_never_break_min_serving_and_are_deterministic(s: Set
         "duration": "1200s",
         "seed": seed,
         "noise": {"loss": 0.02, "jitter_ms": 40},
-        "events": [{"at": at_s, **({"region": regions[i % len(regions)]} if not everywhere else {}), **f} for at_s, i, f, everywhere in events],
+        "events": [
+            {"at": at_s, **({"region": regions[i % len(regions)]} if not everywhere else {}), **f} for at_s, i, f, everywhere in events
+        ],
     }
     r = run_replay(s, tl)
     for t in s.targets:

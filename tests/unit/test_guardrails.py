@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controlplane.domain import Change, Field, HealthStateName, Plan
-from controlplane.guardrails import (
+from controlplane.engine.guardrails import (
     CooldownMemory,
     GuardrailContext,
     WriteBudget,
@@ -21,7 +21,7 @@ from controlplane.guardrails import (
     weigh_down_held_drains,
     write_budget,
 )
-from controlplane.planner import apply_to_states
+from controlplane.engine.planner import apply_to_states
 from tests.fakes import FakeClock, at, make_settings, override, region_health, target_state
 
 NOW = at(1000)
@@ -64,7 +64,11 @@ def test_automation_never_drains_below_min_serving() -> None:
 
 def test_min_serving_drains_the_worst_region_first() -> None:
     s = make_settings(guardrails={"min_serving": 2, "max_drain_fraction": 1.0})
-    h = {"eastus": region_health("eastus", "unhealthy", 0.3), "westeurope": region_health("westeurope", "unhealthy", 0.0), "japaneast": region_health("japaneast", "healthy")}
+    h = {
+        "eastus": region_health("eastus", "unhealthy", 0.3),
+        "westeurope": region_health("westeurope", "unhealthy", 0.0),
+        "japaneast": region_health("japaneast", "healthy"),
+    }
     out = keep_min_serving(Plan((drain("eastus"), drain("westeurope"))), ctx(s, h=h))
     assert [c.region for c in out.changes] == ["westeurope"]
 
@@ -276,7 +280,11 @@ def test_apply_guardrails_composes_the_policies_in_order() -> None:
     p = Plan((drain("eastus"), drain("westeurope"), weight("japaneast", 200, 20)))
     out = apply_guardrails(p, ctx(s, h=health("unhealthy", japaneast="degraded")))
     # westeurope may not be drained too (fraction): weighed down instead, ramped like any weight
-    assert [(c.region, c.field.value, c.desired) for c in out.changes] == [("eastus", "enabled", False), ("japaneast", "weight", 100), ("westeurope", "weight", 200)]
+    assert [(c.region, c.field.value, c.desired) for c in out.changes] == [
+        ("eastus", "enabled", False),
+        ("japaneast", "weight", 100),
+        ("westeurope", "weight", 200),
+    ]
     assert [sk.rule for sk in out.skipped] == ["max_drain_fraction"]
 
 
@@ -290,7 +298,9 @@ def test_preview_of_a_drain_says_what_changes_and_how_many_stay_serving() -> Non
     p, refusals = preview_override(s, o, actual, health())
     assert refusals == []
     assert [(c.target, c.region, c.manual) for c in p.changes] == [("tm-weighted", "eastus", True), ("afd-prod", "eastus", True)]
-    assert describe_preview(s, o, p, refusals, actual) == "This will disable eastus in tm-weighted and afd-prod; 2 of 3 stay serving in each."
+    assert (
+        describe_preview(s, o, p, refusals, actual) == "This will disable eastus in tm-weighted and afd-prod; 2 of 3 stay serving in each."
+    )
 
 
 def test_preview_refuses_a_drain_that_breaks_min_serving() -> None:
@@ -324,11 +334,13 @@ def test_preview_of_a_region_already_out_and_of_a_freeze() -> None:
     assert p.changes == () and refusals == []
     assert describe_preview(s, o, p, refusals, actual).startswith("No change to Azure now: eastus is already as this drain wants")
     f = override("freeze", target="tm-weighted", created=1000)
-    assert describe_preview(s, f, *preview_override(s, f, actual, health()), actual).startswith("This will freeze automation for tm-weighted")
+    assert describe_preview(s, f, *preview_override(s, f, actual, health()), actual).startswith(
+        "This will freeze automation for tm-weighted"
+    )
 
 
 def test_guardrail_context_reads_health_from_a_report_too() -> None:
-    from controlplane.health import HealthEvaluator
+    from controlplane.engine.health import HealthEvaluator
 
     s = make_settings()
     c = ctx(s, h=HealthEvaluator(s).evaluate(NOW))

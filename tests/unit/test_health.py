@@ -8,7 +8,7 @@ import pytest
 
 from controlplane.domain import HealthStateName as H
 from controlplane.domain import Outcome
-from controlplane.health import HealthEvaluator
+from controlplane.engine.health import HealthEvaluator
 from tests.fakes import at, endpoint_ids, make_settings, probe_result
 
 EAST = "eastus/gpt-4o"
@@ -16,7 +16,9 @@ WEST = "westeurope/gpt-4o"
 JAPAN = "japaneast/gpt-4o"
 
 
-def warm(ev: HealthEvaluator, eids=(EAST, WEST, JAPAN), start: float = 0.0, n: int = 10, step: float = 30.0, vantage: str = "local") -> float:
+def warm(
+    ev: HealthEvaluator, eids=(EAST, WEST, JAPAN), start: float = 0.0, n: int = 10, step: float = 30.0, vantage: str = "local"
+) -> float:
     """n successes per endpoint, one every `step` s; returns the time after the last."""
     t = start
     for _ in range(n):

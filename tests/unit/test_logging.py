@@ -68,7 +68,10 @@ def test_configuring_twice_replaces_the_handler_instead_of_doubling_lines(stream
     [
         ("request headers {'api-key': 'a1b2c3d4e5f6a7b8c9d0'}", "a1b2c3d4e5f6a7b8c9d0"),
         ("Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "eyJhbGciOiJSUzI1NiJ9"),
-        ("calling https://prod-12.westus.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sig=Zm9vYmFyYmF6", "Zm9vYmFyYmF6"),
+        (
+            "calling https://prod-12.westus.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sig=Zm9vYmFyYmF6",
+            "Zm9vYmFyYmF6",
+        ),
         ("GET https://x.blob.core.windows.net/c/b?sv=2022&se=2026&sig=AbCdEf%2Bgh", "AbCdEf%2Bgh"),
         ("POST https://hooks.slack.com/services/T0001/B0002/XyZsecret", "XyZsecret"),
         ("function url https://fn.azurewebsites.net/api/x?code=s3cr3tc0de&key=k3yv4lue", "s3cr3tc0de"),
@@ -89,7 +92,11 @@ def test_secrets_are_masked_in_args_extras_and_tracebacks(stream: io.StringIO) -
     try:
         raise RuntimeError("PagerDuty said no to the-routing-key-0123456789")
     except RuntimeError:
-        log.exception("delivery failed for %s", "Bearer abcdefghijklmnop", extra={"api_key": "plain-value-123", "headers": {"api-key": "hdr-secret-999"}})
+        log.exception(
+            "delivery failed for %s",
+            "Bearer abcdefghijklmnop",
+            extra={"api_key": "plain-value-123", "headers": {"api-key": "hdr-secret-999"}},
+        )
     out = stream.getvalue()
     for secret in ("the-routing-key-0123456789", "abcdefghijklmnop", "plain-value-123", "hdr-secret-999"):
         assert secret not in out

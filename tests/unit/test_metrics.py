@@ -53,7 +53,16 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 
 
 def probe(region: str, outcome: Outcome, ttft_ms: float | None, total_ms: float | None, **kw: Any) -> ProbeResult:
-    return ProbeResult(endpoint_id=f"{region}/aoai", region=region, vantage="westeurope-1", started_at=T0, outcome=outcome, ttft_ms=ttft_ms, total_ms=total_ms, **kw)
+    return ProbeResult(
+        endpoint_id=f"{region}/aoai",
+        region=region,
+        vantage="westeurope-1",
+        started_at=T0,
+        outcome=outcome,
+        ttft_ms=ttft_ms,
+        total_ms=total_ms,
+        **kw,
+    )
 
 
 def feed_sample(m: Metrics) -> None:
@@ -66,20 +75,50 @@ def feed_sample(m: Metrics) -> None:
         ]
     )
     ep_east = EndpointHealth(endpoint_id="eastus/aoai", region="eastus", state=HealthStateName.HEALTHY, score=0.97, reason="ok")
-    ep_west = EndpointHealth(endpoint_id="westus/aoai", region="westus", state=HealthStateName.UNHEALTHY, score=0.1, reason="timeouts", config_problem=None)
+    ep_west = EndpointHealth(
+        endpoint_id="westus/aoai", region="westus", state=HealthStateName.UNHEALTHY, score=0.1, reason="timeouts", config_problem=None
+    )
     m.observe_health(
         {
-            "eastus": RegionHealth(region="eastus", state=HealthStateName.HEALTHY, score=0.97, reasons=(), endpoints=(ep_east,), quota_headroom=0.25),
-            "westus": RegionHealth(region="westus", state=HealthStateName.UNHEALTHY, score=0.1, reasons=("timeouts",), endpoints=(ep_west,)),
+            "eastus": RegionHealth(
+                region="eastus", state=HealthStateName.HEALTHY, score=0.97, reasons=(), endpoints=(ep_east,), quota_headroom=0.25
+            ),
+            "westus": RegionHealth(
+                region="westus", state=HealthStateName.UNHEALTHY, score=0.1, reasons=("timeouts",), endpoints=(ep_west,)
+            ),
         }
     )
     m.observe_targets(
         [
-            {"target": "tm-prod", "region": "eastus", "endpoint": "eastus-ep", "desired_weight": 1000, "actual_weight": 500, "desired_enabled": True, "actual_enabled": True, "desired_priority": None, "actual_priority": None, "drift": None, "write_status": None},
-            {"target": "tm-prod", "region": "westus", "endpoint": "westus-ep", "desired_weight": 1, "actual_weight": 500, "desired_enabled": False, "actual_enabled": True, "drift": "weight changed outside regionguard", "write_status": "failed"},
+            {
+                "target": "tm-prod",
+                "region": "eastus",
+                "endpoint": "eastus-ep",
+                "desired_weight": 1000,
+                "actual_weight": 500,
+                "desired_enabled": True,
+                "actual_enabled": True,
+                "desired_priority": None,
+                "actual_priority": None,
+                "drift": None,
+                "write_status": None,
+            },
+            {
+                "target": "tm-prod",
+                "region": "westus",
+                "endpoint": "westus-ep",
+                "desired_weight": 1,
+                "actual_weight": 500,
+                "desired_enabled": False,
+                "actual_enabled": True,
+                "drift": "weight changed outside regionguard",
+                "write_status": "failed",
+            },
         ]
     )
-    drain = Change(target="tm-prod", region="westus", endpoint="westus-ep", field=Field.ENABLED, actual=True, desired=False, reason="westus unhealthy")
+    drain = Change(
+        target="tm-prod", region="westus", endpoint="westus-ep", field=Field.ENABLED, actual=True, desired=False, reason="westus unhealthy"
+    )
     m.observe_change("applied", drain)
     m.observe_change("failed", drain)
     m.observe_change("applied", drain)
@@ -113,7 +152,9 @@ def test_a_scrape_after_sample_results_health_and_changes_holds_every_series() -
     assert value(s, "regionguard_target_endpoint_enabled", side="actual", **tm_west) == 1
     assert value(s, "regionguard_target_endpoint_drift", **tm_west) == 1
     assert value(s, "regionguard_target_endpoint_write_failed", **tm_west) == 1
-    assert value(s, "regionguard_target_endpoint_priority", side="desired", target="tm-prod", region="eastus", endpoint="eastus-ep") is None  # unknown -> no series
+    assert (
+        value(s, "regionguard_target_endpoint_priority", side="desired", target="tm-prod", region="eastus", endpoint="eastus-ep") is None
+    )  # unknown -> no series
     assert value(s, "regionguard_changes_total", status="applied", target="tm-prod", kind="drain") == 2
     assert value(s, "regionguard_changes_total", status="failed", target="tm-prod", kind="drain") == 1
     assert value(s, "regionguard_leader") == 1 and value(s, "regionguard_leader_fencing_token") == 7
@@ -141,19 +182,36 @@ def test_each_metrics_object_has_its_own_registry() -> None:
 
 
 def test_the_web_app_view_reads_health_targets_panic_and_freeze_from_the_store(store: Store) -> None:
-    ep = EndpointHealth(endpoint_id="eastus/aoai", region="eastus", state=HealthStateName.DEGRADED, score=0.6, reason="slow", config_problem="auth_error: 401")
-    store.save_health([ep], [RegionHealth(region="eastus", state=HealthStateName.DEGRADED, score=0.6, reasons=("slow",), endpoints=(ep,))], T0)
+    ep = EndpointHealth(
+        endpoint_id="eastus/aoai",
+        region="eastus",
+        state=HealthStateName.DEGRADED,
+        score=0.6,
+        reason="slow",
+        config_problem="auth_error: 401",
+    )
+    store.save_health(
+        [ep], [RegionHealth(region="eastus", state=HealthStateName.DEGRADED, score=0.6, reasons=("slow",), endpoints=(ep,))], T0
+    )
     desired = TargetState(target="tm-prod", endpoints={"eastus": EndpointSetting(weight=300, enabled=True)})
     actual = TargetState(target="tm-prod", endpoints={"eastus": EndpointSetting(weight=500, enabled=True)})
     store.save_target_state("tm-prod", {"eastus": "eastus-ep"}, actual, desired, T0)
     store.set_flag("panic:afd-prod", {"reason": "all regions unhealthy"}, T0)
-    store.add_override(Override(kind=OverrideKind.FREEZE, who="alice", why="incident 42", created_at=T0, target="tm-prod", expires_at=T0 + timedelta(hours=1)))
+    store.add_override(
+        Override(
+            kind=OverrideKind.FREEZE, who="alice", why="incident 42", created_at=T0, target="tm-prod", expires_at=T0 + timedelta(hours=1)
+        )
+    )
     m = Metrics()
     app = Flask(__name__)
     app.add_url_rule("/metrics", view_func=m.flask_view(before=lambda: m.refresh_from_store(store, now=T0 + timedelta(minutes=1))))
     resp = app.test_client().get("/metrics")
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
-    s = {(x.name, tuple(sorted(x.labels.items()))): x.value for f in text_string_to_metric_families(resp.get_data(as_text=True)) for x in f.samples}
+    s = {
+        (x.name, tuple(sorted(x.labels.items()))): x.value
+        for f in text_string_to_metric_families(resp.get_data(as_text=True))
+        for x in f.samples
+    }
     assert value(s, "regionguard_region_state", region="eastus", state="degraded") == 1
     assert value(s, "regionguard_endpoint_config_problem", region="eastus", endpoint="aoai") == 1
     assert value(s, "regionguard_target_endpoint_weight", target="tm-prod", region="eastus", endpoint="eastus-ep", side="desired") == 300
@@ -181,7 +239,7 @@ def arm() -> Iterator[str]:
     replies = [(429, {"Retry-After": "0"}), (200, {})]
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             status, headers = replies.pop(0) if replies else (200, {})
             body = b"{}"
             self.send_response(status)
@@ -228,12 +286,29 @@ def test_the_azure_policy_counts_transport_errors() -> None:
     client = PipelineClient(base_url=f"http://127.0.0.1:{port}", policies=[RetryPolicy(retry_total=0), m.azure_policy()])
     with client, pytest.raises(ServiceRequestError):
         client.send_request(HttpRequest("PATCH", f"http://127.0.0.1:{port}{ENDPOINT_PATH}"))
-    assert m.registry.get_sample_value("regionguard_azure_requests_total", {"operation": "PATCH Microsoft.Network/trafficmanagerprofiles/AzureEndpoints", "status_code": "error"}) == 1
+    assert (
+        m.registry.get_sample_value(
+            "regionguard_azure_requests_total",
+            {"operation": "PATCH Microsoft.Network/trafficmanagerprofiles/AzureEndpoints", "status_code": "error"},
+        )
+        == 1
+    )
 
 
 def test_azure_operation_names_drop_resource_names_and_keep_types() -> None:
-    assert azure_operation("put", "https://management.azure.com/subscriptions/s/resourceGroups/rg/providers/Microsoft.Cdn/profiles/p/originGroups/g/origins/o?api-version=2024-02-01") == "PUT Microsoft.Cdn/profiles/originGroups/origins"
-    assert azure_operation("GET", "https://management.azure.com/subscriptions/s/providers/Microsoft.Network/locations/global/operationResults/abc") == "GET Microsoft.Network/locations/operationResults"
+    assert (
+        azure_operation(
+            "put",
+            "https://management.azure.com/subscriptions/s/resourceGroups/rg/providers/Microsoft.Cdn/profiles/p/originGroups/g/origins/o?api-version=2024-02-01",
+        )
+        == "PUT Microsoft.Cdn/profiles/originGroups/origins"
+    )
+    assert (
+        azure_operation(
+            "GET", "https://management.azure.com/subscriptions/s/providers/Microsoft.Network/locations/global/operationResults/abc"
+        )
+        == "GET Microsoft.Network/locations/operationResults"
+    )
     assert azure_operation("GET", "https://management.azure.com/subscriptions/s/resourceGroups/rg") == "GET subscriptions/resourceGroups"
 
 

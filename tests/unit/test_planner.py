@@ -6,13 +6,15 @@ import json
 from dataclasses import replace
 
 from controlplane.domain import EndpointSetting, Field, Plan, TargetState
-from controlplane.planner import apply_to_states, managed_fields, plan
+from controlplane.engine.planner import apply_to_states, managed_fields, plan
 from tests.fakes import make_settings, target_state
 
 S = make_settings(targets=("tm-weighted", "tm-priority", "afd-prod"))
 
 
-def desired_from(actual: TargetState, reasons: dict[str, str] | None = None, manual: tuple[str, ...] = (), **changes: EndpointSetting) -> TargetState:
+def desired_from(
+    actual: TargetState, reasons: dict[str, str] | None = None, manual: tuple[str, ...] = (), **changes: EndpointSetting
+) -> TargetState:
     eps = dict(actual.endpoints)
     eps.update(changes)
     return TargetState(target=actual.target, endpoints=eps, reasons=reasons or {}, manual=manual)
@@ -44,7 +46,14 @@ def test_a_change_carries_azure_name_reason_and_both_sides() -> None:
     actual = target_state(S, "tm-weighted")
     desired = desired_from(actual, {"eastus": "unhealthy: 3 consecutive timeouts"}, eastus=EndpointSetting(weight=500, enabled=False))
     (c,) = plan(S, [desired], [actual]).changes
-    assert (c.target, c.region, c.endpoint, c.field, c.actual, c.desired) == ("tm-weighted", "eastus", "aoai-eastus", Field.ENABLED, True, False)
+    assert (c.target, c.region, c.endpoint, c.field, c.actual, c.desired) == (
+        "tm-weighted",
+        "eastus",
+        "aoai-eastus",
+        Field.ENABLED,
+        True,
+        False,
+    )
     assert c.reason == "unhealthy: 3 consecutive timeouts"
     assert c.manual is False
 
@@ -58,7 +67,9 @@ def test_changes_for_regions_an_override_decides_are_manual() -> None:
 
 def test_only_regions_the_config_names_are_touched() -> None:
     actual = target_state(S, "tm-weighted")
-    actual = replace(actual, endpoints={**actual.endpoints, "brazilsouth": EndpointSetting(weight=1, enabled=True)}, unmanaged=("aoai-brazil",))
+    actual = replace(
+        actual, endpoints={**actual.endpoints, "brazilsouth": EndpointSetting(weight=1, enabled=True)}, unmanaged=("aoai-brazil",)
+    )
     desired = replace(actual, endpoints={**actual.endpoints, "brazilsouth": EndpointSetting(weight=999, enabled=False)})
     assert plan(S, [desired], [actual]).changes == ()
 
@@ -79,7 +90,11 @@ def test_a_target_missing_on_either_side_is_skipped() -> None:
 def test_order_is_config_target_then_region_then_field_whatever_the_input_order() -> None:
     actual = {t.name: target_state(S, t.name) for t in S.targets}
     desired = {
-        "afd-prod": desired_from(actual["afd-prod"], japaneast=EndpointSetting(weight=50, priority=2, enabled=False), eastus=EndpointSetting(weight=1, priority=1, enabled=True)),
+        "afd-prod": desired_from(
+            actual["afd-prod"],
+            japaneast=EndpointSetting(weight=50, priority=2, enabled=False),
+            eastus=EndpointSetting(weight=1, priority=1, enabled=True),
+        ),
         "tm-weighted": desired_from(actual["tm-weighted"], westeurope=EndpointSetting(weight=1, enabled=True)),
     }
     p1 = plan(S, desired, actual)

@@ -9,8 +9,8 @@ import pytest
 
 from controlplane.config import LLMEndpoint, ProbeSettings, Settings, parse_settings
 from controlplane.domain import Outcome, ProbeResult
-from probes.cost import estimate_monthly, probe_tokens, render_costs
 from probes.base import error_text, scrub
+from probes.cost import estimate_monthly, probe_tokens, render_costs
 from probes.llm import (
     Failure,
     Observation,
@@ -40,7 +40,9 @@ def endpoint(**overrides: object) -> LLMEndpoint:
 
 
 def finished(content: str = "4817", ttft_ms: float = 120.0, total_ms: float = 300.0) -> Observation:
-    return Observation(status_code=200, ttft_ms=ttft_ms, total_ms=total_ms, content=content, finish_reason="stop", done=True, output_chunks=1)
+    return Observation(
+        status_code=200, ttft_ms=ttft_ms, total_ms=total_ms, content=content, finish_reason="stop", done=True, output_chunks=1
+    )
 
 
 def classify_default(obs: Observation, expected: str = "4817") -> Outcome:
@@ -115,7 +117,12 @@ def test_it_reads_rate_limit_and_identity_headers() -> None:
 
 
 def test_it_keeps_only_the_headers_of_interest_case_insensitively_first_wins() -> None:
-    raw = [(b"X-RateLimit-Remaining-Tokens", b"42"), (b"Set-Cookie", b"ARRAffinity=abc"), (b"x-ratelimit-remaining-tokens", b"7"), (b"X-Ms-Region", b"East US")]
+    raw = [
+        (b"X-RateLimit-Remaining-Tokens", b"42"),
+        (b"Set-Cookie", b"ARRAffinity=abc"),
+        (b"x-ratelimit-remaining-tokens", b"7"),
+        (b"X-Ms-Region", b"East US"),
+    ]
     kept = headers_of_interest(raw)
     assert kept == {"x-ratelimit-remaining-tokens": "42", "x-ms-region": "East US"}
     assert parse_headers(kept)["remaining_tokens"] == 42
@@ -349,7 +356,9 @@ def _cost_settings() -> Settings:
 
 
 def _result(eid: str, prompt: int | None, completion: int | None, outcome: Outcome = Outcome.OK) -> ProbeResult:
-    return ProbeResult(eid, eid.split("/")[0], "v", datetime(2026, 1, 1, tzinfo=UTC), outcome, prompt_tokens=prompt, completion_tokens=completion)
+    return ProbeResult(
+        eid, eid.split("/")[0], "v", datetime(2026, 1, 1, tzinfo=UTC), outcome, prompt_tokens=prompt, completion_tokens=completion
+    )
 
 
 def test_monthly_cost_comes_from_measured_usage_interval_and_pricing() -> None:

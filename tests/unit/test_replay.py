@@ -63,14 +63,21 @@ def test_a_ten_times_ttft_brownout_is_acted_on_within_60_seconds_of_the_fault() 
 
 @pytest.mark.parametrize("seed", [7, 8, 9])
 def test_a_seventy_percent_throttle_is_acted_on_within_60_seconds_of_being_seen(seed: int) -> None:
-    r = run_replay(S, timeline({"at": "900s", "region": "japaneast", "fault": "throttle", "rate": 0.7, "retry_after_s": 12}, duration="1500s", seed=seed))
+    r = run_replay(
+        S,
+        timeline({"at": "900s", "region": "japaneast", "fault": "throttle", "rate": 0.7, "retry_after_s": 12}, duration="1500s", seed=seed),
+    )
     ev = event_summary(r)
     assert ev["detect_to_change_s"] is not None and ev["detect_to_change_s"] <= 60
     assert any("throttled (429)" in c["reason"] for c in r.changes)
 
 
 def test_a_fault_seen_by_one_of_three_vantages_changes_nothing() -> None:
-    tl = timeline({"at": "600s", "region": "eastus", "fault": "down", "vantages": ["eu"]}, {"at": "1800s", "region": "eastus", "fault": "none"}, vantages=["eu", "us", "asia"])
+    tl = timeline(
+        {"at": "600s", "region": "eastus", "fault": "down", "vantages": ["eu"]},
+        {"at": "1800s", "region": "eastus", "fault": "none"},
+        vantages=["eu", "us", "asia"],
+    )
     r = run_replay(S, tl)
     assert r.changes == []
     seen_by_eu = [t for t in r.transitions if t["vantage"] == "eu" and t["new"] == "unhealthy"]
@@ -79,13 +86,17 @@ def test_a_fault_seen_by_one_of_three_vantages_changes_nothing() -> None:
 
 
 def test_two_of_three_vantages_seeing_it_is_enough() -> None:
-    tl = timeline({"at": "600s", "region": "eastus", "fault": "down", "vantages": ["eu", "us"]}, duration="900s", vantages=["eu", "us", "asia"])
+    tl = timeline(
+        {"at": "600s", "region": "eastus", "fault": "down", "vantages": ["eu", "us"]}, duration="900s", vantages=["eu", "us", "asia"]
+    )
     r = run_replay(S, tl)
     assert {(c["target"], c["region"], c["to"]) for c in r.changes} == {("tm-weighted", "eastus", False), ("afd-prod", "eastus", False)}
 
 
 def test_a_region_is_restored_once_after_it_recovers_without_flapping() -> None:
-    tl = timeline({"at": "600s", "region": "eastus", "fault": "down"}, {"at": "1200s", "region": "eastus", "fault": "none"}, duration="2400s")
+    tl = timeline(
+        {"at": "600s", "region": "eastus", "fault": "down"}, {"at": "1200s", "region": "eastus", "fault": "none"}, duration="2400s"
+    )
     r = run_replay(S, tl)
     eastus = [(c["target"], c["to"]) for c in r.changes if c["region"] == "eastus"]
     assert eastus == [("tm-weighted", False), ("afd-prod", False), ("tm-weighted", True), ("afd-prod", True)]
@@ -99,13 +110,17 @@ def test_when_every_region_fails_it_fails_open_and_says_so() -> None:
     tl = timeline({"at": "300s", "fault": "down"}, {"at": "900s", "fault": "none"}, duration="1500s")
     r = run_replay(S, tl)
     assert r.summary["min_serving"]["tm-weighted"] >= 2  # one drain may go out before the others fail; never all
-    assert r.panics and r.panics[0]["reason"].startswith(("tm-weighted: every endpoint looks unhealthy", "afd-prod: every endpoint looks unhealthy"))
+    assert r.panics and r.panics[0]["reason"].startswith(
+        ("tm-weighted: every endpoint looks unhealthy", "afd-prod: every endpoint looks unhealthy")
+    )
     assert all(p["until"] is not None for p in r.panics)
     assert all(all(ep["enabled"] for ep in t.values()) for t in r.final.values())
 
 
 def test_a_timeline_override_is_applied_as_a_manual_change() -> None:
-    tl = timeline(duration="900s", overrides=[{"at": "300s", "kind": "drain", "region": "japaneast", "for": "5m", "who": "bob", "why": "maintenance"}])
+    tl = timeline(
+        duration="900s", overrides=[{"at": "300s", "kind": "drain", "region": "japaneast", "for": "5m", "who": "bob", "why": "maintenance"}]
+    )
     r = run_replay(S, tl)
     manual = [c for c in r.changes if c["manual"]]
     assert [(c["at"], c["region"], c["to"]) for c in manual if c["target"] == "tm-weighted"] == [(300.0, "japaneast", False)]
@@ -138,7 +153,9 @@ def test_output_as_json_and_text() -> None:
 def test_recorded_results_can_be_replayed_against_a_new_config() -> None:
     eids = endpoint_ids(S)
     results = [probe_result(e, "ok", t) for t in range(0, 600, 30) for e in eids]
-    results += [probe_result("eastus/gpt-4o", o, 600 + 5 * i) for i, o in enumerate(["timeout", "timeout", "timeout", "timeout", "ok", "ok"])]
+    results += [
+        probe_result("eastus/gpt-4o", o, 600 + 5 * i) for i, o in enumerate(["timeout", "timeout", "timeout", "timeout", "ok", "ok"])
+    ]
     r = run_replay(S, results=results)
     assert [(c["target"], c["region"], c["to"]) for c in r.changes] == [("tm-weighted", "eastus", False), ("afd-prod", "eastus", False)]
     stricter = make_settings(targets=("tm-weighted", "afd-prod"), health={"failures_to_down": 5, "degraded_ratio": 0.5})
@@ -178,7 +195,16 @@ def test_a_bad_timeline_names_every_bad_field() -> None:
     with pytest.raises(TimelineError) as info:
         load_timeline(bad)
     problems = info.value.problems
-    for prefix in ("colour: unknown key", "duration:", "seed:", "noise.loss:", "events[0].rate:", "events[1].at:", "events[2].fault:", "overrides[0].kind:"):
+    for prefix in (
+        "colour: unknown key",
+        "duration:",
+        "seed:",
+        "noise.loss:",
+        "events[0].rate:",
+        "events[1].at:",
+        "events[2].fault:",
+        "overrides[0].kind:",
+    ):
         assert any(p.startswith(prefix) for p in problems), (prefix, problems)
 
 
@@ -210,7 +236,7 @@ def test_a_timeline_file_that_is_not_yaml_or_missing_says_so(tmp_path: Path) -> 
 
 
 def test_an_unknown_scenario_name_lists_the_builtin_ones() -> None:
-    with pytest.raises(TimelineError, match="no built-in scenario or file named 'outage'.*region-outage"):
+    with pytest.raises(TimelineError, match=r"no built-in scenario or file named 'outage'.*region-outage"):
         run_replay(S, "outage")
 
 

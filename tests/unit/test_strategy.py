@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from controlplane.domain import EndpointSetting
 from controlplane.domain import HealthStateName as H
-from controlplane.strategy import StrategyMemory, desired_state, desired_states, frozen_by
+from controlplane.engine.strategy import StrategyMemory, desired_state, desired_states, frozen_by
 from tests.fakes import at, make_settings, override, region_health, target_state
 
 NOW = at(1000)
@@ -229,7 +229,9 @@ def test_a_pinned_weight_holds_even_when_degraded() -> None:
 
 def test_a_pinned_priority_swaps_with_its_holder_so_priorities_stay_unique() -> None:
     s = prio()
-    d = desired_state(s, "tm-priority", health(**ALL_OK), target_state(s, "tm-priority"), [override("pin", "japaneast", priority=1)], now=NOW)
+    d = desired_state(
+        s, "tm-priority", health(**ALL_OK), target_state(s, "tm-priority"), [override("pin", "japaneast", priority=1)], now=NOW
+    )
     prios = {r: e.priority for r, e in d.endpoints.items()}
     assert prios == {"eastus": 3, "westeurope": 2, "japaneast": 1}
     assert set(d.manual) == {"eastus", "japaneast"}
@@ -237,7 +239,9 @@ def test_a_pinned_priority_swaps_with_its_holder_so_priorities_stay_unique() -> 
 
 def test_failover_sends_a_priority_target_to_the_named_region() -> None:
     s = prio()
-    d = desired_state(s, "tm-priority", health(**ALL_OK), target_state(s, "tm-priority"), [override("failover", "japaneast", "tm-priority")], now=NOW)
+    d = desired_state(
+        s, "tm-priority", health(**ALL_OK), target_state(s, "tm-priority"), [override("failover", "japaneast", "tm-priority")], now=NOW
+    )
     assert enabled(d) == {"eastus": False, "westeurope": False, "japaneast": True}
     assert set(d.manual) == {"eastus", "westeurope", "japaneast"}
 
@@ -268,7 +272,7 @@ def test_the_newest_override_wins_a_conflict() -> None:
 
 
 def test_now_defaults_to_the_health_report_time() -> None:
-    from controlplane.health import HealthEvaluator
+    from controlplane.engine.health import HealthEvaluator
 
     s = make_settings()
     report = HealthEvaluator(s).evaluate(at(5))

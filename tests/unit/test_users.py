@@ -42,7 +42,10 @@ def test_passwords_are_stored_as_argon2id_hashes_and_verified(store: Store) -> N
     assert users.authenticate(store, "nobody", "a long enough secret") is None
 
 
-@pytest.mark.parametrize(("name", "role", "password", "field"), [("bad name!", "viewer", "x" * 12, "name"), ("ok", "root", "x" * 12, "role"), ("ok", "viewer", "short", "password")])
+@pytest.mark.parametrize(
+    ("name", "role", "password", "field"),
+    [("bad name!", "viewer", "x" * 12, "name"), ("ok", "root", "x" * 12, "role"), ("ok", "viewer", "short", "password")],
+)
 def test_bad_user_input_names_the_field(store: Store, name: str, role: str, password: str, field: str) -> None:
     with pytest.raises(users.UserError, match=f"^{field}:"):
         users.add_user(store, name, role, password, T0)

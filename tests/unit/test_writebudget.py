@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controlplane.domain import Change, Field, Plan
-from controlplane.writebudget import RULE, SubscriptionWriteBudget
+from controlplane.engine.writebudget import RULE, SubscriptionWriteBudget
 
 SUB_A = "00000000-0000-0000-0000-00000000000a"
 SUB_B = "00000000-0000-0000-0000-00000000000b"

@@ -20,7 +20,7 @@ completions the way Azure OpenAI does on the wire:
   ``azure-openai-deployment-utilization`` instead of remaining tokens;
 - a latency model (TTFT + per-token time + jitter) on ``asyncio.sleep``.
 
-Faults (see :mod:`controlplane.simulator.faults`) are set per region or per
+Faults (see :mod:`simulator.faults`) are set per region or per
 deployment from Python (:meth:`LLMSimulator.set_fault`), from the admin API
 under ``/_sim/`` (on every region port and on a separate admin port) or from
 a scripted timeline (:meth:`LLMSimulator.run_timeline`). How they show:
@@ -51,7 +51,7 @@ The servers run on an event loop in a background thread, so synchronous code
         url = sim.base_url("eastus")
         sim.set_fault("eastus", Fault("slow", ttft_ms=800))
 
-``python -m controlplane.simulator.llm --help`` runs one as a process.
+``python -m simulator.llm --help`` runs one as a process.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from controlplane import loops
-from controlplane.simulator.faults import (
+from controlplane.runtime import loops
+from simulator.faults import (
     ALL_REGIONS,
     Fault,
     FaultBook,
@@ -198,12 +198,8 @@ class SimRegion:
 
 _DEPLOYMENT_TEMPLATES: tuple[SimDeployment, ...] = (
     SimDeployment("gpt-4o", model="gpt-4o-2024-08-06", rpm=600, tpm=100_000, ttft_ms=300, per_token_ms=12, jitter_ms=40),
-    SimDeployment(
-        "gpt-4o-mini", model="gpt-4o-mini-2024-07-18", rpm=1200, tpm=200_000, ttft_ms=200, per_token_ms=8, jitter_ms=30
-    ),
-    SimDeployment(
-        "o3-mini", model="o3-mini-2025-01-31", reasoning=True, rpm=300, tpm=50_000, ttft_ms=600, per_token_ms=10, jitter_ms=60
-    ),
+    SimDeployment("gpt-4o-mini", model="gpt-4o-mini-2024-07-18", rpm=1200, tpm=200_000, ttft_ms=200, per_token_ms=8, jitter_ms=30),
+    SimDeployment("o3-mini", model="o3-mini-2025-01-31", reasoning=True, rpm=300, tpm=50_000, ttft_ms=600, per_token_ms=10, jitter_ms=60),
 )
 
 
@@ -351,8 +347,7 @@ _MSG_KEY_DENIED = (
     "active subscription and use a correct regional API endpoint for your resource."
 )
 _MSG_TOKEN_DENIED = (
-    "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), "
-    "or have expired."
+    "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), or have expired."
 )
 _SERVER_ERRORS: dict[int, tuple[str, str]] = {
     500: ("InternalServerError", "The server had an error while processing your request. Sorry about that!"),
@@ -622,8 +617,7 @@ class LLMSimulator:
             bearer_tokens=None if bearer_tokens is None else frozenset(bearer_tokens),
         )
         self._runtimes = {
-            r.name: _RegionRuntime(r, {d.name: DeploymentLimiter(d, clock) for d in r.deployments}, port=r.port)
-            for r in regions
+            r.name: _RegionRuntime(r, {d.name: DeploymentLimiter(d, clock) for d in r.deployments}, port=r.port) for r in regions
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -875,9 +869,7 @@ class LLMSimulator:
         self._stopping = asyncio.Event()
         self._service.started(self._stopping)
         for runtime in self._runtimes.values():
-            runtime.runner = web.AppRunner(
-                self._region_app(runtime), access_log=None, handler_cancellation=True, shutdown_timeout=1.0
-            )
+            runtime.runner = web.AppRunner(self._region_app(runtime), access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
             await runtime.runner.setup()
             runtime.placeholder = self._bind(runtime.port)
             runtime.port = runtime.placeholder.getsockname()[1]
@@ -1047,7 +1039,7 @@ class LLMSimulator:
         try:
             body = await request.json()
             if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-                raise ValueError("events: expected {\"events\": [...], \"time_scale\": 1.0}")
+                raise ValueError('events: expected {"events": [...], "time_scale": 1.0}')
             time_scale = body.get("time_scale", 1.0)
             run = self._prepare_timeline(body["events"], time_scale)
         except ValueError as exc:
@@ -1210,8 +1202,7 @@ class _ChatService:
             raise _Reject(
                 400,
                 _invalid_request(
-                    "Unsupported parameter: 'max_tokens' is not supported with this model. "
-                    "Use 'max_completion_tokens' instead.",
+                    "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
                     "max_tokens",
                     "unsupported_parameter",
                 ),
@@ -1499,7 +1490,7 @@ def _regions_from_config(cfg: Any) -> list[SimRegion]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m controlplane.simulator.llm", description="Simulated Azure OpenAI regions.")
+    p = argparse.ArgumentParser(prog="python -m simulator.llm", description="Simulated Azure OpenAI regions.")
     p.add_argument("--config", help="regionguard config file to take the regions from")
     p.add_argument("--regions", type=int, default=3, help="number of regions when no --config (default 3)")
     p.add_argument("--deployments", type=int, default=2, help="deployments per region when no --config (default 2)")

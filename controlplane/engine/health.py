@@ -137,7 +137,7 @@ def _p95(sorted_values: list[float]) -> float | None:
 
 
 class _Sample:
-    __slots__ = ("at", "code", "outcome", "ttft", "total", "retry_ms", "status", "error", "q")
+    __slots__ = ("at", "code", "error", "outcome", "q", "retry_ms", "status", "total", "ttft")
 
     def __init__(self, r: ProbeResult, code: int, p: _Policy) -> None:
         self.at = r.started_at
@@ -212,10 +212,36 @@ class _Window:
     """Recent results of one endpoint from one vantage, with running counters."""
 
     __slots__ = (
-        "eid", "region", "vantage", "samples", "n", "counted", "hard", "by_outcome", "ttfts", "totals",
-        "consec_hard", "consec_ok", "recent", "state", "since", "reason", "score",
-        "last_at", "last_code", "headroom", "retry_ms", "config_problem", "suspect", "version", "cause",
-        "sum_q", "down_at", "degraded_at", "up_at", "flap_level",
+        "by_outcome",
+        "cause",
+        "config_problem",
+        "consec_hard",
+        "consec_ok",
+        "counted",
+        "degraded_at",
+        "down_at",
+        "eid",
+        "flap_level",
+        "hard",
+        "headroom",
+        "last_at",
+        "last_code",
+        "n",
+        "reason",
+        "recent",
+        "region",
+        "retry_ms",
+        "samples",
+        "score",
+        "since",
+        "state",
+        "sum_q",
+        "suspect",
+        "totals",
+        "ttfts",
+        "up_at",
+        "vantage",
+        "version",
     )
 
     def __init__(self, eid: str, region: str, vantage: str, recent: int) -> None:
@@ -692,14 +718,18 @@ class HealthEvaluator:
         views = [w for w in windows if self._fresh(w, cutoff) and w.vantage not in discounted]
         known = [w for w in views if w.state is not H.UNKNOWN]
         headroom = min((w.headroom for w in views if w.headroom is not None), default=None)
-        problem = next((f"{w.config_problem}" if len(windows) == 1 else f"{w.vantage}: {w.config_problem}" for w in windows if w.config_problem), None)
+        problem = next(
+            (f"{w.config_problem}" if len(windows) == 1 else f"{w.vantage}: {w.config_problem}" for w in windows if w.config_problem), None
+        )
         suspect = any(w.suspect for w in windows)
         notes = ""
         if discounted and any(w.vantage in discounted for w in windows):
             notes = f" (discounted vantage {', '.join(sorted(discounted))}: it sees nearly every endpoint failing)"
         if not known:
             reason = views[0].reason if views else ("no fresh probe results" if windows else "no probe results yet")
-            return EndpointHealth(eid, region, H.UNKNOWN, views[0].score if views else 1.0, reason + notes, None, suspect, headroom, problem), []
+            return EndpointHealth(
+                eid, region, H.UNKNOWN, views[0].score if views else 1.0, reason + notes, None, suspect, headroom, problem
+            ), []
         n = len(known)
         required = min(n, max(self._quorum, n // 2 + 1))
         unhealthy = [w for w in known if w.state is H.UNHEALTHY]
@@ -716,7 +746,11 @@ class HealthEvaluator:
         else:
             dissent = [w for w in known if w not in deciding]
             if not dissent:
-                reason = f"{deciding[0].reason} (all {n} vantages agree)" if state is H.HEALTHY else "; ".join(f"{w.vantage}: {w.reason}" for w in deciding)
+                reason = (
+                    f"{deciding[0].reason} (all {n} vantages agree)"
+                    if state is H.HEALTHY
+                    else "; ".join(f"{w.vantage}: {w.reason}" for w in deciding)
+                )
             else:
                 reason = f"{len(deciding)} of {n} vantages agree: " + "; ".join(f"{w.vantage}: {w.reason}" for w in deciding)
                 reason += "; " + "; ".join(f"{w.vantage} sees {w.state.value}: {w.reason}" for w in dissent)

@@ -23,23 +23,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent import futures
 import threading
 import time
 from collections.abc import Mapping
+from concurrent import futures
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from controlplane import loops
 from controlplane.actuators.base import Actuator
 from controlplane.config import Settings
 from controlplane.domain import AuditEvent, Clock, HealthStateName, ProbeResult, SystemClock
-from controlplane.health import HealthEvaluator, HealthReport
-from controlplane.leader import LeaderElector
-from controlplane.reconcile import Reconciler, TickReport
+from controlplane.engine.health import HealthEvaluator, HealthReport
+from controlplane.runtime import loops
+from controlplane.runtime.leader import LeaderElector
+from controlplane.runtime.reconcile import Reconciler, TickReport
 from controlplane.store import Store
 from probes.runner import ProbeRunner
 
@@ -84,7 +84,9 @@ class Worker:
 
             actuators = build_actuators(settings, credential, policies=[metrics.azure_policy()] if metrics is not None else None)
         self.reconciler = Reconciler(settings, store, actuators, self.clock, self.elector.holder)
-        self.runner = ProbeRunner(settings, sink=self._on_results, clock=self.clock, credential=probe_credential, environ=environ) if probe else None
+        self.runner = (
+            ProbeRunner(settings, sink=self._on_results, clock=self.clock, credential=probe_credential, environ=environ) if probe else None
+        )
         self.evaluator: HealthEvaluator | None = None
         self.last_report: HealthReport | None = None
         self.last_tick: TickReport | None = None
@@ -97,7 +99,9 @@ class Worker:
         self._probe_loop: asyncio.AbstractEventLoop | None = None
         self._probe_stop: asyncio.Event | None = None
         self._relay: Any = None
-        self._writer = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionguard-results")  # one thread keeps batches in order
+        self._writer = futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="regionguard-results"
+        )  # one thread keeps batches in order
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(max_workers=4)},
@@ -148,7 +152,7 @@ class Worker:
             for job_id in JOB_IDS:
                 try:
                     self.scheduler.remove_job(job_id)
-                except Exception:  # noqa: BLE001 - job not there
+                except Exception:
                     pass
         if self._probe_loop is not None and self._probe_stop is not None:
             self._probe_loop.call_soon_threadsafe(self._probe_stop.set)
@@ -181,7 +185,7 @@ class Worker:
             assert self.runner is not None
             if not self._stopping.is_set():
                 loop.run_until_complete(self.runner.run_forever(self._probe_stop))
-        except Exception:  # noqa: BLE001 - a probe loop crash must be loud, not silent
+        except Exception:
             log.exception("probe loop crashed")
         finally:
             try:
@@ -201,7 +205,7 @@ class Worker:
     def _store_results(self, results: list[ProbeResult]) -> None:
         try:
             self.store.add_probe_results(results)
-        except Exception as exc:  # noqa: BLE001 - the store may be down for a while
+        except Exception as exc:
             log.warning("cannot store %d probe results: %s", len(results), type(exc).__name__)
         if self.metrics is not None:
             self.metrics.observe_probe_results(results)
@@ -221,7 +225,7 @@ class Worker:
         so a dead leader is replaced within one lease period of its last renewal."""
         try:
             lease = self.store.lease(self.elector.name)
-        except Exception:  # noqa: BLE001 - the regular poll tries again
+        except Exception:
             return
         expires = lease.get("expires_at") if lease else None
         if expires is None or self._stopping.is_set():
@@ -244,7 +248,7 @@ class Worker:
             started = time.monotonic()
             try:
                 tick = self.reconciler.reconcile_once(report, fencing_token=self.elector.token, dry_run=self.dry_run)
-            except Exception:  # noqa: BLE001 - the loop must go on; the next tick converges
+            except Exception:
                 log.exception("reconcile tick failed")
                 if self.metrics is not None:
                     self.metrics.observe_reconcile(time.monotonic() - started, False)
@@ -278,7 +282,7 @@ class Worker:
             self.store.add_transitions(report.transitions)
             self._record_transitions(report, now)
             self._record_config_problems(report, now)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("health evaluation failed")
             return None
         self.last_report = report
@@ -298,14 +302,22 @@ class Worker:
                     summary=f"{t.key}: {t.old.value} -> {t.new.value}: {t.reason}",
                     region=t.key,
                     severity=_SEVERITY.get(t.new, "info"),
-                    data={"old": t.old.value, "new": t.new.value, "reason": t.reason, "evidence": list(t.evidence), "resolved": t.new is HealthStateName.HEALTHY},
+                    data={
+                        "old": t.old.value,
+                        "new": t.new.value,
+                        "reason": t.reason,
+                        "evidence": list(t.evidence),
+                        "resolved": t.new is HealthStateName.HEALTHY,
+                    },
                 )
             )
 
     def _record_config_problems(self, report: HealthReport, now: datetime) -> None:
         problems = set(report.config_problems)
         for problem in sorted(problems - self._announced_problems):
-            self.store.add_event(AuditEvent(kind="config_problem", at=now, actor="automation", summary=problem, severity="warning", data={"reason": problem}))
+            self.store.add_event(
+                AuditEvent(kind="config_problem", at=now, actor="automation", summary=problem, severity="warning", data={"reason": problem})
+            )
         self._announced_problems = problems
         self.store.set_flag("config_problems", {"problems": sorted(problems)} if problems else None, now)
 
@@ -316,7 +328,7 @@ class Worker:
         try:
             # the last few minutes, the current one included (it is recomputed until it is over)
             self.store.rollup(now - timedelta(minutes=3), now + timedelta(seconds=1))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("rollup failed: %s", type(exc).__name__)
 
     def retention_tick(self) -> None:
@@ -328,7 +340,7 @@ class Worker:
             raw, rolled = self.store.purge(now - timedelta(days=r.raw_days), now - timedelta(days=r.rollup_days))
             if raw or rolled:
                 log.info("retention: purged %d raw results and %d rollups", raw, rolled)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("retention failed: %s", type(exc).__name__)
 
     def overrides_tick(self) -> None:
@@ -337,8 +349,18 @@ class Worker:
         now = self.clock.now()
         try:
             for o in self.store.expire_overrides(now):
-                self.store.add_event(AuditEvent(kind="override", at=now, actor="expiry", summary=f"expired: {o.describe()}", region=o.region, target=o.target, data={"override_id": o.id, "lifted": True}))
-        except Exception as exc:  # noqa: BLE001
+                self.store.add_event(
+                    AuditEvent(
+                        kind="override",
+                        at=now,
+                        actor="expiry",
+                        summary=f"expired: {o.describe()}",
+                        region=o.region,
+                        target=o.target,
+                        data={"override_id": o.id, "lifted": True},
+                    )
+                )
+        except Exception as exc:
             log.warning("override expiry failed: %s", type(exc).__name__)
 
     # ------------------------------------------------------------ readiness
@@ -347,6 +369,6 @@ class Worker:
         try:
             self.store.check()
             database: bool | None = True
-        except Exception:  # noqa: BLE001
+        except Exception:
             database = False
         return {"database": database, "scheduler": self.running, "leader": self.elector.is_leader, "holder": self.holder}

@@ -71,8 +71,12 @@ def cmd_db(args: argparse.Namespace) -> int:
         else:
             current = db.current_revision(url)
             head = db.head_revision()
-            _emit(args, {"current": current, "head": head}, f"current {current or 'none'} (head {head}){'' if current == head else ' -- run: regionguard db upgrade'}")
-    except Exception as exc:  # noqa: BLE001 - turned into one clear line
+            _emit(
+                args,
+                {"current": current, "head": head},
+                f"current {current or 'none'} (head {head}){'' if current == head else ' -- run: regionguard db upgrade'}",
+            )
+    except Exception as exc:
         raise _db_error(exc) from None
     return EXIT_OK
 
@@ -138,8 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from controlplane.logging_setup import configure_from_settings
     from controlplane.metrics import Metrics
     from controlplane.notify import Notifier
+    from controlplane.runtime.worker import Worker
     from controlplane.store import open_store
-    from controlplane.worker import Worker
 
     settings = _settings(args)
     for handler in list(logging.getLogger().handlers):  # replace main()'s plain handler
@@ -154,7 +158,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise _db_error(exc) from None
     metrics = Metrics()
     notifier = Notifier(settings, store=store, metrics=metrics) if settings.notifications.channels else None
-    worker = Worker(settings, store, holder=args.holder, notifier=notifier, metrics=metrics, lease_ttl_s=args.lease_ttl, dry_run=args.dry_run)
+    worker = Worker(
+        settings, store, holder=args.holder, notifier=notifier, metrics=metrics, lease_ttl_s=args.lease_ttl, dry_run=args.dry_run
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
@@ -166,7 +172,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         servers.append(_serve(create_app(settings, store), settings.web.host, settings.web.port, "dashboard"))
     worker.start()
-    print(f"regionguard worker {worker.holder} running ({'dry run, ' if args.dry_run or settings.azure.dry_run else ''}{len(settings.targets)} target(s)); SIGTERM to stop", flush=True)
+    print(
+        f"regionguard worker {worker.holder} running ({'dry run, ' if args.dry_run or settings.azure.dry_run else ''}{len(settings.targets)} target(s)); SIGTERM to stop",
+        flush=True,
+    )
     try:
         while not stop.wait(0.5):
             pass
@@ -212,7 +221,9 @@ def cmd_web(args: argparse.Namespace) -> int:
         try:
             server = create_server(create_app(settings, store), host=host, port=port, threads=8)
         except OSError as exc:
-            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (pass --port N; 0 picks a free one)", EXIT_USAGE) from None
+            raise CommandError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (pass --port N; 0 picks a free one)", EXIT_USAGE
+            ) from None
         print(f"regionguard dashboard on http://{host}:{server.effective_port}/", flush=True)  # the real port, also for --port 0
 
         def _stop(_signum: int, _frame: Any) -> None:
@@ -228,7 +239,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from controlplane.demo import run_demo
+    from controlplane.cli.demo import run_demo
     from controlplane.replay import TimelineError
 
     try:
@@ -246,14 +257,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if args.config:
         rest = ["--config", args.config, *rest]
     if args.which == "llm":
-        from controlplane.simulator.llm import main as sim_main
+        from simulator.llm import main as sim_main
     else:
-        from controlplane.simulator.arm import main as sim_main
+        from simulator.arm import main as sim_main
     return sim_main(rest)
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from probes.cli import probe_command
+    from controlplane.cli.probe import probe_command
 
     settings = _settings(args)
     if args.region and args.region not in settings.region_names:
@@ -295,18 +306,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _health_now(settings: Settings, store):  # type: ignore[no-untyped-def]
     """Health as the leader would see it now, rebuilt from stored results of every vantage."""
-    from controlplane.health import HealthEvaluator
-    from controlplane.worker import warm_horizon
+    from controlplane.engine.health import HealthEvaluator
+    from controlplane.runtime.worker import warm_horizon
 
     now = _now()
-    evaluator = HealthEvaluator.from_results(settings, store.latest_results(per_endpoint=settings.health.window, since=now - warm_horizon(settings)), now)
+    evaluator = HealthEvaluator.from_results(
+        settings, store.latest_results(per_endpoint=settings.health.window, since=now - warm_horizon(settings)), now
+    )
     return evaluator.evaluate(now)
 
 
 def _reconciler(settings: Settings, store, holder: str):  # type: ignore[no-untyped-def]
     from controlplane.actuators.factory import build_actuators
     from controlplane.domain import SystemClock
-    from controlplane.reconcile import Reconciler
+    from controlplane.runtime.reconcile import Reconciler
 
     return Reconciler(settings, store, build_actuators(settings), SystemClock(), holder, actor=holder)
 
@@ -324,7 +337,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         overrides = store.active_overrides(now)
         panics = store.flags("panic:")
         problems = store.flags("config_problems").get("config_problems", {}).get("problems", [])
-        data: dict[str, Any] = {"at": now.isoformat(), "leader": leader, "regions": [], "targets": [], "overrides": [], "panic": {k.split(":", 1)[1]: v for k, v in panics.items()}, "frozen": [], "config_problems": problems}
+        data: dict[str, Any] = {
+            "at": now.isoformat(),
+            "leader": leader,
+            "regions": [],
+            "targets": [],
+            "overrides": [],
+            "panic": {k.split(":", 1)[1]: v for k, v in panics.items()},
+            "frozen": [],
+            "config_problems": problems,
+        }
         for name in settings.region_names:
             rh = regions.get(name)
             age = (now - last[name]).total_seconds() if name in last else None
@@ -339,9 +361,39 @@ def cmd_status(args: argparse.Namespace) -> int:
                 }
             )
         for row in store.target_endpoints():
-            data["targets"].append({k: row[k] for k in ("target", "region", "endpoint", "actual_enabled", "actual_weight", "actual_priority", "desired_enabled", "desired_weight", "desired_priority", "desired_reason", "drift", "write_status", "write_error", "monitor_status")})
+            data["targets"].append(
+                {
+                    k: row[k]
+                    for k in (
+                        "target",
+                        "region",
+                        "endpoint",
+                        "actual_enabled",
+                        "actual_weight",
+                        "actual_priority",
+                        "desired_enabled",
+                        "desired_weight",
+                        "desired_priority",
+                        "desired_reason",
+                        "drift",
+                        "write_status",
+                        "write_error",
+                        "monitor_status",
+                    )
+                }
+            )
         for o in overrides:
-            data["overrides"].append({"id": o.id, "kind": o.kind.value, "region": o.region, "target": o.target, "who": o.who, "why": o.why, "expires_at": o.expires_at.isoformat() if o.expires_at else None})
+            data["overrides"].append(
+                {
+                    "id": o.id,
+                    "kind": o.kind.value,
+                    "region": o.region,
+                    "target": o.target,
+                    "who": o.who,
+                    "why": o.why,
+                    "expires_at": o.expires_at.isoformat() if o.expires_at else None,
+                }
+            )
             if o.kind.value == "freeze":
                 data["frozen"].append(o.target or "*")
     finally:
@@ -368,13 +420,24 @@ def _status_text(d: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"{'TARGET':<14} {'REGION':<12} {'ACTUAL':<22} {'DESIRED':<22} NOTE")
         for t in d["targets"]:
-            note = "; ".join(x for x in (f"drift: {t['drift']}" if t["drift"] else "", f"write {t['write_status']}: {t['write_error'] or ''}".strip() if t["write_status"] else "", t["desired_reason"] or "") if x)
+            note = "; ".join(
+                x
+                for x in (
+                    f"drift: {t['drift']}" if t["drift"] else "",
+                    f"write {t['write_status']}: {t['write_error'] or ''}".strip() if t["write_status"] else "",
+                    t["desired_reason"] or "",
+                )
+                if x
+            )
             lines.append(f"{t['target']:<14} {t['region']:<12} {_setting(t, 'actual'):<22} {_setting(t, 'desired'):<22} {note}")
     if d["overrides"]:
         lines.append("")
         lines.append("overrides:")
         for o in d["overrides"]:
-            lines.append(f"  #{o['id']} {o['kind']} {o['region'] or 'all regions'} in {o['target'] or 'all targets'} by {o['who']}: {o['why']}" + (f" (until {o['expires_at']})" if o["expires_at"] else ""))
+            lines.append(
+                f"  #{o['id']} {o['kind']} {o['region'] or 'all regions'} in {o['target'] or 'all targets'} by {o['who']}: {o['why']}"
+                + (f" (until {o['expires_at']})" if o["expires_at"] else "")
+            )
     return "\n".join(lines)
 
 
@@ -402,7 +465,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from controlplane.leader import LeaderElector
+    from controlplane.runtime.leader import LeaderElector
 
     settings = _settings(args)
     store = _store(settings)
@@ -411,14 +474,25 @@ def cmd_apply(args: argparse.Namespace) -> int:
         state = elector.tick()
         if not state.leader:
             lease = store.lease("leader") or {}
-            raise CommandError(f"a worker holds the lease ({lease.get('holder')}): it applies the plan itself; use overrides (drain, pin, freeze) to steer it", EXIT_REFUSED)
+            raise CommandError(
+                f"a worker holds the lease ({lease.get('holder')}): it applies the plan itself; use overrides (drain, pin, freeze) to steer it",
+                EXIT_REFUSED,
+            )
         try:
-            tick = _reconciler(settings, store, elector.holder).reconcile_once(_health_now(settings, store), fencing_token=state.token, dry_run=args.dry_run, manual_plan_checksum=args.checksum)
+            tick = _reconciler(settings, store, elector.holder).reconcile_once(
+                _health_now(settings, store), fencing_token=state.token, dry_run=args.dry_run, manual_plan_checksum=args.checksum
+            )
         finally:
             elector.release()
     finally:
         store.close()
-    data = {"plan": tick.plan.to_dict() if tick.plan else None, "applied": [c.to_dict() for c in tick.applied], "failed": [{"change": c.to_dict(), "code": code, "message": msg} for c, code, msg in tick.failed], "refused": tick.refused, "dry_run": tick.dry_run}
+    data = {
+        "plan": tick.plan.to_dict() if tick.plan else None,
+        "applied": [c.to_dict() for c in tick.applied],
+        "failed": [{"change": c.to_dict(), "code": code, "message": msg} for c, code, msg in tick.failed],
+        "refused": tick.refused,
+        "dry_run": tick.dry_run,
+    }
     lines = [tick.plan.to_text() if tick.plan else "No changes."]
     lines += [f"applied: {c.describe()}" for c in tick.applied]
     lines += [f"FAILED: {c.describe()}: {code}: {msg}" for c, code, msg in tick.failed]
@@ -453,7 +527,7 @@ def _who() -> str:
 
     try:
         return os.environ.get("REGIONGUARD_USER") or getpass.getuser()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "unknown"
 
 
@@ -504,7 +578,17 @@ def cmd_failover(args: argparse.Namespace) -> int:
 def cmd_pin(args: argparse.Namespace) -> int:
     if args.weight is None and args.priority is None:
         raise CommandError("pin needs --weight or --priority", EXIT_USAGE)
-    return _act(args, {"action": "pin", "target": args.target, "region": args.region, "weight": args.weight, "priority": args.priority, "reason": args.reason})
+    return _act(
+        args,
+        {
+            "action": "pin",
+            "target": args.target,
+            "region": args.region,
+            "weight": args.weight,
+            "priority": args.priority,
+            "reason": args.reason,
+        },
+    )
 
 
 def cmd_freeze(args: argparse.Namespace) -> int:
@@ -552,11 +636,16 @@ def cmd_token(args: argparse.Namespace) -> int:
             raise CommandError(str(exc), EXIT_USAGE) from None
     finally:
         store.close()
-    _emit(args, {"name": args.name, "role": args.role, "token": token}, f"API token {args.name} ({args.role}) -- shown once, store it now:\n{token}")
+    _emit(
+        args,
+        {"name": args.name, "role": args.role, "token": token},
+        f"API token {args.name} ({args.role}) -- shown once, store it now:\n{token}",
+    )
     return EXIT_OK
 
 
 # ---------------------------------------------------------------- parser
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regionguard", description="Keep a multi-region Azure OpenAI service serving.")
@@ -692,7 +781,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.revision = "head"
     if getattr(args, "db_command", None) == "downgrade" and args.revision is None:
         args.revision = "base"
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     try:
         return args.func(args)
     except ConfigError as exc:

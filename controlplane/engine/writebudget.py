@@ -3,7 +3,7 @@
 ARM limits writes per subscription (a bucket of 200 refilling 10/s); the
 budget here is far below that (``guardrails.write_budget_per_hour``) so a
 runaway loop cannot eat a limit that other tools share. The bucket itself is
-the decision engine's :class:`controlplane.guardrails.WriteBudget`; this
+the decision engine's :class:`controlplane.engine.guardrails.WriteBudget`; this
 module keeps one per subscription and hands tokens out across every target
 of a subscription at once.
 
@@ -25,7 +25,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from controlplane.domain import CHANGE_KIND_RANK, Change, Clock, Plan, Skipped
-from controlplane.guardrails import WriteBudget
+from controlplane.engine.guardrails import WriteBudget
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ class SubscriptionWriteBudget:
             reason = f"Azure write budget of subscription {subscription} is used up ({self.per_hour} writes/hour); {group[0].kind.value} waits for a later tick"
             waiting.extend(Skipped(change=c, rule=RULE, reason=reason) for c in group)
         if waiting:
-            log.warning("write budget short for subscription %s: %d write(s) wait", subscription, len(write_groups([s.change for s in waiting])))
+            log.warning(
+                "write budget short for subscription %s: %d write(s) wait", subscription, len(write_groups([s.change for s in waiting]))
+            )
         return granted, waiting
 
     def allot_plan(self, plan: Plan, subscription_of: Mapping[str, str]) -> Plan:

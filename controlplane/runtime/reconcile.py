@@ -46,8 +46,8 @@ import copy
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,11 +55,11 @@ from typing import Any
 from controlplane.actuators.base import APPLIED, Actuator, ActuatorError, PermanentError, classify
 from controlplane.config import Settings, azure_name
 from controlplane.domain import AuditEvent, Change, Clock, EndpointSetting, Field, Override, OverrideKind, Plan, Skipped, TargetState
-from controlplane.guardrails import CooldownMemory, decide, record_applied
-from controlplane.planner import managed_fields
+from controlplane.engine.guardrails import CooldownMemory, decide, record_applied
+from controlplane.engine.planner import managed_fields
+from controlplane.engine.strategy import StrategyMemory, active_overrides
+from controlplane.engine.writebudget import SubscriptionWriteBudget
 from controlplane.store import Store
-from controlplane.strategy import StrategyMemory, active_overrides
-from controlplane.writebudget import SubscriptionWriteBudget
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,9 @@ def resolve_drift(settings: Settings, store: Store, target: str, region: str, ac
     if action == "adopt":
         actual = EndpointSetting(weight=row["actual_weight"], priority=row["actual_priority"], enabled=bool(row["actual_enabled"]))
         applied = store.applied_settings(target).get(region, actual)
-        finding = DriftFinding(target, region, {f: (applied.get(f), actual.get(f)) for f in managed_fields(t) if applied.get(f) != actual.get(f)}, actual)
+        finding = DriftFinding(
+            target, region, {f: (applied.get(f), actual.get(f)) for f in managed_fields(t) if applied.get(f) != actual.get(f)}, actual
+        )
         for o in adopt_overrides(finding, who, now, why=f"drift adopted by {who}: {finding.describe()}"):
             store.add_override(o)
         store.set_applied(target, region, actual, now)
@@ -184,7 +186,9 @@ def resolve_drift(settings: Settings, store: Store, target: str, region: str, ac
         summary = f"{who} asked to revert the outside change to {region} in {target}"
     else:
         raise ValueError(f"drift action must be 'adopt' or 'revert', not {action!r}")
-    event = AuditEvent(kind="drift", at=now, actor=who, summary=summary, region=region, target=target, data={"action": action, "was": row.get("drift")})
+    event = AuditEvent(
+        kind="drift", at=now, actor=who, summary=summary, region=region, target=target, data={"action": action, "was": row.get("drift")}
+    )
     store.add_event(event)
     return event
 
@@ -197,7 +201,18 @@ def adopt_overrides(finding: DriftFinding, who: str, now: datetime, why: str) ->
     pin_weight = finding.actual.weight if Field.WEIGHT in finding.fields else None
     pin_priority = finding.actual.priority if Field.PRIORITY in finding.fields else None
     if pin_weight is not None or pin_priority is not None:
-        out.append(Override(kind=OverrideKind.PIN, who=who, why=why, created_at=now, region=finding.region, target=finding.target, weight=pin_weight, priority=pin_priority))
+        out.append(
+            Override(
+                kind=OverrideKind.PIN,
+                who=who,
+                why=why,
+                created_at=now,
+                region=finding.region,
+                target=finding.target,
+                weight=pin_weight,
+                priority=pin_priority,
+            )
+        )
     return out
 
 
@@ -253,11 +268,15 @@ class Reconciler:
             else:
                 actual[name] = state
         overrides = self.store.active_overrides(now)
-        _, guarded = decide(self.settings, health, actual, overrides, now=now, cooldown=copy.deepcopy(self.cooldown), memory=copy.deepcopy(self.memory))
+        _, guarded = decide(
+            self.settings, health, actual, overrides, now=now, cooldown=copy.deepcopy(self.cooldown), memory=copy.deepcopy(self.memory)
+        )
         held, _ = self._drift(actual, overrides, now, record=False)
         return self._hold_failed(self._hold_drifted(guarded, held), now)
 
-    def reconcile_once(self, health: Any, *, fencing_token: int | None, dry_run: bool = False, manual_plan_checksum: str | None = None) -> TickReport:
+    def reconcile_once(
+        self, health: Any, *, fencing_token: int | None, dry_run: bool = False, manual_plan_checksum: str | None = None
+    ) -> TickReport:
         if self.lease_name is not None and fencing_token is None:
             raise ValueError("reconcile_once needs the fencing token of the lease it holds")
         now = self.clock.now()
@@ -276,8 +295,14 @@ class Reconciler:
         self._panics(guarded, now)
         if manual_plan_checksum is not None and manual_plan_checksum != guarded.checksum:
             report.plan = guarded
-            report.refused = f"the plan is now {guarded.checksum}, not the reviewed {manual_plan_checksum}: nothing written; review the plan again"
-            self.store.add_event(AuditEvent(kind="plan", at=now, actor=self.actor, summary=report.refused, severity="warning", data={"plan": guarded.to_dict()}))
+            report.refused = (
+                f"the plan is now {guarded.checksum}, not the reviewed {manual_plan_checksum}: nothing written; review the plan again"
+            )
+            self.store.add_event(
+                AuditEvent(
+                    kind="plan", at=now, actor=self.actor, summary=report.refused, severity="warning", data={"plan": guarded.to_dict()}
+                )
+            )
             return report
         if dry:
             report.plan = guarded
@@ -306,7 +331,7 @@ class Reconciler:
             return actuator.read_actual(target, deadline=deadline)  # type: ignore[call-arg]
         except ActuatorError:
             raise
-        except Exception as exc:  # noqa: BLE001 - classified
+        except Exception as exc:
             raise classify(exc) from exc
 
     def _read_deadline(self) -> float:
@@ -339,7 +364,9 @@ class Reconciler:
                 self._record_read_error(t, result.read_error, now)
                 continue
             if self._read_errors.pop(t.name, None) is not None:
-                self.store.add_event(AuditEvent(kind="read_error", at=now, actor=self.actor, summary=f"{t.name}: Azure can be read again", target=t.name))
+                self.store.add_event(
+                    AuditEvent(kind="read_error", at=now, actor=self.actor, summary=f"{t.name}: Azure can be read again", target=t.name)
+                )
             result.actual = actual[t.name] = state
             self.store.save_target_state(t.name, _names(t), state, None, now)
             self._warn_missing(t, state, now)
@@ -351,7 +378,16 @@ class Reconciler:
         if self._read_errors.get(target.name) == message:
             return
         self._read_errors[target.name] = message
-        self.store.add_event(AuditEvent(kind="read_error", at=now, actor=self.actor, summary=f"{target.name}: cannot read Azure state, target skipped this tick: {message}", target=target.name, severity="warning"))
+        self.store.add_event(
+            AuditEvent(
+                kind="read_error",
+                at=now,
+                actor=self.actor,
+                summary=f"{target.name}: cannot read Azure state, target skipped this tick: {message}",
+                target=target.name,
+                severity="warning",
+            )
+        )
 
     def _warn_missing(self, target: Any, state: TargetState, now: datetime) -> None:
         missing = {r for r in target.endpoints if r not in state.endpoints}
@@ -361,13 +397,19 @@ class Reconciler:
         for region in sorted(missing):
             text = f"{target.name}: {azure_name(target, region)} ({region}) is in the config but not in Azure; it is not managed until it exists"
             log.warning("%s", text)
-            self.store.add_event(AuditEvent(kind="config_problem", at=now, actor=self.actor, summary=text, region=region, target=target.name, severity="warning"))
+            self.store.add_event(
+                AuditEvent(
+                    kind="config_problem", at=now, actor=self.actor, summary=text, region=region, target=target.name, severity="warning"
+                )
+            )
 
     def _settle(self, target: Any, actual: TargetState, now: datetime, result: TargetResult) -> None:
         """Confirm our own unconfirmed writes (pending after a crash, failed by a timeout) against Azure."""
         applied = self.store.applied_settings(target.name)
         reference_at = {r["region"]: r["last_change_at"] for r in self.store.target_endpoints(target.name)}
-        rows = [r for r in self.store.changes(since=now - SETTLE_WINDOW, target=target.name, limit=500) if r["status"] in ("pending", "failed")]
+        rows = [
+            r for r in self.store.changes(since=now - SETTLE_WINDOW, target=target.name, limit=500) if r["status"] in ("pending", "failed")
+        ]
         for row in sorted(rows, key=lambda r: (r["created_at"], r["id"])):
             region, f = row["region"], Field(row["field"])
             have = actual.endpoints.get(region)
@@ -384,9 +426,21 @@ class Reconciler:
                 applied[region] = ref
                 self.store.set_applied(target.name, region, ref, now)
                 result.settled.append(row["id"])
-                self.store.add_event(AuditEvent(kind="change", at=now, actor=self.actor, summary=f"confirmed on a later tick: {target.name}/{row['endpoint']} {f.value} -> {row['after']!r}", region=region, target=target.name, data={"change_id": row["id"]}))
+                self.store.add_event(
+                    AuditEvent(
+                        kind="change",
+                        at=now,
+                        actor=self.actor,
+                        summary=f"confirmed on a later tick: {target.name}/{row['endpoint']} {f.value} -> {row['after']!r}",
+                        region=region,
+                        target=target.name,
+                        data={"change_id": row["id"]},
+                    )
+                )
             elif row["status"] == "pending":
-                self.store.finish_change(row["id"], "failed", now, "Interrupted", "the tick stopped before this change was confirmed, and Azure does not show it")
+                self.store.finish_change(
+                    row["id"], "failed", now, "Interrupted", "the tick stopped before this change was confirmed, and Azure does not show it"
+                )
                 result.settled.append(row["id"])
 
     # ------------------------------------------------------------ drift
@@ -422,7 +476,9 @@ class Reconciler:
                     continue
                 if report is not None:
                     report.targets[t.name].drift[region] = finding.describe()
-                by_operator = any(o.applies_to(t.name, region) and o.kind is not OverrideKind.FREEZE for o in active_overrides(overrides, t.name, now))
+                by_operator = any(
+                    o.applies_to(t.name, region) and o.kind is not OverrideKind.FREEZE for o in active_overrides(overrides, t.name, now)
+                )
                 revert = t.drift == "revert" or f"{REVERT_FLAG}{t.name}/{region}" in flags
                 if record:
                     self._record_drift(t, finding, rows.get(region, {}), now, by_operator, revert)
@@ -436,14 +492,20 @@ class Reconciler:
 
     def _accept_unreverted(self, plan: Plan, reverting: Mapping[tuple[str, str], DriftFinding], now: datetime) -> None:
         """Drift to revert that desired state agrees with (no change planned or held): Azure's value stands."""
-        touched = {(c.target, c.region, c.field) for c in plan.changes} | {(s.change.target, s.change.region, s.change.field) for s in plan.skipped}
+        touched = {(c.target, c.region, c.field) for c in plan.changes} | {
+            (s.change.target, s.change.region, s.change.field) for s in plan.skipped
+        }
         for (target, region), finding in reverting.items():
             if any((target, region, f) in touched for f in finding.fields):
                 continue
             self.store.set_applied(target, region, finding.actual, now)
-            self._drift_resolved(self.settings.target(target), region, now, "desired state agrees with the value found in Azure", finding.describe())
+            self._drift_resolved(
+                self.settings.target(target), region, now, "desired state agrees with the value found in Azure", finding.describe()
+            )
 
-    def _record_drift(self, target: Any, finding: DriftFinding, row: Mapping[str, Any], now: datetime, by_operator: bool, revert: bool) -> None:
+    def _record_drift(
+        self, target: Any, finding: DriftFinding, row: Mapping[str, Any], now: datetime, by_operator: bool, revert: bool
+    ) -> None:
         text = finding.describe()
         region = finding.region
         if by_operator:  # an override decides this endpoint now: the outside value is the new reference
@@ -459,17 +521,35 @@ class Reconciler:
         if row.get("drift") == text:
             return  # already reported
         self.store.set_drift(target.name, region, text)
-        action = "reverting it (policy revert)" if revert else "automation paused for this endpoint until an operator decides (override, adopt or revert)"
+        action = (
+            "reverting it (policy revert)"
+            if revert
+            else "automation paused for this endpoint until an operator decides (override, adopt or revert)"
+        )
         self._event_drift(target, region, now, f"{target.name}/{region} {text}; {action}", "warning", finding)
 
     def _event_drift(self, target: Any, region: str, now: datetime, summary: str, severity: str, finding: DriftFinding) -> None:
         data = {"policy": target.drift, "fields": {f.value: {"applied": a, "actual": b} for f, (a, b) in finding.fields.items()}}
-        self.store.add_event(AuditEvent(kind="drift", at=now, actor=self.actor, summary=summary, region=region, target=target.name, severity=severity, data=data))
+        self.store.add_event(
+            AuditEvent(
+                kind="drift", at=now, actor=self.actor, summary=summary, region=region, target=target.name, severity=severity, data=data
+            )
+        )
 
     def _drift_resolved(self, target: Any, region: str, now: datetime, why: str, was: str | None = None) -> None:
         self.store.set_drift(target.name, region, None)
         self.store.set_flag(f"{REVERT_FLAG}{target.name}/{region}", None, now)
-        self.store.add_event(AuditEvent(kind="drift", at=now, actor=self.actor, summary=f"{target.name}/{region}: drift resolved: {why}", region=region, target=target.name, data={"was": was}))
+        self.store.add_event(
+            AuditEvent(
+                kind="drift",
+                at=now,
+                actor=self.actor,
+                summary=f"{target.name}/{region}: drift resolved: {why}",
+                region=region,
+                target=target.name,
+                data={"was": was},
+            )
+        )
 
     @staticmethod
     def _hold_drifted(plan: Plan, held: Mapping[tuple[str, str], str]) -> Plan:
@@ -501,7 +581,13 @@ class Reconciler:
                 continue
             at, error = failed
             until = at + PERMANENT_RETRY_AFTER
-            skipped.append(Skipped(c, FAILED_RULE, f"the same write failed permanently at {at:%H:%M:%S} ({error}); not retried before {until:%H:%M:%S} UTC unless the desired value changes"))
+            skipped.append(
+                Skipped(
+                    c,
+                    FAILED_RULE,
+                    f"the same write failed permanently at {at:%H:%M:%S} ({error}); not retried before {until:%H:%M:%S} UTC unless the desired value changes",
+                )
+            )
         return plan.with_changes(keep, skipped)
 
     # ------------------------------------------------------------ desired, panics, records
@@ -526,7 +612,11 @@ class Reconciler:
             since = current.get(key, {}).get("since", now.isoformat())
             self.store.set_flag(key, {"reason": reason, "since": since}, now)
             if key not in current:
-                self.store.add_event(AuditEvent(kind="panic", at=now, actor=self.actor, summary=f"PANIC {target}: {reason}", target=target, severity="critical"))
+                self.store.add_event(
+                    AuditEvent(
+                        kind="panic", at=now, actor=self.actor, summary=f"PANIC {target}: {reason}", target=target, severity="critical"
+                    )
+                )
         for key in current:
             target = key[len(PANIC_FLAG) :]
             if target not in raised:
@@ -566,7 +656,7 @@ class Reconciler:
             return True
         try:
             return self.store.holds_lease(self.lease_name, self.holder_id, int(token or 0), self.clock.now())
-        except Exception:  # noqa: BLE001 - no database, no lease
+        except Exception:
             log.warning("fencing check failed", exc_info=True)
             return False
 
@@ -589,7 +679,16 @@ class Reconciler:
             with self._lock:
                 now = self.clock.now()
                 for c in plan.changes:
-                    self.store.record_change(c, "skipped", now, self.actor, report.plan_id, token, FENCED_RULE, "this worker no longer holds the leader lease: not written")
+                    self.store.record_change(
+                        c,
+                        "skipped",
+                        now,
+                        self.actor,
+                        report.plan_id,
+                        token,
+                        FENCED_RULE,
+                        "this worker no longer holds the leader lease: not written",
+                    )
             log.warning("lost the lease: %d change(s) to %s not written", len(plan.changes), target.name)
             return
         self._apply_target(target, plan, actual, report, token, deadline)
@@ -620,7 +719,17 @@ class Reconciler:
                     self.store.finish_change(change_id, "applied", at)
                 self.store.set_write_status(target.name, change.region, None)
                 result.applied.append(change)
-                self.store.add_event(AuditEvent(kind="change", at=at, actor=self.actor, summary=f"applied: {change.describe()}", region=change.region, target=target.name, data={**change.to_dict(), "change_id": change_id, "fencing_token": token}))
+                self.store.add_event(
+                    AuditEvent(
+                        kind="change",
+                        at=at,
+                        actor=self.actor,
+                        summary=f"applied: {change.describe()}",
+                        region=change.region,
+                        target=target.name,
+                        data={**change.to_dict(), "change_id": change_id, "fencing_token": token},
+                    )
+                )
                 return
             code = error.code if error else None
             message = error.message if error else "failed"
@@ -631,7 +740,24 @@ class Reconciler:
             if error is not None and not error.transient:
                 self._permanent[self._failure_key(change)] = (at, f"{code}: {message}")
             severity = "warning" if error is not None and error.transient else "critical"
-            self.store.add_event(AuditEvent(kind="change", at=at, actor=self.actor, summary=f"failed ({code}): {change.describe()}: {message}", region=change.region, target=target.name, severity=severity, data={**change.to_dict(), "change_id": change_id, "error_code": code, "error_message": message, "transient": bool(error and error.transient)}))
+            self.store.add_event(
+                AuditEvent(
+                    kind="change",
+                    at=at,
+                    actor=self.actor,
+                    summary=f"failed ({code}): {change.describe()}: {message}",
+                    region=change.region,
+                    target=target.name,
+                    severity=severity,
+                    data={
+                        **change.to_dict(),
+                        "change_id": change_id,
+                        "error_code": code,
+                        "error_message": message,
+                        "transient": bool(error and error.transient),
+                    },
+                )
+            )
 
         apply_report = self.actuators[target.name].apply(target, plan, deadline=deadline, on_result=on_result)
         result.writes = apply_report.writes
@@ -658,4 +784,14 @@ class Reconciler:
         self.store.save_target_state(target.name, _names(target), state, result.desired, now)
         for c in wrong:
             self.store.set_write_status(target.name, c.region, "unconfirmed", f"read back {c.field.value} is not {c.desired!r}")
-            self.store.add_event(AuditEvent(kind="change", at=now, actor=self.actor, summary=f"not confirmed by read-back: {c.describe()}", region=c.region, target=target.name, severity="warning"))
+            self.store.add_event(
+                AuditEvent(
+                    kind="change",
+                    at=now,
+                    actor=self.actor,
+                    summary=f"not confirmed by read-back: {c.describe()}",
+                    region=c.region,
+                    target=target.name,
+                    severity="warning",
+                )
+            )

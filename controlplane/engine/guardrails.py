@@ -62,8 +62,8 @@ from controlplane.domain import (
     Skipped,
     TargetState,
 )
-from controlplane.planner import FIELD_ORDER, apply_to_states, managed_fields, plan
-from controlplane.strategy import StrategyMemory, active_overrides, desired_states, frozen_by
+from controlplane.engine.planner import FIELD_ORDER, apply_to_states, managed_fields, plan
+from controlplane.engine.strategy import StrategyMemory, active_overrides, desired_states, frozen_by
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,15 @@ def weigh_down_held_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
             continue
         floor = WEIGHT_RANGE[target.kind][0]
         if have.weight > floor:
-            extra.append(replace(c, field=Field.WEIGHT, actual=have.weight, desired=floor, reason=f"{c.reason}; not drained ({sk.rule}), so weighed down to the minimum instead"))
+            extra.append(
+                replace(
+                    c,
+                    field=Field.WEIGHT,
+                    actual=have.weight,
+                    desired=floor,
+                    reason=f"{c.reason}; not drained ({sk.rule}), so weighed down to the minimum instead",
+                )
+            )
             planned.add((c.target, c.region))
     return replace(plan_, changes=plan_.changes + tuple(extra)) if extra else plan_
 
@@ -324,7 +332,13 @@ def ramp_weights(plan_: Plan, ctx: GuardrailContext) -> Plan:
     step = ctx.settings.guardrails.max_weight_step
     changes = []
     for c in plan_.changes:
-        if c.field is Field.WEIGHT and not c.manual and isinstance(c.actual, int) and isinstance(c.desired, int) and abs(c.desired - c.actual) > step:
+        if (
+            c.field is Field.WEIGHT
+            and not c.manual
+            and isinstance(c.actual, int)
+            and isinstance(c.desired, int)
+            and abs(c.desired - c.actual) > step
+        ):
             nxt = c.actual + step if c.desired > c.actual else c.actual - step
             c = replace(c, desired=nxt, reason=f"{c.reason} (ramping by at most {step} per tick toward {c.desired})")
         changes.append(c)
@@ -365,12 +379,16 @@ def fail_open(plan_: Plan, ctx: GuardrailContext) -> Plan:
         why = "; ".join(f"{r}: {ctx.region_reason(r)}" for r in regions)
         freeze = frozen_by(ctx.overrides, t.name, ctx.now)
         if not enabled_flag:
-            panics.append(f"{t.name}: every endpoint looks unhealthy ({why}); fail_open is off, min_serving still keeps {ctx.min_serving(t.name)} enabled")
+            panics.append(
+                f"{t.name}: every endpoint looks unhealthy ({why}); fail_open is off, min_serving still keeps {ctx.min_serving(t.name)} enabled"
+            )
             continue
         if freeze is not None:
             panics.append(f"{t.name}: every endpoint looks unhealthy ({why}); automation is frozen ({freeze.describe()}), nothing restored")
             continue
-        panics.append(f"{t.name}: every endpoint looks unhealthy ({why}); failing open: all kept enabled at baseline -- the prober is the likelier fault")
+        panics.append(
+            f"{t.name}: every endpoint looks unhealthy ({why}); failing open: all kept enabled at baseline -- the prober is the likelier fault"
+        )
         actual = ctx.actual.get(t.name)
         if actual is None:
             continue
@@ -409,10 +427,18 @@ def write_budget(plan_: Plan, ctx: GuardrailContext) -> Plan:
     region_rank = {(t.name, r): i for t in ctx.settings.targets for i, r in enumerate(t.endpoints)}
     ranked = sorted(
         auto,
-        key=lambda c: (CHANGE_KIND_RANK[c.kind], order.get(c.target, 99), region_rank.get((c.target, c.region), 0), FIELD_ORDER.index(c.field)),
+        key=lambda c: (
+            CHANGE_KIND_RANK[c.kind],
+            order.get(c.target, 99),
+            region_rank.get((c.target, c.region), 0),
+            FIELD_ORDER.index(c.field),
+        ),
     )
     held = {
-        c: ("write_budget", f"Azure write budget: {available} of {ctx.budget.capacity:.0f} writes left this hour; {c.kind.value} changes wait")
+        c: (
+            "write_budget",
+            f"Azure write budget: {available} of {ctx.budget.capacity:.0f} writes left this hour; {c.kind.value} changes wait",
+        )
         for c in ranked[available:]
     }
     return _hold(plan_, held)
@@ -440,7 +466,9 @@ def apply_guardrails(plan_: Plan, ctx: GuardrailContext, policies: Iterable[Poli
     return plan_
 
 
-def record_applied(applied: Plan | Iterable[Change], now: datetime, cooldown: CooldownMemory | None = None, budget: WriteBudget | None = None) -> None:
+def record_applied(
+    applied: Plan | Iterable[Change], now: datetime, cooldown: CooldownMemory | None = None, budget: WriteBudget | None = None
+) -> None:
     """After writing: note automated changes for cooldown and spend write budget for every write."""
     changes = list(applied.changes if isinstance(applied, Plan) else applied)
     if cooldown is not None:
@@ -523,7 +551,9 @@ def describe_preview(
         serving = sum(1 for e in state.endpoints.values() if e.enabled) if state else 0
         total = len(settings.target(target).endpoints)
         words = tuple(
-            f"{'enable' if c.desired else 'disable'} {c.region}" if c.field is Field.ENABLED else f"set {c.region}'s {c.field.value} to {c.desired} (now {c.actual})"
+            f"{'enable' if c.desired else 'disable'} {c.region}"
+            if c.field is Field.ENABLED
+            else f"set {c.region}'s {c.field.value} to {c.desired} (now {c.actual})"
             for c in preview.changes
             if c.target == target
         )
@@ -570,8 +600,8 @@ __all__ = [
     "limit_drain_fraction",
     "preview_override",
     "ramp_weights",
-    "weigh_down_held_drains",
     "record_applied",
     "refuse_unsafe_manual_drains",
+    "weigh_down_held_drains",
     "write_budget",
 ]

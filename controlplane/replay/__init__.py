@@ -18,7 +18,7 @@ Timeline format (YAML or a dict)::
     overrides:                         # optional: operator actions
       - {at: 300s, kind: drain, region: japaneast, for: 10m, who: alice, why: test}
 
-Events use the simulator's fault model (``controlplane.simulator.faults``):
+Events use the simulator's fault model (``simulator.faults``):
 ``down, hang, slow, throttle, error, bad_content, truncate, content_filter,
 auth, none``; ``region`` may be omitted (every region), ``deployment`` limits
 a fault to one deployment. In built-in scenarios a region may be written
@@ -60,11 +60,11 @@ from controlplane.domain import (
     Transition,
     endpoint_id,
 )
-from controlplane.guardrails import CooldownMemory, WriteBudget, decide, record_applied
-from controlplane.health import HealthEvaluator
-from controlplane.planner import apply_to_states
-from controlplane.simulator.faults import Fault, FaultBook, TimelineEvent, choose_status, fault_fires, parse_duration
-from controlplane.strategy import StrategyMemory
+from controlplane.engine.guardrails import CooldownMemory, WriteBudget, decide, record_applied
+from controlplane.engine.health import HealthEvaluator
+from controlplane.engine.planner import apply_to_states
+from controlplane.engine.strategy import StrategyMemory
+from simulator.faults import Fault, FaultBook, TimelineEvent, choose_status, fault_fires, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class Timeline:
 
 
 def builtin_scenarios() -> list[str]:
-    """Names of the built-in timelines (``controlplane/scenarios/*.yaml``)."""
+    """Names of the built-in timelines (``controlplane/replay/scenarios/*.yaml``)."""
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
 
 
@@ -382,7 +382,9 @@ def _resolve(t: Timeline, settings: Settings, problems: list[str]) -> Timeline:
         if deployment is not None and region in names:
             # the simulator keys faults by deployment name; an endpoint's config name is accepted too
             eps = settings.region(region).endpoints
-            match = next((ep.deployment for ep in eps if ep.deployment == deployment), None) or next((ep.deployment for ep in eps if ep.name == deployment), None)
+            match = next((ep.deployment for ep in eps if ep.deployment == deployment), None) or next(
+                (ep.deployment for ep in eps if ep.name == deployment), None
+            )
             if match is None:
                 problems.append(f"{where}.deployment: {region} has no endpoint or deployment named {deployment!r}")
             deployment = match or deployment
@@ -440,7 +442,11 @@ class ProbeModel:
             return ProbeResult(**base, outcome=Outcome.AUTH_ERROR, status_code=401, error="401 (replay fault: auth)"), 0.05
         limit = self.base.limit_tokens
         throttle = faults.get("throttle")
-        headroom = self.base.headroom * (1.0 - throttle.rate) if throttle is not None and throttle.applies_to_vantage(vantage) else self.base.headroom
+        headroom = (
+            self.base.headroom * (1.0 - throttle.rate)
+            if throttle is not None and throttle.applies_to_vantage(vantage)
+            else self.base.headroom
+        )
         if "throttle" in fired:
             f = fired["throttle"]
             return (
@@ -469,7 +475,9 @@ class ProbeModel:
                 per_token *= slow.multiplier
         total = ttft + per_token * self.tokens
         if ttft >= self.timeout_ms or total >= self.timeout_ms:
-            return ProbeResult(**base, outcome=Outcome.TIMEOUT, status_code=200, total_ms=self.timeout_ms, error="deadline passed while streaming"), timeout_s
+            return ProbeResult(
+                **base, outcome=Outcome.TIMEOUT, status_code=200, total_ms=self.timeout_ms, error="deadline passed while streaming"
+            ), timeout_s
         outcome = Outcome.OK
         if "truncate" in fired:
             outcome = Outcome.TRUNCATED
@@ -529,15 +537,24 @@ class ReplayResult:
     def to_text(self, vantage_transitions: bool = False) -> str:
         s = self.summary
         lines = [
-            f"Replay {self.name or ''}".rstrip() + f": {self.duration_s:g} s simulated, seed {self.seed}, vantages {', '.join(self.vantages)}",
+            f"Replay {self.name or ''}".rstrip()
+            + f": {self.duration_s:g} s simulated, seed {self.seed}, vantages {', '.join(self.vantages)}",
             f"{s.get('probes', 0)} probes, {s.get('ticks', 0)} ticks, {len(self.changes)} change(s), {len(self.panics)} panic(s)",
             "",
             "Transitions:",
         ]
         shown = [t for t in self.transitions if vantage_transitions or t["vantage"] is None]
-        lines += [f"  {_clock(t['at'])}  {t['subject']:8} {t['key']:28} {t['old']} -> {t['new']}" + (f"  [{t['vantage']}]" if t["vantage"] else "") + f"  {t['reason']}" for t in shown] or ["  (none)"]
+        lines += [
+            f"  {_clock(t['at'])}  {t['subject']:8} {t['key']:28} {t['old']} -> {t['new']}"
+            + (f"  [{t['vantage']}]" if t["vantage"] else "")
+            + f"  {t['reason']}"
+            for t in shown
+        ] or ["  (none)"]
         lines += ["", "Changes:"]
-        lines += [f"  {_clock(c['at'])}  {c['target']}/{c['endpoint']} ({c['region']}) {c['field']} {c['from']} -> {c['to']}{' [manual]' if c['manual'] else ''}  {c['reason']}" for c in self.changes] or ["  (none)"]
+        lines += [
+            f"  {_clock(c['at'])}  {c['target']}/{c['endpoint']} ({c['region']}) {c['field']} {c['from']} -> {c['to']}{' [manual]' if c['manual'] else ''}  {c['reason']}"
+            for c in self.changes
+        ] or ["  (none)"]
         if self.panics:
             lines += ["", "Panics:"] + [f"  {_clock(p['at'])}  {p['reason']}" for p in self.panics]
         lines += ["", "Faults:"]
@@ -734,7 +751,9 @@ def _new_run(settings: Settings, start: datetime, actual: Iterable[TargetState] 
     return run
 
 
-def _run_timeline(settings: Settings, tl: Timeline, start: datetime, actual: Iterable[TargetState] | None, write_budget: bool) -> ReplayResult:
+def _run_timeline(
+    settings: Settings, tl: Timeline, start: datetime, actual: Iterable[TargetState] | None, write_budget: bool
+) -> ReplayResult:
     rng = random.Random(tl.seed)
     clock_s = [0.0]
     run = _new_run(settings, start, actual, write_budget, clock_s)
@@ -807,7 +826,13 @@ def _run_results(settings: Settings, results: list[ProbeResult], actual: Iterabl
     results.sort(key=lambda r: r.started_at)
     if not results:
         start = DEFAULT_START
-        return ReplayResult(start=start, duration_s=0.0, seed=None, vantages=[], summary=_summary(_new_run(settings, start, actual, write_budget, [0.0]), None, 0.0))
+        return ReplayResult(
+            start=start,
+            duration_s=0.0,
+            seed=None,
+            vantages=[],
+            summary=_summary(_new_run(settings, start, actual, write_budget, [0.0]), None, 0.0),
+        )
     start = results[0].started_at
     end_s = (results[-1].started_at - start).total_seconds()
     clock_s = [0.0]
@@ -911,7 +936,11 @@ def _summary(run: _Run, tl: Timeline | None, duration_s: float) -> dict[str, Any
         )
         trans = next((t["at"] for t in transitions if e.at_s <= t["at"] < end and _key_region(t["key"]) in regions), None)
         change = next(
-            (c["at"] for c in changes if e.at_s <= c["at"] < end and c["region"] in regions and not c["manual"] and _reduces(c) == fault_on),
+            (
+                c["at"]
+                for c in changes
+                if e.at_s <= c["at"] < end and c["region"] in regions and not c["manual"] and _reduces(c) == fault_on
+            ),
             None,
         )
         per_event.append(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from controlplane.simulator.arm_state import ArmState, front_door_id
+from simulator.arm_state import ArmState, front_door_id
 
 if TYPE_CHECKING:
     from controlplane.config import Settings
@@ -384,7 +384,5 @@ def _seed_afd(state: ArmState, cfg: Settings, target: Any) -> str:
         }
         for region, ep in target.endpoints.items()
     ]
-    doc = state.seed_afd_origin_group(
-        target.subscription_id, target.resource_group, target.profile, target.origin_group, origins
-    )
+    doc = state.seed_afd_origin_group(target.subscription_id, target.resource_group, target.profile, target.origin_group, origins)
     return str(doc["id"])

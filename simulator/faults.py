@@ -1,6 +1,6 @@
 """The fault model of the simulated Azure OpenAI regions (pure values).
 
-Shared by the simulator (``controlplane.simulator.llm``) and by the replay
+Shared by the simulator (``simulator.llm``) and by the replay
 timeline format, so it does no I/O and reads no clock. Randomness is always
 drawn from a ``random.Random`` the caller passes in, so a seeded run (or a
 replay) makes the same decisions every time.

@@ -2,7 +2,7 @@
 
 HTTP-agnostic: methods take path parameters and parsed JSON bodies and return
 JSON documents; a problem is raised as :class:`ArmError` carrying ARM's status,
-code and message. :mod:`controlplane.simulator.arm` puts it on the wire.
+code and message. :mod:`simulator.arm` puts it on the wire.
 
 Resources (their shapes follow the REST specs in azure-rest-api-specs):
 
@@ -117,9 +117,7 @@ def tm_endpoint_type(value: str) -> str:
     for known in TM_ENDPOINT_TYPES:
         if known.lower() == value.lower():
             return known
-    raise bad_request(
-        f"The endpoint type '{value}' is not valid. Valid values are: {', '.join(TM_ENDPOINT_TYPES)}."
-    )
+    raise bad_request(f"The endpoint type '{value}' is not valid. Valid values are: {', '.join(TM_ENDPOINT_TYPES)}.")
 
 
 def _camel(endpoint_type: str) -> str:
@@ -152,8 +150,7 @@ def afd_origin_id(sub: str, rg: str, profile: str, group: str, origin: str) -> s
 def _int_in_range(value: Any, field: str, lo: int, hi: int, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise bad_request(
-            f"Invalid value {value!r} for property '{field}' of {what}. "
-            f"The {field} must be an integer between {lo} and {hi}."
+            f"Invalid value {value!r} for property '{field}' of {what}. The {field} must be an integer between {lo} and {hi}."
         )
 
 
@@ -439,9 +436,7 @@ class ArmState:
             self._require_rg(sub, rg)
             prefix = tm_profile_id(sub, rg, "").lower()
             return [
-                self._render_tm_profile(doc)
-                for key, doc in self._docs.items()
-                if key.startswith(prefix) and "/" not in key[len(prefix) :]
+                self._render_tm_profile(doc) for key, doc in self._docs.items() if key.startswith(prefix) and "/" not in key[len(prefix) :]
             ]
 
     def tm_get_profile(self, sub: str, rg: str, profile: str) -> JSON:
@@ -456,9 +451,7 @@ class ArmState:
         return None
 
     def _tm_endpoint_not_found(self, profile: str, etype: str, name: str) -> ArmError:
-        return ArmError(
-            404, "NotFound", f"The endpoint '{name}' of type '{etype}' was not found in Traffic Manager profile '{profile}'."
-        )
+        return ArmError(404, "NotFound", f"The endpoint '{name}' of type '{etype}' was not found in Traffic Manager profile '{profile}'.")
 
     def tm_get_endpoint(self, sub: str, rg: str, profile: str, etype: str, name: str) -> JSON:
         with self._lock:
@@ -663,9 +656,7 @@ class ArmState:
             raise ArmError(404, "NotFound", f"The origin '{origin}' was not found in origin group '{group}'.")
         return key
 
-    def afd_put_origin(
-        self, sub: str, rg: str, profile: str, group: str, origin: str, body: Any
-    ) -> tuple[int, JSON, Operation]:
+    def afd_put_origin(self, sub: str, rg: str, profile: str, group: str, origin: str, body: Any) -> tuple[int, JSON, Operation]:
         """Create or replace an origin: (200 or 201, origin now 'Updating'/'Creating', operation)."""
         with self._lock:
             key = self._afd_origin_key(sub, rg, profile, group, origin, must_exist=False)
@@ -684,9 +675,7 @@ class ArmState:
             doc["properties"] = {**props, **server}
             return self._afd_commit(key, doc, 200 if old is not None else 201, sub, rg)
 
-    def afd_patch_origin(
-        self, sub: str, rg: str, profile: str, group: str, origin: str, body: Any
-    ) -> tuple[int, JSON, Operation]:
+    def afd_patch_origin(self, sub: str, rg: str, profile: str, group: str, origin: str, body: Any) -> tuple[int, JSON, Operation]:
         """Partial update of an origin: (202, origin now 'Updating', operation)."""
         with self._lock:
             key = self._afd_origin_key(sub, rg, profile, group, origin, must_exist=True)

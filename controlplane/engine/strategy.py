@@ -100,7 +100,7 @@ def _region_health(health: Any, region: str) -> RegionHealth | None:
 
 
 def _fmt_s(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     m, s = divmod(seconds, 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
@@ -168,7 +168,9 @@ def _health_words(rh: RegionHealth | None) -> str:
     return "; ".join(rh.reasons) if rh.reasons else rh.state.value
 
 
-def _weighted(settings: Settings, target: Any, health: Any, actual: TargetState | None) -> tuple[dict[str, EndpointSetting], dict[str, str]]:
+def _weighted(
+    settings: Settings, target: Any, health: Any, actual: TargetState | None
+) -> tuple[dict[str, EndpointSetting], dict[str, str]]:
     wmin, wmax = WEIGHT_RANGE[target.kind]
     out: dict[str, EndpointSetting] = {}
     reasons: dict[str, str] = {}
@@ -302,7 +304,10 @@ def _failback(target: Any, region: str, rh: RegionHealth | None, active: str, no
     healthy_for = (now - since).total_seconds()
     if healthy_for >= target.failback_dwell:
         return True, f"failback: healthy for {_fmt_s(healthy_for)} (dwell {_fmt_s(target.failback_dwell)})"
-    return False, f"recovered; failback from {active} in {_fmt_s(target.failback_dwell - healthy_for)} (healthy for {_fmt_s(healthy_for)} of {_fmt_s(target.failback_dwell)})"
+    return (
+        False,
+        f"recovered; failback from {active} in {_fmt_s(target.failback_dwell - healthy_for)} (healthy for {_fmt_s(healthy_for)} of {_fmt_s(target.failback_dwell)})",
+    )
 
 
 # ---------------------------------------------------------------- overrides
@@ -355,10 +360,16 @@ def _apply_failover(target: Any, o: Override, out: dict[str, EndpointSetting], m
     mark(dest, EndpointSetting(weight=cur.weight, priority=cur.priority, enabled=True), o.describe())
     for region, setting in list(out.items()):
         if region != dest and setting.priority is not None and rank is not None and setting.priority < rank:
-            mark(region, EndpointSetting(weight=setting.weight, priority=setting.priority, enabled=False), f"{o.describe()} (ranks above {dest})")
+            mark(
+                region,
+                EndpointSetting(weight=setting.weight, priority=setting.priority, enabled=False),
+                f"{o.describe()} (ranks above {dest})",
+            )
 
 
-def _swap_priority(target: Any, region: str, wanted: int, old: int | None, out: dict[str, EndpointSetting], reasons: dict[str, str], mark: Any) -> None:
+def _swap_priority(
+    target: Any, region: str, wanted: int, old: int | None, out: dict[str, EndpointSetting], reasons: dict[str, str], mark: Any
+) -> None:
     for other, setting in list(out.items()):
         if other != region and setting.priority == wanted:
             mark(

@@ -25,9 +25,9 @@ from typing import Any
 from controlplane.actuators.credentials import StaticTokenCredential
 from controlplane.config import Settings, azure_name, parse_settings
 from controlplane.replay import Timeline, resolve_timeline
-from controlplane.simulator.arm import FakeArm
-from controlplane.simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 from controlplane.store import Store, open_store
+from simulator.arm import FakeArm
+from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,15 @@ def demo_config(region_urls: dict[str, str], deployments: list[str], arm: FakeAr
             }
             for r in regions
         ],
-        "probe": {"vantage": "demo", "interval": "4s", "fast_interval": "1s", "timeout": "2.5s", "slow_ttft": "1.5s", "slow_total": "3s", "concurrency": 16},
+        "probe": {
+            "vantage": "demo",
+            "interval": "4s",
+            "fast_interval": "1s",
+            "timeout": "2.5s",
+            "slow_ttft": "1.5s",
+            "slow_total": "3s",
+            "concurrency": 16,
+        },
         "health": {"window": 10, "failures_to_down": 3, "successes_to_up": 3, "min_dwell": "10s"},
         "targets": [
             {
@@ -69,7 +77,9 @@ def demo_config(region_urls: dict[str, str], deployments: list[str], arm: FakeAr
                 "resource_group": "rg-llm",
                 "profile": "llm-weighted",
                 "routing": "weighted",
-                "endpoints": {r: {"name": f"aoai-{r}", "type": "ExternalEndpoints", "weight": w} for r, w in zip(regions, weights, strict=False)},
+                "endpoints": {
+                    r: {"name": f"aoai-{r}", "type": "ExternalEndpoints", "weight": w} for r, w in zip(regions, weights, strict=False)
+                },
             },
             {
                 "name": "tm-priority",
@@ -80,7 +90,9 @@ def demo_config(region_urls: dict[str, str], deployments: list[str], arm: FakeAr
                 "routing": "priority",
                 "failback": "auto",
                 "failback_dwell": "10s",
-                "endpoints": {r: {"name": f"aoai-{r}", "type": "ExternalEndpoints", "weight": 1, "priority": i + 1} for i, r in enumerate(regions)},
+                "endpoints": {
+                    r: {"name": f"aoai-{r}", "type": "ExternalEndpoints", "weight": 1, "priority": i + 1} for i, r in enumerate(regions)
+                },
             },
             {
                 "name": "afd-prod",
@@ -93,10 +105,23 @@ def demo_config(region_urls: dict[str, str], deployments: list[str], arm: FakeAr
                 "endpoints": {r: {"origin": r, "weight": w, "priority": 1} for r, w in zip(regions, weights, strict=False)},
             },
         ],
-        "guardrails": {"min_serving": 1, "max_drain_fraction": 0.5, "max_weight_step": 250, "cooldown": "5s", "write_budget_per_hour": 600, "fail_open": True},
+        "guardrails": {
+            "min_serving": 1,
+            "max_drain_fraction": 0.5,
+            "max_weight_step": 250,
+            "cooldown": "5s",
+            "write_budget_per_hour": 600,
+            "fail_open": True,
+        },
         "database": {"url": database_url},
         "web": {"host": "127.0.0.1", "port": web_port},
-        "azure": {"arm_base_url": arm.base_url, "credential": "static_token", "ca_bundle": arm.ca_bundle, "polling_interval": 0, "request_timeout": "10s"},
+        "azure": {
+            "arm_base_url": arm.base_url,
+            "credential": "static_token",
+            "ca_bundle": arm.ca_bundle,
+            "polling_interval": 0,
+            "request_timeout": "10s",
+        },
         "reconcile": {"interval": "2s", "deadline": "15s"},
     }
 
@@ -122,8 +147,8 @@ class Demo:
     _web_thread: threading.Thread | None = None
 
     def start(self) -> Demo:
+        from controlplane.runtime.worker import Worker
         from controlplane.users import add_user
-        from controlplane.worker import Worker
 
         if self.workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="regionguard-demo-")
@@ -132,7 +157,13 @@ class Demo:
         self.sim = LLMSimulator(regions, seed=self.seed).start()
         self.arm = FakeArm(state_file=None).start()
         urls = {r.name: self.sim.base_url(r.name) for r in regions}
-        data = demo_config(urls, [d.name for d in regions[0].deployments], self.arm, "sqlite:///" + str(self.workdir / "regionguard-demo.db"), self.web_port)
+        data = demo_config(
+            urls,
+            [d.name for d in regions[0].deployments],
+            self.arm,
+            "sqlite:///" + str(self.workdir / "regionguard-demo.db"),
+            self.web_port,
+        )
         self.settings = parse_settings(data, "<demo config>")
         self.arm.seed_from_config(self.settings)
         self.store = open_store(self.settings.database.url, migrate=True)
@@ -141,7 +172,9 @@ class Demo:
         from controlplane.metrics import Metrics
 
         self.metrics = Metrics()
-        self.worker = Worker(self.settings, self.store, credential=StaticTokenCredential(), environ=environ, lease_ttl_s=6.0, metrics=self.metrics)
+        self.worker = Worker(
+            self.settings, self.store, credential=StaticTokenCredential(), environ=environ, lease_ttl_s=6.0, metrics=self.metrics
+        )
         self.worker.start()
         if self.with_web:
             self._start_web()
@@ -263,7 +296,9 @@ def build_report(demo: Demo, scenario: Timeline, injected: list[dict[str, Any]],
         }
         # a fault should drain the region from every target; its end should restore it
         key, wanted = ("seconds_to_drain_per_target", False) if kind != "none" else ("seconds_to_restore_per_target", True)
-        entry[key] = {t.name: _seconds_to_enabled(changes, t.name, region, wanted, at, nxt, secs) for t in settings.targets if region in t.endpoints}
+        entry[key] = {
+            t.name: _seconds_to_enabled(changes, t.name, region, wanted, at, nxt, secs) for t in settings.targets if region in t.endpoints
+        }
         faults.append(entry)
 
     first_fault = min((e["at_s"] for e in injected if e["fault"]["fault"] != "none"), default=None)
@@ -287,7 +322,9 @@ def build_report(demo: Demo, scenario: Timeline, injected: list[dict[str, Any]],
     }
 
 
-def _seconds_to_enabled(changes: list[dict[str, Any]], target: str, region: str, enabled: bool, at: float, until: float, secs: Any) -> float | None:
+def _seconds_to_enabled(
+    changes: list[dict[str, Any]], target: str, region: str, enabled: bool, at: float, until: float, secs: Any
+) -> float | None:
     """Seconds from ``at`` to the first applied change setting ``enabled`` for the region in the target."""
     for c in changes:
         when = secs(c["created_at"])
@@ -297,7 +334,17 @@ def _seconds_to_enabled(changes: list[dict[str, Any]], target: str, region: str,
 
 
 def _brief(c: dict[str, Any], secs: Any) -> dict[str, Any]:
-    return {"at_s": secs(c["created_at"]), "target": c["target"], "region": c["region"], "endpoint": c["endpoint"], "field": c["field"], "from": c["before"], "to": c["after"], "reason": c["reason"], "fencing_token": c["fencing_token"]}
+    return {
+        "at_s": secs(c["created_at"]),
+        "target": c["target"],
+        "region": c["region"],
+        "endpoint": c["endpoint"],
+        "field": c["field"],
+        "from": c["before"],
+        "to": c["after"],
+        "reason": c["reason"],
+        "fencing_token": c["fencing_token"],
+    }
 
 
 EXPLAIN_HORIZON_S = 90.0
@@ -343,25 +390,36 @@ def _final_state(demo: Demo) -> dict[str, Any]:
     for t in demo.settings.targets:
         try:
             state = actuators[t.name].read_actual(t)
-        except Exception as exc:  # noqa: BLE001 - the report says what it could not read
+        except Exception as exc:
             out[t.name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             continue
         out[t.name] = {r: {"weight": s.weight, "priority": s.priority, "enabled": s.enabled} for r, s in sorted(state.endpoints.items())}
     return out
 
 
-def run_demo(scenario: str = "tour", duration_s: float | None = None, report_path: str | None = None, web_port: int = 8080, headless: bool = False, out: Any = None) -> int:
+def run_demo(
+    scenario: str = "tour",
+    duration_s: float | None = None,
+    report_path: str | None = None,
+    web_port: int = 8080,
+    headless: bool = False,
+    out: Any = None,
+) -> int:
     """Entry point for the CLI. Returns an exit code."""
     import signal
 
-    write = (out or (lambda s: print(s, flush=True)))
+    write = out or (lambda s: print(s, flush=True))
     demo = Demo(web_port=web_port, with_web=not headless or web_port != 0)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if threading.current_thread() is threading.main_thread() else {}
+    previous = (
+        {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     from controlplane.replay import builtin_scenarios
 
     if scenario not in builtin_scenarios():
@@ -374,14 +432,21 @@ def run_demo(scenario: str = "tour", duration_s: float | None = None, report_pat
         if demo.web_server is not None:
             write(f"regionguard demo: dashboard at {demo.url}  (login: {DEMO_USER} / {demo.password})")
         write(f"scenario {timeline.name}: {timeline.description or ''}".rstrip())
-        write("fake ARM at " + str(demo.arm.base_url if demo.arm else "") + "; simulated regions: " + ", ".join(demo.settings.region_names if demo.settings else []))
+        write(
+            "fake ARM at "
+            + str(demo.arm.base_url if demo.arm else "")
+            + "; simulated regions: "
+            + ", ".join(demo.settings.region_names if demo.settings else [])
+        )
         write("Ctrl-C to stop." if duration_s is None else f"running for {duration_s:.0f} s")
         injected = demo.play(timeline, stop, duration_s)
         elapsed = time.monotonic() - demo.started_at
         if report_path:
             report = build_report(demo, timeline, injected, wall_start, round(elapsed, 3))
             Path(report_path).write_text(json.dumps(report, indent=2, default=str))
-            write(f"report written to {report_path}: {len(report['faults'])} fault event(s), {report['azure_writes']} Azure write(s), {report['changes_applied']} change(s)")
+            write(
+                f"report written to {report_path}: {len(report['faults'])} fault event(s), {report['azure_writes']} Azure write(s), {report['changes_applied']} change(s)"
+            )
         return 0
     finally:
         demo.stop()

@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from controlplane.simulator import arm_seed
-from controlplane.simulator.arm_faults import FaultBook, FaultRule, LoggedRequest, RequestLog, WriteLimiter
-from controlplane.simulator.arm_state import (
+from simulator import arm_seed
+from simulator.arm_faults import FaultBook, FaultRule, LoggedRequest, RequestLog, WriteLimiter
+from simulator.arm_state import (
     CDN_API_VERSION,
     FD_API_VERSION,
     PATTERNS,
@@ -214,7 +214,7 @@ class FakeArm:
             future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
             try:
                 future.result(timeout=10)
-            except Exception:  # noqa: BLE001 - stopping must not raise
+            except Exception:
                 logger.warning("fake ARM: unclean shutdown", exc_info=True)
             loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
@@ -231,9 +231,7 @@ class FakeArm:
     def __enter__(self) -> FakeArm:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     def _make_tls(self) -> ssl.SSLContext:
@@ -257,7 +255,7 @@ class FakeArm:
         self._loop = loop
         try:
             loop.run_until_complete(self._serve(ssl_context))
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
+        except BaseException as exc:
             self._startup_error = exc
             ready.set()
             loop.close()
@@ -297,7 +295,7 @@ class FakeArm:
             reply = _error_reply(err)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a bug here must look like ARM's 500, not kill the server
+        except Exception:
             logger.exception("fake ARM: unhandled error on %s %s", request.method, request.path)
             reply = _error_reply(ArmError(500, "InternalServerError", "Encountered internal server error."))
         finally:
@@ -559,9 +557,7 @@ class FakeArm:
             return
         current = self.state.etag(resource_id)
         if current is not None and wanted.strip() != current:
-            raise ArmError(
-                412, "PreconditionFailed", f"The specified precondition 'If-Match = {wanted}' failed: the resource has changed."
-            )
+            raise ArmError(412, "PreconditionFailed", f"The specified precondition 'If-Match = {wanted}' failed: the resource has changed.")
 
     # ------------------------------------------------------------ admin API (/_arm/)
 
@@ -675,7 +671,7 @@ class FakeArm:
         return self.state.get_resource(resource_id)
 
     def mutate(self, resource_id: str, changes: Mapping[str, Any], *, validate: bool = True) -> dict[str, Any]:
-        """"Someone changed it in the portal": see :meth:`ArmState.mutate`."""
+        """ "Someone changed it in the portal": see :meth:`ArmState.mutate`."""
         doc = self.state.mutate(resource_id, changes, validate=validate)
         logger.info("fake ARM: portal edit of %s", resource_id)
         self._autosave()

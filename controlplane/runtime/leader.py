@@ -34,7 +34,9 @@ class LeaseState:
 
 
 class LeaderElector:
-    def __init__(self, store: Store, holder: str | None = None, ttl_s: float = 15.0, clock: Clock | None = None, name: str = LEASE_NAME) -> None:
+    def __init__(
+        self, store: Store, holder: str | None = None, ttl_s: float = 15.0, clock: Clock | None = None, name: str = LEASE_NAME
+    ) -> None:
         self.store = store
         self.holder = holder or make_holder_id()
         self.ttl_s = ttl_s
@@ -60,7 +62,7 @@ class LeaderElector:
             before = self._token
             try:
                 self._token = self.store.try_acquire_lease(self.name, self.holder, self.ttl_s, self.clock.now())
-            except Exception as exc:  # noqa: BLE001 - losing the database means losing the lease
+            except Exception as exc:
                 log.warning("lease renewal failed, stepping down: %s", type(exc).__name__)
                 self._token = None
             if self._token != before:
@@ -74,7 +76,7 @@ class LeaderElector:
             return False
         try:
             return self.store.holds_lease(self.name, self.holder, token, self.clock.now())
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
 
     def release(self) -> None:
@@ -86,7 +88,7 @@ class LeaderElector:
             try:
                 self.store.release_lease(self.name, self.holder)
                 self._record(self._token, None)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("lease release failed: %s", type(exc).__name__)
             self._token = None
 
@@ -97,6 +99,15 @@ class LeaderElector:
             summary, severity = f"{self.holder} stopped being leader (token {before})", "warning" if before else "info"
         log.info(summary)
         try:
-            self.store.add_event(AuditEvent(kind="lease", at=self.clock.now(), actor=f"worker:{self.holder}", summary=summary, severity=severity, data={"token": after, "previous": before}))
-        except Exception:  # noqa: BLE001 - audit is best effort when the database just failed
+            self.store.add_event(
+                AuditEvent(
+                    kind="lease",
+                    at=self.clock.now(),
+                    actor=f"worker:{self.holder}",
+                    summary=summary,
+                    severity=severity,
+                    data={"token": after, "previous": before},
+                )
+            )
+        except Exception:
             pass

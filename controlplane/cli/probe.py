@@ -22,7 +22,9 @@ EXIT_NOT_OK = 1
 EXIT_USAGE = 2
 
 
-def probe_command(settings: Settings, region: str | None = None, as_json: bool = False, runner: ProbeRunner | None = None) -> tuple[str, int]:
+def probe_command(
+    settings: Settings, region: str | None = None, as_json: bool = False, runner: ProbeRunner | None = None
+) -> tuple[str, int]:
     """Run one round (of ``region``, or all) and render it; returns (text, exit code)."""
     if region is not None and region not in settings.region_names:
         known = ", ".join(settings.region_names)
