@@ -1,25 +1,23 @@
 """``regionguard probe``: one round of probes now, one line (or JSON record) per endpoint.
 
-What on-call runs first when paged. The command itself lives in
-``controlplane/cli.py``; this module builds the text and the exit code:
-0 when every endpoint answered ``ok``, 1 when any did not, 2 for an unknown
-region.
+What on-call runs first when paged. ``probe_command`` builds the text and the
+exit code: 0 when every endpoint answered ``ok``, 1 when any did not, 2 for an
+unknown region. The probe runner (httpx) is imported only when a round runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from controlplane.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError, settings_of, with_config
 from controlplane.config import Settings
 from controlplane.domain import Outcome, ProbeResult, as_jsonable
-from probes.cost import estimate_monthly
-from probes.runner import ProbeRunner
 
-EXIT_OK = 0
-EXIT_NOT_OK = 1
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from probes.runner import ProbeRunner
 
 
 def probe_command(
@@ -29,14 +27,20 @@ def probe_command(
     if region is not None and region not in settings.region_names:
         known = ", ".join(settings.region_names)
         return f"no region named {region!r} (regions: {known})", EXIT_USAGE
-    results = (runner or ProbeRunner(settings)).run_round_sync(region)
-    code = EXIT_OK if all(r.outcome is Outcome.OK for r in results) else EXIT_NOT_OK
+    if runner is None:
+        from probes.runner import ProbeRunner
+
+        runner = ProbeRunner(settings)
+    results = runner.run_round_sync(region)
+    code = EXIT_OK if all(r.outcome is Outcome.OK for r in results) else EXIT_FAILED
     if as_json:
         return json.dumps([as_jsonable(r) for r in results], indent=2), code
     return render_text(settings, results), code
 
 
 def render_text(settings: Settings, results: list[ProbeResult]) -> str:
+    from probes.cost import estimate_monthly
+
     width = max((len(r.endpoint_id) for r in results), default=8)
     lines = [f"{'ENDPOINT':<{width}}  {'OUTCOME':<16} {'STATUS':>6} {'TTFT':>9} {'TOTAL':>9}  DETAILS"]
     lines += [render_line(r, width) for r in results]
@@ -82,3 +86,18 @@ def _fraction(remaining: int | None, limit: int | None) -> str:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}ms"
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    if args.region and args.region not in settings.region_names:
+        raise CommandError(f"--region: no region named {args.region!r} (one of {', '.join(settings.region_names)})", EXIT_USAGE)
+    text, code = probe_command(settings, region=args.region, as_json=args.json)
+    print(text)
+    return code
+
+
+def register(sub: Any) -> None:
+    p = with_config(sub.add_parser("probe", help="one round of probes now, printed per endpoint"))
+    p.add_argument("--region", default=None)
+    p.set_defaults(func=cmd_probe)

@@ -1,0 +1,124 @@
+"""Admin commands: ``check-config``, ``db`` (migrations), ``user add``, ``token create``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from controlplane.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    db_error,
+    default_config,
+    emit,
+    open_checked_store,
+    settings_of,
+    utcnow,
+    who,
+    with_config,
+)
+from controlplane.config import load_settings, summary
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.file)
+    print(summary(settings))
+    return EXIT_OK
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from controlplane.store import db
+
+    settings = settings_of(args)
+    url = settings.database.url
+    try:
+        if args.db_command == "upgrade":
+            db.upgrade(url, args.revision)
+            print(f"database at {db.current_revision(url)} (head {db.head_revision()})")
+        elif args.db_command == "downgrade":
+            db.downgrade(url, args.revision)
+            print(f"database at {db.current_revision(url) or 'base'}")
+        else:
+            current = db.current_revision(url)
+            head = db.head_revision()
+            emit(
+                args,
+                {"current": current, "head": head},
+                f"current {current or 'none'} (head {head}){'' if current == head else ' -- run: regionguard db upgrade'}",
+            )
+    except Exception as exc:
+        raise db_error(exc) from None
+    return EXIT_OK
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    import getpass
+
+    from controlplane.users import UserError, add_user
+
+    settings = settings_of(args)
+    store = open_checked_store(settings)
+    try:
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = os.environ.get("REGIONGUARD_PASSWORD") or getpass.getpass(f"password for {args.name}: ")
+        try:
+            add_user(store, args.name, args.role, password, utcnow())
+        except UserError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+    finally:
+        store.close()
+    print(f"user {args.name} ({args.role}) saved")
+    return EXIT_OK
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from controlplane.users import UserError, create_api_token
+
+    settings = settings_of(args)
+    store = open_checked_store(settings)
+    try:
+        try:
+            token = create_api_token(store, args.name, args.role, f"cli:{who()}", utcnow())
+        except UserError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+    finally:
+        store.close()
+    emit(
+        args,
+        {"name": args.name, "role": args.role, "token": token},
+        f"API token {args.name} ({args.role}) -- shown once, store it now:\n{token}",
+    )
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("db", help="database migrations")
+    p.add_argument("db_command", choices=["upgrade", "downgrade", "current"])
+    p.add_argument("revision", nargs="?", default=None)
+    p.add_argument("--config", default=default_config())
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_db)
+
+
+def register_accounts(sub: Any) -> None:
+    p = with_config(sub.add_parser("user", help="local dashboard users"), json_flag=False)
+    p.add_argument("user_command", choices=["add"])
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.set_defaults(func=cmd_user)
+
+    p = with_config(sub.add_parser("token", help="API bearer tokens"))
+    p.add_argument("token_command", choices=["create"])
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    p.set_defaults(func=cmd_token)

@@ -1,0 +1,125 @@
+"""On-call actions: ``drain``, ``restore``, ``failover``, ``pin``, ``freeze``, ``unfreeze``.
+
+Each one goes through ``controlplane.actions`` (the one entry for web, API and
+CLI) as the operator ``cli:<user>``; ``--preview`` shows what it would do.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from controlplane.cli.common import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    CommandError,
+    emit,
+    open_checked_store,
+    settings_of,
+    utcnow,
+    who,
+    with_config,
+)
+
+
+def _act(args: argparse.Namespace, fields: dict[str, Any]) -> int:
+    from controlplane.actions import ActionRefused, InvalidAction, NotAllowed, execute, parse_request, preview
+    from controlplane.users import Principal
+
+    settings = settings_of(args)
+    data = {k: v for k, v in fields.items() if v is not None}
+    if getattr(args, "for_", None):
+        data["expires_in"] = args.for_
+    if getattr(args, "force", False):
+        data["force"] = True
+        data["confirm"] = args.confirm
+    store = open_checked_store(settings)
+    actor = Principal(name=f"cli:{who()}", role="admin" if getattr(args, "force", False) else "operator", via="cli")
+    try:
+        req = parse_request(data)
+        if args.preview:
+            p = preview(settings, store, req, actor, utcnow())
+            emit(args, p.to_dict(), p.sentence)
+            return EXIT_OK if p.allowed else EXIT_REFUSED
+        result = execute(settings, store, req, actor, utcnow())
+    except InvalidAction as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    except ActionRefused as exc:
+        raise CommandError(exc.reason if exc.reason.startswith("refused") else f"refused: {exc.reason}", EXIT_REFUSED) from None
+    except NotAllowed as exc:
+        raise CommandError(f"not allowed: {exc}", EXIT_REFUSED) from None
+    finally:
+        store.close()
+    emit(args, result.to_dict(), f"done: {result.preview.sentence}" + (" (forced)" if result.forced else ""))
+    return EXIT_OK
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    return _act(args, {"action": "drain", "region": args.region, "target": args.target, "reason": args.reason})
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    return _act(args, {"action": "restore", "region": args.region, "target": args.target, "reason": args.reason})
+
+
+def cmd_failover(args: argparse.Namespace) -> int:
+    return _act(args, {"action": "failover", "target": args.target, "region": args.to, "reason": args.reason})
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    if args.weight is None and args.priority is None:
+        raise CommandError("pin needs --weight or --priority", EXIT_USAGE)
+    return _act(
+        args,
+        {
+            "action": "pin",
+            "target": args.target,
+            "region": args.region,
+            "weight": args.weight,
+            "priority": args.priority,
+            "reason": args.reason,
+        },
+    )
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    return _act(args, {"action": "freeze", "target": args.target, "reason": args.reason})
+
+
+def cmd_unfreeze(args: argparse.Namespace) -> int:
+    return _act(args, {"action": "unfreeze", "target": args.target, "reason": args.reason})
+
+
+def register(sub: Any) -> None:
+    def action(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+        p = with_config(sub.add_parser(name, help=help_text))
+        p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+        p.add_argument("--preview", action="store_true", help="show what it would do; change nothing")
+        p.set_defaults(func=func)
+        return p
+
+    p = action("drain", "take a region out of every target (or --target)", cmd_drain)
+    p.add_argument("region")
+    p.add_argument("--target", default=None)
+    p.add_argument("--for", dest="for_", default=None, help="expire after e.g. 30m")
+    p.add_argument("--force", action="store_true", help="past min_serving (admin); needs --confirm REGION")
+    p.add_argument("--confirm", default=None)
+    p = action("restore", "lift drains of a region", cmd_restore)
+    p.add_argument("region")
+    p.add_argument("--target", default=None)
+    p = action("failover", "send a priority target's traffic to a region", cmd_failover)
+    p.add_argument("target")
+    p.add_argument("--to", required=True, help="region")
+    p.add_argument("--for", dest="for_", default=None)
+    p = action("pin", "fix a region's weight or priority in a target", cmd_pin)
+    p.add_argument("target")
+    p.add_argument("region")
+    p.add_argument("--weight", type=int, default=None)
+    p.add_argument("--priority", type=int, default=None)
+    p.add_argument("--for", dest="for_", default=None)
+    p = action("freeze", "stop automated changes (a target or all)", cmd_freeze)
+    p.add_argument("--target", default=None)
+    p.add_argument("--for", dest="for_", default=None)
+    p = action("unfreeze", "resume automated changes", cmd_unfreeze)
+    p.add_argument("--target", default=None)

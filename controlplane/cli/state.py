@@ -1,0 +1,257 @@
+"""Commands that read or converge state: ``status``, ``plan``, ``apply``, ``history``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from controlplane.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    CommandError,
+    emit,
+    open_checked_store,
+    settings_of,
+    since,
+    utcnow,
+    who,
+    with_config,
+)
+from controlplane.config import Settings
+
+
+def _health_now(settings: Settings, store):  # type: ignore[no-untyped-def]
+    """Health as the leader would see it now, rebuilt from stored results of every vantage."""
+    from controlplane.engine.health import HealthEvaluator
+    from controlplane.runtime.worker import warm_horizon
+
+    now = utcnow()
+    evaluator = HealthEvaluator.from_results(
+        settings, store.latest_results(per_endpoint=settings.health.window, since=now - warm_horizon(settings)), now
+    )
+    return evaluator.evaluate(now)
+
+
+def _reconciler(settings: Settings, store, holder: str):  # type: ignore[no-untyped-def]
+    from controlplane.actuators.factory import build_actuators
+    from controlplane.domain import SystemClock
+    from controlplane.runtime.reconcile import Reconciler
+
+    return Reconciler(settings, store, build_actuators(settings), SystemClock(), holder, actor=holder)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    store = open_checked_store(settings)
+    try:
+        now = utcnow()
+        _endpoints, regions = store.health()
+        last = store.last_probe_at(settings.region_names)
+        stale_after = settings.health.stale_after or 2 * settings.probe.interval
+        lease = store.lease("leader")
+        leader = lease["holder"] if lease and lease["holder"] and lease["expires_at"] and lease["expires_at"] > now else None
+        overrides = store.active_overrides(now)
+        panics = store.flags("panic:")
+        problems = store.flags("config_problems").get("config_problems", {}).get("problems", [])
+        data: dict[str, Any] = {
+            "at": now.isoformat(),
+            "leader": leader,
+            "regions": [],
+            "targets": [],
+            "overrides": [],
+            "panic": {k.split(":", 1)[1]: v for k, v in panics.items()},
+            "frozen": [],
+            "config_problems": problems,
+        }
+        for name in settings.region_names:
+            rh = regions.get(name)
+            age = (now - last[name]).total_seconds() if name in last else None
+            data["regions"].append(
+                {
+                    "region": name,
+                    "state": rh.state.value if rh else "unknown",
+                    "score": round(rh.score, 3) if rh else None,
+                    "reasons": list(rh.reasons) if rh else ["no health evaluated yet"],
+                    "last_probe_age_s": None if age is None else round(age, 1),
+                    "stale": age is None or age > stale_after,
+                }
+            )
+        for row in store.target_endpoints():
+            data["targets"].append(
+                {
+                    k: row[k]
+                    for k in (
+                        "target",
+                        "region",
+                        "endpoint",
+                        "actual_enabled",
+                        "actual_weight",
+                        "actual_priority",
+                        "desired_enabled",
+                        "desired_weight",
+                        "desired_priority",
+                        "desired_reason",
+                        "drift",
+                        "write_status",
+                        "write_error",
+                        "monitor_status",
+                    )
+                }
+            )
+        for o in overrides:
+            data["overrides"].append(
+                {
+                    "id": o.id,
+                    "kind": o.kind.value,
+                    "region": o.region,
+                    "target": o.target,
+                    "who": o.who,
+                    "why": o.why,
+                    "expires_at": o.expires_at.isoformat() if o.expires_at else None,
+                }
+            )
+            if o.kind.value == "freeze":
+                data["frozen"].append(o.target or "*")
+    finally:
+        store.close()
+    emit(args, data, _status_text(data))
+    return EXIT_OK
+
+
+def _status_text(d: dict[str, Any]) -> str:
+    lines = [f"leader: {d['leader'] or 'NONE (no worker holds the lease)'}"]
+    for target, flag in d["panic"].items():
+        lines.append(f"PANIC {target}: {flag.get('reason', flag)}")
+    if d["frozen"]:
+        lines.append("automation frozen: " + ", ".join("all targets" if t == "*" else t for t in d["frozen"]))
+    for p in d["config_problems"]:
+        lines.append(f"configuration problem: {p}")
+    lines.append("")
+    lines.append(f"{'REGION':<14} {'STATE':<10} {'SCORE':>5}  {'PROBE AGE':>9}  REASON")
+    for r in d["regions"]:
+        age = "never" if r["last_probe_age_s"] is None else f"{r['last_probe_age_s']:.0f}s" + (" STALE" if r["stale"] else "")
+        score = "-" if r["score"] is None else f"{r['score']:.2f}"
+        lines.append(f"{r['region']:<14} {r['state']:<10} {score:>5}  {age:>9}  {'; '.join(r['reasons'])}")
+    if d["targets"]:
+        lines.append("")
+        lines.append(f"{'TARGET':<14} {'REGION':<12} {'ACTUAL':<22} {'DESIRED':<22} NOTE")
+        for t in d["targets"]:
+            note = "; ".join(
+                x
+                for x in (
+                    f"drift: {t['drift']}" if t["drift"] else "",
+                    f"write {t['write_status']}: {t['write_error'] or ''}".strip() if t["write_status"] else "",
+                    t["desired_reason"] or "",
+                )
+                if x
+            )
+            lines.append(f"{t['target']:<14} {t['region']:<12} {_setting(t, 'actual'):<22} {_setting(t, 'desired'):<22} {note}")
+    if d["overrides"]:
+        lines.append("")
+        lines.append("overrides:")
+        for o in d["overrides"]:
+            lines.append(
+                f"  #{o['id']} {o['kind']} {o['region'] or 'all regions'} in {o['target'] or 'all targets'} by {o['who']}: {o['why']}"
+                + (f" (until {o['expires_at']})" if o["expires_at"] else "")
+            )
+    return "\n".join(lines)
+
+
+def _setting(row: dict[str, Any], side: str) -> str:
+    enabled = row[f"{side}_enabled"]
+    if enabled is None:
+        return "-"
+    parts = ["enabled" if enabled else "DISABLED"]
+    if row[f"{side}_weight"] is not None:
+        parts.append(f"w={row[f'{side}_weight']}")
+    if row[f"{side}_priority"] is not None:
+        parts.append(f"p={row[f'{side}_priority']}")
+    return " ".join(parts)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    store = open_checked_store(settings)
+    try:
+        plan = _reconciler(settings, store, f"cli:{who()}").plan_only(_health_now(settings, store))
+    finally:
+        store.close()
+    emit(args, plan.to_dict(), plan.to_text())
+    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from controlplane.runtime.leader import LeaderElector
+
+    settings = settings_of(args)
+    store = open_checked_store(settings)
+    try:
+        elector = LeaderElector(store, holder=f"cli:{who()}", ttl_s=max(30.0, settings.reconcile.deadline * 2))
+        state = elector.tick()
+        if not state.leader:
+            lease = store.lease("leader") or {}
+            raise CommandError(
+                f"a worker holds the lease ({lease.get('holder')}): it applies the plan itself; use overrides (drain, pin, freeze) to steer it",
+                EXIT_REFUSED,
+            )
+        try:
+            tick = _reconciler(settings, store, elector.holder).reconcile_once(
+                _health_now(settings, store), fencing_token=state.token, dry_run=args.dry_run, manual_plan_checksum=args.checksum
+            )
+        finally:
+            elector.release()
+    finally:
+        store.close()
+    data = {
+        "plan": tick.plan.to_dict() if tick.plan else None,
+        "applied": [c.to_dict() for c in tick.applied],
+        "failed": [{"change": c.to_dict(), "code": code, "message": msg} for c, code, msg in tick.failed],
+        "refused": tick.refused,
+        "dry_run": tick.dry_run,
+    }
+    lines = [tick.plan.to_text() if tick.plan else "No changes."]
+    lines += [f"applied: {c.describe()}" for c in tick.applied]
+    lines += [f"FAILED: {c.describe()}: {code}: {msg}" for c, code, msg in tick.failed]
+    if tick.refused:
+        lines.append(f"refused: {tick.refused}")
+    emit(args, data, "\n".join(lines))
+    if tick.refused:
+        return EXIT_REFUSED
+    return EXIT_FAILED if tick.failed else EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from controlplane.domain import as_jsonable
+
+    settings = settings_of(args)
+    store = open_checked_store(settings)
+    try:
+        events = store.events(since=since(args.since), kinds=args.kind or None, region=args.region, target=args.target, limit=args.limit)
+    finally:
+        store.close()
+    data = [as_jsonable(e) for e in events]
+    text = "\n".join(f"{e.at:%Y-%m-%d %H:%M:%S} {e.severity:<8} {e.kind:<14} {e.actor:<20} {e.summary}" for e in events) or "no events"
+    emit(args, data, text)
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    p = with_config(sub.add_parser("status", help="regions, targets desired vs actual, flags, freshness"))
+    p.set_defaults(func=cmd_status)
+
+    p = with_config(sub.add_parser("plan", help="what would change now (reads Azure, writes nothing)"))
+    p.set_defaults(func=cmd_plan)
+
+    p = with_config(sub.add_parser("apply", help="plan and apply once (only when no worker holds the lease)"))
+    p.add_argument("--checksum", default=None, help="refuse unless the plan is the one reviewed with 'plan'")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_apply)
+
+    p = with_config(sub.add_parser("history", help="audit trail, newest first"))
+    p.add_argument("--since", default=None, help="e.g. 1h, 2d or an ISO time")
+    p.add_argument("--kind", action="append", default=[], help="filter by kind (repeatable)")
+    p.add_argument("--region", default=None)
+    p.add_argument("--target", default=None)
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_history)
