@@ -33,7 +33,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Settings, parse_duration
+from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Settings
+from controlplane.durations import parse_duration
 from controlplane.domain import (
     AuditEvent,
     Change,

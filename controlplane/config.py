@@ -13,39 +13,17 @@ the credential kind.
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controlplane.domain import CONFIG_PROBLEM_OUTCOMES, Outcome
+from controlplane.durations import Duration
 from controlplane.logging_setup import LoggingSettings
 from controlplane.notify.settings import NotificationSettings
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """'250ms', '30s', '5m', '1h', '7d' or a number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h)")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h)")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if seconds < 0:
-        raise ValueError(f"{value!r} is negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from controlplane.durations import parse_duration
 
 KINDS: tuple[str, ...] = (
     "down",
@@ -52,34 +53,6 @@ ALL_REGIONS = "*"
 
 _FAULT_KEYS = frozenset({"fault", "kind", "rate", "ttft_ms", "multiplier", "retry_after_s", "statuses", "vantages"})
 _EVENT_KEYS = frozenset({"at", "region", "deployment"})
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: Any, field_name: str = "at") -> float:
-    """Seconds from a number (seconds) or a string like ``600s``, ``10m``, ``1m30s``, ``250ms``."""
-    if isinstance(value, bool):
-        raise ValueError(f"{field_name}: {value!r} is not a duration (use e.g. 30s, 5m, 250ms)")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        seconds = _parse_duration_text(value.strip(), field_name)
-    else:
-        raise ValueError(f"{field_name}: {value!r} is not a duration (use e.g. 30s, 5m, 250ms)")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{field_name}: {value!r} must be a finite, non-negative duration")
-    return seconds
-
-
-def _parse_duration_text(text: str, field_name: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _DURATION_PART.findall(text)
-    if not parts or _DURATION_PART.sub("", text).strip():
-        raise ValueError(f"{field_name}: {text!r} is not a duration (use e.g. 30s, 5m, 250ms)")
-    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def since(text: str | None) -> datetime | None:
     """'1h', '30m', '2d' (ago) or an ISO 8601 timestamp -> aware datetime."""
     from datetime import UTC, timedelta
 
-    from controlplane.config import parse_duration
+    from controlplane.durations import parse_duration
 
     if not text:
         return None

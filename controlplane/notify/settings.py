@@ -27,9 +27,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from controlplane.durations import Duration
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -38,16 +40,6 @@ PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
-
-
-def _duration(value: Any) -> float:
-    # Imported lazily: controlplane.config imports this module for its Settings.
-    from controlplane.config import parse_duration
-
-    return parse_duration(value)
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
 
 
 def severity_rank(severity: str | None) -> int:

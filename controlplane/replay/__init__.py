@@ -64,7 +64,8 @@ from controlplane.engine.guardrails import CooldownMemory, WriteBudget, decide, 
 from controlplane.engine.health import HealthEvaluator
 from controlplane.engine.planner import apply_to_states
 from controlplane.engine.strategy import StrategyMemory
-from simulator.faults import Fault, FaultBook, TimelineEvent, choose_status, fault_fires, parse_duration
+from controlplane.durations import parse_duration
+from simulator.faults import Fault, FaultBook, TimelineEvent, choose_status, fault_fires
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ import httpx
 import openai
 import pytest
 
+from controlplane.durations import parse_duration
 from simulator.faults import (
     Fault,
     FaultBook,
     TimelineEvent,
     choose_status,
     fault_fires,
-    parse_duration,
     parse_timeline,
 )
 from simulator.llm import (

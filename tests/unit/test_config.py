@@ -12,7 +12,8 @@ import pydantic
 import pytest
 import yaml
 
-from controlplane.config import ConfigError, load_settings, parse_duration, parse_settings
+from controlplane.config import ConfigError, load_settings, parse_settings
+from controlplane.durations import parse_duration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "regionguard.yaml"
 
