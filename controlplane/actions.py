@@ -34,7 +34,6 @@ from enum import StrEnum
 from typing import Any
 
 from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Settings
-from controlplane.durations import parse_duration
 from controlplane.domain import (
     AuditEvent,
     Change,
@@ -47,6 +46,7 @@ from controlplane.domain import (
     TargetState,
     as_jsonable,
 )
+from controlplane.durations import parse_duration
 from controlplane.engine.guardrails import describe_preview, preview_override
 from controlplane.engine.planner import apply_to_states, plan
 from controlplane.engine.strategy import desired_states

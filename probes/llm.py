@@ -29,8 +29,7 @@ import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +38,7 @@ import httpx
 
 from controlplane.config import LLMEndpoint, ProbeSettings
 from controlplane.domain import Clock, Outcome, ProbeResult, SystemClock
+from controlplane.retry_after import retry_after_seconds
 from probes.auth import AuthFailure, ProbeAuth
 from probes.base import ProbeTarget, describe_exception, error_text
 
@@ -150,22 +150,8 @@ def _int(value: Any) -> int | None:
 
 
 def _retry_after_ms(headers: Mapping[str, str], now: datetime | None = None) -> int | None:
-    ms = headers.get("retry-after-ms")
-    if ms is not None and (value := _int(ms)) is not None:
-        return value
-    seconds = headers.get("retry-after")
-    if seconds is None:
-        return None
-    try:
-        return int(float(seconds.strip()) * 1000)
-    except ValueError:
-        pass
-    try:  # an HTTP date
-        when = parsedate_to_datetime(seconds)
-    except (TypeError, ValueError):
-        return None
-    delta = when - (now or datetime.now(UTC))
-    return max(0, int(delta.total_seconds() * 1000))
+    seconds = retry_after_seconds(headers, now)
+    return None if seconds is None else round(seconds * 1000)
 
 
 def _utilization(value: str | None) -> float | None:

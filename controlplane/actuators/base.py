@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from controlplane.config import azure_name
 from controlplane.domain import Change, Field, Plan, TargetState
+from controlplane.retry_after import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +108,7 @@ def _arm_code_and_message(exc: Any) -> tuple[str | None, str]:
 
 def _retry_after(exc: Any) -> float | None:
     response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    for name, scale in (("retry-after", 1.0), ("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                return None  # an HTTP date: let our own backoff decide
-    return None
+    return retry_after_seconds(getattr(response, "headers", None))
 
 
 def classify(exc: BaseException) -> ActuatorError:

@@ -18,7 +18,7 @@ from controlplane.notify.messages import (
     sign,
     verify_signature,
 )
-from controlplane.notify.notifier import DeliveryResult, EventRelay, Notifier, parse_retry_after
+from controlplane.notify.notifier import DeliveryResult, EventRelay, Notifier
 from controlplane.notify.settings import (
     PAGERDUTY_EVENTS_URL,
     NotificationSettings,
@@ -47,7 +47,6 @@ __all__ = [
     "group_key",
     "is_resolution",
     "pagerduty_dedup_key",
-    "parse_retry_after",
     "severity_rank",
     "sign",
     "verify_signature",

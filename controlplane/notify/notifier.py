@@ -19,7 +19,6 @@ unknown dedup key is harmless and the incident may predate a restart).
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import threading
@@ -28,7 +27,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any, Protocol
 
 import httpx
@@ -37,6 +35,7 @@ from controlplane.domain import AuditEvent, Clock, SystemClock
 from controlplane.logging_setup import register_secret, scrub
 from controlplane.notify import messages
 from controlplane.notify.settings import NotificationSettings, PagerDutyChannel, SlackChannel, TeamsChannel, WebhookChannel, severity_rank
+from controlplane.retry_after import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -71,24 +70,6 @@ class _Batch:
     deadline: float  # monotonic
     events: list[AuditEvent] = field(default_factory=list)
     dropped: int = 0
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class _ChannelWorker:
@@ -354,7 +335,7 @@ class _ChannelWorker:
             resp.status_code,
             f"HTTP {resp.status_code}" + (f": {detail}" if detail else ""),
             retryable,
-            parse_retry_after(resp.headers.get("Retry-After")),
+            retry_after_seconds(resp.headers),
         )
 
     def _sleep(self, delay: float) -> bool:

@@ -60,11 +60,11 @@ from controlplane.domain import (
     Transition,
     endpoint_id,
 )
+from controlplane.durations import parse_duration
 from controlplane.engine.guardrails import CooldownMemory, WriteBudget, decide, record_applied
 from controlplane.engine.health import HealthEvaluator
 from controlplane.engine.planner import apply_to_states
 from controlplane.engine.strategy import StrategyMemory
-from controlplane.durations import parse_duration
 from simulator.faults import Fault, FaultBook, TimelineEvent, choose_status, fault_fires
 
 log = logging.getLogger(__name__)
