@@ -22,6 +22,7 @@ from sqlalchemy import Integer, and_, cast, func, literal_column, select
 from controlplane.config import Settings
 from controlplane.domain import EndpointHealth, HealthStateName, Outcome, Override, OverrideKind, ProbeResult, RegionHealth, Transition
 from controlplane.runtime.leader import LEASE_NAME
+from controlplane.stats import percentile
 from controlplane.store import Store
 from controlplane.store.models import ProbeResultRow, ProbeRollupRow
 from probes.cost import estimate_monthly
@@ -33,13 +34,6 @@ STATS_WINDOW = timedelta(minutes=5)
 SPARK_WINDOW = timedelta(minutes=60)
 RANGES = {"1h": (timedelta(hours=1), 60), "24h": (timedelta(hours=24), 600), "7d": (timedelta(days=7), 3600)}
 _SUCCESS = (Outcome.OK.value,)
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def stale_after(settings: Settings) -> float:
@@ -224,11 +218,12 @@ def recent_stats(store: Store, since: datetime) -> dict[str, Stats]:
     out = {}
     for region, (outcomes, ttfts) in per.items():
         ok = sum(1 for o in outcomes if o in _SUCCESS)
+        ttfts.sort()
         out[region] = Stats(
             probes=len(outcomes),
             success_pct=100.0 * ok / len(outcomes),
-            ttft_p50=_percentile(ttfts, 0.5),
-            ttft_p95=_percentile(ttfts, 0.95),
+            ttft_p50=percentile(ttfts, 0.5),
+            ttft_p95=percentile(ttfts, 0.95),
         )
     return out
 
@@ -548,8 +543,8 @@ def recent_stats_for(store: Store, region: str, since: datetime) -> Stats:
     if not rows:
         return Stats()
     ok = sum(1 for o, _ in rows if o in _SUCCESS)
-    ttfts = [x for _, x in rows if x is not None]
-    return Stats(probes=len(rows), success_pct=100.0 * ok / len(rows), ttft_p50=_percentile(ttfts, 0.5), ttft_p95=_percentile(ttfts, 0.95))
+    ttfts = sorted(x for _, x in rows if x is not None)
+    return Stats(probes=len(rows), success_pct=100.0 * ok / len(rows), ttft_p50=percentile(ttfts, 0.5), ttft_p95=percentile(ttfts, 0.95))
 
 
 # ---------------------------------------------------------------- timeline

@@ -87,6 +87,7 @@ from controlplane.domain import (
     as_jsonable,
     endpoint_id,
 )
+from controlplane.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -121,19 +122,6 @@ def outcome_words(outcome: Outcome, n: int = 1) -> str:
 def _secs(ms: float) -> str:
     s = ms / 1000.0
     return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
-
-
-def _median(sorted_values: list[float]) -> float | None:
-    """The lower median: with an even count, a single outlier never moves it."""
-    if not sorted_values:
-        return None
-    return sorted_values[(len(sorted_values) - 1) // 2]
-
-
-def _p95(sorted_values: list[float]) -> float | None:
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, math.ceil(0.95 * len(sorted_values)) - 1)]
 
 
 class _Sample:
@@ -318,10 +306,10 @@ class _Window:
 
     # -- derived figures
     def p50_ttft(self) -> float | None:
-        return _median(self.ttfts)
+        return percentile(self.ttfts, 0.5)
 
     def p50_total(self) -> float | None:
-        return _median(self.totals)
+        return percentile(self.totals, 0.5)
 
     def compute_score(self) -> float:
         if self.n <= 0:
@@ -333,10 +321,10 @@ class _Window:
             return None
         ttft, total = self.p50_ttft(), self.p50_total()
         if len(self.ttfts) >= p.min_ratio_n and ttft is not None and ttft > p.slow_ttft_ms:
-            p95 = _p95(self.ttfts)
+            p95 = percentile(self.ttfts, 0.95)
             return f"slow: median TTFT {_secs(ttft)} over the {_secs(p.slow_ttft_ms)} limit (p95 {_secs(p95 or ttft)})"
         if len(self.totals) >= p.min_ratio_n and total is not None and total > p.slow_total_ms:
-            p95 = _p95(self.totals)
+            p95 = percentile(self.totals, 0.95)
             return f"slow: median total time {_secs(total)} over the {_secs(p.slow_total_ms)} limit (p95 {_secs(p95 or total)})"
         return None
 

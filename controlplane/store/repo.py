@@ -32,6 +32,7 @@ from controlplane.domain import (
     TargetState,
     Transition,
 )
+from controlplane.stats import percentile
 from controlplane.store import db
 from controlplane.store.models import (
     ApiTokenRow,
@@ -91,14 +92,6 @@ def _to_event(row: AuditEventRow) -> AuditEvent:
         severity=row.severity,
         data=row.data or {},
     )
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class Store:
@@ -230,8 +223,8 @@ class Store:
             groups[(r.endpoint_id, r.vantage, r.started_at.replace(second=0, microsecond=0))].append(r)
         rows = []
         for (eid, vantage, minute), rs in groups.items():
-            ttft = [r.ttft_ms for r in rs if r.ttft_ms is not None]
-            total = [r.total_ms for r in rs if r.total_ms is not None and r.outcome in (Outcome.OK, Outcome.SLOW)]
+            ttft = sorted(r.ttft_ms for r in rs if r.ttft_ms is not None)
+            total = sorted(r.total_ms for r in rs if r.total_ms is not None and r.outcome in (Outcome.OK, Outcome.SLOW))
             rows.append(
                 dict(
                     endpoint_id=eid,
@@ -242,10 +235,10 @@ class Store:
                     ok=sum(r.outcome is Outcome.OK for r in rs),
                     throttled=sum(r.outcome is Outcome.THROTTLED for r in rs),
                     failed=sum(r.outcome.value in _FAILED for r in rs),
-                    ttft_p50_ms=_percentile(ttft, 0.5),
-                    ttft_p95_ms=_percentile(ttft, 0.95),
-                    total_p50_ms=_percentile(total, 0.5),
-                    total_p95_ms=_percentile(total, 0.95),
+                    ttft_p50_ms=percentile(ttft, 0.5),
+                    ttft_p95_ms=percentile(ttft, 0.95),
+                    total_p50_ms=percentile(total, 0.5),
+                    total_p95_ms=percentile(total, 0.95),
                     tokens=sum((r.prompt_tokens or 0) + (r.completion_tokens or 0) for r in rs),
                 )
             )
