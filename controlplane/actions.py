@@ -50,6 +50,7 @@ from controlplane.durations import parse_duration
 from controlplane.engine.guardrails import describe_preview, preview_override
 from controlplane.engine.planner import apply_to_states, plan
 from controlplane.engine.strategy import desired_states
+from controlplane.errors import BadInput, Forbidden, Refused
 from controlplane.store import Store
 from controlplane.users import Principal
 
@@ -69,7 +70,7 @@ class Action(StrEnum):
     UNFREEZE = "unfreeze"
 
 
-class InvalidAction(ValueError):
+class InvalidAction(BadInput):
     """Bad input: names the field and the value (HTTP 400, CLI exit 2)."""
 
     def __init__(self, field_name: str, value: Any, message: str) -> None:
@@ -82,11 +83,11 @@ class InvalidAction(ValueError):
         return {"error": "invalid", "field": self.field, "value": _jsonable(self.value), "reason": str(self)}
 
 
-class NotAllowed(PermissionError):
+class NotAllowed(Forbidden):
     """The actor's role may not do this (HTTP 403)."""
 
 
-class ActionRefused(Exception):
+class ActionRefused(Refused):
     """A guardrail forbids it, or there is nothing to do (HTTP 409, CLI exit 3)."""
 
     def __init__(self, reason: str, preview: Preview | None = None) -> None:

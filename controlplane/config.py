@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from controlplane.domain import CONFIG_PROBLEM_OUTCOMES, Outcome
 from controlplane.durations import Duration
+from controlplane.errors import BadInput
 from controlplane.logging_setup import LoggingSettings
 from controlplane.notify.settings import NotificationSettings
 
@@ -277,7 +278,7 @@ class Settings(_Section):
         return target.min_serving or self.guardrails.min_serving
 
 
-class ConfigError(Exception):
+class ConfigError(BadInput):
     """A configuration that must not start. ``problems`` has one line each."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from controlplane.errors import BadInput
 from controlplane.store import Store
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ _hasher = PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory pr
 _DUMMY_HASH: str | None = None
 
 
-class UserError(ValueError):
+class UserError(BadInput):
     """Bad input for a user or token command; the message names the field and value."""
 
 

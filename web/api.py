@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from controlplane import actions
 from controlplane.domain import as_jsonable
+from controlplane.errors import http_status
 from web import readmodel
 from web.security import principal, require_role, state
 
@@ -111,11 +112,13 @@ def create_override() -> Any:
             return jsonify({"preview": p.to_dict()})
         result = actions.execute(ws.settings, ws.store, req, principal(), _now(), expected_digest=data.get("digest") or None)
     except actions.InvalidAction as exc:
-        return jsonify(exc.to_dict()), 400
+        return jsonify(exc.to_dict()), http_status(exc)
     except actions.NotAllowed as exc:
-        return jsonify({"error": "forbidden", "reason": str(exc)}), 403
+        return jsonify({"error": exc.error, "reason": str(exc)}), http_status(exc)
     except actions.ActionRefused as exc:
-        return jsonify({"error": "refused", "reason": exc.reason, "preview": exc.preview.to_dict() if exc.preview else None}), 409
+        return jsonify({"error": exc.error, "reason": exc.reason, "preview": exc.preview.to_dict() if exc.preview else None}), http_status(
+            exc
+        )
     return jsonify(result.to_dict()), 201
 
 
@@ -133,9 +136,9 @@ def lift_override(override_id: int) -> Any:
     try:
         done = actions.lift(ws.settings, ws.store, override_id, principal(), reason, _now())
     except actions.InvalidAction as exc:
-        return jsonify(exc.to_dict()), 400
+        return jsonify(exc.to_dict()), http_status(exc)
     except actions.NotAllowed as exc:
-        return jsonify({"error": "forbidden", "reason": str(exc)}), 403
+        return jsonify({"error": exc.error, "reason": str(exc)}), http_status(exc)
     except actions.ActionRefused as exc:
-        return jsonify({"error": "refused", "reason": exc.reason}), 409
+        return jsonify({"error": exc.error, "reason": exc.reason}), http_status(exc)
     return jsonify({"lifted": as_jsonable(done)})

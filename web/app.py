@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from controlplane.config import Settings
 from controlplane.domain import SystemClock
+from controlplane.errors import http_status
 from controlplane.store import DatabaseUnavailable, Store, open_store
 from web import readmodel, security
 
@@ -115,13 +116,13 @@ def _errors(app: Flask) -> None:
     def db_down(exc: DatabaseUnavailable) -> Any:
         log.error("database unavailable: %s", exc)
         if request.path.startswith("/api/"):
-            return jsonify({"error": "database_unavailable", "reason": "the database is unreachable"}), 503
+            return jsonify({"error": exc.error, "reason": "the database is unreachable"}), http_status(exc)
         return render_template(
             "error.html",
-            code=503,
+            code=http_status(exc),
             name="Database unavailable",
             description="The dashboard cannot reach its database. The worker may still be running; check `regionguard status`.",
-        ), 503
+        ), http_status(exc)
 
 
 def create_app(settings: Settings, store: Store | None = None, test_config: Mapping[str, Any] | None = None, metrics: Any = None) -> Flask:

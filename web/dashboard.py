@@ -16,6 +16,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 
 from controlplane import actions
 from controlplane.domain import OverrideKind
+from controlplane.errors import http_status
 from web import readmodel
 from web.auth import safe_next
 from web.security import principal, require_role, state
@@ -170,7 +171,7 @@ def _parse() -> actions.ActionRequest:
     try:
         return actions.parse_request(request.form)
     except actions.InvalidAction as exc:
-        abort(400, description=str(exc))
+        abort(http_status(exc), description=str(exc))
 
 
 def _quiet_preview(req: actions.ActionRequest) -> actions.Preview | None:
@@ -190,9 +191,9 @@ def action_preview() -> Any:
     try:
         p = actions.preview(ws.settings, ws.store, req, principal(), _now())
     except actions.InvalidAction as exc:
-        return _render_preview(req, None, 400, str(exc))
+        return _render_preview(req, None, http_status(exc), str(exc))
     except actions.NotAllowed as exc:
-        abort(403, description=str(exc))
+        abort(http_status(exc), description=str(exc))
     return _render_preview(req, p)
 
 
@@ -204,12 +205,12 @@ def action_execute() -> Any:
     try:
         result = actions.execute(ws.settings, ws.store, req, principal(), _now(), expected_digest=request.form.get("digest") or None)
     except actions.InvalidAction as exc:
-        return _render_preview(req, _quiet_preview(req), 400, str(exc))
+        return _render_preview(req, _quiet_preview(req), http_status(exc), str(exc))
     except actions.NotAllowed as exc:
-        abort(403, description=str(exc))
+        abort(http_status(exc), description=str(exc))
     except actions.ActionRefused as exc:
         shown_below = exc.preview is not None and not exc.preview.allowed  # the preview page shows the refusal itself
-        return _render_preview(req, exc.preview, 409, None if shown_below else exc.reason)
+        return _render_preview(req, exc.preview, http_status(exc), None if shown_below else exc.reason)
     ids = ", ".join(f"#{o.id}" for o in result.added) or "none"
     lifted = ", ".join(f"#{o.id}" for o in result.lifted)
     msg = f"{ACTION_LABELS[req.action.value]} recorded (override {ids}{'; lifted ' + lifted if lifted else ''}). The worker applies it on its next tick."

@@ -7,7 +7,8 @@ exit codes in ``common``, the parser and the dispatch in ``main``.
 runs the same.
 """
 
-from controlplane.cli.common import EXIT_DB, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, CommandError
+from controlplane.cli.common import CommandError
 from controlplane.cli.main import build_parser, main
+from controlplane.errors import EXIT_DB, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 
 __all__ = ["EXIT_DB", "EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "CommandError", "build_parser", "main"]

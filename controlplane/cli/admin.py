@@ -7,20 +7,9 @@ import os
 import sys
 from typing import Any
 
-from controlplane.cli.common import (
-    EXIT_OK,
-    EXIT_USAGE,
-    CommandError,
-    db_error,
-    default_config,
-    emit,
-    open_checked_store,
-    settings_of,
-    utcnow,
-    who,
-    with_config,
-)
+from controlplane.cli.common import CommandError, db_error, default_config, emit, open_checked_store, settings_of, utcnow, who, with_config
 from controlplane.config import load_settings, summary
+from controlplane.errors import EXIT_OK, EXIT_USAGE
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -14,11 +14,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from controlplane.config import Settings, load_settings
+from controlplane.errors import EXIT_DB, EXIT_FAILED, EXIT_USAGE, exit_code
 
 if TYPE_CHECKING:
     from controlplane.store import Store
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_DB = 0, 1, 2, 3, 4
 
 
 class CommandError(Exception):
@@ -58,7 +57,7 @@ def db_error(exc: BaseException) -> CommandError:
     from controlplane.store import DatabaseUnavailable
 
     if isinstance(exc, DatabaseUnavailable):
-        return CommandError(str(exc), EXIT_DB)
+        return CommandError(str(exc), exit_code(exc))
     if isinstance(exc, SQLAlchemyError):
         orig = getattr(exc, "orig", None) or exc
         return CommandError(f"database unavailable: {type(orig).__name__}: {str(orig).splitlines()[0][:200] if str(orig) else ''}", EXIT_DB)

@@ -20,8 +20,9 @@ import sys
 from collections.abc import Sequence
 
 from controlplane.cli import admin, oncall, probe, replay, run, state
-from controlplane.cli.common import EXIT_USAGE, CommandError
+from controlplane.cli.common import CommandError
 from controlplane.config import ConfigError
+from controlplane.errors import EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:

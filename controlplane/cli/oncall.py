@@ -9,18 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controlplane.cli.common import (
-    EXIT_OK,
-    EXIT_REFUSED,
-    EXIT_USAGE,
-    CommandError,
-    emit,
-    open_checked_store,
-    settings_of,
-    utcnow,
-    who,
-    with_config,
-)
+from controlplane.cli.common import CommandError, emit, open_checked_store, settings_of, utcnow, who, with_config
+from controlplane.errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, exit_code
 
 
 def _act(args: argparse.Namespace, fields: dict[str, Any]) -> int:
@@ -44,11 +34,11 @@ def _act(args: argparse.Namespace, fields: dict[str, Any]) -> int:
             return EXIT_OK if p.allowed else EXIT_REFUSED
         result = execute(settings, store, req, actor, utcnow())
     except InvalidAction as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
+        raise CommandError(str(exc), exit_code(exc)) from None
     except ActionRefused as exc:
-        raise CommandError(exc.reason if exc.reason.startswith("refused") else f"refused: {exc.reason}", EXIT_REFUSED) from None
+        raise CommandError(exc.reason if exc.reason.startswith("refused") else f"refused: {exc.reason}", exit_code(exc)) from None
     except NotAllowed as exc:
-        raise CommandError(f"not allowed: {exc}", EXIT_REFUSED) from None
+        raise CommandError(f"not allowed: {exc}", exit_code(exc)) from None
     finally:
         store.close()
     emit(args, result.to_dict(), f"done: {result.preview.sentence}" + (" (forced)" if result.forced else ""))

@@ -12,9 +12,10 @@ import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from controlplane.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError, settings_of, with_config
+from controlplane.cli.common import CommandError, settings_of, with_config
 from controlplane.config import Settings
 from controlplane.domain import Outcome, ProbeResult, as_jsonable
+from controlplane.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from probes.runner import ProbeRunner

@@ -5,17 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controlplane.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    CommandError,
-    emit,
-    open_checked_store,
-    settings_of,
-    since,
-    with_config,
-)
+from controlplane.cli.common import CommandError, emit, open_checked_store, settings_of, since, with_config
+from controlplane.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

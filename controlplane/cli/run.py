@@ -10,7 +10,8 @@ import argparse
 import logging
 from typing import Any
 
-from controlplane.cli.common import EXIT_OK, EXIT_USAGE, CommandError, db_error, open_checked_store, settings_of, with_config
+from controlplane.cli.common import CommandError, db_error, open_checked_store, settings_of, with_config
+from controlplane.errors import EXIT_OK, EXIT_USAGE
 
 
 def cmd_run(args: argparse.Namespace) -> int:

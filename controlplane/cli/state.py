@@ -5,20 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from controlplane.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_REFUSED,
-    CommandError,
-    emit,
-    open_checked_store,
-    settings_of,
-    since,
-    utcnow,
-    who,
-    with_config,
-)
+from controlplane.cli.common import CommandError, emit, open_checked_store, settings_of, since, utcnow, who, with_config
 from controlplane.config import Settings
+from controlplane.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 
 
 def _health_now(settings: Settings, store):  # type: ignore[no-untyped-def]

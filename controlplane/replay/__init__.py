@@ -65,6 +65,7 @@ from controlplane.engine.guardrails import CooldownMemory, WriteBudget, decide, 
 from controlplane.engine.health import HealthEvaluator
 from controlplane.engine.planner import apply_to_states
 from controlplane.engine.strategy import StrategyMemory
+from controlplane.errors import BadInput
 from simulator.faults import Fault, FaultBook, TimelineEvent, choose_status, fault_fires
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ _TOP_KEYS = {"duration", "seed", "vantages", "noise", "baseline", "events", "ove
 _OVERRIDE_KEYS = {"at", "kind", "region", "target", "who", "why", "weight", "priority", "for", "forced"}
 
 
-class TimelineError(ValueError):
+class TimelineError(BadInput):
     """A timeline that cannot run; ``problems`` has one line per bad field."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

@@ -10,11 +10,15 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from controlplane.errors import Unavailable
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(Unavailable):
     """The database cannot be reached or is not migrated; message is safe to show."""
+
+    error = "database_unavailable"
 
 
 def make_engine(url: str) -> Engine:
