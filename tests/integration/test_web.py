@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
 
 from controlplane import users
@@ -171,7 +173,16 @@ def test_session_cookie_is_httponly_and_samesite(app: Flask) -> None:
     r = c.post("/login", data={"username": "otto", "password": PASSWORD, "csrf_token": token})
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    assert "otto" not in cookie.split(";")[0] or True  # signed, not encrypted: holds only the name and CSRF token
+    # signed, not encrypted: so it must hold only the user name and the CSRF token, never the password
+    value = cookie.split(";")[0].split("=", 1)[1]
+    sessions = app.session_interface
+    assert isinstance(sessions, SecureCookieSessionInterface)
+    serializer = sessions.get_signing_serializer(app)
+    assert serializer is not None
+    payload = serializer.loads(value)
+    assert set(payload) == {"user", "csrf", "_permanent"}, payload
+    assert payload["user"] == "otto"
+    assert PASSWORD not in json.dumps(payload) and PASSWORD not in cookie
 
 
 def test_login_never_redirects_to_another_site(app: Flask) -> None:
