@@ -221,22 +221,3 @@ def test_lift_by_id_is_audited_and_cannot_happen_twice(s, seeded: Store) -> None
     assert e.data["override_id"] == o.id and "fixed" in e.summary
     with pytest.raises(ActionRefused, match="not active"):
         actions.lift(s, seeded, o.id, OPERATOR, "again", T0)
-
-
-@pytest.mark.parametrize(
-    ("data", "field", "value"),
-    [
-        ({"action": "explode", "reason": "x"}, "action", "explode"),
-        ({"action": "drain", "reason": "xyz", "expires_in": "soon"}, "expires_in", "soon"),
-        ({"action": "drain", "reason": "xyz", "expires_in": "90d"}, "expires_in", "90d"),
-        ({"action": "pin", "reason": "xyz", "weight": "ten"}, "weight", "ten"),
-        ({"action": "pin", "reason": "xyz", "weight": True}, "weight", True),
-        ({"action": "drain", "reason": 5}, "reason", 5),
-        ({"action": "drain", "reason": "xyz", "force": "maybe"}, "force", "maybe"),
-    ],
-)
-def test_parse_request_names_the_bad_field_and_value(data, field, value) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(InvalidAction) as bad:
-        actions.parse_request(data)
-    assert (bad.value.field, bad.value.value) == (field, value)
-    assert bad.value.to_dict()["field"] == field

@@ -52,12 +52,6 @@ def test_bad_user_input_names_the_field(store: Store, name: str, role: str, pass
     assert store.users() == []
 
 
-def test_roles_are_ordered_viewer_operator_admin() -> None:
-    assert users.role_allows("admin", "operator") and users.role_allows("operator", "operator")
-    assert not users.role_allows("viewer", "operator") and not users.role_allows("operator", "admin")
-    assert not users.role_allows("unknown", "viewer")
-
-
 def test_api_tokens_are_shown_once_and_stored_hashed(store: Store) -> None:
     token = users.create_api_token(store, "deploy-bot", "operator", "ada", T0)
     assert token.startswith("rg_") and len(token) > 40
