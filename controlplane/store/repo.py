@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import fields as dc_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import CursorResult, Result, and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from controlplane.domain import (
     AuditEvent,
@@ -49,6 +51,7 @@ from controlplane.store.models import (
     ProbeRollupRow,
     TargetEndpointRow,
     UserRow,
+    table,
 )
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,19 @@ def _to_event(row: AuditEventRow) -> AuditEvent:
     )
 
 
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (``Session.execute`` is typed as Result; for DML it is a CursorResult)."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"expected the CursorResult of an UPDATE or DELETE, got {type(result).__name__}")
+    return result.rowcount
+
+
+def _cause(exc: SQLAlchemyError) -> BaseException:
+    """The driver's exception behind a SQLAlchemy one, when there is one."""
+    orig: BaseException | None = getattr(exc, "orig", None)
+    return orig or exc
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -103,7 +119,7 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def session(self):  # type: ignore[no-untyped-def]
+    def session(self) -> AbstractContextManager[Session]:
         return db.session_scope(self.sessions)
 
     # ------------------------------------------------------------ health of the store
@@ -116,7 +132,7 @@ class Store:
             current = db.current_revision(self.url)
         except SQLAlchemyError as exc:
             raise db.DatabaseUnavailable(
-                f"database {self.engine.url.render_as_string(hide_password=True)} unreachable: {type(exc.orig or exc).__name__}: {str(exc.orig or exc).splitlines()[0][:200]}"
+                f"database {self.engine.url.render_as_string(hide_password=True)} unreachable: {type(_cause(exc)).__name__}: {str(_cause(exc)).splitlines()[0][:200]}"
             ) from None
         head = db.head_revision()
         if current != head:
@@ -131,7 +147,7 @@ class Store:
         if not rows:
             return 0
         with self.session() as s:
-            s.execute(ProbeResultRow.__table__.insert(), [dict(r, started_at=r["started_at"]) for r in rows])
+            s.execute(table(ProbeResultRow).insert(), [dict(r, started_at=r["started_at"]) for r in rows])
         return len(rows)
 
     def latest_results(
@@ -207,9 +223,10 @@ class Store:
 
         With ``regions`` it is one indexed MAX per region, fast on large tables.
         """
+        rows: Sequence[tuple[str, datetime | None]]
         with self.session() as s:
             if regions is None:
-                rows = list(s.execute(select(ProbeResultRow.region, func.max(ProbeResultRow.started_at)).group_by(ProbeResultRow.region)))
+                rows = s.execute(select(ProbeResultRow.region, func.max(ProbeResultRow.started_at)).group_by(ProbeResultRow.region)).all()
             else:
                 rows = [(r, s.scalar(select(func.max(ProbeResultRow.started_at)).where(ProbeResultRow.region == r))) for r in regions]
         return {region: (at if at.tzinfo else at.replace(tzinfo=UTC)) for region, at in rows if at is not None}
@@ -245,7 +262,7 @@ class Store:
         with self.session() as s:
             s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at >= start, ProbeRollupRow.minute_at < until))
             if rows:
-                s.execute(ProbeRollupRow.__table__.insert(), rows)
+                s.execute(table(ProbeRollupRow).insert(), rows)
         return len(rows)
 
     def rollups(self, since: datetime, region: str | None = None) -> list[dict[str, Any]]:
@@ -257,8 +274,8 @@ class Store:
 
     def purge(self, raw_before: datetime, rollup_before: datetime) -> tuple[int, int]:
         with self.session() as s:
-            raw = s.execute(delete(ProbeResultRow).where(ProbeResultRow.started_at < raw_before)).rowcount
-            rolled = s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at < rollup_before)).rowcount
+            raw = _rowcount(s.execute(delete(ProbeResultRow).where(ProbeResultRow.started_at < raw_before)))
+            rolled = _rowcount(s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at < rollup_before)))
         return raw or 0, rolled or 0
 
     # ------------------------------------------------------------ health
@@ -280,7 +297,7 @@ class Store:
         ]
         if rows:
             with self.session() as s:
-                s.execute(HealthTransitionRow.__table__.insert(), rows)
+                s.execute(table(HealthTransitionRow).insert(), rows)
 
     def transitions(self, since: datetime | None = None, region: str | None = None, limit: int = 200) -> list[Transition]:
         with self.session() as s:
@@ -336,7 +353,7 @@ class Store:
         with self.session() as s:
             s.execute(delete(HealthStateRow))
             if rows:
-                s.execute(HealthStateRow.__table__.insert(), rows)
+                s.execute(table(HealthStateRow).insert(), rows)
 
     def health(self) -> tuple[dict[str, EndpointHealth], dict[str, RegionHealth]]:
         """Latest saved health: (endpoint id -> EndpointHealth, region -> RegionHealth)."""
@@ -559,14 +576,15 @@ class Store:
     def lift_override(self, override_id: int, who: str, now: datetime) -> Override | None:
         """Lift an active override; None if it does not exist or is no longer active (compare-and-set)."""
         with self.session() as s:
-            n = s.execute(
-                update(OverrideRow)
-                .where(OverrideRow.id == override_id, OverrideRow.lifted_at.is_(None))
-                .values(lifted_at=now, lifted_by=who)
-            ).rowcount
-            if n != 1:
-                return None
-            return _to_override(s.get(OverrideRow, override_id))
+            n = _rowcount(
+                s.execute(
+                    update(OverrideRow)
+                    .where(OverrideRow.id == override_id, OverrideRow.lifted_at.is_(None))
+                    .values(lifted_at=now, lifted_by=who)
+                )
+            )
+            row = s.get(OverrideRow, override_id) if n == 1 else None
+            return None if row is None else _to_override(row)
 
     def expire_overrides(self, now: datetime) -> list[Override]:
         """Mark expired overrides as lifted (by 'expiry'); returns those lifted now."""
@@ -580,11 +598,13 @@ class Store:
             )
             lifted = []
             for row in rows:
-                n = s.execute(
-                    update(OverrideRow)
-                    .where(OverrideRow.id == row.id, OverrideRow.lifted_at.is_(None))
-                    .values(lifted_at=now, lifted_by="expiry")
-                ).rowcount
+                n = _rowcount(
+                    s.execute(
+                        update(OverrideRow)
+                        .where(OverrideRow.id == row.id, OverrideRow.lifted_at.is_(None))
+                        .values(lifted_at=now, lifted_by="expiry")
+                    )
+                )
                 if n == 1:
                     s.refresh(row)
                     lifted.append(_to_override(row))
@@ -690,32 +710,40 @@ class Store:
                         s.add(LeaderLeaseRow(name=name, holder=None, fencing_token=0))
                 except IntegrityError:
                     pass  # someone else created it first
-            renewed = s.execute(
-                update(LeaderLeaseRow)
-                .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder, LeaderLeaseRow.expires_at > now)
-                .values(renewed_at=now, expires_at=expires)
-            ).rowcount
+            renewed = _rowcount(
+                s.execute(
+                    update(LeaderLeaseRow)
+                    .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder, LeaderLeaseRow.expires_at > now)
+                    .values(renewed_at=now, expires_at=expires)
+                )
+            )
             if renewed == 1:
                 return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
-            taken = s.execute(
-                update(LeaderLeaseRow)
-                .where(
-                    LeaderLeaseRow.name == name,
-                    or_(LeaderLeaseRow.holder.is_(None), LeaderLeaseRow.expires_at.is_(None), LeaderLeaseRow.expires_at <= now),
+            taken = _rowcount(
+                s.execute(
+                    update(LeaderLeaseRow)
+                    .where(
+                        LeaderLeaseRow.name == name,
+                        or_(LeaderLeaseRow.holder.is_(None), LeaderLeaseRow.expires_at.is_(None), LeaderLeaseRow.expires_at <= now),
+                    )
+                    .values(
+                        holder=holder, fencing_token=LeaderLeaseRow.fencing_token + 1, acquired_at=now, renewed_at=now, expires_at=expires
+                    )
                 )
-                .values(holder=holder, fencing_token=LeaderLeaseRow.fencing_token + 1, acquired_at=now, renewed_at=now, expires_at=expires)
-            ).rowcount
+            )
             if taken == 1:
                 return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
             return None
 
     def release_lease(self, name: str, holder: str) -> bool:
         with self.session() as s:
-            n = s.execute(
-                update(LeaderLeaseRow)
-                .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder)
-                .values(holder=None, expires_at=None)
-            ).rowcount
+            n = _rowcount(
+                s.execute(
+                    update(LeaderLeaseRow)
+                    .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder)
+                    .values(holder=None, expires_at=None)
+                )
+            )
             return n == 1
 
     def lease(self, name: str) -> dict[str, Any] | None:
@@ -786,9 +814,11 @@ class Store:
     def revoke_api_token(self, token_id: int, now: datetime) -> bool:
         with self.session() as s:
             return (
-                s.execute(
-                    update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None)).values(revoked_at=now)
-                ).rowcount
+                _rowcount(
+                    s.execute(
+                        update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None)).values(revoked_at=now)
+                    )
+                )
                 == 1
             )
 
