@@ -91,6 +91,7 @@ class ProbeResult:
     apim_request_id: str | None = None
     request_id: str | None = None
     error: str | None = None  # truncated, secrets scrubbed
+    anomalies: str | None = None  # what arrived unparseable or out of range, and was dropped or clamped
 
     @property
     def endpoint(self) -> str:
@@ -176,8 +177,7 @@ class EndpointSetting:
     enabled: bool = True
 
     def get(self, f: Field) -> int | bool | None:
-        value: int | bool | None = getattr(self, f.value)
-        return value
+        return getattr(self, f.value)
 
 
 @dataclass(frozen=True, slots=True)

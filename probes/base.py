@@ -8,13 +8,18 @@ which secrets have been removed.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from controlplane.config import LLMEndpoint
-from controlplane.domain import ProbeResult, endpoint_id
+from controlplane.domain import Outcome, ProbeResult, endpoint_id
+from controlplane.textsafe import bounded_text
+
+log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 300
 REDACTED = "***"
@@ -52,11 +57,8 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 def error_text(text: str, secrets: Iterable[str] = (), limit: int = MAX_ERROR_CHARS) -> str:
-    """Scrubbed, single-line and at most ``limit`` characters."""
-    clean = " ".join(scrub(text, secrets).split())
-    if len(clean) <= limit:
-        return clean
-    return clean[: limit - 3] + "..."
+    """Scrubbed, single-line, control characters escaped, and at most ``limit`` characters."""
+    return bounded_text(" ".join(scrub(text, secrets).split()), limit)
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -64,3 +66,17 @@ def describe_exception(exc: BaseException) -> str:
     message = str(exc)
     name = type(exc).__name__
     return f"{name}: {message}" if message else name
+
+
+def failed_result(target: ProbeTarget, vantage: str, started_at: datetime, exc: BaseException) -> ProbeResult:
+    """The result of a probe that raised (which a probe must never do): counted as a failure, and saying why."""
+    log.warning("probe of %s raised %s: recorded as a failure", target.id, type(exc).__name__)
+    return ProbeResult(
+        endpoint_id=target.id,
+        region=target.region,
+        vantage=vantage,
+        started_at=started_at,
+        outcome=Outcome.BAD_CONTENT,
+        error=error_text(f"the probe could not be evaluated: {describe_exception(exc)}"),
+        anomalies="probe raised instead of returning a result",
+    )

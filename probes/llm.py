@@ -22,6 +22,7 @@ import functools
 import http.cookiejar
 import json
 import logging
+import math
 import random
 import re
 import ssl
@@ -38,7 +39,8 @@ import httpx
 
 from controlplane.config import LLMEndpoint, ProbeSettings
 from controlplane.domain import Clock, Outcome, ProbeResult, SystemClock
-from controlplane.retry_after import retry_after_seconds
+from controlplane.retry_after import MAX_SECONDS, retry_after_seconds
+from controlplane.textsafe import bounded_text
 from probes.auth import AuthFailure, ProbeAuth
 from probes.base import ProbeTarget, describe_exception, error_text
 
@@ -48,6 +50,8 @@ PROMPT = "Reply with only the number {number}"
 VANTAGE_HEADER = "x-regionguard-vantage"
 USER_AGENT = "regionguard-probe/0.1"
 MAX_ERROR_BODY = 64 * 1024  # bytes of a non-200 body worth reading
+MAX_ERROR_CODE = 120
+MAX_ERROR_MESSAGE = 1000
 _PUNCTUATION_AND_SPACE = re.compile(f"[{re.escape(string.punctuation)}\\s]+")
 
 
@@ -100,6 +104,7 @@ class Observation:
     error_message: str | None = None
     failure: Failure | None = None
     failure_text: str | None = None
+    notes: Anomalies = field(default_factory=lambda: Anomalies())
 
     @property
     def finished(self) -> bool:
@@ -140,27 +145,125 @@ def normalize_answer(text: str) -> str:
 # ---------------------------------------------------------------- headers
 
 
+MAX_COUNT = 2**31 - 1  # rate-limit and token counts: what the store's INTEGER columns hold
+MAX_RETRY_AFTER_MS = round(MAX_SECONDS * 1000)
+MAX_UTILIZATION_PCT = 100.0
+MAX_HEADER_TEXT = 80  # x-ms-region, request ids: the store's column width
+MAX_FINISH_REASON = 32
+MAX_CONTENT_CHARS = 4096  # the answer is a 4-digit number; more is wrong anyway
+MAX_ANOMALIES_CHARS = 1000
+
+
+class Anomalies:
+    """What arrived out of bounds or unparseable, one short note each (kept with the result)."""
+
+    __slots__ = ("notes",)
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def add(self, source: str, raw: Any, what: str) -> None:
+        note = f"{source}: {_show(raw)} {what}"
+        if note not in self.notes and len(self.notes) < 20:
+            self.notes.append(note)
+
+    def text(self) -> str | None:
+        return bounded_text("; ".join(self.notes), MAX_ANOMALIES_CHARS) if self.notes else None
+
+
+def _show(raw: Any) -> str:
+    return repr(bounded_text(str(raw), 40))
+
+
+def _number(raw: Any, source: str, notes: Anomalies | None) -> float | None:
+    """A finite number from a header or JSON value; None (and a note) for anything else."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        value: float | None = None
+    elif isinstance(raw, int):
+        value = float(max(-(10**300), min(10**300, raw)))  # an integer is finite, however long
+    elif isinstance(raw, float):
+        value = raw
+    else:
+        try:
+            value = float(str(raw).strip())
+        except (ValueError, OverflowError):
+            value = None
+    if value is None or not math.isfinite(value):
+        if notes is not None:
+            notes.add(source, raw, "is not a finite number")
+        return None
+    return value
+
+
+def _clamped(value: float, low: float, high: float, raw: Any, source: str, notes: Anomalies | None) -> float:
+    if low <= value <= high:
+        return value
+    bounded = min(high, max(low, value))
+    if notes is not None:
+        notes.add(source, raw, f"out of range, clamped to {bounded:g}")
+    return bounded
+
+
+def _count(raw: Any, source: str = "count", notes: Anomalies | None = None) -> int | None:
+    """A non-negative count in [0, MAX_COUNT]."""
+    value = _number(raw, source, notes)
+    if value is None:
+        return None
+    return int(_clamped(value, 0, MAX_COUNT, raw, source, notes))
+
+
 def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(float(str(value).strip()))
-    except ValueError:
-        return None
+    """A bounded count, without notes (kept for callers that only want the number)."""
+    return _count(value)
 
 
-def _retry_after_ms(headers: Mapping[str, str], now: datetime | None = None) -> int | None:
+def _retry_after_ms(headers: Mapping[str, str], now: datetime | None = None, notes: Anomalies | None = None) -> int | None:
+    """Milliseconds to wait, from :func:`~controlplane.retry_after.retry_after_seconds` (finite, clamped);
+    a header it could not use, or had to clamp, is noted."""
     seconds = retry_after_seconds(headers, now)
+    if notes is not None:  # the same order as retry_after_seconds: the first usable header wins
+        for name, scale in (("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001), ("retry-after", 1.0)):
+            raw = headers.get(name)
+            if raw is None or not raw.strip():
+                continue
+            try:
+                number: float | None = float(raw.strip()) * scale
+            except ValueError:
+                number = None
+            if number is not None and not math.isnan(number):  # used, maybe clamped (inf included)
+                if not 0 <= number <= MAX_SECONDS:
+                    notes.add(name, raw, f"out of range, clamped to {seconds:g} s")
+                break
+            if number is None and scale == 1.0 and seconds is not None:  # an HTTP date
+                if seconds >= MAX_SECONDS:
+                    notes.add(name, raw, f"clamped to {MAX_SECONDS:g} s")
+                break
+            notes.add(name, raw, "is not a number" if scale != 1.0 else "is neither seconds nor an HTTP date")
     return None if seconds is None else round(seconds * 1000)
 
 
-def _utilization(value: str | None) -> float | None:
+def _utilization(value: str | None, notes: Anomalies | None = None) -> float | None:
     if value is None:
         return None
-    try:
-        return float(value.strip().rstrip("%"))
-    except ValueError:
+    source = "azure-openai-deployment-utilization"
+    number = _number(value.strip().rstrip("%"), source, None)
+    if number is None:
+        if notes is not None:
+            notes.add(source, value, "is not a finite number")
         return None
+    return _clamped(number, 0.0, MAX_UTILIZATION_PCT, value, source, notes)
+
+
+def _text(value: str | None, source: str, limit: int, notes: Anomalies | None) -> str | None:
+    """Header or body text: control and format characters escaped, cut to ``limit``."""
+    if value is None:
+        return None
+    clean = bounded_text(value, limit)
+    if notes is not None and clean != value:
+        notes.add(source, value, "escaped or cut to fit")
+    return clean
 
 
 _INTERESTING_HEADERS = frozenset(
@@ -185,23 +288,40 @@ def headers_of_interest(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     for name, value in raw:
         key = name.decode("latin-1").lower()
         if key in _INTERESTING_HEADERS and key not in out:
-            out[key] = value.decode("latin-1")
+            try:
+                out[key] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                out[key] = value.decode("latin-1")
     return out
 
 
-def parse_headers(headers: Mapping[str, str]) -> dict[str, Any]:
-    """The headers of interest, as ProbeResult fields. All optional. Keys lower-case."""
-    return {
-        "limit_requests": _int(headers.get("x-ratelimit-limit-requests")),
-        "remaining_requests": _int(headers.get("x-ratelimit-remaining-requests")),
-        "limit_tokens": _int(headers.get("x-ratelimit-limit-tokens")),
-        "remaining_tokens": _int(headers.get("x-ratelimit-remaining-tokens")),
-        "utilization_pct": _utilization(headers.get("azure-openai-deployment-utilization")),
-        "retry_after_ms": _retry_after_ms(headers),
-        "region_header": headers.get("x-ms-region"),
-        "apim_request_id": headers.get("apim-request-id"),
-        "request_id": headers.get("x-request-id"),
+def parse_headers(headers: Mapping[str, str], notes: Anomalies | None = None) -> dict[str, Any]:
+    """The headers of interest, as ProbeResult fields. All optional. Keys lower-case.
+
+    Every number is finite and clamped to a sane range and every text escaped
+    and cut; what had to be changed or dropped is noted in ``notes`` (and in
+    the ``anomalies`` field when no ``notes`` are given). Never raises.
+    """
+    own = notes is None
+    notes = Anomalies() if notes is None else notes
+
+    def count(name: str) -> int | None:
+        return _count(headers.get(name), name, notes)
+
+    fields: dict[str, Any] = {
+        "limit_requests": count("x-ratelimit-limit-requests"),
+        "remaining_requests": count("x-ratelimit-remaining-requests"),
+        "limit_tokens": count("x-ratelimit-limit-tokens"),
+        "remaining_tokens": count("x-ratelimit-remaining-tokens"),
+        "utilization_pct": _utilization(headers.get("azure-openai-deployment-utilization"), notes),
+        "retry_after_ms": _retry_after_ms(headers, notes=notes),
+        "region_header": _text(headers.get("x-ms-region"), "x-ms-region", MAX_HEADER_TEXT, notes),
+        "apim_request_id": _text(headers.get("apim-request-id"), "apim-request-id", MAX_HEADER_TEXT, notes),
+        "request_id": _text(headers.get("x-request-id"), "x-request-id", MAX_HEADER_TEXT, notes),
     }
+    if own:
+        fields["anomalies"] = notes.text()
+    return fields
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
@@ -209,17 +329,20 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
     text = body.decode("utf-8", errors="replace")
     try:
         data = json.loads(text)
-    except ValueError:
-        return None, text.strip() or None
+    except (ValueError, RecursionError):
+        return None, bounded_text(text.strip(), MAX_ERROR_MESSAGE) or None
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
-        return None, text.strip() or None
+        return None, bounded_text(text.strip(), MAX_ERROR_MESSAGE) or None
     code = error.get("code") or error.get("type")
     inner = error.get("innererror")
     if isinstance(inner, dict) and inner.get("code"):
         code = f"{code}/{inner['code']}" if code else inner["code"]
     message = error.get("message")
-    return (str(code) if code else None), (str(message) if message else None)
+    return (
+        bounded_text(str(code), MAX_ERROR_CODE) if code else None,
+        bounded_text(str(message), MAX_ERROR_MESSAGE) if message else None,
+    )
 
 
 # ---------------------------------------------------------------- stream
@@ -259,32 +382,47 @@ class StreamParser:
             return
         try:
             chunk = json.loads(payload)
-        except ValueError:
-            raise MalformedStream(f"stream chunk is not JSON: {payload[:80]!r}") from None
+        except (ValueError, RecursionError):
+            raise MalformedStream(f"stream chunk is not JSON: {_show(payload[:80])}") from None
         if not isinstance(chunk, dict):
-            raise MalformedStream(f"stream chunk is not an object: {payload[:80]!r}")
+            raise MalformedStream(f"stream chunk is not an object: {_show(payload[:80])}")
         self._chunk(chunk, now)
 
     def _chunk(self, chunk: dict[str, Any], now: float) -> None:
         obs = self._obs
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        if choices is not None and not isinstance(choices, list):
+            raise MalformedStream(f"'choices' is not a list: {_show(choices)}")
+        for choice in choices or ():
+            if not isinstance(choice, dict):
+                raise MalformedStream(f"a choice is not an object: {_show(choice)}")
             delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise MalformedStream(f"'delta' is not an object: {_show(delta)}")
             text = delta.get("content")
+            if text is not None and not isinstance(text, str):
+                raise MalformedStream(f"'delta.content' is not text: {_show(text)}")
             if text:
                 if obs.ttft_ms is None:
                     obs.ttft_ms = (now - self._t0) * 1000.0
                 obs.output_chunks += 1
-                obs.content += text
-            if choice.get("finish_reason"):
-                obs.finish_reason = str(choice["finish_reason"])
+                if len(obs.content) < MAX_CONTENT_CHARS:
+                    obs.content += text[: MAX_CONTENT_CHARS - len(obs.content)]
+            reason = choice.get("finish_reason")
+            if reason is not None and not isinstance(reason, str):
+                raise MalformedStream(f"'finish_reason' is not text: {_show(reason)}")
+            if reason:
+                obs.finish_reason = _text(reason, "finish_reason", MAX_FINISH_REASON, obs.notes)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            obs.prompt_tokens = _int(usage.get("prompt_tokens"))
-            obs.completion_tokens = _int(usage.get("completion_tokens"))
+            obs.prompt_tokens = _count(usage.get("prompt_tokens"), "usage.prompt_tokens", obs.notes)
+            obs.completion_tokens = _count(usage.get("completion_tokens"), "usage.completion_tokens", obs.notes)
+        elif usage is not None:
+            obs.notes.add("usage", usage, "is not an object")
         error = chunk.get("error")
         if isinstance(error, dict):
-            obs.error_code = str(error.get("code") or "") or None
-            obs.error_message = str(error.get("message") or "") or None
+            obs.error_code = bounded_text(str(error.get("code") or ""), MAX_ERROR_CODE) or None
+            obs.error_message = bounded_text(str(error.get("message") or ""), MAX_ERROR_MESSAGE) or None
 
 
 # ---------------------------------------------------------------- classification
@@ -505,7 +643,10 @@ class LLMProbe:
         if obs.total_ms is None:  # no complete response: how long the attempt took (a timeout: the deadline)
             obs.total_ms = (time.perf_counter() - obs.begun) * 1000.0
         expected = request.expected if request else ""
-        return self._result(target, started_at, obs, expected, secrets)
+        try:
+            return self._result(target, started_at, obs, expected, secrets)
+        except Exception as exc:  # a probe never raises, whatever arrived
+            return self._unevaluable(target, started_at, obs, exc)
 
     async def _exchange(self, request: ProbeRequest, auth_headers: dict[str, str], obs: Observation) -> None:
         client = self._clients.client_for(request.url)
@@ -555,6 +696,7 @@ class LLMProbe:
             obs.failure, obs.failure_text = Failure.INTERNAL, f"unexpected {describe_exception(exc)} ({obs.phase.value})"
 
     def _result(self, target: ProbeTarget, started_at: datetime, obs: Observation, expected: str, secrets: tuple[str, ...]) -> ProbeResult:
+        header_fields = parse_headers(obs.headers, obs.notes)
         outcome = classify(obs, expected, self._probe.slow_ttft, self._probe.slow_total)
         reason = explain(outcome, obs, expected, self._probe)
         return ProbeResult(
@@ -573,7 +715,23 @@ class LLMProbe:
             finished=obs.finished,
             finish_reason=obs.finish_reason,
             error=error_text(reason, secrets) if reason else None,
-            **parse_headers(obs.headers),
+            anomalies=obs.notes.text(),
+            **header_fields,
+        )
+
+    def _unevaluable(self, target: ProbeTarget, started_at: datetime, obs: Observation, exc: Exception) -> ProbeResult:
+        """The last resort when a result cannot even be built: a failure that says so, never an exception."""
+        log.warning("probe result for %s could not be evaluated (%s)", target.id, type(exc).__name__)
+        status = obs.status_code if isinstance(obs.status_code, int) and 100 <= obs.status_code <= 999 else None
+        return ProbeResult(
+            endpoint_id=target.id,
+            region=target.region,
+            vantage=self._probe.vantage,
+            started_at=started_at,
+            outcome=Outcome.BAD_CONTENT,
+            status_code=status,
+            error=error_text(f"the answer could not be evaluated: {describe_exception(exc)}"),
+            anomalies="result could not be evaluated",
         )
 
 

@@ -39,7 +39,7 @@ import httpx
 from controlplane.config import Settings
 from controlplane.domain import Clock, ProbeResult, SystemClock
 from probes.auth import ProbeAuth, TokenCache
-from probes.base import ProbeTarget
+from probes.base import ProbeTarget, failed_result
 from probes.llm import ClientPool, LLMProbe
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,10 @@ class ProbeRunner:
         s.in_flight = True
         try:
             async with self._limit():
-                result = await self._probe.run(s.target)
+                try:
+                    result = await self._probe.run(s.target)
+                except Exception as exc:  # the Probe protocol says never; a bug must not cost the result or the schedule
+                    result = failed_result(s.target, self.settings.probe.vantage, self._clock.now(), exc)
         finally:
             s.in_flight = False
         counted = result.outcome in self.settings.probe.counts_against_health

@@ -21,10 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, ParamSpec
+from typing import Any, TypeVar
 
 from flask import Flask, Response, abort, current_app, g, jsonify, redirect, request, session, url_for
-from werkzeug.wrappers import Response as BaseResponse
 
 from controlplane.config import Settings
 from controlplane.domain import Clock
@@ -41,7 +40,7 @@ CSP = (
     "form-action 'self'; frame-ancestors 'none'"
 )
 
-P = ParamSpec("P")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class LoginLimiter:
@@ -110,16 +109,7 @@ def state() -> WebState:
 
 
 def principal() -> Principal | None:
-    found: Principal | None = g.get("principal")
-    return found
-
-
-def actor() -> Principal:
-    """The principal of a view behind ``require_role`` (which has already turned anonymous requests away)."""
-    p = principal()
-    if p is None:
-        abort(401)
-    return p
+    return g.get("principal")
 
 
 # ---------------------------------------------------------------- CSRF
@@ -158,7 +148,7 @@ def _bearer() -> str | None:
     return None
 
 
-def _unauthorized() -> BaseResponse:
+def _unauthorized() -> Response:
     if _is_api():
         resp = jsonify({"error": "unauthorized", "reason": "log in or send 'Authorization: Bearer <token>'"})
         resp.status_code = 401
@@ -169,7 +159,7 @@ def _unauthorized() -> BaseResponse:
     return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
 
 
-def _load_principal() -> BaseResponse | None:
+def _load_principal() -> Response | None:
     ws = state()
     g.principal = None
     token = _bearer() if _is_api() else None
@@ -189,7 +179,7 @@ def _load_principal() -> BaseResponse | None:
     return None
 
 
-def before_request() -> BaseResponse | None:
+def before_request() -> Response | None:
     denied = _load_principal()
     if denied is not None:
         return denied
@@ -236,12 +226,12 @@ def install(app: Flask) -> None:
 # ---------------------------------------------------------------- decorators
 
 
-def require_role(role: str) -> Callable[[Callable[P, Any]], Callable[P, Any]]:
+def require_role(role: str) -> Callable[[F], F]:
     """403 unless the principal has at least ``role`` (login is enforced globally)."""
 
-    def deco(view: Callable[P, Any]) -> Callable[P, Any]:
+    def deco(view: F) -> F:
         @wraps(view)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             p = principal()
             if p is None:
                 return _unauthorized()
@@ -251,6 +241,6 @@ def require_role(role: str) -> Callable[[Callable[P, Any]], Callable[P, Any]]:
                 abort(403, description=f"Your role ({p.role}) may not do this; {role} or above is needed.")
             return view(*args, **kwargs)
 
-        return wrapper
+        return wrapper  # type: ignore[return-value]
 
     return deco

@@ -15,11 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane.config import Settings, load_settings
 from controlplane.errors import EXIT_DB, EXIT_FAILED, EXIT_USAGE, exit_code
+from controlplane.textsafe import terminal_safe
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
-    from waitress.server import BaseWSGIServer
-
     from controlplane.store import Store
 
 
@@ -49,9 +47,9 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, default=str))
+        print(json.dumps(data, indent=2, default=str))  # ensure_ascii: control characters arrive escaped
     else:
-        print(text)
+        print(terminal_safe(text))
 
 
 def db_error(exc: BaseException) -> CommandError:
@@ -112,14 +110,3 @@ def who() -> str:
         return os.environ.get("REGIONGUARD_USER") or getpass.getuser()
     except Exception:
         return "unknown"
-
-
-def wsgi_server(app: WSGIApplication, host: str, port: int, threads: int) -> BaseWSGIServer:
-    """A waitress server bound to one host and port (port 0 picks a free one); ``run()`` serves."""
-    from waitress.server import BaseWSGIServer, create_server
-
-    server = create_server(app, host=host, port=port, threads=threads)
-    if not isinstance(server, BaseWSGIServer):  # waitress makes a multi-socket server only for several listen addresses
-        server.close()
-        raise CommandError(f"{host}:{port}: expected one address to listen on", EXIT_USAGE)
-    return server

@@ -23,6 +23,7 @@ from controlplane.cli import admin, oncall, probe, replay, run, state
 from controlplane.cli.common import CommandError
 from controlplane.config import ConfigError
 from controlplane.errors import EXIT_USAGE
+from controlplane.textsafe import terminal_safe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,12 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"{exc.source}: invalid configuration", file=sys.stderr)
+        print(terminal_safe(f"{exc.source}: invalid configuration"), file=sys.stderr)
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(terminal_safe(problem), file=sys.stderr)
         return EXIT_USAGE
     except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(terminal_safe(f"error: {exc}"), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130

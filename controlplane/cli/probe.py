@@ -16,6 +16,7 @@ from controlplane.cli.common import CommandError, settings_of, with_config
 from controlplane.config import Settings
 from controlplane.domain import Outcome, ProbeResult, as_jsonable
 from controlplane.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from controlplane.textsafe import terminal_safe
 
 if TYPE_CHECKING:
     from probes.runner import ProbeRunner
@@ -78,6 +79,8 @@ def _details(r: ProbeResult) -> list[str]:
         parts.append(f"usage={r.prompt_tokens or 0}+{r.completion_tokens or 0}")
     if r.error:
         parts.append(f"error: {r.error}")
+    if r.anomalies:
+        parts.append(f"(anomalies: {r.anomalies})")
     return parts
 
 
@@ -94,7 +97,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.region and args.region not in settings.region_names:
         raise CommandError(f"--region: no region named {args.region!r} (one of {', '.join(settings.region_names)})", EXIT_USAGE)
     text, code = probe_command(settings, region=args.region, as_json=args.json)
-    print(text)
+    print(text if args.json else terminal_safe(text))
     return code
 
 

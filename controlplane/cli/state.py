@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from controlplane.cli.common import CommandError, emit, open_checked_store, settings_of, since, utcnow, who, with_config
 from controlplane.config import Settings
 from controlplane.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 
-if TYPE_CHECKING:
-    from controlplane.engine.health import HealthReport
-    from controlplane.runtime.reconcile import Reconciler
-    from controlplane.store import Store
 
-
-def _health_now(settings: Settings, store: Store) -> HealthReport:
+def _health_now(settings: Settings, store):  # type: ignore[no-untyped-def]
     """Health as the leader would see it now, rebuilt from stored results of every vantage."""
     from controlplane.engine.health import HealthEvaluator
     from controlplane.runtime.worker import warm_horizon
@@ -27,7 +22,7 @@ def _health_now(settings: Settings, store: Store) -> HealthReport:
     return evaluator.evaluate(now)
 
 
-def _reconciler(settings: Settings, store: Store, holder: str) -> Reconciler:
+def _reconciler(settings: Settings, store, holder: str):  # type: ignore[no-untyped-def]
     from controlplane.actuators.factory import build_actuators
     from controlplane.domain import SystemClock
     from controlplane.runtime.reconcile import Reconciler
@@ -61,11 +56,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         for name in settings.region_names:
             rh = regions.get(name)
             age = (now - last[name]).total_seconds() if name in last else None
+            known = rh is not None and rh.state.value != "unknown"
+            region_problems = [f"{e.endpoint_id}: {e.config_problem}" for e in _endpoints.values() if e.region == name and e.config_problem]
             data["regions"].append(
                 {
                     "region": name,
                     "state": rh.state.value if rh else "unknown",
-                    "score": round(rh.score, 3) if rh else None,
+                    "score": round(rh.score, 3) if rh and known else None,  # an unknown region has no score, not 1.00
+                    "config_problems": region_problems,
                     "reasons": list(rh.reasons) if rh else ["no health evaluated yet"],
                     "last_probe_age_s": None if age is None else round(age, 1),
                     "stale": age is None or age > stale_after,
@@ -126,7 +124,8 @@ def _status_text(d: dict[str, Any]) -> str:
     for r in d["regions"]:
         age = "never" if r["last_probe_age_s"] is None else f"{r['last_probe_age_s']:.0f}s" + (" STALE" if r["stale"] else "")
         score = "-" if r["score"] is None else f"{r['score']:.2f}"
-        lines.append(f"{r['region']:<14} {r['state']:<10} {score:>5}  {age:>9}  {'; '.join(r['reasons'])}")
+        state = "PROBLEM" if r["state"] == "unknown" and r["config_problems"] else r["state"]  # ours to fix, not "no data"
+        lines.append(f"{r['region']:<14} {state:<10} {score:>5}  {age:>9}  {'; '.join(r['reasons'])}")
     if d["targets"]:
         lines.append("")
         lines.append(f"{'TARGET':<14} {'REGION':<12} {'ACTUAL':<22} {'DESIRED':<22} NOTE")

@@ -444,6 +444,7 @@ class HealthEvaluator:
         self._endpoint_state: dict[str, tuple[HealthStateName, datetime | None]] = {}
         self._region_state: dict[str, tuple[HealthStateName, datetime | None]] = {}
         self._ignored: set[str] = set()
+        self._unevaluable: dict[str, str] = {}  # endpoint -> why its last result could not be evaluated
         # evaluate() keeps its last answer and recomputes only what got news
         self._dirty: set[str] = set()
         self._fresh_until: dict[str, datetime | None] = {}  # oldest fresh result per endpoint
@@ -461,7 +462,7 @@ class HealthEvaluator:
         new leader does not announce changes the old one already did.
         """
         ev = cls(settings)
-        for r in sorted(results, key=lambda r: r.started_at):
+        for r in sorted(results, key=_when):
             ev.observe(r)
         if now is not None:
             ev.evaluate(now)
@@ -489,10 +490,28 @@ class HealthEvaluator:
 
     # ------------------------------------------------------------ per vantage
     def observe(self, result: ProbeResult) -> list[Transition]:
-        """Add one result; return the per-vantage transition it caused (if any)."""
+        """Add one result; return the per-vantage transition it caused (if any).
+
+        A result that cannot be evaluated (a value no rule can read) never
+        stops the others: its endpoint is marked with a problem that the
+        dashboard, ``status`` and the alerts show instead of "unknown".
+        """
+        try:
+            return self._observe(result)
+        except Exception as exc:
+            eid = str(getattr(result, "endpoint_id", "?"))
+            if eid in self._region_of:
+                self._unevaluable[eid] = f"probe results cannot be evaluated: {type(exc).__name__}: {str(exc)[:120]}"
+                self._dirty.add(eid)
+            log.warning("a probe result for %s cannot be evaluated: %s", eid[:160], type(exc).__name__)
+            return []
+
+    def _observe(self, result: ProbeResult) -> list[Transition]:
+        _check_readable(result)  # before any window changes
         w = self._window(result)
         if w is None:
             return []
+        self._unevaluable.pop(w.eid, None)
         p = self._p
         code = p.classify(result.outcome)
         w.add(result, code, p)
@@ -554,7 +573,7 @@ class HealthEvaluator:
         return H.DEGRADED, self._recovering_text(w, at, last_bad) if degraded is None else degraded
 
     def _dwell(self, w: _Window) -> float:
-        return self._p.min_dwell * (2.0**w.flap_level)
+        return self._p.min_dwell * (2**w.flap_level)
 
     def _up_ready(self, w: _Window, at: datetime, last_bad: datetime | None) -> bool:
         """M successes in a row, and the dwell since the rule that made it bad last held."""
@@ -625,8 +644,8 @@ class HealthEvaluator:
             eh, view = self._endpoint_changed(eid, windows, now, cutoff, discounted, transitions)
             self._endpoints[eid] = eh
             self._views[eid] = view
-            fresh = [w.last_at for w in windows if w.last_at is not None and self._fresh(w, cutoff)]
-            self._fresh_until[eid] = min(fresh) if fresh else None
+            fresh = [w.last_at for w in windows if self._fresh(w, cutoff)]
+            self._fresh_until[eid] = min(fresh) if fresh else None  # type: ignore[type-var]
             touched.add(self._region_of[eid])
         endpoints = dict(self._endpoints)
         for region in self._regions:
@@ -709,12 +728,15 @@ class HealthEvaluator:
         problem = next(
             (f"{w.config_problem}" if len(windows) == 1 else f"{w.vantage}: {w.config_problem}" for w in windows if w.config_problem), None
         )
+        problem = problem or self._unevaluable.get(eid)
         suspect = any(w.suspect for w in windows)
         notes = ""
         if discounted and any(w.vantage in discounted for w in windows):
             notes = f" (discounted vantage {', '.join(sorted(discounted))}: it sees nearly every endpoint failing)"
         if not known:
             reason = views[0].reason if views else ("no fresh probe results" if windows else "no probe results yet")
+            if eid in self._unevaluable:
+                reason = self._unevaluable[eid]
             return EndpointHealth(
                 eid, region, H.UNKNOWN, views[0].score if views else 1.0, reason + notes, None, suspect, headroom, problem
             ), []
@@ -747,6 +769,30 @@ class HealthEvaluator:
         return EndpointHealth(eid, region, state, score, reason + notes, since, suspect, headroom, problem), deciding
 
 
+def _check_readable(r: ProbeResult) -> None:
+    """Raise ValueError unless every field the rules read has a usable type and value."""
+    if not isinstance(r.started_at, datetime) or r.started_at.tzinfo is None:
+        raise ValueError(f"started_at {r.started_at!r} is not an aware time")
+    if not isinstance(r.outcome, Outcome):
+        raise ValueError(f"outcome {r.outcome!r} is not an outcome")
+    for name in ("ttft_ms", "total_ms", "utilization_pct"):
+        value = getattr(r, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)):
+            raise ValueError(f"{name} {value!r} is not a finite number")
+    for name in ("retry_after_ms", "remaining_tokens", "limit_tokens", "remaining_requests", "limit_requests", "status_code"):
+        value = getattr(r, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name} {value!r} is not an integer")
+
+
+def _when(r: ProbeResult) -> float:
+    """Sort key for replaying results; one with an unusable time sorts first (observe then flags it)."""
+    try:
+        return r.started_at.timestamp()
+    except Exception:
+        return -math.inf
+
+
 def _with_since(eh: EndpointHealth, since: datetime | None) -> EndpointHealth:
     if eh.since == since:
         return eh
@@ -757,7 +803,11 @@ def _region(region: str, endpoints: list[EndpointHealth]) -> RegionHealth:
     known = [e for e in endpoints if e.state is not H.UNKNOWN]
     headroom = min((e.quota_headroom for e in endpoints if e.quota_headroom is not None), default=None)
     if not known:
-        reasons = tuple(f"{e.endpoint_id.split('/', 1)[1]}: {e.reason}" for e in endpoints) or ("no endpoints",)
+        problems = [e for e in endpoints if e.config_problem]
+        if problems:  # a problem on our side, not "no data yet": say so first
+            reasons = tuple(f"config problem: {e.endpoint_id.split('/', 1)[1]}: {e.config_problem}" for e in problems)
+        else:
+            reasons = tuple(f"{e.endpoint_id.split('/', 1)[1]}: {e.reason}" for e in endpoints) or ("no endpoints",)
         return RegionHealth(region, H.UNKNOWN, 1.0, reasons, tuple(endpoints), headroom)
     states = {e.state for e in known}
     if states == {H.UNHEALTHY}:

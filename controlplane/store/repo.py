@@ -9,14 +9,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import fields as dc_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, Result, and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from controlplane.domain import (
     AuditEvent,
@@ -36,6 +34,7 @@ from controlplane.domain import (
 )
 from controlplane.stats import percentile
 from controlplane.store import db
+from controlplane.store.fit import fit_row
 from controlplane.store.models import (
     ApiTokenRow,
     AuditEventRow,
@@ -51,19 +50,42 @@ from controlplane.store.models import (
     ProbeRollupRow,
     TargetEndpointRow,
     UserRow,
-    table,
 )
+from controlplane.textsafe import bounded_text
 
 log = logging.getLogger(__name__)
 
 _PROBE_FIELDS = [f.name for f in dc_fields(ProbeResult)]
 _FAILED = {o.value for o in Outcome} - {Outcome.OK.value, Outcome.THROTTLED.value}
+_OUTCOMES = frozenset(o.value for o in Outcome)
 
 
 def _to_probe(row: ProbeResultRow) -> ProbeResult:
     values = {name: getattr(row, name) for name in _PROBE_FIELDS}
     values["outcome"] = Outcome(values["outcome"])
     return ProbeResult(**values)
+
+
+def _probe_row(r: ProbeResult) -> dict[str, Any]:
+    """A ProbeResult as a row that fits ``probe_result``; what had to change is noted in ``anomalies``."""
+    values: dict[str, Any] = {name: getattr(r, name, None) for name in _PROBE_FIELDS}
+    outcome = values["outcome"]
+    values["outcome"] = outcome.value if isinstance(outcome, Outcome) else str(outcome)
+    fitted, notes = fit_row(ProbeResultRow.__table__, values)
+    if values["outcome"] not in _OUTCOMES:
+        fitted["outcome"] = Outcome.BAD_CONTENT.value
+        notes.append(f"outcome: {bounded_text(values['outcome'], 40)!r} is not an outcome, stored as bad_content")
+    if notes:
+        stored = "store: " + "; ".join(notes)
+        fitted["anomalies"] = bounded_text(f"{fitted['anomalies']}; {stored}" if fitted.get("anomalies") else stored, 2000)
+    return fitted
+
+
+def _bare_probe_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The last resort for a row the database refused: identity, time and outcome, flagged."""
+    bare = {k: row[k] for k in ("endpoint_id", "region", "vantage", "started_at", "outcome")}
+    bare.update(output_chunks=0, finished=False, anomalies="store: the database refused this result as it was; only its outcome is kept")
+    return bare
 
 
 def _to_override(row: OverrideRow) -> Override:
@@ -97,19 +119,6 @@ def _to_event(row: AuditEventRow) -> AuditEvent:
     )
 
 
-def _rowcount(result: Result[Any]) -> int:
-    """Rows an UPDATE or DELETE matched (``Session.execute`` is typed as Result; for DML it is a CursorResult)."""
-    if not isinstance(result, CursorResult):
-        raise TypeError(f"expected the CursorResult of an UPDATE or DELETE, got {type(result).__name__}")
-    return result.rowcount
-
-
-def _cause(exc: SQLAlchemyError) -> BaseException:
-    """The driver's exception behind a SQLAlchemy one, when there is one."""
-    orig: BaseException | None = getattr(exc, "orig", None)
-    return orig or exc
-
-
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -119,7 +128,7 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def session(self) -> AbstractContextManager[Session]:
+    def session(self):  # type: ignore[no-untyped-def]
         return db.session_scope(self.sessions)
 
     # ------------------------------------------------------------ health of the store
@@ -132,7 +141,7 @@ class Store:
             current = db.current_revision(self.url)
         except SQLAlchemyError as exc:
             raise db.DatabaseUnavailable(
-                f"database {self.engine.url.render_as_string(hide_password=True)} unreachable: {type(_cause(exc)).__name__}: {str(_cause(exc)).splitlines()[0][:200]}"
+                f"database {self.engine.url.render_as_string(hide_password=True)} unreachable: {type(exc.orig or exc).__name__}: {str(exc.orig or exc).splitlines()[0][:200]}"
             ) from None
         head = db.head_revision()
         if current != head:
@@ -143,12 +152,40 @@ class Store:
     # ------------------------------------------------------------ probe results
 
     def add_probe_results(self, results: Iterable[ProbeResult]) -> int:
-        rows = [{name: (getattr(r, name).value if name == "outcome" else getattr(r, name)) for name in _PROBE_FIELDS} for r in results]
+        """Store a batch; returns how many rows were stored.
+
+        One bad result never costs the batch: every row is first fitted to its
+        columns (numbers clamped, text escaped and cut; see :mod:`.fit`) with
+        a note in ``anomalies``; should the batch still fail, rows are written
+        one by one, and a row the database refuses is stored with only its
+        identity and outcome, flagged. Only a database that refuses even that
+        (down, full) loses rows, and then the error propagates.
+        """
+        rows = [_probe_row(r) for r in results]
         if not rows:
             return 0
-        with self.session() as s:
-            s.execute(table(ProbeResultRow).insert(), [dict(r, started_at=r["started_at"]) for r in rows])
-        return len(rows)
+        table = ProbeResultRow.__table__
+        try:
+            with self.session() as s:
+                s.execute(table.insert(), rows)
+            return len(rows)
+        except (SQLAlchemyError, ValueError, TypeError, OverflowError) as exc:
+            log.warning("a batch of %d probe results was refused (%s): storing them one by one", len(rows), type(exc).__name__)
+        stored = 0
+        last: Exception | None = None
+        for row in rows:
+            for attempt in (row, _bare_probe_row(row)):
+                try:
+                    with self.session() as s:
+                        s.execute(table.insert(), [attempt])
+                    stored += 1
+                    break
+                except (SQLAlchemyError, ValueError, TypeError, OverflowError) as exc:
+                    last = exc
+                    log.warning("probe result for %s refused: %s", str(row.get("endpoint_id"))[:160], type(exc).__name__)
+        if stored == 0 and last is not None:
+            raise last
+        return stored
 
     def latest_results(
         self, per_endpoint: int = 10, region: str | None = None, endpoint_id: str | None = None, since: datetime | None = None
@@ -223,10 +260,9 @@ class Store:
 
         With ``regions`` it is one indexed MAX per region, fast on large tables.
         """
-        rows: Sequence[tuple[str, datetime | None]]
         with self.session() as s:
             if regions is None:
-                rows = s.execute(select(ProbeResultRow.region, func.max(ProbeResultRow.started_at)).group_by(ProbeResultRow.region)).all()
+                rows = list(s.execute(select(ProbeResultRow.region, func.max(ProbeResultRow.started_at)).group_by(ProbeResultRow.region)))
             else:
                 rows = [(r, s.scalar(select(func.max(ProbeResultRow.started_at)).where(ProbeResultRow.region == r))) for r in regions]
         return {region: (at if at.tzinfo else at.replace(tzinfo=UTC)) for region, at in rows if at is not None}
@@ -262,7 +298,7 @@ class Store:
         with self.session() as s:
             s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at >= start, ProbeRollupRow.minute_at < until))
             if rows:
-                s.execute(table(ProbeRollupRow).insert(), rows)
+                s.execute(ProbeRollupRow.__table__.insert(), rows)
         return len(rows)
 
     def rollups(self, since: datetime, region: str | None = None) -> list[dict[str, Any]]:
@@ -274,8 +310,8 @@ class Store:
 
     def purge(self, raw_before: datetime, rollup_before: datetime) -> tuple[int, int]:
         with self.session() as s:
-            raw = _rowcount(s.execute(delete(ProbeResultRow).where(ProbeResultRow.started_at < raw_before)))
-            rolled = _rowcount(s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at < rollup_before)))
+            raw = s.execute(delete(ProbeResultRow).where(ProbeResultRow.started_at < raw_before)).rowcount
+            rolled = s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at < rollup_before)).rowcount
         return raw or 0, rolled or 0
 
     # ------------------------------------------------------------ health
@@ -297,7 +333,7 @@ class Store:
         ]
         if rows:
             with self.session() as s:
-                s.execute(table(HealthTransitionRow).insert(), rows)
+                s.execute(HealthTransitionRow.__table__.insert(), rows)
 
     def transitions(self, since: datetime | None = None, region: str | None = None, limit: int = 200) -> list[Transition]:
         with self.session() as s:
@@ -353,7 +389,7 @@ class Store:
         with self.session() as s:
             s.execute(delete(HealthStateRow))
             if rows:
-                s.execute(table(HealthStateRow).insert(), rows)
+                s.execute(HealthStateRow.__table__.insert(), rows)
 
     def health(self) -> tuple[dict[str, EndpointHealth], dict[str, RegionHealth]]:
         """Latest saved health: (endpoint id -> EndpointHealth, region -> RegionHealth)."""
@@ -576,15 +612,14 @@ class Store:
     def lift_override(self, override_id: int, who: str, now: datetime) -> Override | None:
         """Lift an active override; None if it does not exist or is no longer active (compare-and-set)."""
         with self.session() as s:
-            n = _rowcount(
-                s.execute(
-                    update(OverrideRow)
-                    .where(OverrideRow.id == override_id, OverrideRow.lifted_at.is_(None))
-                    .values(lifted_at=now, lifted_by=who)
-                )
-            )
-            row = s.get(OverrideRow, override_id) if n == 1 else None
-            return None if row is None else _to_override(row)
+            n = s.execute(
+                update(OverrideRow)
+                .where(OverrideRow.id == override_id, OverrideRow.lifted_at.is_(None))
+                .values(lifted_at=now, lifted_by=who)
+            ).rowcount
+            if n != 1:
+                return None
+            return _to_override(s.get(OverrideRow, override_id))
 
     def expire_overrides(self, now: datetime) -> list[Override]:
         """Mark expired overrides as lifted (by 'expiry'); returns those lifted now."""
@@ -598,13 +633,11 @@ class Store:
             )
             lifted = []
             for row in rows:
-                n = _rowcount(
-                    s.execute(
-                        update(OverrideRow)
-                        .where(OverrideRow.id == row.id, OverrideRow.lifted_at.is_(None))
-                        .values(lifted_at=now, lifted_by="expiry")
-                    )
-                )
+                n = s.execute(
+                    update(OverrideRow)
+                    .where(OverrideRow.id == row.id, OverrideRow.lifted_at.is_(None))
+                    .values(lifted_at=now, lifted_by="expiry")
+                ).rowcount
                 if n == 1:
                     s.refresh(row)
                     lifted.append(_to_override(row))
@@ -710,40 +743,32 @@ class Store:
                         s.add(LeaderLeaseRow(name=name, holder=None, fencing_token=0))
                 except IntegrityError:
                     pass  # someone else created it first
-            renewed = _rowcount(
-                s.execute(
-                    update(LeaderLeaseRow)
-                    .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder, LeaderLeaseRow.expires_at > now)
-                    .values(renewed_at=now, expires_at=expires)
-                )
-            )
+            renewed = s.execute(
+                update(LeaderLeaseRow)
+                .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder, LeaderLeaseRow.expires_at > now)
+                .values(renewed_at=now, expires_at=expires)
+            ).rowcount
             if renewed == 1:
                 return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
-            taken = _rowcount(
-                s.execute(
-                    update(LeaderLeaseRow)
-                    .where(
-                        LeaderLeaseRow.name == name,
-                        or_(LeaderLeaseRow.holder.is_(None), LeaderLeaseRow.expires_at.is_(None), LeaderLeaseRow.expires_at <= now),
-                    )
-                    .values(
-                        holder=holder, fencing_token=LeaderLeaseRow.fencing_token + 1, acquired_at=now, renewed_at=now, expires_at=expires
-                    )
+            taken = s.execute(
+                update(LeaderLeaseRow)
+                .where(
+                    LeaderLeaseRow.name == name,
+                    or_(LeaderLeaseRow.holder.is_(None), LeaderLeaseRow.expires_at.is_(None), LeaderLeaseRow.expires_at <= now),
                 )
-            )
+                .values(holder=holder, fencing_token=LeaderLeaseRow.fencing_token + 1, acquired_at=now, renewed_at=now, expires_at=expires)
+            ).rowcount
             if taken == 1:
                 return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
             return None
 
     def release_lease(self, name: str, holder: str) -> bool:
         with self.session() as s:
-            n = _rowcount(
-                s.execute(
-                    update(LeaderLeaseRow)
-                    .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder)
-                    .values(holder=None, expires_at=None)
-                )
-            )
+            n = s.execute(
+                update(LeaderLeaseRow)
+                .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder)
+                .values(holder=None, expires_at=None)
+            ).rowcount
             return n == 1
 
     def lease(self, name: str) -> dict[str, Any] | None:
@@ -814,11 +839,9 @@ class Store:
     def revoke_api_token(self, token_id: int, now: datetime) -> bool:
         with self.session() as s:
             return (
-                _rowcount(
-                    s.execute(
-                        update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None)).values(revoked_at=now)
-                    )
-                )
+                s.execute(
+                    update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None)).values(revoked_at=now)
+                ).rowcount
                 == 1
             )
 
