@@ -447,11 +447,9 @@ def _check_reason(req: ActionRequest) -> None:
         raise InvalidAction("reason", req.reason, f"is longer than {MAX_REASON} characters")
 
 
-def _region(settings: Settings, req: ActionRequest, required: bool = True) -> str | None:
+def _region(settings: Settings, req: ActionRequest) -> str:
     if req.region is None:
-        if required:
-            raise InvalidAction("region", None, "is required")
-        return None
+        raise InvalidAction("region", None, "is required")
     if req.region not in settings.region_names:
         raise InvalidAction("region", req.region, f"is not a configured region ({', '.join(settings.region_names)})")
     return req.region

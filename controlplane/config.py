@@ -184,8 +184,12 @@ PRIORITY_RANGE = {"traffic_manager": (1, 1000), "front_door": (1, 5), "front_doo
 
 def azure_name(target: Any, region: str) -> str:
     """The name Azure knows a target's endpoint for ``region`` by."""
-    ep = target.endpoints[region]
-    return getattr(ep, "name", None) or getattr(ep, "address", None) or ep.origin
+    ep: TMEndpoint | FDBackend | AFDOrigin = target.endpoints[region]
+    if isinstance(ep, TMEndpoint):
+        return ep.name
+    if isinstance(ep, FDBackend):
+        return ep.address
+    return ep.origin
 
 
 # ---------------------------------------------------------------- the rest
@@ -349,9 +353,9 @@ def semantic_problems(s: Settings) -> list[str]:
             if ep.priority is not None and not pmin <= ep.priority <= pmax:
                 problems.append(f"{where}.endpoints.{region}.priority: {ep.priority} is not between {pmin} and {pmax}")
         if t.routing == "priority":
-            missing = [r for r, ep in t.endpoints.items() if ep.priority is None]
-            for r in missing:
-                problems.append(f"{where}.endpoints.{r}.priority: required when routing is 'priority'")
+            missing = [region for region, ep in t.endpoints.items() if ep.priority is None]
+            for region in missing:
+                problems.append(f"{where}.endpoints.{region}.priority: required when routing is 'priority'")
         priorities = Counter(ep.priority for ep in t.endpoints.values() if ep.priority is not None)
         # Traffic Manager requires unique priorities in a profile; for a priority
         # Front Door pool, equal priorities would mean "share traffic", which is

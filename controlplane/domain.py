@@ -177,7 +177,8 @@ class EndpointSetting:
     enabled: bool = True
 
     def get(self, f: Field) -> int | bool | None:
-        return getattr(self, f.value)
+        value: int | bool | None = getattr(self, f.value)
+        return value
 
 
 @dataclass(frozen=True, slots=True)

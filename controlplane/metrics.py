@@ -329,7 +329,7 @@ def azure_operation(method: str, url: str) -> str:
     return f"{method.upper()} {'/'.join(segments[0::2]) or '/'}"
 
 
-class AzureCallMetricsPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
+class AzureCallMetricsPolicy(SansIOHTTPPolicy[Any, Any]):  # both the legacy and azure.core.rest request types pass through
     """Counts Azure responses by operation and status code, and times them.
 
     Give it to the management clients: ``TrafficManagerManagementClient(cred,

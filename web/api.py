@@ -18,7 +18,7 @@ from controlplane import actions
 from controlplane.domain import as_jsonable
 from controlplane.errors import http_status
 from web import readmodel
-from web.security import principal, require_role, state
+from web.security import actor, require_role, state
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,9 @@ def create_override() -> Any:
     try:
         req = actions.parse_request(data)
         if data.get("preview_only") in (True, "true", "1"):
-            p = actions.preview(ws.settings, ws.store, req, principal(), _now())
+            p = actions.preview(ws.settings, ws.store, req, actor(), _now())
             return jsonify({"preview": p.to_dict()})
-        result = actions.execute(ws.settings, ws.store, req, principal(), _now(), expected_digest=data.get("digest") or None)
+        result = actions.execute(ws.settings, ws.store, req, actor(), _now(), expected_digest=data.get("digest") or None)
     except actions.InvalidAction as exc:
         return jsonify(exc.to_dict()), http_status(exc)
     except actions.NotAllowed as exc:
@@ -134,7 +134,7 @@ def lift_override(override_id: int) -> Any:
     if not isinstance(reason, str):
         return _invalid("reason", reason, "must be a string")
     try:
-        done = actions.lift(ws.settings, ws.store, override_id, principal(), reason, _now())
+        done = actions.lift(ws.settings, ws.store, override_id, actor(), reason, _now())
     except actions.InvalidAction as exc:
         return jsonify(exc.to_dict()), http_status(exc)
     except actions.NotAllowed as exc:

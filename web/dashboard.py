@@ -10,6 +10,7 @@ between, the new preview is shown again instead of acting on a stale one.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -19,7 +20,7 @@ from controlplane.domain import OverrideKind
 from controlplane.errors import http_status
 from web import readmodel
 from web.auth import safe_next
-from web.security import principal, require_role, state
+from web.security import actor, require_role, state
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ ACTION_LABELS = {
 }
 
 
-def _now():  # type: ignore[no-untyped-def]
+def _now() -> datetime:
     return state().clock.now()
 
 
@@ -178,7 +179,7 @@ def _quiet_preview(req: actions.ActionRequest) -> actions.Preview | None:
     """The preview to show again next to an error, if the request is valid enough to have one."""
     ws = state()
     try:
-        return actions.preview(ws.settings, ws.store, req, principal(), _now())
+        return actions.preview(ws.settings, ws.store, req, actor(), _now())
     except (actions.InvalidAction, actions.NotAllowed):
         return None
 
@@ -189,7 +190,7 @@ def action_preview() -> Any:
     ws = state()
     req = _parse()
     try:
-        p = actions.preview(ws.settings, ws.store, req, principal(), _now())
+        p = actions.preview(ws.settings, ws.store, req, actor(), _now())
     except actions.InvalidAction as exc:
         return _render_preview(req, None, http_status(exc), str(exc))
     except actions.NotAllowed as exc:
@@ -203,7 +204,7 @@ def action_execute() -> Any:
     ws = state()
     req = _parse()
     try:
-        result = actions.execute(ws.settings, ws.store, req, principal(), _now(), expected_digest=request.form.get("digest") or None)
+        result = actions.execute(ws.settings, ws.store, req, actor(), _now(), expected_digest=request.form.get("digest") or None)
     except actions.InvalidAction as exc:
         return _render_preview(req, _quiet_preview(req), http_status(exc), str(exc))
     except actions.NotAllowed as exc:
@@ -223,7 +224,7 @@ def action_execute() -> Any:
 def lift_override(override_id: int) -> Any:
     ws = state()
     try:
-        done = actions.lift(ws.settings, ws.store, override_id, principal(), request.form.get("reason", ""), _now())
+        done = actions.lift(ws.settings, ws.store, override_id, actor(), request.form.get("reason", ""), _now())
     except actions.InvalidAction as exc:
         flash(str(exc), "error")
     except actions.ActionRefused as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Integer, and_, cast, func, literal_column, select
 
-from controlplane.config import Settings
+from controlplane.config import Settings, azure_name
 from controlplane.domain import EndpointHealth, HealthStateName, Outcome, Override, OverrideKind, ProbeResult, RegionHealth, Transition
 from controlplane.runtime.leader import LEASE_NAME
 from controlplane.stats import percentile
@@ -360,12 +360,12 @@ def target_views(
     views = []
     for t in settings.targets:
         trows = []
-        for region, ep in t.endpoints.items():
+        for region in t.endpoints:
             r = by_key.get((t.name, region), {})
             trows.append(
                 TargetRow(
                     region=region,
-                    endpoint=r.get("endpoint") or getattr(ep, "name", None) or getattr(ep, "address", None) or ep.origin,
+                    endpoint=r.get("endpoint") or azure_name(t, region),
                     desired={"enabled": r.get("desired_enabled"), "weight": r.get("desired_weight"), "priority": r.get("desired_priority")},
                     actual={"enabled": r.get("actual_enabled"), "weight": r.get("actual_weight"), "priority": r.get("actual_priority")},
                     desired_reason=r.get("desired_reason"),

@@ -21,9 +21,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, ParamSpec
 
 from flask import Flask, Response, abort, current_app, g, jsonify, redirect, request, session, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from controlplane.config import Settings
 from controlplane.domain import Clock
@@ -40,7 +41,7 @@ CSP = (
     "form-action 'self'; frame-ancestors 'none'"
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
 
 
 class LoginLimiter:
@@ -109,7 +110,16 @@ def state() -> WebState:
 
 
 def principal() -> Principal | None:
-    return g.get("principal")
+    found: Principal | None = g.get("principal")
+    return found
+
+
+def actor() -> Principal:
+    """The principal of a view behind ``require_role`` (which has already turned anonymous requests away)."""
+    p = principal()
+    if p is None:
+        abort(401)
+    return p
 
 
 # ---------------------------------------------------------------- CSRF
@@ -148,7 +158,7 @@ def _bearer() -> str | None:
     return None
 
 
-def _unauthorized() -> Response:
+def _unauthorized() -> BaseResponse:
     if _is_api():
         resp = jsonify({"error": "unauthorized", "reason": "log in or send 'Authorization: Bearer <token>'"})
         resp.status_code = 401
@@ -159,7 +169,7 @@ def _unauthorized() -> Response:
     return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
 
 
-def _load_principal() -> Response | None:
+def _load_principal() -> BaseResponse | None:
     ws = state()
     g.principal = None
     token = _bearer() if _is_api() else None
@@ -179,7 +189,7 @@ def _load_principal() -> Response | None:
     return None
 
 
-def before_request() -> Response | None:
+def before_request() -> BaseResponse | None:
     denied = _load_principal()
     if denied is not None:
         return denied
@@ -226,12 +236,12 @@ def install(app: Flask) -> None:
 # ---------------------------------------------------------------- decorators
 
 
-def require_role(role: str) -> Callable[[F], F]:
+def require_role(role: str) -> Callable[[Callable[P, Any]], Callable[P, Any]]:
     """403 unless the principal has at least ``role`` (login is enforced globally)."""
 
-    def deco(view: F) -> F:
+    def deco(view: Callable[P, Any]) -> Callable[P, Any]:
         @wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             p = principal()
             if p is None:
                 return _unauthorized()
@@ -241,6 +251,6 @@ def require_role(role: str) -> Callable[[F], F]:
                 abort(403, description=f"Your role ({p.role}) may not do this; {role} or above is needed.")
             return view(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return deco

@@ -15,6 +15,7 @@ Traffic Manager priorities), retries like the Azure actuators (the same
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -187,8 +188,8 @@ class MemoryActuator:
             with self._lock:
                 current = {k: ep.priority for k, ep in self._targets.get(target.name, ("", {}))[1].items()}
             steps, conflicts = order_for_unique_priorities(groups, names, current, PRIORITY_RANGE[target.kind])
-            for region, error in conflicts.items():
-                report_group(report, groups.pop(region), error, on_result)
+            for region, conflict in conflicts.items():
+                report_group(report, groups.pop(region), conflict, on_result)
         else:
             steps = [Step(region, desired_fields(changes)) for region, changes in groups.items()]
         for step in steps:
@@ -196,7 +197,7 @@ class MemoryActuator:
                 continue
             try:
                 call_with_retry(
-                    lambda left, s=step: self._write(target, s, report, left),
+                    functools.partial(self._write, target, step, report),
                     deadline=deadline,
                     policy=self._retry,
                     what=f"write {target.name}/{names[step.region]}",
@@ -221,11 +222,11 @@ class MemoryActuator:
             self.write_attempts += 1
             report.writes += 1
             fault = self._next_fault(self._write_faults)
-        if fault is not None and fault.error is None:
+        if fault is not None:
+            if fault.error is not None:
+                raise fault.error
             time.sleep(max(0.0, min(fault.hang_s, left)))
             raise TransientError("no answer before the request timed out", code="Timeout")
-        if fault is not None:
-            raise fault.error  # type: ignore[misc]
         with self._lock:
             if target.name not in self._targets:
                 raise PermanentError(f"target {target.name!r} does not exist", code="ResourceNotFound", status=404)

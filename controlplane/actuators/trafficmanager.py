@@ -83,8 +83,8 @@ class TrafficManagerActuator(SdkActuator):
             return report
         names = {region: azure_name(target, region) for region in groups}
         steps, conflicts = self._ordered_steps(target, groups, names, deadline)
-        for region, error in conflicts.items():
-            report_group(report, groups.pop(region), error, on_result)
+        for region, conflict in conflicts.items():
+            report_group(report, groups.pop(region), conflict, on_result)
         for step in steps:
             if step.region not in groups:
                 continue  # an earlier step of this endpoint failed

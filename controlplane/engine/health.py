@@ -573,7 +573,7 @@ class HealthEvaluator:
         return H.DEGRADED, self._recovering_text(w, at, last_bad) if degraded is None else degraded
 
     def _dwell(self, w: _Window) -> float:
-        return self._p.min_dwell * (2**w.flap_level)
+        return self._p.min_dwell * (2.0**w.flap_level)
 
     def _up_ready(self, w: _Window, at: datetime, last_bad: datetime | None) -> bool:
         """M successes in a row, and the dwell since the rule that made it bad last held."""
@@ -644,8 +644,8 @@ class HealthEvaluator:
             eh, view = self._endpoint_changed(eid, windows, now, cutoff, discounted, transitions)
             self._endpoints[eid] = eh
             self._views[eid] = view
-            fresh = [w.last_at for w in windows if self._fresh(w, cutoff)]
-            self._fresh_until[eid] = min(fresh) if fresh else None  # type: ignore[type-var]
+            fresh = [w.last_at for w in windows if w.last_at is not None and self._fresh(w, cutoff)]
+            self._fresh_until[eid] = min(fresh) if fresh else None
             touched.add(self._region_of[eid])
         endpoints = dict(self._endpoints)
         for region in self._regions:

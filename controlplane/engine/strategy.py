@@ -96,7 +96,8 @@ def _region_health(health: Any, region: str) -> RegionHealth | None:
     if health is None:
         return None
     regions = health.regions if hasattr(health, "regions") else health
-    return regions.get(region)
+    found: RegionHealth | None = regions.get(region)
+    return found
 
 
 def _fmt_s(seconds: float) -> str:
@@ -184,7 +185,7 @@ def _weighted(
             weight = act.weight if act and act.weight is not None else base
             out[region] = EndpointSetting(weight=weight, priority=prio, enabled=False)
             reasons[region] = f"unhealthy: {_health_words(rh)}"
-        elif state is H.UNKNOWN:
+        elif rh is None or state is H.UNKNOWN:
             if act is not None:
                 out[region] = EndpointSetting(weight=act.weight if act.weight is not None else base, priority=prio, enabled=act.enabled)
             else:
@@ -270,7 +271,7 @@ def _priority(
         states[r] = rh.state if rh else H.UNKNOWN
     act = {r: actual.endpoints.get(r) for r in order} if actual else {}
     # the region serving now: best priority that is enabled and not unhealthy
-    active = next((r for r in order if (act.get(r) is None or act[r].enabled) and states[r] is not H.UNHEALTHY), None)
+    active = next((r for r in order if _may_serve(act.get(r)) and states[r] is not H.UNHEALTHY), None)
     rank = {r: i for i, r in enumerate(order)}
     out: dict[str, EndpointSetting] = {}
     reasons: dict[str, str] = {}
@@ -293,6 +294,11 @@ def _priority(
         out[r] = EndpointSetting(weight=ep.weight, priority=ep.priority, enabled=enabled)
         reasons[r] = why
     return out, reasons
+
+
+def _may_serve(actual: EndpointSetting | None) -> bool:
+    """An endpoint serves unless Azure says it is disabled (unknown counts as serving)."""
+    return actual is None or actual.enabled
 
 
 def _failback(target: Any, region: str, rh: RegionHealth | None, active: str, now: datetime, memory: StrategyMemory) -> tuple[bool, str]:

@@ -328,7 +328,7 @@ class Reconciler:
         if actuator is None:
             raise PermanentError(f"no actuator for target {target.name!r}", code="NoActuator")
         try:
-            return actuator.read_actual(target, deadline=deadline)  # type: ignore[call-arg]
+            return actuator.read_actual(target, deadline=deadline)
         except ActuatorError:
             raise
         except Exception as exc:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import fields as dc_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import CursorResult, Result, and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from controlplane.domain import (
     AuditEvent,
@@ -50,6 +52,7 @@ from controlplane.store.models import (
     ProbeRollupRow,
     TargetEndpointRow,
     UserRow,
+    table,
 )
 from controlplane.textsafe import bounded_text
 
@@ -71,7 +74,7 @@ def _probe_row(r: ProbeResult) -> dict[str, Any]:
     values: dict[str, Any] = {name: getattr(r, name, None) for name in _PROBE_FIELDS}
     outcome = values["outcome"]
     values["outcome"] = outcome.value if isinstance(outcome, Outcome) else str(outcome)
-    fitted, notes = fit_row(ProbeResultRow.__table__, values)
+    fitted, notes = fit_row(table(ProbeResultRow), values)
     if values["outcome"] not in _OUTCOMES:
         fitted["outcome"] = Outcome.BAD_CONTENT.value
         notes.append(f"outcome: {bounded_text(values['outcome'], 40)!r} is not an outcome, stored as bad_content")
@@ -119,6 +122,19 @@ def _to_event(row: AuditEventRow) -> AuditEvent:
     )
 
 
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (``Session.execute`` is typed as Result; for DML it is a CursorResult)."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"expected the CursorResult of an UPDATE or DELETE, got {type(result).__name__}")
+    return result.rowcount
+
+
+def _cause(exc: SQLAlchemyError) -> BaseException:
+    """The driver's exception behind a SQLAlchemy one, when there is one."""
+    orig: BaseException | None = getattr(exc, "orig", None)
+    return orig or exc
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -128,7 +144,7 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def session(self):  # type: ignore[no-untyped-def]
+    def session(self) -> AbstractContextManager[Session]:
         return db.session_scope(self.sessions)
 
     # ------------------------------------------------------------ health of the store
@@ -141,7 +157,7 @@ class Store:
             current = db.current_revision(self.url)
         except SQLAlchemyError as exc:
             raise db.DatabaseUnavailable(
-                f"database {self.engine.url.render_as_string(hide_password=True)} unreachable: {type(exc.orig or exc).__name__}: {str(exc.orig or exc).splitlines()[0][:200]}"
+                f"database {self.engine.url.render_as_string(hide_password=True)} unreachable: {type(_cause(exc)).__name__}: {str(_cause(exc)).splitlines()[0][:200]}"
             ) from None
         head = db.head_revision()
         if current != head:
@@ -164,10 +180,10 @@ class Store:
         rows = [_probe_row(r) for r in results]
         if not rows:
             return 0
-        table = ProbeResultRow.__table__
+        probe_table = table(ProbeResultRow)
         try:
             with self.session() as s:
-                s.execute(table.insert(), rows)
+                s.execute(probe_table.insert(), rows)
             return len(rows)
         except (SQLAlchemyError, ValueError, TypeError, OverflowError) as exc:
             log.warning("a batch of %d probe results was refused (%s): storing them one by one", len(rows), type(exc).__name__)
@@ -177,7 +193,7 @@ class Store:
             for attempt in (row, _bare_probe_row(row)):
                 try:
                     with self.session() as s:
-                        s.execute(table.insert(), [attempt])
+                        s.execute(probe_table.insert(), [attempt])
                     stored += 1
                     break
                 except (SQLAlchemyError, ValueError, TypeError, OverflowError) as exc:
@@ -260,9 +276,10 @@ class Store:
 
         With ``regions`` it is one indexed MAX per region, fast on large tables.
         """
+        rows: Sequence[tuple[str, datetime | None]]
         with self.session() as s:
             if regions is None:
-                rows = list(s.execute(select(ProbeResultRow.region, func.max(ProbeResultRow.started_at)).group_by(ProbeResultRow.region)))
+                rows = s.execute(select(ProbeResultRow.region, func.max(ProbeResultRow.started_at)).group_by(ProbeResultRow.region)).all()
             else:
                 rows = [(r, s.scalar(select(func.max(ProbeResultRow.started_at)).where(ProbeResultRow.region == r))) for r in regions]
         return {region: (at if at.tzinfo else at.replace(tzinfo=UTC)) for region, at in rows if at is not None}
@@ -298,7 +315,7 @@ class Store:
         with self.session() as s:
             s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at >= start, ProbeRollupRow.minute_at < until))
             if rows:
-                s.execute(ProbeRollupRow.__table__.insert(), rows)
+                s.execute(table(ProbeRollupRow).insert(), rows)
         return len(rows)
 
     def rollups(self, since: datetime, region: str | None = None) -> list[dict[str, Any]]:
@@ -310,8 +327,8 @@ class Store:
 
     def purge(self, raw_before: datetime, rollup_before: datetime) -> tuple[int, int]:
         with self.session() as s:
-            raw = s.execute(delete(ProbeResultRow).where(ProbeResultRow.started_at < raw_before)).rowcount
-            rolled = s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at < rollup_before)).rowcount
+            raw = _rowcount(s.execute(delete(ProbeResultRow).where(ProbeResultRow.started_at < raw_before)))
+            rolled = _rowcount(s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at < rollup_before)))
         return raw or 0, rolled or 0
 
     # ------------------------------------------------------------ health
@@ -333,7 +350,7 @@ class Store:
         ]
         if rows:
             with self.session() as s:
-                s.execute(HealthTransitionRow.__table__.insert(), rows)
+                s.execute(table(HealthTransitionRow).insert(), rows)
 
     def transitions(self, since: datetime | None = None, region: str | None = None, limit: int = 200) -> list[Transition]:
         with self.session() as s:
@@ -389,7 +406,7 @@ class Store:
         with self.session() as s:
             s.execute(delete(HealthStateRow))
             if rows:
-                s.execute(HealthStateRow.__table__.insert(), rows)
+                s.execute(table(HealthStateRow).insert(), rows)
 
     def health(self) -> tuple[dict[str, EndpointHealth], dict[str, RegionHealth]]:
         """Latest saved health: (endpoint id -> EndpointHealth, region -> RegionHealth)."""
@@ -612,14 +629,15 @@ class Store:
     def lift_override(self, override_id: int, who: str, now: datetime) -> Override | None:
         """Lift an active override; None if it does not exist or is no longer active (compare-and-set)."""
         with self.session() as s:
-            n = s.execute(
-                update(OverrideRow)
-                .where(OverrideRow.id == override_id, OverrideRow.lifted_at.is_(None))
-                .values(lifted_at=now, lifted_by=who)
-            ).rowcount
-            if n != 1:
-                return None
-            return _to_override(s.get(OverrideRow, override_id))
+            n = _rowcount(
+                s.execute(
+                    update(OverrideRow)
+                    .where(OverrideRow.id == override_id, OverrideRow.lifted_at.is_(None))
+                    .values(lifted_at=now, lifted_by=who)
+                )
+            )
+            row = s.get(OverrideRow, override_id) if n == 1 else None
+            return None if row is None else _to_override(row)
 
     def expire_overrides(self, now: datetime) -> list[Override]:
         """Mark expired overrides as lifted (by 'expiry'); returns those lifted now."""
@@ -633,11 +651,13 @@ class Store:
             )
             lifted = []
             for row in rows:
-                n = s.execute(
-                    update(OverrideRow)
-                    .where(OverrideRow.id == row.id, OverrideRow.lifted_at.is_(None))
-                    .values(lifted_at=now, lifted_by="expiry")
-                ).rowcount
+                n = _rowcount(
+                    s.execute(
+                        update(OverrideRow)
+                        .where(OverrideRow.id == row.id, OverrideRow.lifted_at.is_(None))
+                        .values(lifted_at=now, lifted_by="expiry")
+                    )
+                )
                 if n == 1:
                     s.refresh(row)
                     lifted.append(_to_override(row))
@@ -743,32 +763,40 @@ class Store:
                         s.add(LeaderLeaseRow(name=name, holder=None, fencing_token=0))
                 except IntegrityError:
                     pass  # someone else created it first
-            renewed = s.execute(
-                update(LeaderLeaseRow)
-                .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder, LeaderLeaseRow.expires_at > now)
-                .values(renewed_at=now, expires_at=expires)
-            ).rowcount
+            renewed = _rowcount(
+                s.execute(
+                    update(LeaderLeaseRow)
+                    .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder, LeaderLeaseRow.expires_at > now)
+                    .values(renewed_at=now, expires_at=expires)
+                )
+            )
             if renewed == 1:
                 return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
-            taken = s.execute(
-                update(LeaderLeaseRow)
-                .where(
-                    LeaderLeaseRow.name == name,
-                    or_(LeaderLeaseRow.holder.is_(None), LeaderLeaseRow.expires_at.is_(None), LeaderLeaseRow.expires_at <= now),
+            taken = _rowcount(
+                s.execute(
+                    update(LeaderLeaseRow)
+                    .where(
+                        LeaderLeaseRow.name == name,
+                        or_(LeaderLeaseRow.holder.is_(None), LeaderLeaseRow.expires_at.is_(None), LeaderLeaseRow.expires_at <= now),
+                    )
+                    .values(
+                        holder=holder, fencing_token=LeaderLeaseRow.fencing_token + 1, acquired_at=now, renewed_at=now, expires_at=expires
+                    )
                 )
-                .values(holder=holder, fencing_token=LeaderLeaseRow.fencing_token + 1, acquired_at=now, renewed_at=now, expires_at=expires)
-            ).rowcount
+            )
             if taken == 1:
                 return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
             return None
 
     def release_lease(self, name: str, holder: str) -> bool:
         with self.session() as s:
-            n = s.execute(
-                update(LeaderLeaseRow)
-                .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder)
-                .values(holder=None, expires_at=None)
-            ).rowcount
+            n = _rowcount(
+                s.execute(
+                    update(LeaderLeaseRow)
+                    .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder)
+                    .values(holder=None, expires_at=None)
+                )
+            )
             return n == 1
 
     def lease(self, name: str) -> dict[str, Any] | None:
@@ -839,9 +867,11 @@ class Store:
     def revoke_api_token(self, token_id: int, now: datetime) -> bool:
         with self.session() as s:
             return (
-                s.execute(
-                    update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None)).values(revoked_at=now)
-                ).rowcount
+                _rowcount(
+                    s.execute(
+                        update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None)).values(revoked_at=now)
+                    )
+                )
                 == 1
             )
 
