@@ -35,11 +35,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from argon2 import PasswordHasher  # noqa: E402
+from argon2 import PasswordHasher
 
-from controlplane import users  # noqa: E402
-from controlplane.config import Settings, parse_settings  # noqa: E402
-from controlplane.domain import (  # noqa: E402
+from controlplane import users
+from controlplane.config import Settings, parse_settings
+from controlplane.domain import (
     Change,
     EndpointHealth,
     EndpointSetting,
@@ -51,7 +51,7 @@ from controlplane.domain import (  # noqa: E402
     TargetState,
     Transition,
 )
-from controlplane.store import Store, open_store  # noqa: E402
+from controlplane.store import Store, open_store
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 FMT = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's DateTime stores on SQLite

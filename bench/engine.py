@@ -24,11 +24,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from controlplane.config import load_settings, parse_settings  # noqa: E402
-from controlplane.domain import EndpointSetting, Outcome, ProbeResult, TargetState, endpoint_id  # noqa: E402
-from controlplane.engine.guardrails import CooldownMemory, WriteBudget, decide  # noqa: E402
-from controlplane.engine.health import HealthEvaluator  # noqa: E402
-from controlplane.replay import run_replay  # noqa: E402
+from controlplane.config import load_settings, parse_settings
+from controlplane.domain import EndpointSetting, Outcome, ProbeResult, TargetState, endpoint_id
+from controlplane.engine.guardrails import CooldownMemory, WriteBudget, decide
+from controlplane.engine.health import HealthEvaluator
+from controlplane.replay import run_replay
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 VANTAGES = ("eu", "us", "asia")

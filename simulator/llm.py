@@ -1231,7 +1231,9 @@ class _ChatService:
     def _service_faults(self, call: _Call) -> None:
         throttle = self._fires(call, "throttle")
         if throttle is not None:
-            limiter = call.runtime.limiters[call.deployment.name]  # type: ignore[union-attr]
+            if call.deployment is None:
+                raise RuntimeError("service faults are checked after _resolve has found the deployment")
+            limiter = call.runtime.limiters[call.deployment.name]
             raise self._too_many(call, throttle.retry_after_s, "token", limiter.headers(exhausted=True))
         error = self._fires(call, "error")
         if error is not None:

@@ -18,6 +18,9 @@ from controlplane.errors import EXIT_DB, EXIT_FAILED, EXIT_USAGE, exit_code
 from controlplane.textsafe import terminal_safe
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+    from waitress.server import BaseWSGIServer
+
     from controlplane.store import Store
 
 
@@ -110,3 +113,14 @@ def who() -> str:
         return os.environ.get("REGIONGUARD_USER") or getpass.getuser()
     except Exception:
         return "unknown"
+
+
+def wsgi_server(app: WSGIApplication, host: str, port: int, threads: int) -> BaseWSGIServer:
+    """A waitress server bound to one host and port (port 0 picks a free one); ``run()`` serves."""
+    from waitress.server import BaseWSGIServer, create_server
+
+    server = create_server(app, host=host, port=port, threads=threads)
+    if not isinstance(server, BaseWSGIServer):  # waitress makes a multi-socket server only for several listen addresses
+        server.close()
+        raise CommandError(f"{host}:{port}: expected one address to listen on", EXIT_USAGE)
+    return server

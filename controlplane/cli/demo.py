@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controlplane.actuators.credentials import StaticTokenCredential
 from controlplane.config import Settings, azure_name, parse_settings
@@ -28,6 +28,9 @@ from controlplane.replay import Timeline, resolve_timeline
 from controlplane.store import Store, open_store
 from simulator.arm import FakeArm
 from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
+
+if TYPE_CHECKING:
+    from waitress.server import BaseWSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ class Demo:
     store: Store | None = None
     worker: Any = None
     metrics: Any = None
-    web_server: Any = None
+    web_server: BaseWSGIServer | None = None
     started_at: float = 0.0
     _tmp: Any = None
     _web_thread: threading.Thread | None = None
@@ -182,23 +185,22 @@ class Demo:
         return self
 
     def _start_web(self) -> None:
-        from waitress import create_server
-
+        from controlplane.cli.common import wsgi_server
         from web.app import create_app
 
         assert self.settings is not None
         # one process, one throwaway session key: set it so the app does not warn
         os.environ.setdefault(self.settings.web.secret_key_env, secrets.token_hex(32))
         app = create_app(self.settings, self.store, metrics=self.metrics)
-        self.web_server = create_server(app, host=self.settings.web.host, port=self.settings.web.port, threads=4)
+        self.web_server = wsgi_server(app, self.settings.web.host, self.settings.web.port, threads=4)
         self._web_thread = threading.Thread(target=self.web_server.run, name="regionguard-web", daemon=True)
         self._web_thread.start()
 
     @property
     def url(self) -> str:
-        if self.web_server is None:
+        if self.web_server is None or self.settings is None:
             return ""
-        return f"http://{self.settings.web.host}:{self.web_server.effective_port}/"  # type: ignore[union-attr]
+        return f"http://{self.settings.web.host}:{self.web_server.getsockname()[1]}/"
 
     def stop(self) -> None:
         if self.worker is not None:

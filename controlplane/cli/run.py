@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controlplane.cli.common import CommandError, db_error, open_checked_store, settings_of, with_config
+from controlplane.cli.common import CommandError, db_error, open_checked_store, settings_of, with_config, wsgi_server
 from controlplane.errors import EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+    from waitress.server import BaseWSGIServer
+
+    from controlplane.metrics import Metrics
+    from controlplane.runtime.worker import Worker
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -36,16 +43,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as exc:
         raise db_error(exc) from None
     metrics = Metrics()
-    notifier = Notifier(settings, store=store, metrics=metrics) if settings.notifications.channels else None
+    notifier = Notifier(settings.notifications, store=store, metrics=metrics) if settings.notifications.channels else None
     worker = Worker(
         settings, store, holder=args.holder, notifier=notifier, metrics=metrics, lease_ttl_s=args.lease_ttl, dry_run=args.dry_run
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
-    servers = []
+    servers: list[BaseWSGIServer] = []
     if args.health_port is not None:
-        servers.append(_serve(_worker_http(worker, metrics, store), settings.web.host, args.health_port, "health"))
+        servers.append(_serve(_worker_http(worker, metrics), settings.web.host, args.health_port, "health"))
     if args.with_web:
         from web.app import create_app
 
@@ -67,28 +74,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _worker_http(worker, metrics, store):  # type: ignore[no-untyped-def]
+def _worker_http(worker: Worker, metrics: Metrics) -> WSGIApplication:
     from controlplane.metrics import worker_http_app
 
     return worker_http_app(worker.readiness, metrics)
 
 
-def _serve(app, host: str, port: int, name: str):  # type: ignore[no-untyped-def]
+def _serve(app: WSGIApplication, host: str, port: int, name: str) -> BaseWSGIServer:
     """Serve a WSGI app with waitress in a background thread; returns the server."""
     import threading
 
-    from waitress import create_server
-
-    server = create_server(app, host=host, port=port, threads=4)
+    server = wsgi_server(app, host, port, threads=4)
     threading.Thread(target=server.run, name=f"regionguard-{name}", daemon=True).start()
-    print(f"{name} on http://{host}:{server.effective_port}/", flush=True)
+    print(f"{name} on http://{host}:{server.getsockname()[1]}/", flush=True)
     return server
 
 
 def cmd_web(args: argparse.Namespace) -> int:
     import signal
-
-    from waitress import create_server
 
     from web.app import create_app
 
@@ -98,12 +101,12 @@ def cmd_web(args: argparse.Namespace) -> int:
     port = settings.web.port if args.port is None else args.port
     try:
         try:
-            server = create_server(create_app(settings, store), host=host, port=port, threads=8)
+            server = wsgi_server(create_app(settings, store), host, port, threads=8)
         except OSError as exc:
             raise CommandError(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc} (pass --port N; 0 picks a free one)", EXIT_USAGE
             ) from None
-        print(f"regionguard dashboard on http://{host}:{server.effective_port}/", flush=True)  # the real port, also for --port 0
+        print(f"regionguard dashboard on http://{host}:{server.getsockname()[1]}/", flush=True)  # the real port, also for --port 0
 
         def _stop(_signum: int, _frame: Any) -> None:
             raise KeyboardInterrupt  # waitress's run() stops its task threads and returns

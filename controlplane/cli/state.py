@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controlplane.cli.common import CommandError, emit, open_checked_store, settings_of, since, utcnow, who, with_config
 from controlplane.config import Settings
 from controlplane.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 
+if TYPE_CHECKING:
+    from controlplane.engine.health import HealthReport
+    from controlplane.runtime.reconcile import Reconciler
+    from controlplane.store import Store
 
-def _health_now(settings: Settings, store):  # type: ignore[no-untyped-def]
+
+def _health_now(settings: Settings, store: Store) -> HealthReport:
     """Health as the leader would see it now, rebuilt from stored results of every vantage."""
     from controlplane.engine.health import HealthEvaluator
     from controlplane.runtime.worker import warm_horizon
@@ -22,7 +27,7 @@ def _health_now(settings: Settings, store):  # type: ignore[no-untyped-def]
     return evaluator.evaluate(now)
 
 
-def _reconciler(settings: Settings, store, holder: str):  # type: ignore[no-untyped-def]
+def _reconciler(settings: Settings, store: Store, holder: str) -> Reconciler:
     from controlplane.actuators.factory import build_actuators
     from controlplane.domain import SystemClock
     from controlplane.runtime.reconcile import Reconciler

@@ -36,6 +36,7 @@ at once. Same seed, same result.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import logging
 import math
@@ -432,16 +433,16 @@ class ProbeModel:
         if slow is not None and not fault_fires(slow, vantage, rng):
             slow = None
         lost = self.noise.loss > 0 and rng.random() < self.noise.loss
-        base = dict(endpoint_id=eid, region=region, vantage=vantage, started_at=started)
+        result_of = functools.partial(ProbeResult, endpoint_id=eid, region=region, vantage=vantage, started_at=started)
         timeout_s = self.timeout_ms / 1000.0
         if lost:
-            return ProbeResult(**base, outcome=Outcome.TIMEOUT, total_ms=self.timeout_ms, error="probe lost (replay noise)"), timeout_s
+            return result_of(outcome=Outcome.TIMEOUT, total_ms=self.timeout_ms, error="probe lost (replay noise)"), timeout_s
         if "down" in fired:
-            return ProbeResult(**base, outcome=Outcome.CONNECT_ERROR, error="connection refused (replay fault: down)"), 0.01
+            return result_of(outcome=Outcome.CONNECT_ERROR, error="connection refused (replay fault: down)"), 0.01
         if "hang" in fired:
-            return ProbeResult(**base, outcome=Outcome.TIMEOUT, total_ms=self.timeout_ms, error="no answer (replay fault: hang)"), timeout_s
+            return result_of(outcome=Outcome.TIMEOUT, total_ms=self.timeout_ms, error="no answer (replay fault: hang)"), timeout_s
         if "auth" in fired:
-            return ProbeResult(**base, outcome=Outcome.AUTH_ERROR, status_code=401, error="401 (replay fault: auth)"), 0.05
+            return result_of(outcome=Outcome.AUTH_ERROR, status_code=401, error="401 (replay fault: auth)"), 0.05
         limit = self.base.limit_tokens
         throttle = faults.get("throttle")
         headroom = (
@@ -452,8 +453,7 @@ class ProbeModel:
         if "throttle" in fired:
             f = fired["throttle"]
             return (
-                ProbeResult(
-                    **base,
+                result_of(
                     outcome=Outcome.THROTTLED,
                     status_code=429,
                     retry_after_ms=int(f.retry_after_s * 1000),
@@ -465,7 +465,7 @@ class ProbeModel:
             )
         if "error" in fired:
             status = choose_status(fired["error"], rng)
-            return ProbeResult(**base, outcome=Outcome.SERVER_ERROR, status_code=status, error=f"{status} (replay fault: error)"), 0.1
+            return result_of(outcome=Outcome.SERVER_ERROR, status_code=status, error=f"{status} (replay fault: error)"), 0.1
         ttft = max(1.0, self.base.ttft_ms + self._jitter())
         per_token = max(0.0, self.base.per_token_ms + self._jitter() / 10.0)
         if slow is not None:
@@ -477,8 +477,8 @@ class ProbeModel:
                 per_token *= slow.multiplier
         total = ttft + per_token * self.tokens
         if ttft >= self.timeout_ms or total >= self.timeout_ms:
-            return ProbeResult(
-                **base, outcome=Outcome.TIMEOUT, status_code=200, total_ms=self.timeout_ms, error="deadline passed while streaming"
+            return result_of(
+                outcome=Outcome.TIMEOUT, status_code=200, total_ms=self.timeout_ms, error="deadline passed while streaming"
             ), timeout_s
         outcome = Outcome.OK
         if "truncate" in fired:
@@ -489,8 +489,7 @@ class ProbeModel:
             outcome = Outcome.CONTENT_FILTERED
         elif ttft > self.s.probe.slow_ttft * 1000.0 or total > self.s.probe.slow_total * 1000.0:
             outcome = Outcome.SLOW
-        result = ProbeResult(
-            **base,
+        result = result_of(
             outcome=outcome,
             status_code=200,
             headers_ms=min(ttft, 50.0),
@@ -723,6 +722,7 @@ def run_replay(
         raise ValueError("run_replay needs exactly one of `timeline` or `results`")
     if results is not None:
         return _run_results(settings, list(results), actual, write_budget)
+    assert timeline is not None  # checked above: exactly one of the two
     if isinstance(timeline, str | Path):
         timeline = resolve_timeline(timeline, settings)
     elif not isinstance(timeline, Timeline):

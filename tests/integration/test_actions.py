@@ -6,11 +6,13 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controlplane import actions
 from controlplane.actions import Action, ActionRefused, ActionRequest, InvalidAction, NotAllowed
+from controlplane.config import Settings
 from controlplane.domain import HealthStateName, OverrideKind
 from controlplane.store import Store, open_store
 from controlplane.users import Principal
@@ -23,7 +25,7 @@ VIEWER = Principal("vic", "viewer")
 
 
 @pytest.fixture
-def s():  # type: ignore[no-untyped-def]
+def s() -> Settings:
     return settings()
 
 
@@ -45,13 +47,13 @@ def store(migrated: Path, tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def seeded(store: Store, s) -> Store:  # type: ignore[no-untyped-def]
+def seeded(store: Store, s: Settings) -> Store:
     seed_targets(store, s, T0)
     seed_health(store, T0)
     return store
 
 
-def req(action: Action, **kw) -> ActionRequest:  # type: ignore[no-untyped-def]
+def req(action: Action, **kw: Any) -> ActionRequest:
     return ActionRequest(action=action, reason=kw.pop("reason", "region on fire"), **kw)
 
 

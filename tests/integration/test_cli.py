@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
@@ -617,7 +618,8 @@ def test_token_create_json_gives_a_token_that_authenticates(env: CliEnv) -> None
     text = env.run("token", "create", "--name", "ci-reader", "--role", "viewer")
     assert text.code == EXIT_OK and "shown once" in text.out
     token = text.out.strip().splitlines()[-1]
-    assert users.authenticate_token(env.store, token, now()).role == "viewer"  # type: ignore[union-attr]
+    principal = users.authenticate_token(env.store, token, now())
+    assert principal is not None and principal.role == "viewer"
     bad = env.run("token", "create", "--name", "no spaces", "--role", "viewer")
     assert bad.code == EXIT_USAGE and "'no spaces'" in one_error_line(bad)
 
@@ -879,4 +881,78 @@ def test_run_web_and_sim_arm_serve_then_stop_cleanly_on_sigterm(env: CliEnv) -> 
                 proc.wait()
     lease_events = env.store.events(kinds=["lease"])
     assert {e.actor for e in lease_events} == {"worker:cli-test-worker"}  # it led (dry run), then gave the lease back
-    assert env.store.lease("leader")["holder"] is None  # type: ignore[index]
+    lease = env.store.lease("leader")
+    assert lease is not None and lease["holder"] is None
+
+
+class _Hook:
+    """A webhook receiver on 127.0.0.1 that records every POST body."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[dict[str, Any]] = []
+        self.cond = threading.Condition()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with hook.cond:
+                    hook.bodies.append(json.loads(body))
+                    hook.cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for body in self.bodies:
+                    if predicate(body):
+                        return body
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no webhook POST matched within {timeout} s: {self.bodies}")
+                self.cond.wait(left)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_run_with_a_notification_channel_starts_notifies_and_stops_on_sigterm(env: CliEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = _Hook()
+    notifications = {"group_wait": 0, "channels": [{"kind": "webhook", "name": "audit-sink", "url_env": "TEST_RUN_HOOK_URL"}]}
+    config = str(env.other_config("notify.yaml", notifications=notifications))
+    monkeypatch.setenv("TEST_RUN_HOOK_URL", hook.url)
+    worker = _cli("run", "--config", config, "--dry-run", "--holder", "notify-test-worker", "--lease-ttl", "5")
+    try:
+        out = _Lines(worker)
+        try:
+            out.wait_for("regionguard worker notify-test-worker running (dry run, 3 target(s))")
+        except AssertionError:
+            worker.kill()
+            worker.wait()
+            assert worker.stderr is not None
+            raise AssertionError(f"the worker did not start: {worker.stderr.read()[-2000:]}") from None
+        # the worker's relay sends the audit event of taking the lease to the channel
+        body = hook.wait_for(lambda b: any(e.get("kind") == "lease" for e in b.get("events", [])))
+        assert body["events"]
+        code, err = _stop(worker)
+        assert code == EXIT_OK, err[-2000:]
+        assert "regionguard worker stopped" in out.rest()
+        assert "Traceback" not in err
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        hook.close()

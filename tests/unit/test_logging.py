@@ -114,4 +114,4 @@ def test_logging_settings_reject_unknown_levels_and_formats() -> None:
     with pytest.raises(ValidationError):
         LoggingSettings(level="loud")
     with pytest.raises(ValidationError):
-        LoggingSettings(format="xml")  # type: ignore[arg-type]
+        LoggingSettings(format="xml")  # type: ignore[arg-type]  # a value the type forbids, on purpose

@@ -396,7 +396,7 @@ def _feed(outcomes: str, k: int = 3, m: int = 3) -> list[tuple[bool, bool]]:
     """F = counted failure, G = good; returns (suspect, confirmed_down) after each."""
     from probes.runner import EndpointSchedule
 
-    s = EndpointSchedule(target=None)  # type: ignore[arg-type]
+    s = EndpointSchedule(target=None)  # type: ignore[arg-type]  # the schedule never reads its target here
     seen = []
     for o in outcomes:
         s.record(o == "F", k, m)
