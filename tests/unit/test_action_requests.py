@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from controlplane import actions
@@ -20,7 +22,7 @@ from controlplane.actions import InvalidAction
         ({"action": "drain", "reason": "xyz", "force": "maybe"}, "force", "maybe"),
     ],
 )
-def test_parse_request_names_the_bad_field_and_value(data, field, value) -> None:  # type: ignore[no-untyped-def]
+def test_parse_request_names_the_bad_field_and_value(data: dict[str, Any], field: str, value: Any) -> None:
     with pytest.raises(InvalidAction) as bad:
         actions.parse_request(data)
     assert (bad.value.field, bad.value.value) == (field, value)
