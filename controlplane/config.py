@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controlplane.domain import CONFIG_PROBLEM_OUTCOMES, Outcome
 from controlplane.durations import Duration
@@ -144,6 +144,21 @@ class AFDOrigin(_Section):
     priority: int = 1
 
 
+class APIMMember(_Section):
+    """One member of an APIM load-balanced pool: the backend entity's id in the
+    service and its baseline weight (regionguard's 1-1000 scale, written to APIM
+    as weight / 10) and priority (APIM's own 0-100, lower first; None: left as APIM has it)."""
+
+    backend: str = Field(min_length=1, max_length=80)
+    weight: int = 500
+    priority: int | None = None
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_id(cls, value: str) -> str:
+        return _apim_backend_id(value)
+
+
 class _Target(_Section):
     name: str = Field(pattern=_NAME)
     subscription_id: str = Field(min_length=1)
@@ -175,20 +190,67 @@ class FrontDoorCdnTarget(_Target):
     endpoints: dict[str, AFDOrigin] = Field(min_length=1)
 
 
-Target = Annotated[TrafficManagerTarget | FrontDoorTarget | FrontDoorCdnTarget, Field(discriminator="kind")]
+# Azure naming rules (ARM and Microsoft.ApiManagement 2024-05-01 path parameters)
+_SUBSCRIPTION_ID = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+_RESOURCE_GROUP = r"^[-\w._()]{0,89}[-\w_()]$"  # 1-90: letters, digits, - _ . ( ); not ending in '.'
+_APIM_SERVICE = r"^[a-zA-Z](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$"  # ServiceNameParameter, 1-50
+_APIM_BACKEND_ID_FORBIDDEN = "/?#%&\\"  # BackendIdParameter is 1-80 characters, one path segment
 
-# Azure's ranges per kind: (weight min, weight max), (priority min, priority max)
-WEIGHT_RANGE = {"traffic_manager": (1, 1000), "front_door": (1, 1000), "front_door_cdn": (1, 1000)}
-PRIORITY_RANGE = {"traffic_manager": (1, 1000), "front_door": (1, 5), "front_door_cdn": (1, 5)}
+
+def _apim_backend_id(value: str) -> str:
+    bad = sorted({c for c in value if c in _APIM_BACKEND_ID_FORBIDDEN or c.isspace()})
+    if bad:
+        shown = " ".join("space" if c.isspace() else c for c in bad)
+        raise ValueError(f"an APIM backend id is one segment of an ARM path: it cannot contain {shown}")
+    return value
+
+
+class APIMBackendPoolTarget(_Target):
+    """An Azure API Management load-balanced pool (a backend of ``type: Pool``)."""
+
+    kind: Literal["apim_backend_pool"]
+    subscription_id: str = Field(pattern=_SUBSCRIPTION_ID)
+    resource_group: str = Field(pattern=_RESOURCE_GROUP)
+    service: str = Field(min_length=1, max_length=50, pattern=_APIM_SERVICE)
+    pool: str = Field(min_length=1, max_length=80)
+    endpoints: dict[str, APIMMember] = Field(min_length=1)
+
+    @field_validator("pool")
+    @classmethod
+    def _pool_id(cls, value: str) -> str:
+        return _apim_backend_id(value)
+
+
+Target = Annotated[TrafficManagerTarget | FrontDoorTarget | FrontDoorCdnTarget | APIMBackendPoolTarget, Field(discriminator="kind")]
+TARGET_KINDS = ("traffic_manager", "front_door", "front_door_cdn", "apim_backend_pool")
+
+# Ranges per kind in regionguard's units: (weight min, weight max), (priority min, priority max).
+# Weights share one 1-1000 scale for every kind (so pins, ramps and baselines mean the
+# same everywhere); APIM's pool weights are 0-100 and carry weight / APIM_WEIGHT_SCALE,
+# so an APIM weight is a multiple of APIM_WEIGHT_SCALE (docs/adr/0008). Priorities are
+# ordinal and map one to one (APIM's own 0-100).
+APIM_WEIGHT_SCALE = 10
+WEIGHT_RANGE = {"traffic_manager": (1, 1000), "front_door": (1, 1000), "front_door_cdn": (1, 1000), "apim_backend_pool": (10, 1000)}
+PRIORITY_RANGE = {"traffic_manager": (1, 1000), "front_door": (1, 5), "front_door_cdn": (1, 5), "apim_backend_pool": (0, 100)}
+WEIGHT_QUANTUM = {"apim_backend_pool": APIM_WEIGHT_SCALE}  # other kinds: 1
+
+
+def clamp_weight(kind: str, weight: float) -> int:
+    """A weight the target kind can hold: rounded to its quantum, clamped into its range."""
+    quantum = WEIGHT_QUANTUM.get(kind, 1)
+    lo, hi = WEIGHT_RANGE[kind]
+    return max(lo, min(hi, round(weight / quantum) * quantum))
 
 
 def azure_name(target: Any, region: str) -> str:
     """The name Azure knows a target's endpoint for ``region`` by."""
-    ep: TMEndpoint | FDBackend | AFDOrigin = target.endpoints[region]
+    ep: TMEndpoint | FDBackend | AFDOrigin | APIMMember = target.endpoints[region]
     if isinstance(ep, TMEndpoint):
         return ep.name
     if isinstance(ep, FDBackend):
         return ep.address
+    if isinstance(ep, APIMMember):
+        return ep.backend
     return ep.origin
 
 
@@ -296,7 +358,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("traffic_manager", "front_door", "front_door_cdn", "api_key", "entra_id", "function-after"):
+        elif part in (*TARGET_KINDS, "api_key", "entra_id", "function-after"):
             continue  # discriminator / validator tags pydantic adds to the location
         else:
             out += f".{part}" if out else str(part)
@@ -350,6 +412,12 @@ def semantic_problems(s: Settings) -> list[str]:
                 problems.append(f"{where}.endpoints.{region}: no region named {region!r}")
             if not wmin <= ep.weight <= wmax:
                 problems.append(f"{where}.endpoints.{region}.weight: {ep.weight} is not between {wmin} and {wmax}")
+            elif ep.weight % WEIGHT_QUANTUM.get(t.kind, 1):
+                q = WEIGHT_QUANTUM[t.kind]
+                problems.append(
+                    f"{where}.endpoints.{region}.weight: {ep.weight} is not a multiple of {q} "
+                    f"(APIM pool weights are 0-100 and get regionguard's weight / {q})"
+                )
             if ep.priority is not None and not pmin <= ep.priority <= pmax:
                 problems.append(f"{where}.endpoints.{region}.priority: {ep.priority} is not between {pmin} and {pmax}")
         if t.routing == "priority":
@@ -365,7 +433,11 @@ def semantic_problems(s: Settings) -> list[str]:
                 if n > 1:
                     who = sorted(r for r, ep in t.endpoints.items() if ep.priority == prio)
                     problems.append(f"{where}.endpoints: priority {prio} is used by {', '.join(who)}; priorities must be unique")
-        names = Counter(azure_name(t, r) for r in t.endpoints)
+        if t.kind == "apim_backend_pool":
+            for r, ep in t.endpoints.items():
+                if ep.backend.lower() == t.pool.lower():
+                    problems.append(f"{where}.endpoints.{r}.backend: {ep.backend!r} is the pool itself; a member is another backend")
+        names = Counter(azure_name(t, r).lower() if t.kind == "apim_backend_pool" else azure_name(t, r) for r in t.endpoints)
         for name, n in names.items():
             if n > 1:
                 problems.append(f"{where}.endpoints: Azure name {name!r} is mapped from more than one region")

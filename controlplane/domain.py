@@ -191,6 +191,7 @@ class TargetState:
     reasons: dict[str, str] = field(default_factory=dict)  # region -> why (desired only)
     unmanaged: tuple[str, ...] = ()  # names present in Azure that config does not own
     manual: tuple[str, ...] = ()  # desired only: regions an operator override decides (their changes are manual)
+    circuit_breakers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # region -> Azure's own trip rules (APIM), described
 
 
 ActualState = TargetState

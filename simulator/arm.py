@@ -12,7 +12,9 @@ What it serves, the ARM way (``x-ms-request-id`` on every answer, ARM error
 bodies ``{"error": {"code", "message"}}``, the api-versions the SDKs send):
 Traffic Manager profiles and endpoints, Front Door classic (PUT long-running
 with ``Azure-AsyncOperation``), Front Door Standard/Premium origin groups and
-origins (PUT/PATCH long-running, ETags). See :mod:`.arm_state` for the rules.
+origins (PUT/PATCH long-running, ETags), API Management backends and
+load-balanced pools (ETags; PATCH needs If-Match, a stale one is 412). See
+:mod:`.arm_state` and :mod:`.arm_apim` for the rules.
 
 Test hooks: fault injection (429 with/without Retry-After, 429
 ``RetryableErrorDueToAnotherOperation``, 5xx, latency, hang), portal edits
@@ -46,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from simulator import arm_seed
-from simulator.arm_faults import FaultBook, FaultRule, LoggedRequest, RequestLog, WriteLimiter
+from simulator.arm_apim import APIM_API_VERSION
+from simulator.arm_faults import LOGGED_HEADERS, FaultBook, FaultRule, LoggedRequest, RequestLog, WriteLimiter
 from simulator.arm_state import (
     CDN_API_VERSION,
     FD_API_VERSION,
@@ -86,6 +89,8 @@ ROUTES: tuple[_Route, ...] = (
     _Route("afd_origins", frozenset({"GET"}), CDN_API_VERSION, "profiles/origingroups/origins"),
     _Route("afd_origin", frozenset({"GET", "PUT", "PATCH"}), CDN_API_VERSION, "profiles/origingroups/origins"),
     _Route("afd_op", frozenset({"GET"}), CDN_API_VERSION, "operationresults"),
+    _Route("apim_backends", frozenset({"GET"}), APIM_API_VERSION, "service/backends"),
+    _Route("apim_backend", frozenset({"GET", "HEAD", "PUT", "PATCH"}), APIM_API_VERSION, "service/backends"),
 )
 _API_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _PROVIDER_PATH = re.compile(r"/providers/(?P<ns>[^/]+)/(?P<type>[^/?]+)", re.IGNORECASE)
@@ -311,6 +316,7 @@ class FakeArm:
                     query=dict(request.query),
                     fault=fault,
                     duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    headers={h: request.headers[h] for h in LOGGED_HEADERS if h in request.headers},
                 )
             )
         return self._to_response(reply, request, request_id)
@@ -520,7 +526,26 @@ class FakeArm:
             if self._lro_retry_after is not None and result["status"] == "InProgress":
                 headers["Retry-After"] = str(self._lro_retry_after)
             return Reply(200, result, headers)
+        if name in ("apim_backends", "apim_backend"):
+            return self._call_apim(name, request, p, body)
         return self._call_afd(name, request, p, body)
+
+    def _call_apim(self, name: str, request: web.Request, p: Mapping[str, str], body: Any) -> Reply:
+        s, method = self.state, request.method
+        sub, rg, service = p["sub"], p["rg"], p["service"]
+        if name == "apim_backends":
+            docs = s.apim_list_backends(sub, rg, service)
+            return Reply(200, {"value": docs, "count": len(docs), "nextLink": None})
+        backend = p["backend"]
+        if method in ("GET", "HEAD"):
+            doc, etag = s.apim_get_backend(sub, rg, service, backend)
+            return Reply(200, None if method == "HEAD" else doc, {"ETag": etag})
+        if_match = request.headers.get("If-Match")
+        if method == "PATCH":
+            doc, etag = s.apim_patch_backend(sub, rg, service, backend, body, if_match)
+            return Reply(200, doc, {"ETag": etag})
+        status, doc, etag = s.apim_put_backend(sub, rg, service, backend, body, if_match)
+        return Reply(status, doc, {"ETag": etag})
 
     def _call_afd(self, name: str, request: web.Request, p: Mapping[str, str], body: Any) -> Reply:
         s, method = self.state, request.method
@@ -657,6 +682,14 @@ class FakeArm:
         doc = self.state.seed_afd_origin_group(subscription, resource_group, profile, origin_group, origins, group_properties)
         self._autosave()
         return doc
+
+    def seed_apim_backends(
+        self, subscription: str, resource_group: str, service: str, backends: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Backends of an APIM service: ``{name, url}`` or a pool ``{name, members: [{backend, weight, priority}]}``."""
+        docs = self.state.seed_apim_backends(subscription, resource_group, service, backends)
+        self._autosave()
+        return docs
 
     def seed_from_config(self, cfg: Settings) -> list[str]:
         """Seed every target of a regionguard config (see :func:`arm_seed.seed_from_config`)."""

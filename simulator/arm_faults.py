@@ -206,6 +206,9 @@ class WriteLimiter:
         return ok, left, max(1, math.ceil(wait)) if not ok else 0
 
 
+LOGGED_HEADERS = ("If-Match", "If-None-Match", "Content-Type")
+
+
 @dataclass(frozen=True)
 class LoggedRequest:
     """One request the fake ARM answered (admin requests are not logged)."""
@@ -220,6 +223,7 @@ class LoggedRequest:
     query: dict[str, str] = field(default_factory=dict)
     fault: str | None = None
     duration_ms: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)  # only LOGGED_HEADERS (never Authorization)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -294,6 +294,9 @@ def seed_from_config(state: ArmState, cfg: Settings) -> list[str]:
     Front Door classic gets :func:`classic_front_door_body` with the target's
     backend pool as the managed pool (added to an existing Front Door if two
     targets share one); AFD origins get the region's host as ``hostName``.
+    An APIM pool gets one single backend per region (the region's first LLM
+    endpoint as its url, with a circuit breaker on 429 and 5xx) and the pool of
+    them, weights as APIM holds them (regionguard's / 10).
     Every endpoint starts Enabled with the weight and priority in the config.
     """
     seeded: list[str] = []
@@ -304,6 +307,8 @@ def seed_from_config(state: ArmState, cfg: Settings) -> list[str]:
             seeded.append(_seed_fd(state, cfg, target))
         elif target.kind == "front_door_cdn":
             seeded.append(_seed_afd(state, cfg, target))
+        elif target.kind == "apim_backend_pool":
+            seeded.append(_seed_apim(state, cfg, target))
         else:  # pragma: no cover - config validation forbids it
             logger.warning("fake ARM: target %s has unknown kind %s", target.name, target.kind)
     return seeded
@@ -386,3 +391,32 @@ def _seed_afd(state: ArmState, cfg: Settings, target: Any) -> str:
     ]
     doc = state.seed_afd_origin_group(target.subscription_id, target.resource_group, target.profile, target.origin_group, origins)
     return str(doc["id"])
+
+
+def _seed_apim(state: ArmState, cfg: Settings, target: Any) -> str:
+    from controlplane.config import APIM_WEIGHT_SCALE
+
+    members = [
+        {
+            "name": ep.backend,
+            "url": _region_url(cfg, region, f"https://{ep.backend}.example.net") + "/openai",
+            "title": f"Azure OpenAI {region}",
+        }
+        for region, ep in target.endpoints.items()
+    ]
+    pool = {
+        "name": target.pool,
+        "title": f"{target.name} (load-balanced pool)",
+        "members": [
+            {"backend": ep.backend, "weight": ep.weight // APIM_WEIGHT_SCALE, "priority": ep.priority} for ep in target.endpoints.values()
+        ],
+    }
+    docs = state.seed_apim_backends(target.subscription_id, target.resource_group, target.service, [*members, pool])
+    return str(docs[-1]["id"])
+
+
+def _region_url(cfg: Settings, region: str, fallback: str) -> str:
+    try:
+        return cfg.region(region).endpoints[0].base_url.rstrip("/")
+    except (KeyError, IndexError):
+        return fallback

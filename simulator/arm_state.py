@@ -11,6 +11,9 @@ Resources (their shapes follow the REST specs in azure-rest-api-specs):
 - Front Door classic (``Microsoft.Network/frontDoors``): GET, PUT (long-running).
 - Front Door Standard/Premium origin groups and origins (``Microsoft.Cdn``):
   GET, list, PUT/PATCH (long-running).
+- API Management backends (``Microsoft.ApiManagement/service/backends``), single
+  and load-balanced pools: GET, HEAD, list, PUT, PATCH with ETags; the rules are
+  in :mod:`simulator.arm_apim`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from simulator import arm_apim
+from simulator.arm_apim import ApimValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +76,7 @@ _P = r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/"
 _TM = _P + r"microsoft\.network/trafficmanagerprofiles"
 _FD = _P + r"microsoft\.network/frontdoors/(?P<name>[^/]+)"
 _AFD = _P + r"microsoft\.cdn/profiles/(?P<profile>[^/]+)/origingroups/(?P<group>[^/]+)"
+_APIM = _P + r"microsoft\.apimanagement/service/(?P<service>[^/]+)/backends"
 PATTERNS: dict[str, re.Pattern[str]] = {
     name: re.compile(rx, re.IGNORECASE)
     for name, rx in {
@@ -83,6 +90,8 @@ PATTERNS: dict[str, re.Pattern[str]] = {
         "afd_origins": _AFD + r"/origins/?$",
         "afd_origin": _AFD + r"/origins/(?P<origin>[^/]+)/?$",
         "afd_op": _P + r"microsoft\.cdn/operationresults/(?P<op>[^/]+)/?$",
+        "apim_backends": _APIM + r"/?$",
+        "apim_backend": _APIM + r"/(?P<backend>[^/]+)/?$",
     }.items()
 }
 
@@ -694,6 +703,136 @@ class ArmState:
         op = self._start_op("Microsoft.Cdn", sub, rg, key)
         return status, copy.deepcopy(doc), op
 
+    # -------------------------------------------------------- API Management backends
+
+    def _apim_service(self, sub: str, rg: str, service: str) -> str:
+        self._require_rg(sub, rg)
+        key = arm_apim.service_id(sub, rg, service).lower()
+        if key not in self._docs:
+            raise self._not_found("Microsoft.ApiManagement/service", service, rg)
+        return key
+
+    def _apim_key(self, sub: str, rg: str, service: str, backend: str, must_exist: bool = True) -> str:
+        self._apim_service(sub, rg, service)
+        key = arm_apim.backend_id(sub, rg, service, backend).lower()
+        if must_exist and key not in self._docs:
+            raise ArmError(404, "ResourceNotFound", "Backend not found.")
+        return key
+
+    def _apim_exists(self, sub: str, rg: str, service: str, backend: str) -> bool:
+        return arm_apim.backend_id(sub, rg, service, backend).lower() in self._docs
+
+    def apim_list_backends(self, sub: str, rg: str, service: str) -> list[JSON]:
+        with self._lock:
+            prefix = self._apim_service(sub, rg, service) + "/backends/"
+            return [copy.deepcopy(d) for k, d in self._docs.items() if k.startswith(prefix) and "/" not in k[len(prefix) :]]
+
+    def apim_get_backend(self, sub: str, rg: str, service: str, backend: str) -> tuple[JSON, str]:
+        """(the backend, its ETag)."""
+        with self._lock:
+            key = self._apim_key(sub, rg, service, backend)
+            return copy.deepcopy(self._docs[key]), self._etags[key]
+
+    def _apim_check_etag(self, key: str, if_match: str | None, required: bool) -> None:
+        if if_match is None or not if_match.strip():
+            if required:
+                raise ArmError(
+                    400,
+                    "ValidationError",
+                    "The 'If-Match' header is required: send the ETag of the backend from the header of a GET (or '*').",
+                )
+            return
+        if if_match.strip() != "*" and key in self._etags and if_match.strip() != self._etags[key]:
+            raise ArmError(412, "PreconditionFailed", "Resource was modified since last retrieval. Refresh entity and try again.")
+
+    def apim_put_backend(self, sub: str, rg: str, service: str, backend: str, body: Any, if_match: str | None) -> tuple[int, JSON, str]:
+        """Create or replace a backend (``Backend_CreateOrUpdate``): (201 or 200, backend, ETag)."""
+        with self._lock:
+            key = self._apim_key(sub, rg, service, backend, must_exist=False)
+            old = self._docs.get(key)
+            self._apim_check_etag(key, if_match, required=False)
+            try:
+                arm_apim.check_path_names(service, backend)
+                props = arm_apim.validate_body(body, patch=False)
+                arm_apim.check_semantics(props, backend, self._apim_exists)
+            except ApimValidationError as err:
+                raise ArmError(400, "ValidationError", str(err)) from None
+            name = old["name"] if old is not None else backend
+            self._docs[key] = arm_apim.backend_doc(sub, rg, service, name, props)
+            self._touch(key)
+            return (200 if old is not None else 201), copy.deepcopy(self._docs[key]), self._etags[key]
+
+    def apim_patch_backend(self, sub: str, rg: str, service: str, backend: str, body: Any, if_match: str | None) -> tuple[JSON, str]:
+        """``Backend_Update``: each property named replaces the stored one; If-Match required."""
+        with self._lock:
+            key = self._apim_key(sub, rg, service, backend)
+            self._apim_check_etag(key, if_match, required=True)
+            doc = copy.deepcopy(self._docs[key])
+            try:
+                changes = arm_apim.validate_body(body, patch=True)
+                doc["properties"] = {**(doc.get("properties") or {}), **changes}
+                arm_apim.check_semantics(doc["properties"], doc["name"], self._apim_exists)
+            except ApimValidationError as err:
+                raise ArmError(400, "ValidationError", str(err)) from None
+            self._docs[key] = doc
+            self._touch(key)
+            return copy.deepcopy(doc), self._etags[key]
+
+    def seed_apim_backends(self, sub: str, rg: str, service: str, backends: Sequence[Mapping[str, Any]]) -> list[JSON]:
+        """Create (or extend) an APIM service and put backends in it, in order.
+
+        Each spec: ``{name, url}`` for a single backend (optional ``title``,
+        ``circuit_breaker`` rules) or ``{name, members: [{backend, weight, priority}]}``
+        for a load-balanced pool of backends of the same service.
+        """
+        with self._lock:
+            self.add_resource_group(sub, rg)
+            arm_apim.check_path_names(service)
+            skey = arm_apim.service_id(sub, rg, service).lower()
+            if skey not in self._docs:
+                self._docs[skey] = _new_apim_service(arm_apim.service_id(sub, rg, service), service)
+                self._touch(skey)
+            out = []
+            for spec in backends:
+                name = str(spec["name"])
+                if "members" in spec:
+                    services = []
+                    for m in spec["members"]:
+                        item: JSON = {"id": arm_apim.backend_id(sub, rg, service, str(m["backend"]))}
+                        for f in ("weight", "priority"):
+                            if m.get(f) is not None:
+                                item[f] = m[f]
+                        services.append(item)
+                    props: JSON = {"title": spec.get("title"), "description": spec.get("description"), "type": "Pool"}
+                    props["pool"] = {"services": services}
+                else:
+                    props = arm_apim.single_backend_props(
+                        str(spec.get("url") or f"https://{name}.example.net/openai"),
+                        title=spec.get("title"),
+                        circuit_breaker=spec.get("circuit_breaker", arm_apim.DEFAULT_CIRCUIT_BREAKER),
+                    )
+                props = arm_apim.validate_properties(props)
+                arm_apim.check_semantics(props, name, self._apim_exists)
+                key = arm_apim.backend_id(sub, rg, service, name).lower()
+                self._docs[key] = arm_apim.backend_doc(sub, rg, service, name, props)
+                self._touch(key)
+                out.append(copy.deepcopy(self._docs[key]))
+            return out
+
+    def _mutate_apim_backend(self, p: Mapping[str, str], changes: JSON, validate: bool) -> JSON:
+        key = self._apim_key(p["sub"], p["rg"], p["service"], p["backend"])
+        doc = copy.deepcopy(self._docs[key])
+        doc["properties"] = deep_merge(doc.get("properties") or {}, changes)
+        if validate:
+            try:
+                doc["properties"] = arm_apim.validate_properties(doc["properties"])
+                arm_apim.check_semantics(doc["properties"], doc["name"], self._apim_exists)
+            except ApimValidationError as err:
+                raise ArmError(400, "ValidationError", str(err)) from None
+        self._docs[key] = doc
+        self._touch(key)
+        return copy.deepcopy(doc)
+
     # -------------------------------------------------------- seeding
 
     def seed_tm_profile(
@@ -801,6 +940,8 @@ class ArmState:
             return self.afd_get_group(sub, rg, p["profile"], p["group"])
         if name == "afd_origin":
             return self.afd_get_origin(sub, rg, p["profile"], p["group"], p["origin"])
+        if name == "apim_backend":
+            return self.apim_get_backend(sub, rg, p["service"], p["backend"])[0]
         return None
 
     def mutate(self, resource_id: str, changes: Mapping[str, Any], *, validate: bool = True) -> JSON:
@@ -808,12 +949,13 @@ class ArmState:
 
         ``resource_id`` is a Traffic Manager profile or endpoint, a Front Door
         (or ``.../backendPools/{pool}`` or ``.../backendPools/{pool}/backends/{address}``
-        inside one), an AFD origin group or origin. A Traffic Manager
+        inside one), an AFD origin group or origin, an APIM backend (a ``pool.services``
+        given replaces the whole list, as a portal save does). A Traffic Manager
         ``endpointMonitorStatus`` sets the endpoint's health as Traffic Manager sees it.
         Returns the resource as a GET would.
         """
         with self._lock:
-            for name in ("tm_endpoint", "tm_profile", "fd", "fd_part", "afd_group", "afd_origin"):
+            for name in ("tm_endpoint", "tm_profile", "fd", "fd_part", "afd_group", "afd_origin", "apim_backend"):
                 m = PATTERNS[name].match(resource_id)
                 if m is not None:
                     return self._mutate(name, m.groupdict(), dict(changes), validate)
@@ -823,6 +965,8 @@ class ArmState:
         sub, rg = p["sub"], p["rg"]
         if kind == "tm_endpoint":
             return self._mutate_tm_endpoint(p, changes, validate)
+        if kind == "apim_backend":
+            return self._mutate_apim_backend(p, changes, validate)
         if kind == "tm_profile":
             key, doc = self._tm_profile(sub, rg, p["profile"])
             changes.pop("endpoints", None)
@@ -1015,6 +1159,17 @@ def _find_named(items: list[Any], key: str, value: str) -> JSON | None:
         if isinstance(item, dict) and str(item.get(key, "")).lower() == value.lower():
             return item
     return None
+
+
+def _new_apim_service(sid: str, service: str) -> JSON:
+    return {
+        "id": sid,
+        "name": service,
+        "type": "Microsoft.ApiManagement/service",
+        "location": "East US",
+        "sku": {"name": "Standard", "capacity": 1},
+        "properties": {"provisioningState": "Succeeded", "gatewayUrl": f"https://{service.lower()}.azure-api.net"},
+    }
 
 
 def _new_afd_profile(pid: str, profile: str) -> JSON:

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from controlplane.actuators.apim import ApimBackendPoolActuator
 from controlplane.actuators.base import Actuator, RetryPolicy
 from controlplane.actuators.credentials import build_credential
 from controlplane.actuators.frontdoor import FrontDoorClassicActuator
@@ -96,6 +97,12 @@ def build_actuators(
 
             made = FrontDoorCdnActuator(
                 _Clients(lambda sub: CdnManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry
+            )
+        elif kind == "apim_backend_pool":
+            from azure.mgmt.apimanagement import ApiManagementClient
+
+            made = ApimBackendPoolActuator(
+                _Clients(lambda sub: ApiManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry
             )
         else:  # pragma: no cover - config validation forbids it
             raise ValueError(f"no actuator for target kind {kind!r}")

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from controlplane.config import WEIGHT_RANGE, Settings, azure_name
+from controlplane.config import WEIGHT_QUANTUM, WEIGHT_RANGE, Settings, azure_name
 from controlplane.domain import (
     CHANGE_KIND_RANK,
     Change,
@@ -327,6 +327,16 @@ def weigh_down_held_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
     return replace(plan_, changes=plan_.changes + tuple(extra)) if extra else plan_
 
 
+def _step_for(ctx: GuardrailContext, target: str, step: int) -> int:
+    """max_weight_step as a whole number of the kind's weight quantum (an APIM pool weight
+    moves in tens), never less than one quantum, so every ramped weight is one it can hold."""
+    try:
+        quantum = WEIGHT_QUANTUM.get(ctx.settings.target(target).kind, 1)
+    except KeyError:
+        return step
+    return max(quantum, step // quantum * quantum)
+
+
 def ramp_weights(plan_: Plan, ctx: GuardrailContext) -> Plan:
     """Automated weight changes move at most max_weight_step per tick."""
     step = ctx.settings.guardrails.max_weight_step
@@ -337,9 +347,10 @@ def ramp_weights(plan_: Plan, ctx: GuardrailContext) -> Plan:
             and not c.manual
             and isinstance(c.actual, int)
             and isinstance(c.desired, int)
-            and abs(c.desired - c.actual) > step
+            and abs(c.desired - c.actual) > _step_for(ctx, c.target, step)
         ):
-            nxt = c.actual + step if c.desired > c.actual else c.actual - step
+            kind_step = _step_for(ctx, c.target, step)
+            nxt = c.actual + kind_step if c.desired > c.actual else c.actual - kind_step
             c = replace(c, desired=nxt, reason=f"{c.reason} (ramping by at most {step} per tick toward {c.desired})")
         changes.append(c)
     return replace(plan_, changes=tuple(changes))

@@ -14,6 +14,11 @@ Managed fields:
 * Traffic Manager, priority: ``enabled``, ``priority``.
 * Front Door (classic and Standard/Premium): ``enabled``, ``priority``,
   ``weight`` -- Front Door uses both in either routing style.
+* APIM backend pools: ``enabled`` (in the pool or not), ``priority``, ``weight``.
+
+A weight or priority Azure does not report (``None``) on an endpoint that is
+disabled and stays disabled is not planned: a member drained out of an APIM
+pool has neither; they are written when it comes back (docs/adr/0008).
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ def plan_target(target: Any, desired: TargetState, actual: TargetState) -> list[
             d, a = want.get(f), have.get(f)
             if d is None or d == a:
                 continue
+            if a is None and f is not Field.ENABLED and not have.enabled and not want.enabled:
+                continue  # Azure holds no such value for it (a member out of an APIM pool): set when it comes back
             changes.append(
                 Change(
                     target=target.name,

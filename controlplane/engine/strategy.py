@@ -7,7 +7,8 @@ per region; nothing here talks to Azure or reads a clock.
 Weighted targets (active/active)
     A healthy region gets its configured (baseline) weight. A degraded one
     gets ``baseline x score`` (at least 10 % of it), clamped into the target
-    kind's weight range, so a region at half its usual quality gets about
+    kind's weight range (and onto the weights the kind can hold: an APIM pool
+    weight is a multiple of 10), so a region at half its usual quality gets about
     half its usual traffic. An unhealthy one is disabled (its weight is left
     alone, so a restore is one write). A region with no fresh data is left as
     it is. Small moves are not worth an Azure write: a degraded region's
@@ -53,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Settings
+from controlplane.config import PRIORITY_RANGE, Settings, clamp_weight
 from controlplane.domain import EndpointSetting, HealthStateName, Override, OverrideKind, RegionHealth, TargetState
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,6 @@ def _health_words(rh: RegionHealth | None) -> str:
 def _weighted(
     settings: Settings, target: Any, health: Any, actual: TargetState | None
 ) -> tuple[dict[str, EndpointSetting], dict[str, str]]:
-    wmin, wmax = WEIGHT_RANGE[target.kind]
     out: dict[str, EndpointSetting] = {}
     reasons: dict[str, str] = {}
     for region, ep in target.endpoints.items():
@@ -196,7 +196,7 @@ def _weighted(
             reasons[region] = f"healthy: {_health_words(rh)}"
         else:
             factor = max(MIN_DEGRADED_FACTOR, min(1.0, rh.score))
-            weight = max(wmin, min(wmax, round(base * factor)))
+            weight = clamp_weight(target.kind, base * factor)
             if act is not None and act.weight is not None and act.enabled and abs(weight - act.weight) <= max(1, DEAD_BAND * base):
                 weight = act.weight
             out[region] = EndpointSetting(weight=weight, priority=prio, enabled=True)
@@ -232,14 +232,13 @@ def _cap_near_quota(
             capped[r] = allowed
     if not capped:
         return
-    wmin, wmax = WEIGHT_RANGE[target.kind]
     rest = sum(out[r].weight or 0 for r in enabled if r not in capped)
     share_capped = sum(capped.values())
     if share_capped >= 1.0 or rest <= 0:
         return
     scale = rest / (1.0 - share_capped)
     for r, allowed in capped.items():
-        weight = max(wmin, min(wmax, round(allowed * scale)))
+        weight = clamp_weight(target.kind, allowed * scale)
         out[r] = EndpointSetting(weight=weight, priority=out[r].priority, enabled=True)
         reasons[r] = (
             f"near its quota ({near[r]:.0%} headroom): kept to {allowed:.0%} of {target.name}'s traffic, "
@@ -326,7 +325,6 @@ def _apply_overrides(
     reasons: dict[str, str],
     manual: list[str],
 ) -> None:
-    wmin, wmax = WEIGHT_RANGE[target.kind]
     pmin, pmax = PRIORITY_RANGE[target.kind]
 
     def mark(region: str, setting: EndpointSetting, why: str) -> None:
@@ -348,7 +346,7 @@ def _apply_overrides(
             if o.kind in (OverrideKind.DRAIN, OverrideKind.MAINTENANCE):
                 mark(region, EndpointSetting(weight=cur.weight, priority=cur.priority, enabled=False), o.describe())
             elif o.kind is OverrideKind.PIN:
-                weight = cur.weight if o.weight is None else max(wmin, min(wmax, o.weight))
+                weight = cur.weight if o.weight is None else clamp_weight(target.kind, o.weight)
                 priority = cur.priority if o.priority is None else max(pmin, min(pmax, o.priority))
                 if priority != cur.priority and priority is not None:
                     _swap_priority(target, region, priority, cur.priority, out, reasons, mark)

@@ -145,6 +145,12 @@ def _with_field(setting: EndpointSetting, f: Field, value: Any) -> EndpointSetti
     )
 
 
+def _held_by_nothing(f: Field, have: EndpointSetting) -> bool:
+    """A weight or priority Azure does not report on a disabled endpoint: a member drained
+    out of an APIM pool has none, so there is nothing to drift (docs/adr/0008)."""
+    return f is not Field.ENABLED and have.get(f) is None and not have.enabled
+
+
 def find_drift(target: Any, actual: TargetState, applied: Mapping[str, EndpointSetting]) -> list[DriftFinding]:
     """Managed fields whose actual value differs from what regionguard last applied."""
     out = []
@@ -152,7 +158,11 @@ def find_drift(target: Any, actual: TargetState, applied: Mapping[str, EndpointS
         have, ref = actual.endpoints.get(region), applied.get(region)
         if have is None or ref is None:
             continue
-        diffs = {f: (ref.get(f), have.get(f)) for f in managed_fields(target) if ref.get(f) is not None and ref.get(f) != have.get(f)}
+        diffs = {
+            f: (ref.get(f), have.get(f))
+            for f in managed_fields(target)
+            if ref.get(f) is not None and ref.get(f) != have.get(f) and not _held_by_nothing(f, have)
+        }
         if diffs:
             out.append(DriftFinding(target.name, region, diffs, have))
     return out

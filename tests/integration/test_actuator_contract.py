@@ -1,7 +1,8 @@
 """One contract, every actuator.
 
-The same tests run against :class:`MemoryActuator` and against the three Azure
-actuators, which talk through the REAL Azure SDK clients (built by
+The same tests run against :class:`MemoryActuator` and against the four Azure
+actuators (Traffic Manager, Front Door classic and Standard/Premium, APIM
+load-balanced pools), which talk through the REAL Azure SDK clients (built by
 ``build_actuators``) to the fake ARM over HTTPS on 127.0.0.1. Faults are
 injected at the ARM (or, for the memory actuator, with its hooks) and every
 write is counted from the ARM request log.
@@ -25,21 +26,22 @@ from controlplane.actuators.memory import MemoryActuator
 from controlplane.config import Settings, azure_name, parse_settings
 from controlplane.domain import Change, EndpointSetting, Field, Plan
 from simulator.arm import FakeArm
+from simulator.arm_apim import backend_id
 from simulator.arm_seed import classic_front_door_body
 from simulator.arm_state import afd_origin_id, front_door_id, tm_endpoint_id
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
 REGIONS = ("eastus", "westeurope", "japaneast")
 FAST_RETRY = RetryPolicy(attempts=4, backoff=0.02, backoff_max=0.1, retry_after_max=1.0)
-KINDS = ("memory", "traffic_manager", "front_door", "front_door_cdn")
+KINDS = ("memory", "traffic_manager", "front_door", "front_door_cdn", "apim_backend_pool")
 _names = itertools.count(1)
 
 
 # ---------------------------------------------------------------- config and seeding
 
 
-def settings_for(arm: FakeArm | None, n: int, **target_options: Any) -> Settings:
-    """Three regions and one target of each kind, with names unique to this test."""
+def settings_for(arm: FakeArm | None, n: int, *, apim: bool = True, **target_options: Any) -> Settings:
+    """Three regions and one target of each kind (the APIM pool last, unless ``apim`` is False), with names unique to this test."""
     regions = [
         {
             "name": r,
@@ -87,7 +89,18 @@ def settings_for(arm: FakeArm | None, n: int, **target_options: Any) -> Settings
             **common,
             "endpoints": {r: {"origin": f"origin-{r}", "weight": w, "priority": 1} for r, w in zip(REGIONS, (500, 300, 200), strict=True)},
         },
+        {
+            "name": f"apim-{n}",
+            "kind": "apim_backend_pool",
+            "resource_group": "rg-apim",
+            "service": f"apim-{n}",
+            "pool": "aoai-pool",
+            **common,
+            "endpoints": {r: {"backend": f"aoai-{r}", "weight": w, "priority": 1} for r, w in zip(REGIONS, (500, 300, 200), strict=True)},
+        },
     ]
+    if not apim:
+        targets = [t for t in targets if t["kind"] != "apim_backend_pool"]
     azure: dict[str, Any] = {"credential": "static_token", "request_timeout": 5}
     if arm is not None:
         azure.update({"arm_base_url": arm.base_url, "ca_bundle": arm.ca_bundle, "polling_interval": 0})
@@ -111,6 +124,15 @@ def seed_arm(arm: FakeArm, settings: Settings) -> None:
                 t.subscription_id, t.resource_group, t.front_door, managed_pool=t.backend_pool, backends=backends
             )
             arm.seed_front_door_classic(t.subscription_id, t.resource_group, t.front_door, body)
+        elif t.kind == "apim_backend_pool":
+            members = [{"name": e.backend, "url": f"https://{e.backend}.example.net/openai"} for e in t.endpoints.values()]
+            members.append({"name": "legacy-onprem", "url": "https://onprem.example.net/openai"})
+            pool = {
+                "name": t.pool,
+                "members": [{"backend": e.backend, "weight": e.weight // 10, "priority": e.priority} for e in t.endpoints.values()]
+                + [{"backend": "legacy-onprem", "weight": 1, "priority": 5}],
+            }
+            arm.seed_apim_backends(t.subscription_id, t.resource_group, t.service, [*members, pool])
         else:
             origins = [
                 {"name": e.origin, "host_name": f"{e.origin}.example.net", "weight": e.weight, "priority": e.priority}
@@ -118,6 +140,29 @@ def seed_arm(arm: FakeArm, settings: Settings) -> None:
             ]
             origins.append({"name": "legacy", "host_name": "legacy.example.net", "weight": 1, "priority": 5})
             arm.seed_afd_origin_group(t.subscription_id, t.resource_group, t.profile, t.origin_group, origins)
+
+
+def pool_id(target: Any) -> str:
+    return backend_id(target.subscription_id, target.resource_group, target.service, target.pool)
+
+
+def apim_portal_edit(arm: FakeArm, target: Any, region: str, **fields: Any) -> None:
+    """A portal edit of one member of an APIM pool: weight (regionguard's units), priority, enabled (in the pool or not)."""
+    doc = arm.get_resource(pool_id(target))
+    assert doc is not None
+    services = doc["properties"]["pool"]["services"]
+    member = backend_id(target.subscription_id, target.resource_group, target.service, target.endpoints[region].backend)
+    index = next(i for i, s in enumerate(services) if s["id"].lower() == member.lower())
+    item = dict(services[index])
+    if "weight" in fields:
+        item["weight"] = fields["weight"] // 10
+    if "priority" in fields:
+        item["priority"] = fields["priority"]
+    if fields.get("enabled") is False:
+        services.pop(index)
+    else:
+        services[index] = item
+    arm.mutate(pool_id(target), {"pool": {"services": services}})
 
 
 def resource_id(target: Any, region: str) -> str:
@@ -151,6 +196,13 @@ def write_method(target: Any) -> str:
     return "PUT" if target.kind == "front_door" else "PATCH"
 
 
+def drained_setting(kind: str, weight: int | None, priority: int | None) -> EndpointSetting:
+    """How a drained endpoint reads: an APIM member out of its pool has no weight or priority there."""
+    if kind == "apim_backend_pool":
+        return EndpointSetting(weight=None, priority=None, enabled=False)
+    return EndpointSetting(weight=weight, priority=priority, enabled=False)
+
+
 def arm_writes(arm: FakeArm, target: Any | None = None) -> list[Any]:
     """Write requests (every attempt) in the ARM log, optionally for one target's resource."""
     marker = None
@@ -159,6 +211,8 @@ def arm_writes(arm: FakeArm, target: Any | None = None) -> list[Any]:
             marker = f"/trafficmanagerprofiles/{target.profile}/"
         elif target.kind == "front_door":
             marker = f"/frontdoors/{target.front_door}/"
+        elif target.kind == "apim_backend_pool":
+            marker = f"/service/{target.service}/"
         else:
             marker = f"/profiles/{target.profile}/"
         marker = marker.lower()
@@ -184,6 +238,10 @@ class Harness:
     writes: Callable[[], int]  # write attempts so far
     edit: Callable[..., None]  # (region, **fields): a portal edit
     arm: FakeArm | None = None
+
+    def w(self, weight: int) -> int:
+        """A test weight the kind can hold (APIM: multiples of 10)."""
+        return weight * 10 if self.kind == "apim_backend_pool" else weight
 
     def change(self, region: str, field: Field, actual: Any, desired: Any) -> Change:
         return Change(self.target.name, region, azure_name(self.target, region), field, actual, desired, "contract test")
@@ -274,7 +332,11 @@ def _azure_harness(arm: FakeArm, kind: str) -> Harness:
         actuator=actuator,
         inject=inject,
         writes=lambda: len(arm_writes(arm, target)),
-        edit=lambda region, **f: arm.mutate(resource_id(target, region), portal_fields(target, **f)),
+        edit=(
+            (lambda region, **f: apim_portal_edit(arm, target, region, **f))
+            if kind == "apim_backend_pool"
+            else (lambda region, **f: arm.mutate(resource_id(target, region), portal_fields(target, **f)))
+        ),
         arm=arm,
     )
 
@@ -307,23 +369,43 @@ def test_it_reads_config_named_endpoints_by_region_and_lists_the_others_as_unman
 
 def test_it_writes_every_field_of_one_endpoint_in_one_write_and_reads_it_back(h: Harness) -> None:
     report, results = h.apply(
-        h.change("westeurope", Field.WEIGHT, 300 if h.kind != "front_door" else 30, 7), h.change("westeurope", Field.ENABLED, True, False)
+        h.change("westeurope", Field.WEIGHT, 300 if h.kind != "front_door" else 30, h.w(7)),
+        h.change("westeurope", Field.PRIORITY, 1 if h.kind != "memory" else 2, 2 if h.kind != "memory" else 7),
     )
     assert report.ok and len(report.applied) == 2
     assert [s for _, s, _ in results] == [APPLIED, APPLIED]
     assert h.writes() == 1
     actual = h.actuator.read_actual(h.target)
-    assert actual.endpoints["westeurope"] == EndpointSetting(weight=7, priority=actual.endpoints["westeurope"].priority, enabled=False)
+    assert actual.endpoints["westeurope"] == EndpointSetting(weight=h.w(7), priority=2 if h.kind != "memory" else 7, enabled=True)
     assert actual.endpoints["eastus"].enabled and actual.endpoints["japaneast"].enabled
 
 
+def test_it_drains_an_endpoint_and_restores_it_to_its_weight_in_one_write_each(h: Harness) -> None:
+    before = h.actuator.read_actual(h.target).endpoints["westeurope"]
+    report, results = h.apply(h.change("westeurope", Field.ENABLED, True, False))
+    assert report.ok and [s for _, s, _ in results] == [APPLIED]
+    drained = h.actuator.read_actual(h.target).endpoints["westeurope"]
+    assert drained == drained_setting(h.kind, before.weight, before.priority)
+    # A restore names the weight it comes back with (the planner plans it when Azure holds none).
+    restore = [h.change("westeurope", Field.ENABLED, False, True)]
+    if drained.weight is None:
+        restore += [
+            h.change("westeurope", Field.WEIGHT, None, before.weight),
+            h.change("westeurope", Field.PRIORITY, None, before.priority),
+        ]
+    report, results = h.apply(*restore)
+    assert report.ok and all(s == APPLIED for _, s, _ in results)
+    assert h.actuator.read_actual(h.target).endpoints["westeurope"] == before
+    assert h.writes() == 2
+
+
 def test_it_applies_changes_to_several_endpoints_of_one_plan(h: Harness) -> None:
-    report, _ = h.apply(h.change("eastus", Field.WEIGHT, None, 11), h.change("japaneast", Field.WEIGHT, None, 13))
+    report, _ = h.apply(h.change("eastus", Field.WEIGHT, None, h.w(11)), h.change("japaneast", Field.WEIGHT, None, h.w(13)))
     assert report.ok
     actual = h.actuator.read_actual(h.target)
-    assert (actual.endpoints["eastus"].weight, actual.endpoints["japaneast"].weight) == (11, 13)
-    # Front Door classic writes the whole resource once per plan; the others once per endpoint.
-    assert h.writes() == (1 if h.kind == "front_door" else 2)
+    assert (actual.endpoints["eastus"].weight, actual.endpoints["japaneast"].weight) == (h.w(11), h.w(13))
+    # Front Door classic and APIM write the whole resource once per plan; the others once per endpoint.
+    assert h.writes() == (1 if h.kind in ("front_door", "apim_backend_pool") else 2)
 
 
 def test_it_refuses_a_change_to_an_endpoint_the_config_does_not_name_and_writes_nothing(h: Harness) -> None:
@@ -340,15 +422,16 @@ def test_it_fails_a_validation_error_with_arms_code_and_message_and_does_not_ret
     _change, status, error = results[0]
     assert status == FAILED
     assert isinstance(error, PermanentError)
-    assert error.code == "BadRequest"
-    assert "weight" in error.message and "1000" in error.message
+    # ARM's own code: Microsoft.Network says BadRequest, API Management ValidationError (weight 5000 -> APIM's 500 of 0-100)
+    assert error.code == ("ValidationError" if h.kind == "apim_backend_pool" else "BadRequest")
+    assert "weight" in error.message and ("100" if h.kind == "apim_backend_pool" else "1000") in error.message
     assert h.writes() == 1  # one attempt, no retry loop
     assert h.actuator.read_actual(h.target).endpoints["eastus"].weight != 5000
 
 
 def test_it_does_not_retry_an_authorization_failure(h: Harness) -> None:
     h.inject("forbidden", 3)
-    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 9))
+    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, h.w(9)))
     assert results[0][1] == FAILED
     assert isinstance(results[0][2], PermanentError) and results[0][2].code == "AuthorizationFailed"
     assert h.writes() == 1
@@ -358,16 +441,16 @@ def test_it_does_not_retry_an_authorization_failure(h: Harness) -> None:
 def test_it_retries_a_transient_error_within_the_deadline_and_lands_the_change(h: Harness, fault: str) -> None:
     h.inject(fault, 2)
     started = time.monotonic()
-    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 21))
+    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, h.w(21)))
     assert [s for _, s, _ in results] == [APPLIED], results
     assert h.writes() == 3  # two refused attempts, then the one that landed
-    assert h.actuator.read_actual(h.target).endpoints["eastus"].weight == 21
+    assert h.actuator.read_actual(h.target).endpoints["eastus"].weight == h.w(21)
     assert time.monotonic() - started < 3.0
 
 
 def test_a_persistent_transient_error_fails_after_a_bounded_number_of_attempts(h: Harness) -> None:
     h.inject("throttle_no_retry_after", 50)
-    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 22))
+    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, h.w(22)))
     assert results[0][1] == FAILED and isinstance(results[0][2], TransientError)
     assert results[0][2].code == "SubscriptionRequestsThrottled"
     assert h.writes() == FAST_RETRY.attempts  # our loop only: the SDK's own retries are off
@@ -376,7 +459,9 @@ def test_a_persistent_transient_error_fails_after_a_bounded_number_of_attempts(h
 def test_a_hanging_write_gives_up_at_the_deadline(h: Harness) -> None:
     h.inject("hang", 10)
     started = time.monotonic()
-    _report, results = h.apply(h.change("eastus", Field.WEIGHT, None, 23), h.change("japaneast", Field.WEIGHT, None, 24), seconds=0.8)
+    _report, results = h.apply(
+        h.change("eastus", Field.WEIGHT, None, h.w(23)), h.change("japaneast", Field.WEIGHT, None, h.w(24)), seconds=0.8
+    )
     took = time.monotonic() - started
     assert took < 0.8 + 1.2, f"apply took {took:.2f}s past a 0.8s deadline"
     assert results and all(s == FAILED for _, s, _ in results)
@@ -384,7 +469,7 @@ def test_a_hanging_write_gives_up_at_the_deadline(h: Harness) -> None:
 
 
 def test_it_swaps_two_priorities_without_an_intermediate_collision(h: Harness) -> None:
-    if h.kind in ("front_door", "front_door_cdn"):  # seeded all at priority 1
+    if h.kind in ("front_door", "front_door_cdn", "apim_backend_pool"):  # seeded all at priority 1
         h.edit("westeurope", priority=2)
     before = h.actuator.read_actual(h.target)
     a, b = before.endpoints["eastus"].priority, before.endpoints["westeurope"].priority
@@ -395,9 +480,13 @@ def test_it_swaps_two_priorities_without_an_intermediate_collision(h: Harness) -
 
 
 def test_it_reports_a_change_made_behind_its_back_on_the_next_read(h: Harness) -> None:
-    h.edit("japaneast", weight=999, enabled=False)
+    h.edit("japaneast", weight=h.w(99))
+    h.edit("westeurope", enabled=False)
     actual = h.actuator.read_actual(h.target)
-    assert actual.endpoints["japaneast"] == EndpointSetting(weight=999, priority=actual.endpoints["japaneast"].priority, enabled=False)
+    assert actual.endpoints["japaneast"] == EndpointSetting(weight=h.w(99), priority=actual.endpoints["japaneast"].priority, enabled=True)
+    assert actual.endpoints["westeurope"] == drained_setting(
+        h.kind, 300 if h.kind != "front_door" else 30, actual.endpoints["westeurope"].priority
+    )
     assert h.writes() == 0
 
 

@@ -69,11 +69,11 @@ def arm() -> Iterator[FakeArm]:
 class World:
     """One fresh set of targets in the fake ARM, a store with a lease, and a reconciler factory."""
 
-    def __init__(self, arm: FakeArm, store: Store, **target_options: Any) -> None:
+    def __init__(self, arm: FakeArm, store: Store, *, apim: bool = False, **target_options: Any) -> None:
         self.arm = arm
         self.store = store
         self.clock = FakeClock()
-        self.settings: Settings = settings_for(arm, next(_names), **target_options)
+        self.settings: Settings = settings_for(arm, next(_names), apim=apim, **target_options)
         seed_arm(arm, self.settings)
         arm.clear_log()
         self.token = store.try_acquire_lease("leader", HOLDER, 3600, self.clock.now())
