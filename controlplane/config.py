@@ -433,10 +433,12 @@ def semantic_problems(s: Settings) -> list[str]:
                 if n > 1:
                     who = sorted(r for r, ep in t.endpoints.items() if ep.priority == prio)
                     problems.append(f"{where}.endpoints: priority {prio} is used by {', '.join(who)}; priorities must be unique")
-        if t.kind == "apim_backend_pool":
-            for r, ep in t.endpoints.items():
-                if ep.backend.lower() == t.pool.lower():
-                    problems.append(f"{where}.endpoints.{r}.backend: {ep.backend!r} is the pool itself; a member is another backend")
+        if isinstance(t, APIMBackendPoolTarget):
+            for member_region, member in t.endpoints.items():
+                if member.backend.lower() == t.pool.lower():
+                    problems.append(
+                        f"{where}.endpoints.{member_region}.backend: {member.backend!r} is the pool itself; a member is another backend"
+                    )
         names = Counter(azure_name(t, r).lower() if t.kind == "apim_backend_pool" else azure_name(t, r) for r in t.endpoints)
         for name, n in names.items():
             if n > 1:
