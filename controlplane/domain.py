@@ -143,7 +143,6 @@ class EndpointHealth:
     score: float  # [0, 1]
     reason: str
     since: datetime | None = None
-    suspect: bool = False  # last result counted against it: probe at the fast interval
     quota_headroom: float | None = None  # [0, 1], None when unknown
     config_problem: str | None = None  # e.g. "auth_error: 401 from ..." (alert, no drain)
 

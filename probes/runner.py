@@ -4,20 +4,11 @@
   ``probe.concurrency`` probes at once at most, a hard deadline per probe.
 - Each endpoint has its own next-due time; after every probe the next one is
   ``interval * (1 ± jitter)`` away so endpoints don't synchronise.
-- **Adaptive interval.** An endpoint is *suspect* from the first result that
-  disagrees with its confirmed state (confirmed up and a result that counts
-  against health per ``probe.counts_against_health``; or confirmed down and
-  a good one) until the state is settled either way: ``health.failures_to_down``
-  counted failures in a row (confirmed down) or ``health.successes_to_up``
-  good results in a row (confirmed up). While suspect it is probed at
-  ``fast_interval``, so detection does not wait K normal intervals, and a
-  flapping endpoint stays on the fast interval.
-
-  Decision: once confirmed down, an endpoint goes back to the normal
-  interval. Probing a dead region fast buys nothing, and the first good
-  result makes it suspect again, so recovery is still detected at the fast
-  interval. The health engine can drive this instead through the ``suspect``
-  hook (endpoint id -> bool), which then replaces the built-in rule.
+- The cadence -- normal interval, the fast interval while an endpoint is
+  *suspect*, jitter, the first probes spread out -- is
+  :mod:`controlplane.engine.cadence`, the rule replay runs too. The health
+  engine can drive the fast interval instead through the ``suspect`` hook
+  (endpoint id -> bool), which then replaces the built-in rule.
 
 Results go to the ``sink`` in batches (a list's ``extend`` in tests, the store
 in production). The sink is called on the event loop: a slow sink should
@@ -38,6 +29,7 @@ import httpx
 
 from controlplane.config import Settings
 from controlplane.domain import Clock, ProbeResult, SystemClock
+from controlplane.engine.cadence import Cadence, ProbeSchedule
 from probes.auth import ProbeAuth, TokenCache
 from probes.base import ProbeTarget, failed_result
 from probes.llm import ClientPool, LLMProbe
@@ -48,31 +40,12 @@ Sink = Callable[[list[ProbeResult]], None]
 SuspectHook = Callable[[str], bool]
 
 
-@dataclass(slots=True)
-class EndpointSchedule:
-    """When an endpoint is due next, and the streaks the adaptive interval reads."""
+@dataclass(slots=True, kw_only=True)
+class EndpointSchedule(ProbeSchedule):
+    """One endpoint's :class:`~controlplane.engine.cadence.ProbeSchedule` (``next_due`` in monotonic seconds)."""
 
     target: ProbeTarget
-    next_due: float = 0.0  # monotonic seconds
-    fail_streak: int = 0  # consecutive results counted against health
-    good_streak: int = 0  # consecutive results not counted against health
-    confirmed_down: bool = False
-    suspect: bool = False  # a result disagreed with the confirmed state; not yet settled
     in_flight: bool = False
-    probes: int = 0
-
-    def record(self, counted: bool, failures_to_down: int, successes_to_up: int) -> None:
-        self.probes += 1
-        if counted:
-            self.fail_streak, self.good_streak = self.fail_streak + 1, 0
-        else:
-            self.fail_streak, self.good_streak = 0, self.good_streak + 1
-        if counted != self.confirmed_down:  # disagrees with what we believe
-            self.suspect = True
-        if self.fail_streak >= failures_to_down:
-            self.confirmed_down, self.suspect = True, False
-        elif self.good_streak >= successes_to_up:
-            self.confirmed_down, self.suspect = False, False
 
 
 class ProbeRunner:
@@ -103,7 +76,8 @@ class ProbeRunner:
         self.auth = ProbeAuth(tokens, environ=environ)
         self._clients = ClientPool(settings.probe, transport)
         self._probe = LLMProbe(settings.probe, self._clients, self.auth, self._clock, self._rng)
-        self._schedules = {t.id: EndpointSchedule(t) for t in targets(settings)}
+        self._cadence = Cadence.of(settings)
+        self._schedules = {t.id: EndpointSchedule(target=t) for t in targets(settings)}
         self._started = False
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
@@ -128,8 +102,7 @@ class ProbeRunner:
         return self._schedules[endpoint_id].suspect
 
     def interval_for(self, endpoint_id: str) -> float:
-        probe = self.settings.probe
-        return probe.fast_interval if self.is_suspect(endpoint_id) else probe.interval
+        return self._schedules[endpoint_id].interval(self._cadence, self.is_suspect(endpoint_id))
 
     # ------------------------------------------------------------ one round
 
@@ -256,9 +229,8 @@ class ProbeRunner:
         if self._started:
             return
         self._started = True
-        spread = self.settings.probe.jitter * self.settings.probe.interval
         for s in self._schedules.values():
-            s.next_due = now + self._rng.uniform(0.0, spread)
+            s.next_due = self._cadence.first_due(now, self._rng)
 
     def _limit(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -277,13 +249,8 @@ class ProbeRunner:
                     result = failed_result(s.target, self.settings.probe.vantage, self._clock.now(), exc)
         finally:
             s.in_flight = False
-        counted = result.outcome in self.settings.probe.counts_against_health
-        s.record(counted, self.settings.health.failures_to_down, self.settings.health.successes_to_up)
-        jitter = self.settings.probe.jitter
-        interval = self.interval_for(s.target.id) * (1.0 + self._rng.uniform(-jitter, jitter))
-        # From the due time so the cadence holds, but never in the past: after a
-        # stall (or a probe that ran to its deadline) the next one is due now, once.
-        s.next_due = max(due + interval, now())
+        s.observe(result.outcome, self._cadence)
+        s.schedule_next(self._cadence, due, now(), self._rng, self.is_suspect(s.target.id))
         return result
 
     def _emit(self, results: list[ProbeResult]) -> None:

@@ -35,11 +35,8 @@ The window keeps the last ``health.window`` results with running counters
 * ``unknown`` until M consecutive successes, or a down/degraded rule, say
   otherwise. One lost probe moves nothing as long as K >= 2.
 
-*Suspect* (probe at the fast interval): healthy/unknown with a counted
-result among the last M; degraded with the last result a failure (it may be
-going down); unhealthy or degraded with the last result a success (it may be
-coming back). Confirmed down or confirmed healthy go back to the normal
-interval.
+When to probe (normal or fast interval) is not decided here: that rule is
+:mod:`controlplane.engine.cadence`, run by every prober on its own results.
 
 Across vantages
 ---------------
@@ -224,7 +221,6 @@ class _Window:
         "since",
         "state",
         "sum_q",
-        "suspect",
         "totals",
         "ttfts",
         "up_at",
@@ -256,7 +252,6 @@ class _Window:
         self.headroom: float | None = None
         self.retry_ms: int | None = None
         self.config_problem: str | None = None
-        self.suspect = False
         self.version = 0
 
     # -- counters
@@ -521,7 +516,6 @@ class HealthEvaluator:
         new, reason = self._next_state(w, result.started_at)
         w.score = w.compute_score()
         w.reason = reason
-        w.suspect = self._suspect(w, new)
         self._damp(w, old, new, result.started_at)
         if new is old:
             return []
@@ -602,21 +596,6 @@ class HealthEvaluator:
             w.up_at = at
         elif w.flap_level and new is H.HEALTHY and w.up_at is not None and (at - w.up_at).total_seconds() >= window:
             w.flap_level = 0
-
-    def _suspect(self, w: _Window, state: HealthStateName) -> bool:
-        if w.last_code == CONFIG:
-            return False
-        if state is H.UNHEALTHY:
-            return w.last_code == OK  # coming back?
-        if state is H.DEGRADED:
-            return w.last_code == HARD  # going down?
-        m = self._p.m
-        return any(c != OK for c in list(w.recent)[-m:])  # unsettled
-
-    def is_suspect(self, endpoint_id: str, vantage: str) -> bool:
-        """Should this endpoint be probed from this vantage at the fast interval?"""
-        w = self._windows.get((endpoint_id, vantage))
-        return bool(w and w.suspect)
 
     # ------------------------------------------------------------ aggregate
     def evaluate(self, now: datetime) -> HealthReport:
@@ -729,7 +708,6 @@ class HealthEvaluator:
             (f"{w.config_problem}" if len(windows) == 1 else f"{w.vantage}: {w.config_problem}" for w in windows if w.config_problem), None
         )
         problem = problem or self._unevaluable.get(eid)
-        suspect = any(w.suspect for w in windows)
         notes = ""
         if discounted and any(w.vantage in discounted for w in windows):
             notes = f" (discounted vantage {', '.join(sorted(discounted))}: it sees nearly every endpoint failing)"
@@ -737,9 +715,7 @@ class HealthEvaluator:
             reason = views[0].reason if views else ("no fresh probe results" if windows else "no probe results yet")
             if eid in self._unevaluable:
                 reason = self._unevaluable[eid]
-            return EndpointHealth(
-                eid, region, H.UNKNOWN, views[0].score if views else 1.0, reason + notes, None, suspect, headroom, problem
-            ), []
+            return EndpointHealth(eid, region, H.UNKNOWN, views[0].score if views else 1.0, reason + notes, None, headroom, problem), []
         n = len(known)
         required = min(n, max(self._quorum, n // 2 + 1))
         unhealthy = [w for w in known if w.state is H.UNHEALTHY]
@@ -766,7 +742,7 @@ class HealthEvaluator:
                 reason += "; " + "; ".join(f"{w.vantage} sees {w.state.value}: {w.reason}" for w in dissent)
         sinces = [w.since for w in deciding if w.since is not None]
         since = max(sinces) if sinces else None
-        return EndpointHealth(eid, region, state, score, reason + notes, since, suspect, headroom, problem), deciding
+        return EndpointHealth(eid, region, state, score, reason + notes, since, headroom, problem), deciding
 
 
 def _check_readable(r: ProbeResult) -> None:
@@ -796,7 +772,7 @@ def _when(r: ProbeResult) -> float:
 def _with_since(eh: EndpointHealth, since: datetime | None) -> EndpointHealth:
     if eh.since == since:
         return eh
-    return EndpointHealth(eh.endpoint_id, eh.region, eh.state, eh.score, eh.reason, since, eh.suspect, eh.quota_headroom, eh.config_problem)
+    return EndpointHealth(eh.endpoint_id, eh.region, eh.state, eh.score, eh.reason, since, eh.quota_headroom, eh.config_problem)
 
 
 def _region(region: str, endpoints: list[EndpointHealth]) -> RegionHealth:

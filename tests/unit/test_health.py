@@ -314,22 +314,6 @@ def test_quota_headroom_is_reported_per_endpoint_and_region() -> None:
     assert report.regions["japaneast"].quota_headroom is None
 
 
-def test_suspect_means_probe_fast_until_confirmed() -> None:
-    ev = HealthEvaluator(make_settings())
-    t = warm(ev)
-    assert not ev.is_suspect(EAST, "local")
-    ev.observe(probe_result(EAST, "timeout", t))
-    assert ev.is_suspect(EAST, "local")  # one failure: probe fast to confirm
-    feed(ev, EAST, ["ok"] * 3, t + 5)
-    assert not ev.is_suspect(EAST, "local")  # confirmed healthy
-    feed(ev, EAST, ["timeout"] * 3, t + 30)
-    assert not ev.is_suspect(EAST, "local")  # confirmed down
-    ev.observe(probe_result(EAST, "ok", t + 60))
-    assert ev.is_suspect(EAST, "local")  # maybe coming back: probe fast
-    assert not ev.is_suspect(EAST, "other-vantage")
-    assert ev.evaluate(at(t + 60)).endpoints[EAST].suspect
-
-
 def test_from_results_starts_warm_without_repeating_transitions() -> None:
     s = make_settings()
     results = [probe_result(e, "ok", t) for t in range(0, 300, 30) for e in (EAST, WEST, JAPAN)]
