@@ -26,20 +26,12 @@ sys.path.insert(0, str(ROOT))
 
 from controlplane.config import load_settings, parse_settings
 from controlplane.domain import EndpointSetting, Outcome, ProbeResult, TargetState, endpoint_id
-from controlplane.engine.guardrails import CooldownMemory, WriteBudget, decide
+from controlplane.engine.guardrails import CooldownMemory, decide
 from controlplane.engine.health import HealthEvaluator
 from controlplane.replay import run_replay
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 VANTAGES = ("eu", "us", "asia")
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.t = START
-
-    def now(self) -> datetime:
-        return self.t
 
 
 def big_settings(regions: int = 250, per_region: int = 4) -> Any:
@@ -124,15 +116,13 @@ def bench_tick(ticks: int) -> dict[str, float]:
         )
         for tg in settings.targets
     }
-    clock = _Clock()
-    cooldown, budget = CooldownMemory(), WriteBudget(settings.guardrails.write_budget_per_hour, clock)
+    cooldown = CooldownMemory()
     ev.evaluate(t)
     tick_ms, observe_us = [], []
     for k in range(ticks):
         # a tick's worth of new results: 1/3 of the (endpoint, vantage) pairs (10 s of a 30 s interval),
         # with a few regions failing so there is something to plan
         t += timedelta(seconds=10)
-        clock.t = t
         batch = []
         for i, eid in enumerate(eids):
             if (i + k) % 3:
@@ -145,19 +135,18 @@ def bench_tick(ticks: int) -> dict[str, float]:
         observe_us.append((time.perf_counter() - o0) / len(batch) * 1e6)
         s0 = time.perf_counter()
         report = ev.evaluate(t)
-        _, guarded = decide(settings, report, actual, (), now=t, cooldown=cooldown, budget=budget)
+        _, guarded = decide(settings, report, actual, (), now=t, cooldown=cooldown)
         tick_ms.append((time.perf_counter() - s0) * 1000)
     # worst case: every endpoint got news from every vantage since the last tick
     worst_ms = []
     for _ in range(5):
         t += timedelta(seconds=10)
-        clock.t = t
         for eid in eids:
             for v in VANTAGES:
                 ev.observe(result(eid, v, t, rng, bad=eid.startswith(("r007/", "r100/"))))
         s0 = time.perf_counter()
         report = ev.evaluate(t)
-        decide(settings, report, actual, (), now=t, cooldown=cooldown, budget=budget)
+        decide(settings, report, actual, (), now=t, cooldown=cooldown)
         worst_ms.append((time.perf_counter() - s0) * 1000)
     return {
         "worst_ms_median": statistics.median(worst_ms),

@@ -25,18 +25,18 @@ Order (:data:`POLICIES`):
 7. ``fail_open`` -- every region of a target unhealthy: automation keeps or
    restores all at baseline and raises a panic (the prober is the likelier
    fault). Operator overrides and freezes are still respected.
-8. ``write_budget`` -- an Azure write budget (token bucket per hour):
-   drains, then restores, then priority, then weight changes get it first.
-   Manual changes and fail-open restores are never held by it (they still
-   spend tokens).
+
+The Azure write budget is not a policy here: it is spent per subscription,
+one token per endpoint write, by the reconciler after these policies
+(:mod:`controlplane.engine.writebudget`).
 
 Serving counts are conservative: enabled now, minus every drain in the plan,
 ignoring restores (a restore may still be held or fail), so whatever later
 policies drop, a target never ends below ``min_serving`` by automation.
 
-Manual changes (``Change.manual``) skip cooldown, ramp, drain fraction and
-the write budget. Guardrails never consume budget or write cooldown memory:
-call :func:`record_applied` with what was actually written.
+Manual changes (``Change.manual``) skip cooldown, ramp and drain fraction.
+Guardrails never write cooldown memory: call :func:`record_applied` with
+what was actually written.
 """
 
 from __future__ import annotations
@@ -50,9 +50,7 @@ from typing import Any
 
 from controlplane.config import WEIGHT_QUANTUM, WEIGHT_RANGE, Settings, azure_name
 from controlplane.domain import (
-    CHANGE_KIND_RANK,
     Change,
-    Clock,
     EndpointSetting,
     Field,
     HealthStateName,
@@ -62,7 +60,7 @@ from controlplane.domain import (
     Skipped,
     TargetState,
 )
-from controlplane.engine.planner import FIELD_ORDER, apply_to_states, managed_fields, plan
+from controlplane.engine.planner import apply_to_states, managed_fields, plan
 from controlplane.engine.strategy import StrategyMemory, active_overrides, desired_states, frozen_by
 
 log = logging.getLogger(__name__)
@@ -88,40 +86,6 @@ class CooldownMemory:
         self.last[(target, region)] = at
 
 
-class WriteBudget:
-    """Token bucket of Azure writes: ``capacity_per_hour`` tokens, refilled evenly over the hour."""
-
-    def __init__(self, capacity_per_hour: int, clock: Clock) -> None:
-        if capacity_per_hour < 1:
-            raise ValueError("capacity_per_hour must be at least 1")
-        self.capacity = float(capacity_per_hour)
-        self._clock = clock
-        self._tokens = self.capacity
-        self._at = clock.now()
-
-    def _refill(self) -> None:
-        now = self._clock.now()
-        elapsed = (now - self._at).total_seconds()
-        if elapsed > 0:
-            self._tokens = min(self.capacity, self._tokens + elapsed * self.capacity / 3600.0)
-            self._at = now
-
-    @property
-    def available(self) -> int:
-        self._refill()
-        return max(0, math.floor(self._tokens + 1e-9))
-
-    def take(self, n: int = 1, *, force: bool = False) -> bool:
-        """Spend ``n`` tokens if there are enough (or regardless, with ``force``)."""
-        self._refill()
-        if n <= 0:
-            return True
-        if self._tokens + 1e-9 >= n or force:
-            self._tokens -= n
-            return True
-        return False
-
-
 # ---------------------------------------------------------------- context
 
 
@@ -132,7 +96,6 @@ class GuardrailContext:
     health: Any  # HealthReport, or a dict region -> RegionHealth, or None
     now: datetime
     cooldown: CooldownMemory = field(default_factory=CooldownMemory)
-    budget: WriteBudget | None = None
     overrides: Sequence[Override] = ()
     fail_open: bool | None = None  # None = settings.guardrails.fail_open
 
@@ -426,35 +389,6 @@ def _baseline_changes(target: Any, actual: TargetState, skip: set[str], reason: 
     return out
 
 
-def write_budget(plan_: Plan, ctx: GuardrailContext) -> Plan:
-    """Hold automated changes beyond the Azure write budget; drains get it first."""
-    if ctx.budget is None:
-        return plan_
-    available = ctx.budget.available
-    auto = [c for c in plan_.changes if not c.manual and not c.reason.startswith(FAIL_OPEN_REASON)]
-    if len(auto) <= available:
-        return plan_
-    order = ctx.target_order()
-    region_rank = {(t.name, r): i for t in ctx.settings.targets for i, r in enumerate(t.endpoints)}
-    ranked = sorted(
-        auto,
-        key=lambda c: (
-            CHANGE_KIND_RANK[c.kind],
-            order.get(c.target, 99),
-            region_rank.get((c.target, c.region), 0),
-            FIELD_ORDER.index(c.field),
-        ),
-    )
-    held = {
-        c: (
-            "write_budget",
-            f"Azure write budget: {available} of {ctx.budget.capacity:.0f} writes left this hour; {c.kind.value} changes wait",
-        )
-        for c in ranked[available:]
-    }
-    return _hold(plan_, held)
-
-
 POLICIES: tuple[Policy, ...] = (
     refuse_unsafe_manual_drains,
     keep_min_serving,
@@ -463,7 +397,6 @@ POLICIES: tuple[Policy, ...] = (
     ramp_weights,
     apply_cooldown,
     fail_open,
-    write_budget,
 )
 
 
@@ -477,17 +410,12 @@ def apply_guardrails(plan_: Plan, ctx: GuardrailContext, policies: Iterable[Poli
     return plan_
 
 
-def record_applied(
-    applied: Plan | Iterable[Change], now: datetime, cooldown: CooldownMemory | None = None, budget: WriteBudget | None = None
-) -> None:
-    """After writing: note automated changes for cooldown and spend write budget for every write."""
+def record_applied(applied: Plan | Iterable[Change], now: datetime, cooldown: CooldownMemory) -> None:
+    """After writing: note automated changes for cooldown."""
     changes = list(applied.changes if isinstance(applied, Plan) else applied)
-    if cooldown is not None:
-        for c in changes:
-            if not c.manual:
-                cooldown.record(c.target, c.region, now)
-    if budget is not None and changes:
-        budget.take(len(changes), force=True)
+    for c in changes:
+        if not c.manual:
+            cooldown.record(c.target, c.region, now)
 
 
 # ---------------------------------------------------------------- one tick
@@ -501,14 +429,13 @@ def decide(
     *,
     now: datetime,
     cooldown: CooldownMemory | None = None,
-    budget: WriteBudget | None = None,
     memory: StrategyMemory | None = None,
 ) -> tuple[list[TargetState], Plan]:
     """The whole decision for one tick: desired states, then the guarded plan."""
     actual_by = dict(actual) if isinstance(actual, Mapping) else {a.target: a for a in actual}
     desired = desired_states(settings, health, actual_by, overrides, now, memory)
     raw = plan(settings, desired, actual_by)
-    ctx = GuardrailContext(settings, actual_by, health, now, cooldown or CooldownMemory(), budget, overrides)
+    ctx = GuardrailContext(settings, actual_by, health, now, cooldown or CooldownMemory(), overrides)
     return desired, apply_guardrails(raw, ctx)
 
 
@@ -601,7 +528,6 @@ __all__ = [
     "POLICIES",
     "CooldownMemory",
     "GuardrailContext",
-    "WriteBudget",
     "apply_cooldown",
     "apply_guardrails",
     "decide",
@@ -614,5 +540,4 @@ __all__ = [
     "record_applied",
     "refuse_unsafe_manual_drains",
     "weigh_down_held_drains",
-    "write_budget",
 ]

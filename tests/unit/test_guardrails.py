@@ -1,4 +1,4 @@
-"""Guardrails: each policy on its own, then composed; write budget; previews."""
+"""Guardrails: each policy on its own, then composed; previews. (The write budget: test_writebudget.)"""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from controlplane.domain import Change, Field, HealthStateName, Plan
 from controlplane.engine.guardrails import (
     CooldownMemory,
     GuardrailContext,
-    WriteBudget,
     apply_cooldown,
     apply_guardrails,
     decide,
@@ -19,10 +18,9 @@ from controlplane.engine.guardrails import (
     record_applied,
     refuse_unsafe_manual_drains,
     weigh_down_held_drains,
-    write_budget,
 )
 from controlplane.engine.planner import apply_to_states
-from tests.fakes import FakeClock, at, make_settings, override, region_health, target_state
+from tests.fakes import at, make_settings, override, region_health, target_state
 
 NOW = at(1000)
 REGIONS = ("eastus", "westeurope", "japaneast")
@@ -221,42 +219,12 @@ def test_with_fail_open_off_it_only_raises_the_alarm() -> None:
     assert "fail_open is off" in out.panics[0]
 
 
-# ---------------------------------------------------------------- write budget
+# ---------------------------------------------------------------- memory
 
 
-def test_write_budget_refills_evenly_over_the_hour() -> None:
-    clock = FakeClock()
-    b = WriteBudget(60, clock)
-    assert b.available == 60
-    assert b.take(60) and not b.take(1)
-    clock.advance(59)
-    assert b.available == 0
-    clock.advance(1)
-    assert b.available == 1
-    clock.advance(7200)
-    assert b.available == 60
-    assert b.take(100, force=True) and b.available == 0
-
-
-def test_a_short_budget_goes_to_drains_then_restores_then_priority_then_weights() -> None:
-    s = make_settings(targets=("tm-weighted", "tm-priority"))
-    clock = FakeClock(NOW)
-    budget = WriteBudget(10, clock)
-    budget.take(8)
-    prio = Change("tm-priority", "eastus", "aoai-eastus", Field.PRIORITY, 1, 2, "pin")
-    p = Plan((weight("eastus", 500, 400), prio, restore("japaneast"), drain("westeurope"), weight("japaneast", 1, 2, manual=True)))
-    out = write_budget(p, ctx(s, budget=budget))
-    assert [c.kind.value for c in out.changes] == ["restore", "drain", "weight"]  # plan order kept; manual never held
-    assert {sk.change.kind.value for sk in out.skipped} == {"weight", "priority"}
-    assert all(sk.rule == "write_budget" for sk in out.skipped)
-    assert "2 of 10 writes left this hour" in out.skipped[0].reason
-
-
-def test_record_applied_spends_budget_and_starts_cooldowns_for_automation_only() -> None:
-    clock = FakeClock(NOW)
-    budget, memory = WriteBudget(10, clock), CooldownMemory()
-    record_applied(Plan((drain("eastus"), weight("westeurope", 1, 2, manual=True))), NOW, memory, budget)
-    assert budget.available == 8
+def test_record_applied_starts_cooldowns_for_automation_only() -> None:
+    memory = CooldownMemory()
+    record_applied(Plan((drain("eastus"), weight("westeurope", 1, 2, manual=True))), NOW, memory)
     assert memory.last_change("tm-weighted", "eastus") == NOW
     assert memory.last_change("tm-weighted", "westeurope") is None
 

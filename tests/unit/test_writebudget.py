@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controlplane.domain import Change, Field, Plan
-from controlplane.engine.writebudget import RULE, SubscriptionWriteBudget
+from controlplane.engine.guardrails import FAIL_OPEN_REASON
+from controlplane.engine.writebudget import RULE, SubscriptionWriteBudget, WriteBudget
 
 SUB_A = "00000000-0000-0000-0000-00000000000a"
 SUB_B = "00000000-0000-0000-0000-00000000000b"
@@ -94,3 +95,28 @@ def test_operator_changes_are_never_held_but_spend_the_tokens_automation_wanted(
 def test_it_refuses_a_budget_below_one_write_an_hour() -> None:
     with pytest.raises(ValueError):
         SubscriptionWriteBudget(0, FakeClock())
+
+
+def test_one_bucket_refills_evenly_over_the_hour() -> None:
+    clock = FakeClock()
+    b = WriteBudget(60, clock)
+    assert b.available == 60
+    assert b.take(60) and not b.take(1)
+    clock.advance(59)
+    assert b.available == 0
+    clock.advance(1)
+    assert b.available == 1
+    clock.advance(7200)
+    assert b.available == 60
+    assert b.take(100, force=True) and b.available == 0
+
+
+def test_fail_open_restores_are_never_held_but_spend_tokens() -> None:
+    budget = SubscriptionWriteBudget(1, FakeClock())
+    assert budget.bucket(SUB_A).take(1)
+    restore = Change("tm", "r1", "ep-r1", Field.ENABLED, False, True, f"{FAIL_OPEN_REASON}: every endpoint of tm looks unhealthy")
+    weight = change("tm", "r2", Field.WEIGHT, 100, 200)
+    granted, waiting = budget.allot(SUB_A, [weight, restore])
+    assert granted == [restore]
+    assert [s.change for s in waiting] == [weight]
+    assert budget.available(SUB_A) == 0
