@@ -60,6 +60,7 @@ from controlplane.engine.planner import managed_fields
 from controlplane.engine.strategy import StrategyMemory, active_overrides
 from controlplane.engine.writebudget import SubscriptionWriteBudget
 from controlplane.store import Store
+from controlplane.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class Reconciler:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: Store | MemoryStore,
         actuators: Mapping[str, Actuator],
         clock: Clock,
         holder_id: str,
@@ -247,6 +248,7 @@ class Reconciler:
         cooldown: CooldownMemory | None = None,
         memory: StrategyMemory | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        max_parallel: int = MAX_PARALLEL_TARGETS,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -260,6 +262,7 @@ class Reconciler:
         self.cooldown = cooldown or CooldownMemory()
         self.memory = memory or StrategyMemory()
         self._monotonic = monotonic
+        self._max_parallel = max(1, max_parallel)  # 1: reads and applies run one target after another, in this thread
         self._read_errors: dict[str, str] = {}  # target -> last recorded read error (one event per new error)
         self._missing: dict[str, set[str]] = {}  # target -> configured regions Azure does not have
         self._last_record_key: tuple[Any, ...] | None = None
@@ -360,7 +363,9 @@ class Reconciler:
             except ActuatorError as error:
                 return error
 
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_TARGETS, len(targets)), thread_name_prefix="reconcile-read") as pool:
+        if self._max_parallel == 1:
+            return {t.name: one(t) for t in targets}
+        with ThreadPoolExecutor(max_workers=min(self._max_parallel, len(targets)), thread_name_prefix="reconcile-read") as pool:
             return dict(zip([t.name for t in targets], pool.map(one, targets), strict=True))
 
     def _read_all(self, report: TickReport, deadline: float, now: datetime) -> dict[str, TargetState]:
@@ -418,7 +423,9 @@ class Reconciler:
         applied = self.store.applied_settings(target.name)
         reference_at = {r["region"]: r["last_change_at"] for r in self.store.target_endpoints(target.name)}
         rows = [
-            r for r in self.store.changes(since=now - SETTLE_WINDOW, target=target.name, limit=500) if r["status"] in ("pending", "failed")
+            r
+            for status in ("pending", "failed")
+            for r in self.store.changes(since=now - SETTLE_WINDOW, target=target.name, status=status, limit=500)
         ]
         for row in sorted(rows, key=lambda r: (r["created_at"], r["id"])):
             region, f = row["region"], Field(row["field"])
@@ -678,7 +685,11 @@ class Reconciler:
         """
         work = [(t, plan.for_target(t.name)) for t in self.settings.targets]
         work = [(t, mine) for t, mine in work if mine.changes]
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_TARGETS, len(work)), thread_name_prefix="reconcile-apply") as pool:
+        if self._max_parallel == 1:
+            for t, mine in work:
+                self._apply_fenced(t, mine, actual[t.name], report, token, deadline)
+            return
+        with ThreadPoolExecutor(max_workers=min(self._max_parallel, len(work)), thread_name_prefix="reconcile-apply") as pool:
             futures = [pool.submit(self._apply_fenced, t, mine, actual[t.name], report, token, deadline) for t, mine in work]
             for future in futures:
                 future.result()  # re-raises what a worker raised

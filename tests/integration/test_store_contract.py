@@ -1,0 +1,107 @@
+"""One contract, two stores: the SQL store and the in-memory one replay runs the
+reconciler on (controlplane.store.memory) answer the reconciler's questions alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from controlplane.actuators.memory import MemoryActuator
+from controlplane.domain import AuditEvent, Change, EndpointSetting, Field, OverrideKind, Plan, TargetState
+from controlplane.runtime.reconcile import Reconciler
+from controlplane.store import open_store
+from controlplane.store.memory import MemoryStore
+from tests.fakes import EPOCH, FakeClock, at, make_settings, override, region_health
+
+T = "tm-weighted"
+NAMES = {"eastus": "aoai-eastus", "westeurope": "aoai-westeurope"}
+
+
+@pytest.fixture(params=["sql", "memory"])
+def any_store(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[Any]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    s = open_store(sqlite_url, migrate=True)
+    yield s
+    s.close()
+
+
+def state(**enabled: bool) -> TargetState:
+    return TargetState(T, {r: EndpointSetting(weight=100, priority=None, enabled=on) for r, on in enabled.items()})
+
+
+def test_target_snapshots_applied_references_drift_and_write_status(any_store: Any) -> None:
+    s = any_store
+    s.set_applied(T, "eastus", EndpointSetting(100, None, True), EPOCH)  # no snapshot yet: nothing to update
+    assert s.applied_settings(T) == {}
+    s.save_target_state(T, NAMES, state(eastus=True, westeurope=False), None, EPOCH)
+    s.set_applied(T, "eastus", EndpointSetting(100, None, True), at(5))
+    s.set_drift(T, "westeurope", "changed outside regionguard")
+    s.set_write_status(T, "eastus", "failed", "Conflict: busy")
+    assert s.applied_settings(T) == {"eastus": EndpointSetting(100, None, True)}
+    rows = {r["region"]: r for r in s.target_endpoints(T)}
+    assert rows["eastus"]["last_change_at"] == at(5) and rows["eastus"]["write_status"] == "failed"
+    assert rows["westeurope"]["drift"] == "changed outside regionguard" and rows["westeurope"]["actual_enabled"] is False
+    assert rows["eastus"]["endpoint"] == "aoai-eastus" and rows["eastus"]["desired_enabled"] is None
+
+
+def test_changes_newest_first_filtered_by_target_and_status(any_store: Any) -> None:
+    s = any_store
+    plan_id = s.record_plan(Plan(), "automation", EPOCH)
+    drain = Change(T, "eastus", "aoai-eastus", Field.ENABLED, True, False, "unhealthy")
+    first = s.record_change(drain, "pending", at(1), plan_id=plan_id)
+    second = s.record_change(drain, "skipped", at(2), plan_id=plan_id, error_code="cooldown")
+    other = s.record_change(Change("afd-prod", "eastus", "eastus", Field.WEIGHT, 1, 2, "x"), "pending", at(3))
+    assert [r["id"] for r in s.changes(target=T)] == [second, first]
+    assert [r["id"] for r in s.changes(status="pending")] == [other, first]
+    assert [r["id"] for r in s.changes(since=at(2))] == [other, second]
+    s.finish_change(first, "applied", at(4))
+    assert [r["id"] for r in s.changes(target=T, status="pending")] == []
+    row = s.changes(target=T, status="applied")[0]
+    assert (row["before"], row["after"], row["field"], row["finished_at"]) == (True, False, "enabled", at(4))
+
+
+def test_active_overrides_flags_and_events(any_store: Any) -> None:
+    s = any_store
+    o = s.add_override(override(OverrideKind.DRAIN, "eastus", created=0.0, expires=60.0))
+    assert o.id is not None
+    assert [x.id for x in s.active_overrides(at(30))] == [o.id]
+    assert s.active_overrides(at(61)) == []
+    s.set_flag("panic:tm-weighted", {"reason": "all down"}, EPOCH)
+    s.set_flag("config_problems", {"problems": []}, EPOCH)
+    assert set(s.flags("panic:")) == {"panic:tm-weighted"} and s.flags("panic:")["panic:tm-weighted"]["reason"] == "all down"
+    s.set_flag("panic:tm-weighted", None, EPOCH)
+    assert s.flags("panic:") == {}
+    s.add_event(AuditEvent(kind="drift", at=EPOCH, actor="automation", summary="a", target=T))
+    s.add_event(AuditEvent(kind="panic", at=at(1), actor="automation", summary="b", target=T))
+    assert [e.summary for e in s.events(kinds=["drift", "panic"])] == ["b", "a"]
+
+
+def test_the_reconciler_does_the_same_on_either_store(any_store: Any) -> None:
+    settings = make_settings(targets=("tm-weighted", "afd-prod"))
+    clock = FakeClock(EPOCH)
+    actuator = MemoryActuator()
+    for t in settings.targets:
+        actuator.seed(t)
+    rec = Reconciler(settings, any_store, {t.name: actuator for t in settings.targets}, clock, "w1", lease_name=None, max_parallel=1)
+    health = {r: region_health(r, "unhealthy" if r == "eastus" else "healthy") for r in ("eastus", "westeurope", "japaneast")}
+    report = rec.reconcile_once(health, fencing_token=None)
+    assert [(c.target, c.region, c.field.value, c.desired) for c in report.applied] == [
+        ("tm-weighted", "eastus", "enabled", False),
+        ("afd-prod", "eastus", "enabled", False),
+    ]
+    assert all(t.confirmed for t in report.targets.values() if t.applied)
+    clock.advance(10)
+    actuator.edit(settings.target("tm-weighted"), "westeurope", weight=7)  # a portal edit: drift, reported
+    again = rec.reconcile_once(health, fencing_token=None)
+    assert again.applied == []
+    assert again.targets["tm-weighted"].drift == {"westeurope": "changed outside regionguard: weight 300 -> 7"}
+    rows = {r["region"]: r for r in any_store.target_endpoints("tm-weighted")}
+    assert rows["westeurope"]["drift"] and rows["eastus"]["applied_enabled"] is False
+    # the weight automation would write back is held: drift pauses automation for that endpoint
+    assert [(r["status"], r["error_code"]) for r in any_store.changes(target="tm-weighted")] == [("skipped", "drift"), ("applied", None)]
+    assert any_store.changes(since=clock.now() - timedelta(hours=1), status="pending") == []
