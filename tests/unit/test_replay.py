@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from controlplane.domain import Outcome
-from controlplane.replay import TimelineError, builtin_scenarios, load_timeline, resolve_timeline, run_replay
+from controlplane.replay import (
+    DEFAULT_START,
+    ReplayResult,
+    TimelineError,
+    Trace,
+    builtin_scenarios,
+    load_timeline,
+    resolve_timeline,
+    run_replay,
+)
+from controlplane.replay.report import summarize
 from tests.fakes import endpoint_ids, make_settings, probe_result
 
 # the default-ish config: 3 regions, probe every 30 s (5 s while suspect), K = 3, reconcile every 10 s
@@ -98,12 +108,16 @@ def test_a_region_is_restored_once_after_it_recovers_without_flapping() -> None:
         {"at": "600s", "region": "eastus", "fault": "down"}, {"at": "1200s", "region": "eastus", "fault": "none"}, duration="2400s"
     )
     r = run_replay(S, tl)
-    eastus = [(c["target"], c["to"]) for c in r.changes if c["region"] == "eastus"]
+    eastus = [(c["target"], c["to"]) for c in r.changes if c["region"] == "eastus" and c["field"] == "enabled"]
     assert eastus == [("tm-weighted", False), ("afd-prod", False), ("tm-weighted", True), ("afd-prod", True)]
+    drained_at = next(c["at"] for c in r.changes if c["region"] == "eastus" and c["field"] == "enabled")
+    # the first failures may weigh it down (two failures and an earlier lost probe: degraded) before K drain it
+    weights = [c for c in r.changes if c["region"] == "eastus" and c["field"] == "weight" and c["at"] < drained_at]
+    assert all(c["to"] < c["from"] and c["at"] >= 600 for c in weights)
     recovery = event_summary(r, 1)
     assert recovery["first_change_s"] is not None and recovery["first_change_s"] >= S.health.min_dwell
     assert r.summary["flaps"] == 0 and r.summary["false_changes"] == 0
-    assert r.final["tm-weighted"]["eastus"] == {"enabled": True, "weight": 500, "priority": None}
+    assert r.final["tm-weighted"]["eastus"]["enabled"] is True and r.final["tm-weighted"]["eastus"]["weight"] == 500
 
 
 def test_when_every_region_fails_it_fails_open_and_says_so() -> None:
@@ -305,3 +319,55 @@ def test_recorded_outcomes_drive_replay_the_same_as_live_ones() -> None:
     results = [probe_result(e, Outcome.AUTH_ERROR, t) for t in range(0, 600, 30) for e in eids]
     r = run_replay(S, results=results)
     assert r.changes == [] and r.panics == []
+
+
+def scored(tl: dict, *changes: tuple[float, str, str, object, object]) -> ReplayResult:
+    """The report of a run that made ``changes`` (at, region, field, from, to) in tm-weighted: scoring alone."""
+    timeline_ = load_timeline(tl, S)
+    trace = Trace(S)
+    trace.changes = [
+        {
+            "at": at,
+            "target": "tm-weighted",
+            "region": region,
+            "endpoint": f"aoai-{region}",
+            "field": field,
+            "from": a,
+            "to": b,
+            "reason": "test",
+            "manual": False,
+        }
+        for at, region, field, a, b in changes
+    ]
+    result = ReplayResult(start=DEFAULT_START, duration_s=timeline_.duration_s, seed=0, vantages=["local"], changes=trace.changes)
+    result.summary = summarize(trace, timeline_, timeline_.duration_s)
+    return result
+
+
+def test_a_fault_that_ends_before_its_change_is_still_credited_with_it() -> None:
+    # a 25 s brownout, over before the tick that weighs the region down: the summary must not say
+    # "first change after never" while it lists that change
+    tl = timeline(
+        {"at": "600s", "region": "westeurope", "fault": "slow", "multiplier": 10},
+        {"at": "625s", "region": "westeurope", "fault": "none"},
+        duration="1200s",
+    )
+    r = scored(tl, (630.0, "westeurope", "weight", 300, 264), (730.0, "westeurope", "weight", 264, 300))
+    brownout, back = event_summary(r, 0), event_summary(r, 1)
+    assert brownout["first_change_s"] == 30.0
+    assert back["first_change_s"] == 105.0
+    assert "first change after never" not in r.to_text()
+
+
+def test_the_text_says_why_an_event_has_no_change_of_its_own() -> None:
+    tl = timeline(
+        {"at": "600s", "region": "eastus", "fault": "throttle", "rate": 0.05},
+        {"at": "700s", "region": "eastus", "fault": "down"},
+        duration="1200s",
+    )
+    r = scored(tl, (720.0, "eastus", "enabled", True, False))
+    throttle, down = event_summary(r, 0), event_summary(r, 1)
+    assert (throttle["first_change_s"], down["first_change_s"]) == (None, 20.0)
+    assert "no change before the next eastus fault at +0:11:40" in r.to_text()
+    quiet = scored(timeline({"at": "600s", "region": "eastus", "fault": "down"}, duration="1200s"))
+    assert "first change after never" in quiet.to_text()

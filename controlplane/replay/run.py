@@ -1,0 +1,351 @@
+"""The run: production's own components on a simulated clock.
+
+What runs is what the worker runs:
+
+- the probe cadence of every prober (:mod:`controlplane.engine.cadence`:
+  normal interval, fast interval while suspect, jitter, the first probes
+  spread out), one schedule per (endpoint, vantage);
+- :class:`~controlplane.engine.health.HealthEvaluator`, fed at every tick
+  with the results delivered since the last one (as the leader reads them
+  from the store), then evaluated at the tick's time;
+- the :class:`~controlplane.runtime.reconcile.Reconciler`, every
+  ``reconcile.interval``: read actual, drift, strategy with overrides,
+  plan, guardrails and cooldowns, the per-subscription write budget, apply
+  through the in-memory actuator (:class:`~controlplane.actuators.memory.MemoryActuator`,
+  which validates like ARM), read back, record -- on an in-memory store
+  (:class:`~controlplane.store.memory.MemoryStore`); timeline overrides are
+  added to that store at their time, like an operator's.
+
+Only two things are simulated: the network (:mod:`controlplane.replay.network`
+turns the faults in force into probe results) and time (a :class:`SimClock`
+every component reads). Same seed, same result.
+
+Known gap: the worker hands results to the store in batches (at most
+``batch_wait``, 1 s, late); replay delivers each result when its probe ends.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from controlplane.actuators.base import RetryPolicy
+from controlplane.actuators.memory import MemoryActuator
+from controlplane.config import Settings
+from controlplane.domain import ProbeResult, TargetState, Transition, endpoint_id
+from controlplane.engine.cadence import Cadence, ProbeSchedule
+from controlplane.engine.health import HealthEvaluator
+from controlplane.engine.writebudget import SubscriptionWriteBudget
+from controlplane.replay.network import ProbeModel
+from controlplane.replay.report import ReplayResult, Trace, summarize
+from controlplane.replay.timeline import Timeline, TimelineError, load_timeline, resolve_names, resolve_timeline
+from controlplane.runtime.reconcile import Reconciler, TickReport
+from controlplane.store.memory import MemoryStore
+from simulator.faults import FaultBook, TimelineEvent
+
+DEFAULT_START = datetime(2024, 1, 1, tzinfo=UTC)
+HOLDER = "replay"
+UNLIMITED_WRITES_PER_HOUR = 10**9  # run_replay(write_budget=False)
+
+_FAULT, _DELIVER, _PROBE, _TICK = 0, 1, 2, 3  # at equal times: faults/overrides first, the tick last
+
+
+class SimClock:
+    """The injected clock: ``start`` plus the simulated seconds so far."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self.t = 0.0
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.t)
+
+    def at(self, seconds: float) -> datetime:
+        return self.start + timedelta(seconds=seconds)
+
+    def offset(self, when: datetime) -> float:
+        return round((when - self.start).total_seconds(), 3)
+
+
+class Leader:
+    """The leader's half of the worker -- health, then one reconcile tick -- on a simulated clock."""
+
+    def __init__(self, settings: Settings, start: datetime, actual: Iterable[TargetState] | None, write_budget: bool) -> None:
+        if settings.azure.dry_run:  # replay applies to its in-memory Azure; a dry-run config still decides the same
+            settings = settings.model_copy(update={"azure": settings.azure.model_copy(update={"dry_run": False})})
+        self.settings = settings
+        self.clock = SimClock(start)
+        self.trace = Trace(settings)
+        self.store = MemoryStore()
+        self.actuator = MemoryActuator(retry=RetryPolicy(attempts=1))
+        seeded = {a.target: a for a in actual} if actual is not None else {}
+        for t in settings.targets:
+            state = seeded.get(t.name)
+            fields: dict[str, dict[str, Any]] = (
+                {r: {"weight": e.weight, "priority": e.priority, "enabled": e.enabled} for r, e in state.endpoints.items()}
+                if state is not None
+                else {}
+            )
+            self.actuator.seed(t, **fields)
+        per_hour = settings.guardrails.write_budget_per_hour if write_budget else UNLIMITED_WRITES_PER_HOUR
+        self.reconciler = Reconciler(
+            settings,
+            self.store,
+            {t.name: self.actuator for t in settings.targets},
+            self.clock,
+            HOLDER,
+            lease_name=None,  # the only writer: no lease to fence with
+            budget=SubscriptionWriteBudget(per_hour, self.clock),
+            max_parallel=1,  # one target after another: deterministic, and no thread per tick
+        )
+        self.evaluator = HealthEvaluator(settings)
+        self._pending: list[ProbeResult] = []
+        self._open_panics: dict[str, dict[str, Any]] = {}
+        counted = frozenset(settings.probe.counts_against_health) | frozenset(settings.probe.config_problems)
+        self._counted = counted
+
+    # ------------------------------------------------------------ inputs
+
+    def deliver(self, result: ProbeResult, t_s: float) -> None:
+        """A probe result reaches the store."""
+        self._pending.append(result)
+        self.trace.probes += 1
+        self.trace.deliveries.append((t_s, result.region, result.endpoint, result.vantage, 1 if result.outcome in self._counted else 0))
+
+    def add_override(self, event: Any, index: int) -> None:
+        self.store.add_override(event.build(self.clock.start, index))
+
+    # ------------------------------------------------------------ the tick
+
+    def tick(self, t_s: float) -> TickReport:
+        """What ``Worker.reconcile_tick`` does: feed the new results, evaluate, reconcile."""
+        self.clock.t = t_s
+        trace = self.trace
+        trace.ticks += 1
+        now = self.clock.now()
+        self._note(self.evaluator.observe_many(self._pending))
+        self._pending.clear()
+        health = self.evaluator.evaluate(now)
+        self._note(health.transitions)
+        report = self.reconciler.reconcile_once(health, fencing_token=None)
+        for s in report.plan.skipped:
+            trace.held[s.rule] = trace.held.get(s.rule, 0) + 1
+        applied = set(report.applied)
+        for c in report.plan.changes:
+            if c in applied:
+                trace.changes.append(
+                    {
+                        "at": round(t_s, 3),
+                        "target": c.target,
+                        "region": c.region,
+                        "endpoint": c.endpoint,
+                        "field": c.field.value,
+                        "from": c.actual,
+                        "to": c.desired,
+                        "reason": c.reason,
+                        "manual": c.manual,
+                    }
+                )
+        self._panics(t_s, report.plan.panics)
+        for name, result in report.targets.items():
+            state = result.read_back or result.actual
+            if state is not None:
+                serving = sum(1 for e in state.endpoints.values() if e.enabled)
+                trace.min_serving[name] = min(trace.min_serving.get(name, serving), serving)
+        return report
+
+    def finish(self) -> Trace:
+        self.trace.final = {
+            t.name: {
+                r: {"enabled": e.enabled, "weight": e.weight, "priority": e.priority}
+                for r, e in self.actuator.read_actual(t).endpoints.items()
+            }
+            for t in self.settings.targets
+        }
+        return self.trace
+
+    # ------------------------------------------------------------ records
+
+    def _note(self, transitions: Iterable[Transition]) -> None:
+        for t in transitions:
+            self.trace.transitions.append(
+                {
+                    "at": self.clock.offset(t.at),
+                    "subject": t.subject,
+                    "key": t.key,
+                    "vantage": t.vantage,
+                    "old": t.old.value,
+                    "new": t.new.value,
+                    "reason": t.reason,
+                }
+            )
+
+    def _panics(self, t_s: float, panics: Iterable[str]) -> None:
+        current = {p.split(":", 1)[0]: p for p in panics}
+        for target, text in current.items():
+            if target not in self._open_panics:
+                entry = {"at": round(t_s, 3), "target": target, "reason": text, "until": None}
+                self._open_panics[target] = entry
+                self.trace.panics.append(entry)
+        for target in [t for t in self._open_panics if t not in current]:
+            self._open_panics.pop(target)["until"] = round(t_s, 3)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def run_replay(
+    settings: Settings,
+    timeline: Timeline | Mapping[str, Any] | str | Path | None = None,
+    *,
+    results: Iterable[ProbeResult] | None = None,
+    start: datetime | None = None,
+    actual: Iterable[TargetState] | None = None,
+    write_budget: bool = True,
+) -> ReplayResult:
+    """Run production's engine and reconciler in simulated time.
+
+    Either ``timeline`` (a Timeline, a mapping, a path or a built-in scenario
+    name): faults are simulated with the probe model and the production probe
+    cadence; or ``results``: recorded ProbeResults (e.g. last week's, from
+    the store) are fed in their own time order against ``settings`` -- to try
+    new thresholds on an old incident. ``actual`` defaults to every target at
+    its configured baseline, all enabled. ``write_budget=False`` lifts the
+    Azure write budget.
+    """
+    if (timeline is None) == (results is None):
+        raise ValueError("run_replay needs exactly one of `timeline` or `results`")
+    if results is not None:
+        return _run_results(settings, list(results), actual, write_budget)
+    if isinstance(timeline, str | Path):
+        timeline = resolve_timeline(timeline, settings)
+    elif not isinstance(timeline, Timeline):
+        timeline = load_timeline(timeline, settings)  # type: ignore[arg-type]  # a mapping here
+    else:
+        problems: list[str] = []
+        timeline = resolve_names(timeline, settings, problems)
+        if problems:
+            raise TimelineError(timeline.name or "<timeline>", problems)
+    return _run_timeline(settings, timeline, start or DEFAULT_START, actual, write_budget)
+
+
+def _run_timeline(
+    settings: Settings, tl: Timeline, start: datetime, actual: Iterable[TargetState] | None, write_budget: bool
+) -> ReplayResult:
+    rng = random.Random(tl.seed)
+    leader = Leader(settings, start, actual, write_budget)
+    settings = leader.settings
+    model = ProbeModel(settings, tl.baseline, tl.noise, rng)
+    cadence = Cadence.of(settings)
+    book = FaultBook()
+    vantages = list(tl.vantages or (settings.probe.vantage,))
+    heap: list[tuple[float, int, int, Any]] = []
+    seq = 0
+
+    def push(t: float, kind: int, payload: Any) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(heap, (t, kind, seq, payload))
+
+    for e in tl.events:
+        push(e.at_s, _FAULT, e)
+    for i, o in enumerate(tl.overrides):
+        push(o.at_s, _FAULT, (i, o))
+    for r in settings.regions:
+        for ep in r.endpoints:
+            for v in vantages:
+                schedule = ProbeSchedule()
+                push(cadence.first_due(0.0, rng), _PROBE, (endpoint_id(r.name, ep.name), r.name, ep, v, schedule))
+    tick_every = settings.reconcile.interval
+    k = 1
+    while k * tick_every <= tl.duration_s + 1e-9:
+        push(k * tick_every, _TICK, None)
+        k += 1
+    end = tl.duration_s + 1e-9
+    clock = leader.clock
+    while heap:
+        t_s, kind, _, payload = heapq.heappop(heap)
+        if t_s > end:
+            break
+        clock.t = t_s
+        if kind == _PROBE:
+            eid, region, ep, v, _schedule = payload
+            seen, took = model.probe(eid, region, v, clock.at(t_s), book.for_request(region, ep.deployment))
+            push(t_s + took, _DELIVER, (seen, t_s, payload))
+        elif kind == _DELIVER:
+            seen, due, probe = payload
+            leader.deliver(seen, t_s)
+            schedule = probe[4]
+            schedule.observe(seen.outcome, cadence)
+            push(schedule.schedule_next(cadence, due, t_s, rng), _PROBE, probe)
+        elif kind == _TICK:
+            leader.tick(t_s)
+        else:
+            _apply_event(payload, book, settings, leader)
+    trace = leader.finish()
+    result = ReplayResult(
+        start=start,
+        duration_s=tl.duration_s,
+        seed=tl.seed,
+        vantages=vantages,
+        transitions=trace.transitions,
+        changes=trace.changes,
+        panics=trace.panics,
+        final=trace.final,
+        name=tl.name,
+    )
+    result.summary = summarize(trace, tl, tl.duration_s)
+    return result
+
+
+def _apply_event(payload: Any, book: FaultBook, settings: Settings, leader: Leader) -> None:
+    if isinstance(payload, TimelineEvent):
+        regions = [payload.region] if payload.region else settings.region_names
+        if payload.fault.kind == "none" and payload.region is None:
+            book.clear()
+            return
+        for r in regions:
+            if payload.fault.kind == "none":
+                book.clear(r, payload.deployment)
+            else:
+                book.set(r, payload.fault, payload.deployment)
+        return
+    index, o = payload
+    leader.add_override(o, index)
+
+
+def _run_results(settings: Settings, results: list[ProbeResult], actual: Iterable[TargetState] | None, write_budget: bool) -> ReplayResult:
+    results.sort(key=lambda r: r.started_at)
+    start = results[0].started_at if results else DEFAULT_START
+    leader = Leader(settings, start, actual, write_budget)
+    if not results:
+        return ReplayResult(start=start, duration_s=0.0, seed=None, vantages=[], summary=summarize(leader.finish(), None, 0.0))
+    end_s = (results[-1].started_at - start).total_seconds()
+    tick_every = leader.settings.reconcile.interval
+    next_tick = tick_every
+    for r in results:
+        t_s = (r.started_at - start).total_seconds()
+        while next_tick <= t_s:
+            leader.tick(next_tick)
+            next_tick += tick_every
+        leader.clock.t = t_s
+        leader.deliver(r, t_s)
+    leader.tick(next_tick)
+    trace = leader.finish()
+    result = ReplayResult(
+        start=start,
+        duration_s=round(max(end_s, next_tick), 3),
+        seed=None,
+        vantages=sorted({r.vantage for r in results}),
+        transitions=trace.transitions,
+        changes=trace.changes,
+        panics=trace.panics,
+        final=trace.final,
+        name="recorded results",
+    )
+    result.summary = summarize(trace, None, result.duration_s)
+    return result
