@@ -221,10 +221,11 @@ def run_replay(
         raise ValueError("run_replay needs exactly one of `timeline` or `results`")
     if results is not None:
         return _run_results(settings, list(results), actual, write_budget)
+    assert timeline is not None  # checked above: exactly one of the two
     if isinstance(timeline, str | Path):
         timeline = resolve_timeline(timeline, settings)
     elif not isinstance(timeline, Timeline):
-        timeline = load_timeline(timeline, settings)  # type: ignore[arg-type]  # a mapping here
+        timeline = load_timeline(timeline, settings)
     else:
         problems: list[str] = []
         timeline = resolve_names(timeline, settings, problems)
