@@ -27,7 +27,7 @@ def test_a_result_that_cannot_be_evaluated_marks_its_endpoint_with_a_problem_and
 
 def test_a_readable_result_afterwards_clears_the_problem() -> None:
     ev = HealthEvaluator(make_settings())
-    ev.observe(replace(probe_result(EAST, "ok", 0.0), started_at=None))  # type: ignore[arg-type]
+    ev.observe(replace(probe_result(EAST, "ok", 0.0), started_at=None))  # type: ignore[arg-type]  # a result without a start time, on purpose
     assert ev.evaluate(at(1.0)).endpoints[EAST].config_problem
     for i in range(3):
         ev.observe(probe_result(EAST, "ok", 10.0 + 30.0 * i))
