@@ -12,9 +12,9 @@ The preview runs the decision engine itself: the last *actual* state the
 worker read from Azure (the config's baseline where nothing was read yet),
 the saved health, the active overrides, then ``strategy.desired_states`` and
 ``planner.plan`` with and without the new override
-(``guardrails.preview_override``): the changes the override causes, and the
-automated changes it holds back. The sentence is the engine's
-``describe_preview``.
+(``guardrails.project_overrides``, the one preview rule): the changes the
+override causes, the automated changes it holds back, and the refusals. The
+sentence is the engine's ``describe_preview``.
 
 Guardrails: a change that would leave a target with fewer than
 ``min_serving`` serving endpoints (the engine's refusal), take away its last
@@ -36,7 +36,6 @@ from typing import Any
 from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Settings
 from controlplane.domain import (
     AuditEvent,
-    Change,
     EndpointSetting,
     HealthStateName,
     Override,
@@ -47,9 +46,7 @@ from controlplane.domain import (
     as_jsonable,
 )
 from controlplane.durations import parse_duration
-from controlplane.engine.guardrails import describe_preview, preview_override
-from controlplane.engine.planner import apply_to_states, plan
-from controlplane.engine.strategy import desired_states
+from controlplane.engine.guardrails import OverrideProjection, describe_preview, project_overrides
 from controlplane.errors import BadInput, Forbidden, Refused
 from controlplane.store import Store
 from controlplane.users import Principal
@@ -326,35 +323,8 @@ def _load(settings: Settings, store: Store, now: datetime) -> _World:
     return _World(settings=settings, actual=actual, assumed=assumed, active=store.active_overrides(now), regions=regions, now=now)
 
 
-def _key(c: Change) -> tuple[str, str, str, Any]:
-    return (c.target, c.region, c.field.value, c.desired)
-
-
-@dataclass(frozen=True)
-class _Projection:
-    """Through the decision engine, the override set before and after the action."""
-
-    caused: Plan  # changes to Azure the action causes (vs the actual state)
-    cancelled: Plan  # automated changes pending now that the action holds back
-    before: dict[str, TargetState]  # actual + the manual changes already pending
-    after: dict[str, TargetState]  # ... + what the action causes
-
-
-def _project(world: _World, before: list[Override], after: list[Override]) -> _Projection:
-    s, h, a, now = world.settings, world.regions, world.actual, world.now
-    planned_before = plan(s, desired_states(s, h, a, before, now), a)
-    planned_after = plan(s, desired_states(s, h, a, after, now), a)
-    seen_before = {_key(c) for c in planned_before.changes}
-    seen_after = {_key(c) for c in planned_after.changes}
-    caused = Plan(changes=tuple(c for c in planned_after.changes if _key(c) not in seen_before))
-    cancelled = Plan(changes=tuple(c for c in planned_before.changes if _key(c) not in seen_after and not c.manual))
-    # Pending manual changes (overrides the worker has not applied yet) count as done,
-    # so two drains in a row are previewed as two drains.
-    state_before = apply_to_states(Plan(changes=tuple(c for c in planned_before.changes if c.manual)), a)
-    state_after = apply_to_states(
-        Plan(changes=tuple(c for c in planned_after.changes if c.manual) + tuple(c for c in caused.changes if not c.manual)), a
-    )
-    return _Projection(caused, cancelled, state_before, state_after)
+def _project(world: _World, before: list[Override], after: list[Override]) -> OverrideProjection:
+    return project_overrides(world.settings, world.regions, world.actual, before, after, world.now)
 
 
 def _serving(world: _World, state: TargetState) -> tuple[int, int]:
@@ -362,7 +332,7 @@ def _serving(world: _World, state: TargetState) -> tuple[int, int]:
     return len(on), sum(1 for r in on if world.healthy(r))
 
 
-def _impacts(world: _World, proj: _Projection, targets: list[Any]) -> list[Impact]:
+def _impacts(world: _World, proj: OverrideProjection, targets: list[Any]) -> list[Impact]:
     out = []
     for t in targets:
         serving_before, _ = _serving(world, proj.before[t.name])
@@ -381,38 +351,19 @@ def _impacts(world: _World, proj: _Projection, targets: list[Any]) -> list[Impac
     return out
 
 
-def _guard(world: _World, proj: _Projection, impacts: list[Impact], engine_refusals: list[str]) -> list[str]:
-    """The engine's min_serving refusals, plus the same rule counting pending overrides, plus the last-healthy rule."""
-    out = [r.removeprefix("refused: ") for r in engine_refusals]
-    for i in impacts:
-        named = any(f" {i.target} " in f" {r} " for r in out)
-        if not named and i.serving_after < i.min_serving and i.serving_after < i.serving_before:
-            out.append(
-                f"{i.target} would be left with {i.serving_after} of {i.total} endpoints serving, counting overrides not applied yet (min_serving is {i.min_serving})"
-            )
-            continue
-        _, healthy_before = _serving(world, proj.before[i.target])
-        if i.healthy_after < i.min_serving and i.healthy_after < healthy_before:
-            out.append(
-                f"{i.target} would keep only {i.healthy_after} healthy serving endpoint(s) (min_serving is {i.min_serving}); the others still serving are unhealthy"
-            )
-    return out
-
-
 def _add_preview(
     world: _World, new: Override, targets: list[Any], replaced: Sequence[Override] = ()
 ) -> tuple[str, list[Impact], list[str], list[str]]:
     """An added override: (the engine's sentence, impacts, refusals, notes)."""
     existing = [o for o in world.active if o not in replaced]
-    _, engine_refusals = preview_override(world.settings, new, world.actual, world.regions, existing, world.now)
     proj = _project(world, world.active, [*existing, new])
     impacts = _impacts(world, proj, targets)
     sentence = _with_expiry(describe_preview(world.settings, new, proj.caused, [], proj.before).rstrip("."), new.expires_at)
     notes = _notes(world, proj.cancelled, targets) + _unhealthy_notes(world, proj, impacts)
-    return sentence, impacts, _guard(world, proj, impacts, list(engine_refusals)), notes
+    return sentence, impacts, list(proj.refusals), notes
 
 
-def _unhealthy_notes(world: _World, proj: _Projection, impacts: list[Impact]) -> list[str]:
+def _unhealthy_notes(world: _World, proj: OverrideProjection, impacts: list[Impact]) -> list[str]:
     """Say so when some of what 'stays serving' is unhealthy (automation may take it out too)."""
     out = []
     for i in impacts:

@@ -170,6 +170,17 @@ def _takes_traffic_away(c: Change) -> bool:
     return False
 
 
+def _manual_enables(plan_: Plan, target: str) -> int:
+    """Endpoints an operator's override enables in this same plan: they serve once it is applied.
+
+    Only manual enables count: an automated enable may still be held by a
+    later policy (cooldown, write budget), a manual one is what the operator
+    asked for together with the drain (a failover enables one region and
+    disables another in one plan).
+    """
+    return sum(1 for c in plan_.changes if c.target == target and c.manual and c.field is Field.ENABLED and c.desired is True and c.actual is False)
+
+
 def _targets(plan_: Plan) -> list[str]:
     return list(dict.fromkeys(c.target for c in plan_.changes))
 
@@ -193,7 +204,7 @@ def refuse_unsafe_manual_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
         if not drains:
             continue
         enabled = ctx.enabled_now(target)
-        serving = sum(enabled.values())
+        serving = sum(enabled.values()) + _manual_enables(plan_, target)
         total, minimum = len(enabled), ctx.min_serving(target)
         for c in drains:
             if ctx.forced(target, c.region):
@@ -219,7 +230,7 @@ def keep_min_serving(plan_: Plan, ctx: GuardrailContext) -> Plan:
         if not auto:
             continue
         enabled = ctx.enabled_now(target)
-        serving = sum(enabled.values()) - sum(1 for c in mine if c.manual)
+        serving = sum(enabled.values()) - sum(1 for c in mine if c.manual) + _manual_enables(plan_, target)
         minimum = ctx.min_serving(target)
         for c in auto:
             if serving - 1 >= minimum:
@@ -442,30 +453,86 @@ def decide(
 # ---------------------------------------------------------------- previews
 
 
-def preview_override(
-    settings: Settings,
-    override: Override,
-    actual: Iterable[TargetState] | Mapping[str, TargetState],
-    health: Any,
-    existing: Sequence[Override] = (),
-    now: datetime | None = None,
-) -> tuple[Plan, list[str]]:
-    """What ``override`` would change now, and why (part of) it would be refused.
+@dataclass(frozen=True)
+class OverrideProjection:
+    """What going from one set of active overrides to another does, through the decision engine.
 
-    The plan holds only the changes the new override causes (automation's
-    own pending changes are left out); refusals are the human reasons of the
-    changes guardrails would refuse (e.g. a drain breaking min_serving).
+    The one preview rule: the dashboard, the API, the CLI and lifting an
+    override all ask this, so a preview cannot disagree with itself.
     """
-    now = now or override.created_at
+
+    caused: Plan  # changes to Azure the new override set causes (what it would do if allowed)
+    cancelled: Plan  # automated changes pending now that the new set holds back
+    before: dict[str, TargetState]  # actual + the manual changes already pending (counted as done)
+    after: dict[str, TargetState]  # ... + what the new set causes
+    refusals: tuple[str, ...]  # why (part of) it is refused, in words for on-call
+
+
+def project_overrides(
+    settings: Settings,
+    health: Any,
+    actual: Iterable[TargetState] | Mapping[str, TargetState],
+    before: Sequence[Override],
+    after: Sequence[Override],
+    now: datetime,
+) -> OverrideProjection:
+    """Project a change of the active overrides (an override added, replaced or lifted).
+
+    Pending manual changes (overrides the worker has not applied yet) count
+    as done, so two drains in a row are judged as two drains; the enables and
+    disables of the same plan are counted together (a failover to a region
+    that is disabled now is not a drain of the last one).
+    """
     actual_by = dict(actual) if isinstance(actual, Mapping) else {a.target: a for a in actual}
-    before = plan(settings, desired_states(settings, health, actual_by, list(existing), now), actual_by)
-    after = plan(settings, desired_states(settings, health, actual_by, [*existing, override], now), actual_by)
-    seen = {(c.target, c.region, c.field, c.desired) for c in before.changes}
-    caused = tuple(c for c in after.changes if (c.target, c.region, c.field, c.desired) not in seen)
-    ctx = GuardrailContext(settings, actual_by, health, now, overrides=[*existing, override])
-    guarded = refuse_unsafe_manual_drains(Plan(changes=caused), ctx)
-    refusals = [s.reason for s in guarded.skipped]
-    return guarded, refusals
+    planned_before = plan(settings, desired_states(settings, health, actual_by, list(before), now), actual_by)
+    planned_after = plan(settings, desired_states(settings, health, actual_by, list(after), now), actual_by)
+    seen_before = {_change_key(c) for c in planned_before.changes}
+    seen_after = {_change_key(c) for c in planned_after.changes}
+    caused = Plan(changes=tuple(c for c in planned_after.changes if _change_key(c) not in seen_before))
+    cancelled = Plan(changes=tuple(c for c in planned_before.changes if _change_key(c) not in seen_after and not c.manual))
+    pending = tuple(c for c in planned_after.changes if c.manual and _change_key(c) in seen_before)
+    new_manual = tuple(c for c in caused.changes if c.manual)
+    # The tick's own rule, over everything manual once this is applied: what is pending goes
+    # first, so a refusal lands on what the new override set adds.
+    ctx = GuardrailContext(settings, actual_by, health, now, overrides=list(after))
+    checked = refuse_unsafe_manual_drains(Plan(changes=pending + new_manual), ctx)
+    refusals = [s.reason.removeprefix("refused: ") for s in checked.skipped if s.change in new_manual]
+    state_before = apply_to_states(Plan(changes=tuple(c for c in planned_before.changes if c.manual)), actual_by)
+    state_after = apply_to_states(Plan(changes=pending + caused.changes), actual_by)
+    refusals += _last_healthy_refusals(settings, ctx, state_before, state_after, {c.target for c in new_manual}, refusals)
+    return OverrideProjection(caused, cancelled, state_before, state_after, tuple(refusals))
+
+
+def _change_key(c: Change) -> tuple[str, str, str, Any]:
+    return (c.target, c.region, c.field.value, c.desired)
+
+
+def _last_healthy_refusals(
+    settings: Settings,
+    ctx: GuardrailContext,
+    before: Mapping[str, TargetState],
+    after: Mapping[str, TargetState],
+    targets: set[str],
+    already: Sequence[str],
+) -> list[str]:
+    """A manual change must not leave a target fewer than min_serving *healthy* serving endpoints."""
+    out = []
+    for t in settings.targets:
+        if t.name not in targets or any(f" {t.name} " in f" {r} " for r in already):
+            continue
+        minimum = settings.min_serving(t)
+        healthy_before = _healthy_serving(ctx, before[t.name])
+        healthy_after = _healthy_serving(ctx, after[t.name])
+        if healthy_after < minimum and healthy_after < healthy_before:
+            out.append(
+                f"{t.name} would keep only {healthy_after} healthy serving endpoint(s) (min_serving is {minimum}); "
+                "the others still serving are unhealthy"
+            )
+    return out
+
+
+def _healthy_serving(ctx: GuardrailContext, state: TargetState) -> int:
+    return sum(1 for r, e in state.endpoints.items() if e.enabled and ctx.region_state(r) is not H.UNHEALTHY)
 
 
 def describe_preview(
@@ -502,8 +569,6 @@ def describe_preview(
         sentences.append(f"{_join(list(words))} in {_join(targets)}; {serving} of {total} stay serving{each}")
     if sentences:
         text = "This will " + ". It will also ".join(sentences) + "."
-    elif preview.skipped:
-        text = "Nothing would change."
     else:
         where = override.region or "every region"
         text = f"No change to Azure now: {where} is already as this {override.kind.value} wants in {_join(scope) or 'no target'}; it is held there until the override is lifted."
@@ -528,6 +593,7 @@ __all__ = [
     "POLICIES",
     "CooldownMemory",
     "GuardrailContext",
+    "OverrideProjection",
     "apply_cooldown",
     "apply_guardrails",
     "decide",
@@ -535,7 +601,7 @@ __all__ = [
     "fail_open",
     "keep_min_serving",
     "limit_drain_fraction",
-    "preview_override",
+    "project_overrides",
     "ramp_weights",
     "record_applied",
     "refuse_unsafe_manual_drains",

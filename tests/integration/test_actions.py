@@ -223,3 +223,12 @@ def test_lift_by_id_is_audited_and_cannot_happen_twice(s, seeded: Store) -> None
     assert e.data["override_id"] == o.id and "fixed" in e.summary
     with pytest.raises(ActionRefused, match="not active"):
         actions.lift(s, seeded, o.id, OPERATOR, "again", T0)
+
+
+def test_failover_to_a_region_that_is_disabled_now_counts_the_enable_in_the_same_plan(s, store: Store) -> None:
+    seed_targets(store, s, T0, disabled={"tm-priority": {"westeurope", "japaneast"}})
+    seed_health(store, T0)
+    p = actions.preview(s, store, req(Action.FAILOVER, region="westeurope", target="tm-priority"), OPERATOR, T0)
+    assert p.allowed, p.refusal
+    assert ("eastus", "enabled", True, False) in p.impacts[0].changes
+    assert p.impacts[0].serving_after == 1  # westeurope serves once the same plan enables it

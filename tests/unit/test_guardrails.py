@@ -13,7 +13,7 @@ from controlplane.engine.guardrails import (
     fail_open,
     keep_min_serving,
     limit_drain_fraction,
-    preview_override,
+    project_overrides,
     ramp_weights,
     record_applied,
     refuse_unsafe_manual_drains,
@@ -259,11 +259,17 @@ def test_apply_guardrails_composes_the_policies_in_order() -> None:
 # ---------------------------------------------------------------- previews
 
 
+def preview_of(s, o, actual, h):  # type: ignore[no-untyped-def]
+    """The plan an added override causes, and the refusals: through the one projection."""
+    proj = project_overrides(s, h, actual, [], [o], o.created_at)
+    return proj.caused, list(proj.refusals)
+
+
 def test_preview_of_a_drain_says_what_changes_and_how_many_stay_serving() -> None:
     s = make_settings(targets=("tm-weighted", "afd-prod"))
     actual = [target_state(s, "tm-weighted"), target_state(s, "afd-prod")]
     o = override("drain", "eastus", created=1000)
-    p, refusals = preview_override(s, o, actual, health())
+    p, refusals = preview_of(s, o, actual, health())
     assert refusals == []
     assert [(c.target, c.region, c.manual) for c in p.changes] == [("tm-weighted", "eastus", True), ("afd-prod", "eastus", True)]
     assert (
@@ -275,13 +281,13 @@ def test_preview_refuses_a_drain_that_breaks_min_serving() -> None:
     s = make_settings()
     actual = [target_state(s, "tm-weighted", enabled={"westeurope": False, "japaneast": False})]
     o = override("drain", "eastus", created=1000)
-    p, refusals = preview_override(s, o, actual, health())
-    assert p.changes == ()
+    p, refusals = preview_of(s, o, actual, health())
+    assert [(c.region, c.desired) for c in p.changes] == [("eastus", False)]  # what it would do, if forced
     assert len(refusals) == 1 and "would leave 0 of 3 endpoints serving" in refusals[0]
     text = describe_preview(s, o, p, refusals, actual)
     assert text == (
-        "Nothing would change. Refused: draining eastus from tm-weighted would leave 0 of 3 endpoints serving "
-        "(min_serving is 1); only a forced override (admin role) may do that."
+        "This will disable eastus in tm-weighted; 0 of 3 stay serving. Refused: draining eastus from tm-weighted would leave "
+        "0 of 3 endpoints serving (min_serving is 1); only a forced override (admin role) may do that."
     )
 
 
@@ -289,7 +295,7 @@ def test_preview_ignores_what_automation_would_do_anyway() -> None:
     s = make_settings()
     actual = [target_state(s, "tm-weighted")]
     o = override("pin", "japaneast", weight=50, created=1000)
-    p, refusals = preview_override(s, o, actual, health(eastus="unhealthy"))
+    p, refusals = preview_of(s, o, actual, health(eastus="unhealthy"))
     assert [(c.region, c.field, c.desired) for c in p.changes] == [("japaneast", Field.WEIGHT, 50)]
     assert "set japaneast's weight to 50 (now 200) in tm-weighted" in describe_preview(s, o, p, refusals, actual)
 
@@ -298,11 +304,11 @@ def test_preview_of_a_region_already_out_and_of_a_freeze() -> None:
     s = make_settings()
     actual = [target_state(s, "tm-weighted", enabled={"eastus": False})]
     o = override("drain", "eastus", created=1000)
-    p, refusals = preview_override(s, o, actual, health(eastus="unhealthy"))
+    p, refusals = preview_of(s, o, actual, health(eastus="unhealthy"))
     assert p.changes == () and refusals == []
     assert describe_preview(s, o, p, refusals, actual).startswith("No change to Azure now: eastus is already as this drain wants")
     f = override("freeze", target="tm-weighted", created=1000)
-    assert describe_preview(s, f, *preview_override(s, f, actual, health()), actual).startswith(
+    assert describe_preview(s, f, *preview_of(s, f, actual, health()), actual).startswith(
         "This will freeze automation for tm-weighted"
     )
 
