@@ -677,53 +677,75 @@ def preview(settings: Settings, store: Store, req: ActionRequest, actor: Princip
     return _BUILDERS[req.action](world, req, actor)
 
 
+LOCK = "overrides"
+"""The lock every change of the override set takes (Store.exclusive): actions never interleave."""
+
+
 def execute(
-    settings: Settings, store: Store, req: ActionRequest, actor: Principal, now: datetime, expected_digest: str | None = None
+    settings: Settings,
+    store: Store,
+    req: ActionRequest,
+    actor: Principal,
+    now: datetime,
+    expected_digest: str | None = None,
+    *,
+    require_digest: bool = False,
 ) -> Result:
     """Preview again, enforce guardrails and role, then store overrides and one audit event.
 
-    ``expected_digest``: the digest of the preview the operator confirmed; if
-    the situation changed since, refuse so they review the new preview.
+    All of it is one transaction under the override lock: two operators'
+    actions run one after another, each previewed against what the other
+    stored, and a failure anywhere (a write, the audit event) leaves nothing
+    half done. ``expected_digest``: the digest of the preview the operator
+    confirmed; if the situation changed since, refuse so they review the new
+    preview. ``require_digest`` (the dashboard and the API): nothing is
+    stored without one; a refusal is still answered as a refusal.
     """
-    p = preview(settings, store, req, actor, now)
-    if expected_digest is not None and expected_digest != p.digest:
-        raise ActionRefused("the situation changed since the preview: review the new preview and confirm again", p)
-    forced = False
-    if not p.allowed:
-        if not (p.forceable and req.force):
-            raise ActionRefused(f"refused: {p.refusal}" + (" (an admin may force it by typing the region name)" if p.forceable else ""), p)
-        if not actor.can("admin"):
-            raise NotAllowed("forcing past a guardrail needs the admin role")
-        if req.confirm != req.region:
-            raise InvalidAction("confirm", req.confirm, f"must be the region name {req.region!r}, typed, to force")
-        forced = True
-    lifted = []
-    for o in p.lift:
-        done = store.lift_override(o.id, actor.name, now) if o.id is not None else None
-        if done is not None:
+    with store.exclusive(LOCK):
+        p = preview(settings, store, req, actor, now)
+        if expected_digest is not None and expected_digest != p.digest:
+            raise ActionRefused("the situation changed since the preview: review the new preview and confirm again", p)
+        forced = False
+        if not p.allowed:
+            if not (p.forceable and req.force):
+                raise ActionRefused(
+                    f"refused: {p.refusal}" + (" (an admin may force it by typing the region name)" if p.forceable else ""), p
+                )
+            if not actor.can("admin"):
+                raise NotAllowed("forcing past a guardrail needs the admin role")
+            if req.confirm != req.region:
+                raise InvalidAction("confirm", req.confirm, f"must be the region name {req.region!r}, typed, to force")
+            forced = True
+        if expected_digest is None and require_digest:
+            raise InvalidAction("digest", None, "is required: preview the action first and confirm with the preview's digest")
+        lifted = []
+        for o in p.lift:
+            done = store.lift_override(o.id, actor.name, now) if o.id is not None else None
+            if done is None:
+                raise ActionRefused(f"{_override_ref(o)} was lifted by someone else just now: review the new preview", p)
             lifted.append(done)
-    added = tuple(store.add_override(replace(o, forced=forced)) for o in p.add)
-    event = AuditEvent(
-        kind="override",
-        at=now,
-        actor=actor.name,
-        summary=_summary(req, actor, p, forced),
-        region=req.region,
-        target=req.target,
-        severity="critical" if forced else ("warning" if req.action in (Action.DRAIN, Action.FAILOVER, Action.FREEZE) else "info"),
-        data={
-            "action": req.action.value,
-            "why": req.reason,
-            "via": actor.via,
-            "preview": p.sentence,
-            "impacts": [i.to_dict() for i in p.impacts],
-            "override_ids": [o.id for o in added],
-            "lifted_ids": [o.id for o in lifted],
-            "forced": forced,
-            "refusal_overridden": p.refusal if forced else None,
-        },
-    )
-    event_id = store.add_event(event)
+        added = tuple(store.add_override(replace(o, forced=forced)) for o in p.add)
+        event = AuditEvent(
+            kind="override",
+            at=now,
+            actor=actor.name,
+            summary=_summary(req, actor, p, forced),
+            region=req.region,
+            target=req.target,
+            severity="critical" if forced else ("warning" if req.action in (Action.DRAIN, Action.FAILOVER, Action.FREEZE) else "info"),
+            data={
+                "action": req.action.value,
+                "why": req.reason,
+                "via": actor.via,
+                "preview": p.sentence,
+                "impacts": [i.to_dict() for i in p.impacts],
+                "override_ids": [o.id for o in added],
+                "lifted_ids": [o.id for o in lifted],
+                "forced": forced,
+                "refusal_overridden": p.refusal if forced else None,
+            },
+        )
+        event_id = store.add_event(event)
     log.info("%s by %s (%s): %s", req.action.value, actor.name, actor.via, p.sentence)
     return Result(preview=p, added=added, lifted=tuple(lifted), event_ids=(event_id,), forced=forced)
 
@@ -735,29 +757,34 @@ def _summary(req: ActionRequest, actor: Principal, p: Preview, forced: bool) -> 
 
 
 def lift(settings: Settings, store: Store, override_id: int, actor: Principal, reason: str, now: datetime) -> Override:
-    """Lift one active override by id (the API's DELETE); audited like any action."""
+    """Lift one active override by id (the API's DELETE): guarded and audited like any action, in one transaction."""
     _check_actor(actor)
     reason = (reason or "").strip()
     if len(reason) < MIN_REASON:
         raise InvalidAction("reason", reason, f"is required: say why (at least {MIN_REASON} characters)")
-    active = {o.id: o for o in store.active_overrides(now)}
-    if override_id not in active:
-        raise ActionRefused(f"override #{override_id} is not active (unknown, expired or already lifted)")
-    done = store.lift_override(override_id, actor.name, now)
-    if done is None:
-        raise ActionRefused(f"override #{override_id} was lifted by someone else just now")
-    o = active[override_id]
-    store.add_event(
-        AuditEvent(
-            kind="override_lifted",
-            at=now,
-            actor=actor.name,
-            summary=f"{actor.name} lifted {_override_ref(o)}: {reason}",
-            region=o.region,
-            target=o.target,
-            data={"override_id": override_id, "why": reason, "via": actor.via, "kind": o.kind.value},
+    with store.exclusive(LOCK):
+        world = _load(settings, store, now)
+        active = {o.id: o for o in world.active}
+        if override_id not in active:
+            raise ActionRefused(f"override #{override_id} is not active (unknown, expired or already lifted)")
+        o = active[override_id]
+        proj = _project(world, world.active, [x for x in world.active if x.id != override_id])
+        if proj.refusals:
+            raise ActionRefused(f"refused: lifting {_override_ref(o)} would apply what it holds back: " + "; ".join(proj.refusals))
+        done = store.lift_override(override_id, actor.name, now)
+        if done is None:
+            raise ActionRefused(f"override #{override_id} was lifted by someone else just now")
+        store.add_event(
+            AuditEvent(
+                kind="override_lifted",
+                at=now,
+                actor=actor.name,
+                summary=f"{actor.name} lifted {_override_ref(o)}: {reason}",
+                region=o.region,
+                target=o.target,
+                data={"override_id": override_id, "why": reason, "via": actor.via, "kind": o.kind.value},
+            )
         )
-    )
     log.info("override #%s lifted by %s", override_id, actor.name)
     return done
 

@@ -110,7 +110,9 @@ def create_override() -> Any:
         if data.get("preview_only") in (True, "true", "1"):
             p = actions.preview(ws.settings, ws.store, req, actor(), _now())
             return jsonify({"preview": p.to_dict()})
-        result = actions.execute(ws.settings, ws.store, req, actor(), _now(), expected_digest=data.get("digest") or None)
+        result = actions.execute(
+            ws.settings, ws.store, req, actor(), _now(), expected_digest=data.get("digest") or None, require_digest=True
+        )
     except actions.InvalidAction as exc:
         return jsonify(exc.to_dict()), http_status(exc)
     except actions.NotAllowed as exc:

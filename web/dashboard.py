@@ -204,7 +204,9 @@ def action_execute() -> Any:
     ws = state()
     req = _parse()
     try:
-        result = actions.execute(ws.settings, ws.store, req, actor(), _now(), expected_digest=request.form.get("digest") or None)
+        result = actions.execute(
+            ws.settings, ws.store, req, actor(), _now(), expected_digest=request.form.get("digest") or None, require_digest=True
+        )
     except actions.InvalidAction as exc:
         return _render_preview(req, _quiet_preview(req), http_status(exc), str(exc))
     except actions.NotAllowed as exc:

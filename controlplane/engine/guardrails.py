@@ -178,7 +178,9 @@ def _manual_enables(plan_: Plan, target: str) -> int:
     asked for together with the drain (a failover enables one region and
     disables another in one plan).
     """
-    return sum(1 for c in plan_.changes if c.target == target and c.manual and c.field is Field.ENABLED and c.desired is True and c.actual is False)
+    return sum(
+        1 for c in plan_.changes if c.target == target and c.manual and c.field is Field.ENABLED and c.desired is True and c.actual is False
+    )
 
 
 def _targets(plan_: Plan) -> list[str]:

@@ -82,9 +82,9 @@ class StrategyMemory:
 
 
 def active_overrides(overrides: Iterable[Override], target: str, now: datetime) -> list[Override]:
-    """Overrides in force for ``target`` at ``now``, oldest first."""
+    """Overrides in force for ``target`` at ``now``, oldest first (one not stored yet is the newest)."""
     live = [o for o in overrides if o.active(now) and (o.target is None or o.target == target)]
-    return sorted(live, key=lambda o: (o.created_at, o.id or 0))
+    return sorted(live, key=lambda o: (o.created_at, o.id is None, o.id or 0))
 
 
 def frozen_by(overrides: Iterable[Override], target: str, now: datetime) -> Override | None:

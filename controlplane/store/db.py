@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,6 +63,18 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def lock(session: Session, name: str) -> None:
+    """Take the lock ``name`` for the rest of ``session``'s transaction (see Store.exclusive)."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    else:
+        # SQLite has one writer: a write statement (even one that matches no row) takes the
+        # database's write lock at once and keeps it until commit, so the next block waits
+        # (busy timeout) before it reads anything.
+        session.execute(text("UPDATE leader_lease SET name = name WHERE 1 = 0"))
 
 
 def alembic_config(url: str) -> Config:

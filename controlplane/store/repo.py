@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import fields as dc_fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -140,12 +141,40 @@ class Store:
         self.url = url
         self.engine = db.make_engine(url)
         self.sessions = db.make_sessionmaker(self.engine)
+        self._exclusive: ContextVar[Session | None] = ContextVar(f"regionguard-store-{id(self)}", default=None)
 
     def close(self) -> None:
         self.engine.dispose()
 
-    def session(self) -> AbstractContextManager[Session]:
-        return db.session_scope(self.sessions)
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work; inside :meth:`exclusive`, the exclusive transaction itself (committed there)."""
+        current = self._exclusive.get()
+        if current is not None:
+            yield current
+            return
+        with db.session_scope(self.sessions) as s:
+            yield s
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Run the block as one transaction that holds the lock ``name`` across every process.
+
+        Every store call made inside it (from this thread) joins that
+        transaction: all commit together at the end, or none does. Concurrent
+        blocks with the same name run one after another, whatever process or
+        replica they run in: on PostgreSQL by a transaction-level advisory
+        lock, on SQLite by taking the database's write lock first.
+        """
+        if self._exclusive.get() is not None:
+            raise RuntimeError(f"store.exclusive({name!r}) inside another exclusive block")
+        with db.session_scope(self.sessions) as s:
+            db.lock(s, name)
+            token = self._exclusive.set(s)
+            try:
+                yield
+            finally:
+                self._exclusive.reset(token)
 
     # ------------------------------------------------------------ health of the store
 

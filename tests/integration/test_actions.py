@@ -232,3 +232,25 @@ def test_failover_to_a_region_that_is_disabled_now_counts_the_enable_in_the_same
     assert p.allowed, p.refusal
     assert ("eastus", "enabled", True, False) in p.impacts[0].changes
     assert p.impacts[0].serving_after == 1  # westeurope serves once the same plan enables it
+
+
+def test_lifting_an_override_runs_the_guardrails(s, store: Store) -> None:
+    # japaneast and westeurope are drained; a newer failover to westeurope overrules its drain
+    seed_targets(store, s, T0)
+    seed_health(store, T0)
+    for region in ("westeurope", "japaneast"):
+        actions.execute(s, store, req(Action.DRAIN, region=region, target="tm-priority"), OPERATOR, T0)
+    failover = actions.execute(s, store, req(Action.FAILOVER, region="westeurope", target="tm-priority"), OPERATOR, T0).added[0]
+    # then eastus turns unhealthy: lifting the failover would leave no healthy region serving
+    seed_health(store, T0, {"eastus": HealthStateName.UNHEALTHY})
+    with pytest.raises(ActionRefused, match="would keep only 0 healthy serving"):
+        actions.lift(s, store, failover.id, OPERATOR, "done with it", T0)
+    assert failover.id in [o.id for o in store.active_overrides(T0)]
+    assert store.events(kinds=["override_lifted"]) == []
+
+
+def test_a_new_override_is_previewed_as_the_newest_even_within_the_same_instant(s, seeded: Store) -> None:
+    actions.execute(s, seeded, req(Action.FAILOVER, region="westeurope", target="tm-priority"), OPERATOR, T0)
+    # at the same instant, a drain of westeurope is newer than the failover: it wins, in the preview as in the worker
+    p = actions.preview(s, seeded, req(Action.DRAIN, region="westeurope", target="tm-priority"), OPERATOR, T0)
+    assert ("westeurope", "enabled", True, False) in p.impacts[0].changes

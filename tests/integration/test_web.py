@@ -445,9 +445,13 @@ def test_a_refused_drain_shows_the_reason_and_only_an_admin_may_force_it(app: Fl
     admin, token = login(app, "ada")
     html = admin.post("/actions/preview", data=dict(form, csrf_token=token)).get_data(as_text=True)
     assert 'id="force-button"' in html and 'data-must-equal="eastus"' in html
-    assert admin.post("/actions/execute", data=dict(form, csrf_token=token, force="1", confirm="east")).status_code == 400
+    digest = re.search(r'name="digest" value="(\w+)"', html).group(1)
+    assert admin.post("/actions/execute", data=dict(form, csrf_token=token, force="1", confirm="east", digest=digest)).status_code == 400
     assert seeded.overrides() == []
-    assert admin.post("/actions/execute", data=dict(form, csrf_token=token, force="1", confirm="eastus")).status_code == 302
+    assert admin.post("/actions/execute", data=dict(form, csrf_token=token, force="1", confirm="eastus")).status_code == 400  # no digest
+    assert seeded.overrides() == []
+    r = admin.post("/actions/execute", data=dict(form, csrf_token=token, force="1", confirm="eastus", digest=digest))
+    assert r.status_code == 302
     assert seeded.active_overrides(T0)[0].forced
 
 
@@ -504,7 +508,11 @@ def test_api_drain_preview_execute_and_lift_with_a_bearer_token(app: Flask, seed
     r = c.post("/api/v1/overrides", json=dict(body, preview_only=True), headers=h)
     assert r.status_code == 200 and "disable eastus in tm-weighted" in r.json["preview"]["sentence"]
     assert seeded.overrides() == []
+    digest = r.json["preview"]["digest"]
     r = c.post("/api/v1/overrides", json=body, headers=h)
+    assert r.status_code == 400 and r.json["field"] == "digest"  # nothing is stored without the reviewed preview
+    assert seeded.overrides() == []
+    r = c.post("/api/v1/overrides", json=dict(body, digest=digest), headers=h)
     assert r.status_code == 201
     [added] = r.json["added"]
     assert added["who"] == "token:script-operator" and added["expires_at"] == (T0 + timedelta(minutes=30)).isoformat()
@@ -553,7 +561,8 @@ def test_api_with_a_session_cookie_needs_the_csrf_header_to_write(app: Flask, se
     body = {"action": "freeze", "target": "tm-weighted", "reason": "via browser"}
     r = c.post("/api/v1/overrides", json=body)
     assert r.status_code == 403 and r.json["error"] == "csrf"
-    assert c.post("/api/v1/overrides", json=body, headers={"X-CSRF-Token": token}).status_code == 201
+    digest = c.post("/api/v1/overrides", json=dict(body, preview_only=True), headers={"X-CSRF-Token": token}).json["preview"]["digest"]
+    assert c.post("/api/v1/overrides", json=dict(body, digest=digest), headers={"X-CSRF-Token": token}).status_code == 201
 
 
 def test_a_revoked_token_is_refused(app: Flask, seeded: Store) -> None:

@@ -308,9 +308,7 @@ def test_preview_of_a_region_already_out_and_of_a_freeze() -> None:
     assert p.changes == () and refusals == []
     assert describe_preview(s, o, p, refusals, actual).startswith("No change to Azure now: eastus is already as this drain wants")
     f = override("freeze", target="tm-weighted", created=1000)
-    assert describe_preview(s, f, *preview_of(s, f, actual, health()), actual).startswith(
-        "This will freeze automation for tm-weighted"
-    )
+    assert describe_preview(s, f, *preview_of(s, f, actual, health()), actual).startswith("This will freeze automation for tm-weighted")
 
 
 def test_guardrail_context_reads_health_from_a_report_too() -> None:
