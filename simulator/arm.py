@@ -162,6 +162,9 @@ class FakeArm:
         self.faults = FaultBook(seed=fault_seed)
         self.write_limiter = WriteLimiter(write_capacity, write_refill_per_s, clock)
         self.log = RequestLog()
+        # test hooks: called with (method, path) for every write request, after its faults and before it is
+        # handled (e.g. a portal edit that lands between a client's GET and its PATCH)
+        self.before_write: list[Callable[[str, str], None]] = []
         self.port: int | None = None
         self._tmpdir: str | None = None
         self._ca_bundle: str | None = None
@@ -349,6 +352,8 @@ class FakeArm:
             await self._sleep(decision.latency_s)
         if decision.terminal is not None:
             return await self._fault_reply(request, decision.terminal), decision.labels
+        for hook in list(self.before_write if request.method in WRITE_METHODS else ()):
+            hook(request.method, request.path)
         route, params = self._route(request.path)
         if request.method not in route.methods:
             raise ArmError(

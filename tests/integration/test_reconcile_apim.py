@@ -1,0 +1,199 @@
+"""The reconciler over an APIM load-balanced pool: the real azure-mgmt-apimanagement
+client over HTTPS against the fake ARM, a real SQLite store.
+
+What is checked: a drain takes the member out of ``pool.services`` and a
+restore puts it back at its weight (no drift either way), a concurrent edit
+between our GET and PATCH (412) is read, planned again and carried over,
+members regionguard does not own are never touched, a 429 is retried, and a
+crash after the PATCH leaves a trail the next tick settles without redoing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controlplane.actuators.credentials import StaticTokenCredential
+from controlplane.actuators.factory import build_actuators
+from controlplane.domain import EndpointSetting, Field
+from controlplane.store import Store
+from simulator.arm import FakeArm
+from simulator.arm_apim import backend_id
+from tests.integration.test_actuator_contract import FAST_RETRY, apim_portal_edit, pool_id
+from tests.integration.test_reconcile import CrashAfterFirstWrite, H, World, health
+
+
+@pytest.fixture(scope="module")
+def arm() -> Iterator[FakeArm]:
+    with FakeArm(token="contract-token") as fake:
+        yield fake
+
+
+@pytest.fixture
+def world(arm: FakeArm, store: Store) -> Iterator[World]:
+    arm.clear_faults()
+    arm.before_write.clear()
+    yield World(arm, store, apim=True)
+    arm.before_write.clear()
+    arm.clear_faults()
+
+
+def apim(world: World) -> Any:
+    return world.settings.targets[3]
+
+
+def services(world: World) -> list[dict[str, Any]]:
+    doc = world.arm.get_resource(pool_id(apim(world)))
+    assert doc is not None
+    return list(doc["properties"]["pool"]["services"])
+
+
+def member(world: World, name: str) -> dict[str, Any] | None:
+    t = apim(world)
+    wanted = backend_id(t.subscription_id, t.resource_group, t.service, name).lower()
+    return next((s for s in services(world) if s["id"].lower() == wanted), None)
+
+
+def pool_writes(world: World) -> list[Any]:
+    return [w for w in world.writes(apim(world)) if w.path.lower().endswith(f"/backends/{apim(world).pool}".lower())]
+
+
+def edit_legacy(world: World, weight: int) -> None:
+    """A portal edit of the member regionguard does not own (APIM's own units)."""
+    items = services(world)
+    for item in items:
+        if item["id"].lower().endswith("/backends/legacy-onprem"):
+            item["weight"] = weight
+    world.arm.mutate(pool_id(apim(world)), {"pool": {"services": items}})
+
+
+def test_an_outage_takes_the_member_out_of_the_pool_and_recovery_puts_it_back_at_its_weight(world: World) -> None:
+    r = world.reconciler()
+    assert not world.tick(r, health()).plan.changes
+    before = services(world)
+    report = world.tick(r, health(westeurope=H.UNHEALTHY))
+    assert report.ok, report
+    assert [(c.target, c.region, c.field) for c in report.applied if c.target == apim(world).name] == [
+        (apim(world).name, "westeurope", Field.ENABLED)
+    ]
+    assert report.targets[apim(world).name].confirmed
+    assert member(world, "aoai-westeurope") is None  # out of the pool: no traffic, whatever the weights
+    assert [s["id"] for s in services(world)] == [s["id"] for s in before if not s["id"].endswith("/aoai-westeurope")]
+    (patch,) = pool_writes(world)
+    assert patch.method == "PATCH" and patch.headers["If-Match"].startswith('"') and list(patch.body) == ["properties"]
+    assert list(patch.body["properties"]) == ["pool"]  # nothing else of the backend is sent
+    assert world.actual(apim(world)).endpoints["westeurope"] == EndpointSetting(weight=None, priority=None, enabled=False)
+    assert not world.tick(r, health(westeurope=H.UNHEALTHY)).plan.changes  # converged: no weight planned for a member out of the pool
+    restored = world.tick(r, health())
+    assert {(c.region, c.field, c.desired) for c in restored.applied if c.target == apim(world).name} == {
+        ("westeurope", Field.ENABLED, True),
+        ("westeurope", Field.WEIGHT, 300),
+        ("westeurope", Field.PRIORITY, 1),
+    }
+    assert len(pool_writes(world)) == 2  # the restore is one PATCH carrying weight and priority
+    assert member(world, "aoai-westeurope") == {"id": backend_id_of(world, "aoai-westeurope"), "weight": 30, "priority": 1}
+    assert not world.tick(r, health()).plan.changes
+    assert not world.store.events(kinds=["drift"])
+
+
+def backend_id_of(world: World, name: str) -> str:
+    t = apim(world)
+    return backend_id(t.subscription_id, t.resource_group, t.service, name)
+
+
+def test_a_degraded_member_gets_a_weight_apim_can_hold(world: World) -> None:
+    r = world.reconciler()
+    world.tick(r, health())
+    report = world.tick(r, health(eastus=(H.DEGRADED, 0.734)))
+    (change,) = [c for c in report.applied if c.target == apim(world).name]
+    assert (change.field, change.actual, change.desired) == (Field.WEIGHT, 500, 370)  # 500 x 0.734 = 367 -> 370 (APIM 37)
+    assert member(world, "aoai-eastus") == {"id": backend_id_of(world, "aoai-eastus"), "weight": 37, "priority": 1}
+    assert not world.tick(r, health(eastus=(H.DEGRADED, 0.734))).plan.changes
+    assert not world.store.events(kinds=["drift"])
+
+
+def test_a_412_race_reads_and_plans_again_and_keeps_the_other_writers_change(world: World) -> None:
+    r = world.reconciler()
+    world.tick(r, health())
+    raced: list[str] = []
+
+    def portal_edit_first(method: str, path: str) -> None:
+        if method == "PATCH" and path.lower().endswith(f"/backends/{apim(world).pool}") and not raced:
+            raced.append(path)
+            edit_legacy(world, 7)  # lands after our GET, before our PATCH
+
+    world.arm.before_write.append(portal_edit_first)
+    report = world.tick(r, health(japaneast=H.UNHEALTHY))
+    assert report.ok, report
+    assert [w.status for w in pool_writes(world)] == [412, 200]
+    first, second = pool_writes(world)
+    assert first.headers["If-Match"] != second.headers["If-Match"] and "*" not in (first.headers["If-Match"], second.headers["If-Match"])
+    assert member(world, "aoai-japaneast") is None
+    legacy = member(world, "legacy-onprem")
+    assert legacy is not None and legacy["weight"] == 7  # the other writer's edit survived our write
+    assert not world.store.events(kinds=["drift"])
+    assert not world.tick(r, health(japaneast=H.UNHEALTHY)).plan.changes
+
+
+def test_a_concurrent_edit_of_a_managed_member_is_not_written_over(world: World) -> None:
+    r = world.reconciler()
+    world.tick(r, health())
+    raced: list[str] = []
+
+    def portal_edit_first(method: str, path: str) -> None:
+        if method == "PATCH" and path.lower().endswith(f"/backends/{apim(world).pool}") and not raced:
+            raced.append(path)
+            apim_portal_edit(world.arm, apim(world), "eastus", weight=120)
+
+    world.arm.before_write.append(portal_edit_first)
+    report = world.tick(r, health(eastus=(H.DEGRADED, 0.5)))  # plans eastus 500 -> 250
+    failed = [(c.region, code) for c, code, _msg in report.failed if c.target == apim(world).name]
+    assert failed == [("eastus", "ChangedMeanwhile")]
+    assert [w.status for w in pool_writes(world)] == [412]  # the second plan had nothing it may write
+    assert member(world, "aoai-eastus") == {"id": backend_id_of(world, "aoai-eastus"), "weight": 12, "priority": 1}
+    drift = world.tick(r, health(eastus=(H.DEGRADED, 0.5)))
+    assert drift.targets[apim(world).name].drift == {"eastus": "changed outside regionguard: weight 500 -> 120"}
+
+
+def test_a_portal_edit_of_a_member_it_does_not_own_is_neither_drift_nor_touched(world: World) -> None:
+    r = world.reconciler()
+    world.tick(r, health())
+    edit_legacy(world, 42)
+    report = world.tick(r, health())
+    assert not report.plan.changes and not report.targets[apim(world).name].drift
+    assert pool_writes(world) == []
+    world.tick(r, health(eastus=H.UNHEALTHY))
+    legacy = member(world, "legacy-onprem")
+    assert legacy is not None and legacy["weight"] == 42 and legacy["priority"] == 5
+    assert not world.store.events(kinds=["drift"])
+
+
+def test_a_429_on_the_pool_patch_is_retried_and_lands(world: World) -> None:
+    r = world.reconciler()
+    world.tick(r, health())
+    world.arm.inject_throttle(2, retry_after=0.05, path_contains=f"/backends/{apim(world).pool}", method="PATCH")
+    report = world.tick(r, health(eastus=H.UNHEALTHY))
+    assert report.ok, report
+    assert [w.status for w in pool_writes(world)] == [429, 429, 200]
+    assert member(world, "aoai-eastus") is None
+
+
+def test_a_crash_after_the_patch_leaves_a_trail_the_next_tick_settles_without_writing_again(world: World) -> None:
+    actuators = build_actuators(world.settings, StaticTokenCredential("contract-token"), retry=FAST_RETRY)
+    actuators[apim(world).name] = CrashAfterFirstWrite(actuators[apim(world).name])
+    sick = health(eastus=(H.DEGRADED, 0.5), westeurope=H.UNHEALTHY)
+    with pytest.raises(KeyboardInterrupt):
+        world.reconciler(actuators).reconcile_once(sick, fencing_token=world.token)
+    pending = world.store.changes(target=apim(world).name, status="pending")
+    assert sorted((row["region"], row["field"]) for row in pending) == [("eastus", "weight"), ("westeurope", "enabled")]
+    assert len(pool_writes(world)) == 1  # the one PATCH of the plan landed
+    world.clock.advance(120)
+    report = world.tick(world.reconciler(), sick)  # a new process, the same store
+    assert [c for c in report.applied if c.target == apim(world).name] == []
+    rows = {row["region"]: row for row in world.store.changes(target=apim(world).name) if row["plan_id"] == pending[0]["plan_id"]}
+    assert rows["eastus"]["status"] == "applied" and rows["westeurope"]["status"] == "applied"  # confirmed by read-back
+    assert len(pool_writes(world)) == 1  # nothing applied twice
+    assert not world.store.events(kinds=["drift"])
+    assert not world.tick(world.reconciler(), sick).plan.changes
