@@ -25,6 +25,7 @@ from controlplane.durations import Duration
 from controlplane.errors import BadInput
 from controlplane.logging_setup import LoggingSettings
 from controlplane.notify.settings import NotificationSettings
+from controlplane.oidc_settings import OidcSettings
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
 
@@ -276,6 +277,15 @@ class Web(_Section):
     secret_key_env: str = "REGIONGUARD_SECRET_KEY"
     session_lifetime: Duration = 12 * 3600.0
     login_attempts_per_minute: int = Field(default=10, ge=1)
+    # Local (break-glass) users: false turns the password form off; needs ``oidc``.
+    local_users: bool = True
+    oidc: OidcSettings | None = None
+
+    @model_validator(mode="after")
+    def _someone_can_sign_in(self) -> Web:
+        if not self.local_users and self.oidc is None:
+            raise ValueError("local_users: false needs an oidc section (nobody could sign in to the dashboard)")
+        return self
 
 
 class Azure(_Section):
@@ -358,7 +368,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in (*TARGET_KINDS, "api_key", "entra_id", "function-after"):
+        elif part in (*TARGET_KINDS, "api_key", "entra_id", "generic", "function-after"):
             continue  # discriminator / validator tags pydantic adds to the location
         else:
             out += f".{part}" if out else str(part)

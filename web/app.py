@@ -21,7 +21,7 @@ from controlplane.config import Settings
 from controlplane.domain import SystemClock
 from controlplane.errors import http_status
 from controlplane.store import DatabaseUnavailable, Store, open_store
-from web import readmodel, security
+from web import oidc, readmodel, security
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ def create_app(settings: Settings, store: Store | None = None, test_config: Mapp
 
     app.register_blueprint(health)
     app.register_blueprint(auth)
+    oidc.install(app, settings.web.oidc)
     app.register_blueprint(dashboard)
     app.register_blueprint(api)
     app.register_blueprint(_metrics_blueprint(app.extensions["regionguard"].store, metrics))

@@ -1,4 +1,9 @@
-"""Login and logout (local users, argon2 hashes, rate-limited attempts)."""
+"""Login and logout: local users (argon2 hashes, rate-limited attempts), and the way to single sign-on (web/oidc.py).
+
+With ``web.oidc`` configured, local users are break-glass accounts: each local
+sign-in is a warning in the audit trail, and ``web.local_users: false`` turns
+them off.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
+from controlplane.domain import AuditEvent
 from controlplane.users import authenticate
+from web.oidc import sso
 from web.security import csrf_token, principal, state
 
 log = logging.getLogger(__name__)
@@ -26,14 +33,29 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+def _login_page(error: str | None, next_path: str, status: int = 200) -> Any:
+    ws = state()
+    provider = sso()
+    return render_template(
+        "login.html",
+        next=next_path,
+        error=error,
+        sso_name=provider.cfg.display_name if provider else None,
+        local_users=ws.settings.web.local_users,
+        signed_out=request.args.get("signed_out") == "1",
+    ), status
+
+
 @auth.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     if request.method == "GET":
         if principal() is not None:
             return redirect(safe_next(request.args.get("next")))
         csrf_token()
-        return render_template("login.html", next=request.args.get("next", ""), error=None)
+        return _login_page(None, request.args.get("next", ""))
     ws = state()
+    if not ws.settings.web.local_users:
+        return _login_page("Local accounts are turned off (web.local_users: false): use single sign-on.", "", 403)
     name = (request.form.get("username") or "").strip()[:80]
     password = request.form.get("password") or ""
     ip = request.remote_addr or "?"
@@ -54,10 +76,29 @@ def login() -> Any:
     session["user"] = who.name
     csrf_token()
     log.info("login: %s (%s) from %s", who.name, who.role, ip)
+    if ws.settings.web.oidc is not None:  # with SSO configured, a local account is break-glass: say so in the audit trail
+        log.warning("break-glass local sign-in: %s (%s) from %s", who.name, who.role, ip)
+        ws.store.add_event(
+            AuditEvent(
+                kind="login",
+                at=ws.clock.now(),
+                actor=who.name,
+                summary=f"break-glass: local account {who.name} ({who.role}) signed in while single sign-on is configured",
+                severity="warning",
+                data={"via": "local", "role": who.role, "ip": ip},
+            )
+        )
     return redirect(safe_next(request.form.get("next")))
 
 
 @auth.post("/logout")
 def logout() -> Any:
+    """End the local session; after a single sign-on, also sign out at the provider where it can."""
+    was_sso = "sso" in session
     session.clear()
-    return redirect(url_for("auth.login"))
+    provider = sso()
+    if was_sso and provider is not None:
+        end = provider.end_session_url()
+        if end:
+            return redirect(end)
+    return redirect(url_for("auth.login", signed_out=1))

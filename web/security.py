@@ -34,7 +34,7 @@ from controlplane.users import Principal, authenticate_token, current_role
 log = logging.getLogger(__name__)
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "health.healthz", "health.readyz", "static"})
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "oidc.login", "oidc.callback", "health.healthz", "health.readyz", "static"})
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -179,7 +179,15 @@ def _load_principal() -> BaseResponse | None:
             return _unauthorized()
         g.principal = p
         return None
+    if "sso" in session:  # signed in with OpenID Connect: the role came from the provider, until the deadline
+        from web.oidc import session_principal
+
+        g.principal = session_principal(ws.clock.now())
+        return None
     name = session.get("user")
+    if name and not ws.settings.web.local_users:  # break-glass accounts were turned off since this login
+        session.clear()
+        name = None
     if name:
         role = current_role(ws.store, str(name))
         if role is None:  # deleted or disabled since login
