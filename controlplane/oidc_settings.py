@@ -34,10 +34,12 @@ Example::
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from controlplane.durations import Duration
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _CLAIM = r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,119}$"
@@ -52,15 +54,6 @@ ENTRA_AUTHORITY_HOSTS = {
     "china": "https://login.chinacloudapi.cn",
 }
 ROLE_NAMES = ("viewer", "operator", "admin")
-
-
-def _duration(value: Any) -> float:
-    from controlplane.config import parse_duration  # late: config imports this module
-
-    return parse_duration(value)
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
 
 
 def check_provider_url(value: str, field: str) -> str:

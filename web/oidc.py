@@ -39,6 +39,7 @@ from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, session, url_for
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from controlplane.config import ConfigError
 from controlplane.domain import AuditEvent
@@ -285,7 +286,7 @@ class Sso:
     def redirect_uri(self) -> str:
         return self.cfg.redirect_uri or url_for("oidc.callback", _external=True)
 
-    def begin(self, next_path: str) -> Response:
+    def begin(self, next_path: str) -> WerkzeugResponse:
         self.metadata()
         redirect_uri = self.redirect_uri()
         rv = self.client.create_authorization_url(redirect_uri)
