@@ -9,28 +9,17 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from controlplane.domain import AuditEvent
 from controlplane.users import authenticate
 from web.oidc import sso
-from web.security import csrf_token, principal, state
+from web.security import csrf_token, principal, safe_next, state
 
 log = logging.getLogger(__name__)
 
 auth = Blueprint("auth", __name__)
-
-
-def safe_next(target: str | None) -> str:
-    """Only same-site paths: never redirect to another host after login."""
-    if not target:
-        return url_for("dashboard.overview")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return url_for("dashboard.overview")
-    return target
 
 
 def _login_page(error: str | None, next_path: str, status: int = 200) -> Any:

@@ -44,13 +44,12 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from controlplane.config import ConfigError
 from controlplane.domain import AuditEvent
 from controlplane.oidc_settings import EntraIdSignIn, GenericSignIn
-from controlplane.users import Principal
+from web.security import CSP, SSO_SESSION_KEY, csrf_token, safe_next, state
 
 log = logging.getLogger(__name__)
 
 oidc = Blueprint("oidc", __name__, url_prefix="/auth/oidc")
 
-SESSION_KEY = "sso"
 LEEWAY_SECONDS = 60  # clock skew allowed on exp / iat of the id_token
 STATE_SECONDS = 600  # a sign-in must come back within ten minutes
 MAX_NAME = 120  # the audit actor and override 'who' columns
@@ -401,15 +400,13 @@ def install(app: Flask, cfg: SignInSettings | None) -> None:
 
 
 def csp_with_form_action(origins: list[str]) -> str:
-    from web.security import CSP
-
     return CSP.replace("form-action 'self'", "form-action 'self' " + " ".join(origins))
 
 
 def start_session(identity: SsoIdentity, now: datetime, lifetime: float) -> None:
     session.clear()  # no fixation: a fresh session (and CSRF token) at sign-in
     session.permanent = True
-    session[SESSION_KEY] = {
+    session[SSO_SESSION_KEY] = {
         "name": identity.principal_name,
         "id": identity.stable_id,
         "display": identity.display_name,
@@ -418,25 +415,12 @@ def start_session(identity: SsoIdentity, now: datetime, lifetime: float) -> None
     }
 
 
-def session_principal(now: datetime) -> Principal | None:
-    """The signed-in SSO user, or None (and the session cleared) once its lifetime is over."""
-    data = session.get(SESSION_KEY)
-    if not isinstance(data, dict):
-        return None
-    if sso() is None or now.timestamp() >= float(data.get("until", 0)):
-        session.clear()
-        return None
-    return Principal(name=str(data["name"]), role=str(data["role"]), via="sso")
-
-
 def _refused(exc: SignInRefused) -> tuple[str, int]:
     return render_template("oidc_refused.html", title=exc.title, detail=exc.detail, claim=exc.claim), exc.status
 
 
 @oidc.get("/login")
 def login() -> Any:
-    from web.auth import safe_next
-
     provider = sso()
     if provider is None:
         return render_template(
@@ -450,9 +434,6 @@ def login() -> Any:
 
 @oidc.get("/callback")
 def callback() -> Any:
-    from web.auth import safe_next
-    from web.security import csrf_token, state
-
     provider = sso()
     if provider is None:
         return render_template(
@@ -509,6 +490,5 @@ __all__ = [
     "identity_from_claims",
     "install",
     "principal_name",
-    "session_principal",
     "sso",
 ]

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, ParamSpec
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, current_app, g, jsonify, redirect, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -33,6 +34,7 @@ from controlplane.users import Principal, authenticate_token, current_role
 
 log = logging.getLogger(__name__)
 
+SSO_SESSION_KEY = "sso"  # written by web.oidc.start_session
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "oidc.login", "oidc.callback", "health.healthz", "health.readyz", "static"})
 CSP = (
@@ -103,6 +105,16 @@ class WebState:
     clock: Clock
     limiter: LoginLimiter
     series_cache: Any = None  # web.readmodel.SeriesCache for long-range charts
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: never redirect to another host after login."""
+    if not target:
+        return url_for("dashboard.overview")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("dashboard.overview")
+    return target
 
 
 def state() -> WebState:
@@ -179,10 +191,8 @@ def _load_principal() -> BaseResponse | None:
             return _unauthorized()
         g.principal = p
         return None
-    if "sso" in session:  # signed in with OpenID Connect: the role came from the provider, until the deadline
-        from web.oidc import session_principal
-
-        g.principal = session_principal(ws.clock.now())
+    if SSO_SESSION_KEY in session:  # signed in with OpenID Connect (web/oidc.py): the role came from the provider
+        g.principal = _sso_principal(ws)
         return None
     name = session.get("user")
     if name and not ws.settings.web.local_users:  # break-glass accounts were turned off since this login
@@ -195,6 +205,15 @@ def _load_principal() -> BaseResponse | None:
         else:
             g.principal = Principal(name=str(name), role=role, via="session")
     return None
+
+
+def _sso_principal(ws: WebState) -> Principal | None:
+    """The single-sign-on user until the session's deadline (``session_lifetime``); then, or without SSO configured, nobody."""
+    data = session.get(SSO_SESSION_KEY)
+    if not isinstance(data, dict) or ws.settings.web.oidc is None or ws.clock.now().timestamp() >= float(data.get("until", 0)):
+        session.clear()
+        return None
+    return Principal(name=str(data["name"]), role=str(data["role"]), via="sso")
 
 
 def before_request() -> BaseResponse | None:
