@@ -107,6 +107,12 @@ def csrf_of(html: str) -> str:
     return m.group(1)
 
 
+def cookie_of(c: FlaskClient) -> str:
+    cookie = c.get_cookie("regionguard_session")
+    assert cookie is not None, "no session cookie"
+    return cookie.value
+
+
 def start(c: FlaskClient, next_path: str | None = None) -> str:
     """GET /auth/oidc/login; return the provider's authorization URL it redirects to."""
     r = c.get("/auth/oidc/login", query_string={"next": next_path} if next_path else None)
@@ -171,7 +177,9 @@ def test_an_operator_signs_in_and_every_action_records_the_stable_id_and_display
     token = csrf_of(c.get("/").get_data(as_text=True))
     form = {"csrf_token": token, "action": "drain", "region": "eastus", "target": "", "reason": "eastus 503 storm"}
     html = c.post("/actions/preview", data=form).get_data(as_text=True)
-    digest = re.search(r'name="digest" value="(\w+)"', html).group(1)  # type: ignore[union-attr]
+    m = re.search(r'name="digest" value="(\w+)"', html)
+    assert m, "no digest in the preview"
+    digest = m.group(1)
     assert c.post("/actions/execute", data=dict(form, digest=digest)).status_code == 302
     [o] = store.active_overrides(T0)
     assert (o.kind, o.who) == (OverrideKind.DRAIN, name)
@@ -422,11 +430,11 @@ def test_local_users_can_be_turned_off(provider: Provider, store: Store, clock: 
     # a password POST with a valid CSRF token (a session from the page while local users were on) is refused
     fresh = on.test_client()
     token = csrf_of(fresh.get("/login").get_data(as_text=True))
-    c2.set_cookie("regionguard_session", fresh.get_cookie("regionguard_session").value, domain="localhost")  # type: ignore[union-attr]
+    c2.set_cookie("regionguard_session", cookie_of(fresh), domain="localhost")
     r = c2.post("/login", data={"username": "ada", "password": PASSWORD, "csrf_token": token})
     assert r.status_code == 403 and "Local accounts are turned off" in r.get_data(as_text=True)
     # a session made while they were on is not honoured once they are off
-    c2.set_cookie("regionguard_session", c.get_cookie("regionguard_session").value, domain="localhost")  # type: ignore[union-attr]
+    c2.set_cookie("regionguard_session", cookie_of(c), domain="localhost")
     assert_not_signed_in(c2)
 
 
