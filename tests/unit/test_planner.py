@@ -131,4 +131,6 @@ def test_a_plan_prints_as_text_and_json_with_a_checksum() -> None:
     assert data["checksum"] == p.checksum and len(p.checksum) == 16
     assert data["changes"][0]["kind"] == "drain"
     assert "tm-weighted/aoai-eastus (eastus): enabled True -> False (unhealthy)" in p.to_text()
-    assert isinstance(p, Plan)
+    # the checksum covers what would be written, not why: 'apply the plan I reviewed' survives a reworded reason
+    assert Plan(tuple(replace(c, reason="reviewed at 03:00") for c in p.changes)).checksum == p.checksum
+    assert Plan(tuple(replace(c, desired=True) for c in p.changes)).checksum != p.checksum
