@@ -33,6 +33,7 @@ from simulator.llm import (
     SimRegion,
     default_regions,
 )
+from tests.waiting import wait_until
 
 API_VERSION = "2024-10-21"
 NUMBER_PROMPT = [{"role": "user", "content": "Reply with only the number 42"}]
@@ -361,7 +362,7 @@ def test_stop_does_not_wait_for_hung_requests(http: httpx.Client) -> None:
 
     worker = threading.Thread(target=call)
     worker.start()
-    time.sleep(0.1)
+    wait_until(lambda: sim.stats()["by_region"].get("eastus", {}).get("gpt-4o", {}).get("hang"), 5, "the request to be held by the hang")
     started = time.monotonic()
     sim.stop()
     worker.join(timeout=3)
@@ -533,17 +534,22 @@ def test_stats_count_requests_by_region_deployment_and_status(sim: LLMSimulator,
 
 
 def test_timeline_applies_events_at_their_offsets(sim: LLMSimulator, http: httpx.Client) -> None:
+    # At 1/100 speed: the error at 0.2 s, its end at 1.2 s. Each event must not apply before its
+    # offset (a lower bound on elapsed time holds on any machine); between them the fault is in force.
+    started = time.monotonic()
     run = sim.run_timeline(
         [
-            {"at": "10s", "region": "eastus", "fault": "error", "statuses": [502]},
-            {"at": "20s", "region": "eastus", "fault": "none"},
+            {"at": "20s", "region": "eastus", "fault": "error", "statuses": [502]},
+            {"at": "120s", "region": "eastus", "fault": "none"},
         ],
         time_scale=0.01,
     )
-    assert _post(http, sim).status_code == 200
-    time.sleep(0.15)
+    wait_until(lambda: run.applied, 5, "the first event to apply")
+    assert time.monotonic() - started >= 0.2
     assert _post(http, sim).status_code == 502
-    assert run.wait(timeout=1.0)
+    assert [e.fault.kind for e in run.applied] == ["error"], "the error ended before it could be observed"
+    assert run.wait(timeout=5.0)
+    assert time.monotonic() - started >= 1.2
     assert [e.fault.kind for e in run.applied] == ["error", "none"]
     assert _post(http, sim).status_code == 200
 

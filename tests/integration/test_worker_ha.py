@@ -11,10 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ class World:
     config: Path
     store: Store
     procs: list[subprocess.Popen[str]]
+    output: dict[str, list[str]] = field(default_factory=dict)
 
     def worker(self, holder: str) -> subprocess.Popen[str]:
         env = dict(os.environ, **{DEMO_KEY_ENV: DEFAULT_API_KEY})
@@ -59,7 +61,13 @@ class World:
             text=True,
         )
         self.procs.append(proc)
+        lines = self.output.setdefault(holder, [])
+        threading.Thread(target=_collect, args=(proc, lines), name=f"output-{holder}", daemon=True).start()
         return proc
+
+    def started(self, holder: str) -> bool:
+        """True once ``holder``'s process printed that it runs (read without blocking by a thread per process)."""
+        return any(f"regionguard worker {holder} running" in line for line in self.output.get(holder, []))
 
     def writes(self) -> list[Any]:
         return [e for e in self.arm.request_log if e.method in ("PATCH", "PUT") and 200 <= e.status < 300]
@@ -67,6 +75,16 @@ class World:
     def holder(self) -> str | None:
         lease = self.store.lease("leader")
         return lease["holder"] if lease else None
+
+
+def _collect(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    """Keep a worker's output lines as they come (the pipe never fills, the test never blocks reading it)."""
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+    except (OSError, ValueError):  # the pipe was closed at teardown
+        pass
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
@@ -139,8 +157,13 @@ def test_two_workers_on_postgres_only_the_leader_writes_and_the_other_takes_over
     a = world.worker("worker-a")
     wait_for(lambda: world.holder() == "worker-a", 20, "worker-a to take the lease")
     b = world.worker("worker-b")
-    time.sleep(1.0)
-    assert world.holder() == "worker-a"
+    # once worker-b runs (its lease job fires at start, then every LEASE_TTL / 5 s), it must
+    # stay a standby: watch the lease over two of its lease ticks, not a guessed 1 s from launch
+    wait_for(lambda: world.started("worker-b"), 30, "worker-b to start")
+    watch_until = time.monotonic() + 2 * LEASE_TTL / 5 + 0.2
+    while time.monotonic() < watch_until:
+        assert world.holder() == "worker-a", "worker-b took the lease from a live leader"
+        time.sleep(0.05)
     token_a = world.store.lease("leader")["fencing_token"]
 
     world.sim.set_fault("eastus", "down")
@@ -193,7 +216,7 @@ def test_sigterm_during_an_apply_exits_cleanly_and_the_next_worker_converges(sql
     sent = time.monotonic()
     code = a.wait(timeout=15)
     stopped = time.monotonic() - sent
-    assert code == 0, a.stdout.read() if a.stdout else ""
+    assert code == 0, "".join(world.output["worker-a"])
     assert stopped <= 10.0, f"worker took {stopped:.1f} s to stop"
     assert world.holder() is None, "the lease was not released"
 
