@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 DEMO_KEY_ENV = "REGIONGUARD_DEMO_API_KEY"
 DEMO_SUBSCRIPTION = "00000000-0000-0000-0000-00000000demo"
 DEMO_USER = "demo"
+UNTIL_END = "end"  # play for --duration (or until Ctrl-C)
+UNTIL_RECOVERED = "recovered"  # ... or stop once the scenario is over and everything serves again
+SETTLE_S = 4.0  # how long "everything serves, nothing to do" must hold (and two reconcile ticks) before --until recovered stops
 
 
 def demo_config(region_urls: dict[str, str], deployments: list[str], arm: FakeArm, database_url: str, web_port: int) -> dict[str, Any]:
@@ -146,6 +149,8 @@ class Demo:
     metrics: Any = None
     web_server: BaseWSGIServer | None = None
     started_at: float = 0.0
+    settle_s: float = SETTLE_S
+    stopped_because: str = ""
     _tmp: Any = None
     _web_thread: threading.Thread | None = None
 
@@ -229,34 +234,78 @@ class Demo:
             description = description.replace(f"${i}", name)
         return replace(timeline, description=description)
 
-    def play(self, timeline: Timeline, stop: threading.Event, duration_s: float | None) -> list[dict[str, Any]]:
+    def settled(self) -> bool:
+        """The leader's last tick found every endpoint of every target serving and nothing to do.
+
+        Read from the worker's last reconcile (what it read from Azure and planned),
+        so checking costs no Azure request.
+        """
+        tick = self.worker.last_tick if self.worker is not None else None
+        if tick is None or tick.plan.changes or tick.plan.skipped or tick.plan.panics or tick.refused or tick.fenced:
+            return False
+        if self.settings is None or set(tick.targets) != {t.name for t in self.settings.targets}:
+            return False
+        for result in tick.targets.values():
+            if result.actual is None or result.read_error or result.drift:
+                return False
+            if not all(setting.enabled for setting in result.actual.endpoints.values()):
+                return False
+        return True
+
+    def play(self, timeline: Timeline, stop: threading.Event, duration_s: float | None, until: str = UNTIL_END) -> list[dict[str, Any]]:
         """Play the timeline (looping if it says so) until ``duration_s`` or ``stop``.
 
-        Returns the injected events with their wall-clock offsets from the start.
+        With ``until="recovered"`` (a timeline that does not loop) it also stops once
+        every event has been injected and the system has stayed :meth:`settled`
+        for ``settle_s`` seconds and at least two reconcile ticks. Sets
+        :attr:`stopped_because` ("recovered", "duration" or "stop"). Returns the
+        injected events with their wall-clock offsets from the start.
         """
         assert self.sim is not None
         injected: list[dict[str, Any]] = []
         t0 = time.monotonic()
         end = t0 + duration_s if duration_s else None
+        watch = until == UNTIL_RECOVERED and not timeline.loop
+        last_event_at = t0 + max((ev.at_s for ev in timeline.events), default=0.0)
+        settled_since: tuple[float, int] | None = None  # (monotonic time, worker ticks) when it last became settled
+
+        def recovered(run: Any) -> bool:
+            nonlocal settled_since
+            now = time.monotonic()
+            if not watch or now < last_event_at or not run.done:
+                return False
+            ticks = self.worker.ticks if self.worker is not None else 0
+            if not self.settled():
+                settled_since = None
+            elif settled_since is None:
+                settled_since = (now, ticks)
+            elif now - settled_since[0] >= self.settle_s and ticks - settled_since[1] >= 2:
+                return True
+            return False
+
+        self.stopped_because = "stop"
         while not stop.is_set():
             round_start = time.monotonic() - t0
             run = self.sim.run_timeline(timeline.events)
             for ev in timeline.events:
                 injected.append({"at_s": round(round_start + ev.at_s, 3), "region": ev.region, "fault": ev.fault.to_dict()})
             round_end = t0 + round_start + timeline.duration_s
+            if not timeline.loop:
+                round_end = end  # a timeline that does not loop ends; keep the system running until told to stop
             while not stop.is_set():
+                if recovered(run):
+                    self.stopped_because = UNTIL_RECOVERED
+                    return injected
                 now = time.monotonic()
-                limit = min(x for x in (round_end, end) if x is not None)
-                if now >= limit:
+                limit = min((x for x in (round_end, end) if x is not None), default=None)
+                if limit is not None and now >= limit:
                     break
-                stop.wait(min(0.5, limit - now))
+                stop.wait(0.5 if limit is None else min(0.5, limit - now))
             run.cancel()
             if end is not None and time.monotonic() >= end:
+                self.stopped_because = "duration"
                 break
             if not timeline.loop:
-                # a timeline that does not loop ends; keep the system running until told to stop
-                while not stop.is_set() and (end is None or time.monotonic() < end):
-                    stop.wait(0.5)
                 break
             self.sim.clear_faults()
         return [e for e in injected if end is None or e["at_s"] <= (duration_s or 0)]
@@ -406,6 +455,7 @@ def run_demo(
     web_port: int = 8080,
     headless: bool = False,
     out: Any = None,
+    until: str = UNTIL_END,
 ) -> int:
     """Entry point for the CLI. Returns an exit code."""
     import signal
@@ -441,10 +491,15 @@ def run_demo(
             + ", ".join(demo.settings.region_names if demo.settings else [])
         )
         write("Ctrl-C to stop." if duration_s is None else f"running for {duration_s:.0f} s")
-        injected = demo.play(timeline, stop, duration_s)
+        if until == UNTIL_RECOVERED:
+            write(f"stopping early once the scenario is over and every region serves again for {demo.settle_s:g} s")
+        injected = demo.play(timeline, stop, duration_s, until=until)
         elapsed = time.monotonic() - demo.started_at
+        if demo.stopped_because == UNTIL_RECOVERED:
+            write(f"recovered: every region serving in every target, nothing left to do; stopped after {elapsed:.0f} s")
         if report_path:
             report = build_report(demo, timeline, injected, wall_start, round(elapsed, 3))
+            report["stopped_because"] = demo.stopped_because
             Path(report_path).write_text(json.dumps(report, indent=2, default=str))
             write(
                 f"report written to {report_path}: {len(report['faults'])} fault event(s), {report['azure_writes']} Azure write(s), {report['changes_applied']} change(s)"

@@ -120,12 +120,31 @@ def cmd_web(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SIM_EXTRA_MODULES = ("aiohttp", "trustme")
+
+
+def require_sim_extra(command: str) -> None:
+    """The simulator needs the optional ``sim`` extra; say how to install it instead of a traceback."""
+    import importlib
+
+    for module in SIM_EXTRA_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise CommandError(
+                f"regionguard {command} needs the simulator, which is an optional extra ({module} is not installed):"
+                " pip install 'regionguard[sim]'",
+                EXIT_USAGE,
+            ) from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    require_sim_extra("demo")
     from controlplane.cli.demo import run_demo
     from controlplane.replay import TimelineError
 
     try:
-        return run_demo(scenario=args.scenario, duration_s=args.duration, report_path=args.report, web_port=args.port)
+        return run_demo(scenario=args.scenario, duration_s=args.duration, report_path=args.report, web_port=args.port, until=args.until)
     except TimelineError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
     except OSError as exc:
@@ -135,6 +154,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    require_sim_extra("sim")
     rest = list(args.rest)
     if args.config:
         rest = ["--config", args.config, *rest]
@@ -165,6 +185,13 @@ def register(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds (headless runs)")
     p.add_argument("--report", default=None, help="write a JSON report here at the end")
     p.add_argument("--port", type=int, default=8080, help="dashboard port (0 = any free port)")
+    p.add_argument(
+        "--until",
+        choices=["end", "recovered"],
+        default="end",
+        help="end: run for --duration (or until Ctrl-C); recovered: also stop once a non-looping scenario is over"
+        " and every region has served again, with nothing left to do, for a settle period",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sim", help="run a simulator: llm regions or the fake ARM")
