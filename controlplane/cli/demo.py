@@ -289,9 +289,8 @@ class Demo:
             run = self.sim.run_timeline(timeline.events)
             for ev in timeline.events:
                 injected.append({"at_s": round(round_start + ev.at_s, 3), "region": ev.region, "fault": ev.fault.to_dict()})
-            round_end = t0 + round_start + timeline.duration_s
-            if not timeline.loop:
-                round_end = end  # a timeline that does not loop ends; keep the system running until told to stop
+            # a timeline that does not loop ends; the system keeps running until told to stop
+            round_end: float | None = t0 + round_start + timeline.duration_s if timeline.loop else end
             while not stop.is_set():
                 if recovered(run):
                     self.stopped_because = UNTIL_RECOVERED
