@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ def _race(url: str, requests: list[ActionRequest], monkeypatch: pytest.MonkeyPat
     barrier = threading.Barrier(len(requests))
     real_load = actions._load
 
-    def load_then_wait(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def load_then_wait(*args: Any, **kwargs: Any) -> Any:
         world = real_load(*args, **kwargs)
         try:
             barrier.wait(timeout=2.0)  # bounded: under serialization the others cannot get here yet
@@ -115,7 +116,7 @@ def test_a_failed_write_inside_an_action_leaves_nothing_half_done(seeded_url: st
             s, store, ActionRequest(action=Action.FAILOVER, region="westeurope", target="tm-priority", reason="move it"), OPERATOR, T0
         )
 
-        def broken_event(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def broken_event(*args: Any, **kwargs: Any) -> int:
             raise RuntimeError("the audit write failed")
 
         monkeypatch.setattr(Store, "add_event", broken_event)

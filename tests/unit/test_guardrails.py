@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from controlplane.domain import Change, Field, HealthStateName, Plan
+from typing import Any
+
+from controlplane.config import Settings
+from controlplane.domain import Change, Field, HealthStateName, Override, Plan, TargetState
 from controlplane.engine.guardrails import (
     CooldownMemory,
     GuardrailContext,
@@ -259,7 +262,7 @@ def test_apply_guardrails_composes_the_policies_in_order() -> None:
 # ---------------------------------------------------------------- previews
 
 
-def preview_of(s, o, actual, h):  # type: ignore[no-untyped-def]
+def preview_of(s: Settings, o: Override, actual: list[TargetState], h: Any) -> tuple[Plan, list[str]]:
     """The plan an added override causes, and the refusals: through the one projection."""
     proj = project_overrides(s, h, actual, [], [o], o.created_at)
     return proj.caused, list(proj.refusals)
