@@ -9,6 +9,7 @@ the per-minute rollups, aggregated in SQL.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -128,6 +129,7 @@ class TargetRow:
     write_error: str | None
     read_at: datetime | None
     overrides: list[Override]
+    circuit_breakers: tuple[str, ...] | None = None  # Azure's own trip rules (APIM members), read-only
 
     @property
     def differs(self) -> bool:
@@ -147,6 +149,7 @@ class TargetRow:
             "read_at": self.read_at.isoformat() if self.read_at else None,
             "in_sync": not self.differs,
             "overrides": [o.id for o in self.overrides],
+            "circuit_breakers": list(self.circuit_breakers) if self.circuit_breakers is not None else None,
         }
 
 
@@ -353,6 +356,17 @@ def _card(
     )
 
 
+def _rules(stored: str | None) -> tuple[str, ...] | None:
+    """The stored JSON list of circuit-breaker rule lines (None: the kind has none, or not read yet)."""
+    if not stored:
+        return None
+    try:
+        rules = json.loads(stored)
+    except ValueError:
+        return ("unreadable: " + stored[:80],)
+    return tuple(str(r) for r in rules) if isinstance(rules, list) else None
+
+
 def target_views(
     settings: Settings, rows: list[dict[str, Any]], active: list[Override], panics: dict[str, dict[str, Any]]
 ) -> list[TargetView]:
@@ -375,6 +389,7 @@ def target_views(
                     write_error=r.get("write_error"),
                     read_at=r.get("read_at"),
                     overrides=[o for o in active if o.kind is not OverrideKind.FREEZE and o.applies_to(t.name, region)],
+                    circuit_breakers=_rules(r.get("circuit_breaker")),
                 )
             )
         panic = panics.get(f"panic:{t.name}")

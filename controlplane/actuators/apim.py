@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from controlplane.actuators.base import (
@@ -90,9 +91,20 @@ def from_native_weight(weight: int | None) -> int | None:
     return None if weight is None else weight * APIM_WEIGHT_SCALE
 
 
+def _duration(value: Any) -> str:
+    """An ISO 8601 duration as the SDK gives it (a timedelta) -> '1m', '90s', '1h30m'."""
+    if not isinstance(value, timedelta):
+        return str(value)
+    seconds = int(value.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
+    return text or "0s"
+
+
 def describe_circuit_breaker(rule: Any) -> str:
     """One circuit-breaker rule, in words, e.g.
-    'aoai-throttled: trips after 3 failures (429, 500-599) in PT1M for PT1M; honours Retry-After'."""
+    'aoai-throttled: trips after 3 failures (429, 500-599) in 1m for 1m; honours Retry-After'."""
     cond = getattr(rule, "failure_condition", None)
     what = []
     if cond is not None:
@@ -103,9 +115,9 @@ def describe_circuit_breaker(rule: Any) -> str:
         )
         what.append(f"trips after {threshold}" + (f" ({', '.join(codes)})" if codes else ""))
         if cond.interval:
-            what.append(f"in {cond.interval}")
+            what.append(f"in {_duration(cond.interval)}")
     if getattr(rule, "trip_duration", None):
-        what.append(f"for {rule.trip_duration}")
+        what.append(f"for {_duration(rule.trip_duration)}")
     text = f"{rule.name or 'rule'}: " + (" ".join(what) or "no failure condition")
     if getattr(rule, "accept_retry_after", None):
         text += "; honours Retry-After"

@@ -193,6 +193,7 @@ class TargetEndpointRow(Base):
     actual_priority: Mapped[int | None] = mapped_column(Integer)
     actual_enabled: Mapped[bool | None] = mapped_column(Boolean)
     monitor_status: Mapped[str | None] = mapped_column(String(40))
+    circuit_breaker: Mapped[str | None] = mapped_column(Text)  # JSON list: Azure's own trip rules, described (APIM)
     desired_weight: Mapped[int | None] = mapped_column(Integer)
     desired_priority: Mapped[int | None] = mapped_column(Integer)
     desired_enabled: Mapped[bool | None] = mapped_column(Boolean)

@@ -6,6 +6,7 @@ is one short transaction, so callers never hold a session across network I/O.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -566,6 +567,8 @@ class Store:
                     a = actual.endpoints[region]
                     row.actual_weight, row.actual_priority, row.actual_enabled = a.weight, a.priority, a.enabled
                     row.monitor_status = actual.monitor_status.get(region)
+                    rules = actual.circuit_breakers.get(region)
+                    row.circuit_breaker = json.dumps(list(rules)) if rules is not None else None
                     row.read_at = now
                 if desired is not None and region in desired.endpoints:
                     d = desired.endpoints[region]

@@ -197,3 +197,31 @@ def test_a_crash_after_the_patch_leaves_a_trail_the_next_tick_settles_without_wr
     assert len(pool_writes(world)) == 1  # nothing applied twice
     assert not world.store.events(kinds=["drift"])
     assert not world.tick(world.reconciler(), sick).plan.changes
+
+
+def test_the_target_page_shows_each_members_circuit_breaker_read_only(world: World) -> None:
+    from tests.integration.web_seed import PASSWORD, cheap_hashing, default_hashing
+    from web import create_app
+
+    world.tick(world.reconciler(), health())
+    rows = {row["region"]: row for row in world.store.target_endpoints(apim(world).name)}
+    assert set(rows) == {"eastus", "westeurope", "japaneast"}
+    assert all("429" in (row["circuit_breaker"] or "") for row in rows.values())
+    cheap_hashing()
+    try:
+        from controlplane import users
+
+        users.add_user(world.store, "olive", "viewer", PASSWORD, world.clock.now())
+        app = create_app(world.settings, world.store, {"TESTING": True, "CLOCK": world.clock, "SECRET_KEY": "test-secret"})
+        client = app.test_client()
+        login_page = client.get("/login").get_data(as_text=True)
+        token = login_page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        assert client.post("/login", data={"username": "olive", "password": PASSWORD, "csrf_token": token}).status_code == 302
+        page = client.get(f"/target/{apim(world).name}").get_data(as_text=True)
+    finally:
+        default_hashing()
+    assert "Circuit breakers" in page and "read-only" in page
+    assert "aoai-throttled: trips after 3 failures (429, 500-599) in 1m for 1m; honours Retry-After" in page
+    tm_page_has_none = "Circuit breakers" not in client.get(f"/target/{world.tm.name}").get_data(as_text=True)
+    assert tm_page_has_none
+    assert world.writes() == []  # shown, never changed
