@@ -37,6 +37,7 @@ from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Settings
 from controlplane.domain import (
     AuditEvent,
     EndpointSetting,
+    EventKind,
     HealthStateName,
     Override,
     OverrideKind,
@@ -48,7 +49,7 @@ from controlplane.domain import (
 from controlplane.durations import parse_duration
 from controlplane.engine.guardrails import OverrideProjection, describe_preview, project_overrides
 from controlplane.errors import BadInput, Forbidden, Refused
-from controlplane.store import Store
+from controlplane.store import Store, TargetEndpointRecord
 from controlplane.users import Principal
 
 log = logging.getLogger(__name__)
@@ -297,18 +298,17 @@ class _World:
         return rh is None or rh.state is not HealthStateName.UNHEALTHY
 
 
-def _actual_states(settings: Settings, rows: dict[tuple[str, str], dict[str, Any]]) -> tuple[dict[str, TargetState], list[str]]:
+def _actual_states(settings: Settings, rows: Mapping[tuple[str, str], TargetEndpointRecord]) -> tuple[dict[str, TargetState], list[str]]:
     states, assumed = {}, []
     for t in settings.targets:
-        endpoints, monitor = {}, {}
+        endpoints: dict[str, EndpointSetting] = {}
+        monitor: dict[str, str] = {}
         for region, ep in t.endpoints.items():
-            row = rows.get((t.name, region)) or {}
-            if row.get("actual_enabled") is not None:
-                endpoints[region] = EndpointSetting(
-                    weight=row.get("actual_weight"), priority=row.get("actual_priority"), enabled=bool(row["actual_enabled"])
-                )
-                if row.get("monitor_status"):
-                    monitor[region] = row["monitor_status"]
+            row = rows.get((t.name, region))
+            if row is not None and row.actual is not None:
+                endpoints[region] = row.actual
+                if row.monitor_status:
+                    monitor[region] = row.monitor_status
             else:
                 endpoints[region] = EndpointSetting(weight=ep.weight, priority=ep.priority, enabled=True)
                 assumed.append(f"{t.name}/{region}")
@@ -317,7 +317,7 @@ def _actual_states(settings: Settings, rows: dict[tuple[str, str], dict[str, Any
 
 
 def _load(settings: Settings, store: Store, now: datetime) -> _World:
-    rows = {(r["target"], r["region"]): r for r in store.target_endpoints()}
+    rows = {(r.target, r.region): r for r in store.target_endpoints()}
     actual, assumed = _actual_states(settings, rows)
     _, regions = store.health()
     return _World(settings=settings, actual=actual, assumed=assumed, active=store.active_overrides(now), regions=regions, now=now)
@@ -726,7 +726,7 @@ def execute(
             lifted.append(done)
         added = tuple(store.add_override(replace(o, forced=forced)) for o in p.add)
         event = AuditEvent(
-            kind="override",
+            kind=EventKind.OVERRIDE,
             at=now,
             actor=actor.name,
             summary=_summary(req, actor, p, forced),
@@ -776,7 +776,7 @@ def lift(settings: Settings, store: Store, override_id: int, actor: Principal, r
             raise ActionRefused(f"override #{override_id} was lifted by someone else just now")
         store.add_event(
             AuditEvent(
-                kind="override_lifted",
+                kind=EventKind.OVERRIDE_LIFTED,
                 at=now,
                 actor=actor.name,
                 summary=f"{actor.name} lifted {_override_ref(o)}: {reason}",

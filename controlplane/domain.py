@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -212,6 +213,31 @@ class ChangeKind(StrEnum):
 CHANGE_KIND_RANK = {ChangeKind.DRAIN: 0, ChangeKind.RESTORE: 1, ChangeKind.PRIORITY: 2, ChangeKind.WEIGHT: 3}
 
 
+class ChangeOrigin(StrEnum):
+    """Who asked for a change: the engine, an operator override, or the fail-open rule."""
+
+    AUTOMATION = "automation"
+    MANUAL = "manual"  # an operator override decides the endpoint: no cooldown, ramp or budget hold
+    FAIL_OPEN = "fail_open"  # every endpoint looked unhealthy: back to baseline; the write budget never holds it
+
+
+class ChangeStatus(StrEnum):
+    """A recorded change's state (``change.status``): recorded pending before its write."""
+
+    PENDING = "pending"
+    APPLIED = "applied"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class WriteStatus(StrEnum):
+    """A target endpoint's last write, while it is not settled (``target_endpoint.write_status``)."""
+
+    PENDING = "pending"
+    FAILED = "failed"
+    UNCONFIRMED = "unconfirmed"  # written, but the read-back shows another value
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     target: str
@@ -221,7 +247,12 @@ class Change:
     actual: int | bool | None
     desired: int | bool | None
     reason: str
-    manual: bool = False  # caused by an operator override
+    origin: ChangeOrigin = ChangeOrigin.AUTOMATION
+
+    @property
+    def manual(self) -> bool:
+        """Caused by an operator override."""
+        return self.origin is ChangeOrigin.MANUAL
 
     @property
     def kind(self) -> ChangeKind:
@@ -241,8 +272,24 @@ class Change:
             "desired": self.desired,
             "reason": self.reason,
             "manual": self.manual,
+            "origin": self.origin.value,
             "kind": self.kind.value,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Change:
+        """The inverse of :meth:`to_dict` (a recorded plan's body; older bodies have ``manual`` only)."""
+        origin = d.get("origin") or (ChangeOrigin.MANUAL if d.get("manual") else ChangeOrigin.AUTOMATION)
+        return cls(
+            target=d["target"],
+            region=d["region"],
+            endpoint=d["endpoint"],
+            field=Field(d["field"]),
+            actual=d.get("actual"),
+            desired=d.get("desired"),
+            reason=d.get("reason") or "",
+            origin=ChangeOrigin(origin),
+        )
 
     def describe(self) -> str:
         return f"{self.target}/{self.endpoint} ({self.region}): {self.field.value} {self.actual} -> {self.desired} ({self.reason})"
@@ -258,6 +305,10 @@ class Skipped:
 
     def to_dict(self) -> dict[str, Any]:
         return {"change": self.change.to_dict(), "rule": self.rule, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Skipped:
+        return cls(Change.from_dict(d["change"]), d["rule"], d.get("reason") or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +337,15 @@ class Plan:
             "skipped": [s.to_dict() for s in self.skipped],
             "panics": list(self.panics),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        """The inverse of :meth:`to_dict` (the checksum is recomputed, not read)."""
+        return cls(
+            changes=tuple(Change.from_dict(c) for c in d.get("changes", ())),
+            skipped=tuple(Skipped.from_dict(s) for s in d.get("skipped", ())),
+            panics=tuple(d.get("panics", ())),
+        )
 
     @property
     def checksum(self) -> str:
@@ -344,9 +404,45 @@ class Override:
         return f"{self.kind.value} {scope} by {self.who}: {self.why}"
 
 
+class EventKind(StrEnum):
+    """What an audit event is about (``audit_event.kind``)."""
+
+    TRANSITION = "transition"  # a region's health changed
+    PLAN = "plan"  # a plan was refused (not the reviewed one)
+    CHANGE = "change"  # a write to Azure applied, failed, confirmed later or not confirmed
+    OVERRIDE = "override"  # an operator action (drain, pin, freeze, ...)
+    OVERRIDE_LIFTED = "override_lifted"
+    DRIFT = "drift"  # Azure changed outside regionguard, or the drift was resolved
+    PANIC = "panic"  # fail-open raised or over
+    CONFIG_PROBLEM = "config_problem"
+    READ_ERROR = "read_error"  # Azure could not be read (or can be again)
+    LEASE = "lease"  # a worker became, or stopped being, leader
+
+
+class FlagKind(StrEnum):
+    """System flags (``flag.key`` is ``<kind>:<subject>``, or just ``<kind>`` for a singleton)."""
+
+    PANIC = "panic"  # subject: target; value {"reason", "since"}
+    DRIFT_REVERT = "drift_revert"  # subject: "<target>/<region>"; an operator asked to revert this drift
+    CONFIG_PROBLEMS = "config_problems"  # singleton; value {"problems": [...]}
+
+    def key(self, subject: str | None = None) -> str:
+        return self.value if subject is None else f"{self.value}:{subject}"
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class LeaseName(StrEnum):
+    LEADER = "leader"  # the one writer: plans and writes to Azure
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
-    kind: str  # transition, plan, change, override, drift, panic, config_problem, notification, lease ...
+    kind: EventKind
     at: datetime
     actor: str  # user name, "automation", "worker:<id>"
     summary: str

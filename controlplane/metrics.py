@@ -43,13 +43,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, make_wsgi_app
 
-from controlplane.domain import Change, EndpointHealth, HealthStateName, OverrideKind, ProbeResult, RegionHealth, utcnow
+from controlplane.domain import Change, EndpointHealth, HealthStateName, OverrideKind, ProbeResult, RegionHealth, WriteStatus, utcnow
+
+if TYPE_CHECKING:
+    from controlplane.store import TargetEndpointRecord
 
 log = logging.getLogger(__name__)
 
@@ -186,17 +189,16 @@ class Metrics:
 
     # ------------------------------------------------------------ targets
 
-    def observe_targets(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Rows as ``store.target_endpoints()`` returns them (actual_*/desired_* columns)."""
+    def observe_targets(self, rows: Iterable[TargetEndpointRecord]) -> None:
+        """Per target endpoint, desired and actual settings, drift and failed writes (``store.target_endpoints()``)."""
         for row in rows:
-            labels = (str(row["target"]), str(row["region"]), str(row.get("endpoint") or ""))
-            for side in ("desired", "actual"):
-                _set_or_remove(self.target_weight, (*labels, side), row.get(f"{side}_weight"))
-                _set_or_remove(self.target_priority, (*labels, side), row.get(f"{side}_priority"))
-                enabled = row.get(f"{side}_enabled")
-                _set_or_remove(self.target_enabled, (*labels, side), None if enabled is None else float(bool(enabled)))
-            self.target_drift.labels(*labels).set(1.0 if row.get("drift") else 0.0)
-            self.target_write_failed.labels(*labels).set(1.0 if row.get("write_status") == "failed" else 0.0)
+            labels = (row.target, row.region, row.endpoint or "")
+            for side, setting in (("desired", row.desired), ("actual", row.actual)):
+                _set_or_remove(self.target_weight, (*labels, side), setting.weight if setting else None)
+                _set_or_remove(self.target_priority, (*labels, side), setting.priority if setting else None)
+                _set_or_remove(self.target_enabled, (*labels, side), None if setting is None else float(setting.enabled))
+            self.target_drift.labels(*labels).set(1.0 if row.drift else 0.0)
+            self.target_write_failed.labels(*labels).set(1.0 if row.write_status is WriteStatus.FAILED else 0.0)
 
     def observe_change(self, status: str, change: Change | None = None) -> None:
         """One change attempt finished: status applied | failed | skipped | dry_run."""
@@ -259,7 +261,7 @@ class Metrics:
         try:
             self.observe_health(store.health())
             self.observe_targets(store.target_endpoints())
-            panic = {key.split(":", 1)[1] for key in store.flags("panic:")}
+            panic = set(store.panics())
             frozen = {o.target or "*" for o in store.active_overrides(now) if o.kind is OverrideKind.FREEZE}
             self.set_flags(panic=panic, frozen=frozen)
         except Exception as exc:

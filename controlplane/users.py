@@ -17,7 +17,6 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -109,27 +108,27 @@ def authenticate(store: Store, name: str, password: str) -> Principal | None:
     """The user if the password is right and the account enabled, else None."""
     global _DUMMY_HASH
     user = store.user(name) if USER_NAME.match(name or "") else None
-    if user is None or user.get("disabled"):
+    if user is None or user.disabled:
         if _DUMMY_HASH is None:
             _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
         verify_password(_DUMMY_HASH, password)  # same cost as a real check
         return None
-    if not verify_password(user["password_hash"], password):
+    if not verify_password(user.password_hash, password):
         return None
     try:
-        if _hasher.check_needs_rehash(user["password_hash"]):
+        if _hasher.check_needs_rehash(user.password_hash):
             store.set_password_hash(name, hash_password(password))
     except InvalidHashError:  # pragma: no cover - verify would have failed first
         pass
-    return Principal(name=user["name"], role=user["role"], via="session")
+    return Principal(name=user.name, role=user.role, via="session")
 
 
 def current_role(store: Store, name: str) -> str | None:
     """The role of an enabled user now (so a demotion takes effect on the next request)."""
     user = store.user(name)
-    if user is None or user.get("disabled"):
+    if user is None or user.disabled:
         return None
-    return str(user["role"])
+    return user.role
 
 
 def token_hash(token: str) -> str:
@@ -150,10 +149,10 @@ def authenticate_token(store: Store, token: str, now: datetime) -> Principal | N
     """The token's principal if it is live; stamps its last use."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    row: dict[str, Any] | None = store.api_token(token_hash(token), now)
+    row = store.api_token(token_hash(token), now)
     if row is None:
         return None
-    return Principal(name=f"token:{row['name']}", role=row["role"], via="token")
+    return Principal(name=f"token:{row.name}", role=row.role, via="token")
 
 
 __all__ = [

@@ -46,7 +46,7 @@ def regions() -> Any:
 def targets() -> Any:
     ws = state()
     now = _now()
-    views = readmodel.target_views(ws.settings, ws.store.target_endpoints(), ws.store.active_overrides(now), ws.store.flags("panic:"))
+    views = readmodel.target_views(ws.settings, ws.store.target_endpoints(), ws.store.active_overrides(now), ws.store.panics())
     return jsonify({"generated_at": now.isoformat(), "targets": [v.to_dict() for v in views]})
 
 

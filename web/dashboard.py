@@ -92,7 +92,7 @@ def target(name: str) -> Any:
     now = _now()
     active = ws.store.active_overrides(now)
     view = next(
-        v for v in readmodel.target_views(ws.settings, ws.store.target_endpoints(name), active, ws.store.flags("panic:")) if v.name == name
+        v for v in readmodel.target_views(ws.settings, ws.store.target_endpoints(name), active, ws.store.panics()) if v.name == name
     )
     changes = ws.store.changes(target=name, limit=30)
     return render_template(

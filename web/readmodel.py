@@ -9,7 +9,6 @@ the per-minute rollups, aggregated in SQL.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -21,10 +20,23 @@ from typing import Any
 from sqlalchemy import Integer, and_, cast, func, literal_column, select
 
 from controlplane.config import Settings, azure_name
-from controlplane.domain import EndpointHealth, HealthStateName, Outcome, Override, OverrideKind, ProbeResult, RegionHealth, Transition
-from controlplane.runtime.leader import LEASE_NAME
+from controlplane.domain import (
+    ChangeStatus,
+    EndpointHealth,
+    EndpointSetting,
+    Field,
+    HealthStateName,
+    LeaseName,
+    Outcome,
+    Override,
+    OverrideKind,
+    ProbeResult,
+    RegionHealth,
+    Transition,
+    WriteStatus,
+)
 from controlplane.stats import percentile
-from controlplane.store import Store
+from controlplane.store import Lease, Panic, Store, TargetEndpointRecord
 from controlplane.store.models import ProbeResultRow, ProbeRollupRow
 from probes.cost import estimate_monthly
 from web import charts
@@ -125,7 +137,7 @@ class TargetRow:
     desired_reason: str | None
     monitor_status: str | None
     drift: str | None
-    write_status: str | None
+    write_status: WriteStatus | None
     write_error: str | None
     read_at: datetime | None
     overrides: list[Override]
@@ -189,7 +201,7 @@ class Overview:
     cards: list[RegionCard]
     targets: list[TargetView]
     banners: list[Banner]
-    leader: dict[str, Any] | None
+    leader: Lease | None
 
 
 # ---------------------------------------------------------------- queries
@@ -356,43 +368,38 @@ def _card(
     )
 
 
-def _rules(stored: str | None) -> tuple[str, ...] | None:
-    """The stored JSON list of circuit-breaker rule lines (None: the kind has none, or not read yet)."""
-    if not stored:
-        return None
-    try:
-        rules = json.loads(stored)
-    except ValueError:
-        return ("unreadable: " + stored[:80],)
-    return tuple(str(r) for r in rules) if isinstance(rules, list) else None
+def _side(setting: EndpointSetting | None) -> dict[str, Any]:
+    if setting is None:
+        return {"enabled": None, "weight": None, "priority": None}
+    return {"enabled": setting.enabled, "weight": setting.weight, "priority": setting.priority}
 
 
 def target_views(
-    settings: Settings, rows: list[dict[str, Any]], active: list[Override], panics: dict[str, dict[str, Any]]
+    settings: Settings, rows: list[TargetEndpointRecord], active: list[Override], panics: dict[str, Panic]
 ) -> list[TargetView]:
-    by_key = {(r["target"], r["region"]): r for r in rows}
+    by_key = {(r.target, r.region): r for r in rows}
     views = []
     for t in settings.targets:
         trows = []
         for region in t.endpoints:
-            r = by_key.get((t.name, region), {})
+            r = by_key.get((t.name, region))
             trows.append(
                 TargetRow(
                     region=region,
-                    endpoint=r.get("endpoint") or azure_name(t, region),
-                    desired={"enabled": r.get("desired_enabled"), "weight": r.get("desired_weight"), "priority": r.get("desired_priority")},
-                    actual={"enabled": r.get("actual_enabled"), "weight": r.get("actual_weight"), "priority": r.get("actual_priority")},
-                    desired_reason=r.get("desired_reason"),
-                    monitor_status=r.get("monitor_status"),
-                    drift=r.get("drift"),
-                    write_status=r.get("write_status"),
-                    write_error=r.get("write_error"),
-                    read_at=r.get("read_at"),
+                    endpoint=(r.endpoint if r else None) or azure_name(t, region),
+                    desired=_side(r.desired if r else None),
+                    actual=_side(r.actual if r else None),
+                    desired_reason=r.desired_reason if r else None,
+                    monitor_status=r.monitor_status if r else None,
+                    drift=r.drift if r else None,
+                    write_status=r.write_status if r else None,
+                    write_error=r.write_error if r else None,
+                    read_at=r.read_at if r else None,
                     overrides=[o for o in active if o.kind is not OverrideKind.FREEZE and o.applies_to(t.name, region)],
-                    circuit_breakers=_rules(r.get("circuit_breaker")),
+                    circuit_breakers=r.circuit_breakers if r else None,
                 )
             )
-        panic = panics.get(f"panic:{t.name}")
+        panic = panics.get(t.name)
         views.append(
             TargetView(
                 name=t.name,
@@ -401,40 +408,33 @@ def target_views(
                 min_serving=settings.min_serving(t),
                 rows=trows,
                 frozen_by=[o for o in active if o.kind is OverrideKind.FREEZE and o.target in (None, t.name)],
-                panic=_flag_text(panic) if panic else None,
+                panic=panic.reason if panic else None,
             )
         )
     return views
 
 
-def _flag_text(value: dict[str, Any]) -> str:
-    for key in ("reason", "message", "summary", "text"):
-        if value.get(key):
-            return str(value[key])
-    return ", ".join(f"{k}={v}" for k, v in value.items() if k != "updated_at") or "raised"
-
-
-def lease_alive(lease: dict[str, Any] | None, now: datetime) -> bool:
-    return bool(lease and lease.get("holder") and lease.get("expires_at") and lease["expires_at"] > now)
+def lease_alive(lease: Lease | None, now: datetime) -> bool:
+    return lease is not None and lease.alive(now)
 
 
 def banners(
     settings: Settings,
     cards: list[RegionCard],
     active: list[Override],
-    panics: dict[str, dict[str, Any]],
-    lease: dict[str, Any] | None,
+    panics: dict[str, Panic],
+    lease: Lease | None,
     endpoints: dict[str, EndpointHealth],
     now: datetime,
 ) -> list[Banner]:
     out: list[Banner] = []
-    for key, value in sorted(panics.items()):
-        where = key.removeprefix("panic:") or "all targets"
+    for target, panic in sorted(panics.items()):
+        where = target or "all targets"
         out.append(
             Banner(
                 "panic",
                 "critical",
-                f"Fail-open in {where}: {_flag_text(value)}. Automation keeps every endpoint serving; the prober may be the fault.",
+                f"Fail-open in {where}: {panic.reason}. Automation keeps every endpoint serving; the prober may be the fault.",
             )
         )
     for o in active:
@@ -480,8 +480,8 @@ def overview(settings: Settings, store: Store, now: datetime) -> Overview:
     start = (now - SPARK_WINDOW).replace(second=0, microsecond=0)
     series = rollup_series(store, names, start, 60)
     active = store.active_overrides(now)
-    panics = store.flags("panic:")
-    lease = store.lease(LEASE_NAME)
+    panics = store.panics()
+    lease = store.lease(LeaseName.LEADER)
     cards = [
         _card(
             settings,
@@ -533,7 +533,7 @@ def region_page(settings: Settings, store: Store, name: str, range_key: str, now
     spark = charts.sparkline([b for b in spark_buckets if b.start >= spark_start.timestamp()], spark_start, now, 60)
     card = _card(settings, name, regions.get(name), last.get(name), stats, spark, active, now)
     recent = [o for o in store.overrides(limit=200) if o.region in (None, name) and o.kind is not OverrideKind.FREEZE][:50]
-    panics = store.flags("panic:")
+    panics = store.panics()
     targets = [t for t in target_views(settings, store.target_endpoints(), active, panics) if any(r.region == name for r in t.rows)]
     probes = recent_probes(store, name)
     costs = {eid: c for eid, c in estimate_monthly(settings, probes).items() if eid.startswith(name + "/")}
@@ -624,29 +624,24 @@ def timeline(
             )
     if "plan" in want:
         for p in store.plans(limit=limit):
-            body = p.get("body") or {}
-            changes = body.get("changes", [])
-            if region and not any(c.get("region") == region for c in changes):
+            changes = p.plan.changes
+            if region and not any(c.region == region for c in changes):
                 continue
-            if target and not any(c.get("target") == target for c in changes):
+            if target and not any(c.target == target for c in changes):
                 continue
-            skipped = body.get("skipped", [])
             items.append(
                 TimelineItem(
-                    at=p["created_at"],
+                    at=p.created_at,
                     kind="plan",
-                    title=f"plan {p['checksum']}: {len(changes)} change(s){' (dry run)' if p.get('dry_run') else ''}",
-                    detail="; ".join(
-                        f"{c.get('target')}/{c.get('region')} {_what(c.get('field'), c.get('actual'), c.get('desired'))} ({c.get('reason')})"
-                        for c in changes
-                    )
+                    title=f"plan {p.checksum}: {len(changes)} change(s){' (dry run)' if p.dry_run else ''}",
+                    detail="; ".join(f"{c.target}/{c.region} {_what(c.field, c.actual, c.desired)} ({c.reason})" for c in changes)
                     or "no changes",
-                    actor=p["actor"],
-                    severity="warning" if body.get("panics") else "info",
+                    actor=p.actor,
+                    severity="warning" if p.plan.panics else "info",
                     extra={
-                        "fencing_token": p.get("fencing_token"),
-                        "skipped": [f"{s.get('rule')}: {s.get('reason')}" for s in skipped],
-                        "panics": body.get("panics", []),
+                        "fencing_token": p.fencing_token,
+                        "skipped": [f"{s.rule}: {s.reason}" for s in p.plan.skipped],
+                        "panics": list(p.plan.panics),
                     },
                 )
             )
@@ -654,18 +649,18 @@ def timeline(
         for c in store.changes(region=region, target=target, limit=limit):
             items.append(
                 TimelineItem(
-                    at=c["created_at"],
+                    at=c.created_at,
                     kind="change",
-                    title=f"{c['target']}/{c['endpoint']} ({c['region']}): {_what(c['field'], c['before'], c['after'])} [{c['status']}]",
-                    detail=c["reason"],
-                    actor=c["actor"] + (" (manual)" if c.get("manual") else ""),
-                    region=c["region"],
-                    target=c["target"],
-                    severity="critical" if c["status"] == "failed" else "info",
+                    title=f"{c.target}/{c.endpoint} ({c.region}): {_what(c.field, c.before, c.after)} [{c.status.value}]",
+                    detail=c.reason,
+                    actor=c.actor + (" (manual)" if c.manual else ""),
+                    region=c.region,
+                    target=c.target,
+                    severity="critical" if c.status is ChangeStatus.FAILED else "info",
                     extra={
-                        "fencing_token": c.get("fencing_token"),
-                        "status": c["status"],
-                        "error": " ".join(x for x in (c.get("error_code"), c.get("error_message")) if x) or None,
+                        "fencing_token": c.fencing_token,
+                        "status": c.status.value,
+                        "error": " ".join(x for x in (c.error_code, c.error_message) if x) or None,
                     },
                 )
             )
@@ -717,10 +712,10 @@ def _value(v: Any) -> str:
     return {True: "enabled", False: "disabled", None: "unset"}.get(v, str(v)) if isinstance(v, bool | None) else str(v)
 
 
-def _what(field_name: Any, before: Any, after: Any) -> str:
-    if field_name == "enabled":
+def _what(field_name: Field, before: Any, after: Any) -> str:
+    if field_name is Field.ENABLED:
         return f"{_value(before)} -> {_value(after)}"
-    return f"{field_name} {_value(before)} -> {_value(after)}"
+    return f"{field_name.value} {_value(before)} -> {_value(after)}"
 
 
 def _pin_text(o: Override) -> str:

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane.actuators.credentials import StaticTokenCredential
 from controlplane.config import Settings, azure_name, parse_settings
+from controlplane.domain import ChangeStatus, Field
 from controlplane.replay import Timeline, resolve_timeline
-from controlplane.store import Store, open_store
+from controlplane.store import ChangeRecord, Store, open_store
 from simulator.arm import FakeArm
 from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 
@@ -321,7 +322,7 @@ def build_report(demo: Demo, scenario: Timeline, injected: list[dict[str, Any]],
     writes = [e for e in log_entries if e.method in ("PUT", "PATCH") and 200 <= e.status < 300]
     arm_t0 = wall_start.timestamp()  # the fake ARM stamps entries with time.time()
     transitions = sorted((t for t in store.transitions(since=wall_start, limit=10000) if t.subject == "region"), key=lambda t: t.at)
-    changes = sorted((c for c in store.changes(since=wall_start, status="applied", limit=10000)), key=lambda c: c["created_at"])
+    changes = sorted((c for c in store.changes(since=wall_start, status=ChangeStatus.APPLIED, limit=10000)), key=lambda c: c.created_at)
 
     def secs(at: datetime) -> float:
         return round((at - wall_start).total_seconds(), 3)
@@ -352,8 +353,8 @@ def build_report(demo: Demo, scenario: Timeline, injected: list[dict[str, Any]],
         faults.append(entry)
 
     first_fault = min((e["at_s"] for e in injected if e["fault"]["fault"] != "none"), default=None)
-    before_fault = [c for c in changes if first_fault is None or secs(c["created_at"]) < first_fault]
-    unexplained = [c for c in changes if not _explained(c, injected, secs(c["created_at"]))]
+    before_fault = [c for c in changes if first_fault is None or secs(c.created_at) < first_fault]
+    unexplained = [c for c in changes if not _explained(c, injected, secs(c.created_at))]
     flaps = _flaps(changes)
     final = _final_state(demo)
     return {
@@ -373,34 +374,34 @@ def build_report(demo: Demo, scenario: Timeline, injected: list[dict[str, Any]],
 
 
 def _seconds_to_enabled(
-    changes: list[dict[str, Any]], target: str, region: str, enabled: bool, at: float, until: float, secs: Any
+    changes: list[ChangeRecord], target: str, region: str, enabled: bool, at: float, until: float, secs: Any
 ) -> float | None:
     """Seconds from ``at`` to the first applied change setting ``enabled`` for the region in the target."""
     for c in changes:
-        when = secs(c["created_at"])
-        if c["target"] == target and c["region"] == region and c["field"] == "enabled" and c["after"] is enabled and at <= when < until:
+        when = secs(c.created_at)
+        if c.target == target and c.region == region and c.field is Field.ENABLED and c.after is enabled and at <= when < until:
             return round(when - at, 3)
     return None
 
 
-def _brief(c: dict[str, Any], secs: Any) -> dict[str, Any]:
+def _brief(c: ChangeRecord, secs: Any) -> dict[str, Any]:
     return {
-        "at_s": secs(c["created_at"]),
-        "target": c["target"],
-        "region": c["region"],
-        "endpoint": c["endpoint"],
-        "field": c["field"],
-        "from": c["before"],
-        "to": c["after"],
-        "reason": c["reason"],
-        "fencing_token": c["fencing_token"],
+        "at_s": secs(c.created_at),
+        "target": c.target,
+        "region": c.region,
+        "endpoint": c.endpoint,
+        "field": c.field.value,
+        "from": c.before,
+        "to": c.after,
+        "reason": c.reason,
+        "fencing_token": c.fencing_token,
     }
 
 
 EXPLAIN_HORIZON_S = 90.0
 
 
-def _explained(change: dict[str, Any], injected: list[dict[str, Any]], at: float) -> bool:
+def _explained(change: ChangeRecord, injected: list[dict[str, Any]], at: float) -> bool:
     """A change is explained by a fault (or its end) shortly before it.
 
     In its own region; or, for a change to another region of a target, in any
@@ -409,25 +410,25 @@ def _explained(change: dict[str, Any], injected: list[dict[str, Any]], at: float
     for e in injected:
         if not 0 <= at - e["at_s"] <= EXPLAIN_HORIZON_S:
             continue
-        if e["region"] in (None, "*", change["region"]):
+        if e["region"] in (None, "*", change.region):
             return True
-        if change["field"] != "enabled" or change["after"] is True:
+        if change.field is not Field.ENABLED or change.after is True:
             return True
     return False
 
 
-def _flaps(changes: list[dict[str, Any]]) -> int:
+def _flaps(changes: list[ChangeRecord]) -> int:
     """Times an endpoint's enabled state flipped back within 30 s of the previous flip."""
     last: dict[tuple[str, str], tuple[Any, datetime]] = {}
     flaps = 0
     for c in changes:
-        if c["field"] != "enabled":
+        if c.field is not Field.ENABLED:
             continue
-        key = (c["target"], c["region"])
+        key = (c.target, c.region)
         prev = last.get(key)
-        if prev is not None and prev[0] != c["after"] and (c["created_at"] - prev[1]).total_seconds() < 30:
+        if prev is not None and prev[0] != c.after and (c.created_at - prev[1]).total_seconds() < 30:
             flaps += 1
-        last[key] = (c["after"], c["created_at"])
+        last[key] = (c.after, c.created_at)
     return flaps
 
 

@@ -43,18 +43,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         _endpoints, regions = store.health()
         last = store.last_probe_at(settings.region_names)
         stale_after = settings.health.stale_after or 2 * settings.probe.interval
-        lease = store.lease("leader")
-        leader = lease["holder"] if lease and lease["holder"] and lease["expires_at"] and lease["expires_at"] > now else None
+        lease = store.lease()
+        leader = lease.holder_at(now) if lease else None
         overrides = store.active_overrides(now)
-        panics = store.flags("panic:")
-        problems = store.flags("config_problems").get("config_problems", {}).get("problems", [])
+        panics = store.panics()
+        problems = store.config_problems()
         data: dict[str, Any] = {
             "at": now.isoformat(),
             "leader": leader,
             "regions": [],
             "targets": [],
             "overrides": [],
-            "panic": {k.split(":", 1)[1]: v for k, v in panics.items()},
+            "panic": {target: p.to_dict() for target, p in panics.items()},
             "frozen": [],
             "config_problems": problems,
         }
@@ -77,23 +77,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         for row in store.target_endpoints():
             data["targets"].append(
                 {
-                    k: row[k]
-                    for k in (
-                        "target",
-                        "region",
-                        "endpoint",
-                        "actual_enabled",
-                        "actual_weight",
-                        "actual_priority",
-                        "desired_enabled",
-                        "desired_weight",
-                        "desired_priority",
-                        "desired_reason",
-                        "drift",
-                        "write_status",
-                        "write_error",
-                        "monitor_status",
-                    )
+                    "target": row.target,
+                    "region": row.region,
+                    "endpoint": row.endpoint,
+                    "actual_enabled": row.actual.enabled if row.actual else None,
+                    "actual_weight": row.actual.weight if row.actual else None,
+                    "actual_priority": row.actual.priority if row.actual else None,
+                    "desired_enabled": row.desired.enabled if row.desired else None,
+                    "desired_weight": row.desired.weight if row.desired else None,
+                    "desired_priority": row.desired.priority if row.desired else None,
+                    "desired_reason": row.desired_reason,
+                    "drift": row.drift,
+                    "write_status": row.write_status,
+                    "write_error": row.write_error,
+                    "monitor_status": row.monitor_status,
                 }
             )
         for o in overrides:
@@ -188,9 +185,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
         elector = LeaderElector(store, holder=f"cli:{who()}", ttl_s=max(30.0, settings.reconcile.deadline * 2))
         state = elector.tick()
         if not state.leader:
-            lease = store.lease("leader") or {}
+            lease = store.lease()
             raise CommandError(
-                f"a worker holds the lease ({lease.get('holder')}): it applies the plan itself; use overrides (drain, pin, freeze) to steer it",
+                f"a worker holds the lease ({lease.holder if lease else None}): it applies the plan itself; use overrides (drain, pin, freeze) to steer it",
                 EXIT_REFUSED,
             )
         try:

@@ -51,6 +51,7 @@ from typing import Any
 from controlplane.config import WEIGHT_QUANTUM, WEIGHT_RANGE, Settings, azure_name
 from controlplane.domain import (
     Change,
+    ChangeOrigin,
     EndpointSetting,
     Field,
     HealthStateName,
@@ -66,7 +67,7 @@ from controlplane.engine.strategy import StrategyMemory, active_overrides, desir
 log = logging.getLogger(__name__)
 
 H = HealthStateName
-FAIL_OPEN_REASON = "fail open"  # reasons of fail-open restores start with this; the write budget never holds them
+FAIL_OPEN_REASON = "fail open"  # reasons of fail-open restores start with this (their origin is ChangeOrigin.FAIL_OPEN)
 _HOLDING_KINDS = (OverrideKind.DRAIN, OverrideKind.MAINTENANCE, OverrideKind.FAILOVER, OverrideKind.PIN)
 
 
@@ -398,7 +399,7 @@ def _baseline_changes(target: Any, actual: TargetState, skip: set[str], reason: 
         for f in fields:
             d, a = base.get(f), have.get(f)
             if d is not None and d != a:
-                out.append(Change(target.name, region, azure_name(target, region), f, a, d, reason))
+                out.append(Change(target.name, region, azure_name(target, region), f, a, d, reason, ChangeOrigin.FAIL_OPEN))
     return out
 
 

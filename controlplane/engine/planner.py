@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 from controlplane.config import Settings, azure_name
-from controlplane.domain import Change, Field, Plan, TargetState
+from controlplane.domain import Change, ChangeOrigin, Field, Plan, TargetState
 
 FIELD_ORDER = (Field.ENABLED, Field.PRIORITY, Field.WEIGHT)
 
@@ -71,7 +71,7 @@ def plan_target(target: Any, desired: TargetState, actual: TargetState) -> list[
                     actual=a,
                     desired=d,
                     reason=desired.reasons.get(region, ""),
-                    manual=region in manual,
+                    origin=ChangeOrigin.MANUAL if region in manual else ChangeOrigin.AUTOMATION,
                 )
             )
     return changes

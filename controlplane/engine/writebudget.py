@@ -27,8 +27,7 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 
-from controlplane.domain import CHANGE_KIND_RANK, Change, Clock, Plan, Skipped
-from controlplane.engine.guardrails import FAIL_OPEN_REASON
+from controlplane.domain import CHANGE_KIND_RANK, Change, ChangeOrigin, Clock, Plan, Skipped
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ class WriteBudget:
 
 def never_held(c: Change) -> bool:
     """Operators' changes and fail-open restores always get their write (and spend its token)."""
-    return c.manual or c.reason.startswith(FAIL_OPEN_REASON)
+    return c.origin is not ChangeOrigin.AUTOMATION
 
 
 def write_groups(changes: Sequence[Change]) -> list[list[Change]]:

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from controlplane.domain import AuditEvent, Clock, SystemClock
+from controlplane.domain import AuditEvent, Clock, NotificationStatus, SystemClock
 from controlplane.logging_setup import register_secret, scrub
 from controlplane.notify import messages
 from controlplane.notify.settings import NotificationSettings, PagerDutyChannel, SlackChannel, TeamsChannel, WebhookChannel, severity_rank
@@ -362,7 +362,11 @@ class _ChannelWorker:
             return
         try:
             self._store.finish_notification(
-                record_id, status="sent" if result.ok else "failed", now=self._clock.now(), attempts=result.attempts, error=result.error
+                record_id,
+                status=NotificationStatus.SENT if result.ok else NotificationStatus.FAILED,
+                now=self._clock.now(),
+                attempts=result.attempts,
+                error=result.error,
             )
         except Exception as exc:
             log.warning("cannot record notification outcome on %s: %s", self.name, type(exc).__name__, extra={"channel": self.name})

@@ -15,12 +15,10 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from controlplane.domain import AuditEvent, Clock, SystemClock
+from controlplane.domain import AuditEvent, Clock, EventKind, LeaseName, SystemClock
 from controlplane.store import Store
 
 log = logging.getLogger(__name__)
-
-LEASE_NAME = "leader"
 
 
 def make_holder_id() -> str:
@@ -35,7 +33,7 @@ class LeaseState:
 
 class LeaderElector:
     def __init__(
-        self, store: Store, holder: str | None = None, ttl_s: float = 15.0, clock: Clock | None = None, name: str = LEASE_NAME
+        self, store: Store, holder: str | None = None, ttl_s: float = 15.0, clock: Clock | None = None, name: LeaseName = LeaseName.LEADER
     ) -> None:
         self.store = store
         self.holder = holder or make_holder_id()
@@ -101,7 +99,7 @@ class LeaderElector:
         try:
             self.store.add_event(
                 AuditEvent(
-                    kind="lease",
+                    kind=EventKind.LEASE,
                     at=self.clock.now(),
                     actor=f"worker:{self.holder}",
                     summary=summary,

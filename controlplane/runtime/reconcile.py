@@ -34,7 +34,7 @@ One :meth:`Reconciler.reconcile_once` per tick, on the leader only:
    their rule. ``set_applied`` after each landed change.
 6. **Read back** each written target, save it for the dashboard and confirm.
 
-Panics raised by the guardrails set ``panic:<target>`` flags (and clear them
+Panics raised by the guardrails set ``panic`` flags per target (and clear them
 when they end). Dry-run (``azure.dry_run`` or the argument) does everything
 but the write and records the plan as a dry run. :meth:`Reconciler.plan_only`
 reads and plans without writing anything anywhere (``regionguard plan``).
@@ -54,7 +54,23 @@ from typing import Any
 
 from controlplane.actuators.base import APPLIED, Actuator, ActuatorError, PermanentError, classify
 from controlplane.config import Settings, azure_name
-from controlplane.domain import AuditEvent, Change, Clock, EndpointSetting, Field, Override, OverrideKind, Plan, Skipped, TargetState
+from controlplane.domain import (
+    AuditEvent,
+    Change,
+    ChangeStatus,
+    Clock,
+    EndpointSetting,
+    EventKind,
+    Field,
+    FlagKind,
+    LeaseName,
+    Override,
+    OverrideKind,
+    Plan,
+    Skipped,
+    TargetState,
+    WriteStatus,
+)
 from controlplane.engine.guardrails import CooldownMemory, decide, record_applied
 from controlplane.engine.planner import managed_fields
 from controlplane.engine.strategy import StrategyMemory, active_overrides
@@ -64,12 +80,9 @@ from controlplane.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = "leader"
 DRIFT_RULE = "drift"
 FENCED_RULE = "fenced"
 DRY_RUN_CODE = "dry_run"
-REVERT_FLAG = "drift_revert:"  # + "<target>/<region>": an operator asked to revert this drift
-PANIC_FLAG = "panic:"  # + "<target>"
 SETTLE_WINDOW = timedelta(hours=24)  # how far back our own unconfirmed writes are looked for
 FAILED_RULE = "failed_permanently"
 PERMANENT_RETRY_AFTER = timedelta(minutes=15)
@@ -177,12 +190,12 @@ def resolve_drift(settings: Settings, store: Store, target: str, region: str, ac
     tick lets desired state win for that endpoint and writes it.
     """
     t = settings.target(target)
-    rows = {r["region"]: r for r in store.target_endpoints(target)}
+    rows = {r.region: r for r in store.target_endpoints(target)}
     row = rows.get(region)
     if row is None or region not in t.endpoints:
         raise KeyError(f"{target}/{region}: not a configured endpoint regionguard has read")
     if action == "adopt":
-        actual = EndpointSetting(weight=row["actual_weight"], priority=row["actual_priority"], enabled=bool(row["actual_enabled"]))
+        actual = row.actual or EndpointSetting(enabled=False)
         applied = store.applied_settings(target).get(region, actual)
         finding = DriftFinding(
             target, region, {f: (applied.get(f), actual.get(f)) for f in managed_fields(t) if applied.get(f) != actual.get(f)}, actual
@@ -193,12 +206,12 @@ def resolve_drift(settings: Settings, store: Store, target: str, region: str, ac
         store.set_drift(target, region, None)
         summary = f"{who} adopted the outside change to {region} in {target}"
     elif action == "revert":
-        store.set_flag(f"{REVERT_FLAG}{target}/{region}", {"who": who, "at": now.isoformat()}, now)
+        store.set_flag(FlagKind.DRIFT_REVERT, f"{target}/{region}", {"who": who, "at": now.isoformat()}, now)
         summary = f"{who} asked to revert the outside change to {region} in {target}"
     else:
         raise ValueError(f"drift action must be 'adopt' or 'revert', not {action!r}")
     event = AuditEvent(
-        kind="drift", at=now, actor=who, summary=summary, region=region, target=target, data={"action": action, "was": row.get("drift")}
+        kind=EventKind.DRIFT, at=now, actor=who, summary=summary, region=region, target=target, data={"action": action, "was": row.drift}
     )
     store.add_event(event)
     return event
@@ -241,7 +254,7 @@ class Reconciler:
         clock: Clock,
         holder_id: str,
         *,
-        lease_name: str | None = LEASE_NAME,
+        lease_name: LeaseName | None = LeaseName.LEADER,
         actor: str = "automation",
         deadline_s: float | None = None,
         budget: SubscriptionWriteBudget | None = None,
@@ -313,7 +326,12 @@ class Reconciler:
             )
             self.store.add_event(
                 AuditEvent(
-                    kind="plan", at=now, actor=self.actor, summary=report.refused, severity="warning", data={"plan": guarded.to_dict()}
+                    kind=EventKind.PLAN,
+                    at=now,
+                    actor=self.actor,
+                    summary=report.refused,
+                    severity="warning",
+                    data={"plan": guarded.to_dict()},
                 )
             )
             return report
@@ -329,7 +347,7 @@ class Reconciler:
         report.plan_id = self.store.record_plan(plan, self.actor, now, fencing_token, dry_run=False)
         self._last_record_key = None
         for s in plan.skipped:
-            self.store.record_change(s.change, "skipped", now, self.actor, report.plan_id, fencing_token, s.rule, s.reason)
+            self.store.record_change(s.change, ChangeStatus.SKIPPED, now, self.actor, report.plan_id, fencing_token, s.rule, s.reason)
         self._apply_all(plan, actual, report, fencing_token, deadline)
         record_applied(report.applied, now, self.cooldown)
         return report
@@ -380,7 +398,9 @@ class Reconciler:
                 continue
             if self._read_errors.pop(t.name, None) is not None:
                 self.store.add_event(
-                    AuditEvent(kind="read_error", at=now, actor=self.actor, summary=f"{t.name}: Azure can be read again", target=t.name)
+                    AuditEvent(
+                        kind=EventKind.READ_ERROR, at=now, actor=self.actor, summary=f"{t.name}: Azure can be read again", target=t.name
+                    )
                 )
             result.actual = actual[t.name] = state
             self.store.save_target_state(t.name, _names(t), state, None, now)
@@ -395,7 +415,7 @@ class Reconciler:
         self._read_errors[target.name] = message
         self.store.add_event(
             AuditEvent(
-                kind="read_error",
+                kind=EventKind.READ_ERROR,
                 at=now,
                 actor=self.actor,
                 summary=f"{target.name}: cannot read Azure state, target skipped this tick: {message}",
@@ -414,51 +434,61 @@ class Reconciler:
             log.warning("%s", text)
             self.store.add_event(
                 AuditEvent(
-                    kind="config_problem", at=now, actor=self.actor, summary=text, region=region, target=target.name, severity="warning"
+                    kind=EventKind.CONFIG_PROBLEM,
+                    at=now,
+                    actor=self.actor,
+                    summary=text,
+                    region=region,
+                    target=target.name,
+                    severity="warning",
                 )
             )
 
     def _settle(self, target: Any, actual: TargetState, now: datetime, result: TargetResult) -> None:
         """Confirm our own unconfirmed writes (pending after a crash, failed by a timeout) against Azure."""
         applied = self.store.applied_settings(target.name)
-        reference_at = {r["region"]: r["last_change_at"] for r in self.store.target_endpoints(target.name)}
+        reference_at = {r.region: r.last_change_at for r in self.store.target_endpoints(target.name)}
         rows = [
             r
-            for status in ("pending", "failed")
+            for status in (ChangeStatus.PENDING, ChangeStatus.FAILED)
             for r in self.store.changes(since=now - SETTLE_WINDOW, target=target.name, status=status, limit=500)
         ]
-        for row in sorted(rows, key=lambda r: (r["created_at"], r["id"])):
-            region, f = row["region"], Field(row["field"])
+        for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
+            region, f = row.region, row.field
             have = actual.endpoints.get(region)
             since = reference_at.get(region)
-            if have is None or (row["status"] == "failed" and since is not None and row["created_at"] < since):
+            if have is None or (row.status is ChangeStatus.FAILED and since is not None and row.created_at < since):
                 continue  # a failure older than the last write we know landed cannot explain today's value
             ref = applied.get(region)
-            shows_it = have.get(f) == row["after"]
+            shows_it = have.get(f) == row.after
             # pending: the tick died around the write; failed: a timeout whose write landed after all
-            landed = shows_it if row["status"] == "pending" else shows_it and (ref is None or ref.get(f) != have.get(f))
+            landed = shows_it if row.status is ChangeStatus.PENDING else shows_it and (ref is None or ref.get(f) != have.get(f))
             if landed:
-                self.store.finish_change(row["id"], "applied", now, None, "confirmed by read-back on a later tick")
+                self.store.finish_change(row.id, ChangeStatus.APPLIED, now, None, "confirmed by read-back on a later tick")
                 ref = _with_field(ref or have, f, have.get(f))
                 applied[region] = ref
                 self.store.set_applied(target.name, region, ref, now)
-                result.settled.append(row["id"])
+                result.settled.append(row.id)
                 self.store.add_event(
                     AuditEvent(
-                        kind="change",
+                        kind=EventKind.CHANGE,
                         at=now,
                         actor=self.actor,
-                        summary=f"confirmed on a later tick: {target.name}/{row['endpoint']} {f.value} -> {row['after']!r}",
+                        summary=f"confirmed on a later tick: {target.name}/{row.endpoint} {f.value} -> {row.after!r}",
                         region=region,
                         target=target.name,
-                        data={"change_id": row["id"]},
+                        data={"change_id": row.id},
                     )
                 )
-            elif row["status"] == "pending":
+            elif row.status is ChangeStatus.PENDING:
                 self.store.finish_change(
-                    row["id"], "failed", now, "Interrupted", "the tick stopped before this change was confirmed, and Azure does not show it"
+                    row.id,
+                    ChangeStatus.FAILED,
+                    now,
+                    "Interrupted",
+                    "the tick stopped before this change was confirmed, and Azure does not show it",
                 )
-                result.settled.append(row["id"])
+                result.settled.append(row.id)
 
     # ------------------------------------------------------------ drift
 
@@ -472,7 +502,7 @@ class Reconciler:
         """
         held: dict[tuple[str, str], str] = {}
         reverting: dict[tuple[str, str], DriftFinding] = {}
-        flags = self.store.flags(REVERT_FLAG)
+        revert_asked = {f.subject for f in self.store.flags(FlagKind.DRIFT_REVERT)}
         for t in self.settings.targets:
             state = actual.get(t.name)
             if state is None:
@@ -483,12 +513,12 @@ class Reconciler:
                     if region not in applied:  # first sight: Azure as it is becomes the reference
                         self.store.set_applied(t.name, region, have, now)
                         applied[region] = have
-            rows = {r["region"]: r for r in self.store.target_endpoints(t.name)} if record else {}
+            drift_now = {r.region: r.drift for r in self.store.target_endpoints(t.name)} if record else {}
             findings = {f.region: f for f in find_drift(t, state, applied)}
             for region in t.endpoints:
                 finding = findings.get(region)
                 if finding is None:
-                    if record and rows.get(region, {}).get("drift"):
+                    if record and drift_now.get(region):
                         self._drift_resolved(t, region, now, "Azure matches what regionguard applied again")
                     continue
                 if report is not None:
@@ -496,9 +526,9 @@ class Reconciler:
                 by_operator = any(
                     o.applies_to(t.name, region) and o.kind is not OverrideKind.FREEZE for o in active_overrides(overrides, t.name, now)
                 )
-                revert = t.drift == "revert" or f"{REVERT_FLAG}{t.name}/{region}" in flags
+                revert = t.drift == "revert" or f"{t.name}/{region}" in revert_asked
                 if record:
-                    self._record_drift(t, finding, rows.get(region, {}), now, by_operator, revert)
+                    self._record_drift(t, finding, drift_now.get(region), now, by_operator, revert)
                 if by_operator or t.drift == "adopt":
                     continue
                 if revert:
@@ -521,7 +551,7 @@ class Reconciler:
             )
 
     def _record_drift(
-        self, target: Any, finding: DriftFinding, row: Mapping[str, Any], now: datetime, by_operator: bool, revert: bool
+        self, target: Any, finding: DriftFinding, reported: str | None, now: datetime, by_operator: bool, revert: bool
     ) -> None:
         text = finding.describe()
         region = finding.region
@@ -535,7 +565,7 @@ class Reconciler:
             self.store.set_applied(target.name, region, finding.actual, now)
             self._event_drift(target, region, now, f"{target.name}/{region} {text}; adopted (policy adopt)", "warning", finding)
             return
-        if row.get("drift") == text:
+        if reported == text:
             return  # already reported
         self.store.set_drift(target.name, region, text)
         action = (
@@ -549,16 +579,23 @@ class Reconciler:
         data = {"policy": target.drift, "fields": {f.value: {"applied": a, "actual": b} for f, (a, b) in finding.fields.items()}}
         self.store.add_event(
             AuditEvent(
-                kind="drift", at=now, actor=self.actor, summary=summary, region=region, target=target.name, severity=severity, data=data
+                kind=EventKind.DRIFT,
+                at=now,
+                actor=self.actor,
+                summary=summary,
+                region=region,
+                target=target.name,
+                severity=severity,
+                data=data,
             )
         )
 
     def _drift_resolved(self, target: Any, region: str, now: datetime, why: str, was: str | None = None) -> None:
         self.store.set_drift(target.name, region, None)
-        self.store.set_flag(f"{REVERT_FLAG}{target.name}/{region}", None, now)
+        self.store.set_flag(FlagKind.DRIFT_REVERT, f"{target.name}/{region}", None, now)
         self.store.add_event(
             AuditEvent(
-                kind="drift",
+                kind=EventKind.DRIFT,
                 at=now,
                 actor=self.actor,
                 summary=f"{target.name}/{region}: drift resolved: {why}",
@@ -621,24 +658,29 @@ class Reconciler:
         for text in plan.panics:
             target, _, reason = text.partition(": ")
             raised.setdefault(target, reason or text)
-        current = self.store.flags(PANIC_FLAG)
+        current = {f.subject or "": f.value for f in self.store.flags(FlagKind.PANIC)}
         for target, reason in raised.items():
-            key = f"{PANIC_FLAG}{target}"
-            if key in current and current[key].get("reason") == reason:
+            if target in current and current[target].get("reason") == reason:
                 continue
-            since = current.get(key, {}).get("since", now.isoformat())
-            self.store.set_flag(key, {"reason": reason, "since": since}, now)
-            if key not in current:
+            since = current.get(target, {}).get("since", now.isoformat())
+            self.store.set_flag(FlagKind.PANIC, target, {"reason": reason, "since": since}, now)
+            if target not in current:
                 self.store.add_event(
                     AuditEvent(
-                        kind="panic", at=now, actor=self.actor, summary=f"PANIC {target}: {reason}", target=target, severity="critical"
+                        kind=EventKind.PANIC,
+                        at=now,
+                        actor=self.actor,
+                        summary=f"PANIC {target}: {reason}",
+                        target=target,
+                        severity="critical",
                     )
                 )
-        for key in current:
-            target = key[len(PANIC_FLAG) :]
+        for target in current:
             if target not in raised:
-                self.store.set_flag(key, None, now)
-                self.store.add_event(AuditEvent(kind="panic", at=now, actor=self.actor, summary=f"panic over for {target}", target=target))
+                self.store.set_flag(FlagKind.PANIC, target, None, now)
+                self.store.add_event(
+                    AuditEvent(kind=EventKind.PANIC, at=now, actor=self.actor, summary=f"panic over for {target}", target=target)
+                )
 
     def _record_dry_run(self, plan: Plan, token: int | None, now: datetime, report: TickReport) -> None:
         if not plan.changes and not plan.skipped:
@@ -649,9 +691,9 @@ class Reconciler:
         self._last_record_key = key
         report.plan_id = self.store.record_plan(plan, self.actor, now, token, dry_run=True)
         for c in plan.changes:
-            self.store.record_change(c, "skipped", now, self.actor, report.plan_id, token, DRY_RUN_CODE, "dry run: not written")
+            self.store.record_change(c, ChangeStatus.SKIPPED, now, self.actor, report.plan_id, token, DRY_RUN_CODE, "dry run: not written")
         for s in plan.skipped:
-            self.store.record_change(s.change, "skipped", now, self.actor, report.plan_id, token, s.rule, s.reason)
+            self.store.record_change(s.change, ChangeStatus.SKIPPED, now, self.actor, report.plan_id, token, s.rule, s.reason)
 
     def _record_skips_only(self, plan: Plan, token: int | None, now: datetime, report: TickReport) -> None:
         """A plan of held changes only: recorded when it differs from the last one (no row per tick)."""
@@ -664,7 +706,7 @@ class Reconciler:
         self._last_record_key = key
         report.plan_id = self.store.record_plan(plan, self.actor, now, token, dry_run=False)
         for s in plan.skipped:
-            self.store.record_change(s.change, "skipped", now, self.actor, report.plan_id, token, s.rule, s.reason)
+            self.store.record_change(s.change, ChangeStatus.SKIPPED, now, self.actor, report.plan_id, token, s.rule, s.reason)
 
     # ------------------------------------------------------------ apply
 
@@ -702,7 +744,7 @@ class Reconciler:
                 for c in plan.changes:
                     self.store.record_change(
                         c,
-                        "skipped",
+                        ChangeStatus.SKIPPED,
                         now,
                         self.actor,
                         report.plan_id,
@@ -720,9 +762,9 @@ class Reconciler:
         ids: dict[int, int] = {}
         with self._lock:
             for c in plan.changes:  # recorded before the write: a crash leaves a trail
-                ids[id(c)] = self.store.record_change(c, "pending", now, self.actor, report.plan_id, token)
+                ids[id(c)] = self.store.record_change(c, ChangeStatus.PENDING, now, self.actor, report.plan_id, token)
             for region in dict.fromkeys(c.region for c in plan.changes):
-                self.store.set_write_status(target.name, region, "pending")
+                self.store.set_write_status(target.name, region, WriteStatus.PENDING)
         running = dict(actual.endpoints)
 
         def on_result(change: Change, status: str, error: ActuatorError | None) -> None:
@@ -737,12 +779,12 @@ class Reconciler:
                 running[change.region] = _with_field(running[change.region], change.field, change.desired)
                 self.store.set_applied(target.name, change.region, running[change.region], at)
                 if change_id is not None:
-                    self.store.finish_change(change_id, "applied", at)
+                    self.store.finish_change(change_id, ChangeStatus.APPLIED, at)
                 self.store.set_write_status(target.name, change.region, None)
                 result.applied.append(change)
                 self.store.add_event(
                     AuditEvent(
-                        kind="change",
+                        kind=EventKind.CHANGE,
                         at=at,
                         actor=self.actor,
                         summary=f"applied: {change.describe()}",
@@ -755,15 +797,15 @@ class Reconciler:
             code = error.code if error else None
             message = error.message if error else "failed"
             if change_id is not None:
-                self.store.finish_change(change_id, "failed", at, code, message)
-            self.store.set_write_status(target.name, change.region, "failed", f"{code}: {message}")
+                self.store.finish_change(change_id, ChangeStatus.FAILED, at, code, message)
+            self.store.set_write_status(target.name, change.region, WriteStatus.FAILED, f"{code}: {message}")
             result.failed.append((change, code, message))
             if error is not None and not error.transient:
                 self._permanent[self._failure_key(change)] = (at, f"{code}: {message}")
             severity = "warning" if error is not None and error.transient else "critical"
             self.store.add_event(
                 AuditEvent(
-                    kind="change",
+                    kind=EventKind.CHANGE,
                     at=at,
                     actor=self.actor,
                     summary=f"failed ({code}): {change.describe()}: {message}",
@@ -804,10 +846,10 @@ class Reconciler:
     def _record_read_back(self, target: Any, state: TargetState, result: TargetResult, wrong: list[Change], now: datetime) -> None:
         self.store.save_target_state(target.name, _names(target), state, result.desired, now)
         for c in wrong:
-            self.store.set_write_status(target.name, c.region, "unconfirmed", f"read back {c.field.value} is not {c.desired!r}")
+            self.store.set_write_status(target.name, c.region, WriteStatus.UNCONFIRMED, f"read back {c.field.value} is not {c.desired!r}")
             self.store.add_event(
                 AuditEvent(
-                    kind="change",
+                    kind=EventKind.CHANGE,
                     at=now,
                     actor=self.actor,
                     summary=f"not confirmed by read-back: {c.describe()}",

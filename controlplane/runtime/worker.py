@@ -35,7 +35,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from controlplane.actuators.base import Actuator
 from controlplane.config import Settings
-from controlplane.domain import AuditEvent, Clock, HealthStateName, ProbeResult, SystemClock
+from controlplane.domain import AuditEvent, ChangeStatus, Clock, EventKind, FlagKind, HealthStateName, ProbeResult, SystemClock
 from controlplane.engine.health import HealthEvaluator, HealthReport
 from controlplane.runtime import loops
 from controlplane.runtime.leader import LeaderElector
@@ -227,7 +227,7 @@ class Worker:
             lease = self.store.lease(self.elector.name)
         except Exception:
             return
-        expires = lease.get("expires_at") if lease else None
+        expires = lease.expires_at if lease else None
         if expires is None or self._stopping.is_set():
             return
         wait = (expires - self.clock.now()).total_seconds()
@@ -262,9 +262,9 @@ class Worker:
             self.ticks += 1
             if self.metrics is not None:
                 for change in tick.applied:
-                    self.metrics.observe_change("applied", change)
+                    self.metrics.observe_change(ChangeStatus.APPLIED, change)
                 for change, _code, _msg in tick.failed:
-                    self.metrics.observe_change("failed", change)
+                    self.metrics.observe_change(ChangeStatus.FAILED, change)
             return tick
 
     def evaluate(self) -> HealthReport | None:
@@ -296,7 +296,7 @@ class Worker:
                 continue
             self.store.add_event(
                 AuditEvent(
-                    kind="transition",
+                    kind=EventKind.TRANSITION,
                     at=t.at,
                     actor="automation",
                     summary=f"{t.key}: {t.old.value} -> {t.new.value}: {t.reason}",
@@ -316,10 +316,12 @@ class Worker:
         problems = set(report.config_problems)
         for problem in sorted(problems - self._announced_problems):
             self.store.add_event(
-                AuditEvent(kind="config_problem", at=now, actor="automation", summary=problem, severity="warning", data={"reason": problem})
+                AuditEvent(
+                    kind=EventKind.CONFIG_PROBLEM, at=now, actor="automation", summary=problem, severity="warning", data={"reason": problem}
+                )
             )
         self._announced_problems = problems
-        self.store.set_flag("config_problems", {"problems": sorted(problems)} if problems else None, now)
+        self.store.set_flag(FlagKind.CONFIG_PROBLEMS, None, {"problems": sorted(problems)} if problems else None, now)
 
     def rollup_tick(self) -> None:
         if not self.elector.is_leader:  # one writer of rollups, like of everything derived
@@ -351,7 +353,7 @@ class Worker:
             for o in self.store.expire_overrides(now):
                 self.store.add_event(
                     AuditEvent(
-                        kind="override",
+                        kind=EventKind.OVERRIDE,
                         at=now,
                         actor="expiry",
                         summary=f"expired: {o.describe()}",

@@ -8,7 +8,7 @@ simulated day take minutes. ``tests/integration/test_store_contract.py``
 runs one contract suite against this and the SQL store so they cannot
 drift apart.
 
-Rows are returned in the SQL store's shapes; callers must not mutate them.
+Records are returned in the SQL store's types (``controlplane.store.records``).
 Not thread-safe beyond what the GIL gives: the reconciler serialises its
 store writes.
 """
@@ -18,34 +18,46 @@ from __future__ import annotations
 import bisect
 import copy
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controlplane.domain import AuditEvent, Change, EndpointSetting, Override, Plan, TargetState
-
-_TARGET_ENDPOINT_COLUMNS = (
-    "target",
-    "region",
-    "endpoint",
-    "actual_weight",
-    "actual_priority",
-    "actual_enabled",
-    "monitor_status",
-    "desired_weight",
-    "desired_priority",
-    "desired_enabled",
-    "desired_reason",
-    "applied_weight",
-    "applied_priority",
-    "applied_enabled",
-    "drift",
-    "write_status",
-    "write_error",
-    "last_change_at",
-    "read_at",
+from controlplane.domain import (
+    AuditEvent,
+    Change,
+    ChangeOrigin,
+    ChangeStatus,
+    EndpointSetting,
+    EventKind,
+    Field,
+    FlagKind,
+    LeaseName,
+    Override,
+    Plan,
+    TargetState,
+    WriteStatus,
 )
+from controlplane.store.records import ChangeRecord, Flag, Panic, PlanRecord, TargetEndpointRecord, config_problems_of
+
+
+def _blank(target: str, region: str, endpoint: str) -> TargetEndpointRecord:
+    return TargetEndpointRecord(
+        target=target,
+        region=region,
+        endpoint=endpoint,
+        actual=None,
+        desired=None,
+        applied=None,
+        desired_reason=None,
+        monitor_status=None,
+        circuit_breakers=None,
+        drift=None,
+        write_status=None,
+        write_error=None,
+        last_change_at=None,
+        read_at=None,
+    )
 
 
 class MemoryStore:
@@ -53,14 +65,14 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-        self._endpoints: dict[str, dict[str, dict[str, Any]]] = {}  # target -> region -> row
-        self._changes: dict[str, list[dict[str, Any]]] = {}  # target -> rows in insertion (= time) order
-        self._change_by_id: dict[int, dict[str, Any]] = {}
-        self._by_status: dict[str, dict[int, dict[str, Any]]] = {}  # status -> id -> row
-        self._plans: list[dict[str, Any]] = []
+        self._endpoints: dict[str, dict[str, TargetEndpointRecord]] = {}  # target -> region -> record
+        self._changes: dict[str, list[ChangeRecord]] = {}  # target -> records in insertion (= time) order
+        self._change_by_id: dict[int, ChangeRecord] = {}
+        self._by_status: dict[ChangeStatus, dict[int, ChangeRecord]] = {}  # status -> id -> record
+        self._plans: list[PlanRecord] = []
         self._overrides: list[Override] = []
         self._events: list[AuditEvent] = []
-        self._flags: dict[str, dict[str, Any]] = {}
+        self._flags: dict[str, Flag] = {}
         self._leases: dict[str, tuple[str, int, datetime]] = {}  # name -> (holder, fencing token, expires at)
 
     def close(self) -> None:
@@ -74,22 +86,16 @@ class MemoryStore:
     def record_plan(self, plan: Plan, actor: str, now: datetime, fencing_token: int | None = None, dry_run: bool = False) -> int:
         plan_id = next(self._ids)
         self._plans.append(
-            {
-                "id": plan_id,
-                "created_at": now,
-                "checksum": plan.checksum,
-                "actor": actor,
-                "fencing_token": fencing_token,
-                "dry_run": dry_run,
-                "body": plan.to_dict(),
-            }
+            PlanRecord(
+                id=plan_id, created_at=now, checksum=plan.checksum, actor=actor, fencing_token=fencing_token, dry_run=dry_run, plan=plan
+            )
         )
         return plan_id
 
     def record_change(
         self,
         change: Change,
-        status: str,
+        status: ChangeStatus,
         now: datetime,
         actor: str = "automation",
         plan_id: int | None = None,
@@ -98,28 +104,29 @@ class MemoryStore:
         error_message: str | None = None,
     ) -> int:
         change_id = next(self._ids)
-        row = {
-            "id": change_id,
-            "plan_id": plan_id,
-            "created_at": now,
-            "finished_at": None if status == "pending" else now,
-            "target": change.target,
-            "region": change.region,
-            "endpoint": change.endpoint,
-            "field": change.field.value,
-            "before": change.actual,
-            "after": change.desired,
-            "reason": change.reason,
-            "actor": actor,
-            "manual": change.manual,
-            "status": status,
-            "error_code": error_code,
-            "error_message": error_message,
-            "fencing_token": fencing_token,
-        }
+        status = ChangeStatus(status)
+        row = ChangeRecord(
+            id=change_id,
+            plan_id=plan_id,
+            created_at=now,
+            finished_at=None if status is ChangeStatus.PENDING else now,
+            target=change.target,
+            region=change.region,
+            endpoint=change.endpoint,
+            field=Field(change.field),
+            before=change.actual,
+            after=change.desired,
+            reason=change.reason,
+            actor=actor,
+            origin=ChangeOrigin(change.origin),
+            status=status,
+            error_code=error_code,
+            error_message=error_message,
+            fencing_token=fencing_token,
+        )
         rows = self._changes.setdefault(change.target, [])
-        if rows and rows[-1]["created_at"] > now:  # out of time order: keep the list sorted
-            keys = [r["created_at"] for r in rows]
+        if rows and rows[-1].created_at > now:  # out of time order: keep the list sorted
+            keys = [r.created_at for r in rows]
             rows.insert(bisect.bisect_right(keys, now), row)
         else:
             rows.append(row)
@@ -128,26 +135,30 @@ class MemoryStore:
         return change_id
 
     def finish_change(
-        self, change_id: int, status: str, now: datetime, error_code: str | None = None, error_message: str | None = None
+        self, change_id: int, status: ChangeStatus, now: datetime, error_code: str | None = None, error_message: str | None = None
     ) -> None:
         row = self._change_by_id.get(change_id)
         if row is None:
             return
-        self._by_status.get(row["status"], {}).pop(change_id, None)
-        row.update(status=status, finished_at=now, error_code=error_code, error_message=error_message)
-        self._by_status.setdefault(status, {})[change_id] = row
+        status = ChangeStatus(status)
+        self._by_status.get(row.status, {}).pop(change_id, None)
+        done = replace(row, status=status, finished_at=now, error_code=error_code, error_message=error_message)
+        rows = self._changes[row.target]
+        rows[next(i for i in range(len(rows) - 1, -1, -1) if rows[i].id == change_id)] = done
+        self._change_by_id[change_id] = done
+        self._by_status.setdefault(status, {})[change_id] = done
 
     def changes(
         self,
         since: datetime | None = None,
         target: str | None = None,
         region: str | None = None,
-        status: str | None = None,
+        status: ChangeStatus | None = None,
         limit: int = 200,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ChangeRecord]:
         """Newest first, like the SQL store."""
         if status is not None:
-            pool: Iterable[dict[str, Any]] = self._by_status.get(status, {}).values()
+            pool: Iterable[ChangeRecord] = self._by_status.get(ChangeStatus(status), {}).values()
         elif target is not None:
             pool = self._changes.get(target, [])
         else:
@@ -155,15 +166,15 @@ class MemoryStore:
         rows = [
             r
             for r in pool
-            if (since is None or r["created_at"] >= since)
-            and (target is None or r["target"] == target)
-            and (region is None or r["region"] == region)
+            if (since is None or r.created_at >= since)
+            and (target is None or r.target == target)
+            and (region is None or r.region == region)
         ]
-        rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+        rows.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return rows[:limit]
 
-    def plans(self, limit: int = 50) -> list[dict[str, Any]]:
-        return sorted(self._plans, key=lambda r: (r["created_at"], r["id"]), reverse=True)[:limit]
+    def plans(self, limit: int = 50) -> list[PlanRecord]:
+        return sorted(self._plans, key=lambda r: (r.created_at, r.id), reverse=True)[:limit]
 
     # ------------------------------------------------------------ target snapshots (dashboard, drift)
 
@@ -172,49 +183,41 @@ class MemoryStore:
     ) -> None:
         rows = self._endpoints.setdefault(target, {})
         for region in names:
-            row = rows.get(region)
-            if row is None:
-                row = rows[region] = dict.fromkeys(_TARGET_ENDPOINT_COLUMNS)
-                row.update(target=target, region=region)
-            row["endpoint"] = names[region]
+            row = replace(rows.get(region) or _blank(target, region, names[region]), endpoint=names[region])
             if actual is not None and region in actual.endpoints:
-                a = actual.endpoints[region]
-                row.update(actual_weight=a.weight, actual_priority=a.priority, actual_enabled=a.enabled, read_at=now)
-                row["monitor_status"] = actual.monitor_status.get(region)
+                rules = actual.circuit_breakers.get(region)
+                row = replace(
+                    row,
+                    actual=actual.endpoints[region],
+                    monitor_status=actual.monitor_status.get(region),
+                    circuit_breakers=tuple(rules) if rules is not None else None,
+                    read_at=now,
+                )
             if desired is not None and region in desired.endpoints:
-                d = desired.endpoints[region]
-                row.update(desired_weight=d.weight, desired_priority=d.priority, desired_enabled=d.enabled)
-                row["desired_reason"] = desired.reasons.get(region)
+                row = replace(row, desired=desired.endpoints[region], desired_reason=desired.reasons.get(region))
+            rows[region] = row
 
-    def _row(self, target: str, region: str) -> dict[str, Any] | None:
-        return self._endpoints.get(target, {}).get(region)
+    def _update(self, target: str, region: str, **values: Any) -> None:
+        rows = self._endpoints.get(target, {})
+        row = rows.get(region)
+        if row is not None:  # like the SQL UPDATE: only a row a snapshot created
+            rows[region] = replace(row, **values)
 
     def set_applied(self, target: str, region: str, setting: EndpointSetting, now: datetime) -> None:
-        row = self._row(target, region)
-        if row is not None:  # like the SQL UPDATE: only a row a snapshot created
-            row.update(applied_weight=setting.weight, applied_priority=setting.priority, applied_enabled=setting.enabled)
-            row["last_change_at"] = now
+        self._update(target, region, applied=setting, last_change_at=now)
 
-    def set_write_status(self, target: str, region: str, status: str | None, error: str | None = None) -> None:
-        row = self._row(target, region)
-        if row is not None:
-            row.update(write_status=status, write_error=error)
+    def set_write_status(self, target: str, region: str, status: WriteStatus | None, error: str | None = None) -> None:
+        self._update(target, region, write_status=None if status is None else WriteStatus(status), write_error=error)
 
     def set_drift(self, target: str, region: str, description: str | None) -> None:
-        row = self._row(target, region)
-        if row is not None:
-            row["drift"] = description
+        self._update(target, region, drift=description)
 
     def applied_settings(self, target: str) -> dict[str, EndpointSetting]:
-        return {
-            region: EndpointSetting(weight=r["applied_weight"], priority=r["applied_priority"], enabled=bool(r["applied_enabled"]))
-            for region, r in self._endpoints.get(target, {}).items()
-            if r["applied_enabled"] is not None
-        }
+        return {region: r.applied for region, r in self._endpoints.get(target, {}).items() if r.applied is not None}
 
-    def target_endpoints(self, target: str | None = None) -> list[dict[str, Any]]:
+    def target_endpoints(self, target: str | None = None) -> list[TargetEndpointRecord]:
         names = [target] if target else sorted(self._endpoints)
-        return [dict(row) for t in names for _, row in sorted(self._endpoints.get(t, {}).items())]
+        return [row for t in names for _, row in sorted(self._endpoints.get(t, {}).items())]
 
     # ------------------------------------------------------------ overrides
 
@@ -241,12 +244,12 @@ class MemoryStore:
     def events(
         self,
         since: datetime | None = None,
-        kinds: Iterable[str] | None = None,
+        kinds: Iterable[EventKind | str] | None = None,
         region: str | None = None,
         target: str | None = None,
         limit: int = 200,
     ) -> list[AuditEvent]:
-        wanted = set(kinds) if kinds else None
+        wanted = {str(k) for k in kinds} if kinds else None
         rows = [
             e
             for e in self._events
@@ -259,18 +262,25 @@ class MemoryStore:
 
     # ------------------------------------------------------------ flags
 
-    def set_flag(self, key: str, value: dict[str, Any] | None, now: datetime) -> None:
+    def set_flag(self, kind: FlagKind, subject: str | None, value: Mapping[str, Any] | None, now: datetime) -> None:
+        key = kind.key(subject)
         if value is None:
             self._flags.pop(key, None)
         else:
-            self._flags[key] = {"value": copy.deepcopy(value), "updated_at": now}
+            self._flags[key] = Flag(kind=kind, subject=subject, value=copy.deepcopy(dict(value)), updated_at=now)
 
-    def flags(self, prefix: str = "") -> dict[str, dict[str, Any]]:
-        return {key: dict(f["value"], updated_at=f["updated_at"].isoformat()) for key, f in self._flags.items() if key.startswith(prefix)}
+    def flags(self, kind: FlagKind) -> list[Flag]:
+        return [f for key, f in sorted(self._flags.items()) if f.kind is kind]
+
+    def panics(self) -> dict[str, Panic]:
+        return {p.target: p for p in map(Panic.from_flag, self.flags(FlagKind.PANIC))}
+
+    def config_problems(self) -> list[str]:
+        return config_problems_of(self.flags(FlagKind.CONFIG_PROBLEMS))
 
     # ------------------------------------------------------------ leader lease
 
-    def try_acquire_lease(self, name: str, holder: str, ttl_s: float, now: datetime) -> int | None:
+    def try_acquire_lease(self, name: LeaseName, holder: str, ttl_s: float, now: datetime) -> int | None:
         """Take or renew the lease; the fencing token if ``holder`` holds it now (a new holder gets a larger one)."""
         current = self._leases.get(name)
         if current is not None and current[0] != holder and current[2] > now:
@@ -279,13 +289,13 @@ class MemoryStore:
         self._leases[name] = (holder, token, now + timedelta(seconds=ttl_s))
         return token
 
-    def release_lease(self, name: str, holder: str) -> bool:
+    def release_lease(self, name: LeaseName, holder: str) -> bool:
         current = self._leases.get(name)
         if current is None or current[0] != holder:
             return False
         self._leases[name] = (current[0], current[1], datetime.min.replace(tzinfo=UTC))
         return True
 
-    def holds_lease(self, name: str, holder: str, token: int, now: datetime) -> bool:
+    def holds_lease(self, name: LeaseName, holder: str, token: int, now: datetime) -> bool:
         current = self._leases.get(name)
         return current is not None and current[0] == holder and current[1] == token and current[2] > now

@@ -174,8 +174,8 @@ class ChangeRow(Base):
     after: Mapped[Any] = mapped_column(JSON)  # desired
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(120))  # "automation" or user name
-    manual: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(16))  # pending | applied | failed | skipped
+    origin: Mapped[str] = mapped_column(String(16), default="automation", server_default="automation")  # ChangeOrigin
+    status: Mapped[str] = mapped_column(String(16))  # ChangeStatus: pending | applied | failed | skipped
     error_code: Mapped[str | None] = mapped_column(String(120))
     error_message: Mapped[str | None] = mapped_column(Text)
     fencing_token: Mapped[int | None] = mapped_column(Integer)
@@ -202,7 +202,7 @@ class TargetEndpointRow(Base):
     applied_priority: Mapped[int | None] = mapped_column(Integer)
     applied_enabled: Mapped[bool | None] = mapped_column(Boolean)
     drift: Mapped[str | None] = mapped_column(Text)  # description while drift is unresolved
-    write_status: Mapped[str | None] = mapped_column(String(16))  # pending | failed | None
+    write_status: Mapped[str | None] = mapped_column(String(16))  # WriteStatus: pending | failed | unconfirmed | None
     write_error: Mapped[str | None] = mapped_column(Text)
     last_change_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -298,7 +298,7 @@ class NotificationRow(Base):
     channel: Mapped[str] = mapped_column(String(80))
     event_kind: Mapped[str] = mapped_column(String(32))
     group_key: Mapped[str | None] = mapped_column(String(160))
-    status: Mapped[str] = mapped_column(String(16))  # pending | sent | failed
+    status: Mapped[str] = mapped_column(String(16))  # NotificationStatus: pending | sent | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

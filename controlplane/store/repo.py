@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import fields as dc_fields
@@ -23,10 +23,16 @@ from sqlalchemy.orm import Session
 from controlplane.domain import (
     AuditEvent,
     Change,
+    ChangeOrigin,
+    ChangeStatus,
     EndpointHealth,
     EndpointSetting,
+    EventKind,
     Field,
+    FlagKind,
     HealthStateName,
+    LeaseName,
+    NotificationStatus,
     Outcome,
     Override,
     OverrideKind,
@@ -35,6 +41,7 @@ from controlplane.domain import (
     RegionHealth,
     TargetState,
     Transition,
+    WriteStatus,
 )
 from controlplane.stats import percentile
 from controlplane.store import db
@@ -55,6 +62,20 @@ from controlplane.store.models import (
     TargetEndpointRow,
     UserRow,
     table,
+)
+from controlplane.store.records import (
+    ApiToken,
+    ChangeRecord,
+    Flag,
+    Lease,
+    NotificationRecord,
+    Panic,
+    PlanRecord,
+    Rollup,
+    TargetEndpointRecord,
+    User,
+    config_problems_of,
+    parse_flag_key,
 )
 from controlplane.textsafe import bounded_text
 
@@ -113,7 +134,7 @@ def _to_override(row: OverrideRow) -> Override:
 def _to_event(row: AuditEventRow) -> AuditEvent:
     return AuditEvent(
         id=row.id,
-        kind=row.kind,
+        kind=EventKind(row.kind),
         at=row.at,
         actor=row.actor,
         summary=row.summary,
@@ -135,6 +156,78 @@ def _cause(exc: SQLAlchemyError) -> BaseException:
     """The driver's exception behind a SQLAlchemy one, when there is one."""
     orig: BaseException | None = getattr(exc, "orig", None)
     return orig or exc
+
+
+def _to_change(row: ChangeRow) -> ChangeRecord:
+    return ChangeRecord(
+        id=row.id,
+        plan_id=row.plan_id,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        target=row.target,
+        region=row.region,
+        endpoint=row.endpoint,
+        field=Field(row.field),
+        before=row.before,
+        after=row.after,
+        reason=row.reason,
+        actor=row.actor,
+        origin=ChangeOrigin(row.origin),
+        status=ChangeStatus(row.status),
+        error_code=row.error_code,
+        error_message=row.error_message,
+        fencing_token=row.fencing_token,
+    )
+
+
+def _to_plan(row: PlanRow) -> PlanRecord:
+    return PlanRecord(
+        id=row.id,
+        created_at=row.created_at,
+        checksum=row.checksum,
+        actor=row.actor,
+        fencing_token=row.fencing_token,
+        dry_run=row.dry_run,
+        plan=Plan.from_dict(row.body or {}),
+    )
+
+
+def _setting(enabled: bool | None, weight: int | None, priority: int | None) -> EndpointSetting | None:
+    return None if enabled is None else EndpointSetting(weight=weight, priority=priority, enabled=bool(enabled))
+
+
+def _rules(stored: str | None) -> tuple[str, ...] | None:
+    """The stored JSON list of circuit-breaker rule lines (None: the kind has none, or not read yet)."""
+    if not stored:
+        return None
+    try:
+        rules = json.loads(stored)
+    except ValueError:
+        return ("unreadable: " + stored[:80],)
+    return tuple(str(r) for r in rules) if isinstance(rules, list) else None
+
+
+def _to_target_endpoint(row: TargetEndpointRow) -> TargetEndpointRecord:
+    return TargetEndpointRecord(
+        target=row.target,
+        region=row.region,
+        endpoint=row.endpoint,
+        actual=_setting(row.actual_enabled, row.actual_weight, row.actual_priority),
+        desired=_setting(row.desired_enabled, row.desired_weight, row.desired_priority),
+        applied=_setting(row.applied_enabled, row.applied_weight, row.applied_priority),
+        desired_reason=row.desired_reason,
+        monitor_status=row.monitor_status,
+        circuit_breakers=_rules(row.circuit_breaker),
+        drift=row.drift,
+        write_status=None if row.write_status is None else WriteStatus(row.write_status),
+        write_error=row.write_error,
+        last_change_at=row.last_change_at,
+        read_at=row.read_at,
+    )
+
+
+def _to_user(row: UserRow) -> User:
+    return User(name=row.name, role=row.role, disabled=row.disabled, created_at=row.created_at, password_hash=row.password_hash)
 
 
 class Store:
@@ -348,12 +441,29 @@ class Store:
                 s.execute(table(ProbeRollupRow).insert(), rows)
         return len(rows)
 
-    def rollups(self, since: datetime, region: str | None = None) -> list[dict[str, Any]]:
+    def rollups(self, since: datetime, region: str | None = None) -> list[Rollup]:
         with self.session() as s:
             q = select(ProbeRollupRow).where(ProbeRollupRow.minute_at >= since).order_by(ProbeRollupRow.minute_at)
             if region:
                 q = q.where(ProbeRollupRow.region == region)
-            return [{c.name: getattr(r, c.name) for c in ProbeRollupRow.__table__.columns} for r in s.scalars(q)]
+            return [
+                Rollup(
+                    endpoint_id=r.endpoint_id,
+                    vantage=r.vantage,
+                    minute_at=r.minute_at,
+                    region=r.region,
+                    count=r.count,
+                    ok=r.ok,
+                    throttled=r.throttled,
+                    failed=r.failed,
+                    ttft_p50_ms=r.ttft_p50_ms,
+                    ttft_p95_ms=r.ttft_p95_ms,
+                    total_p50_ms=r.total_p50_ms,
+                    total_p95_ms=r.total_p95_ms,
+                    tokens=r.tokens,
+                )
+                for r in s.scalars(q)
+            ]
 
     def purge(self, raw_before: datetime, rollup_before: datetime) -> tuple[int, int]:
         with self.session() as s:
@@ -485,7 +595,7 @@ class Store:
     def record_change(
         self,
         change: Change,
-        status: str,
+        status: ChangeStatus,
         now: datetime,
         actor: str = "automation",
         plan_id: int | None = None,
@@ -497,7 +607,7 @@ class Store:
             row = ChangeRow(
                 plan_id=plan_id,
                 created_at=now,
-                finished_at=None if status == "pending" else now,
+                finished_at=None if status == ChangeStatus.PENDING else now,
                 target=change.target,
                 region=change.region,
                 endpoint=change.endpoint,
@@ -506,8 +616,8 @@ class Store:
                 after=change.desired,
                 reason=change.reason,
                 actor=actor,
-                manual=change.manual,
-                status=status,
+                origin=str(change.origin),
+                status=str(status),
                 error_code=error_code,
                 error_message=error_message,
                 fencing_token=fencing_token,
@@ -517,13 +627,13 @@ class Store:
             return row.id
 
     def finish_change(
-        self, change_id: int, status: str, now: datetime, error_code: str | None = None, error_message: str | None = None
+        self, change_id: int, status: ChangeStatus, now: datetime, error_code: str | None = None, error_message: str | None = None
     ) -> None:
         with self.session() as s:
             s.execute(
                 update(ChangeRow)
                 .where(ChangeRow.id == change_id)
-                .values(status=status, finished_at=now, error_code=error_code, error_message=error_message)
+                .values(status=str(status), finished_at=now, error_code=error_code, error_message=error_message)
             )
 
     def changes(
@@ -531,9 +641,9 @@ class Store:
         since: datetime | None = None,
         target: str | None = None,
         region: str | None = None,
-        status: str | None = None,
+        status: ChangeStatus | None = None,
         limit: int = 200,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ChangeRecord]:
         with self.session() as s:
             q = select(ChangeRow).order_by(ChangeRow.created_at.desc(), ChangeRow.id.desc()).limit(limit)
             if since is not None:
@@ -543,13 +653,13 @@ class Store:
             if region:
                 q = q.where(ChangeRow.region == region)
             if status:
-                q = q.where(ChangeRow.status == status)
-            return [{c.name: getattr(r, c.name) for c in ChangeRow.__table__.columns} for r in s.scalars(q)]
+                q = q.where(ChangeRow.status == str(status))
+            return [_to_change(r) for r in s.scalars(q)]
 
-    def plans(self, limit: int = 50) -> list[dict[str, Any]]:
+    def plans(self, limit: int = 50) -> list[PlanRecord]:
         with self.session() as s:
             q = select(PlanRow).order_by(PlanRow.created_at.desc(), PlanRow.id.desc()).limit(limit)
-            return [{c.name: getattr(r, c.name) for c in PlanRow.__table__.columns} for r in s.scalars(q)]
+            return [_to_plan(r) for r in s.scalars(q)]
 
     # ------------------------------------------------------------ target snapshots (dashboard, drift)
 
@@ -587,12 +697,12 @@ class Store:
                 )
             )
 
-    def set_write_status(self, target: str, region: str, status: str | None, error: str | None = None) -> None:
+    def set_write_status(self, target: str, region: str, status: WriteStatus | None, error: str | None = None) -> None:
         with self.session() as s:
             s.execute(
                 update(TargetEndpointRow)
                 .where(TargetEndpointRow.target == target, TargetEndpointRow.region == region)
-                .values(write_status=status, write_error=error)
+                .values(write_status=None if status is None else str(status), write_error=error)
             )
 
     def set_drift(self, target: str, region: str, description: str | None) -> None:
@@ -614,12 +724,13 @@ class Store:
                 for r in rows
             }
 
-    def target_endpoints(self, target: str | None = None) -> list[dict[str, Any]]:
+    def target_endpoints(self, target: str | None = None) -> list[TargetEndpointRecord]:
+        """Ordered by target, then region."""
         with self.session() as s:
             q = select(TargetEndpointRow).order_by(TargetEndpointRow.target, TargetEndpointRow.region)
             if target:
                 q = q.where(TargetEndpointRow.target == target)
-            return [{c.name: getattr(r, c.name) for c in TargetEndpointRow.__table__.columns} for r in s.scalars(q)]
+            return [_to_target_endpoint(r) for r in s.scalars(q)]
 
     # ------------------------------------------------------------ overrides
 
@@ -700,7 +811,14 @@ class Store:
     def add_event(self, e: AuditEvent) -> int:
         with self.session() as s:
             row = AuditEventRow(
-                kind=e.kind, at=e.at, actor=e.actor, summary=e.summary, region=e.region, target=e.target, severity=e.severity, data=e.data
+                kind=str(e.kind),
+                at=e.at,
+                actor=e.actor,
+                summary=e.summary,
+                region=e.region,
+                target=e.target,
+                severity=e.severity,
+                data=e.data,
             )
             s.add(row)
             s.flush()
@@ -709,7 +827,7 @@ class Store:
     def events(
         self,
         since: datetime | None = None,
-        kinds: Sequence[str] | None = None,
+        kinds: Sequence[EventKind | str] | None = None,
         region: str | None = None,
         target: str | None = None,
         limit: int = 200,
@@ -719,7 +837,7 @@ class Store:
             if since is not None:
                 q = q.where(AuditEventRow.at >= since)
             if kinds:
-                q = q.where(AuditEventRow.kind.in_(list(kinds)))
+                q = q.where(AuditEventRow.kind.in_([str(k) for k in kinds]))
             if region:
                 q = q.where(AuditEventRow.region == region)
             if target:
@@ -729,38 +847,67 @@ class Store:
     # ------------------------------------------------------------ notification deliveries
 
     def add_notification(
-        self, channel: str, event_kind: str, group_key: str | None, payload: dict[str, Any], now: datetime, status: str = "pending"
+        self,
+        channel: str,
+        event_kind: str,
+        group_key: str | None,
+        payload: Mapping[str, Any],
+        now: datetime,
+        status: NotificationStatus = NotificationStatus.PENDING,
     ) -> int:
         """Record a delivery about to be attempted (payload: what was said, never URLs or keys)."""
         with self.session() as s:
             row = NotificationRow(
-                created_at=now, channel=channel, event_kind=event_kind, group_key=group_key, status=status, attempts=0, payload=payload
+                created_at=now,
+                channel=channel,
+                event_kind=event_kind,
+                group_key=group_key,
+                status=str(status),
+                attempts=0,
+                payload=dict(payload),
             )
             s.add(row)
             s.flush()
             return row.id
 
-    def finish_notification(self, notification_id: int, status: str, now: datetime, attempts: int, error: str | None = None) -> None:
+    def finish_notification(
+        self, notification_id: int, status: NotificationStatus, now: datetime, attempts: int, error: str | None = None
+    ) -> None:
         """Mark a delivery sent or failed; ``sent_at`` is stamped only when sent."""
         with self.session() as s:
             s.execute(
                 update(NotificationRow)
                 .where(NotificationRow.id == notification_id)
-                .values(status=status, attempts=attempts, last_error=error, sent_at=now if status == "sent" else None)
+                .values(status=str(status), attempts=attempts, last_error=error, sent_at=now if status == NotificationStatus.SENT else None)
             )
 
-    def notifications(self, since: datetime | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """Newest first, as dicts (timeline: sent / failed per channel)."""
+    def notifications(self, since: datetime | None = None, limit: int = 200) -> list[NotificationRecord]:
+        """Newest first (timeline: sent / failed per channel)."""
         with self.session() as s:
             q = select(NotificationRow).order_by(NotificationRow.created_at.desc(), NotificationRow.id.desc()).limit(limit)
             if since is not None:
                 q = q.where(NotificationRow.created_at >= since)
-            return [{c.name: getattr(r, c.name) for c in NotificationRow.__table__.columns} for r in s.scalars(q)]
+            return [
+                NotificationRecord(
+                    id=r.id,
+                    created_at=r.created_at,
+                    channel=r.channel,
+                    event_kind=r.event_kind,
+                    group_key=r.group_key,
+                    status=NotificationStatus(r.status),
+                    attempts=r.attempts,
+                    last_error=r.last_error,
+                    sent_at=r.sent_at,
+                    payload=r.payload or {},
+                )
+                for r in s.scalars(q)
+            ]
 
     # ------------------------------------------------------------ flags
 
-    def set_flag(self, key: str, value: dict[str, Any] | None, now: datetime) -> None:
-        """Set (or with None, clear) a system flag such as ``panic:<target>``."""
+    def set_flag(self, kind: FlagKind, subject: str | None, value: Mapping[str, Any] | None, now: datetime) -> None:
+        """Set (or with None, clear) a system flag, e.g. ``(FlagKind.PANIC, "<target>")``."""
+        key = kind.key(subject)
         with self.session() as s:
             row = s.get(FlagRow, key)
             if value is None:
@@ -768,47 +915,64 @@ class Store:
                     s.delete(row)
                 return
             if row is None:
-                s.add(FlagRow(key=key, value=value, updated_at=now))
+                s.add(FlagRow(key=key, value=dict(value), updated_at=now))
             else:
-                row.value, row.updated_at = value, now
+                row.value, row.updated_at = dict(value), now
 
-    def flags(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+    def flags(self, kind: FlagKind) -> list[Flag]:
+        """Every flag of a kind, ordered by key."""
         with self.session() as s:
-            q = select(FlagRow)
-            if prefix:
-                q = q.where(FlagRow.key.startswith(prefix))
-            return {r.key: dict(r.value, updated_at=r.updated_at.isoformat()) for r in s.scalars(q)}
+            q = (
+                select(FlagRow)
+                .where(or_(FlagRow.key == kind.value, FlagRow.key.startswith(f"{kind.value}:", autoescape=True)))
+                .order_by(FlagRow.key)
+            )
+            rows = list(s.scalars(q))
+        out = []
+        for r in rows:
+            k, subject = parse_flag_key(r.key)
+            out.append(Flag(kind=k, subject=subject, value=r.value or {}, updated_at=r.updated_at))
+        return out
+
+    def panics(self) -> dict[str, Panic]:
+        """Targets in fail-open: target -> why and since when."""
+        return {p.target: p for p in map(Panic.from_flag, self.flags(FlagKind.PANIC))}
+
+    def config_problems(self) -> list[str]:
+        """The configuration problems the leader last reported (auth errors, missing deployments, ...)."""
+        return config_problems_of(self.flags(FlagKind.CONFIG_PROBLEMS))
 
     # ------------------------------------------------------------ leader lease (compare-and-set)
 
-    def try_acquire_lease(self, name: str, holder: str, ttl_s: float, now: datetime) -> int | None:
+    def try_acquire_lease(self, name: LeaseName, holder: str, ttl_s: float, now: datetime) -> int | None:
         """Take or renew the lease; return the fencing token if ``holder`` holds it now.
 
         A new holder gets a strictly larger fencing token; a renewal keeps it.
         Works on SQLite and PostgreSQL: a conditional UPDATE, then a row count.
         """
         expires = now + timedelta(seconds=ttl_s)
+        key = str(name)  # the plain value for the driver
         with self.session() as s:
-            if s.get(LeaderLeaseRow, name) is None:
+            if s.get(LeaderLeaseRow, key) is None:
                 try:
                     with s.begin_nested():
-                        s.add(LeaderLeaseRow(name=name, holder=None, fencing_token=0))
+                        s.add(LeaderLeaseRow(name=key, holder=None, fencing_token=0))
                 except IntegrityError:
                     pass  # someone else created it first
             renewed = _rowcount(
                 s.execute(
                     update(LeaderLeaseRow)
-                    .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder, LeaderLeaseRow.expires_at > now)
+                    .where(LeaderLeaseRow.name == key, LeaderLeaseRow.holder == holder, LeaderLeaseRow.expires_at > now)
                     .values(renewed_at=now, expires_at=expires)
                 )
             )
             if renewed == 1:
-                return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
+                return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == key))
             taken = _rowcount(
                 s.execute(
                     update(LeaderLeaseRow)
                     .where(
-                        LeaderLeaseRow.name == name,
+                        LeaderLeaseRow.name == key,
                         or_(LeaderLeaseRow.holder.is_(None), LeaderLeaseRow.expires_at.is_(None), LeaderLeaseRow.expires_at <= now),
                     )
                     .values(
@@ -817,34 +981,45 @@ class Store:
                 )
             )
             if taken == 1:
-                return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == name))
+                return s.scalar(select(LeaderLeaseRow.fencing_token).where(LeaderLeaseRow.name == key))
             return None
 
-    def release_lease(self, name: str, holder: str) -> bool:
+    def release_lease(self, name: LeaseName, holder: str) -> bool:
+        key = str(name)
         with self.session() as s:
             n = _rowcount(
                 s.execute(
                     update(LeaderLeaseRow)
-                    .where(LeaderLeaseRow.name == name, LeaderLeaseRow.holder == holder)
+                    .where(LeaderLeaseRow.name == key, LeaderLeaseRow.holder == holder)
                     .values(holder=None, expires_at=None)
                 )
             )
             return n == 1
 
-    def lease(self, name: str) -> dict[str, Any] | None:
+    def lease(self, name: LeaseName = LeaseName.LEADER) -> Lease | None:
         with self.session() as s:
-            row = s.get(LeaderLeaseRow, name)
-            return None if row is None else {c.name: getattr(row, c.name) for c in LeaderLeaseRow.__table__.columns}
+            row = s.get(LeaderLeaseRow, str(name))
+            if row is None:
+                return None
+            return Lease(
+                name=row.name,
+                holder=row.holder,
+                fencing_token=row.fencing_token,
+                acquired_at=row.acquired_at,
+                renewed_at=row.renewed_at,
+                expires_at=row.expires_at,
+            )
 
-    def holds_lease(self, name: str, holder: str, token: int, now: datetime) -> bool:
+    def holds_lease(self, name: LeaseName, holder: str, token: int, now: datetime) -> bool:
         """Fencing check right before a write: still the holder with the same token?"""
+        key = str(name)
         with self.session() as s:
             n = s.scalar(
                 select(func.count())
                 .select_from(LeaderLeaseRow)
                 .where(
                     and_(
-                        LeaderLeaseRow.name == name,
+                        LeaderLeaseRow.name == key,
                         LeaderLeaseRow.holder == holder,
                         LeaderLeaseRow.fencing_token == token,
                         LeaderLeaseRow.expires_at > now,
@@ -863,21 +1038,18 @@ class Store:
             else:
                 row.role, row.password_hash, row.disabled = role, password_hash, False
 
-    def user(self, name: str) -> dict[str, Any] | None:
+    def user(self, name: str) -> User | None:
         with self.session() as s:
             row = s.scalar(select(UserRow).where(UserRow.name == name))
-            return None if row is None else {c.name: getattr(row, c.name) for c in UserRow.__table__.columns}
+            return None if row is None else _to_user(row)
 
     def set_password_hash(self, name: str, password_hash: str) -> None:
         with self.session() as s:
             s.execute(update(UserRow).where(UserRow.name == name).values(password_hash=password_hash))
 
-    def users(self) -> list[dict[str, Any]]:
+    def users(self) -> list[User]:
         with self.session() as s:
-            return [
-                {"name": r.name, "role": r.role, "disabled": r.disabled, "created_at": r.created_at}
-                for r in s.scalars(select(UserRow).order_by(UserRow.name))
-            ]
+            return [_to_user(r) for r in s.scalars(select(UserRow).order_by(UserRow.name))]
 
     def add_api_token(self, name: str, token_hash: str, role: str, created_by: str, now: datetime) -> int:
         with self.session() as s:
@@ -886,7 +1058,7 @@ class Store:
             s.flush()
             return row.id
 
-    def api_token(self, token_hash: str, now: datetime | None = None) -> dict[str, Any] | None:
+    def api_token(self, token_hash: str, now: datetime | None = None) -> ApiToken | None:
         """Find a live token by hash (and stamp last use)."""
         with self.session() as s:
             row = s.scalar(select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash, ApiTokenRow.revoked_at.is_(None)))
@@ -894,7 +1066,16 @@ class Store:
                 return None
             if now is not None:
                 row.last_used_at = now
-            return {c.name: getattr(row, c.name) for c in ApiTokenRow.__table__.columns}
+            return ApiToken(
+                id=row.id,
+                name=row.name,
+                role=row.role,
+                created_by=row.created_by,
+                created_at=row.created_at,
+                last_used_at=row.last_used_at,
+                revoked_at=row.revoked_at,
+                token_hash=row.token_hash,
+            )
 
     def revoke_api_token(self, token_id: int, now: datetime) -> bool:
         with self.session() as s:

@@ -106,11 +106,7 @@ def _run_the_strategy(store: Store, now: datetime) -> None:
     actual = {
         t.name: TargetState(
             t.name,
-            {
-                r["region"]: EndpointSetting(r["actual_weight"], r["actual_priority"], bool(r["actual_enabled"]))
-                for r in rows
-                if r["target"] == t.name
-            },
+            {r.region: r.actual or EndpointSetting(None, None, False) for r in rows if r.target == t.name},
         )
         for t in s.targets
     }

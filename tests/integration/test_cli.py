@@ -30,7 +30,7 @@ from argon2 import PasswordHasher
 
 from controlplane import users
 from controlplane.cli.demo import DEMO_KEY_ENV
-from controlplane.domain import AuditEvent, HealthStateName, OverrideKind
+from controlplane.domain import AuditEvent, ChangeStatus, EventKind, FlagKind, HealthStateName, LeaseName, OverrideKind
 from simulator.arm import FakeArm
 from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 from tests.integration.cli_env import ACTOR, REGIONS, USER, CliEnv, Run, ago, make_env, migrated_template, write_config
@@ -190,7 +190,7 @@ def _seed_status_world(env: CliEnv) -> datetime:
         target=desired.target, endpoints=desired.endpoints, reasons={"westeurope": "unhealthy: 3 consecutive connect errors"}
     )
     env.seed_actual("tm-weighted", t, desired=desired)
-    env.store.set_flag("panic:tm-priority", {"reason": "every region looks unhealthy: failing open"}, t)
+    env.store.set_flag(FlagKind.PANIC, "tm-priority", {"reason": "every region looks unhealthy: failing open"}, t)
     assert env.run("freeze", "--target", "afd-prod", "--reason", "change window for the edge").code == EXIT_OK
     return t
 
@@ -253,14 +253,14 @@ def test_status_json_has_desired_vs_actual_panic_freeze_and_staleness(env: CliEn
 
 
 def test_status_names_the_worker_that_holds_the_lease(env: CliEnv) -> None:
-    assert env.store.try_acquire_lease("leader", "worker-a:42", 60.0, now()) is not None
+    assert env.store.try_acquire_lease(LeaseName.LEADER, "worker-a:42", 60.0, now()) is not None
     d = env.run("status", "--json").json()
     assert d["leader"] == "worker-a:42"
     assert env.run("status").out.splitlines()[0] == "leader: worker-a:42"
 
 
 def test_status_does_not_name_a_leader_whose_lease_expired(env: CliEnv) -> None:
-    assert env.store.try_acquire_lease("leader", "worker-gone", 5.0, ago(now(), 60)) is not None
+    assert env.store.try_acquire_lease(LeaseName.LEADER, "worker-gone", 5.0, ago(now(), 60)) is not None
     assert env.run("status", "--json").json()["leader"] is None
 
 
@@ -353,10 +353,10 @@ def test_apply_with_the_reviewed_checksum_writes_the_plan_and_converges(env: Cli
     assert writes and all(200 <= w.status < 300 for w in writes)
     assert {w.method for w in writes} <= {"PUT", "PATCH"}
     assert all("eastus" in w.path for w in writes)  # only the drained region's endpoints were touched
-    applied = env.store.changes(status="applied")
-    assert len(applied) == 3 and all(c["fencing_token"] is not None for c in applied)
-    lease = env.store.lease("leader")
-    assert lease is not None and lease["holder"] is None  # the CLI gave the lease back
+    applied = env.store.changes(status=ChangeStatus.APPLIED)
+    assert len(applied) == 3 and all(c.fencing_token is not None for c in applied)
+    lease = env.store.lease(LeaseName.LEADER)
+    assert lease is not None and lease.holder is None  # the CLI gave the lease back
 
     again = env.run("plan", "--json").json()
     assert again["changes"] == []  # Azure now says what was desired
@@ -365,7 +365,7 @@ def test_apply_with_the_reviewed_checksum_writes_the_plan_and_converges(env: Cli
 
 def test_apply_is_refused_while_a_worker_holds_the_lease(env: CliEnv) -> None:
     assert env.run("drain", "eastus", "--reason", "region is down").code == EXIT_OK
-    assert env.store.try_acquire_lease("leader", "worker-a:42", 60.0, now()) is not None
+    assert env.store.try_acquire_lease(LeaseName.LEADER, "worker-a:42", 60.0, now()) is not None
     env.arm.clear_log()
     r = env.run("apply")
     assert r.code == EXIT_REFUSED
@@ -373,7 +373,8 @@ def test_apply_is_refused_while_a_worker_holds_the_lease(env: CliEnv) -> None:
     assert "a worker holds the lease (worker-a:42)" in line
     assert env.arm.request_log == []
     assert env.store.changes() == []
-    assert env.store.lease("leader")["holder"] == "worker-a:42"
+    lease = env.store.lease(LeaseName.LEADER)
+    assert lease is not None and lease.holder == "worker-a:42"
 
 
 def test_apply_dry_run_records_the_plan_and_writes_nothing_to_azure(env: CliEnv) -> None:
@@ -879,10 +880,10 @@ def test_run_web_and_sim_arm_serve_then_stop_cleanly_on_sigterm(env: CliEnv) -> 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    lease_events = env.store.events(kinds=["lease"])
+    lease_events = env.store.events(kinds=[EventKind.LEASE])
     assert {e.actor for e in lease_events} == {"worker:cli-test-worker"}  # it led (dry run), then gave the lease back
-    lease = env.store.lease("leader")
-    assert lease is not None and lease["holder"] is None
+    lease = env.store.lease(LeaseName.LEADER)
+    assert lease is not None and lease.holder is None
 
 
 class _Hook:

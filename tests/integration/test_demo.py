@@ -67,6 +67,7 @@ def test_metrics_after_a_demo_outage_carry_every_series_on_call_needs() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     from controlplane.cli.demo import Demo
+    from controlplane.domain import ChangeStatus, Field
     from controlplane.users import create_api_token
 
     demo = Demo(web_port=0).start()
@@ -74,7 +75,9 @@ def test_metrics_after_a_demo_outage_carry_every_series_on_call_needs() -> None:
         demo.sim.set_fault("eastus", "down")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            drained = [c for c in demo.store.changes(status="applied", region="eastus") if c["field"] == "enabled" and c["after"] is False]
+            drained = [
+                c for c in demo.store.changes(status=ChangeStatus.APPLIED, region="eastus") if c.field is Field.ENABLED and c.after is False
+            ]
             if len(drained) >= 3:
                 break
             time.sleep(0.5)

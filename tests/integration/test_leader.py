@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from controlplane.domain import LeaseName
 from controlplane.runtime.leader import LeaderElector
 from controlplane.store import Store
 from tests.fakes import FakeClock
@@ -27,7 +28,8 @@ def test_a_released_elector_never_takes_the_lease_again(store: Store) -> None:
     a = LeaderElector(store, "a", ttl_s=10, clock=clock)
     assert a.tick().leader
     a.release()
-    assert store.lease("leader")["holder"] is None
+    lease = store.lease(LeaseName.LEADER)
+    assert lease is not None and lease.holder is None
     assert not a.tick().leader, "a late tick after release re-took the lease"
     assert LeaderElector(store, "b", ttl_s=10, clock=clock).tick().leader
 

@@ -21,7 +21,16 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
-from controlplane.domain import EndpointHealth, EndpointSetting, HealthStateName, Override, OverrideKind, RegionHealth, TargetState
+from controlplane.domain import (
+    EndpointHealth,
+    EndpointSetting,
+    FlagKind,
+    HealthStateName,
+    Override,
+    OverrideKind,
+    RegionHealth,
+    TargetState,
+)
 from controlplane.metrics import Metrics, make_readiness, worker_http_app
 from controlplane.store import Store
 
@@ -47,7 +56,7 @@ def test_the_web_app_view_reads_health_targets_panic_and_freeze_from_the_store(s
     desired = TargetState(target="tm-prod", endpoints={"eastus": EndpointSetting(weight=300, enabled=True)})
     actual = TargetState(target="tm-prod", endpoints={"eastus": EndpointSetting(weight=500, enabled=True)})
     store.save_target_state("tm-prod", {"eastus": "eastus-ep"}, actual, desired, T0)
-    store.set_flag("panic:afd-prod", {"reason": "all regions unhealthy"}, T0)
+    store.set_flag(FlagKind.PANIC, "afd-prod", {"reason": "all regions unhealthy"}, T0)
     store.add_override(
         Override(
             kind=OverrideKind.FREEZE, who="alice", why="incident 42", created_at=T0, target="tm-prod", expires_at=T0 + timedelta(hours=1)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.domain import AuditEvent, Change, Field
+from controlplane.domain import AuditEvent, Change, Field, NotificationStatus, as_jsonable
 from controlplane.metrics import Metrics
 from controlplane.notify import EventRelay, NotificationSettings, Notifier, verify_signature
 from controlplane.store import Store
@@ -214,9 +214,9 @@ def test_pagerduty_trigger_and_resolve_share_the_region_dedup_key(receiver: Rece
     assert "eastus" in payload["summary"] and payload["component"] == "eastus"
     assert "error ratio 0.8 over 2m" in " ".join(payload["custom_details"]["events"])
     rows = store.notifications()
-    assert [r["status"] for r in rows] == ["sent", "sent"]
-    assert {r["group_key"] for r in rows} == {"region:eastus"}
-    assert "R0UT1NGKEY" not in json.dumps(rows, default=str)  # the routing key is a secret
+    assert [r.status for r in rows] == [NotificationStatus.SENT, NotificationStatus.SENT]
+    assert {r.group_key for r in rows} == {"region:eastus"}
+    assert "R0UT1NGKEY" not in json.dumps([as_jsonable(r) for r in rows])  # the routing key is a secret
 
 
 def test_a_resolution_is_not_sent_where_the_incident_was_never_announced(receiver: Receiver, notifiers: list[Notifier]) -> None:
@@ -243,8 +243,8 @@ def test_it_retries_500s_then_succeeds_and_records_sent(receiver: Receiver, noti
     assert n.flush(5)
     assert len(receiver.wait_for(3)) == 3
     [row] = store.notifications()
-    assert (row["status"], row["attempts"], row["channel"], row["event_kind"]) == ("sent", 3, "slack", "change")
-    assert row["sent_at"] is not None and row["payload"]["region"] == "eastus"
+    assert (row.status, row.attempts, row.channel, row.event_kind) == (NotificationStatus.SENT, 3, "slack", "change")
+    assert row.sent_at is not None and row.payload["region"] == "eastus"
     assert metrics.registry.get_sample_value("regionguard_notifications_total", {"channel": "slack", "status": "sent"}) == 1.0
 
 
@@ -264,8 +264,8 @@ def test_it_does_not_retry_a_400_and_records_the_failure(receiver: Receiver, not
     assert n.flush(5)  # idle: nothing is waiting to be retried
     assert len(receiver.requests) == 1
     [row] = store.notifications()
-    assert row["status"] == "failed" and row["attempts"] == 1 and row["sent_at"] is None
-    assert row["last_error"].startswith("HTTP 400")
+    assert row.status is NotificationStatus.FAILED and row.attempts == 1 and row.sent_at is None
+    assert (row.last_error or "").startswith("HTTP 400")
     assert "secretpath" not in json.dumps(row, default=str)
     assert n.stats()["slack"]["failed"] == 1
 
@@ -277,7 +277,7 @@ def test_it_gives_up_after_the_configured_retries(receiver: Receiver, notifiers:
     assert n.flush(5)
     assert len(receiver.requests) == 3
     [row] = store.notifications()
-    assert (row["status"], row["attempts"]) == ("failed", 3)
+    assert (row.status, row.attempts) == (NotificationStatus.FAILED, 3)
 
 
 # ---------------------------------------------------------------- signed webhook
@@ -318,7 +318,7 @@ def test_a_hanging_receiver_does_not_delay_publish_and_the_worker_gives_up_at_it
     t0 = time.monotonic()
     assert n.flush(5)
     [row] = store.notifications()
-    assert row["status"] == "failed" and row["last_error"].startswith("timeout after 0.3s")
+    assert row.status is NotificationStatus.FAILED and (row.last_error or "").startswith("timeout after 0.3s")
     assert time.monotonic() - t0 < 2.0
 
 
@@ -369,7 +369,7 @@ def test_a_burst_of_ten_events_for_one_region_becomes_one_message(receiver: Rece
     assert set(by_region) == {"eastus", "westus"}
     assert all(f"eastus step {i}" in by_region["eastus"] for i in range(10))
     assert "(+9 more)" in by_region["eastus"]
-    assert sorted(r["payload"]["count"] for r in store.notifications()) == [3, 10]
+    assert sorted(r.payload["count"] for r in store.notifications()) == [3, 10]
 
 
 def test_channel_filters_keep_only_wanted_kinds_at_or_above_the_floor(receiver: Receiver, notifiers: list[Notifier]) -> None:

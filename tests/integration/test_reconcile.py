@@ -17,7 +17,7 @@ import pytest
 from controlplane.actuators.credentials import StaticTokenCredential
 from controlplane.actuators.factory import build_actuators
 from controlplane.config import Settings
-from controlplane.domain import Field, HealthStateName, RegionHealth
+from controlplane.domain import ChangeStatus, EventKind, Field, HealthStateName, LeaseName, RegionHealth, WriteStatus
 from controlplane.engine.writebudget import RULE as BUDGET_RULE
 from controlplane.engine.writebudget import SubscriptionWriteBudget
 from controlplane.runtime.reconcile import DRIFT_RULE, FAILED_RULE, FENCED_RULE, Reconciler, resolve_drift
@@ -76,7 +76,7 @@ class World:
         self.settings: Settings = settings_for(arm, next(_names), apim=apim, **target_options)
         seed_arm(arm, self.settings)
         arm.clear_log()
-        self.token = store.try_acquire_lease("leader", HOLDER, 3600, self.clock.now())
+        self.token = store.try_acquire_lease(LeaseName.LEADER, HOLDER, 3600, self.clock.now())
         assert self.token is not None
 
     @property
@@ -129,11 +129,15 @@ def test_a_drain_is_written_once_per_target_recorded_and_confirmed_by_read_back(
     tm_patch = world.writes(world.tm)
     assert [(w.method, w.body) for w in tm_patch] == [("PATCH", {"properties": {"endpointStatus": "Disabled"}})]
     assert len(world.writes(world.fd)) == 1 and len(world.writes(world.afd)) == 1
-    rows = world.store.changes(status="applied")
-    assert len(rows) == 3 and all(row["fencing_token"] == world.token and row["plan_id"] == report.plan_id for row in rows)
-    assert {e.target for e in world.store.events(kinds=["change"])} == {t.name for t in world.settings.targets}
-    eastus_rows = [row for row in world.store.target_endpoints() if row["region"] == "eastus"]
-    assert all(row["applied_enabled"] is False and row["actual_enabled"] is False and row["write_status"] is None for row in eastus_rows)
+    rows = world.store.changes(status=ChangeStatus.APPLIED)
+    assert len(rows) == 3 and all(row.fencing_token == world.token and row.plan_id == report.plan_id for row in rows)
+    assert {e.target for e in world.store.events(kinds=[EventKind.CHANGE])} == {t.name for t in world.settings.targets}
+    eastus_rows = [row for row in world.store.target_endpoints() if row.region == "eastus"]
+    assert all(
+        row.applied is not None and row.applied.enabled is False and row.actual is not None and row.actual.enabled is False
+        for row in eastus_rows
+    )
+    assert all(row.write_status is None for row in eastus_rows)
     again = world.tick(r, health(eastus=H.UNHEALTHY))
     assert not again.plan.changes
     assert len(world.writes()) == 3  # nothing applied twice
@@ -154,9 +158,9 @@ def test_dry_run_records_the_plan_and_writes_nothing(world: World) -> None:
     assert report.dry_run and len(report.plan.changes) == 3
     assert world.writes() == []
     (plan_row,) = world.store.plans()
-    assert plan_row["dry_run"] is True
-    assert {row["status"] for row in world.store.changes()} == {"skipped"}
-    assert {row["error_code"] for row in world.store.changes()} == {"dry_run"}
+    assert plan_row.dry_run is True
+    assert {row.status for row in world.store.changes()} == {ChangeStatus.SKIPPED}
+    assert {row.error_code for row in world.store.changes()} == {"dry_run"}
 
 
 def test_a_reviewed_plan_is_applied_only_if_it_is_still_the_same(world: World) -> None:
@@ -199,7 +203,7 @@ def test_a_hanging_azure_costs_no_more_than_the_deadline_and_the_next_tick_conve
     (failed,) = report.failed
     assert failed[0].target == world.tm.name and failed[1] in ("Timeout", "DeadlineExceeded")
     row = next(row for row in world.store.changes(target=world.tm.name))
-    assert row["status"] == "failed" and row["error_code"] == failed[1]
+    assert row.status is ChangeStatus.FAILED and row.error_code == failed[1]
     world.arm.clear_faults()
     again = world.tick(r, health(eastus=H.UNHEALTHY))
     assert [(c.target, c.field) for c in again.applied] == [(world.tm.name, Field.ENABLED)]
@@ -226,9 +230,9 @@ def test_a_write_that_lands_after_the_deadline_is_confirmed_next_tick_not_redone
     assert not second.plan.changes
     for target in (world.fd, world.afd):
         assert len(second.targets[target.name].settled) == 1
-        assert [row["status"] for row in world.store.changes(target=target.name)] == ["applied"]
+        assert [row.status for row in world.store.changes(target=target.name)] == [ChangeStatus.APPLIED]
         assert len(world.writes(target)) == 1
-    assert not world.store.events(kinds=["drift"])
+    assert not world.store.events(kinds=[EventKind.DRIFT])
 
 
 def test_a_validation_error_is_recorded_with_arms_code_and_message_and_not_retried(world: World) -> None:
@@ -242,10 +246,10 @@ def test_a_validation_error_is_recorded_with_arms_code_and_message_and_not_retri
     report = world.tick(r, health(eastus=H.UNHEALTHY))
     assert [(c.target, code, msg) for c, code, msg in report.failed] == [(world.tm.name, "BadRequest", message)]
     row = world.store.changes(target=world.tm.name)[0]
-    assert (row["status"], row["error_code"], row["error_message"]) == ("failed", "BadRequest", message)
-    assert any(e.severity == "critical" and "BadRequest" in e.summary for e in world.store.events(kinds=["change"]))
-    tm_row = next(row for row in world.store.target_endpoints(world.tm.name) if row["region"] == "eastus")
-    assert tm_row["write_status"] == "failed" and "BadRequest" in tm_row["write_error"]
+    assert (row.status, row.error_code, row.error_message) == (ChangeStatus.FAILED, "BadRequest", message)
+    assert any(e.severity == "critical" and "BadRequest" in e.summary for e in world.store.events(kinds=[EventKind.CHANGE]))
+    tm_row = next(row for row in world.store.target_endpoints(world.tm.name) if row.region == "eastus")
+    assert tm_row.write_status is WriteStatus.FAILED and "BadRequest" in (tm_row.write_error or "")
     for _ in range(3):
         later = world.tick(r, health(eastus=H.UNHEALTHY))
         assert [s.rule for s in later.plan.skipped if s.change.target == world.tm.name] == [FAILED_RULE]
@@ -277,17 +281,17 @@ def test_a_portal_edit_is_reported_and_not_overwritten_under_report(world: World
     assert [(s.change.region, s.rule) for s in report.plan.skipped] == [("westeurope", DRIFT_RULE)]
     assert world.writes() == []
     assert world.actual(world.tm).endpoints["westeurope"].weight == 450
-    row = next(row for row in world.store.target_endpoints(world.tm.name) if row["region"] == "westeurope")
-    assert row["drift"] == "changed outside regionguard: weight 300 -> 450"
+    row = next(row for row in world.store.target_endpoints(world.tm.name) if row.region == "westeurope")
+    assert row.drift == "changed outside regionguard: weight 300 -> 450"
     world.tick(r, health())
-    drift_events = world.store.events(kinds=["drift"])
+    drift_events = world.store.events(kinds=[EventKind.DRIFT])
     assert len(drift_events) == 1 and drift_events[0].severity == "warning"  # reported once, not per tick
     # The operator decides: revert. The next tick writes desired state and the drift clears.
     resolve_drift(world.settings, world.store, world.tm.name, "westeurope", "revert", "alice", world.clock.now())
     reverted = world.tick(r, health())
     assert [(c.region, c.desired) for c in reverted.applied] == [("westeurope", 300)]
     world.tick(r, health())
-    assert next(row for row in world.store.target_endpoints(world.tm.name) if row["region"] == "westeurope")["drift"] is None
+    assert next(row for row in world.store.target_endpoints(world.tm.name) if row.region == "westeurope").drift is None
 
 
 def test_an_operator_can_adopt_reported_drift_and_it_sticks(world: World) -> None:
@@ -301,7 +305,7 @@ def test_an_operator_can_adopt_reported_drift_and_it_sticks(world: World) -> Non
     report = world.tick(r, health())
     assert not report.plan.changes and not report.targets[world.fd.name].drift
     assert world.writes() == []
-    assert next(row for row in world.store.target_endpoints(world.fd.name) if row["region"] == "eastus")["drift"] is None
+    assert next(row for row in world.store.target_endpoints(world.fd.name) if row.region == "eastus").drift is None
 
 
 def test_a_portal_edit_is_reverted_under_revert(arm: FakeArm, store: Store) -> None:
@@ -312,7 +316,7 @@ def test_a_portal_edit_is_reverted_under_revert(arm: FakeArm, store: Store) -> N
     report = world.tick(r, health())
     assert [(c.target, c.region, c.field, c.desired) for c in report.applied] == [(world.afd.name, "japaneast", Field.ENABLED, True)]
     assert world.actual(world.afd).endpoints["japaneast"].enabled is True
-    assert any("reverting" in e.summary for e in store.events(kinds=["drift"]))
+    assert any("reverting" in e.summary for e in store.events(kinds=[EventKind.DRIFT]))
 
 
 def test_a_portal_edit_is_adopted_as_an_override_under_adopt(arm: FakeArm, store: Store) -> None:
@@ -341,7 +345,7 @@ def test_when_the_write_budget_runs_short_drains_go_first(world: World) -> None:
         (t.name, "westeurope", Field.WEIGHT) for t in world.settings.targets
     )
     assert len(world.writes()) == 3
-    assert {row["error_code"] for row in world.store.changes(status="skipped")} == {BUDGET_RULE}
+    assert {row.error_code for row in world.store.changes(status=ChangeStatus.SKIPPED)} == {BUDGET_RULE}
 
 
 class CrashAfterFirstWrite:
@@ -367,30 +371,30 @@ def test_a_crash_between_two_writes_of_one_plan_leaves_a_trail_and_the_next_tick
     sick = health(eastus=(H.DEGRADED, 0.5), westeurope=(H.DEGRADED, 0.5))
     with pytest.raises(KeyboardInterrupt):
         world.reconciler(actuators).reconcile_once(sick, fencing_token=world.token)
-    pending = world.store.changes(target=world.tm.name, status="pending")
-    assert sorted(row["region"] for row in pending) == ["eastus", "westeurope"]  # the trail the crash left
+    pending = world.store.changes(target=world.tm.name, status=ChangeStatus.PENDING)
+    assert sorted(row.region for row in pending) == ["eastus", "westeurope"]  # the trail the crash left
     assert len(world.writes(world.tm)) == 1  # eastus landed, westeurope was never sent
     world.clock.advance(120)
     # A new process (fresh memory, same store) takes over.
     report = world.tick(world.reconciler(), sick)
     assert [(c.target, c.region) for c in report.applied if c.target == world.tm.name] == [(world.tm.name, "westeurope")]
-    tm_rows = {row["region"]: row for row in world.store.changes(target=world.tm.name) if row["plan_id"] == pending[0]["plan_id"]}
-    assert tm_rows["eastus"]["status"] == "applied"  # confirmed by read-back
-    assert tm_rows["westeurope"]["status"] == "failed" and tm_rows["westeurope"]["error_code"] == "Interrupted"
+    tm_rows = {row.region: row for row in world.store.changes(target=world.tm.name) if row.plan_id == pending[0].plan_id}
+    assert tm_rows["eastus"].status is ChangeStatus.APPLIED  # confirmed by read-back
+    assert tm_rows["westeurope"].status is ChangeStatus.FAILED and tm_rows["westeurope"].error_code == "Interrupted"
     patched = [w.path.rsplit("/", 1)[-1] for w in world.writes(world.tm)]
     assert sorted(patched) == ["aoai-eastus", "aoai-westeurope"]  # each exactly once: nothing applied twice
-    assert not world.store.events(kinds=["drift"])  # our own write is not mistaken for drift
+    assert not world.store.events(kinds=[EventKind.DRIFT])  # our own write is not mistaken for drift
     assert not world.tick(world.reconciler(), sick).plan.changes
 
 
 def test_a_worker_that_lost_the_lease_writes_nothing(world: World) -> None:
     r = world.reconciler()
     world.clock.advance(7200)  # the lease expired ...
-    assert world.store.try_acquire_lease("leader", "worker-2", 60, world.clock.now()) is not None  # ... and someone else took it
+    assert world.store.try_acquire_lease(LeaseName.LEADER, "worker-2", 60, world.clock.now()) is not None  # ... and someone else took it
     report = r.reconcile_once(health(eastus=H.UNHEALTHY), fencing_token=world.token)
     assert report.fenced and not report.applied
     assert world.writes() == []
-    assert {(row["status"], row["error_code"]) for row in world.store.changes()} == {("skipped", FENCED_RULE)}
+    assert {(row.status, row.error_code) for row in world.store.changes()} == {(ChangeStatus.SKIPPED, FENCED_RULE)}
 
 
 def test_every_region_unhealthy_raises_a_panic_flag_that_clears_when_health_returns(world: World) -> None:
@@ -398,10 +402,9 @@ def test_every_region_unhealthy_raises_a_panic_flag_that_clears_when_health_retu
     everything_down = health(eastus=H.UNHEALTHY, westeurope=H.UNHEALTHY, japaneast=H.UNHEALTHY)
     report = world.tick(r, everything_down)
     assert not report.applied and world.writes() == []  # fail open: nothing drained
-    flags = world.store.flags("panic:")
-    assert set(flags) == {f"panic:{t.name}" for t in world.settings.targets}
+    assert set(world.store.panics()) == {t.name for t in world.settings.targets}
     world.tick(r, everything_down)
-    assert len(world.store.events(kinds=["panic"])) == 3  # raised once per target, not per tick
+    assert len(world.store.events(kinds=[EventKind.PANIC])) == 3  # raised once per target, not per tick
     world.tick(r, health())
-    assert world.store.flags("panic:") == {}
+    assert world.store.panics() == {}
     assert len(world.store.events(kinds=["panic"])) == 6

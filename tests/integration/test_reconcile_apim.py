@@ -17,7 +17,7 @@ import pytest
 
 from controlplane.actuators.credentials import StaticTokenCredential
 from controlplane.actuators.factory import build_actuators
-from controlplane.domain import EndpointSetting, Field
+from controlplane.domain import ChangeStatus, EndpointSetting, EventKind, Field
 from controlplane.store import Store
 from simulator.arm import FakeArm
 from simulator.arm_apim import backend_id
@@ -95,7 +95,7 @@ def test_an_outage_takes_the_member_out_of_the_pool_and_recovery_puts_it_back_at
     assert len(pool_writes(world)) == 2  # the restore is one PATCH carrying weight and priority
     assert member(world, "aoai-westeurope") == {"id": backend_id_of(world, "aoai-westeurope"), "weight": 30, "priority": 1}
     assert not world.tick(r, health()).plan.changes
-    assert not world.store.events(kinds=["drift"])
+    assert not world.store.events(kinds=[EventKind.DRIFT])
 
 
 def backend_id_of(world: World, name: str) -> str:
@@ -111,7 +111,7 @@ def test_a_degraded_member_gets_a_weight_apim_can_hold(world: World) -> None:
     assert (change.field, change.actual, change.desired) == (Field.WEIGHT, 500, 370)  # 500 x 0.734 = 367 -> 370 (APIM 37)
     assert member(world, "aoai-eastus") == {"id": backend_id_of(world, "aoai-eastus"), "weight": 37, "priority": 1}
     assert not world.tick(r, health(eastus=(H.DEGRADED, 0.734))).plan.changes
-    assert not world.store.events(kinds=["drift"])
+    assert not world.store.events(kinds=[EventKind.DRIFT])
 
 
 def test_a_412_race_reads_and_plans_again_and_keeps_the_other_writers_change(world: World) -> None:
@@ -133,7 +133,7 @@ def test_a_412_race_reads_and_plans_again_and_keeps_the_other_writers_change(wor
     assert member(world, "aoai-japaneast") is None
     legacy = member(world, "legacy-onprem")
     assert legacy is not None and legacy["weight"] == 7  # the other writer's edit survived our write
-    assert not world.store.events(kinds=["drift"])
+    assert not world.store.events(kinds=[EventKind.DRIFT])
     assert not world.tick(r, health(japaneast=H.UNHEALTHY)).plan.changes
 
 
@@ -167,7 +167,7 @@ def test_a_portal_edit_of_a_member_it_does_not_own_is_neither_drift_nor_touched(
     world.tick(r, health(eastus=H.UNHEALTHY))
     legacy = member(world, "legacy-onprem")
     assert legacy is not None and legacy["weight"] == 42 and legacy["priority"] == 5
-    assert not world.store.events(kinds=["drift"])
+    assert not world.store.events(kinds=[EventKind.DRIFT])
 
 
 def test_a_429_on_the_pool_patch_is_retried_and_lands(world: World) -> None:
@@ -186,16 +186,16 @@ def test_a_crash_after_the_patch_leaves_a_trail_the_next_tick_settles_without_wr
     sick = health(eastus=(H.DEGRADED, 0.5), westeurope=H.UNHEALTHY)
     with pytest.raises(KeyboardInterrupt):
         world.reconciler(actuators).reconcile_once(sick, fencing_token=world.token)
-    pending = world.store.changes(target=apim(world).name, status="pending")
-    assert sorted((row["region"], row["field"]) for row in pending) == [("eastus", "weight"), ("westeurope", "enabled")]
+    pending = world.store.changes(target=apim(world).name, status=ChangeStatus.PENDING)
+    assert sorted((row.region, row.field.value) for row in pending) == [("eastus", "weight"), ("westeurope", "enabled")]
     assert len(pool_writes(world)) == 1  # the one PATCH of the plan landed
     world.clock.advance(120)
     report = world.tick(world.reconciler(), sick)  # a new process, the same store
     assert [c for c in report.applied if c.target == apim(world).name] == []
-    rows = {row["region"]: row for row in world.store.changes(target=apim(world).name) if row["plan_id"] == pending[0]["plan_id"]}
-    assert rows["eastus"]["status"] == "applied" and rows["westeurope"]["status"] == "applied"  # confirmed by read-back
+    rows = {row.region: row for row in world.store.changes(target=apim(world).name) if row.plan_id == pending[0].plan_id}
+    assert rows["eastus"].status is ChangeStatus.APPLIED and rows["westeurope"].status is ChangeStatus.APPLIED  # confirmed by read-back
     assert len(pool_writes(world)) == 1  # nothing applied twice
-    assert not world.store.events(kinds=["drift"])
+    assert not world.store.events(kinds=[EventKind.DRIFT])
     assert not world.tick(world.reconciler(), sick).plan.changes
 
 
@@ -204,9 +204,9 @@ def test_the_target_page_shows_each_members_circuit_breaker_read_only(world: Wor
     from web import create_app
 
     world.tick(world.reconciler(), health())
-    rows = {row["region"]: row for row in world.store.target_endpoints(apim(world).name)}
+    rows = {row.region: row for row in world.store.target_endpoints(apim(world).name)}
     assert set(rows) == {"eastus", "westeurope", "japaneast"}
-    assert all("429" in (row["circuit_breaker"] or "") for row in rows.values())
+    assert all(any("429" in rule for rule in row.circuit_breakers or ()) for row in rows.values())
     cheap_hashing()
     try:
         from controlplane import users

@@ -7,14 +7,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from controlplane.domain import (
     AuditEvent,
     Change,
+    ChangeOrigin,
+    ChangeStatus,
     EndpointSetting,
+    EventKind,
     Field,
+    FlagKind,
     HealthStateName,
+    LeaseName,
     Outcome,
     Override,
     OverrideKind,
@@ -22,8 +27,9 @@ from controlplane.domain import (
     ProbeResult,
     TargetState,
     Transition,
+    WriteStatus,
 )
-from controlplane.store import DatabaseUnavailable, Store, db, open_store
+from controlplane.store import DatabaseUnavailable, Panic, Store, db, open_store
 from controlplane.store.models import Base
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -53,6 +59,49 @@ def test_migrations_round_trip_and_match_the_models(url: str) -> None:
         assert {"probe_result", "override", "leader_lease", "audit_event"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_migration_0002_keeps_each_recorded_change_origin(url: str) -> None:
+    """change.manual became change.origin: operator changes stay manual, fail-open restores are told apart."""
+    db.upgrade(url, "0001")
+    engine = db.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for i, (manual, reason) in enumerate(
+                [(True, "drain by alice"), (False, "fail open: every endpoint of tm looks unhealthy"), (False, "eastus unhealthy")]
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO change (id, created_at, target, region, endpoint, field, before, after, reason, actor, manual, status)"
+                        " VALUES (:id, :at, 'tm', 'eastus', 'ep', 'enabled', 'true', 'false', :reason, 'automation', :manual, 'applied')"
+                    ),
+                    {"id": i + 1, "at": T0.replace(tzinfo=None) + timedelta(seconds=i), "reason": reason, "manual": manual},
+                )
+    finally:
+        engine.dispose()
+    db.upgrade(url)
+    s = Store(url)
+    try:
+        by_reason = {c.reason: c.origin for c in s.changes()}
+    finally:
+        s.close()
+    assert by_reason == {
+        "drain by alice": ChangeOrigin.MANUAL,
+        "fail open: every endpoint of tm looks unhealthy": ChangeOrigin.FAIL_OPEN,
+        "eastus unhealthy": ChangeOrigin.AUTOMATION,
+    }
+    db.downgrade(url, "0001")  # and back: manual survives the round trip
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            manual = dict(conn.execute(text("SELECT reason, manual FROM change")).all())
+    finally:
+        engine.dispose()
+    assert {k: bool(v) for k, v in manual.items()} == {
+        "drain by alice": True,
+        "fail open: every endpoint of tm looks unhealthy": False,
+        "eastus unhealthy": False,
+    }
 
 
 def _result(i: int, outcome: Outcome = Outcome.OK, endpoint: str = "eastus/gpt-4o", vantage: str = "eu") -> ProbeResult:
@@ -95,9 +144,9 @@ def test_rollups_aggregate_per_minute_and_purge_respects_both_horizons(url: str)
         s.add_probe_results([_result(i, Outcome.OK if i % 3 else Outcome.THROTTLED) for i in range(12)])  # 2 minutes
         assert s.rollup(T0, T0 + timedelta(minutes=2)) == 2
         rows = s.rollups(T0)
-        assert [r["count"] for r in rows] == [6, 6]
-        assert [r["throttled"] for r in rows] == [2, 2]
-        assert rows[0]["ttft_p50_ms"] is not None
+        assert [r.count for r in rows] == [6, 6]
+        assert [r.throttled for r in rows] == [2, 2]
+        assert rows[0].ttft_p50_ms is not None
         raw, rolled = s.purge(raw_before=T0 + timedelta(minutes=1), rollup_before=T0)
         assert (raw, rolled) == (6, 0)
     finally:
@@ -107,18 +156,21 @@ def test_rollups_aggregate_per_minute_and_purge_respects_both_horizons(url: str)
 def test_lease_is_exclusive_renewable_and_fenced(url: str) -> None:
     s = open_store(url, migrate=True)
     try:
-        first = s.try_acquire_lease("leader", "worker-a", 10, T0)
+        first = s.try_acquire_lease(LeaseName.LEADER, "worker-a", 10, T0)
         assert first == 1
-        assert s.try_acquire_lease("leader", "worker-b", 10, T0 + timedelta(seconds=5)) is None
-        assert s.try_acquire_lease("leader", "worker-a", 10, T0 + timedelta(seconds=5)) == 1  # renewal keeps the token
-        assert s.holds_lease("leader", "worker-a", 1, T0 + timedelta(seconds=6))
+        assert s.try_acquire_lease(LeaseName.LEADER, "worker-b", 10, T0 + timedelta(seconds=5)) is None
+        assert s.try_acquire_lease(LeaseName.LEADER, "worker-a", 10, T0 + timedelta(seconds=5)) == 1  # renewal keeps the token
+        assert s.holds_lease(LeaseName.LEADER, "worker-a", 1, T0 + timedelta(seconds=6))
         # worker-a stops renewing: b takes over after expiry with a larger fencing token
-        taken = s.try_acquire_lease("leader", "worker-b", 10, T0 + timedelta(seconds=16))
+        taken = s.try_acquire_lease(LeaseName.LEADER, "worker-b", 10, T0 + timedelta(seconds=16))
         assert taken == 2
-        assert not s.holds_lease("leader", "worker-a", 1, T0 + timedelta(seconds=16))
-        assert s.try_acquire_lease("leader", "worker-a", 10, T0 + timedelta(seconds=17)) is None
-        assert s.release_lease("leader", "worker-b")
-        assert s.try_acquire_lease("leader", "worker-a", 10, T0 + timedelta(seconds=18)) == 3
+        assert not s.holds_lease(LeaseName.LEADER, "worker-a", 1, T0 + timedelta(seconds=16))
+        assert s.try_acquire_lease(LeaseName.LEADER, "worker-a", 10, T0 + timedelta(seconds=17)) is None
+        assert s.release_lease(LeaseName.LEADER, "worker-b")
+        assert s.try_acquire_lease(LeaseName.LEADER, "worker-a", 10, T0 + timedelta(seconds=18)) == 3
+        lease = s.lease(LeaseName.LEADER)
+        assert lease is not None and (lease.holder, lease.fencing_token) == ("worker-a", 3)
+        assert lease.holder_at(T0 + timedelta(seconds=27)) == "worker-a" and not lease.alive(T0 + timedelta(seconds=28))
     finally:
         s.close()
 
@@ -153,10 +205,14 @@ def test_plans_changes_targets_events_and_flags_round_trip(store: Store) -> None
         reason="eastus unhealthy",
     )
     plan_id = store.record_plan(Plan(changes=(change,)), actor="automation", now=T0, fencing_token=7)
-    cid = store.record_change(change, "pending", T0, plan_id=plan_id, fencing_token=7)
-    store.finish_change(cid, "failed", T0, error_code="BadRequest", error_message="weight out of range")
+    cid = store.record_change(change, ChangeStatus.PENDING, T0, plan_id=plan_id, fencing_token=7)
+    store.finish_change(cid, ChangeStatus.FAILED, T0, error_code="BadRequest", error_message="weight out of range")
     rows = store.changes(target="tm-weighted")
-    assert rows[0]["status"] == "failed" and rows[0]["before"] is True and rows[0]["after"] is False and rows[0]["fencing_token"] == 7
+    assert rows[0].status is ChangeStatus.FAILED and rows[0].before is True and rows[0].after is False and rows[0].fencing_token == 7
+    assert rows[0].field is Field.ENABLED and rows[0].origin is ChangeOrigin.AUTOMATION and rows[0].change == change
+    assert store.changes(status=ChangeStatus.PENDING) == []
+    (recorded,) = store.plans()
+    assert recorded.id == plan_id and recorded.plan == Plan(changes=(change,)) and recorded.checksum == Plan(changes=(change,)).checksum
 
     names = {"eastus": "aoai-eastus", "westeurope": "aoai-westeurope"}
     actual = TargetState(
@@ -172,19 +228,28 @@ def test_plans_changes_targets_events_and_flags_round_trip(store: Store) -> None
     store.save_target_state("tm-weighted", names, actual, desired, T0)
     store.set_applied("tm-weighted", "westeurope", EndpointSetting(300, None, True), T0)
     assert store.applied_settings("tm-weighted") == {"westeurope": EndpointSetting(300, None, True)}
-    te = {r["region"]: r for r in store.target_endpoints("tm-weighted")}
-    assert (
-        te["eastus"]["actual_enabled"] is True and te["eastus"]["desired_enabled"] is False and te["eastus"]["monitor_status"] == "Online"
-    )
+    te = {r.region: r for r in store.target_endpoints("tm-weighted")}
+    assert te["eastus"].actual == EndpointSetting(500, None, True) and te["eastus"].desired == EndpointSetting(500, None, False)
+    assert te["eastus"].monitor_status == "Online" and te["eastus"].applied is None
+    assert te["westeurope"].applied == EndpointSetting(300, None, True)
+    store.set_write_status("tm-weighted", "eastus", WriteStatus.UNCONFIRMED, "read back enabled is not False")
+    assert store.target_endpoints("tm-weighted")[0].write_status is WriteStatus.UNCONFIRMED
 
     store.add_event(
-        AuditEvent(kind="panic", at=T0, actor="automation", summary="all unhealthy", target="afd-prod", severity="critical", data={"n": 3})
+        AuditEvent(
+            kind=EventKind.PANIC, at=T0, actor="automation", summary="all unhealthy", target="afd-prod", severity="critical", data={"n": 3}
+        )
     )
-    assert store.events(kinds=["panic"])[0].data == {"n": 3}
-    store.set_flag("panic:afd-prod", {"reason": "all unhealthy"}, T0)
-    assert store.flags("panic:")["panic:afd-prod"]["reason"] == "all unhealthy"
-    store.set_flag("panic:afd-prod", None, T0)
-    assert store.flags("panic:") == {}
+    (event,) = store.events(kinds=[EventKind.PANIC])
+    assert event.kind is EventKind.PANIC and event.data == {"n": 3}
+    store.set_flag(FlagKind.PANIC, "afd-prod", {"reason": "all unhealthy", "since": T0.isoformat()}, T0)
+    store.set_flag(FlagKind.DRIFT_REVERT, "tm-weighted/eastus", {"who": "alice"}, T0)
+    store.set_flag(FlagKind.CONFIG_PROBLEMS, None, {"problems": ["auth_error at eastus/gpt-4o"]}, T0)
+    assert store.panics() == {"afd-prod": Panic(target="afd-prod", reason="all unhealthy", since=T0, updated_at=T0)}
+    assert [(f.kind, f.subject) for f in store.flags(FlagKind.DRIFT_REVERT)] == [(FlagKind.DRIFT_REVERT, "tm-weighted/eastus")]
+    assert store.config_problems() == ["auth_error at eastus/gpt-4o"]
+    store.set_flag(FlagKind.PANIC, "afd-prod", None, T0)
+    assert store.panics() == {} and store.flags(FlagKind.PANIC) == []
 
     store.add_transitions(
         [

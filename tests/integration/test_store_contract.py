@@ -10,9 +10,22 @@ from typing import Any
 import pytest
 
 from controlplane.actuators.memory import MemoryActuator
-from controlplane.domain import AuditEvent, Change, EndpointSetting, Field, OverrideKind, Plan, TargetState
+from controlplane.domain import (
+    AuditEvent,
+    Change,
+    ChangeOrigin,
+    ChangeStatus,
+    EndpointSetting,
+    EventKind,
+    Field,
+    FlagKind,
+    OverrideKind,
+    Plan,
+    TargetState,
+    WriteStatus,
+)
 from controlplane.runtime.reconcile import Reconciler
-from controlplane.store import open_store
+from controlplane.store import Panic, open_store
 from controlplane.store.memory import MemoryStore
 from tests.fakes import EPOCH, FakeClock, at, make_settings, override, region_health
 
@@ -41,28 +54,34 @@ def test_target_snapshots_applied_references_drift_and_write_status(any_store: A
     s.save_target_state(T, NAMES, state(eastus=True, westeurope=False), None, EPOCH)
     s.set_applied(T, "eastus", EndpointSetting(100, None, True), at(5))
     s.set_drift(T, "westeurope", "changed outside regionguard")
-    s.set_write_status(T, "eastus", "failed", "Conflict: busy")
+    s.set_write_status(T, "eastus", WriteStatus.FAILED, "Conflict: busy")
     assert s.applied_settings(T) == {"eastus": EndpointSetting(100, None, True)}
-    rows = {r["region"]: r for r in s.target_endpoints(T)}
-    assert rows["eastus"]["last_change_at"] == at(5) and rows["eastus"]["write_status"] == "failed"
-    assert rows["westeurope"]["drift"] == "changed outside regionguard" and rows["westeurope"]["actual_enabled"] is False
-    assert rows["eastus"]["endpoint"] == "aoai-eastus" and rows["eastus"]["desired_enabled"] is None
+    rows = {r.region: r for r in s.target_endpoints(T)}
+    assert rows["eastus"].last_change_at == at(5) and rows["eastus"].write_status is WriteStatus.FAILED
+    assert rows["westeurope"].drift == "changed outside regionguard" and rows["westeurope"].actual == EndpointSetting(100, None, False)
+    assert rows["eastus"].endpoint == "aoai-eastus" and rows["eastus"].desired is None and rows["eastus"].read_at == EPOCH
+    assert [(r.target, r.region) for r in s.target_endpoints()] == [(T, "eastus"), (T, "westeurope")]
 
 
 def test_changes_newest_first_filtered_by_target_and_status(any_store: Any) -> None:
     s = any_store
     plan_id = s.record_plan(Plan(), "automation", EPOCH)
     drain = Change(T, "eastus", "aoai-eastus", Field.ENABLED, True, False, "unhealthy")
-    first = s.record_change(drain, "pending", at(1), plan_id=plan_id)
-    second = s.record_change(drain, "skipped", at(2), plan_id=plan_id, error_code="cooldown")
-    other = s.record_change(Change("afd-prod", "eastus", "eastus", Field.WEIGHT, 1, 2, "x"), "pending", at(3))
-    assert [r["id"] for r in s.changes(target=T)] == [second, first]
-    assert [r["id"] for r in s.changes(status="pending")] == [other, first]
-    assert [r["id"] for r in s.changes(since=at(2))] == [other, second]
-    s.finish_change(first, "applied", at(4))
-    assert [r["id"] for r in s.changes(target=T, status="pending")] == []
-    row = s.changes(target=T, status="applied")[0]
-    assert (row["before"], row["after"], row["field"], row["finished_at"]) == (True, False, "enabled", at(4))
+    first = s.record_change(drain, ChangeStatus.PENDING, at(1), plan_id=plan_id)
+    second = s.record_change(drain, ChangeStatus.SKIPPED, at(2), plan_id=plan_id, error_code="cooldown")
+    fail_open = Change("afd-prod", "eastus", "eastus", Field.WEIGHT, 1, 2, "x", ChangeOrigin.FAIL_OPEN)
+    other = s.record_change(fail_open, ChangeStatus.PENDING, at(3))
+    assert [r.id for r in s.changes(target=T)] == [second, first]
+    assert [r.id for r in s.changes(status=ChangeStatus.PENDING)] == [other, first]
+    assert [r.id for r in s.changes(since=at(2))] == [other, second]
+    s.finish_change(first, ChangeStatus.APPLIED, at(4))
+    assert [r.id for r in s.changes(target=T, status=ChangeStatus.PENDING)] == []
+    row = s.changes(target=T, status=ChangeStatus.APPLIED)[0]
+    assert (row.before, row.after, row.field, row.finished_at, row.change) == (True, False, Field.ENABLED, at(4), drain)
+    assert s.changes(target=T)[0].id == second  # the finished row keeps its place
+    assert s.changes(target="afd-prod")[0].origin is ChangeOrigin.FAIL_OPEN
+    (recorded,) = s.plans()
+    assert (recorded.id, recorded.plan, recorded.dry_run) == (plan_id, Plan(), False)
 
 
 def test_active_overrides_flags_and_events(any_store: Any) -> None:
@@ -71,14 +90,17 @@ def test_active_overrides_flags_and_events(any_store: Any) -> None:
     assert o.id is not None
     assert [x.id for x in s.active_overrides(at(30))] == [o.id]
     assert s.active_overrides(at(61)) == []
-    s.set_flag("panic:tm-weighted", {"reason": "all down"}, EPOCH)
-    s.set_flag("config_problems", {"problems": []}, EPOCH)
-    assert set(s.flags("panic:")) == {"panic:tm-weighted"} and s.flags("panic:")["panic:tm-weighted"]["reason"] == "all down"
-    s.set_flag("panic:tm-weighted", None, EPOCH)
-    assert s.flags("panic:") == {}
-    s.add_event(AuditEvent(kind="drift", at=EPOCH, actor="automation", summary="a", target=T))
-    s.add_event(AuditEvent(kind="panic", at=at(1), actor="automation", summary="b", target=T))
-    assert [e.summary for e in s.events(kinds=["drift", "panic"])] == ["b", "a"]
+    s.set_flag(FlagKind.PANIC, "tm-weighted", {"reason": "all down"}, EPOCH)
+    s.set_flag(FlagKind.CONFIG_PROBLEMS, None, {"problems": ["auth_error"]}, EPOCH)
+    s.set_flag(FlagKind.DRIFT_REVERT, "tm-weighted/eastus", {"who": "alice"}, EPOCH)
+    assert s.panics() == {"tm-weighted": Panic(target="tm-weighted", reason="all down", since=None, updated_at=EPOCH)}
+    assert [(f.subject, f.value) for f in s.flags(FlagKind.DRIFT_REVERT)] == [("tm-weighted/eastus", {"who": "alice"})]
+    assert s.config_problems() == ["auth_error"]
+    s.set_flag(FlagKind.PANIC, "tm-weighted", None, EPOCH)
+    assert s.panics() == {} and s.flags(FlagKind.PANIC) == []
+    s.add_event(AuditEvent(kind=EventKind.DRIFT, at=EPOCH, actor="automation", summary="a", target=T))
+    s.add_event(AuditEvent(kind=EventKind.PANIC, at=at(1), actor="automation", summary="b", target=T))
+    assert [e.summary for e in s.events(kinds=[EventKind.DRIFT, EventKind.PANIC])] == ["b", "a"]
 
 
 def test_the_reconciler_does_the_same_on_either_store(any_store: Any) -> None:
@@ -100,8 +122,11 @@ def test_the_reconciler_does_the_same_on_either_store(any_store: Any) -> None:
     again = rec.reconcile_once(health, fencing_token=None)
     assert again.applied == []
     assert again.targets["tm-weighted"].drift == {"westeurope": "changed outside regionguard: weight 300 -> 7"}
-    rows = {r["region"]: r for r in any_store.target_endpoints("tm-weighted")}
-    assert rows["westeurope"]["drift"] and rows["eastus"]["applied_enabled"] is False
+    rows = {r.region: r for r in any_store.target_endpoints("tm-weighted")}
+    assert rows["westeurope"].drift and rows["eastus"].applied is not None and rows["eastus"].applied.enabled is False
     # the weight automation would write back is held: drift pauses automation for that endpoint
-    assert [(r["status"], r["error_code"]) for r in any_store.changes(target="tm-weighted")] == [("skipped", "drift"), ("applied", None)]
-    assert any_store.changes(since=clock.now() - timedelta(hours=1), status="pending") == []
+    assert [(r.status, r.error_code) for r in any_store.changes(target="tm-weighted")] == [
+        (ChangeStatus.SKIPPED, "drift"),
+        (ChangeStatus.APPLIED, None),
+    ]
+    assert any_store.changes(since=clock.now() - timedelta(hours=1), status=ChangeStatus.PENDING) == []

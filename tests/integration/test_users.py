@@ -36,7 +36,8 @@ def store(migrated: Path, tmp_path: Path) -> Iterator[Store]:
 def test_passwords_are_stored_as_argon2id_hashes_and_verified(store: Store) -> None:
     users.add_user(store, "otto", "operator", "a long enough secret", T0)
     row = store.user("otto")
-    assert row["password_hash"].startswith("$argon2id$") and "a long enough secret" not in row["password_hash"]
+    assert row is not None
+    assert row.password_hash.startswith("$argon2id$") and "a long enough secret" not in row.password_hash
     assert users.authenticate(store, "otto", "a long enough secret") == users.Principal("otto", "operator")
     assert users.authenticate(store, "otto", "a long enough secreT") is None
     assert users.authenticate(store, "nobody", "a long enough secret") is None
@@ -56,8 +57,8 @@ def test_api_tokens_are_shown_once_and_stored_hashed(store: Store) -> None:
     token = users.create_api_token(store, "deploy-bot", "operator", "ada", T0)
     assert token.startswith("rg_") and len(token) > 40
     row = store.api_token(users.token_hash(token))
-    assert row is not None and row["token_hash"] != token and token not in str(row)
+    assert row is not None and row.token_hash != token and token not in str(row)
     assert users.authenticate_token(store, token, T0) == users.Principal("token:deploy-bot", "operator", "token")
     assert users.authenticate_token(store, token + "x", T0) is None
-    store.revoke_api_token(row["id"], T0)
+    store.revoke_api_token(row.id, T0)
     assert users.authenticate_token(store, token, T0) is None

@@ -16,7 +16,19 @@ from flask.testing import FlaskClient
 
 from controlplane import users
 from controlplane.config import Settings
-from controlplane.domain import AuditEvent, Change, EndpointHealth, Field, HealthStateName, Override, OverrideKind, Plan, RegionHealth
+from controlplane.domain import (
+    AuditEvent,
+    Change,
+    EndpointHealth,
+    Field,
+    FlagKind,
+    HealthStateName,
+    LeaseName,
+    Override,
+    OverrideKind,
+    Plan,
+    RegionHealth,
+)
 from controlplane.store import Store, open_store
 from tests.integration.web_seed import (
     HOSTILE,
@@ -279,8 +291,8 @@ def test_overview_marks_pending_and_failed_writes_and_drift(app: Flask, seeded: 
 
 
 def test_banners_for_no_leader_stale_data_panic_freeze_and_config_problems(app: Flask, seeded: Store, clock: FakeClock) -> None:
-    seeded.release_lease("leader", "worker-1")
-    seeded.set_flag("panic:afd-prod", {"reason": "every endpoint looks unhealthy"}, T0)
+    seeded.release_lease(LeaseName.LEADER, "worker-1")
+    seeded.set_flag(FlagKind.PANIC, "afd-prod", {"reason": "every endpoint looks unhealthy"}, T0)
     seeded.add_override(Override(kind=OverrideKind.FREEZE, who="ada", why="change window", created_at=T0))
     eps = [
         EndpointHealth("eastus/gpt-4o", "eastus", HealthStateName.HEALTHY, 1.0, "ok", config_problem="auth_error: 401 from eastus/gpt-4o")
@@ -570,7 +582,8 @@ def test_a_revoked_token_is_refused(app: Flask, seeded: Store) -> None:
     c = app.test_client()
     assert c.get("/api/v1/regions", headers=h).status_code == 200
     [row] = [seeded.api_token(users.token_hash(h["Authorization"].split()[1]))]
-    seeded.revoke_api_token(row["id"], T0)
+    assert row is not None
+    seeded.revoke_api_token(row.id, T0)
     assert c.get("/api/v1/regions", headers=h).status_code == 401
 
 

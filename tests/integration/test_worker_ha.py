@@ -24,7 +24,8 @@ import yaml
 
 from controlplane.cli.demo import DEMO_KEY_ENV, demo_config
 from controlplane.config import parse_settings
-from controlplane.store import Store, open_store
+from controlplane.domain import ChangeStatus, Field, LeaseName
+from controlplane.store import ChangeRecord, Store, open_store
 from simulator.arm import FakeArm
 from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 
@@ -73,8 +74,8 @@ class World:
         return [e for e in self.arm.request_log if e.method in ("PATCH", "PUT") and 200 <= e.status < 300]
 
     def holder(self) -> str | None:
-        lease = self.store.lease("leader")
-        return lease["holder"] if lease else None
+        lease = self.store.lease(LeaseName.LEADER)
+        return lease.holder if lease else None
 
 
 def _collect(proc: subprocess.Popen[str], lines: list[str]) -> None:
@@ -148,8 +149,14 @@ def _drained_everywhere(world: World, region: str) -> bool:
     return bool(disabled) and all(hits.values())
 
 
-def _disables(world: World, region: str) -> list[dict[str, Any]]:
-    return [c for c in world.store.changes(status="applied", region=region) if c["field"] == "enabled" and c["after"] is False]
+def _disables(world: World, region: str) -> list[ChangeRecord]:
+    return [c for c in world.store.changes(status=ChangeStatus.APPLIED, region=region) if c.field is Field.ENABLED and c.after is False]
+
+
+def _token(world: World) -> int:
+    lease = world.store.lease(LeaseName.LEADER)
+    assert lease is not None
+    return lease.fencing_token
 
 
 def test_two_workers_on_postgres_only_the_leader_writes_and_the_other_takes_over(pg_world: World) -> None:
@@ -164,12 +171,12 @@ def test_two_workers_on_postgres_only_the_leader_writes_and_the_other_takes_over
     while time.monotonic() < watch_until:
         assert world.holder() == "worker-a", "worker-b took the lease from a live leader"
         time.sleep(0.05)
-    token_a = world.store.lease("leader")["fencing_token"]
+    token_a = _token(world)
 
     world.sim.set_fault("eastus", "down")
     wait_for(lambda: _drained_everywhere(world, "eastus") and len(_disables(world, "eastus")) >= 3, 30, "eastus drained from every target")
-    changes_a = world.store.changes(status="applied")
-    assert {c["fencing_token"] for c in changes_a} == {token_a}, "a change was written without the leader's token"
+    changes_a = world.store.changes(status=ChangeStatus.APPLIED)
+    assert {c.fencing_token for c in changes_a} == {token_a}, "a change was written without the leader's token"
 
     # The leader dies without releasing its lease; the standby takes over within one lease period.
     a.kill()
@@ -181,13 +188,14 @@ def test_two_workers_on_postgres_only_the_leader_writes_and_the_other_takes_over
     # The lease expires at most one period after its last renewal (before the kill);
     # the standby retries at that moment. 0.5 s covers process scheduling on 2 busy cores.
     assert takeover <= LEASE_TTL + 0.5, f"takeover took {takeover:.1f} s, lease period is {LEASE_TTL} s"
-    token_b = world.store.lease("leader")["fencing_token"]
+    token_b = _token(world)
     assert token_b > token_a
 
     world.sim.clear_faults()
     wait_for(
         lambda: any(
-            c["fencing_token"] == token_b and c["after"] is True and c["field"] == "enabled" for c in world.store.changes(status="applied")
+            c.fencing_token == token_b and c.after is True and c.field is Field.ENABLED
+            for c in world.store.changes(status=ChangeStatus.APPLIED)
         ),
         40,
         "worker-b to restore eastus",
@@ -198,7 +206,7 @@ def test_two_workers_on_postgres_only_the_leader_writes_and_the_other_takes_over
     writes = Counter((e.path, json.dumps(e.body, sort_keys=True)) for e in world.writes())
     assert [w for w, n in writes.items() if n > 1] == []
     rows = Counter(
-        (c["target"], c["region"], c["field"], json.dumps(c["after"]), c["fencing_token"]) for c in world.store.changes(status="applied")
+        (c.target, c.region, c.field, json.dumps(c.after), c.fencing_token) for c in world.store.changes(status=ChangeStatus.APPLIED)
     )
     assert [r for r, n in rows.items() if n > 1] == []
     assert b.poll() is None, "the standby died"
@@ -210,7 +218,7 @@ def test_sigterm_during_an_apply_exits_cleanly_and_the_next_worker_converges(sql
     wait_for(lambda: world.holder() == "worker-a", 20, "worker-a to take the lease")
     world.arm.inject_latency(1.5, count=None, method="PATCH")
     world.sim.set_fault("eastus", "down")
-    wait_for(lambda: world.store.changes(status="pending"), 30, "an apply to be in flight", step=0.05)
+    wait_for(lambda: world.store.changes(status=ChangeStatus.PENDING), 30, "an apply to be in flight", step=0.05)
 
     a.send_signal(signal.SIGTERM)
     sent = time.monotonic()
@@ -224,6 +232,6 @@ def test_sigterm_during_an_apply_exits_cleanly_and_the_next_worker_converges(sql
     world.arm.clear_faults()
     world.worker("worker-b")
     wait_for(lambda: _drained_everywhere(world, "eastus"), 30, "eastus drained from every target by worker-b")
-    wait_for(lambda: not world.store.changes(status="pending"), 20, "no change left pending")
+    wait_for(lambda: not world.store.changes(status=ChangeStatus.PENDING), 20, "no change left pending")
     writes = Counter((e.path, json.dumps(e.body, sort_keys=True)) for e in world.writes())
     assert [w for w, n in writes.items() if n > 1] == [], "a change was applied twice"

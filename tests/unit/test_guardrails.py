@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.config import Settings
-from controlplane.domain import Change, Field, HealthStateName, Override, Plan, TargetState
+from controlplane.domain import Change, ChangeOrigin, Field, HealthStateName, Override, Plan, TargetState
 from controlplane.engine.guardrails import (
     CooldownMemory,
     GuardrailContext,
@@ -33,8 +33,14 @@ def health(default: str = "healthy", **states: str):
     return {r: region_health(r, states.get(r, default)) for r in REGIONS}
 
 
+def _origin(manual: bool) -> ChangeOrigin:
+    return ChangeOrigin.MANUAL if manual else ChangeOrigin.AUTOMATION
+
+
 def drain(region: str, target: str = "tm-weighted", manual: bool = False) -> Change:
-    return Change(target, region, f"aoai-{region}", Field.ENABLED, True, False, "unhealthy" if not manual else "drain by alice", manual)
+    return Change(
+        target, region, f"aoai-{region}", Field.ENABLED, True, False, "unhealthy" if not manual else "drain by alice", _origin(manual)
+    )
 
 
 def restore(region: str, target: str = "tm-weighted") -> Change:
@@ -42,7 +48,7 @@ def restore(region: str, target: str = "tm-weighted") -> Change:
 
 
 def weight(region: str, actual: int, desired: int, manual: bool = False) -> Change:
-    return Change("tm-weighted", region, f"aoai-{region}", Field.WEIGHT, actual, desired, "degraded", manual)
+    return Change("tm-weighted", region, f"aoai-{region}", Field.WEIGHT, actual, desired, "degraded", _origin(manual))
 
 
 def ctx(settings=None, actual=None, h=None, **kw) -> GuardrailContext:
@@ -198,6 +204,7 @@ def test_every_region_unhealthy_fails_open_with_a_panic() -> None:
     assert len(out.panics) == 1 and out.panics[0].startswith("tm-weighted: every endpoint looks unhealthy")
     assert "the prober is the likelier fault" in out.panics[0]
     assert {sk.rule for sk in out.skipped} == {"fail_open"}
+    assert {c.origin for c in out.changes} == {ChangeOrigin.FAIL_OPEN}
 
 
 def test_fail_open_leaves_targets_with_a_healthy_region_alone() -> None:

@@ -12,14 +12,18 @@ from werkzeug.test import Client
 
 from controlplane.domain import (
     Change,
+    ChangeStatus,
     EndpointHealth,
+    EndpointSetting,
     Field,
     HealthStateName,
     Outcome,
     ProbeResult,
     RegionHealth,
+    WriteStatus,
 )
 from controlplane.metrics import Metrics, azure_operation, evaluate_readiness, worker_http_app
+from controlplane.store import TargetEndpointRecord
 
 T0 = datetime(2026, 11, 27, 3, 0, 0, tzinfo=UTC)
 
@@ -77,38 +81,46 @@ def feed_sample(m: Metrics) -> None:
     )
     m.observe_targets(
         [
-            {
-                "target": "tm-prod",
-                "region": "eastus",
-                "endpoint": "eastus-ep",
-                "desired_weight": 1000,
-                "actual_weight": 500,
-                "desired_enabled": True,
-                "actual_enabled": True,
-                "desired_priority": None,
-                "actual_priority": None,
-                "drift": None,
-                "write_status": None,
-            },
-            {
-                "target": "tm-prod",
-                "region": "westus",
-                "endpoint": "westus-ep",
-                "desired_weight": 1,
-                "actual_weight": 500,
-                "desired_enabled": False,
-                "actual_enabled": True,
-                "drift": "weight changed outside regionguard",
-                "write_status": "failed",
-            },
+            TargetEndpointRecord(
+                target="tm-prod",
+                region="eastus",
+                endpoint="eastus-ep",
+                desired=EndpointSetting(weight=1000, enabled=True),
+                actual=EndpointSetting(weight=500, enabled=True),
+                applied=None,
+                desired_reason=None,
+                monitor_status=None,
+                circuit_breakers=None,
+                drift=None,
+                write_status=None,
+                write_error=None,
+                last_change_at=None,
+                read_at=None,
+            ),
+            TargetEndpointRecord(
+                target="tm-prod",
+                region="westus",
+                endpoint="westus-ep",
+                desired=EndpointSetting(weight=1, enabled=False),
+                actual=EndpointSetting(weight=500, enabled=True),
+                applied=None,
+                desired_reason=None,
+                monitor_status=None,
+                circuit_breakers=None,
+                drift="weight changed outside regionguard",
+                write_status=WriteStatus.FAILED,
+                write_error=None,
+                last_change_at=None,
+                read_at=None,
+            ),
         ]
     )
     drain = Change(
         target="tm-prod", region="westus", endpoint="westus-ep", field=Field.ENABLED, actual=True, desired=False, reason="westus unhealthy"
     )
-    m.observe_change("applied", drain)
-    m.observe_change("failed", drain)
-    m.observe_change("applied", drain)
+    m.observe_change(ChangeStatus.APPLIED, drain)
+    m.observe_change(ChangeStatus.FAILED, drain)
+    m.observe_change(ChangeStatus.APPLIED, drain)
     m.set_leader(True, token=7)
     m.set_flags(panic=["afd-prod"], frozen={"*": True}, write_budget_left=118)
 

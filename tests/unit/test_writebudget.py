@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controlplane.domain import Change, Field, Plan
-from controlplane.engine.guardrails import FAIL_OPEN_REASON
+from controlplane.domain import Change, ChangeOrigin, Field, Plan
 from controlplane.engine.writebudget import RULE, SubscriptionWriteBudget, WriteBudget
 
 SUB_A = "00000000-0000-0000-0000-00000000000a"
@@ -26,7 +25,9 @@ class FakeClock:
 
 
 def change(target: str, region: str, field: Field, actual: object, desired: object, manual: bool = False) -> Change:
-    return Change(target, region, f"ep-{region}", field, actual, desired, "test", manual=manual)
+    return Change(
+        target, region, f"ep-{region}", field, actual, desired, "test", origin=ChangeOrigin.MANUAL if manual else ChangeOrigin.AUTOMATION
+    )
 
 
 def test_when_short_drains_go_first_then_restores_then_priority_then_weight() -> None:
@@ -114,7 +115,8 @@ def test_one_bucket_refills_evenly_over_the_hour() -> None:
 def test_fail_open_restores_are_never_held_but_spend_tokens() -> None:
     budget = SubscriptionWriteBudget(1, FakeClock())
     assert budget.bucket(SUB_A).take(1)
-    restore = Change("tm", "r1", "ep-r1", Field.ENABLED, False, True, f"{FAIL_OPEN_REASON}: every endpoint of tm looks unhealthy")
+    # the origin decides, not the reason's wording
+    restore = Change("tm", "r1", "ep-r1", Field.ENABLED, False, True, "back to baseline", ChangeOrigin.FAIL_OPEN)
     weight = change("tm", "r2", Field.WEIGHT, 100, 200)
     granted, waiting = budget.allot(SUB_A, [weight, restore])
     assert granted == [restore]

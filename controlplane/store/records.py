@@ -1,0 +1,291 @@
+"""What the store hands out besides the domain values: typed, frozen records of its rows.
+
+Callers never see an ORM row or a ``dict`` row: each table the store reads
+back has one record type here (or a domain type: ``Override``,
+``AuditEvent``, ``ProbeResult``, ``Transition``, ``EndpointHealth``), with
+its enums (status, origin, field, kind) already parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from controlplane.domain import (
+    Change,
+    ChangeOrigin,
+    ChangeStatus,
+    EndpointSetting,
+    Field,
+    FlagKind,
+    NotificationStatus,
+    Plan,
+    WriteStatus,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRecord:
+    """A recorded plan (``plan`` table): the plan as it was when recorded."""
+
+    id: int
+    created_at: datetime
+    checksum: str  # the checksum the plan had when recorded
+    actor: str
+    fencing_token: int | None
+    dry_run: bool
+    plan: Plan
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One recorded change attempt (``change`` table)."""
+
+    id: int
+    plan_id: int | None
+    created_at: datetime
+    finished_at: datetime | None
+    target: str
+    region: str
+    endpoint: str
+    field: Field
+    before: int | bool | None  # the actual value before the write
+    after: int | bool | None  # the desired value written
+    reason: str
+    actor: str  # "automation" or the user
+    origin: ChangeOrigin
+    status: ChangeStatus
+    error_code: str | None
+    error_message: str | None
+    fencing_token: int | None
+
+    @property
+    def manual(self) -> bool:
+        return self.origin is ChangeOrigin.MANUAL
+
+    @property
+    def change(self) -> Change:
+        return Change(self.target, self.region, self.endpoint, self.field, self.before, self.after, self.reason, self.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetEndpointRecord:
+    """Per target and region (``target_endpoint``): last actual, desired and applied settings.
+
+    A side is None until regionguard has read (actual), decided (desired) or
+    written / adopted (applied) it.
+    """
+
+    target: str
+    region: str
+    endpoint: str  # the Azure name
+    actual: EndpointSetting | None
+    desired: EndpointSetting | None
+    applied: EndpointSetting | None
+    desired_reason: str | None
+    monitor_status: str | None  # Azure's own view of the endpoint
+    circuit_breakers: tuple[str, ...] | None  # Azure's own trip rules, described (APIM members); None: none or not read
+    drift: str | None  # description while drift is unresolved
+    write_status: WriteStatus | None
+    write_error: str | None
+    last_change_at: datetime | None
+    read_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The leader lease row (compare-and-set; the fencing token only grows)."""
+
+    name: str
+    holder: str | None
+    fencing_token: int
+    acquired_at: datetime | None
+    renewed_at: datetime | None
+    expires_at: datetime | None
+
+    def alive(self, now: datetime) -> bool:
+        """Someone holds it and it has not run out."""
+        return bool(self.holder) and self.expires_at is not None and self.expires_at > now
+
+    def holder_at(self, now: datetime) -> str | None:
+        return self.holder if self.alive(now) else None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    role: str  # viewer | operator | admin
+    disabled: bool
+    created_at: datetime
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A bearer token's record (never the token: only its hash is stored)."""
+
+    id: int
+    name: str
+    role: str
+    created_by: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    token_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRecord:
+    """One delivery per channel and event batch (``notification``)."""
+
+    id: int
+    created_at: datetime
+    channel: str
+    event_kind: str
+    group_key: str | None
+    status: NotificationStatus
+    attempts: int
+    last_error: str | None
+    sent_at: datetime | None
+    payload: Mapping[str, Any]  # what was said (never URLs or keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """Per-minute aggregate of one endpoint from one vantage (``probe_rollup``)."""
+
+    endpoint_id: str
+    vantage: str
+    minute_at: datetime
+    region: str
+    count: int
+    ok: int
+    throttled: int
+    failed: int  # counted against health, other than throttled
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    total_p50_ms: float | None
+    total_p95_ms: float | None
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A system flag (``flag``): ``kind`` and ``subject`` are parsed from its key."""
+
+    kind: FlagKind
+    subject: str | None
+    value: Mapping[str, Any]
+    updated_at: datetime
+
+
+def parse_flag_key(key: str) -> tuple[FlagKind, str | None]:
+    """``panic:tm-prod`` -> (PANIC, "tm-prod"); ``config_problems`` -> (CONFIG_PROBLEMS, None)."""
+    kind, sep, subject = key.partition(":")
+    return FlagKind(kind), (subject if sep else None)
+
+
+def _flag_text(value: Mapping[str, Any]) -> str:
+    """A flag's human text: its reason (or message, summary, text), else its fields."""
+    for key in ("reason", "message", "summary", "text"):
+        if value.get(key):
+            return str(value[key])
+    return ", ".join(f"{k}={v}" for k, v in value.items()) or "raised"
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Panic:
+    """Fail-open raised for a target (a ``panic`` flag)."""
+
+    target: str
+    reason: str
+    since: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def from_flag(cls, flag: Flag) -> Panic:
+        return cls(
+            target=flag.subject or "", reason=_flag_text(flag.value), since=_parse_time(flag.value.get("since")), updated_at=flag.updated_at
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "since": self.since.isoformat() if self.since else None,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RegionStats:
+    """Probe figures of one region over a short recent window."""
+
+    probes: int = 0
+    success_pct: float | None = None
+    ttft_p50: float | None = None
+    ttft_p95: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Per-minute rollups of a region aggregated over one time bucket (charts)."""
+
+    start: int  # epoch seconds
+    count: int
+    ok: int
+    throttled: int
+    failed: int
+    ttft_p50: float | None = None
+    ttft_p95: float | None = None
+    total_p50: float | None = None
+    total_p95: float | None = None
+
+    @property
+    def success_pct(self) -> float | None:
+        return 100.0 * self.ok / self.count if self.count else None
+
+    @property
+    def throttle_pct(self) -> float | None:
+        return 100.0 * self.throttled / self.count if self.count else None
+
+    @property
+    def bad_ratio(self) -> float:
+        return (self.count - self.ok) / self.count if self.count else 0.0
+
+
+__all__ = [
+    "ApiToken",
+    "Bucket",
+    "ChangeRecord",
+    "Flag",
+    "Lease",
+    "NotificationRecord",
+    "Panic",
+    "PlanRecord",
+    "RegionStats",
+    "Rollup",
+    "TargetEndpointRecord",
+    "User",
+    "config_problems_of",
+    "parse_flag_key",
+]
+
+
+def config_problems_of(flags: list[Flag]) -> list[str]:
+    """The problems a ``config_problems`` flag lists (none without one)."""
+    for f in flags:
+        if f.kind is FlagKind.CONFIG_PROBLEMS and f.subject is None:
+            return [str(p) for p in f.value.get("problems", [])]
+    return []
