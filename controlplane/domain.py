@@ -417,6 +417,7 @@ class EventKind(StrEnum):
     CONFIG_PROBLEM = "config_problem"
     READ_ERROR = "read_error"  # Azure could not be read (or can be again)
     LEASE = "lease"  # a worker became, or stopped being, leader
+    LOGIN = "login"  # a dashboard sign-in (password or OIDC), refused or not
 
 
 class FlagKind(StrEnum):

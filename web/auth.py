@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from controlplane.domain import AuditEvent
+from controlplane.domain import AuditEvent, EventKind
 from controlplane.users import authenticate
 from web.oidc import sso
 from web.security import csrf_token, principal, safe_next, state
@@ -69,7 +69,7 @@ def login() -> Any:
         log.warning("break-glass local sign-in: %s (%s) from %s", who.name, who.role, ip)
         ws.store.add_event(
             AuditEvent(
-                kind="login",
+                kind=EventKind.LOGIN,
                 at=ws.clock.now(),
                 actor=who.name,
                 summary=f"break-glass: local account {who.name} ({who.role}) signed in while single sign-on is configured",

@@ -42,7 +42,7 @@ from joserfc.jwk import RSAKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from controlplane.config import ConfigError
-from controlplane.domain import AuditEvent
+from controlplane.domain import AuditEvent, EventKind
 from controlplane.oidc_settings import EntraIdSignIn, GenericSignIn
 from web.security import CSP, SSO_SESSION_KEY, csrf_token, safe_next, state
 
@@ -448,7 +448,7 @@ def callback() -> Any:
         if exc.status == 403 or exc.title == "Identity token refused":
             ws.store.add_event(
                 AuditEvent(
-                    kind="login",
+                    kind=EventKind.LOGIN,
                     at=now,
                     actor="sso",
                     summary=f"single sign-on refused: {exc.title}",
@@ -462,7 +462,7 @@ def callback() -> Any:
     csrf_token()
     ws.store.add_event(
         AuditEvent(
-            kind="login",
+            kind=EventKind.LOGIN,
             at=now,
             actor=identity.principal_name,
             summary=f"{identity.display_name} signed in with {provider.cfg.display_name} as {identity.role}",
