@@ -61,9 +61,9 @@ def test_migrations_round_trip_and_match_the_models(url: str) -> None:
         engine.dispose()
 
 
-def test_migration_0003_keeps_each_recorded_change_origin(url: str) -> None:
+def test_migration_0004_keeps_each_recorded_change_origin(url: str) -> None:
     """change.manual became change.origin: operator changes stay manual, fail-open restores are told apart."""
-    db.upgrade(url, "0002")
+    db.upgrade(url, "0003")
     engine = db.make_engine(url)
     try:
         with engine.begin() as conn:
@@ -90,7 +90,7 @@ def test_migration_0003_keeps_each_recorded_change_origin(url: str) -> None:
         "fail open: every endpoint of tm looks unhealthy": ChangeOrigin.FAIL_OPEN,
         "eastus unhealthy": ChangeOrigin.AUTOMATION,
     }
-    db.downgrade(url, "0002")  # and back: manual survives the round trip
+    db.downgrade(url, "0003")  # and back: manual survives the round trip
     engine = db.make_engine(url)
     try:
         with engine.connect() as conn:
