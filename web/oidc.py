@@ -1,6 +1,6 @@
 """Dashboard sign-in with OpenID Connect (authorization code + PKCE), on Authlib.
 
-See docs/adr/0007-oidc-sign-in-on-authlib.md for the choice of library.
+See docs/adr/0010-oidc-sign-in-on-authlib.md for the choice of library.
 
 Flow: ``/auth/oidc/login`` stores state, nonce, PKCE verifier and the return
 path in the (signed) session and redirects to the provider; the provider
