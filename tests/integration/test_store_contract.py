@@ -4,6 +4,7 @@ reconciler on (controlplane.store.memory) answer the reconciler's questions alik
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -130,3 +131,18 @@ def test_the_reconciler_does_the_same_on_either_store(any_store: Any) -> None:
         (ChangeStatus.APPLIED, None),
     ]
     assert any_store.changes(since=clock.now() - timedelta(hours=1), status=ChangeStatus.PENDING) == []
+
+
+def test_both_stores_answer_the_same_records(sqlite_url: str) -> None:
+    """Same calls, same answers, field for field (ids aside)."""
+    sql, memory = open_store(sqlite_url, migrate=True), MemoryStore()
+    try:
+        for s in (sql, memory):
+            s.save_target_state(T, NAMES, state(eastus=True, westeurope=False), state(eastus=False, westeurope=False), EPOCH)
+            s.set_applied(T, "eastus", EndpointSetting(100, None, True), at(5))
+            s.set_write_status(T, "westeurope", WriteStatus.UNCONFIRMED, "read back enabled is not True")
+            s.record_change(Change(T, "eastus", "aoai-eastus", Field.ENABLED, True, False, "unhealthy"), ChangeStatus.PENDING, at(6))
+        assert sql.target_endpoints(T) == memory.target_endpoints(T)
+        assert [replace(r, id=0) for r in sql.changes(target=T)] == [replace(r, id=0) for r in memory.changes(target=T)]
+    finally:
+        sql.close()
