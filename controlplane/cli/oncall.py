@@ -2,11 +2,14 @@
 
 Each one goes through ``controlplane.actions`` (the one entry for web, API and
 CLI) as the operator ``cli:<user>``; ``--preview`` shows what it would do.
+Nothing changes without a confirmed preview: a prompt on a terminal,
+``--yes`` for scripts, or ``--digest`` of a preview taken earlier.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from controlplane.cli.common import CommandError, emit, open_checked_store, settings_of, utcnow, who, with_config
@@ -32,7 +35,8 @@ def _act(args: argparse.Namespace, fields: dict[str, Any]) -> int:
             p = preview(settings, store, req, actor, utcnow())
             emit(args, p.to_dict(), p.sentence)
             return EXIT_OK if p.allowed else EXIT_REFUSED
-        result = execute(settings, store, req, actor, utcnow())
+        digest = args.digest or _confirmed_digest(args, preview(settings, store, req, actor, utcnow()))
+        result = execute(settings, store, req, actor, utcnow(), expected_digest=digest, require_digest=True)
     except InvalidAction as exc:
         raise CommandError(str(exc), exit_code(exc)) from None
     except ActionRefused as exc:
@@ -43,6 +47,31 @@ def _act(args: argparse.Namespace, fields: dict[str, Any]) -> int:
         store.close()
     emit(args, result.to_dict(), f"done: {result.preview.sentence}" + (" (forced)" if result.forced else ""))
     return EXIT_OK
+
+
+def _confirmed_digest(args: argparse.Namespace, p: Any) -> str | None:
+    """The digest of the preview the operator accepted: ``--yes``, or a yes at the prompt on a terminal.
+
+    ``None`` when the preview is refused: execute then answers with the refusal
+    (or, with ``--force``, asks for the digest of what is forced).
+    """
+    if not p.allowed and not getattr(args, "force", False):
+        return None
+    if args.yes:
+        return str(p.digest)
+    if not sys.stdin.isatty():
+        raise CommandError(
+            "--yes: required to change production without a terminal to confirm on (or pass --digest from `--preview --json`)",
+            EXIT_USAGE,
+        )
+    print(p.sentence + (f" Refused: {p.refusal}." if p.refusal else ""))
+    try:
+        answer = input("Proceed? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CommandError("not confirmed: nothing changed", EXIT_REFUSED)
+    return str(p.digest)
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -86,6 +115,8 @@ def register(sub: Any) -> None:
         p = with_config(sub.add_parser(name, help=help_text))
         p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
         p.add_argument("--preview", action="store_true", help="show what it would do; change nothing")
+        p.add_argument("--yes", action="store_true", help="confirm without a prompt (scripts): do what the preview says")
+        p.add_argument("--digest", default=None, help="confirm the preview with this digest (from --preview --json); refused if it changed")
         p.set_defaults(func=func)
         return p
 

@@ -191,7 +191,7 @@ def _seed_status_world(env: CliEnv) -> datetime:
     )
     env.seed_actual("tm-weighted", t, desired=desired)
     env.store.set_flag(FlagKind.PANIC, "tm-priority", {"reason": "every region looks unhealthy: failing open"}, t)
-    assert env.run("freeze", "--target", "afd-prod", "--reason", "change window for the edge").code == EXIT_OK
+    assert env.run("freeze", "--target", "afd-prod", "--reason", "change window for the edge", "--yes").code == EXIT_OK
     return t
 
 
@@ -275,7 +275,7 @@ def test_history_lists_recent_events_and_filters_by_kind(env: CliEnv) -> None:
     env.store.add_event(
         AuditEvent(kind="transition", at=ago(t, 60), actor="automation", summary="recent: westeurope degraded", region="westeurope")
     )
-    assert env.run("drain", "japaneast", "--reason", "quota exhausted").code == EXIT_OK
+    assert env.run("drain", "japaneast", "--reason", "quota exhausted", "--yes").code == EXIT_OK
 
     recent = env.run("history", "--since", "1h")
     assert recent.code == EXIT_OK, recent.err
@@ -306,7 +306,7 @@ def test_plan_reads_azure_with_gets_only_and_records_nothing(env: CliEnv) -> Non
     assert nothing.code == EXIT_OK, nothing.err
     assert nothing.json()["changes"] == []
 
-    assert env.run("drain", "eastus", "--reason", "region is down").code == EXIT_OK
+    assert env.run("drain", "eastus", "--reason", "region is down", "--yes").code == EXIT_OK
     env.arm.clear_log()
     r = env.run("plan", "--json")
     assert r.code == EXIT_OK, r.err
@@ -326,7 +326,7 @@ def test_plan_reads_azure_with_gets_only_and_records_nothing(env: CliEnv) -> Non
 
 
 def test_apply_with_a_checksum_that_is_not_the_plan_is_refused_and_writes_nothing(env: CliEnv) -> None:
-    assert env.run("drain", "eastus", "--reason", "region is down").code == EXIT_OK
+    assert env.run("drain", "eastus", "--reason", "region is down", "--yes").code == EXIT_OK
     reviewed = env.run("plan", "--json").json()["checksum"]
     env.arm.clear_log()
     r = env.run("apply", "--checksum", "0000000000000000")
@@ -338,7 +338,7 @@ def test_apply_with_a_checksum_that_is_not_the_plan_is_refused_and_writes_nothin
 
 
 def test_apply_with_the_reviewed_checksum_writes_the_plan_and_converges(env: CliEnv) -> None:
-    assert env.run("drain", "eastus", "--reason", "region is down").code == EXIT_OK
+    assert env.run("drain", "eastus", "--reason", "region is down", "--yes").code == EXIT_OK
     checksum = env.run("plan", "--json").json()["checksum"]
     env.arm.clear_log()
 
@@ -364,7 +364,7 @@ def test_apply_with_the_reviewed_checksum_writes_the_plan_and_converges(env: Cli
 
 
 def test_apply_is_refused_while_a_worker_holds_the_lease(env: CliEnv) -> None:
-    assert env.run("drain", "eastus", "--reason", "region is down").code == EXIT_OK
+    assert env.run("drain", "eastus", "--reason", "region is down", "--yes").code == EXIT_OK
     assert env.store.try_acquire_lease(LeaseName.LEADER, "worker-a:42", 60.0, now()) is not None
     env.arm.clear_log()
     r = env.run("apply")
@@ -378,7 +378,7 @@ def test_apply_is_refused_while_a_worker_holds_the_lease(env: CliEnv) -> None:
 
 
 def test_apply_dry_run_records_the_plan_and_writes_nothing_to_azure(env: CliEnv) -> None:
-    assert env.run("drain", "westeurope", "--reason", "region is down").code == EXIT_OK
+    assert env.run("drain", "westeurope", "--reason", "region is down", "--yes").code == EXIT_OK
     env.arm.clear_log()
     r = env.run("apply", "--dry-run", "--json")
     assert r.code == EXIT_OK, r.err
@@ -391,7 +391,7 @@ def test_apply_dry_run_records_the_plan_and_writes_nothing_to_azure(env: CliEnv)
 
 
 def test_drain_stores_an_override_and_an_audit_event(env: CliEnv) -> None:
-    r = env.run("drain", "eastus", "--reason", "region is down", "--for", "30m")
+    r = env.run("drain", "eastus", "--reason", "region is down", "--for", "30m", "--yes")
     assert r.code == EXIT_OK, r.err
     assert r.out.startswith("done: This will disable eastus in tm-weighted, tm-priority and afd-prod; 2 of 3 stay serving")
     (o,) = env.store.active_overrides(now())
@@ -402,24 +402,24 @@ def test_drain_stores_an_override_and_an_audit_event(env: CliEnv) -> None:
     assert event.data["action"] == "drain" and event.data["via"] == "cli" and event.data["override_ids"] == [o.id]
     assert env.arm.request_log == []  # the worker applies overrides, not the CLI
 
-    twice = env.run("drain", "eastus", "--reason", "region is down")
+    twice = env.run("drain", "eastus", "--reason", "region is down", "--yes")
     assert twice.code == EXIT_REFUSED and "already drained" in one_error_line(twice)
 
 
 def test_drain_of_an_unknown_region_or_target_exits_2_naming_it(env: CliEnv) -> None:
-    r = env.run("drain", "mars", "--reason", "region is down")
+    r = env.run("drain", "mars", "--reason", "region is down", "--yes")
     assert r.code == EXIT_USAGE
     assert "region: 'mars' is not a configured region (eastus, westeurope, japaneast)" in one_error_line(r)
-    t = env.run("drain", "eastus", "--target", "tm-nope", "--reason", "region is down")
+    t = env.run("drain", "eastus", "--target", "tm-nope", "--reason", "region is down", "--yes")
     assert t.code == EXIT_USAGE and "target: 'tm-nope' is not a configured target" in one_error_line(t)
-    short = env.run("drain", "eastus", "--reason", "x")
+    short = env.run("drain", "eastus", "--reason", "x", "--yes")
     assert short.code == EXIT_USAGE and "reason" in one_error_line(short)
     assert env.store.active_overrides(now()) == [] and env.store.events() == []
 
 
 def test_drain_without_a_reason_is_a_usage_error(env: CliEnv) -> None:
     with pytest.raises(SystemExit) as exc:
-        env.run("drain", "eastus")
+        env.run("drain", "eastus", "--yes")
     assert exc.value.code == EXIT_USAGE
     assert "--reason" in env.capsys.readouterr().err
 
@@ -427,7 +427,7 @@ def test_drain_without_a_reason_is_a_usage_error(env: CliEnv) -> None:
 def test_a_drain_refused_by_min_serving_exits_3_with_the_reason(strict_env: CliEnv) -> None:
     env = strict_env
     env.seed_actual("tm-weighted", now(), disabled=["eastus"])  # Azure: eastus already out of tm-weighted
-    r = env.run("drain", "westeurope", "--target", "tm-weighted", "--reason", "region is slow")
+    r = env.run("drain", "westeurope", "--target", "tm-weighted", "--reason", "region is slow", "--yes")
     assert r.code == EXIT_REFUSED
     line = one_error_line(r)
     assert line.startswith("error: refused: ") and "refused: refused" not in line
@@ -444,7 +444,7 @@ def test_a_drain_refused_by_min_serving_exits_3_with_the_reason(strict_env: CliE
 def test_a_forced_drain_needs_the_region_name_typed_and_is_audited_as_critical(strict_env: CliEnv) -> None:
     env = strict_env
     env.seed_actual("tm-weighted", now(), disabled=["eastus"])
-    args = ("drain", "westeurope", "--target", "tm-weighted", "--reason", "region is slow", "--force")
+    args = ("drain", "westeurope", "--target", "tm-weighted", "--reason", "region is slow", "--force", "--yes")
     no_confirm = env.run(*args)
     assert no_confirm.code == EXIT_USAGE and "confirm: None must be the region name 'westeurope'" in one_error_line(no_confirm)
     wrong = env.run(*args, "--confirm", "eastus")
@@ -472,16 +472,16 @@ def test_drain_preview_changes_nothing(env: CliEnv) -> None:
 
 
 def test_restore_lifts_the_drain_and_is_refused_when_nothing_is_drained(env: CliEnv) -> None:
-    nothing = env.run("restore", "westeurope", "--reason", "back to normal")
+    nothing = env.run("restore", "westeurope", "--reason", "back to normal", "--yes")
     assert nothing.code == EXIT_REFUSED and "westeurope has no active drain" in one_error_line(nothing)
 
-    assert env.run("drain", "westeurope", "--target", "tm-weighted", "--reason", "region is down").code == EXIT_OK
-    r = env.run("restore", "westeurope", "--reason", "back to normal")
+    assert env.run("drain", "westeurope", "--target", "tm-weighted", "--reason", "region is down", "--yes").code == EXIT_OK
+    r = env.run("restore", "westeurope", "--reason", "back to normal", "--yes")
     assert r.code == EXIT_OK, r.err
     assert "westeurope returns to serving in tm-weighted" in r.out
     assert env.store.active_overrides(now()) == []
     assert [e.data["action"] for e in env.store.events(kinds=["override"])] == ["restore", "drain"]
-    unknown = env.run("restore", "mars", "--reason", "back to normal")
+    unknown = env.run("restore", "mars", "--reason", "back to normal", "--yes")
     assert unknown.code == EXIT_USAGE and "'mars'" in one_error_line(unknown)
 
 
@@ -489,7 +489,7 @@ def test_restore_lifts_the_drain_and_is_refused_when_nothing_is_drained(env: Cli
 
 
 def test_failover_sends_a_priority_target_to_the_region(env: CliEnv) -> None:
-    r = env.run("failover", "tm-priority", "--to", "westeurope", "--reason", "eastus is flaky", "--json")
+    r = env.run("failover", "tm-priority", "--to", "westeurope", "--reason", "eastus is flaky", "--json", "--yes")
     assert r.code == EXIT_OK, r.err
     assert r.json()["preview"]["sentence"].startswith("tm-priority's traffic goes to westeurope")
     (o,) = env.store.active_overrides(now())
@@ -499,17 +499,17 @@ def test_failover_sends_a_priority_target_to_the_region(env: CliEnv) -> None:
 
 
 def test_failover_of_a_weighted_target_or_to_a_foreign_region_is_invalid(env: CliEnv) -> None:
-    weighted = env.run("failover", "tm-weighted", "--to", "westeurope", "--reason", "eastus is flaky")
+    weighted = env.run("failover", "tm-weighted", "--to", "westeurope", "--reason", "eastus is flaky", "--yes")
     assert weighted.code == EXIT_USAGE
     assert "'tm-weighted' routes by weight: fail over only applies to priority targets" in one_error_line(weighted)
-    foreign = env.run("failover", "tm-priority", "--to", "mars", "--reason", "eastus is flaky")
+    foreign = env.run("failover", "tm-priority", "--to", "mars", "--reason", "eastus is flaky", "--yes")
     assert foreign.code == EXIT_USAGE and "'mars'" in one_error_line(foreign)
     assert env.store.active_overrides(now()) == []
 
 
 def test_failover_to_an_unhealthy_region_is_refused(env: CliEnv) -> None:
     env.seed_health(now(), westeurope=(HealthStateName.UNHEALTHY, 0.0, "3 consecutive connect errors"))
-    r = env.run("failover", "tm-priority", "--to", "westeurope", "--reason", "eastus is flaky")
+    r = env.run("failover", "tm-priority", "--to", "westeurope", "--reason", "eastus is flaky", "--yes")
     assert r.code == EXIT_REFUSED
     assert "westeurope is unhealthy (3 consecutive connect errors)" in one_error_line(r)
     assert env.store.active_overrides(now()) == []
@@ -517,16 +517,16 @@ def test_failover_to_an_unhealthy_region_is_refused(env: CliEnv) -> None:
 
 def test_pin_stores_a_weight_and_rejects_values_out_of_range(env: CliEnv) -> None:
     for weight in ("1001", "0"):
-        r = env.run("pin", "tm-weighted", "eastus", "--weight", weight, "--reason", "hold it steady")
+        r = env.run("pin", "tm-weighted", "eastus", "--weight", weight, "--reason", "hold it steady", "--yes")
         assert r.code == EXIT_USAGE
         assert f"weight: {weight} is not between 1 and 1000 for a traffic_manager target" in one_error_line(r)
-    neither = env.run("pin", "tm-weighted", "eastus", "--reason", "hold it steady")
+    neither = env.run("pin", "tm-weighted", "eastus", "--reason", "hold it steady", "--yes")
     assert neither.code == EXIT_USAGE and "--weight or --priority" in one_error_line(neither)
-    priority_on_weighted = env.run("pin", "tm-weighted", "eastus", "--priority", "2", "--reason", "hold it steady")
+    priority_on_weighted = env.run("pin", "tm-weighted", "eastus", "--priority", "2", "--reason", "hold it steady", "--yes")
     assert priority_on_weighted.code == EXIT_USAGE and "routes by weight" in one_error_line(priority_on_weighted)
     assert env.store.active_overrides(now()) == []
 
-    ok = env.run("pin", "tm-weighted", "eastus", "--weight", "100", "--reason", "hold it steady")
+    ok = env.run("pin", "tm-weighted", "eastus", "--weight", "100", "--reason", "hold it steady", "--yes")
     assert ok.code == EXIT_OK, ok.err
     assert "set eastus's weight to 100 (now 500) in tm-weighted" in ok.out
     (o,) = env.store.active_overrides(now())
@@ -537,42 +537,42 @@ def test_pin_stores_a_weight_and_rejects_values_out_of_range(env: CliEnv) -> Non
 
 
 def test_freeze_for_a_while_then_unfreeze(env: CliEnv) -> None:
-    r = env.run("freeze", "--target", "tm-weighted", "--for", "30m", "--reason", "change window")
+    r = env.run("freeze", "--target", "tm-weighted", "--for", "30m", "--reason", "change window", "--yes")
     assert r.code == EXIT_OK, r.err
     assert "freeze automation for tm-weighted" in r.out
     (o,) = env.store.active_overrides(now())
     assert (o.kind, o.target) == (OverrideKind.FREEZE, "tm-weighted") and o.expires_at is not None
     assert env.run("status", "--json").json()["frozen"] == ["tm-weighted"]
-    again = env.run("freeze", "--target", "tm-weighted", "--reason", "change window")
+    again = env.run("freeze", "--target", "tm-weighted", "--reason", "change window", "--yes")
     assert again.code == EXIT_REFUSED and "already frozen" in one_error_line(again)
 
-    lifted = env.run("unfreeze", "--target", "tm-weighted", "--reason", "window over")
+    lifted = env.run("unfreeze", "--target", "tm-weighted", "--reason", "window over", "--yes")
     assert lifted.code == EXIT_OK, lifted.err
     assert env.store.active_overrides(now()) == []
     assert env.run("status", "--json").json()["frozen"] == []
-    not_frozen = env.run("unfreeze", "--target", "tm-weighted", "--reason", "window over")
+    not_frozen = env.run("unfreeze", "--target", "tm-weighted", "--reason", "window over", "--yes")
     assert not_frozen.code == EXIT_REFUSED
     assert one_error_line(not_frozen) == "error: refused: automation is not frozen for tm-weighted"
 
 
 def test_freeze_everything_and_bad_durations(env: CliEnv) -> None:
-    bad = env.run("freeze", "--for", "soon", "--reason", "change window")
+    bad = env.run("freeze", "--for", "soon", "--reason", "change window", "--yes")
     assert bad.code == EXIT_USAGE and "expires_in: 'soon' is not a duration" in one_error_line(bad)
-    too_long = env.run("freeze", "--for", "90d", "--reason", "change window")
+    too_long = env.run("freeze", "--for", "90d", "--reason", "change window", "--yes")
     assert too_long.code == EXIT_USAGE and "at most 30d" in one_error_line(too_long)
-    unknown = env.run("freeze", "--target", "tm-nope", "--reason", "change window")
+    unknown = env.run("freeze", "--target", "tm-nope", "--reason", "change window", "--yes")
     assert unknown.code == EXIT_USAGE and "'tm-nope'" in one_error_line(unknown)
-    everything = env.run("freeze", "--reason", "change window")
+    everything = env.run("freeze", "--reason", "change window", "--yes")
     assert everything.code == EXIT_OK and "automation frozen: all targets" in env.run("status").out
 
 
 def test_a_drain_on_a_frozen_target_is_a_manual_override_and_still_applies(env: CliEnv) -> None:
     """actions.py: a freeze stops automation only; manual overrides still apply while frozen."""
-    freeze = env.run("freeze", "--target", "tm-weighted", "--reason", "change window", "--json")
+    freeze = env.run("freeze", "--target", "tm-weighted", "--reason", "change window", "--json", "--yes")
     assert freeze.code == EXIT_OK
     assert "manual overrides (drain, pin, failover) still apply while frozen" in freeze.json()["preview"]["notes"]
 
-    r = env.run("drain", "eastus", "--target", "tm-weighted", "--reason", "region is down")
+    r = env.run("drain", "eastus", "--target", "tm-weighted", "--reason", "region is down", "--yes")
     assert r.code == EXIT_OK, r.err
     kinds = sorted(o.kind.value for o in env.store.active_overrides(now()))
     assert kinds == ["drain", "freeze"]
@@ -957,3 +957,39 @@ def test_run_with_a_notification_channel_starts_notifies_and_stops_on_sigterm(en
             worker.kill()
             worker.wait()
         hook.close()
+
+
+# ---------------------------------------------------------------- nothing changes without a confirmed preview
+
+
+class _Terminal(io.StringIO):
+    """Standard input that says it is a terminal, with the operator's answer typed in."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_an_action_without_a_terminal_needs_yes_and_changes_nothing(env: CliEnv) -> None:
+    r = env.run("drain", "japaneast", "--reason", "quota exhausted")
+    assert r.code == EXIT_USAGE and "--yes" in one_error_line(r)
+    assert env.store.active_overrides(now()) == [] and env.store.events() == []
+
+
+def test_the_prompt_shows_the_preview_and_only_yes_proceeds(env: CliEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", _Terminal("n\n"))
+    no = env.run("drain", "japaneast", "--reason", "quota exhausted")
+    assert no.code == EXIT_REFUSED and "disable japaneast" in no.out and "Proceed? [y/N]" in no.out
+    assert env.store.active_overrides(now()) == []
+    monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
+    yes = env.run("drain", "japaneast", "--reason", "quota exhausted")
+    assert yes.code == EXIT_OK, yes.err
+    assert [o.region for o in env.store.active_overrides(now())] == ["japaneast"]
+
+
+def test_a_digest_from_an_earlier_preview_confirms_it_unless_the_situation_changed(env: CliEnv) -> None:
+    first = env.run("drain", "japaneast", "--reason", "quota exhausted", "--preview", "--json").json()["digest"]
+    stale = env.run("drain", "westeurope", "--reason", "region is down", "--preview", "--json").json()["digest"]
+    assert env.run("drain", "japaneast", "--reason", "quota exhausted", "--digest", first).code == EXIT_OK
+    r = env.run("drain", "westeurope", "--reason", "region is down", "--digest", stale)
+    assert r.code == EXIT_REFUSED and "changed since the preview" in one_error_line(r)
+    assert [o.region for o in env.store.active_overrides(now())] == ["japaneast"]
