@@ -2,7 +2,8 @@
 
 Simulated Azure OpenAI regions (three, two deployments each), the fake ARM
 seeded with a weighted Traffic Manager profile, a priority Traffic Manager
-profile and a Front Door Standard/Premium origin group, the worker on a
+profile, a Front Door Standard/Premium origin group and an API Management
+load-balanced pool (the APIM tier between the edge and the regions), the worker on a
 temporary SQLite file, and the dashboard. Then it plays a scenario (the
 replay timeline format) against the simulator so a newcomer watches traffic
 move; with ``--duration`` it stops by itself and can write a report.
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEMO_KEY_ENV = "REGIONGUARD_DEMO_API_KEY"
-DEMO_SUBSCRIPTION = "00000000-0000-0000-0000-00000000demo"
+DEMO_SUBSCRIPTION = "00000000-0000-0000-0000-0000000de770"  # a GUID, as Azure names subscriptions
 DEMO_USER = "demo"
 UNTIL_END = "end"  # play for --duration (or until Ctrl-C)
 UNTIL_RECOVERED = "recovered"  # ... or stop once the scenario is over and everything serves again
@@ -110,6 +111,16 @@ def demo_config(region_urls: dict[str, str], deployments: list[str], arm: FakeAr
                 "origin_group": "aoai-origins",
                 "routing": "weighted",
                 "endpoints": {r: {"origin": r, "weight": w, "priority": 1} for r, w in zip(regions, weights, strict=False)},
+            },
+            {
+                "name": "apim-pool",
+                "kind": "apim_backend_pool",
+                "subscription_id": DEMO_SUBSCRIPTION,
+                "resource_group": "rg-apim",
+                "service": "apim-llm",
+                "pool": "aoai-pool",
+                "routing": "weighted",
+                "endpoints": {r: {"backend": f"aoai-{r}", "weight": w, "priority": 1} for r, w in zip(regions, weights, strict=False)},
             },
         ],
         "guardrails": {

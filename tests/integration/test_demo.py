@@ -39,7 +39,7 @@ def test_demo_region_outage_drains_everywhere_within_20_s_and_restores_without_f
     region = down["region"]
 
     # drained from every target through the fake ARM within 20 s of the fault
-    assert set(down["seconds_to_drain_per_target"]) == {"tm-weighted", "tm-priority", "afd-prod"}
+    assert set(down["seconds_to_drain_per_target"]) == {"tm-weighted", "tm-priority", "afd-prod", "apim-pool"}
     for target, seconds in down["seconds_to_drain_per_target"].items():
         assert seconds is not None and seconds <= 20, f"{region} not drained from {target} in 20 s: {seconds}"
     assert down["seconds_to_first_azure_write"] is not None and down["seconds_to_first_azure_write"] <= 20
@@ -55,7 +55,10 @@ def test_demo_region_outage_drains_everywhere_within_20_s_and_restores_without_f
     for target, state in report["final_state"].items():
         assert state[region]["enabled"] is True, f"{region} still disabled in {target}: {state}"
     enabled_writes = [c for c in report["changes"] if c["region"] == region and c["field"] == "enabled"]
-    assert [c["to"] for c in enabled_writes].count(False) == 3 and [c["to"] for c in enabled_writes].count(True) == 3
+    assert [c["to"] for c in enabled_writes].count(False) == 4 and [c["to"] for c in enabled_writes].count(True) == 4
+    # the APIM pool drains as fast as Traffic Manager does: both are written in the same reconcile tick
+    drains = down["seconds_to_drain_per_target"]
+    assert abs(drains["apim-pool"] - drains["tm-weighted"]) <= 2.5, drains
 
 
 def test_metrics_after_a_demo_outage_carry_every_series_on_call_needs() -> None:

@@ -31,7 +31,7 @@ def problems_of(data: dict[str, Any]) -> list[str]:
 def test_the_shipped_example_is_valid() -> None:
     s = load_settings(EXAMPLE)
     assert s.region_names == ["eastus", "westeurope", "japaneast"]
-    assert [t.kind for t in s.targets] == ["traffic_manager", "front_door_cdn"]
+    assert [t.kind for t in s.targets] == ["traffic_manager", "front_door_cdn", "apim_backend_pool"]
     assert s.probe.interval == 30.0 and s.health.min_dwell == 60.0
     assert s.guardrails.fail_open is True
 
@@ -159,7 +159,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_config_exits_0_with_a_summary_for_the_example() -> None:
     r = _cli("check-config", str(EXAMPLE))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("ok: 3 region(s), 3 LLM endpoint(s), 2 target(s)")
+    assert r.stdout.startswith("ok: 3 region(s), 3 LLM endpoint(s), 3 target(s)")
 
 
 def test_check_config_exits_2_and_names_each_problem(tmp_path: Path) -> None:
