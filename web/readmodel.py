@@ -145,7 +145,13 @@ class TargetRow:
 
     @property
     def differs(self) -> bool:
-        return any(self.desired.get(k) is not None and self.desired.get(k) != self.actual.get(k) for k in ("enabled", "weight", "priority"))
+        out_of_it = self.actual.get("enabled") is False and self.desired.get("enabled") is False  # e.g. a member out of its APIM pool
+        return any(
+            self.desired.get(k) is not None
+            and self.desired.get(k) != self.actual.get(k)
+            and not (out_of_it and k != "enabled" and self.actual.get(k) is None)
+            for k in ("enabled", "weight", "priority")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

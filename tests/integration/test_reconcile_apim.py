@@ -225,3 +225,15 @@ def test_the_target_page_shows_each_members_circuit_breaker_read_only(world: Wor
     tm_page_has_none = "Circuit breakers" not in client.get(f"/target/{world.tm.name}").get_data(as_text=True)
     assert tm_page_has_none
     assert world.writes() == []  # shown, never changed
+
+
+def test_a_drained_member_reads_in_sync_on_the_dashboard(world: World) -> None:
+    from web.readmodel import target_views
+
+    r = world.reconciler()
+    world.tick(r, health(eastus=H.UNHEALTHY))
+    world.tick(r, health(eastus=H.UNHEALTHY))
+    (view,) = [v for v in target_views(world.settings, world.store.target_endpoints(), [], {}) if v.name == apim(world).name]
+    row = next(row for row in view.rows if row.region == "eastus")
+    assert row.actual == {"enabled": False, "weight": None, "priority": None}
+    assert row.desired["enabled"] is False and not row.differs
