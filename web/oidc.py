@@ -52,6 +52,7 @@ oidc = Blueprint("oidc", __name__, url_prefix="/auth/oidc")
 
 LEEWAY_SECONDS = 60  # clock skew allowed on exp / iat of the id_token
 STATE_SECONDS = 600  # a sign-in must come back within ten minutes
+MAX_PENDING = 5  # unfinished sign-ins kept per browser session
 MAX_NAME = 120  # the audit actor and override 'who' columns
 SignInSettings = EntraIdSignIn | GenericSignIn
 
@@ -86,14 +87,16 @@ class SsoIdentity:
 def principal_name(display_name: str, stable_id: str) -> str:
     """'Alice Example <oid:7c1e...>' - the display name for people, the stable id for the record.
 
-    Bounded to the store's 120 characters: the display name is cut first, and a
+    A display name cannot pass itself off as a stable id (angle brackets are
+    dropped). Bounded to the store's 120 characters: the display name is cut first, and a
     stable id too long to fit is replaced by a digest of it (still stable).
     """
     if len(stable_id) > 64:
         kind, _, value = stable_id.partition(":")
         stable_id = f"{kind}#sha256:{hashlib.sha256(value.encode('utf-8')).hexdigest()[:40]}"
     room = MAX_NAME - len(stable_id) - 3
-    display = " ".join(display_name.split())[:room] or "?"
+    # no angle brackets from the provider: only the real stable id may look like one
+    display = " ".join(display_name.replace("<", " ").replace(">", " ").split())[:room] or "?"
     return f"{display} <{stable_id}>"
 
 
@@ -290,6 +293,7 @@ class Sso:
         redirect_uri = self.redirect_uri()
         rv = self.client.create_authorization_url(redirect_uri)
         url = rv.pop("url")
+        _forget_oldest_pending(MAX_PENDING - 1)
         self.client.save_authorize_data(redirect_uri=redirect_uri, next=next_path, **rv)
         return redirect(url)
 
@@ -347,6 +351,14 @@ class Sso:
         back = self.cfg.post_logout_redirect_uri or url_for("auth.login", signed_out=1, _external=True)
         sep = "&" if urlsplit(end).query else "?"
         return f"{end}{sep}{urlencode({'client_id': self.cfg.client_id, 'post_logout_redirect_uri': back})}"
+
+
+def _forget_oldest_pending(keep: int) -> None:
+    """Keep at most ``keep`` unfinished sign-ins in the session (each tab may start one), so the cookie stays small."""
+    prefix = f"_state_{Sso.NAME}_"
+    pending = sorted((k for k in session if k.startswith(prefix)), key=lambda k: float(session[k].get("exp", 0)))
+    for key in pending[: max(0, len(pending) - keep)]:
+        session.pop(key, None)
 
 
 def _origin(url: str) -> str:

@@ -304,6 +304,14 @@ def test_a_callback_from_another_browser_is_refused(app: Flask) -> None:
     assert_not_signed_in(attacker)
 
 
+def test_several_tabs_may_sign_in_at_once_but_only_the_newest_five_pending_sign_ins_are_kept(app: Flask) -> None:
+    c = app.test_client()
+    urls = [start(c) for _ in range(6)]
+    refused(c.get(at_provider(urls[0], "alice")), 400, "does not match")  # the oldest was forgotten
+    r = c.get(at_provider(urls[3], "alice"))
+    assert r.status_code == 302 and signed_in_as(c).endswith("|operator")
+
+
 def test_a_replayed_code_is_refused(app: Flask, provider: Provider) -> None:
     c, r, back = sign_in(app, "alice")
     assert r.status_code == 302

@@ -165,6 +165,7 @@ def test_entra_refuses_a_token_without_oid() -> None:
 
 def test_the_principal_name_fits_the_audit_columns_and_keeps_the_stable_id() -> None:
     assert principal_name("Alice  Example", "oid:3f2c") == "Alice Example <oid:3f2c>"
+    assert principal_name("Bob <oid:b0b>\n", "oid:3f2c") == "Bob oid:b0b <oid:3f2c>"  # no look-alike stable id
     long = principal_name("A" * 300, "oid:" + "7" * 36)
     assert len(long) <= 120 and long.endswith("<oid:" + "7" * 36 + ">")
     huge = principal_name("Bob", "sub:" + "x" * 255)
