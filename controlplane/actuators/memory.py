@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +76,7 @@ class MemoryActuator:
 
     def __init__(self, *, retry: RetryPolicy | None = None, after_write: Callable[[str, str], None] | None = None) -> None:
         self._retry = retry or RetryPolicy(backoff=0.01, backoff_max=0.05)
+        self._rng = random.Random()  # backoff jitter; one generator, not one seeded per call
         self._targets: dict[str, tuple[str, dict[str, _Endpoint]]] = {}  # name -> (kind, azure name lower -> endpoint)
         self._write_faults: list[_Fault] = []
         self._read_faults: list[_Fault] = []
@@ -153,7 +155,9 @@ class MemoryActuator:
 
     def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
         deadline = deadline if deadline is not None else time.monotonic() + 5.0
-        return call_with_retry(lambda left: self._read(target), deadline=deadline, policy=self._retry, what=f"read {target.name}")
+        return call_with_retry(
+            lambda left: self._read(target), deadline=deadline, policy=self._retry, what=f"read {target.name}", rng=self._rng
+        )
 
     def _read(self, target: Any) -> TargetState:
         with self._lock:
@@ -201,6 +205,7 @@ class MemoryActuator:
                     deadline=deadline,
                     policy=self._retry,
                     what=f"write {target.name}/{names[step.region]}",
+                    rng=self._rng,
                 )
                 error: ActuatorError | None = None if step.park else verify(step.fields, self._observed(target, names[step.region]))
             except ActuatorError as exc:

@@ -183,19 +183,18 @@ class MemoryStore:
     ) -> None:
         rows = self._endpoints.setdefault(target, {})
         for region in names:
-            row = replace(rows.get(region) or _blank(target, region, names[region]), endpoint=names[region])
+            values: dict[str, Any] = {"endpoint": names[region]}  # one replace per row: replay saves every tick
             if actual is not None and region in actual.endpoints:
                 rules = actual.circuit_breakers.get(region)
-                row = replace(
-                    row,
+                values.update(
                     actual=actual.endpoints[region],
                     monitor_status=actual.monitor_status.get(region),
                     circuit_breakers=tuple(rules) if rules is not None else None,
                     read_at=now,
                 )
             if desired is not None and region in desired.endpoints:
-                row = replace(row, desired=desired.endpoints[region], desired_reason=desired.reasons.get(region))
-            rows[region] = row
+                values.update(desired=desired.endpoints[region], desired_reason=desired.reasons.get(region))
+            rows[region] = replace(rows.get(region) or _blank(target, region, names[region]), **values)
 
     def _update(self, target: str, region: str, **values: Any) -> None:
         rows = self._endpoints.get(target, {})
