@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from controlplane import actions
 from controlplane.domain import as_jsonable
 from controlplane.errors import http_status
+from controlplane.status import read_status
 from web import readmodel
 from web.security import actor, require_role, state
 
@@ -46,7 +47,7 @@ def regions() -> Any:
 def targets() -> Any:
     ws = state()
     now = _now()
-    views = readmodel.target_views(ws.settings, ws.store.target_endpoints(), ws.store.active_overrides(now), ws.store.panics())
+    views = readmodel.target_views(read_status(ws.settings, ws.store, now))
     return jsonify({"generated_at": now.isoformat(), "targets": [v.to_dict() for v in views]})
 
 

@@ -12,32 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """Aggregated per-minute rollups over one time bucket."""
-
-    start: int  # epoch seconds
-    count: int
-    ok: int
-    throttled: int
-    failed: int
-    ttft_p50: float | None = None
-    ttft_p95: float | None = None
-    total_p50: float | None = None
-    total_p95: float | None = None
-
-    @property
-    def success_pct(self) -> float | None:
-        return 100.0 * self.ok / self.count if self.count else None
-
-    @property
-    def throttle_pct(self) -> float | None:
-        return 100.0 * self.throttled / self.count if self.count else None
-
-    @property
-    def bad_ratio(self) -> float:
-        return (self.count - self.ok) / self.count if self.count else 0.0
+from controlplane.store.records import Bucket  # per-minute rollups aggregated over one time bucket
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from controlplane import actions
 from controlplane.domain import OverrideKind
 from controlplane.errors import http_status
+from controlplane.status import read_status
 from web import readmodel
 from web.auth import safe_next
 from web.security import actor, require_role, state
@@ -89,18 +90,15 @@ def target(name: str) -> Any:
         t = ws.settings.target(name)
     except KeyError:
         abort(404, description=f"No target named {name!r} in the configuration.")
-    now = _now()
-    active = ws.store.active_overrides(now)
-    view = next(
-        v for v in readmodel.target_views(ws.settings, ws.store.target_endpoints(name), active, ws.store.panics()) if v.name == name
-    )
+    status = read_status(ws.settings, ws.store, _now())
+    (view,) = readmodel.target_views(status, target=name)
     changes = ws.store.changes(target=name, limit=30)
     return render_template(
         "target.html",
         t=t,
         view=view,
         changes=changes,
-        active=[o for o in active if o.target in (None, name)],
+        active=[o for o in status.overrides if o.target in (None, name)],
         **_controls_context(target=t),
     )
 

@@ -1,10 +1,10 @@
-"""What the dashboard shows, read from the store in a few cheap queries.
+"""What the dashboard shows: the status read model (controlplane.status) plus its figures and charts.
 
-The overview must stay fast with a week of raw probe results (millions of
-rows), so it never scans raw results over long ranges: last-probe times are
-per-region ``MAX(started_at)`` lookups on the (region, started_at) index,
-5-minute figures read one short index range, sparklines and charts come from
-the per-minute rollups, aggregated in SQL.
+Facts (health, freshness, desired vs actual, lease, overrides, panics) come
+from :func:`controlplane.status.read_status`, the same model `regionguard
+status` prints; 5-minute figures, series and recent probes come from the
+store's dashboard queries (:mod:`controlplane.store.queries`). This module
+only shapes them for the templates and the JSON API: no SQL here.
 """
 
 from __future__ import annotations
@@ -17,27 +17,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, cast, func, literal_column, select
-
-from controlplane.config import Settings, azure_name
+from controlplane.config import Settings
 from controlplane.domain import (
     ChangeStatus,
     EndpointHealth,
     EndpointSetting,
     Field,
     HealthStateName,
-    LeaseName,
-    Outcome,
     Override,
     OverrideKind,
     ProbeResult,
-    RegionHealth,
     Transition,
     WriteStatus,
 )
-from controlplane.stats import percentile
-from controlplane.store import Lease, Panic, Store, TargetEndpointRecord
-from controlplane.store.models import ProbeResultRow, ProbeRollupRow
+from controlplane.status import RegionStatus, SystemStatus, TargetEndpointStatus, TargetStatus, read_status, stale_after
+from controlplane.store import Lease, RegionStats, Store, queries
 from probes.cost import estimate_monthly
 from web import charts
 
@@ -46,12 +40,10 @@ log = logging.getLogger(__name__)
 STATS_WINDOW = timedelta(minutes=5)
 SPARK_WINDOW = timedelta(minutes=60)
 RANGES = {"1h": (timedelta(hours=1), 60), "24h": (timedelta(hours=24), 600), "7d": (timedelta(days=7), 3600)}
-_SUCCESS = (Outcome.OK.value,)
 
+Stats = RegionStats  # the dashboard's 5-minute figures per region
 
-def stale_after(settings: Settings) -> float:
-    """Seconds without a probe result after which a region's data is stale (default: 2 intervals)."""
-    return settings.health.stale_after or 2 * settings.probe.interval
+__all__ = ["RANGES", "TIMELINE_KINDS", "SeriesCache", "overview", "region_page", "stale_after", "target_views", "timeline"]
 
 
 # ---------------------------------------------------------------- view values
@@ -62,14 +54,6 @@ class Banner:
     kind: str  # panic | frozen | stale | leader | config
     severity: str  # critical | warning | info
     text: str
-
-
-@dataclass
-class Stats:
-    probes: int = 0
-    success_pct: float | None = None
-    ttft_p50: float | None = None
-    ttft_p95: float | None = None
 
 
 @dataclass
@@ -88,6 +72,25 @@ class RegionCard:
     spark: charts.Chart
     endpoints: list[EndpointHealth]
     overrides: list[Override]
+
+    @classmethod
+    def of(cls, region: RegionStatus, stats: Stats, spark: charts.Chart) -> RegionCard:
+        return cls(
+            name=region.name,
+            azure_region=region.azure_region,
+            state=region.state.value,
+            score=region.score,
+            reasons=list(region.reasons),
+            since=region.since,
+            last_probe_at=region.last_probe_at,
+            age_s=region.age_s,
+            stale=region.stale,
+            stats=stats,
+            quota_headroom=region.quota_headroom,
+            spark=spark,
+            endpoints=list(region.endpoints),
+            overrides=list(region.overrides),
+        )
 
     @property
     def reason_text(self) -> str:
@@ -128,6 +131,12 @@ class RegionCard:
         }
 
 
+def _side(setting: EndpointSetting | None) -> dict[str, Any]:
+    if setting is None:
+        return {"enabled": None, "weight": None, "priority": None}
+    return {"enabled": setting.enabled, "weight": setting.weight, "priority": setting.priority}
+
+
 @dataclass
 class TargetRow:
     region: str
@@ -142,16 +151,29 @@ class TargetRow:
     read_at: datetime | None
     overrides: list[Override]
     circuit_breakers: tuple[str, ...] | None = None  # Azure's own trip rules (APIM members), read-only
+    in_sync: bool = True
+
+    @classmethod
+    def of(cls, e: TargetEndpointStatus) -> TargetRow:
+        return cls(
+            region=e.region,
+            endpoint=e.endpoint,
+            desired=_side(e.desired),
+            actual=_side(e.actual),
+            desired_reason=e.desired_reason,
+            monitor_status=e.monitor_status,
+            drift=e.drift,
+            write_status=e.write_status,
+            write_error=e.write_error,
+            read_at=e.read_at,
+            overrides=list(e.overrides),
+            circuit_breakers=e.circuit_breakers,
+            in_sync=e.in_sync,
+        )
 
     @property
     def differs(self) -> bool:
-        out_of_it = self.actual.get("enabled") is False and self.desired.get("enabled") is False  # e.g. a member out of its APIM pool
-        return any(
-            self.desired.get(k) is not None
-            and self.desired.get(k) != self.actual.get(k)
-            and not (out_of_it and k != "enabled" and self.actual.get(k) is None)
-            for k in ("enabled", "weight", "priority")
-        )
+        return not self.in_sync
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,7 +187,7 @@ class TargetRow:
             "write_status": self.write_status,
             "write_error": self.write_error,
             "read_at": self.read_at.isoformat() if self.read_at else None,
-            "in_sync": not self.differs,
+            "in_sync": self.in_sync,
             "overrides": [o.id for o in self.overrides],
             "circuit_breakers": list(self.circuit_breakers) if self.circuit_breakers is not None else None,
         }
@@ -180,6 +202,18 @@ class TargetView:
     rows: list[TargetRow]
     frozen_by: list[Override] = field(default_factory=list)
     panic: str | None = None
+
+    @classmethod
+    def of(cls, t: TargetStatus) -> TargetView:
+        return cls(
+            name=t.name,
+            kind=t.kind,
+            routing=t.routing,
+            min_serving=t.min_serving,
+            rows=[TargetRow.of(e) for e in t.endpoints],
+            frozen_by=list(t.frozen_by),
+            panic=t.panic.reason if t.panic else None,
+        )
 
     @property
     def serving_desired(self) -> int:
@@ -210,90 +244,7 @@ class Overview:
     leader: Lease | None
 
 
-# ---------------------------------------------------------------- queries
-
-
-def last_probe_at(store: Store, regions: list[str]) -> dict[str, datetime]:
-    """Newest probe start per region: one index lookup each (no scan of the table)."""
-    t = ProbeResultRow.__table__
-    out: dict[str, datetime] = {}
-    with store.engine.connect() as conn:
-        for region in regions:
-            at = conn.execute(select(func.max(t.c.started_at)).where(t.c.region == region)).scalar()
-            if at is not None:
-                out[region] = at
-    return out
-
-
-def recent_stats(store: Store, since: datetime) -> dict[str, Stats]:
-    """Per region over [since, now): probe count, success %, TTFT p50/p95 (one short index range)."""
-    t = ProbeResultRow.__table__
-    q = select(t.c.region, t.c.outcome, t.c.ttft_ms).where(t.c.started_at >= since)
-    per: dict[str, tuple[list[str], list[float]]] = {}
-    with store.engine.connect() as conn:
-        for region, outcome, ttft in conn.execute(q):
-            outcomes, ttfts = per.setdefault(region, ([], []))
-            outcomes.append(outcome)
-            if ttft is not None:
-                ttfts.append(ttft)
-    out = {}
-    for region, (outcomes, ttfts) in per.items():
-        ok = sum(1 for o in outcomes if o in _SUCCESS)
-        ttfts.sort()
-        out[region] = Stats(
-            probes=len(outcomes),
-            success_pct=100.0 * ok / len(outcomes),
-            ttft_p50=percentile(ttfts, 0.5),
-            ttft_p95=percentile(ttfts, 0.95),
-        )
-    return out
-
-
-def _bucket_expr(store: Store, seconds: int) -> Any:
-    col = ProbeRollupRow.__table__.c.minute_at
-    if store.engine.dialect.name == "sqlite":
-        return cast(func.strftime("%s", col), Integer) // seconds  # integer division: one group per bucket
-    return func.floor(func.extract("epoch", col) / seconds)
-
-
-def rollup_series(store: Store, regions: list[str], since: datetime, bucket_s: int) -> dict[str, list[charts.Bucket]]:
-    """Per region, buckets of ``bucket_s`` seconds from the per-minute rollups, aggregated in SQL."""
-    t = ProbeRollupRow.__table__
-    bucket = _bucket_expr(store, bucket_s).label("bucket")
-    q = (
-        select(
-            t.c.region,
-            bucket,
-            func.sum(t.c.count),
-            func.sum(t.c.ok),
-            func.sum(t.c.throttled),
-            func.sum(t.c.failed),
-            func.avg(t.c.ttft_p50_ms),
-            func.avg(t.c.ttft_p95_ms),
-            func.avg(t.c.total_p50_ms),
-            func.avg(t.c.total_p95_ms),
-        )
-        .where(and_(t.c.region.in_(regions), t.c.minute_at >= since))
-        .group_by(t.c.region, literal_column("bucket"))
-        .order_by(t.c.region, literal_column("bucket"))
-    )
-    out: dict[str, list[charts.Bucket]] = {r: [] for r in regions}
-    with store.engine.connect() as conn:
-        for region, b, count, ok, throttled, failed, t50, t95, tot50, tot95 in conn.execute(q):
-            out[region].append(
-                charts.Bucket(
-                    start=int(b) * bucket_s,
-                    count=int(count or 0),
-                    ok=int(ok or 0),
-                    throttled=int(throttled or 0),
-                    failed=int(failed or 0),
-                    ttft_p50=t50,
-                    ttft_p95=t95,
-                    total_p50=tot50,
-                    total_p95=tot95,
-                )
-            )
-    return out
+# ---------------------------------------------------------------- series
 
 
 class SeriesCache:
@@ -322,9 +273,9 @@ class SeriesCache:
         if entry is not None:
             built, covered_from, settled_until, buckets = entry
             if self._now() - built < self.ttl_s and covered_from <= first:
-                fresh = rollup_series(store, [region], datetime.fromtimestamp(settled_until, UTC), bucket_s)[region]
+                fresh = queries.rollup_series(store, [region], datetime.fromtimestamp(settled_until, UTC), bucket_s)[region]
                 return [b for b in buckets if b.start >= first] + fresh
-        full = rollup_series(store, [region], since, bucket_s)[region]
+        full = queries.rollup_series(store, [region], since, bucket_s)[region]
         settled_until = int(now.timestamp() - self.settle_s) // bucket_s * bucket_s
         with self._lock:
             if len(self._entries) >= self.max_keys:
@@ -333,108 +284,17 @@ class SeriesCache:
         return full
 
 
-def recent_probes(store: Store, region: str, limit: int = 50) -> list[ProbeResult]:
-    """The newest probe results of a region (index-ordered, no sort of the range)."""
-    from controlplane.store.repo import _to_probe  # the store's own row -> value mapping
-
-    with store.session() as s:
-        q = select(ProbeResultRow).where(ProbeResultRow.region == region).order_by(ProbeResultRow.started_at.desc()).limit(limit)
-        return [_to_probe(r) for r in s.scalars(q)]
-
-
 # ---------------------------------------------------------------- overview
 
 
-def _card(
-    settings: Settings,
-    name: str,
-    health: RegionHealth | None,
-    last: datetime | None,
-    stats: Stats,
-    spark: charts.Chart,
-    active: list[Override],
-    now: datetime,
-) -> RegionCard:
-    age = (now - last).total_seconds() if last else None
-    return RegionCard(
-        name=name,
-        azure_region=settings.region(name).azure_region,
-        state=health.state.value if health else HealthStateName.UNKNOWN.value,
-        score=health.score if health else None,
-        reasons=list(health.reasons) if health else [],
-        since=health.since if health else None,
-        last_probe_at=last,
-        age_s=age,
-        stale=age is None or age > stale_after(settings),
-        stats=stats,
-        quota_headroom=health.quota_headroom if health else None,
-        spark=spark,
-        endpoints=sorted(health.endpoints, key=lambda e: e.endpoint_id) if health else [],
-        overrides=[o for o in active if o.region == name],
-    )
+def target_views(status: SystemStatus, target: str | None = None) -> list[TargetView]:
+    """Every configured target (or one), desired vs actual per region."""
+    return [TargetView.of(t) for t in status.targets if target is None or t.name == target]
 
 
-def _side(setting: EndpointSetting | None) -> dict[str, Any]:
-    if setting is None:
-        return {"enabled": None, "weight": None, "priority": None}
-    return {"enabled": setting.enabled, "weight": setting.weight, "priority": setting.priority}
-
-
-def target_views(
-    settings: Settings, rows: list[TargetEndpointRecord], active: list[Override], panics: dict[str, Panic]
-) -> list[TargetView]:
-    by_key = {(r.target, r.region): r for r in rows}
-    views = []
-    for t in settings.targets:
-        trows = []
-        for region in t.endpoints:
-            r = by_key.get((t.name, region))
-            trows.append(
-                TargetRow(
-                    region=region,
-                    endpoint=(r.endpoint if r else None) or azure_name(t, region),
-                    desired=_side(r.desired if r else None),
-                    actual=_side(r.actual if r else None),
-                    desired_reason=r.desired_reason if r else None,
-                    monitor_status=r.monitor_status if r else None,
-                    drift=r.drift if r else None,
-                    write_status=r.write_status if r else None,
-                    write_error=r.write_error if r else None,
-                    read_at=r.read_at if r else None,
-                    overrides=[o for o in active if o.kind is not OverrideKind.FREEZE and o.applies_to(t.name, region)],
-                    circuit_breakers=r.circuit_breakers if r else None,
-                )
-            )
-        panic = panics.get(t.name)
-        views.append(
-            TargetView(
-                name=t.name,
-                kind=t.kind,
-                routing=t.routing,
-                min_serving=settings.min_serving(t),
-                rows=trows,
-                frozen_by=[o for o in active if o.kind is OverrideKind.FREEZE and o.target in (None, t.name)],
-                panic=panic.reason if panic else None,
-            )
-        )
-    return views
-
-
-def lease_alive(lease: Lease | None, now: datetime) -> bool:
-    return lease is not None and lease.alive(now)
-
-
-def banners(
-    settings: Settings,
-    cards: list[RegionCard],
-    active: list[Override],
-    panics: dict[str, Panic],
-    lease: Lease | None,
-    endpoints: dict[str, EndpointHealth],
-    now: datetime,
-) -> list[Banner]:
+def banners(settings: Settings, status: SystemStatus) -> list[Banner]:
     out: list[Banner] = []
-    for target, panic in sorted(panics.items()):
+    for target, panic in sorted(status.panics.items()):
         where = target or "all targets"
         out.append(
             Banner(
@@ -443,22 +303,22 @@ def banners(
                 f"Fail-open in {where}: {panic.reason}. Automation keeps every endpoint serving; the prober may be the fault.",
             )
         )
-    for o in active:
+    for o in status.overrides:
         if o.kind is OverrideKind.FREEZE:
             until = f" until {o.expires_at:%Y-%m-%d %H:%M} UTC" if o.expires_at else ""
             out.append(Banner("frozen", "warning", f"Automation frozen for {o.target or 'every target'} by {o.who}{until}: {o.why}"))
-    stale = [c for c in cards if c.stale]
+    stale = [r for r in status.regions if r.stale]
     if stale:
         limit = int(stale_after(settings))
-        names = ", ".join(c.name for c in stale)
+        names = ", ".join(r.name for r in stale)
         out.append(
             Banner(
                 "stale",
-                "critical" if len(stale) == len(cards) else "warning",
+                "critical" if len(stale) == len(status.regions) else "warning",
                 f"Stale data: no probe results for more than {limit} s from {names}. Health shown may be out of date; is the prober running?",
             )
         )
-    if not lease_alive(lease, now):
+    if status.leader is None:
         out.append(
             Banner(
                 "leader",
@@ -466,7 +326,7 @@ def banners(
                 "No leader: no worker holds the lease, so nothing is planned or applied to Azure. Is `regionguard run` running?",
             )
         )
-    problems = sorted((e.endpoint_id, e.config_problem) for e in endpoints.values() if e.config_problem)
+    problems = sorted((e.endpoint_id, e.config_problem) for e in status.endpoint_health.values() if e.config_problem)
     for eid, problem in problems:
         out.append(
             Banner(
@@ -479,32 +339,13 @@ def banners(
 
 
 def overview(settings: Settings, store: Store, now: datetime) -> Overview:
+    status = read_status(settings, store, now)
     names = settings.region_names
-    endpoints, regions = store.health()
-    last = last_probe_at(store, names)
-    stats = recent_stats(store, now - STATS_WINDOW)
+    stats = queries.region_stats(store, now - STATS_WINDOW)
     start = (now - SPARK_WINDOW).replace(second=0, microsecond=0)
-    series = rollup_series(store, names, start, 60)
-    active = store.active_overrides(now)
-    panics = store.panics()
-    lease = store.lease(LeaseName.LEADER)
-    cards = [
-        _card(
-            settings,
-            n,
-            regions.get(n),
-            last.get(n),
-            stats.get(n, Stats()),
-            charts.sparkline(series.get(n, []), start, now, 60),
-            active,
-            now,
-        )
-        for n in names
-    ]
-    targets = target_views(settings, store.target_endpoints(), active, panics)
-    return Overview(
-        now=now, cards=cards, targets=targets, banners=banners(settings, cards, active, panics, lease, endpoints, now), leader=lease
-    )
+    series = queries.rollup_series(store, names, start, 60)
+    cards = [RegionCard.of(r, stats.get(r.name, Stats()), charts.sparkline(series.get(r.name, []), start, now, 60)) for r in status.regions]
+    return Overview(now=now, cards=cards, targets=target_views(status), banners=banners(settings, status), leader=status.lease)
 
 
 # ---------------------------------------------------------------- region page
@@ -525,23 +366,20 @@ class RegionPage:
 
 def region_page(settings: Settings, store: Store, name: str, range_key: str, now: datetime, cache: SeriesCache | None = None) -> RegionPage:
     span, bucket_s = RANGES[range_key]
-    _, regions = store.health()
-    last = last_probe_at(store, [name])
-    stats = recent_stats_for(store, name, now - STATS_WINDOW)
+    status = read_status(settings, store, now, regions=[name])
+    stats = queries.region_stats(store, now - STATS_WINDOW, region=name).get(name, Stats())
     start = (now - span).replace(second=0, microsecond=0)
     if cache is not None and bucket_s > 60:
         series = cache.series(store, name, start, bucket_s, now)
     else:
-        series = rollup_series(store, [name], start, bucket_s)[name]
-    active = store.active_overrides(now)
+        series = queries.rollup_series(store, [name], start, bucket_s)[name]
     spark_start = (now - SPARK_WINDOW).replace(second=0, microsecond=0)
-    spark_buckets = series if range_key == "1h" else rollup_series(store, [name], spark_start, 60)[name]
+    spark_buckets = series if range_key == "1h" else queries.rollup_series(store, [name], spark_start, 60)[name]
     spark = charts.sparkline([b for b in spark_buckets if b.start >= spark_start.timestamp()], spark_start, now, 60)
-    card = _card(settings, name, regions.get(name), last.get(name), stats, spark, active, now)
+    card = RegionCard.of(status.region(name), stats, spark)
     recent = [o for o in store.overrides(limit=200) if o.region in (None, name) and o.kind is not OverrideKind.FREEZE][:50]
-    panics = store.panics()
-    targets = [t for t in target_views(settings, store.target_endpoints(), active, panics) if any(r.region == name for r in t.rows)]
-    probes = recent_probes(store, name)
+    targets = [t for t in target_views(status) if any(r.region == name for r in t.rows)]
+    probes = queries.recent_probes(store, name)
     costs = {eid: c for eid, c in estimate_monthly(settings, probes).items() if eid.startswith(name + "/")}
     return RegionPage(
         card=card,
@@ -550,22 +388,10 @@ def region_page(settings: Settings, store: Store, name: str, range_key: str, now
         probes=probes,
         transitions=store.transitions(region=name, limit=50),
         overrides=recent,
-        active_ids={o.id for o in active if o.id is not None},
+        active_ids={o.id for o in status.overrides if o.id is not None},
         targets=targets,
         costs=costs,
     )
-
-
-def recent_stats_for(store: Store, region: str, since: datetime) -> Stats:
-    t = ProbeResultRow.__table__
-    q = select(t.c.outcome, t.c.ttft_ms).where(t.c.region == region, t.c.started_at >= since)
-    with store.engine.connect() as conn:
-        rows = list(conn.execute(q))
-    if not rows:
-        return Stats()
-    ok = sum(1 for o, _ in rows if o in _SUCCESS)
-    ttfts = sorted(x for _, x in rows if x is not None)
-    return Stats(probes=len(rows), success_pct=100.0 * ok / len(rows), ttft_p50=percentile(ttfts, 0.5), ttft_p95=percentile(ttfts, 0.95))
 
 
 # ---------------------------------------------------------------- timeline

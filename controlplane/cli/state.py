@@ -10,8 +10,10 @@ from controlplane.config import Settings
 from controlplane.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 
 if TYPE_CHECKING:
+    from controlplane.domain import EndpointSetting
     from controlplane.engine.health import HealthReport
     from controlplane.runtime.reconcile import Reconciler
+    from controlplane.status import SystemStatus
     from controlplane.store import Store
 
 
@@ -36,81 +38,75 @@ def _reconciler(settings: Settings, store: Store, holder: str) -> Reconciler:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from controlplane.status import read_status
+
     settings = settings_of(args)
     store = open_checked_store(settings)
     try:
-        now = utcnow()
-        _endpoints, regions = store.health()
-        last = store.last_probe_at(settings.region_names)
-        stale_after = settings.health.stale_after or 2 * settings.probe.interval
-        lease = store.lease()
-        leader = lease.holder_at(now) if lease else None
-        overrides = store.active_overrides(now)
-        panics = store.panics()
-        problems = store.config_problems()
-        data: dict[str, Any] = {
-            "at": now.isoformat(),
-            "leader": leader,
-            "regions": [],
-            "targets": [],
-            "overrides": [],
-            "panic": {target: p.to_dict() for target, p in panics.items()},
-            "frozen": [],
-            "config_problems": problems,
-        }
-        for name in settings.region_names:
-            rh = regions.get(name)
-            age = (now - last[name]).total_seconds() if name in last else None
-            known = rh is not None and rh.state.value != "unknown"
-            region_problems = [f"{e.endpoint_id}: {e.config_problem}" for e in _endpoints.values() if e.region == name and e.config_problem]
-            data["regions"].append(
-                {
-                    "region": name,
-                    "state": rh.state.value if rh else "unknown",
-                    "score": round(rh.score, 3) if rh and known else None,  # an unknown region has no score, not 1.00
-                    "config_problems": region_problems,
-                    "reasons": list(rh.reasons) if rh else ["no health evaluated yet"],
-                    "last_probe_age_s": None if age is None else round(age, 1),
-                    "stale": age is None or age > stale_after,
-                }
-            )
-        for row in store.target_endpoints():
-            data["targets"].append(
-                {
-                    "target": row.target,
-                    "region": row.region,
-                    "endpoint": row.endpoint,
-                    "actual_enabled": row.actual.enabled if row.actual else None,
-                    "actual_weight": row.actual.weight if row.actual else None,
-                    "actual_priority": row.actual.priority if row.actual else None,
-                    "desired_enabled": row.desired.enabled if row.desired else None,
-                    "desired_weight": row.desired.weight if row.desired else None,
-                    "desired_priority": row.desired.priority if row.desired else None,
-                    "desired_reason": row.desired_reason,
-                    "drift": row.drift,
-                    "write_status": row.write_status,
-                    "write_error": row.write_error,
-                    "monitor_status": row.monitor_status,
-                }
-            )
-        for o in overrides:
-            data["overrides"].append(
-                {
-                    "id": o.id,
-                    "kind": o.kind.value,
-                    "region": o.region,
-                    "target": o.target,
-                    "who": o.who,
-                    "why": o.why,
-                    "expires_at": o.expires_at.isoformat() if o.expires_at else None,
-                }
-            )
-            if o.kind.value == "freeze":
-                data["frozen"].append(o.target or "*")
+        status = read_status(settings, store, utcnow())
     finally:
         store.close()
+    data = status_json(status)
     emit(args, data, _status_text(data))
     return EXIT_OK
+
+
+def _setting_fields(side: str, setting: EndpointSetting | None) -> dict[str, Any]:
+    return {
+        f"{side}_enabled": setting.enabled if setting else None,
+        f"{side}_weight": setting.weight if setting else None,
+        f"{side}_priority": setting.priority if setting else None,
+    }
+
+
+def status_json(status: SystemStatus) -> dict[str, Any]:
+    """`regionguard status --json`: the status read model, flat for scripts."""
+    return {
+        "at": status.now.isoformat(),
+        "leader": status.leader,
+        "regions": [
+            {
+                "region": r.name,
+                "state": r.state.value,
+                "score": None if r.score is None else round(r.score, 3),
+                "reasons": list(r.reasons) if r.evaluated else ["no health evaluated yet"],
+                "last_probe_age_s": None if r.age_s is None else round(r.age_s, 1),
+                "stale": r.stale,
+            }
+            for r in status.regions
+        ],
+        # the endpoints regionguard has read or decided, by target and region
+        "targets": [
+            {
+                "target": e.target,
+                "region": e.region,
+                "endpoint": e.endpoint,
+                **_setting_fields("actual", e.actual),
+                **_setting_fields("desired", e.desired),
+                "desired_reason": e.desired_reason,
+                "drift": e.drift,
+                "write_status": e.write_status,
+                "write_error": e.write_error,
+                "monitor_status": e.monitor_status,
+            }
+            for e in sorted((e for t in status.targets for e in t.endpoints if e.known), key=lambda e: (e.target, e.region))
+        ],
+        "overrides": [
+            {
+                "id": o.id,
+                "kind": o.kind.value,
+                "region": o.region,
+                "target": o.target,
+                "who": o.who,
+                "why": o.why,
+                "expires_at": o.expires_at.isoformat() if o.expires_at else None,
+            }
+            for o in status.overrides
+        ],
+        "panic": {target: p.to_dict() for target, p in status.panics.items()},
+        "frozen": [t or "*" for t in status.frozen],
+        "config_problems": list(status.config_problems),
+    }
 
 
 def _status_text(d: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from controlplane.domain import (
     Plan,
     RegionHealth,
 )
-from controlplane.store import Store, open_store
+from controlplane.store import Store, open_store, queries
 from tests.integration.web_seed import (
     HOSTILE,
     PASSWORD,
@@ -328,11 +328,9 @@ def test_region_page_shows_charts_probes_and_transitions(app: Flask, seeded: Sto
 
 
 def test_region_charts_aggregate_minute_rollups_into_buckets_of_the_range(seeded: Store) -> None:
-    from web import readmodel
-
     start = T0 - timedelta(minutes=15)
     for bucket_s in (60, 600, 3600):
-        buckets = readmodel.rollup_series(seeded, ["eastus", "japaneast"], start, bucket_s)
+        buckets = queries.rollup_series(seeded, ["eastus", "japaneast"], start, bucket_s)
         assert sum(b.count for b in buckets["eastus"]) == 15 * 6 * 2  # every probe counted once
         assert all(b.start % bucket_s == 0 for b in buckets["eastus"])
         assert len(buckets["eastus"]) <= 15 * 60 // bucket_s + 1
@@ -346,7 +344,7 @@ def test_long_range_charts_reuse_settled_buckets_and_reread_only_the_newest(seed
     cache = readmodel.SeriesCache(ttl_s=300, settle_s=300, monotonic=lambda: mono[0])
     since = T0 - timedelta(hours=24)
     first = cache.series(seeded, "eastus", since, 600, T0)
-    assert first == readmodel.rollup_series(seeded, ["eastus"], since, 600)["eastus"]
+    assert first == queries.rollup_series(seeded, ["eastus"], since, 600)["eastus"]
     seeded.purge(raw_before=T0 - timedelta(days=30), rollup_before=T0 - timedelta(minutes=10))  # settled minutes vanish
     seed_probes(seeded, T0 + timedelta(minutes=2), minutes=2)  # and newer ones arrive
     again = cache.series(seeded, "eastus", since, 600, T0 + timedelta(minutes=2))
@@ -604,7 +602,7 @@ def test_the_read_model_and_pages_work_on_postgresql(postgres_url: str, s: Setti
         assert [c.state for c in view.cards] == ["healthy"] * 3 and view.banners == []
         assert all(c.stats.probes == 5 * 6 * 2 and c.age_s == 10.0 for c in view.cards)
         for bucket_s in (60, 600, 3600):
-            series = readmodel.rollup_series(store, ["eastus"], T0 - timedelta(minutes=15), bucket_s)["eastus"]
+            series = queries.rollup_series(store, ["eastus"], T0 - timedelta(minutes=15), bucket_s)["eastus"]
             assert sum(b.count for b in series) == 15 * 6 * 2 and all(b.start % bucket_s == 0 for b in series)
         app = create_app(s, store, {"TESTING": True, "CLOCK": clock, "SECRET_KEY": "x"})
         c, _ = login(app, "vic")

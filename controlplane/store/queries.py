@@ -1,0 +1,107 @@
+"""The dashboard's read queries, behind the store: typed values out, SQL (and its dialects) in here.
+
+They must stay fast with a week of raw probe results (millions of rows), so
+none scans raw results over long ranges: last-probe times are per-region
+``MAX(started_at)`` lookups on the (region, started_at) index, 5-minute
+figures read one short index range, series come from the per-minute rollups,
+aggregated in SQL (the one place that knows SQLite from PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Integer, and_, cast, func, literal_column, select
+
+from controlplane.domain import Outcome, ProbeResult
+from controlplane.stats import percentile
+from controlplane.store.models import ProbeResultRow, ProbeRollupRow, table
+from controlplane.store.records import Bucket, RegionStats
+from controlplane.store.repo import Store, _to_probe
+
+
+def _stats(outcomes: list[str], ttfts: list[float]) -> RegionStats:
+    if not outcomes:
+        return RegionStats()
+    ok = sum(1 for o in outcomes if o == Outcome.OK.value)
+    ttfts.sort()
+    return RegionStats(
+        probes=len(outcomes),
+        success_pct=100.0 * ok / len(outcomes),
+        ttft_p50=percentile(ttfts, 0.5),
+        ttft_p95=percentile(ttfts, 0.95),
+    )
+
+
+def region_stats(store: Store, since: datetime, region: str | None = None) -> dict[str, RegionStats]:
+    """Per region over [since, now): probe count, success %, TTFT p50/p95 (one short index range)."""
+    t = table(ProbeResultRow)
+    q = select(t.c.region, t.c.outcome, t.c.ttft_ms).where(t.c.started_at >= since)
+    if region is not None:
+        q = q.where(t.c.region == region)
+    per: dict[str, tuple[list[str], list[float]]] = {}
+    with store.engine.connect() as conn:
+        for name, outcome, ttft in conn.execute(q):
+            outcomes, ttfts = per.setdefault(name, ([], []))
+            outcomes.append(outcome)
+            if ttft is not None:
+                ttfts.append(ttft)
+    return {name: _stats(outcomes, ttfts) for name, (outcomes, ttfts) in per.items()}
+
+
+def _bucket_expr(store: Store, seconds: int) -> Any:
+    col = table(ProbeRollupRow).c.minute_at
+    if store.engine.dialect.name == "sqlite":
+        return cast(func.strftime("%s", col), Integer) // seconds  # integer division: one group per bucket
+    return func.floor(func.extract("epoch", col) / seconds)
+
+
+def rollup_series(store: Store, regions: list[str], since: datetime, bucket_s: int) -> dict[str, list[Bucket]]:
+    """Per region, buckets of ``bucket_s`` seconds from the per-minute rollups, aggregated in SQL."""
+    t = table(ProbeRollupRow)
+    bucket = _bucket_expr(store, bucket_s).label("bucket")
+    q = (
+        select(
+            t.c.region,
+            bucket,
+            func.sum(t.c.count),
+            func.sum(t.c.ok),
+            func.sum(t.c.throttled),
+            func.sum(t.c.failed),
+            func.avg(t.c.ttft_p50_ms),
+            func.avg(t.c.ttft_p95_ms),
+            func.avg(t.c.total_p50_ms),
+            func.avg(t.c.total_p95_ms),
+        )
+        .where(and_(t.c.region.in_(regions), t.c.minute_at >= since))
+        .group_by(t.c.region, literal_column("bucket"))
+        .order_by(t.c.region, literal_column("bucket"))
+    )
+    out: dict[str, list[Bucket]] = {r: [] for r in regions}
+    with store.engine.connect() as conn:
+        for region, b, count, ok, throttled, failed, t50, t95, tot50, tot95 in conn.execute(q):
+            out[region].append(
+                Bucket(
+                    start=int(b) * bucket_s,
+                    count=int(count or 0),
+                    ok=int(ok or 0),
+                    throttled=int(throttled or 0),
+                    failed=int(failed or 0),
+                    ttft_p50=t50,
+                    ttft_p95=t95,
+                    total_p50=tot50,
+                    total_p95=tot95,
+                )
+            )
+    return out
+
+
+def recent_probes(store: Store, region: str, limit: int = 50) -> list[ProbeResult]:
+    """The newest probe results of a region, newest first (index-ordered, no sort of the range)."""
+    with store.session() as s:
+        q = select(ProbeResultRow).where(ProbeResultRow.region == region).order_by(ProbeResultRow.started_at.desc()).limit(limit)
+        return [_to_probe(r) for r in s.scalars(q)]
+
+
+__all__ = ["recent_probes", "region_stats", "rollup_series"]
