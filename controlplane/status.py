@@ -39,7 +39,7 @@ class RegionStatus:
     name: str
     azure_region: str
     state: HealthStateName
-    score: float | None  # None: no health evaluated yet
+    score: float | None  # None: no health evaluated yet, or the state is unknown (no score, not 1.00)
     reasons: tuple[str, ...]
     since: datetime | None
     last_probe_at: datetime | None
@@ -48,10 +48,8 @@ class RegionStatus:
     quota_headroom: float | None
     endpoints: tuple[EndpointHealth, ...]  # sorted by endpoint id
     overrides: tuple[Override, ...]  # active overrides naming this region
-
-    @property
-    def evaluated(self) -> bool:
-        return self.score is not None
+    config_problems: tuple[str, ...] = ()  # "<endpoint id>: <problem>": ours to fix, not the region's fault
+    evaluated: bool = False  # the leader has saved a health for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +131,21 @@ class SystemStatus:
 
 
 def region_status(
-    settings: Settings, name: str, health: RegionHealth | None, last: datetime | None, active: list[Override], now: datetime
+    settings: Settings,
+    name: str,
+    health: RegionHealth | None,
+    last: datetime | None,
+    active: list[Override],
+    now: datetime,
+    endpoint_health: dict[str, EndpointHealth] | None = None,
 ) -> RegionStatus:
     age = (now - last).total_seconds() if last else None
+    known = health is not None and health.state is not HealthStateName.UNKNOWN
     return RegionStatus(
         name=name,
         azure_region=settings.region(name).azure_region,
         state=health.state if health else HealthStateName.UNKNOWN,
-        score=health.score if health else None,
+        score=health.score if health and known else None,
         reasons=tuple(health.reasons) if health else (),
         since=health.since if health else None,
         last_probe_at=last,
@@ -149,6 +154,10 @@ def region_status(
         quota_headroom=health.quota_headroom if health else None,
         endpoints=tuple(sorted(health.endpoints, key=lambda e: e.endpoint_id)) if health else (),
         overrides=tuple(o for o in active if o.region == name),
+        config_problems=tuple(
+            f"{e.endpoint_id}: {e.config_problem}" for e in (endpoint_health or {}).values() if e.region == name and e.config_problem
+        ),
+        evaluated=health is not None,
     )
 
 
@@ -197,7 +206,7 @@ def read_status(settings: Settings, store: StatusSource, now: datetime, *, regio
     rows = {(r.target, r.region): r for r in store.target_endpoints()}
     return SystemStatus(
         now=now,
-        regions=tuple(region_status(settings, n, region_health.get(n), last.get(n), active, now) for n in names),
+        regions=tuple(region_status(settings, n, region_health.get(n), last.get(n), active, now, endpoint_health) for n in names),
         targets=tuple(target_status(settings, t, rows, active, panics) for t in settings.targets),
         lease=store.lease(),
         overrides=tuple(active),

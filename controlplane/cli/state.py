@@ -68,7 +68,8 @@ def status_json(status: SystemStatus) -> dict[str, Any]:
             {
                 "region": r.name,
                 "state": r.state.value,
-                "score": None if r.score is None else round(r.score, 3),
+                "score": None if r.score is None else round(r.score, 3),  # an unknown region has no score, not 1.00
+                "config_problems": list(r.config_problems),
                 "reasons": list(r.reasons) if r.evaluated else ["no health evaluated yet"],
                 "last_probe_age_s": None if r.age_s is None else round(r.age_s, 1),
                 "stale": r.stale,
