@@ -228,12 +228,13 @@ def test_the_target_page_shows_each_members_circuit_breaker_read_only(world: Wor
 
 
 def test_a_drained_member_reads_in_sync_on_the_dashboard(world: World) -> None:
+    from controlplane.status import read_status
     from web.readmodel import target_views
 
     r = world.reconciler()
     world.tick(r, health(eastus=H.UNHEALTHY))
     world.tick(r, health(eastus=H.UNHEALTHY))
-    (view,) = [v for v in target_views(world.settings, world.store.target_endpoints(), [], {}) if v.name == apim(world).name]
+    (view,) = target_views(read_status(world.settings, world.store, world.clock.now()), target=apim(world).name)
     row = next(row for row in view.rows if row.region == "eastus")
     assert row.actual == {"enabled": False, "weight": None, "priority": None}
     assert row.desired["enabled"] is False and not row.differs
