@@ -147,9 +147,10 @@ class ApimBackendPoolActuator(SdkActuator):
             deadline,
             f"read APIM pool {target.service}/{target.pool}",
         )
-        if (pool.type or "").lower() != "pool" and pool.pool is None:
+        kind = pool.type_properties_type  # properties.type; ``pool.type`` is the ARM resource type
+        if (kind or "").lower() != "pool" or pool.pool is None:
             raise PermanentError(
-                f"APIM backend {target.service}/{target.pool} is not a load-balanced pool (type {pool.type!r})", code="NotAPool"
+                f"APIM backend {target.service}/{target.pool} is not a load-balanced pool (type {kind!r})", code="NotAPool"
             )
         if not etag:
             raise PermanentError(

@@ -28,6 +28,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceResponseError,
 )
+from azure.mgmt.apimanagement import ApiManagementClient
 from azure.mgmt.cdn import CdnManagementClient
 from azure.mgmt.cdn.models import (
     AFDOrigin,
@@ -725,6 +726,17 @@ def _config() -> Any:
                     "origin_group": "aoai-origins",
                     "endpoints": {"eastus": {"origin": "o-eastus", "weight": 700}, "swedencentral": {"origin": "o-swc", "weight": 300}},
                 },
+                {
+                    **common,
+                    "kind": "apim_backend_pool",
+                    "name": "apim",
+                    "service": "apim-cfg",
+                    "pool": "aoai-pool",
+                    "endpoints": {
+                        "eastus": {"backend": "b-eastus", "weight": 700, "priority": 1},
+                        "swedencentral": {"backend": "b-swc", "weight": 300},
+                    },
+                },
             ],
         }
     )
@@ -740,8 +752,16 @@ def test_seed_from_config_creates_every_target_it_names(arm: FakeArm) -> None:
     profile = tm.profiles.get("rg-from-config", "tm-cfg")
     pools = {p.name: p for p in fd.front_doors.get("rg-from-config", "fd-cfg").backend_pools}
     origins = list(cdn.afd_origins.list_by_origin_group("rg-from-config", "afd-cfg", "aoai-origins"))
+    apim = ApiManagementClient(credential, SUB, **_kwargs(arm))
+    pool = apim.backend.get("rg-from-config", "apim-cfg", "aoai-pool")
+    member = apim.backend.get("rg-from-config", "apim-cfg", "b-eastus")
 
-    assert len(ids) == 3
+    assert len(ids) == 4
+    assert (pool.type_properties_type, [(i.id.rsplit("/", 1)[-1], i.weight, i.priority) for i in pool.pool.services]) == (
+        "Pool",
+        [("b-eastus", 70, 1), ("b-swc", 30, None)],  # APIM's 0-100: regionguard's weight / 10
+    )
+    assert member.url == "https://aoai-eastus.openai.azure.com/openai" and member.circuit_breaker.rules
     assert profile.traffic_routing_method == "Priority"
     assert [(e.name, e.priority, e.target) for e in profile.endpoints] == [
         ("ep-eastus", 1, "aoai-eastus.openai.azure.com"),

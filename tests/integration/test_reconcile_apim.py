@@ -238,3 +238,42 @@ def test_a_drained_member_reads_in_sync_on_the_dashboard(world: World) -> None:
     row = next(row for row in view.rows if row.region == "eastus")
     assert row.actual == {"enabled": False, "weight": None, "priority": None}
     assert row.desired["enabled"] is False and not row.differs
+
+
+def test_a_member_taken_out_in_the_portal_is_put_back_under_revert(arm: FakeArm, store: Store) -> None:
+    world = World(arm, store, apim=True, drift="revert")
+    r = world.reconciler()
+    world.tick(r, health())
+    apim_portal_edit(arm, apim(world), "japaneast", enabled=False)
+    report = world.tick(r, health())
+    assert report.targets[apim(world).name].drift == {"japaneast": "changed outside regionguard: enabled True -> False"}
+    assert {(c.region, c.field, c.desired) for c in report.applied if c.target == apim(world).name} == {
+        ("japaneast", Field.ENABLED, True),
+        ("japaneast", Field.WEIGHT, 200),
+        ("japaneast", Field.PRIORITY, 1),
+    }
+    assert member(world, "aoai-japaneast") == {"id": backend_id_of(world, "aoai-japaneast"), "weight": 20, "priority": 1}
+    assert not world.tick(r, health()).plan.changes
+
+
+def test_a_portal_weight_is_adopted_as_a_pin_in_regionguards_units(arm: FakeArm, store: Store) -> None:
+    world = World(arm, store, apim=True, drift="adopt")
+    r = world.reconciler()
+    world.tick(r, health())
+    apim_portal_edit(arm, apim(world), "westeurope", weight=420)  # APIM 42
+    report = world.tick(r, health())
+    assert not [c for c in report.plan.changes if c.target == apim(world).name] and pool_writes(world) == []
+    (pin,) = [o for o in store.active_overrides(world.clock.now()) if o.target == apim(world).name]
+    assert (pin.kind.value, pin.region, pin.weight) == ("pin", "westeurope", 420)
+    assert not world.tick(r, health()).plan.changes  # it sticks
+    assert member(world, "aoai-westeurope") == {"id": backend_id_of(world, "aoai-westeurope"), "weight": 42, "priority": 1}
+
+
+def test_a_pool_name_that_is_a_single_backend_is_a_permanent_read_error(world: World) -> None:
+    from controlplane.actuators.base import PermanentError
+
+    single = apim(world).model_copy(update={"pool": "aoai-eastus"})
+    actuator = build_actuators(world.settings, StaticTokenCredential("contract-token"), retry=FAST_RETRY)[apim(world).name]
+    with pytest.raises(PermanentError) as err:
+        actuator.read_actual(single)
+    assert err.value.code == "NotAPool" and "'Single'" in err.value.message
