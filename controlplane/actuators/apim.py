@@ -136,6 +136,10 @@ class _Attempt:
 class ApimBackendPoolActuator(SdkActuator):
     kind = "apim_backend_pool"
 
+    def __init__(self, client_for: Any, **kwargs: Any) -> None:
+        super().__init__(client_for, **kwargs)
+        self._breakers: dict[tuple[str, str, str, str], tuple[str, ...]] = {}  # last rules read per member backend
+
     # ------------------------------------------------------------ read
 
     def _get_pool(self, target: Any, deadline: float) -> tuple[Any, str]:
@@ -181,20 +185,30 @@ class ApimBackendPoolActuator(SdkActuator):
         return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged)
 
     def _circuit_breakers(self, target: Any, deadline: float) -> dict[str, tuple[str, ...]]:
-        """region -> the member backend's circuit-breaker rules, described (read-only)."""
+        """region -> the member backend's circuit-breaker rules, described (read-only).
+
+        One GET per member, not retried (they only inform); a member that cannot be
+        read this time keeps the rules last read, marked as such, or says why.
+        """
         client = self._client_for(target.subscription_id)
         out: dict[str, tuple[str, ...]] = {}
         for region, cfg in target.endpoints.items():
-            if remaining(deadline) <= 0:
-                break
-            try:
-                backend = client.backend.get(target.resource_group, target.service, cfg.backend, **self._opts(remaining(deadline)))
-            except Exception as exc:  # a member we cannot read does not stop the pool's read
-                error = classify(exc)
-                out[region] = (f"unknown: {error.code}: {error.message}"[:300],)
-                continue
-            rules = getattr(getattr(backend, "circuit_breaker", None), "rules", None) or []
-            out[region] = tuple(describe_circuit_breaker(r) for r in rules) or ("none: APIM never trips this member by itself",)
+            key = (target.subscription_id.lower(), target.resource_group.lower(), target.service.lower(), cfg.backend.lower())
+            if remaining(deadline) <= 0.05:
+                error: ActuatorError = TransientError("no time left in this read", code="DeadlineExceeded")
+            else:
+                try:
+                    backend = client.backend.get(target.resource_group, target.service, cfg.backend, **self._opts(remaining(deadline)))
+                except Exception as exc:  # a member we cannot read does not stop the pool's read
+                    error = classify(exc)
+                else:
+                    rules = getattr(getattr(backend, "circuit_breaker", None), "rules", None) or []
+                    out[region] = tuple(describe_circuit_breaker(r) for r in rules) or ("none: APIM never trips this member by itself",)
+                    self._breakers[key] = out[region]
+                    continue
+            known = self._breakers.get(key)
+            why = f"{error.code}: {error.message}"[:200]
+            out[region] = (*known, f"(as last read; this read failed: {why})") if known else (f"unknown: {why}",)
         return out
 
     # ------------------------------------------------------------ write

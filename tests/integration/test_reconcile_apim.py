@@ -277,3 +277,15 @@ def test_a_pool_name_that_is_a_single_backend_is_a_permanent_read_error(world: W
     with pytest.raises(PermanentError) as err:
         actuator.read_actual(single)
     assert err.value.code == "NotAPool" and "'Single'" in err.value.message
+
+
+def test_a_member_backend_that_cannot_be_read_keeps_its_last_rules_marked_as_such(world: World) -> None:
+    actuator = build_actuators(world.settings, StaticTokenCredential("contract-token"), retry=FAST_RETRY)[apim(world).name]
+    first = actuator.read_actual(apim(world)).circuit_breakers
+    assert first["eastus"] == ("aoai-throttled: trips after 3 failures (429, 500-599) in 1m for 1m; honours Retry-After",)
+    world.arm.inject_error(503, 1, method="GET", path_contains="/backends/aoai-eastus")
+    again = actuator.read_actual(apim(world))
+    assert again.circuit_breakers["eastus"][0] == first["eastus"][0]
+    assert "as last read" in again.circuit_breakers["eastus"][-1] and "ServiceUnavailable" in again.circuit_breakers["eastus"][-1]
+    assert again.circuit_breakers["westeurope"] == first["westeurope"]
+    assert again.endpoints == actuator.read_actual(apim(world)).endpoints  # the pool itself read fine
