@@ -321,9 +321,12 @@ class Sso:
             token = self.client.fetch_access_token(redirect_uri=data["redirect_uri"], code=code, code_verifier=data.get("code_verifier"))
         except OAuthError as exc:
             log.warning("OIDC token exchange refused: %s %s", exc.error, exc.description)
+            if exc.error in ("invalid_client", "unauthorized_client"):
+                why = "it did not accept regionguard's client credential: check the secret or certificate registered for the app"
+            else:
+                why = "it may have been used already, or have expired. Start again"
             raise SignInRefused(
-                "Authorization code refused",
-                f"The identity provider would not exchange the code ({exc.error}): it may have been used already, or have expired. Start again.",
+                "Authorization code refused", f"The identity provider would not exchange the code ({exc.error}): {why}."
             ) from None
         except requests.RequestException as exc:
             raise SignInRefused(

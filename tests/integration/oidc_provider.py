@@ -76,6 +76,9 @@ class Provider:
         self.extra_keys: list[RSAKey] = []
         self.jwks_fetches = 0
         self.token_requests: list[dict[str, str]] = []
+        # private_key_jwt (RFC 7523), which the provider lacks: client id -> (certificate PEM, registered secret)
+        self.certificates: dict[str, tuple[bytes, str]] = {}
+        self.assertions: list[dict[str, Any]] = []  # headers and claims of each assertion that verified
         self._lock = threading.Lock()
         self._inner = self.app.wsgi_app
         self.base = ""
@@ -106,11 +109,19 @@ class Provider:
         raw = environ["wsgi.input"].read(length)
         from urllib.parse import parse_qsl
 
+        form = dict(parse_qsl(raw.decode()))
         with self._lock:
-            self.token_requests.append(dict(parse_qsl(raw.decode())))
+            self.token_requests.append(form)
         import io
 
-        environ = dict(environ, **{"wsgi.input": io.BytesIO(raw)})
+        if form.get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+            checked = self._client_assertion(form, environ)
+            if checked is None:
+                body = b'{"error": "invalid_client", "error_description": "client assertion refused"}'
+                start_response("401 Unauthorized", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+                return [body]
+            raw, environ = checked
+        environ = dict(environ, **{"wsgi.input": io.BytesIO(raw), "CONTENT_LENGTH": str(len(raw))})
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
@@ -129,6 +140,49 @@ class Provider:
         start_response(captured["status"], headers)
         return [body]
 
+    def _client_assertion(self, form: dict[str, str], environ: dict[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
+        """Verify a private_key_jwt assertion as Entra ID does (signature by the registered certificate's key,
+        x5t#S256, iss = sub = client id, aud = the token endpoint, not expired); then hand the provider the
+        registered client's secret, the one client authentication it knows."""
+        import base64
+        import hashlib
+        import time
+        from urllib.parse import urlencode
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+        from joserfc.jws import JWSRegistry
+
+        assertion = form.get("client_assertion", "")
+        try:
+            client_id = str(_b64json(assertion.split(".")[1])["iss"])
+            pem, secret = self.certificates[client_id]
+            cert = x509.load_pem_x509_certificate(pem)
+            key = RSAKey.import_key(
+                cert.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            )
+            token = jwt.decode(assertion, key, registry=JWSRegistry(algorithms=["PS256", "RS256"]))
+        except (KeyError, IndexError, ValueError, JoseError):
+            return None
+        der = cert.public_bytes(serialization.Encoding.DER)
+        thumbprint = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+        c = token.claims
+        endpoint = f"{self.base}{self.mount}/oauth2/token"
+        if (
+            token.header.get("x5t#S256") != thumbprint
+            or c.get("sub") != client_id
+            or c.get("aud") != endpoint
+            or c.get("exp", 0) < time.time()
+        ):
+            return None
+        with self._lock:
+            self.assertions.append({"header": dict(token.header), "claims": dict(c)})
+        rest = {k: v for k, v in form.items() if k not in ("client_assertion", "client_assertion_type", "client_id")}
+        basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        return urlencode(rest).encode(), dict(environ, HTTP_AUTHORIZATION=f"Basic {basic}")
+
     # -- helpers for tests
     def reset(self) -> None:
         """Back to an honest provider with fresh counters (the provider is shared by a module's tests)."""
@@ -137,6 +191,7 @@ class Provider:
             self.extra_keys = []
             self.jwks_fetches = 0
             self.token_requests = []
+            self.assertions = []
 
     @property
     def issuer(self) -> str:
@@ -165,3 +220,31 @@ def running(provider: Provider) -> Iterator[Provider]:
         server.shutdown()
         thread.join(timeout=5)
         server.server_close()
+
+
+def certificate_pem(path: Any, password: bytes | None = None) -> bytes:
+    """Write a PEM with a fresh RSA key and its self-signed certificate to ``path``; return the certificate's PEM."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regionguard")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc) + cert_pem)
+    return cert_pem

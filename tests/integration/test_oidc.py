@@ -28,7 +28,7 @@ from controlplane import users
 from controlplane.config import Settings, Web
 from controlplane.domain import OverrideKind
 from controlplane.store import Store
-from tests.integration.oidc_provider import ALICE_CLAIMS, ALICE_OID, Provider, running
+from tests.integration.oidc_provider import ALICE_CLAIMS, ALICE_OID, Provider, certificate_pem, running
 from tests.integration.web_seed import PASSWORD, cheap_hashing, copy_of, default_hashing, make_template, settings
 from web import create_app
 
@@ -487,6 +487,43 @@ def test_entra_id_endpoints_come_from_the_tenants_discovery_document(
         assert r.status_code == 302, r.get_data(as_text=True)
         assert signed_in_as(c) == f"Alice Example &lt;oid:{ALICE_OID}&gt;|operator"
         assert "Sign in with Microsoft Entra ID" in app.test_client().get("/login").get_data(as_text=True)
+
+
+def test_entra_id_with_a_certificate_signs_in_with_a_client_assertion(
+    tmp_path: Path, store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = "contoso.onmicrosoft.com"
+    with running(Provider(mount=f"/{tenant}/v2.0")) as idp:
+        client_id, secret = idp.register_client([CALLBACK])
+        registered = tmp_path / "registered.pem"
+        idp.certificates[client_id] = (certificate_pem(registered, password=b"pem-pass"), secret)
+        monkeypatch.setenv("RG_TEST_PEM_PASSWORD", "pem-pass")
+
+        def app_with(pem: Path) -> Flask:
+            oidc = {
+                "kind": "entra_id",
+                "tenant": tenant,
+                "client_id": client_id,
+                "client_certificate": {"path": str(pem), "password_env": "RG_TEST_PEM_PASSWORD"},
+                "authority_host": idp.base,
+                "role_map": ROLE_MAP,
+            }
+            s = settings().model_copy(update={"web": Web.model_validate({"oidc": oidc})})
+            return create_app(s, store, {"TESTING": True, "CLOCK": clock, "SECRET_KEY": "k"})
+
+        c, r, _ = sign_in(app_with(registered), "alice")
+        assert r.status_code == 302, r.get_data(as_text=True)
+        assert signed_in_as(c).endswith("|operator")
+        [sent] = idp.token_requests
+        assert "client_secret" not in sent and sent["client_assertion_type"].endswith("jwt-bearer")
+        [checked] = idp.assertions
+        assert checked["header"]["alg"] == "PS256" and checked["claims"]["aud"] == f"{idp.base}/{tenant}/v2.0/oauth2/token"
+
+        other = tmp_path / "other.pem"  # a certificate the app registration does not know
+        certificate_pem(other, password=b"pem-pass")
+        c2, r2, _ = sign_in(app_with(other), "alice")
+        refused(r2, 400, "Authorization code refused", "invalid_client", "check the secret or certificate")
+        assert_not_signed_in(c2)
 
 
 def test_a_missing_client_secret_stops_the_app_with_the_variable_named(
