@@ -230,6 +230,10 @@ def _to_user(row: UserRow) -> User:
     return User(name=row.name, role=row.role, disabled=row.disabled, created_at=row.created_at, password_hash=row.password_hash)
 
 
+PURGE_BATCH = 5000
+"""Rows one retention transaction deletes (a few milliseconds of locks on either database)."""
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -465,11 +469,38 @@ class Store:
                 for r in s.scalars(q)
             ]
 
-    def purge(self, raw_before: datetime, rollup_before: datetime) -> tuple[int, int]:
+    def purge(self, raw_before: datetime, rollup_before: datetime, batch: int = PURGE_BATCH) -> tuple[int, int]:
+        """Delete raw results and rollups past their horizons, ``batch`` rows per transaction.
+
+        A day of raw results at scale is millions of rows: one DELETE would
+        hold its locks (on SQLite, the whole database's write lock) for
+        seconds, stalling the probe writers and the pages. Small batches, each
+        committed on its own, keep every pause short (docs/adr: retention).
+        """
+        raw = 0
+        while True:
+            with self.session() as s:
+                ids = select(ProbeResultRow.id).where(ProbeResultRow.started_at < raw_before).order_by(ProbeResultRow.id).limit(batch)
+                n = _rowcount(s.execute(delete(ProbeResultRow).where(ProbeResultRow.id.in_(ids.scalar_subquery()))))
+            raw += n
+            if n < batch:
+                break
+        return raw, self._purge_rollups(rollup_before)
+
+    def _purge_rollups(self, before: datetime) -> int:
+        """Rollups have no id: delete them ten minutes at a time, oldest first."""
         with self.session() as s:
-            raw = _rowcount(s.execute(delete(ProbeResultRow).where(ProbeResultRow.started_at < raw_before)))
-            rolled = _rowcount(s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at < rollup_before)))
-        return raw or 0, rolled or 0
+            oldest = s.scalar(select(func.min(ProbeRollupRow.minute_at)))
+        if oldest is None:
+            return 0
+        oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
+        deleted, step = 0, timedelta(minutes=10)
+        while oldest < before:
+            upto = min(oldest + step, before)
+            with self.session() as s:
+                deleted += _rowcount(s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at < upto)))
+            oldest = upto
+        return deleted
 
     # ------------------------------------------------------------ health
 

@@ -1,0 +1,93 @@
+"""No hot query reads the raw probe results table from end to end (PostgreSQL).
+
+At scale (3 vantages x 100 endpoints every 10 s, a week kept) the raw table
+holds about 18 M rows: a sequential scan of it is seconds, not milliseconds.
+This test renders every dashboard page and API read, and asks the engine's
+``results_after``, records each SQL statement that touches ``probe_result``,
+and runs ``EXPLAIN`` on it with sequential scans priced out
+(``enable_seqscan = off``): a plan that still scans the table has no index
+to use, and fails.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from controlplane import users
+from controlplane.store import Store, open_store
+from tests.integration.test_web import API_GETS, PAGES, T0, FakeClock, login
+from tests.integration.web_seed import cheap_hashing, default_hashing, seed_everything, settings
+from web import create_app
+
+RAW = "probe_result"
+
+
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[Store]:
+    cheap_hashing()
+    store = open_store(postgres_url, migrate=True)
+    s = settings()
+    seed_everything(store, s, T0)
+    users.add_user(store, "vic", "viewer", "correct horse battery staple", T0)
+    try:
+        yield store
+    finally:
+        store.close()
+        default_hashing()
+
+
+def _statements_touching_raw(store: Store, work: Any) -> list[tuple[str, Any]]:
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]  # SQLAlchemy's event signature
+        if RAW in statement and statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        work()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    return seen
+
+
+def _seq_scans(node: dict[str, Any]) -> list[str]:
+    found = [node.get("Relation Name", "")] if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == RAW else []
+    for child in node.get("Plans", []):
+        found += _seq_scans(child)
+    return found
+
+
+@pytest.mark.postgres
+def test_every_hot_query_uses_an_index_on_the_raw_results(pg_store: Store) -> None:
+    s = settings()
+    app = create_app(s, pg_store, {"TESTING": True, "CLOCK": FakeClock(T0), "SECRET_KEY": "test-secret"})
+
+    def render_everything() -> None:
+        c, _ = login(app, "vic")
+        for path in [*PAGES, "/region/eastus?range=24h", "/partials/overview", *API_GETS]:
+            assert c.get(path).status_code == 200, path
+        pg_store.results_after(0)
+        pg_store.latest_results(since=T0 - timedelta(minutes=10))
+
+    statements = _statements_touching_raw(pg_store, render_everything)
+    assert statements, "no query read the raw results: the test lost its subject"
+    bad = []
+    with pg_store.engine.connect() as conn:
+        raw_conn = conn.connection.dbapi_connection
+        assert raw_conn is not None
+        with raw_conn.cursor() as cur:
+            cur.execute("SET enable_seqscan = off")
+            for statement, parameters in statements:
+                cur.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+                plan = cur.fetchone()[0]
+                plan = json.loads(plan) if isinstance(plan, str) else plan
+                if _seq_scans(plan[0]["Plan"]):
+                    bad.append(" ".join(statement.split())[:300])
+    assert not bad, "sequential scans of probe_result:\n" + "\n".join(bad)
