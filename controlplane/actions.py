@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Settings
+from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Settings, Target
 from controlplane.domain import (
     AuditEvent,
     EndpointSetting,
@@ -418,7 +418,7 @@ def _target(settings: Settings, req: ActionRequest, required: bool = False) -> A
         raise InvalidAction("target", req.target, f"is not a configured target ({names})") from None
 
 
-def _targets_with(settings: Settings, region: str, target: Any) -> list[Any]:
+def _targets_with(settings: Settings, region: str, target: Target | None) -> list[Target]:
     if target is not None:
         if region not in target.endpoints:
             raise InvalidAction("region", region, f"is not an endpoint of target {target.name!r}")

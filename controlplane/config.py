@@ -222,7 +222,10 @@ class APIMBackendPoolTarget(_Target):
         return _apim_backend_id(value)
 
 
+# A configured target: one of the kinds above, chosen by its ``kind`` key. Every
+# function that takes "a target" takes this union and narrows with isinstance.
 Target = Annotated[TrafficManagerTarget | FrontDoorTarget | FrontDoorCdnTarget | APIMBackendPoolTarget, Field(discriminator="kind")]
+TargetEndpoint = TMEndpoint | FDBackend | AFDOrigin | APIMMember  # one region's endpoint of a target
 TARGET_KINDS = ("traffic_manager", "front_door", "front_door_cdn", "apim_backend_pool")
 
 # Ranges per kind in regionguard's units: (weight min, weight max), (priority min, priority max).
@@ -243,9 +246,14 @@ def clamp_weight(kind: str, weight: float) -> int:
     return max(lo, min(hi, round(weight / quantum) * quantum))
 
 
-def azure_name(target: Any, region: str) -> str:
+def endpoint_of(target: Target, region: str) -> TargetEndpoint:
+    """The configured endpoint of ``target`` for ``region`` (KeyError when it has none)."""
+    return target.endpoints[region]
+
+
+def azure_name(target: Target, region: str) -> str:
     """The name Azure knows a target's endpoint for ``region`` by."""
-    ep: TMEndpoint | FDBackend | AFDOrigin | APIMMember = target.endpoints[region]
+    ep = endpoint_of(target, region)
     if isinstance(ep, TMEndpoint):
         return ep.name
     if isinstance(ep, FDBackend):
@@ -336,7 +344,7 @@ class Settings(_Section):
                 return r
         raise KeyError(name)
 
-    def target(self, name: str) -> Any:
+    def target(self, name: str) -> Target:
         for t in self.targets:
             if t.name == name:
                 return t
@@ -350,7 +358,7 @@ class Settings(_Section):
     def arm_base_url(self) -> str:
         return self.azure.arm_base_url or ARM_BASE_URLS[self.azure.cloud]
 
-    def min_serving(self, target: Any) -> int:
+    def min_serving(self, target: Target) -> int:
         return target.min_serving or self.guardrails.min_serving
 
 

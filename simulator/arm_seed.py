@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from simulator.arm_state import ArmState, front_door_id
 
 if TYPE_CHECKING:
-    from controlplane.config import Settings
+    from controlplane.config import APIMBackendPoolTarget, FrontDoorCdnTarget, FrontDoorTarget, Settings, TrafficManagerTarget
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def seed_from_config(state: ArmState, cfg: Settings) -> list[str]:
     return seeded
 
 
-def _seed_tm(state: ArmState, cfg: Settings, target: Any) -> str:
+def _seed_tm(state: ArmState, cfg: Settings, target: TrafficManagerTarget) -> str:
     endpoints = [
         {
             "name": ep.name,
@@ -339,7 +339,7 @@ def _azure_region(cfg: Settings, region: str) -> str | None:
         return None
 
 
-def _seed_fd(state: ArmState, cfg: Settings, target: Any) -> str:
+def _seed_fd(state: ArmState, cfg: Settings, target: FrontDoorTarget) -> str:
     backends = [
         {"address": ep.address, "weight": ep.weight, "priority": ep.priority, "enabled_state": "Enabled"}
         for ep in target.endpoints.values()
@@ -378,7 +378,7 @@ def _with_pool(doc: dict[str, Any], pool_name: str, backends: Sequence[Mapping[s
     return doc
 
 
-def _seed_afd(state: ArmState, cfg: Settings, target: Any) -> str:
+def _seed_afd(state: ArmState, cfg: Settings, target: FrontDoorCdnTarget) -> str:
     origins = [
         {
             "name": ep.origin,
@@ -393,7 +393,7 @@ def _seed_afd(state: ArmState, cfg: Settings, target: Any) -> str:
     return str(doc["id"])
 
 
-def _seed_apim(state: ArmState, cfg: Settings, target: Any) -> str:
+def _seed_apim(state: ArmState, cfg: Settings, target: APIMBackendPoolTarget) -> str:
     from controlplane.config import APIM_WEIGHT_SCALE
 
     members = [

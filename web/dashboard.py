@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from controlplane import actions
+from controlplane.config import Target
 from controlplane.domain import OverrideKind
 from controlplane.errors import http_status
 from controlplane.status import read_status
@@ -41,7 +42,7 @@ def _now() -> datetime:
     return state().clock.now()
 
 
-def _controls_context(region: str | None = None, target: Any = None) -> dict[str, Any]:
+def _controls_context(region: str | None = None, target: Target | None = None) -> dict[str, Any]:
     settings = state().settings
     if region is not None:
         targets = [t for t in settings.targets if region in t.endpoints]

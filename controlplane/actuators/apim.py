@@ -54,9 +54,10 @@ from controlplane.actuators.base import (
     remaining,
     report_group,
     start_apply,
+    target_of_kind,
     verify,
 )
-from controlplane.config import APIM_WEIGHT_SCALE
+from controlplane.config import APIM_WEIGHT_SCALE, APIMBackendPoolTarget, Target
 from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ PRECONDITION_FAILED = "PreconditionFailed"
 WRITE_ATTEMPTS_ON_412 = 2  # the first PATCH and one more after a 412
 
 
-def backend_arm_id(target: Any, backend: str) -> str:
+def backend_arm_id(target: APIMBackendPoolTarget, backend: str) -> str:
     return (
         f"/subscriptions/{target.subscription_id}/resourceGroups/{target.resource_group}"
         f"/providers/Microsoft.ApiManagement/service/{target.service}/backends/{backend}"
@@ -142,7 +143,7 @@ class ApimBackendPoolActuator(SdkActuator):
 
     # ------------------------------------------------------------ read
 
-    def _get_pool(self, target: Any, deadline: float) -> tuple[Any, str]:
+    def _get_pool(self, target: APIMBackendPoolTarget, deadline: float) -> tuple[Any, str]:
         client = self._client_for(target.subscription_id)
         pool, etag = self._retrying(
             lambda left: client.backend.get(
@@ -162,14 +163,15 @@ class ApimBackendPoolActuator(SdkActuator):
             )
         return pool, str(etag)
 
-    def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
+    def read_actual(self, target: Target, *, deadline: float | None = None) -> TargetState:
+        target = target_of_kind(target, APIMBackendPoolTarget)
         deadline = self._deadline(deadline)
         pool, _etag = self._get_pool(target, deadline)
         state = self._state(target, list(pool.pool.services or []) if pool.pool else [])
         breakers = self._circuit_breakers(target, deadline)
         return TargetState(target=state.target, endpoints=state.endpoints, unmanaged=state.unmanaged, circuit_breakers=breakers)
 
-    def _state(self, target: Any, services: list[Any]) -> TargetState:
+    def _state(self, target: APIMBackendPoolTarget, services: list[Any]) -> TargetState:
         by_key = {_member_key(s.id): s for s in services}
         settings: dict[str, EndpointSetting] = {}
         owned: set[str] = set()
@@ -184,7 +186,7 @@ class ApimBackendPoolActuator(SdkActuator):
         unmanaged = tuple(sorted(str(s.id).rstrip("/").rsplit("/", 1)[-1] for s in services if _member_key(s.id) not in owned))
         return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged)
 
-    def _circuit_breakers(self, target: Any, deadline: float) -> dict[str, tuple[str, ...]]:
+    def _circuit_breakers(self, target: APIMBackendPoolTarget, deadline: float) -> dict[str, tuple[str, ...]]:
         """region -> the member backend's circuit-breaker rules, described (read-only).
 
         One GET per member, not retried (they only inform); a member that cannot be
@@ -213,7 +215,8 @@ class ApimBackendPoolActuator(SdkActuator):
 
     # ------------------------------------------------------------ write
 
-    def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+    def apply(self, target: Target, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+        target = target_of_kind(target, APIMBackendPoolTarget)
         report, groups = start_apply(target, plan, on_result)
         if not groups:
             return report
@@ -258,7 +261,7 @@ class ApimBackendPoolActuator(SdkActuator):
             report_group(report, changes, outcome.get(region), on_result)
         return report
 
-    def _patch(self, target: Any, services: list[Any], etag: str, report: ApplyReport, deadline: float, what: str) -> Any:
+    def _patch(self, target: APIMBackendPoolTarget, services: list[Any], etag: str, report: ApplyReport, deadline: float, what: str) -> Any:
         from azure.mgmt.apimanagement.models import BackendBaseParametersPool, BackendUpdateParameters
 
         client = self._client_for(target.subscription_id)
@@ -277,7 +280,7 @@ class ApimBackendPoolActuator(SdkActuator):
                 raise PermanentError(error.message, code=PRECONDITION_FAILED, status=412) from None
             raise
 
-    def _plan_services(self, target: Any, current: list[Any], groups: dict[str, list[Change]]) -> _Attempt:
+    def _plan_services(self, target: APIMBackendPoolTarget, current: list[Any], groups: dict[str, list[Change]]) -> _Attempt:
         """The pool's new ``services``: the current list with the configured members' entries
         changed as the changes ask (out, in, weight, priority), everything else kept."""
         from azure.mgmt.apimanagement.models import BackendPoolItem

@@ -26,7 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from controlplane.config import azure_name
+from controlplane.config import (
+    APIMBackendPoolTarget,
+    FrontDoorCdnTarget,
+    FrontDoorTarget,
+    Target,
+    TrafficManagerTarget,
+    azure_name,
+)
 from controlplane.domain import Change, Field, Plan, TargetState
 from controlplane.retry_after import retry_after_seconds
 
@@ -262,11 +269,11 @@ class Actuator(Protocol):
 
     kind: str
 
-    def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
+    def read_actual(self, target: Target, *, deadline: float | None = None) -> TargetState:
         """Azure's view, keyed by region; only config-named endpoints; others in ``unmanaged``."""
         ...
 
-    def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+    def apply(self, target: Target, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
         """Apply the target's changes, one write per endpoint, and report each change."""
         ...
 
@@ -274,7 +281,17 @@ class Actuator(Protocol):
 # ---------------------------------------------------------------- helpers shared by implementations
 
 
-def group_by_endpoint(target: Any, plan: Plan) -> tuple[dict[str, list[Change]], list[tuple[Change, PermanentError]]]:
+_K = TypeVar("_K", TrafficManagerTarget, FrontDoorTarget, FrontDoorCdnTarget, APIMBackendPoolTarget)
+
+
+def target_of_kind(target: Target, kind: type[_K]) -> _K:
+    """``target`` as the one kind an actuator manages; a permanent error for any other kind."""
+    if not isinstance(target, kind):
+        raise PermanentError(f"target {target.name!r} is {target.kind}, not a {kind.__name__}", code="WrongTargetKind")
+    return target
+
+
+def group_by_endpoint(target: Target, plan: Plan) -> tuple[dict[str, list[Change]], list[tuple[Change, PermanentError]]]:
     """The target's changes grouped per region (plan order kept), and the changes it refuses.
 
     Ownership: a change is accepted only if it names the Azure endpoint the
@@ -300,7 +317,7 @@ def group_by_endpoint(target: Any, plan: Plan) -> tuple[dict[str, list[Change]],
     return groups, refused
 
 
-def start_apply(target: Any, plan: Plan, on_result: OnResult | None) -> tuple[ApplyReport, dict[str, list[Change]]]:
+def start_apply(target: Target, plan: Plan, on_result: OnResult | None) -> tuple[ApplyReport, dict[str, list[Change]]]:
     """Begin an actuator's apply: a fresh report, the owned changes grouped per
     region, and every change the target does not own already reported failed."""
     report = ApplyReport(target=target.name)

@@ -36,8 +36,10 @@ from controlplane.actuators.base import (
     report_group,
     sdk_fields,
     start_apply,
+    target_of_kind,
     verify,
 )
+from controlplane.config import FrontDoorTarget, Target
 from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class FrontDoorClassicActuator(SdkActuator):
 
     # ------------------------------------------------------------ read
 
-    def _get(self, target: Any, deadline: float) -> Any:
+    def _get(self, target: FrontDoorTarget, deadline: float) -> Any:
         client = self._client_for(target.subscription_id)
         return self._retrying(
             lambda left: client.front_doors.get(target.resource_group, target.front_door, **self._opts(left)),
@@ -79,7 +81,7 @@ class FrontDoorClassicActuator(SdkActuator):
         )
 
     @staticmethod
-    def _pool(target: Any, front_door: Any) -> Any:
+    def _pool(target: FrontDoorTarget, front_door: Any) -> Any:
         pool = _find(front_door.properties.backend_pools, "name", target.backend_pool)
         if pool is None:
             raise PermanentError(
@@ -87,7 +89,8 @@ class FrontDoorClassicActuator(SdkActuator):
             )
         return pool
 
-    def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
+    def read_actual(self, target: Target, *, deadline: float | None = None) -> TargetState:
+        target = target_of_kind(target, FrontDoorTarget)
         deadline = self._deadline(deadline)
         backends = list(self._pool(target, self._get(target, deadline)).properties.backends or [])
         settings: dict[str, EndpointSetting] = {}
@@ -106,7 +109,8 @@ class FrontDoorClassicActuator(SdkActuator):
 
     # ------------------------------------------------------------ write
 
-    def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+    def apply(self, target: Target, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+        target = target_of_kind(target, FrontDoorTarget)
         report, groups = start_apply(target, plan, on_result)
         if not groups:
             return report
@@ -128,7 +132,7 @@ class FrontDoorClassicActuator(SdkActuator):
         return report
 
     def _read_modify_write(
-        self, target: Any, groups: dict[str, list[Change]], missing: dict[str, ActuatorError], report: ApplyReport, left: float
+        self, target: FrontDoorTarget, groups: dict[str, list[Change]], missing: dict[str, ActuatorError], report: ApplyReport, left: float
     ) -> Any:
         """One attempt: GET, change the managed backends, PUT, wait for the operation."""
         deadline = time.monotonic() + left
@@ -160,7 +164,7 @@ class FrontDoorClassicActuator(SdkActuator):
             )
         return result
 
-    def _check(self, target: Any, region: str, changes: list[Change], result: Any) -> ActuatorError | None:
+    def _check(self, target: FrontDoorTarget, region: str, changes: list[Change], result: Any) -> ActuatorError | None:
         try:
             backend = _find(self._pool(target, result).properties.backends, "address", target.endpoints[region].address)
         except ActuatorError as error:

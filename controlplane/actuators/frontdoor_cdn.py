@@ -22,8 +22,10 @@ from controlplane.actuators.base import (
     report_group,
     sdk_fields,
     start_apply,
+    target_of_kind,
     verify,
 )
+from controlplane.config import FrontDoorCdnTarget, Target
 from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ log = logging.getLogger(__name__)
 class FrontDoorCdnActuator(SdkActuator):
     kind = "front_door_cdn"
 
-    def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
+    def read_actual(self, target: Target, *, deadline: float | None = None) -> TargetState:
+        target = target_of_kind(target, FrontDoorCdnTarget)
         deadline = self._deadline(deadline)
         client = self._client_for(target.subscription_id)
         origins = self._retrying(
@@ -55,13 +58,16 @@ class FrontDoorCdnActuator(SdkActuator):
         unmanaged = tuple(sorted(str(o.name) for o in origins if str(o.name).lower() not in owned))
         return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged)
 
-    def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+    def apply(self, target: Target, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+        target = target_of_kind(target, FrontDoorCdnTarget)
         report, groups = start_apply(target, plan, on_result)
         for region, changes in groups.items():
             report_group(report, changes, self._write(target, region, changes, report, deadline), on_result)
         return report
 
-    def _write(self, target: Any, region: str, changes: list[Change], report: ApplyReport, deadline: float) -> ActuatorError | None:
+    def _write(
+        self, target: FrontDoorCdnTarget, region: str, changes: list[Change], report: ApplyReport, deadline: float
+    ) -> ActuatorError | None:
         from azure.mgmt.cdn.models import AFDOriginUpdateParameters, AFDOriginUpdatePropertiesParameters
 
         origin = target.endpoints[region].origin

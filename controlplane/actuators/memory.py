@@ -39,7 +39,7 @@ from controlplane.actuators.base import (
     start_apply,
     verify,
 )
-from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, azure_name
+from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Target, azure_name
 from controlplane.domain import EndpointSetting, Field, Plan, TargetState
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class MemoryActuator:
 
     # ------------------------------------------------------------ set-up and test hooks
 
-    def seed(self, target: Any, *, unmanaged: dict[str, dict[str, Any]] | None = None, **overrides: dict[str, Any]) -> None:
+    def seed(self, target: Target, *, unmanaged: dict[str, dict[str, Any]] | None = None, **overrides: dict[str, Any]) -> None:
         """Create the target as the config describes it (all enabled); ``overrides``: region -> fields."""
         endpoints: dict[str, _Endpoint] = {}
         next_priority = 1
@@ -111,14 +111,14 @@ class MemoryActuator:
         with self._lock:
             self._targets[target.name] = (target.kind, endpoints)
 
-    def edit(self, target: Any, region: str, **fields: Any) -> None:
+    def edit(self, target: Target, region: str, **fields: Any) -> None:
         """A portal edit: set ``weight``/``priority``/``enabled``/``monitor`` behind regionguard's back."""
         with self._lock:
             ep = self._targets[target.name][1][azure_name(target, region).lower()]
             for key, value in fields.items():
                 setattr(ep, key, value)
 
-    def endpoint(self, target: Any, name: str) -> EndpointSetting:
+    def endpoint(self, target: Target, name: str) -> EndpointSetting:
         with self._lock:
             ep = self._targets[target.name][1][name.lower()]
             return EndpointSetting(weight=ep.weight, priority=ep.priority, enabled=ep.enabled)
@@ -153,13 +153,13 @@ class MemoryActuator:
 
     # ------------------------------------------------------------ read
 
-    def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
+    def read_actual(self, target: Target, *, deadline: float | None = None) -> TargetState:
         deadline = deadline if deadline is not None else time.monotonic() + 5.0
         return call_with_retry(
             lambda left: self._read(target), deadline=deadline, policy=self._retry, what=f"read {target.name}", rng=self._rng
         )
 
-    def _read(self, target: Any) -> TargetState:
+    def _read(self, target: Target) -> TargetState:
         with self._lock:
             self.reads += 1
             fault = self._next_fault(self._read_faults)
@@ -183,7 +183,7 @@ class MemoryActuator:
 
     # ------------------------------------------------------------ write
 
-    def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+    def apply(self, target: Target, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
         report, groups = start_apply(target, plan, on_result)
         if not groups:
             return report
@@ -217,12 +217,12 @@ class MemoryActuator:
                 self.after_write(target.name, step.region)
         return report
 
-    def _observed(self, target: Any, name: str) -> dict[Field, int | bool | None]:
+    def _observed(self, target: Target, name: str) -> dict[Field, int | bool | None]:
         with self._lock:
             ep = self._targets[target.name][1][name.lower()]
             return {f: ep.get(f) for f in Field}
 
-    def _write(self, target: Any, step: Step, report: ApplyReport, left: float) -> None:
+    def _write(self, target: Target, step: Step, report: ApplyReport, left: float) -> None:
         with self._lock:
             self.write_attempts += 1
             report.writes += 1

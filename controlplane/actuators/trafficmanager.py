@@ -26,9 +26,10 @@ from controlplane.actuators.base import (
     report_group,
     sdk_fields,
     start_apply,
+    target_of_kind,
     verify,
 )
-from controlplane.config import PRIORITY_RANGE, azure_name
+from controlplane.config import PRIORITY_RANGE, Target, TrafficManagerTarget, azure_name
 from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class TrafficManagerActuator(SdkActuator):
 
     # ------------------------------------------------------------ read
 
-    def _profile(self, target: Any, deadline: float) -> Any:
+    def _profile(self, target: TrafficManagerTarget, deadline: float) -> Any:
         client = self._client_for(target.subscription_id)
         return self._retrying(
             lambda left: client.profiles.get(target.resource_group, target.profile, **self._opts(left)),
@@ -52,12 +53,13 @@ class TrafficManagerActuator(SdkActuator):
             f"read Traffic Manager profile {target.profile}",
         )
 
-    def read_actual(self, target: Any, *, deadline: float | None = None) -> TargetState:
+    def read_actual(self, target: Target, *, deadline: float | None = None) -> TargetState:
+        target = target_of_kind(target, TrafficManagerTarget)
         deadline = self._deadline(deadline)
         endpoints = list((self._profile(target, deadline).properties or {}).get("endpoints") or [])
         return self._state(target, endpoints)
 
-    def _state(self, target: Any, endpoints: list[Any]) -> TargetState:
+    def _state(self, target: TrafficManagerTarget, endpoints: list[Any]) -> TargetState:
         by_name = {str(ep.name).lower(): ep for ep in endpoints}
         settings: dict[str, EndpointSetting] = {}
         monitor: dict[str, str] = {}
@@ -77,7 +79,8 @@ class TrafficManagerActuator(SdkActuator):
 
     # ------------------------------------------------------------ write
 
-    def apply(self, target: Any, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+    def apply(self, target: Target, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
+        target = target_of_kind(target, TrafficManagerTarget)
         report, groups = start_apply(target, plan, on_result)
         if not groups:
             return report
@@ -95,7 +98,7 @@ class TrafficManagerActuator(SdkActuator):
         return report
 
     def _ordered_steps(
-        self, target: Any, groups: dict[str, list[Change]], names: dict[str, str], deadline: float
+        self, target: TrafficManagerTarget, groups: dict[str, list[Change]], names: dict[str, str], deadline: float
     ) -> tuple[list[Step], dict[str, ActuatorError]]:
         touches_priority = any(c.field is Field.PRIORITY for changes in groups.values() for c in changes)
         if not touches_priority:
@@ -108,7 +111,7 @@ class TrafficManagerActuator(SdkActuator):
         steps, refused = order_for_unique_priorities(groups, names, current, PRIORITY_RANGE[self.kind])
         return steps, dict(refused)
 
-    def _write(self, target: Any, step: Step, report: ApplyReport, deadline: float) -> ActuatorError | None:
+    def _write(self, target: TrafficManagerTarget, step: Step, report: ApplyReport, deadline: float) -> ActuatorError | None:
         from azure.mgmt.trafficmanager.models import Endpoint, EndpointProperties
 
         cfg = target.endpoints[step.region]

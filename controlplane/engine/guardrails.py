@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from controlplane.config import WEIGHT_QUANTUM, WEIGHT_RANGE, Settings, azure_name
+from controlplane.config import WEIGHT_QUANTUM, WEIGHT_RANGE, Settings, Target, azure_name
 from controlplane.domain import (
     Change,
     ChangeOrigin,
@@ -388,7 +388,7 @@ def fail_open(plan_: Plan, ctx: GuardrailContext) -> Plan:
     return Plan(changes=tuple(changes), skipped=plan_.skipped + tuple(skipped), panics=tuple(panics))
 
 
-def _baseline_changes(target: Any, actual: TargetState, skip: set[str], reason: str) -> list[Change]:
+def _baseline_changes(target: Target, actual: TargetState, skip: set[str], reason: str) -> list[Change]:
     out = []
     fields = managed_fields(target)
     for region, ep in target.endpoints.items():

@@ -27,13 +27,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from controlplane.config import Settings, azure_name
+from controlplane.config import Settings, Target, azure_name
 from controlplane.domain import Change, ChangeOrigin, Field, Plan, TargetState
 
 FIELD_ORDER = (Field.ENABLED, Field.PRIORITY, Field.WEIGHT)
 
 
-def managed_fields(target: Any) -> tuple[Field, ...]:
+def managed_fields(target: Target) -> tuple[Field, ...]:
     """The fields regionguard writes on ``target``'s endpoints."""
     if target.kind == "traffic_manager":
         return (Field.ENABLED, Field.PRIORITY) if target.routing == "priority" else (Field.ENABLED, Field.WEIGHT)
@@ -46,7 +46,7 @@ def _by_name(states: Iterable[TargetState] | Mapping[str, TargetState]) -> dict[
     return {s.target: s for s in states}
 
 
-def plan_target(target: Any, desired: TargetState, actual: TargetState) -> list[Change]:
+def plan_target(target: Target, desired: TargetState, actual: TargetState) -> list[Change]:
     """Changes for one target (both states of that target)."""
     fields = managed_fields(target)
     manual = set(desired.manual)

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from controlplane.config import PRIORITY_RANGE, Settings, clamp_weight
+from controlplane.config import PRIORITY_RANGE, Settings, Target, clamp_weight
 from controlplane.domain import EndpointSetting, HealthStateName, Override, OverrideKind, RegionHealth, TargetState
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _fmt_s(seconds: float) -> str:
 
 def desired_state(
     settings: Settings,
-    target: Any,
+    target: Target,
     health: Any,
     actual: TargetState | None,
     overrides: Sequence[Override] = (),
@@ -171,7 +171,7 @@ def _health_words(rh: RegionHealth | None) -> str:
 
 
 def _weighted(
-    settings: Settings, target: Any, health: Any, actual: TargetState | None
+    settings: Settings, target: Target, health: Any, actual: TargetState | None
 ) -> tuple[dict[str, EndpointSetting], dict[str, str]]:
     out: dict[str, EndpointSetting] = {}
     reasons: dict[str, str] = {}
@@ -207,7 +207,7 @@ def _weighted(
 
 def _cap_near_quota(
     settings: Settings,
-    target: Any,
+    target: Target,
     health: Any,
     actual: TargetState | None,
     out: dict[str, EndpointSetting],
@@ -246,7 +246,7 @@ def _cap_near_quota(
         )
 
 
-def _baseline_shares(target: Any) -> dict[str, float]:
+def _baseline_shares(target: Target) -> dict[str, float]:
     """Each region's share of the target's traffic at the configured weights."""
     total = sum(ep.weight for ep in target.endpoints.values())
     return {r: ep.weight / total for r, ep in target.endpoints.items()} if total else {}
@@ -257,7 +257,7 @@ def _baseline_shares(target: Any) -> dict[str, float]:
 
 def _priority(
     settings: Settings,
-    target: Any,
+    target: Target,
     health: Any,
     actual: TargetState | None,
     now: datetime,
@@ -300,7 +300,7 @@ def _may_serve(actual: EndpointSetting | None) -> bool:
     return actual is None or actual.enabled
 
 
-def _failback(target: Any, region: str, rh: RegionHealth | None, active: str, now: datetime, memory: StrategyMemory) -> tuple[bool, str]:
+def _failback(target: Target, region: str, rh: RegionHealth | None, active: str, now: datetime, memory: StrategyMemory) -> tuple[bool, str]:
     if target.failback == "manual":
         return False, f"recovered, but failback is manual: traffic stays on {active} until an operator fails over"
     if rh is None or rh.state is not H.HEALTHY:
@@ -319,7 +319,7 @@ def _failback(target: Any, region: str, rh: RegionHealth | None, active: str, no
 
 
 def _apply_overrides(
-    target: Any,
+    target: Target,
     live: list[Override],
     out: dict[str, EndpointSetting],
     reasons: dict[str, str],
@@ -353,7 +353,7 @@ def _apply_overrides(
                 mark(region, EndpointSetting(weight=weight, priority=priority, enabled=cur.enabled), o.describe())
 
 
-def _apply_failover(target: Any, o: Override, out: dict[str, EndpointSetting], mark: Any) -> None:
+def _apply_failover(target: Target, o: Override, out: dict[str, EndpointSetting], mark: Any) -> None:
     dest = o.region
     if target.routing != "priority" or dest is None or dest not in target.endpoints or dest not in out:
         if o.target == target.name:
@@ -372,7 +372,7 @@ def _apply_failover(target: Any, o: Override, out: dict[str, EndpointSetting], m
 
 
 def _swap_priority(
-    target: Any, region: str, wanted: int, old: int | None, out: dict[str, EndpointSetting], reasons: dict[str, str], mark: Any
+    target: Target, region: str, wanted: int, old: int | None, out: dict[str, EndpointSetting], reasons: dict[str, str], mark: Any
 ) -> None:
     for other, setting in list(out.items()):
         if other != region and setting.priority == wanted:

@@ -53,7 +53,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.actuators.base import APPLIED, Actuator, ActuatorError, PermanentError, classify
-from controlplane.config import Settings, azure_name
+from controlplane.config import Settings, Target, azure_name
 from controlplane.domain import (
     AuditEvent,
     Change,
@@ -147,7 +147,7 @@ class DriftFinding:
 # ---------------------------------------------------------------- helpers
 
 
-def _names(target: Any) -> dict[str, str]:
+def _names(target: Target) -> dict[str, str]:
     return {region: azure_name(target, region) for region in target.endpoints}
 
 
@@ -165,7 +165,7 @@ def _held_by_nothing(f: Field, have: EndpointSetting) -> bool:
     return f is not Field.ENABLED and have.get(f) is None and not have.enabled
 
 
-def find_drift(target: Any, actual: TargetState, applied: Mapping[str, EndpointSetting]) -> list[DriftFinding]:
+def find_drift(target: Target, actual: TargetState, applied: Mapping[str, EndpointSetting]) -> list[DriftFinding]:
     """Managed fields whose actual value differs from what regionguard last applied."""
     out = []
     for region in target.endpoints:
@@ -354,7 +354,7 @@ class Reconciler:
 
     # ------------------------------------------------------------ read and settle
 
-    def _read(self, target: Any, deadline: float) -> TargetState:
+    def _read(self, target: Target, deadline: float) -> TargetState:
         actuator = self.actuators.get(target.name)
         if actuator is None:
             raise PermanentError(f"no actuator for target {target.name!r}", code="NoActuator")
@@ -375,7 +375,7 @@ class Reconciler:
         if not targets:
             return {}
 
-        def one(t: Any) -> TargetState | ActuatorError:
+        def one(t: Target) -> TargetState | ActuatorError:
             try:
                 return self._read(t, deadline)
             except ActuatorError as error:
@@ -408,7 +408,7 @@ class Reconciler:
             self._settle(t, state, now, result)
         return actual
 
-    def _record_read_error(self, target: Any, message: str, now: datetime) -> None:
+    def _record_read_error(self, target: Target, message: str, now: datetime) -> None:
         log.warning("cannot read %s: %s", target.name, message)
         if self._read_errors.get(target.name) == message:
             return
@@ -424,7 +424,7 @@ class Reconciler:
             )
         )
 
-    def _warn_missing(self, target: Any, state: TargetState, now: datetime) -> None:
+    def _warn_missing(self, target: Target, state: TargetState, now: datetime) -> None:
         missing = {r for r in target.endpoints if r not in state.endpoints}
         if missing == self._missing.get(target.name, set()):
             return
@@ -444,7 +444,7 @@ class Reconciler:
                 )
             )
 
-    def _settle(self, target: Any, actual: TargetState, now: datetime, result: TargetResult) -> None:
+    def _settle(self, target: Target, actual: TargetState, now: datetime, result: TargetResult) -> None:
         """Confirm our own unconfirmed writes (pending after a crash, failed by a timeout) against Azure."""
         applied = self.store.applied_settings(target.name)
         reference_at = {r.region: r.last_change_at for r in self.store.target_endpoints(target.name)}
@@ -551,7 +551,7 @@ class Reconciler:
             )
 
     def _record_drift(
-        self, target: Any, finding: DriftFinding, reported: str | None, now: datetime, by_operator: bool, revert: bool
+        self, target: Target, finding: DriftFinding, reported: str | None, now: datetime, by_operator: bool, revert: bool
     ) -> None:
         text = finding.describe()
         region = finding.region
@@ -575,7 +575,7 @@ class Reconciler:
         )
         self._event_drift(target, region, now, f"{target.name}/{region} {text}; {action}", "warning", finding)
 
-    def _event_drift(self, target: Any, region: str, now: datetime, summary: str, severity: str, finding: DriftFinding) -> None:
+    def _event_drift(self, target: Target, region: str, now: datetime, summary: str, severity: str, finding: DriftFinding) -> None:
         data = {"policy": target.drift, "fields": {f.value: {"applied": a, "actual": b} for f, (a, b) in finding.fields.items()}}
         self.store.add_event(
             AuditEvent(
@@ -590,7 +590,7 @@ class Reconciler:
             )
         )
 
-    def _drift_resolved(self, target: Any, region: str, now: datetime, why: str, was: str | None = None) -> None:
+    def _drift_resolved(self, target: Target, region: str, now: datetime, why: str, was: str | None = None) -> None:
         self.store.set_drift(target.name, region, None)
         self.store.set_flag(FlagKind.DRIFT_REVERT, f"{target.name}/{region}", None, now)
         self.store.add_event(
@@ -736,7 +736,9 @@ class Reconciler:
             for future in futures:
                 future.result()  # re-raises what a worker raised
 
-    def _apply_fenced(self, target: Any, plan: Plan, actual: TargetState, report: TickReport, token: int | None, deadline: float) -> None:
+    def _apply_fenced(
+        self, target: Target, plan: Plan, actual: TargetState, report: TickReport, token: int | None, deadline: float
+    ) -> None:
         if not self._fenced_ok(token):
             report.fenced = True
             with self._lock:
@@ -756,7 +758,9 @@ class Reconciler:
             return
         self._apply_target(target, plan, actual, report, token, deadline)
 
-    def _apply_target(self, target: Any, plan: Plan, actual: TargetState, report: TickReport, token: int | None, deadline: float) -> None:
+    def _apply_target(
+        self, target: Target, plan: Plan, actual: TargetState, report: TickReport, token: int | None, deadline: float
+    ) -> None:
         result = report.targets[target.name]
         now = self.clock.now()
         ids: dict[int, int] = {}
@@ -826,7 +830,7 @@ class Reconciler:
         result.writes = apply_report.writes
         self._read_back(target, result, deadline)
 
-    def _read_back(self, target: Any, result: TargetResult, deadline: float) -> None:
+    def _read_back(self, target: Target, result: TargetResult, deadline: float) -> None:
         now = self.clock.now()
         if self._monotonic() >= deadline:
             log.info("no time left to read %s back this tick; the next tick reads it", target.name)
@@ -843,7 +847,7 @@ class Reconciler:
         with self._lock:
             self._record_read_back(target, state, result, wrong, now)
 
-    def _record_read_back(self, target: Any, state: TargetState, result: TargetResult, wrong: list[Change], now: datetime) -> None:
+    def _record_read_back(self, target: Target, state: TargetState, result: TargetResult, wrong: list[Change], now: datetime) -> None:
         self.store.save_target_state(target.name, _names(target), state, result.desired, now)
         for c in wrong:
             self.store.set_write_status(target.name, c.region, WriteStatus.UNCONFIRMED, f"read back {c.field.value} is not {c.desired!r}")
