@@ -60,12 +60,14 @@ SignInSettings = EntraIdSignIn | GenericSignIn
 class SignInRefused(Exception):
     """The callback refuses this sign-in; ``title`` and ``detail`` are shown to the user (no secrets)."""
 
-    def __init__(self, title: str, detail: str, status: int = 400, claim: str | None = None) -> None:
+    def __init__(self, title: str, detail: str, status: int = 400, claim: str | None = None, audit: bool | None = None) -> None:
         super().__init__(f"{title}: {detail}")
         self.title = title
         self.detail = detail
         self.status = status
         self.claim = claim
+        # a warning in the audit trail: someone the provider vouched for got no role, or a token failed validation
+        self.audit = status == 403 if audit is None else audit
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +340,7 @@ class Sso:
             claims = self.client.parse_id_token(token, nonce=data["nonce"], leeway=LEEWAY_SECONDS)
         except JoseError as exc:
             log.warning("OIDC id_token refused (%s): %s", type(exc).__name__, exc)
-            raise SignInRefused("Identity token refused", _why(exc, meta)) from None
+            raise SignInRefused("Identity token refused", _why(exc, meta), audit=True) from None
         return identity_from_claims(self.cfg, dict(claims)), str(data.get("next") or "")
 
     def end_session_url(self) -> str | None:
@@ -460,7 +462,7 @@ def callback() -> Any:
         identity, next_path = provider.complete()
     except SignInRefused as exc:
         log.warning("SSO sign-in refused: %s", exc)
-        if exc.status == 403 or exc.title == "Identity token refused":
+        if exc.audit:
             ws.store.add_event(
                 AuditEvent(
                     kind=EventKind.LOGIN,

@@ -287,12 +287,13 @@ def test_roles_that_map_to_nothing_mean_no_access(app: Flask) -> None:
 # ---------------------------------------------------------------- the callback refuses
 
 
-def test_a_wrong_state_is_refused_before_the_code_is_spent(app: Flask, provider: Provider) -> None:
+def test_a_wrong_state_is_refused_before_the_code_is_spent(app: Flask, provider: Provider, store: Store) -> None:
     c = app.test_client()
     back = at_provider(start(c), "alice")
     forged = re.sub(r"state=[^&]+", "state=forged-state-value", back)
     refused(c.get(forged), 400, "does not match a sign-in started in this browser")
     assert provider.token_requests == []  # no code exchange for an unknown state
+    assert store.events(kinds=["login"]) == []  # a stale tab or a double click: logged, not audited
     assert_not_signed_in(c)
 
 
@@ -332,10 +333,12 @@ def _tampered(provider: Provider, app: Flask, change: Any) -> tuple[FlaskClient,
     return c, r
 
 
-def test_an_id_token_for_another_audience_is_refused(app: Flask, provider: Provider) -> None:
+def test_an_id_token_for_another_audience_is_refused(app: Flask, provider: Provider, store: Store) -> None:
     c, r = _tampered(provider, app, lambda cl, h: ({**cl, "aud": "some-other-app"}, h, provider.key))
     refused(r, 400, "Identity token refused", "issued for another application")
     assert_not_signed_in(c)
+    [event] = store.events(kinds=["login"])  # a token that fails validation is a warning in the audit trail
+    assert event.severity == "warning" and event.summary == "single sign-on refused: Identity token refused"
 
 
 def test_an_id_token_from_another_issuer_is_refused(app: Flask, provider: Provider) -> None:
