@@ -41,10 +41,12 @@ from controlplane import users
 from controlplane.config import Settings, parse_settings
 from controlplane.domain import (
     Change,
+    ChangeStatus,
     EndpointHealth,
     EndpointSetting,
     Field,
     HealthStateName,
+    LeaseName,
     Override,
     OverrideKind,
     RegionHealth,
@@ -231,7 +233,7 @@ def seed_state(store: Store, s: Settings) -> None:
             t.name, {r: EndpointSetting(ep.weight, ep.priority, True) for r, ep in t.endpoints.items()}, {r: "Online" for r in t.endpoints}
         )
         store.save_target_state(t.name, names, state, state, NOW)
-    store.try_acquire_lease("leader", "bench-worker", 3600, NOW - timedelta(seconds=5))
+    store.try_acquire_lease(LeaseName.LEADER, "bench-worker", 3600, NOW - timedelta(seconds=5))
     store.add_transitions(
         [
             Transition(
@@ -248,7 +250,7 @@ def seed_state(store: Store, s: Settings) -> None:
     )
     for k in range(200):
         c = Change("tm-weighted", s.regions[k % 20].name, "tm-x", Field.WEIGHT, 100, 80, "degraded")
-        store.record_change(c, "applied", NOW - timedelta(minutes=30 * k), fencing_token=3)
+        store.record_change(c, ChangeStatus.APPLIED, NOW - timedelta(minutes=30 * k), fencing_token=3)
     store.add_override(Override(OverrideKind.DRAIN, "bench", "maintenance", NOW - timedelta(hours=1), region=s.regions[5].name))
     store.add_override(
         Override(

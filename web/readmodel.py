@@ -22,6 +22,7 @@ from controlplane.domain import (
     ChangeStatus,
     EndpointHealth,
     EndpointSetting,
+    EventKind,
     Field,
     HealthStateName,
     Override,
@@ -426,7 +427,7 @@ class TimelineItem:
         }
 
 
-_OWN_TABLES = {"transition", "plan", "change", "override"}
+_OWN_TABLES = {EventKind.TRANSITION, EventKind.PLAN, EventKind.CHANGE, EventKind.OVERRIDE}  # shown from their own tables
 
 
 def timeline(

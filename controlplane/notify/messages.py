@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.domain import AuditEvent, as_jsonable
+from controlplane.domain import AuditEvent, EventKind, as_jsonable
 from controlplane.notify.settings import PagerDutyChannel, severity_rank
 
 SIGNATURE_HEADER = "X-Regionguard-Signature"
@@ -62,7 +62,7 @@ def is_resolution(event: AuditEvent) -> bool:
     data = event.data or {}
     if data.get("resolved") is True or event.kind in RESOLVING_KINDS:
         return True
-    return event.kind == "transition" and str(data.get("new", "")).lower() == "healthy"
+    return event.kind == EventKind.TRANSITION and str(data.get("new", "")).lower() == "healthy"
 
 
 def batch_action(events: Sequence[AuditEvent]) -> str:
