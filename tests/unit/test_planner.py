@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from controlplane.domain import EndpointSetting, Field, Plan, TargetState
+from controlplane.domain import Change, ChangeOrigin, EndpointSetting, Field, Plan, Skipped, TargetState
 from controlplane.engine.planner import apply_to_states, managed_fields, plan
 from tests.fakes import make_settings, target_state
 
@@ -134,3 +134,15 @@ def test_a_plan_prints_as_text_and_json_with_a_checksum() -> None:
     # the checksum covers what would be written, not why: 'apply the plan I reviewed' survives a reworded reason
     assert Plan(tuple(replace(c, reason="reviewed at 03:00") for c in p.changes)).checksum == p.checksum
     assert Plan(tuple(replace(c, desired=True) for c in p.changes)).checksum != p.checksum
+
+
+def test_a_recorded_plan_reads_back_as_the_same_plan_with_each_change_origin() -> None:
+    actual = target_state(S, "tm-weighted")
+    desired = desired_from(actual, {"eastus": "unhealthy"}, eastus=EndpointSetting(weight=500, enabled=False))
+    drain = plan(S, [desired], [actual]).changes[0]
+    manual = replace(drain, region="westeurope", endpoint="aoai-westeurope", origin=ChangeOrigin.MANUAL)
+    p = Plan((drain, manual), (Skipped(replace(drain, origin=ChangeOrigin.FAIL_OPEN), "write_budget", "wait"),), ("tm-weighted: all down",))
+    assert Plan.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    # a body recorded before origins were stored says only "manual"
+    old = {k: v for k, v in manual.to_dict().items() if k != "origin"}
+    assert Change.from_dict(old).origin is ChangeOrigin.MANUAL and Change.from_dict(old).manual
