@@ -13,12 +13,14 @@ the credential kind.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controlplane.domain import CONFIG_PROBLEM_OUTCOMES, Outcome
 from controlplane.durations import Duration
@@ -28,10 +30,149 @@ from controlplane.notify.settings import NotificationSettings
 from controlplane.oidc_settings import OidcSettings
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------- value types
+
+
+def _not_bool(value: Any) -> Any:
+    """YAML's ``true`` is not a number: pydantic would read it as 1."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean, not a number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+
+
+def _azure_name(kind: str, pattern: str, low: int, high: int, rule: str) -> AfterValidator:
+    """A check of one of Azure's documented naming rules (length and characters)."""
+    rx = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not low <= len(value) <= high or not rx.fullmatch(value):
+            raise ValueError(f"not a valid {kind}: {low}-{high} characters, {rule}")
+        return value
+
+    return AfterValidator(check)
+
+
+# From "Naming rules and restrictions for Azure resources" and the REST specs'
+# path-parameter patterns. A name that breaks them could only be a typo or an
+# attempt to reach another resource through the ARM path ("../../providers/...").
+ResourceGroupName = Annotated[
+    str,
+    _azure_name(
+        "resource group name",
+        r"[-\w.()]*[-\w()]",
+        1,
+        90,
+        "letters, digits, underscores, hyphens, periods and parentheses, not ending in a period",
+    ),
+]
+SubscriptionId = Annotated[str, _azure_name("subscription id", r"[0-9A-Fa-f]{8}-([0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}", 36, 36, "a GUID")]
+TrafficManagerProfileName = Annotated[
+    str,
+    _azure_name(
+        "Traffic Manager profile name",
+        r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?",
+        1,
+        63,
+        "letters, digits, hyphens and periods, starting and ending with a letter or digit",
+    ),
+]
+TrafficManagerEndpointName = Annotated[
+    str,
+    _azure_name(
+        "Traffic Manager endpoint name",
+        r"[^<>*%&:\\?/+#\x00-\x1f\x7f]*[^<>*%&:\\?/+#\x00-\x1f\x7f. ]",
+        1,
+        260,
+        "no < > * % & : \\ ? / + # or control characters, not ending in a period or space",
+    ),
+]
+FrontDoorName = Annotated[
+    str,
+    _azure_name(
+        "Front Door name",
+        r"[A-Za-z0-9]+([-A-Za-z0-9]?[A-Za-z0-9])*",
+        5,
+        64,
+        "letters, digits and hyphens, starting and ending with a letter or digit",
+    ),
+]
+_ALNUM_HYPHEN = r"[A-Za-z0-9]+(-*[A-Za-z0-9])*"
+_ALNUM_HYPHEN_RULE = "letters, digits and hyphens, starting and ending with a letter or digit"
+BackendPoolName = Annotated[str, _azure_name("Front Door backend pool name", _ALNUM_HYPHEN, 1, 90, _ALNUM_HYPHEN_RULE)]
+CdnProfileName = Annotated[str, _azure_name("Front Door profile name", _ALNUM_HYPHEN, 1, 260, _ALNUM_HYPHEN_RULE)]
+OriginGroupName = Annotated[str, _azure_name("Front Door origin group name", _ALNUM_HYPHEN, 1, 50, _ALNUM_HYPHEN_RULE)]
+OriginName = Annotated[str, _azure_name("Front Door origin name", _ALNUM_HYPHEN, 1, 50, _ALNUM_HYPHEN_RULE)]
+HostName = Annotated[
+    str,
+    _azure_name(
+        "host name",
+        r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+        1,
+        253,
+        "DNS labels of letters, digits and hyphens separated by periods",
+    ),
+]
+EnvName = Annotated[str, Field(pattern=ENV_NAME, description="name of an environment variable")]
+
+
+def redact_url(url: Any) -> str:
+    """A URL as it may be shown: no password, user name or query values."""
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return re.sub(r"//[^/@]*@", "//***@", text)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(f"{k.split('=', 1)[0]}=***" for k in parts.query.split("&") if k) if parts.query else ""
+    out = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else netloc + parts.path
+    return out + (f"?{query}" if query else "") + ("#***" if parts.fragment else "")
+
+
+def _check_base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials: put the key in an environment variable (auth.env)")
+    if parts.query or "?" in value:
+        raise ValueError("must not carry a query string (the probe adds api-version; keys belong in auth.env)")
+    if parts.fragment or "#" in value:
+        raise ValueError("must not carry a fragment")
+    return value
+
+
+_DB_URL = re.compile(
+    r"(?P<name>[\w+]+)://"
+    r"(?:(?P<user>[^:/@]*)(?::(?P<password>[^@]*))?@)?"
+    r"(?:(?P<host>\[[^\]]*\]|[^/:?]*)(?::(?P<port>[^/?]*))?)?"
+    r"(?:/(?P<database>[^?]*))?(?:\?(?P<query>.*))?",
+    re.DOTALL,
+)
+
+
+def _check_database_url(value: str) -> str:
+    """The URL grammar SQLAlchemy accepts (checked here: config must not import the store's libraries)."""
+    m = _DB_URL.fullmatch(value.strip())
+    if m is None:
+        raise ValueError("cannot be parsed as a database URL (e.g. sqlite:///regionguard.db, postgresql://user@host/db)")
+    port = m.group("port")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"cannot be parsed as a database URL: port {port!r} is not a number from 1 to 65535")
+    backend = m.group("name").split("+", 1)[0]
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"backend {backend!r} is not supported: use sqlite:///path or postgresql://user@host/db")
+    return value
 
 
 # ---------------------------------------------------------------- regions
@@ -39,7 +180,7 @@ class _Section(BaseModel):
 
 class ApiKeyAuth(_Section):
     kind: Literal["api_key"]
-    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the key")
+    env: str = Field(pattern=ENV_NAME, description="environment variable holding the key")
 
 
 class EntraIdAuth(_Section):
@@ -51,13 +192,13 @@ Auth = Annotated[ApiKeyAuth | EntraIdAuth, Field(discriminator="kind")]
 
 
 class Pricing(_Section):
-    input_per_1m: float = Field(default=0.0, ge=0)
-    output_per_1m: float = Field(default=0.0, ge=0)
+    input_per_1m: Float = Field(default=0.0, ge=0, le=1e6)
+    output_per_1m: Float = Field(default=0.0, ge=0, le=1e6)
 
 
 class LLMEndpoint(_Section):
     name: str = Field(pattern=_NAME)
-    base_url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    base_url: Annotated[str, AfterValidator(_check_base_url)] = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
     deployment: str = Field(min_length=1)
     api_style: Literal["deployments", "v1"] = "deployments"
     api_version: str = "2024-10-21"
@@ -81,10 +222,10 @@ class ProbeSettings(_Section):
     interval: Duration = 30.0
     fast_interval: Duration = 5.0
     timeout: Duration = 10.0
-    jitter: float = Field(default=0.1, ge=0, le=0.5, description="fraction of the interval")
-    concurrency: int = Field(default=32, ge=1, le=1000)
+    jitter: Float = Field(default=0.1, ge=0, le=0.5, description="fraction of the interval")
+    concurrency: Int = Field(default=32, ge=1, le=1000)
     prompt_style: Literal["number"] = "number"
-    max_tokens: int = Field(default=5, ge=1, le=100)
+    max_tokens: Int = Field(default=5, ge=1, le=100)
     token_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     slow_ttft: Duration = 3.0
     slow_total: Duration = 8.0
@@ -109,40 +250,40 @@ class ProbeSettings(_Section):
 
 
 class HealthSettings(_Section):
-    window: int = Field(default=10, ge=2, le=1000, description="results kept per endpoint and vantage")
-    failures_to_down: int = Field(default=3, ge=1, le=100)
-    failure_ratio_down: float = Field(default=0.6, gt=0, le=1)
-    degraded_ratio: float = Field(default=0.3, gt=0, le=1)
-    successes_to_up: int = Field(default=3, ge=1, le=100)
+    window: Int = Field(default=10, ge=2, le=1000, description="results kept per endpoint and vantage")
+    failures_to_down: Int = Field(default=3, ge=1, le=100)
+    failure_ratio_down: Float = Field(default=0.6, gt=0, le=1)
+    degraded_ratio: Float = Field(default=0.3, gt=0, le=1)
+    successes_to_up: Int = Field(default=3, ge=1, le=100)
     min_dwell: Duration = 60.0
-    vantage_quorum: int = Field(default=1, ge=1, le=100)
-    suspect_vantage_ratio: float = Field(
+    vantage_quorum: Int = Field(default=1, ge=1, le=100)
+    suspect_vantage_ratio: Float = Field(
         default=1.0, gt=0, le=1, description="share of endpoints failing at once that makes a vantage suspect"
     )
     stale_after: Duration | None = None  # default: 2 probe intervals
-    near_quota_headroom: float = Field(default=0.1, ge=0, le=1)
+    near_quota_headroom: Float = Field(default=0.1, ge=0, le=1)
 
 
 # ---------------------------------------------------------------- targets
 
 
 class TMEndpoint(_Section):
-    name: str = Field(min_length=1)
+    name: TrafficManagerEndpointName
     type: Literal["AzureEndpoints", "ExternalEndpoints", "NestedEndpoints"] = "ExternalEndpoints"
-    weight: int = 100
-    priority: int | None = None
+    weight: Int = 100
+    priority: Int | None = None
 
 
 class FDBackend(_Section):
-    address: str = Field(min_length=1)
-    weight: int = 50
-    priority: int = 1
+    address: HostName
+    weight: Int = 50
+    priority: Int = 1
 
 
 class AFDOrigin(_Section):
-    origin: str = Field(min_length=1)
-    weight: int = 500
-    priority: int = 1
+    origin: OriginName
+    weight: Int = 500
+    priority: Int = 1
 
 
 class APIMMember(_Section):
@@ -151,8 +292,8 @@ class APIMMember(_Section):
     as weight / 10) and priority (APIM's own 0-100, lower first; None: left as APIM has it)."""
 
     backend: str = Field(min_length=1, max_length=80)
-    weight: int = 500
-    priority: int | None = None
+    weight: Int = 500
+    priority: Int | None = None
 
     @field_validator("backend")
     @classmethod
@@ -162,32 +303,32 @@ class APIMMember(_Section):
 
 class _Target(_Section):
     name: str = Field(pattern=_NAME)
-    subscription_id: str = Field(min_length=1)
-    resource_group: str = Field(min_length=1)
+    subscription_id: SubscriptionId
+    resource_group: ResourceGroupName
     routing: Literal["weighted", "priority"] = "weighted"
     drift: Literal["report", "revert", "adopt"] = "report"
     failback: Literal["auto", "manual"] = "auto"
     failback_dwell: Duration = 300.0
-    min_serving: int | None = Field(default=None, ge=1)  # default: guardrails.min_serving
+    min_serving: Int | None = Field(default=None, ge=1)  # default: guardrails.min_serving
 
 
 class TrafficManagerTarget(_Target):
     kind: Literal["traffic_manager"]
-    profile: str = Field(min_length=1)
+    profile: TrafficManagerProfileName
     endpoints: dict[str, TMEndpoint] = Field(min_length=1)
 
 
 class FrontDoorTarget(_Target):
     kind: Literal["front_door"]
-    front_door: str = Field(min_length=1)
-    backend_pool: str = Field(min_length=1)
+    front_door: FrontDoorName
+    backend_pool: BackendPoolName
     endpoints: dict[str, FDBackend] = Field(min_length=1)
 
 
 class FrontDoorCdnTarget(_Target):
     kind: Literal["front_door_cdn"]
-    profile: str = Field(min_length=1)
-    origin_group: str = Field(min_length=1)
+    profile: CdnProfileName
+    origin_group: OriginGroupName
     endpoints: dict[str, AFDOrigin] = Field(min_length=1)
 
 
@@ -267,24 +408,24 @@ def azure_name(target: Target, region: str) -> str:
 
 
 class Guardrails(_Section):
-    min_serving: int = Field(default=1, ge=1)
-    max_drain_fraction: float = Field(default=0.5, ge=0, le=1)
-    max_weight_step: int = Field(default=250, ge=1, le=1000)
+    min_serving: Int = Field(default=1, ge=1, le=1000)
+    max_drain_fraction: Float = Field(default=0.5, ge=0, le=1)
+    max_weight_step: Int = Field(default=250, ge=1, le=1000)
     cooldown: Duration = 60.0
-    write_budget_per_hour: int = Field(default=120, ge=1)
+    write_budget_per_hour: Int = Field(default=120, ge=1, le=100_000)
     fail_open: bool = True
 
 
 class Database(_Section):
-    url: str = "sqlite:///regionguard.db"
+    url: Annotated[str, AfterValidator(_check_database_url)] = "sqlite:///regionguard.db"
 
 
 class Web(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    secret_key_env: str = "REGIONGUARD_SECRET_KEY"
+    port: Int = Field(default=8080, ge=0, le=65535)
+    secret_key_env: EnvName = "REGIONGUARD_SECRET_KEY"
     session_lifetime: Duration = 12 * 3600.0
-    login_attempts_per_minute: int = Field(default=10, ge=1)
+    login_attempts_per_minute: Int = Field(default=10, ge=1, le=10_000)
     # Local (break-glass) users: false turns the password form off; needs ``oidc``.
     local_users: bool = True
     oidc: OidcSettings | None = None
@@ -319,8 +460,8 @@ class Reconcile(_Section):
 
 
 class Retention(_Section):
-    raw_days: float = Field(default=7, gt=0)
-    rollup_days: float = Field(default=90, gt=0)
+    raw_days: Float = Field(default=7, gt=0, le=3650)
+    rollup_days: Float = Field(default=90, gt=0, le=3650)
 
 
 class Settings(_Section):
@@ -371,13 +512,16 @@ class ConfigError(BadInput):
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
 
 
+_TAGS = frozenset({*TARGET_KINDS, "api_key", "entra_id", "generic"})
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in (*TARGET_KINDS, "api_key", "entra_id", "generic", "function-after"):
-            continue  # discriminator / validator tags pydantic adds to the location
+        elif part == "function-after" or (part in _TAGS and i + 1 < len(loc)):
+            continue  # discriminator / validator tags pydantic adds (a field may share a tag's name: front_door)
         else:
             out += f".{part}" if out else str(part)
     return out or "(top level)"
@@ -393,6 +537,8 @@ def _format_pydantic(err: ValidationError) -> list[str]:
     for e in err.errors():
         loc = _path(tuple(e["loc"]))
         kind, ctx, value = e["type"], e.get("ctx", {}), e.get("input")
+        if loc.endswith("url") and isinstance(value, str):
+            value = redact_url(value)  # a URL may carry a password or a key: never echo it
         if kind == "missing":
             problems.append(f"{loc}: required")
         elif kind == "extra_forbidden":
@@ -414,6 +560,12 @@ def semantic_problems(s: Settings) -> list[str]:
     for name, n in Counter(regions).items():
         if n > 1:
             problems.append(f"regions: duplicate region name {name!r}")
+    by_fold: dict[str, list[str]] = {}
+    for name in dict.fromkeys(regions):
+        by_fold.setdefault(name.casefold(), []).append(name)
+    for names in by_fold.values():
+        if len(names) > 1:  # Azure compares names case-insensitively: these would be one region there
+            problems.append(f"regions: names {', '.join(repr(n) for n in names)} differ only in case")
     for i, r in enumerate(s.regions):
         for name, n in Counter(e.name for e in r.endpoints).items():
             if n > 1:
@@ -457,8 +609,8 @@ def semantic_problems(s: Settings) -> list[str]:
                     problems.append(
                         f"{where}.endpoints.{member_region}.backend: {member.backend!r} is the pool itself; a member is another backend"
                     )
-        names = Counter(azure_name(t, r).lower() if t.kind == "apim_backend_pool" else azure_name(t, r) for r in t.endpoints)
-        for name, n in names.items():
+        azure_names = Counter(azure_name(t, r).lower() if t.kind == "apim_backend_pool" else azure_name(t, r) for r in t.endpoints)
+        for name, n in azure_names.items():
             if n > 1:
                 problems.append(f"{where}.endpoints: Azure name {name!r} is mapped from more than one region")
         min_serving = s.min_serving(t)
@@ -500,6 +652,17 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         raise ConfigError(str(p), [f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
     return parse_settings(data, str(p))
+
+
+def missing_api_keys(s: Settings, environ: Any = None) -> list[str]:
+    """One line per API-key environment variable the config names that is unset or empty."""
+    env = os.environ if environ is None else environ
+    out = []
+    for i, region in enumerate(s.regions):
+        for j, ep in enumerate(region.endpoints):
+            if isinstance(ep.auth, ApiKeyAuth) and not env.get(ep.auth.env):
+                out.append(f"regions[{i}].endpoints[{j}].auth.env: {ep.auth.env} is not set (the API key of {region.name}/{ep.name})")
+    return out
 
 
 def summary(s: Settings) -> str:

@@ -192,6 +192,7 @@ class TargetState:
     unmanaged: tuple[str, ...] = ()  # names present in Azure that config does not own
     manual: tuple[str, ...] = ()  # desired only: regions an operator override decides (their changes are manual)
     circuit_breakers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # region -> Azure's own trip rules (APIM), described
+    read_errors: dict[str, str] = field(default_factory=dict)  # actual only: region -> why Azure's answer for it is unreadable
 
 
 ActualState = TargetState

@@ -49,6 +49,8 @@ from controlplane.actuators.base import (
     PermanentError,
     SdkActuator,
     TransientError,
+    UnreadableEndpoint,
+    checked_int,
     classify,
     desired_fields,
     remaining,
@@ -169,11 +171,18 @@ class ApimBackendPoolActuator(SdkActuator):
         pool, _etag = self._get_pool(target, deadline)
         state = self._state(target, list(pool.pool.services or []) if pool.pool else [])
         breakers = self._circuit_breakers(target, deadline)
-        return TargetState(target=state.target, endpoints=state.endpoints, unmanaged=state.unmanaged, circuit_breakers=breakers)
+        return TargetState(
+            target=state.target,
+            endpoints=state.endpoints,
+            unmanaged=state.unmanaged,
+            circuit_breakers=breakers,
+            read_errors=state.read_errors,
+        )
 
     def _state(self, target: APIMBackendPoolTarget, services: list[Any]) -> TargetState:
         by_key = {_member_key(s.id): s for s in services}
         settings: dict[str, EndpointSetting] = {}
+        errors: dict[str, str] = {}
         owned: set[str] = set()
         for region, cfg in target.endpoints.items():
             key = _member_key(backend_arm_id(target, cfg.backend))
@@ -181,10 +190,16 @@ class ApimBackendPoolActuator(SdkActuator):
             item = by_key.get(key)
             if item is None:  # out of the pool: drained (it has no weight or priority there)
                 settings[region] = EndpointSetting(weight=None, priority=None, enabled=False)
-            else:
-                settings[region] = EndpointSetting(weight=from_native_weight(item.weight), priority=item.priority, enabled=True)
+                continue
+            try:
+                weight, priority = checked_int(item.weight, "weight"), checked_int(item.priority, "priority")
+            except UnreadableEndpoint as exc:
+                errors[region] = f"{cfg.backend}: {exc}"
+                log.warning("target %s: pool member %s unreadable: %s", target.name, cfg.backend, exc)
+                continue
+            settings[region] = EndpointSetting(weight=from_native_weight(weight), priority=priority, enabled=True)
         unmanaged = tuple(sorted(str(s.id).rstrip("/").rsplit("/", 1)[-1] for s in services if _member_key(s.id) not in owned))
-        return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged)
+        return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged, read_errors=errors)
 
     def _circuit_breakers(self, target: APIMBackendPoolTarget, deadline: float) -> dict[str, tuple[str, ...]]:
         """region -> the member backend's circuit-breaker rules, described (read-only).

@@ -34,7 +34,7 @@ from controlplane.config import (
     TrafficManagerTarget,
     azure_name,
 )
-from controlplane.domain import Change, Field, Plan, TargetState
+from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
 from controlplane.retry_after import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -329,6 +329,56 @@ def start_apply(target: Target, plan: Plan, on_result: OnResult | None) -> tuple
 
 def enabled_state(value: bool) -> str:
     return "Enabled" if value else "Disabled"
+
+
+class UnreadableEndpoint(ValueError):
+    """An ARM answer for one endpoint whose fields do not have the types Azure documents."""
+
+
+_STATES = {"enabled": True, "disabled": False}
+
+
+def checked_int(value: Any, name: str, optional: bool = True) -> int | None:
+    """An integer field of an ARM answer, or :class:`UnreadableEndpoint` (a bool, a float, a string are not)."""
+    return _whole(value, name, optional)
+
+
+def _whole(value: Any, name: str, optional: bool) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UnreadableEndpoint(f"{name} {_show(value)} is not an integer")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_setting(weight: Any, priority: Any, state: Any, state_name: str) -> EndpointSetting:
+    """An endpoint's setting from ARM's answer, type-checked: never "enabled" by default.
+
+    ``state`` is Traffic Manager's ``endpointStatus`` or Front Door's
+    ``enabledState`` (a str or the SDK's str enum); only Enabled and Disabled
+    are understood. Anything else raises :class:`UnreadableEndpoint`, so the
+    endpoint is a read error for this tick and nothing is stored as actual.
+    """
+    raw = getattr(state, "value", state)
+    enabled = _STATES.get(raw.lower()) if isinstance(raw, str) else None
+    if enabled is None:
+        raise UnreadableEndpoint(f"{state_name} {_show(raw)} is neither Enabled nor Disabled")
+    return EndpointSetting(weight=_whole(weight, "weight", True), priority=_whole(priority, "priority", True), enabled=enabled)
+
+
+def observed_fields(weight: Any, priority: Any, state: Any, state_name: str) -> dict[Field, int | bool | None]:
+    """What a write's answer says, for :func:`verify`; an unreadable answer raises :class:`UnreadableEndpoint`."""
+    s = read_setting(weight, priority, state, state_name)
+    return {Field.WEIGHT: s.weight, Field.PRIORITY: s.priority, Field.ENABLED: s.enabled}
+
+
+def unreadable_error(error: UnreadableEndpoint) -> ActuatorError:
+    return TransientError(f"read back after the write: {error}", code="UnreadableAnswer")
 
 
 def sdk_fields(wanted: dict[Field, Any], enabled_key: str) -> dict[str, Any]:

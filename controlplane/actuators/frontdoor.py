@@ -31,12 +31,16 @@ from controlplane.actuators.base import (
     PermanentError,
     SdkActuator,
     TransientError,
+    UnreadableEndpoint,
     desired_fields,
+    observed_fields,
+    read_setting,
     remaining,
     report_group,
     sdk_fields,
     start_apply,
     target_of_kind,
+    unreadable_error,
     verify,
 )
 from controlplane.config import FrontDoorTarget, Target
@@ -64,7 +68,7 @@ def _find(items: list[Any] | None, attr: str, value: str) -> Any | None:
 
 
 def _observed(backend: Any) -> dict[Field, int | bool | None]:
-    return {Field.WEIGHT: backend.weight, Field.PRIORITY: backend.priority, Field.ENABLED: backend.enabled_state != "Disabled"}
+    return observed_fields(backend.weight, backend.priority, backend.enabled_state, "enabledState")
 
 
 class FrontDoorClassicActuator(SdkActuator):
@@ -94,6 +98,7 @@ class FrontDoorClassicActuator(SdkActuator):
         deadline = self._deadline(deadline)
         backends = list(self._pool(target, self._get(target, deadline)).properties.backends or [])
         settings: dict[str, EndpointSetting] = {}
+        errors: dict[str, str] = {}
         owned: set[str] = set()
         for region, cfg in target.endpoints.items():
             backend = _find(backends, "address", cfg.address)
@@ -101,11 +106,13 @@ class FrontDoorClassicActuator(SdkActuator):
                 log.warning("target %s: backend %s not found in pool %s", target.name, cfg.address, target.backend_pool)
                 continue
             owned.add(cfg.address.lower())
-            settings[region] = EndpointSetting(
-                weight=backend.weight, priority=backend.priority, enabled=backend.enabled_state != "Disabled"
-            )
+            try:
+                settings[region] = read_setting(backend.weight, backend.priority, backend.enabled_state, "enabledState")
+            except UnreadableEndpoint as exc:
+                errors[region] = f"{cfg.address}: {exc}"
+                log.warning("target %s: backend %s unreadable: %s", target.name, cfg.address, exc)
         unmanaged = tuple(sorted(str(b.address) for b in backends if str(b.address).lower() not in owned))
-        return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged)
+        return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged, read_errors=errors)
 
     # ------------------------------------------------------------ write
 
@@ -171,4 +178,7 @@ class FrontDoorClassicActuator(SdkActuator):
             return error
         if backend is None:
             return TransientError(f"backend {target.endpoints[region].address!r} missing after the write", code="VerifyMismatch")
-        return verify(desired_fields(changes), _observed(backend))
+        try:
+            return verify(desired_fields(changes), _observed(backend))
+        except UnreadableEndpoint as exc:
+            return unreadable_error(exc)

@@ -18,15 +18,19 @@ from controlplane.actuators.base import (
     OnResult,
     SdkActuator,
     TransientError,
+    UnreadableEndpoint,
     desired_fields,
+    observed_fields,
+    read_setting,
     report_group,
     sdk_fields,
     start_apply,
     target_of_kind,
+    unreadable_error,
     verify,
 )
 from controlplane.config import FrontDoorCdnTarget, Target
-from controlplane.domain import Change, EndpointSetting, Field, Plan, TargetState
+from controlplane.domain import Change, EndpointSetting, Plan, TargetState
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +51,21 @@ class FrontDoorCdnActuator(SdkActuator):
         )
         by_name = {str(o.name).lower(): o for o in origins}
         settings: dict[str, EndpointSetting] = {}
+        errors: dict[str, str] = {}
         for region, cfg in target.endpoints.items():
             origin = by_name.get(cfg.origin.lower())
             if origin is None:
                 log.warning("target %s: origin %s not found in origin group %s", target.name, cfg.origin, target.origin_group)
                 continue
             p = origin.properties
-            settings[region] = EndpointSetting(weight=p.weight, priority=p.priority, enabled=p.enabled_state != "Disabled")
+            try:
+                settings[region] = read_setting(p.weight, p.priority, p.enabled_state, "enabledState")
+            except UnreadableEndpoint as exc:
+                errors[region] = f"{cfg.origin}: {exc}"
+                log.warning("target %s: origin %s unreadable: %s", target.name, cfg.origin, exc)
         owned = {cfg.origin.lower() for cfg in target.endpoints.values()}
         unmanaged = tuple(sorted(str(o.name) for o in origins if str(o.name).lower() not in owned))
-        return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged)
+        return TargetState(target=target.name, endpoints=settings, unmanaged=unmanaged, read_errors=errors)
 
     def apply(self, target: Target, plan: Plan, *, deadline: float, on_result: OnResult | None = None) -> ApplyReport:
         target = target_of_kind(target, FrontDoorCdnTarget)
@@ -99,4 +108,7 @@ class FrontDoorCdnActuator(SdkActuator):
             log.warning("%s failed: %s", what, error)
             return error
         p = result.properties
-        return verify(wanted, {Field.WEIGHT: p.weight, Field.PRIORITY: p.priority, Field.ENABLED: p.enabled_state != "Disabled"})
+        try:
+            return verify(wanted, observed_fields(p.weight, p.priority, p.enabled_state, "enabledState"))
+        except UnreadableEndpoint as exc:
+            return unreadable_error(exc)

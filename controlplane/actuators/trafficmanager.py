@@ -21,12 +21,16 @@ from controlplane.actuators.base import (
     OnResult,
     SdkActuator,
     Step,
+    UnreadableEndpoint,
     desired_fields,
+    observed_fields,
     order_for_unique_priorities,
+    read_setting,
     report_group,
     sdk_fields,
     start_apply,
     target_of_kind,
+    unreadable_error,
     verify,
 )
 from controlplane.config import PRIORITY_RANGE, Target, TrafficManagerTarget, azure_name
@@ -62,6 +66,7 @@ class TrafficManagerActuator(SdkActuator):
     def _state(self, target: TrafficManagerTarget, endpoints: list[Any]) -> TargetState:
         by_name = {str(ep.name).lower(): ep for ep in endpoints}
         settings: dict[str, EndpointSetting] = {}
+        errors: dict[str, str] = {}
         monitor: dict[str, str] = {}
         owned: set[str] = set()
         for region, cfg in target.endpoints.items():
@@ -71,11 +76,16 @@ class TrafficManagerActuator(SdkActuator):
                 continue
             owned.add(cfg.name.lower())
             props = ep.properties
-            settings[region] = EndpointSetting(weight=props.weight, priority=props.priority, enabled=props.endpoint_status != "Disabled")
+            try:
+                settings[region] = read_setting(props.weight, props.priority, props.endpoint_status, "endpointStatus")
+            except UnreadableEndpoint as exc:
+                errors[region] = f"{cfg.name}: {exc}"
+                log.warning("target %s: endpoint %s unreadable: %s", target.name, cfg.name, exc)
+                continue
             if props.endpoint_monitor_status:
                 monitor[region] = str(getattr(props.endpoint_monitor_status, "value", props.endpoint_monitor_status))
         unmanaged = tuple(sorted(str(ep.name) for ep in endpoints if str(ep.name).lower() not in owned))
-        return TargetState(target=target.name, endpoints=settings, monitor_status=monitor, unmanaged=unmanaged)
+        return TargetState(target=target.name, endpoints=settings, monitor_status=monitor, unmanaged=unmanaged, read_errors=errors)
 
     # ------------------------------------------------------------ write
 
@@ -136,5 +146,8 @@ class TrafficManagerActuator(SdkActuator):
             log.warning("%s failed: %s", what, error)
             return error
         props = result.properties
-        observed = {Field.WEIGHT: props.weight, Field.PRIORITY: props.priority, Field.ENABLED: props.endpoint_status != "Disabled"}
+        try:
+            observed = observed_fields(props.weight, props.priority, props.endpoint_status, "endpointStatus")
+        except UnreadableEndpoint as exc:
+            return unreadable_error(exc)
         return verify(step.fields, observed)

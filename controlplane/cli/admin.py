@@ -8,13 +8,18 @@ import sys
 from typing import Any
 
 from controlplane.cli.common import CommandError, db_error, default_config, emit, open_checked_store, settings_of, utcnow, who, with_config
-from controlplane.config import load_settings, summary
+from controlplane.config import ConfigError, load_settings, missing_api_keys, summary
 from controlplane.errors import EXIT_OK, EXIT_USAGE
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
+    missing = missing_api_keys(settings)
+    if missing and args.strict:
+        raise ConfigError(args.file, missing)
     print(summary(settings))
+    for line in missing:
+        print(f"warning: {line}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -88,6 +93,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("file")
+    p.add_argument("--strict", action="store_true", help="also fail when an API-key environment variable is not set")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("db", help="database migrations")

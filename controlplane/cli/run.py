@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 from controlplane.cli.common import CommandError, db_error, open_checked_store, settings_of, with_config, wsgi_server
@@ -57,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from web.app import create_app
 
         servers.append(_serve(create_app(settings, store), settings.web.host, settings.web.port, "dashboard"))
+    for line in worker.missing_keys:  # loud, before anything else: every probe of that endpoint will fail
+        print(f"CONFIGURATION PROBLEM: {line}: /readyz stays not ready until it is set", file=sys.stderr, flush=True)
     worker.start()
     print(
         f"regionguard worker {worker.holder} running ({'dry run, ' if args.dry_run or settings.azure.dry_run else ''}{len(settings.targets)} target(s)); SIGTERM to stop",

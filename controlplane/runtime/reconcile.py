@@ -404,6 +404,7 @@ class Reconciler:
                 )
             result.actual = actual[t.name] = state
             self.store.save_target_state(t.name, _names(t), state, None, now)
+            self._record_endpoint_read_errors(t, state, now)
             self._warn_missing(t, state, now)
             self._settle(t, state, now, result)
         return actual
@@ -424,8 +425,42 @@ class Reconciler:
             )
         )
 
+    def _record_endpoint_read_errors(self, target: Target, state: TargetState, now: datetime) -> None:
+        """An endpoint whose ARM answer is unreadable sits this tick out: one warning event per new error."""
+        for region in target.endpoints:
+            key = f"{target.name}/{region}"
+            message = state.read_errors.get(region)
+            if message is None:
+                if self._read_errors.pop(key, None) is not None:
+                    self.store.add_event(
+                        AuditEvent(
+                            kind=EventKind.READ_ERROR,
+                            at=now,
+                            actor=self.actor,
+                            summary=f"{key}: Azure's answer can be read again",
+                            target=target.name,
+                            region=region,
+                        )
+                    )
+                continue
+            if self._read_errors.get(key) == message:
+                continue
+            self._read_errors[key] = message
+            log.warning("cannot read %s: %s", key, message)
+            self.store.add_event(
+                AuditEvent(
+                    kind=EventKind.READ_ERROR,
+                    at=now,
+                    actor=self.actor,
+                    summary=f"{key}: Azure's answer for this endpoint is unreadable, it is left alone this tick: {message}",
+                    target=target.name,
+                    region=region,
+                    severity="warning",
+                )
+            )
+
     def _warn_missing(self, target: Target, state: TargetState, now: datetime) -> None:
-        missing = {r for r in target.endpoints if r not in state.endpoints}
+        missing = {r for r in target.endpoints if r not in state.endpoints and r not in state.read_errors}
         if missing == self._missing.get(target.name, set()):
             return
         self._missing[target.name] = missing

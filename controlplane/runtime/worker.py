@@ -34,7 +34,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from controlplane.actuators.base import Actuator
-from controlplane.config import Settings
+from controlplane.config import Settings, missing_api_keys
 from controlplane.domain import AuditEvent, ChangeStatus, Clock, EventKind, FlagKind, HealthStateName, ProbeResult, SystemClock
 from controlplane.engine.health import HealthEvaluator, HealthReport
 from controlplane.runtime import loops
@@ -87,6 +87,7 @@ class Worker:
         self.runner = (
             ProbeRunner(settings, sink=self._on_results, clock=self.clock, credential=probe_credential, environ=environ) if probe else None
         )
+        self.missing_keys = missing_api_keys(settings, environ) if probe else []
         self.evaluator: HealthEvaluator | None = None
         self.last_report: HealthReport | None = None
         self.last_tick: TickReport | None = None
@@ -140,6 +141,8 @@ class Worker:
             self._probe_thread = threading.Thread(target=self._probe_main, name="regionguard-probes", daemon=True)
             self._probe_thread.start()
         log.info("worker %s started (%d targets, %d regions)", self.holder, len(self.settings.targets), len(self.settings.regions))
+        for line in self.missing_keys:
+            log.error("configuration problem: %s: its endpoint is probed without a key and reported as a config problem", line)
         return self
 
     def stop(self, timeout: float = 8.0) -> None:
@@ -373,4 +376,9 @@ class Worker:
             database: bool | None = True
         except Exception:
             database = False
-        return {"database": database, "scheduler": self.running, "leader": self.elector.is_leader, "holder": self.holder}
+        checks: dict[str, Any] = {"database": database, "scheduler": self.running, "leader": self.elector.is_leader, "holder": self.holder}
+        if self.runner is not None:
+            checks["api_keys"] = not self.missing_keys  # a prober without its keys probes nothing useful
+            if self.missing_keys:
+                checks["reasons"] = list(self.missing_keys)
+        return checks

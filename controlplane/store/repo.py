@@ -711,6 +711,10 @@ class Store:
                     rules = actual.circuit_breakers.get(region)
                     row.circuit_breaker = json.dumps(list(rules)) if rules is not None else None
                     row.read_at = now
+                elif actual is not None and region in actual.read_errors:  # unreadable: no stale value may pass for actual
+                    row.actual_weight = row.actual_priority = row.actual_enabled = None
+                    row.monitor_status = None
+                    row.read_at = now
                 if desired is not None and region in desired.endpoints:
                     d = desired.endpoints[region]
                     row.desired_weight, row.desired_priority, row.desired_enabled = d.weight, d.priority, d.enabled

@@ -73,7 +73,7 @@ def settings_for(arm: FakeArm | None, n: int, *, apim: bool = True, **target_opt
             "name": f"fd-{n}",
             "kind": "front_door",
             "resource_group": "rg-fd",
-            "front_door": f"fd-{n}",
+            "front_door": f"fd-llm-{n}",
             "backend_pool": "llm-pool",
             **common,
             "endpoints": {

@@ -50,3 +50,20 @@ def test_status_and_history_escape_control_characters_and_bidi_overrides_from_th
         assert not bad_chars(r.out), (argv, bad_chars(r.out))
     text = env.run("history").out
     assert "evil\\x1b[2J\\x1b]0;owned\\x07\\u202etxt.exe" in text
+
+
+def test_status_shows_a_region_whose_endpoints_have_a_config_problem_as_a_problem_without_a_score(env: CliEnv) -> None:
+    from controlplane.domain import EndpointHealth, RegionHealth
+
+    now = datetime.now(UTC)
+    problem = "auth_error in 1 of last 1 probes: AOAI_KEY is not set"
+    eps = tuple(
+        EndpointHealth(f"eastus/{d}", "eastus", HealthStateName.UNKNOWN, 1.0, "waiting", config_problem=problem)
+        for d in ("gpt-4o", "gpt-4o-mini")
+    )
+    env.store.save_health(eps, [RegionHealth("eastus", HealthStateName.UNKNOWN, 1.0, (f"config problem: gpt-4o: {problem}",), eps)], now)
+    text = env.run("status").out
+    east = next(line for line in text.splitlines() if line.startswith("eastus "))
+    assert east.split()[1:3] == ["PROBLEM", "-"], east
+    region = next(r for r in env.run("status", "--json").json()["regions"] if r["region"] == "eastus")
+    assert region["score"] is None and region["state"] == "unknown" and len(region["config_problems"]) == 2
