@@ -76,11 +76,11 @@ def test_the_reconciler_leaves_an_unreadable_endpoint_alone_stores_no_actual_for
         world.arm.mutate(resource_id(target, "eastus"), {state_field(target): "Paused"}, validate=False)
     report = world.tick(r, health(westeurope=H.UNHEALTHY))
     assert all(c.region != "eastus" for c in report.applied), report.applied
-    rows = {(row["target"], row["region"]): row for row in world.store.target_endpoints()}
+    rows = {(row.target, row.region): row for row in world.store.target_endpoints()}
     for target in world.settings.targets:
         east = rows[(target.name, "eastus")]
-        assert east["actual_enabled"] is None and east["actual_weight"] is None, east
-        assert rows[(target.name, "westeurope")]["actual_enabled"] is not None
+        assert east.actual is None, east
+        assert rows[(target.name, "westeurope")].actual is not None
     events = [e for e in world.store.events(kinds=["read_error"]) if e.region == "eastus"]
     assert len(events) == len(world.settings.targets)
     assert all("Paused" in e.summary and e.severity == "warning" for e in events)
