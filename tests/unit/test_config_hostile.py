@@ -57,6 +57,8 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return data
 
 
+FD = len(example()["targets"])  # the Front Door classic target is appended after the example's
+
 # path, value as written in YAML, what the one line must contain
 CASES = [
     ("probe.interval", ".nan", "probe.interval"),
@@ -77,9 +79,9 @@ CASES = [
     ("targets.1.profile", "afd_llm", "targets[1].profile"),
     ("targets.1.origin_group", "aoai/origins", "targets[1].origin_group"),
     ("targets.1.endpoints.eastus.origin", "o" * 51, "targets[1].endpoints.eastus.origin"),
-    ("targets.2.front_door", "fd", "targets[2].front_door"),
-    ("targets.2.backend_pool", "pool/../x", "targets[2].backend_pool"),
-    ("targets.2.endpoints.eastus.address", "host/../../x", "targets[2].endpoints.eastus.address"),
+    (f"targets.{FD}.front_door", "fd", f"targets[{FD}].front_door"),
+    (f"targets.{FD}.backend_pool", "pool/../x", f"targets[{FD}].backend_pool"),
+    (f"targets.{FD}.endpoints.eastus.address", "host/../../x", f"targets[{FD}].endpoints.eastus.address"),
     ("targets.0.endpoints.eastus.weight", "true", "targets[0].endpoints.eastus.weight"),
     ("targets.1.endpoints.eastus.priority", "false", "targets[1].endpoints.eastus.priority"),
     ("health.window", "true", "health.window"),
@@ -138,6 +140,6 @@ def test_the_valid_names_azure_allows_still_pass() -> None:
     data["targets"][0]["resource_group"] = "rg_LLM-(prod).eu"
     data["targets"][0]["profile"] = "llm.global-1"
     data["targets"][1]["profile"] = "a" * 260
-    data["targets"][2]["endpoints"]["eastus"]["address"] = "10.0.0.4"
+    data["targets"][FD]["endpoints"]["eastus"]["address"] = "10.0.0.4"
     data["database"]["url"] = "postgresql+psycopg://rg:pw@db.example.net:5432/rg"
     parse_settings(data, "test.yaml")
