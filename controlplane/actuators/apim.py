@@ -348,16 +348,18 @@ class ApimBackendPoolActuator(SdkActuator):
             elif (services[index].weight, services[index].priority) != (item.weight, item.priority):
                 services[index] = item
                 changed = True
-        if not services:
-            error = PermanentError(
-                f"that would leave APIM pool {target.pool} with no member; a pool needs at least one (not sent)", code="PoolNeedsAMember"
-            )
+        if not services:  # the spec's minItems: 1. The last drain of the plan stays out; the others go ahead
             drains = [r for r, cs in groups.items() if r not in refused and desired_fields(cs).get(Field.ENABLED) is False]
-            rest = {r: cs for r, cs in groups.items() if r not in refused and r not in drains}
-            again = self._plan_services(target, current, rest) if rest else _Attempt(list(current), False)
-            again.refused.update(refused)
-            again.refused.update(dict.fromkeys(drains, error))
-            return again
+            if drains:
+                kept = drains[-1]
+                again = self._plan_services(target, current, {r: cs for r, cs in groups.items() if r not in refused and r != kept})
+                again.refused.update(refused)
+                again.refused[kept] = PermanentError(
+                    f"draining {target.endpoints[kept].backend} would leave APIM pool {target.pool} with no member; "
+                    "a pool needs at least one (not sent)",
+                    code="PoolNeedsAMember",
+                )
+                return again
         return _Attempt(services, changed, refused)
 
 

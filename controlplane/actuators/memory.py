@@ -1,7 +1,9 @@
 """An in-memory actuator with the same contract as the Azure ones, for tests and replay.
 
 It validates like ARM (weight and priority ranges per target kind, unique
-Traffic Manager priorities), retries like the Azure actuators (the same
+Traffic Manager priorities), drains an APIM pool member as the APIM actuator
+does (out of the pool, with no weight or priority; back at the written or
+configured ones; never the last member), retries like the Azure actuators (the same
 :func:`call_with_retry`), and has fault hooks:
 
 - :meth:`fail_writes` / :meth:`fail_reads`: the next N attempts raise an error
@@ -39,7 +41,7 @@ from controlplane.actuators.base import (
     start_apply,
     verify,
 )
-from controlplane.config import PRIORITY_RANGE, WEIGHT_RANGE, Target, azure_name
+from controlplane.config import PRIORITY_RANGE, WEIGHT_QUANTUM, WEIGHT_RANGE, Target, azure_name
 from controlplane.domain import EndpointSetting, Field, Plan, TargetState
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ class MemoryActuator:
         for region, cfg in target.endpoints.items():
             name = azure_name(target, region)
             priority = cfg.priority
-            if priority is None:  # Traffic Manager assigns the next free one
+            if priority is None and target.kind == "traffic_manager":  # Traffic Manager assigns the next free one
                 used = {e.priority for e in endpoints.values()} | {c.priority for c in target.endpoints.values()}
                 while next_priority in used:
                     next_priority += 1
@@ -114,9 +116,12 @@ class MemoryActuator:
     def edit(self, target: Target, region: str, **fields: Any) -> None:
         """A portal edit: set ``weight``/``priority``/``enabled``/``monitor`` behind regionguard's back."""
         with self._lock:
-            ep = self._targets[target.name][1][azure_name(target, region).lower()]
+            kind, endpoints = self._targets[target.name]
+            ep = endpoints[azure_name(target, region).lower()]
             for key, value in fields.items():
                 setattr(ep, key, value)
+            if kind == "apim_backend_pool" and not ep.enabled:  # taken out of the pool
+                ep.weight, ep.priority = None, None
 
     def endpoint(self, target: Target, name: str) -> EndpointSetting:
         with self._lock:
@@ -241,12 +246,35 @@ class MemoryActuator:
             if ep is None:
                 raise PermanentError(f"endpoint {name!r} does not exist", code="NotFound", status=404)
             self._validate(kind, name, step.fields, endpoints)
-            for f, value in step.fields.items():
-                if f is Field.ENABLED:
-                    ep.enabled = bool(value)
-                else:
-                    setattr(ep, f.value, value)
+            if kind == "apim_backend_pool":
+                self._write_pool_member(target, step, ep, endpoints)
+            else:
+                for f, value in step.fields.items():
+                    if f is Field.ENABLED:
+                        ep.enabled = bool(value)
+                    else:
+                        setattr(ep, f.value, value)
             self.writes.append(MemoryWrite(target.name, ep.name, dict(step.fields)))
+
+    @staticmethod
+    def _write_pool_member(target: Any, step: Step, ep: _Endpoint, endpoints: dict[str, _Endpoint]) -> None:
+        """An APIM pool member (docs/adr/0008): out of the pool it has no weight or priority;
+        back in, it takes the written ones, else its configured baseline; a pool keeps one member."""
+        enabled = bool(step.fields.get(Field.ENABLED, ep.enabled))
+        if not enabled:
+            if any(f is not Field.ENABLED for f in step.fields):
+                raise PermanentError(f"{ep.name} is out of the pool: it has no weight or priority there", code="NotInPool")
+            if ep.enabled and not any(e.enabled for e in endpoints.values() if e is not ep):
+                raise PermanentError("that would leave the pool with no member; a pool needs at least one", code="PoolNeedsAMember")
+            ep.enabled, ep.weight, ep.priority = False, None, None
+            return
+        cfg = target.endpoints[step.region]
+        back = not ep.enabled
+        weight = step.fields.get(Field.WEIGHT, cfg.weight if back else ep.weight)
+        priority = step.fields.get(Field.PRIORITY, cfg.priority if back else ep.priority)
+        ep.enabled = True
+        ep.weight = None if weight is None else int(weight)
+        ep.priority = None if priority is None else int(priority)
 
     @staticmethod
     def _validate(kind: str, name: str, fields: dict[Field, int | bool | None], endpoints: dict[str, _Endpoint]) -> None:
@@ -256,6 +284,10 @@ class MemoryActuator:
                 raise PermanentError(
                     f"The {f.value} of endpoint '{name}' must be between {lo} and {hi}; got {value!r}.", code="BadRequest", status=400
                 )
+        quantum = WEIGHT_QUANTUM.get(kind, 1)
+        weight = fields.get(Field.WEIGHT)
+        if isinstance(weight, int) and weight % quantum:
+            raise PermanentError(f"The weight of '{name}' must be a multiple of {quantum}; got {weight}.", code="BadRequest", status=400)
         wanted = fields.get(Field.PRIORITY)
         if kind == "traffic_manager" and wanted is not None:
             holders = [ep.name for key, ep in endpoints.items() if key != name.lower() and ep.priority == wanted]

@@ -33,7 +33,7 @@ from simulator.arm_state import afd_origin_id, front_door_id, tm_endpoint_id
 SUB = "00000000-0000-0000-0000-0000000000aa"
 REGIONS = ("eastus", "westeurope", "japaneast")
 FAST_RETRY = RetryPolicy(attempts=4, backoff=0.02, backoff_max=0.1, retry_after_max=1.0)
-KINDS = ("memory", "traffic_manager", "front_door", "front_door_cdn", "apim_backend_pool")
+KINDS = ("memory", "memory-apim", "traffic_manager", "front_door", "front_door_cdn", "apim_backend_pool")
 _names = itertools.count(1)
 
 
@@ -239,9 +239,13 @@ class Harness:
     edit: Callable[..., None]  # (region, **fields): a portal edit
     arm: FakeArm | None = None
 
+    @property
+    def apim(self) -> bool:
+        return bool(self.target.kind == "apim_backend_pool")
+
     def w(self, weight: int) -> int:
         """A test weight the kind can hold (APIM: multiples of 10)."""
-        return weight * 10 if self.kind == "apim_backend_pool" else weight
+        return weight * 10 if self.apim else weight
 
     def change(self, region: str, field: Field, actual: Any, desired: Any) -> Change:
         return Change(self.target.name, region, azure_name(self.target, region), field, actual, desired, "contract test")
@@ -260,9 +264,10 @@ def arm() -> Iterator[FakeArm]:
         yield fake
 
 
-def _memory_harness() -> Harness:
+def _memory_harness(kind: str = "memory") -> Harness:
     settings = settings_for(None, next(_names))
-    target = settings.targets[0]  # Traffic Manager rules: unique priorities
+    # Traffic Manager rules (unique priorities), or an APIM pool's (drain = out of the pool)
+    target = settings.targets[3 if kind == "memory-apim" else 0]
     actuator = MemoryActuator(retry=FAST_RETRY)
     actuator.seed(target, unmanaged={"legacy-onprem": {"weight": 1, "priority": 10}})
     faults: dict[str, Callable[[int], None]] = {
@@ -280,7 +285,7 @@ def _memory_harness() -> Harness:
         "forbidden": lambda n: actuator.fail_writes(PermanentError("no", code="AuthorizationFailed", status=403), n),
     }
     return Harness(
-        kind="memory",
+        kind=kind,
         settings=settings,
         target=target,
         actuator=actuator,
@@ -343,8 +348,8 @@ def _azure_harness(arm: FakeArm, kind: str) -> Harness:
 
 @pytest.fixture(params=KINDS)
 def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    if request.param == "memory":
-        yield _memory_harness()
+    if request.param.startswith("memory"):
+        yield _memory_harness(request.param)
         return
     fake: FakeArm = request.getfixturevalue("arm")
     fake.clear_faults()
@@ -385,7 +390,7 @@ def test_it_drains_an_endpoint_and_restores_it_to_its_weight_in_one_write_each(h
     report, results = h.apply(h.change("westeurope", Field.ENABLED, True, False))
     assert report.ok and [s for _, s, _ in results] == [APPLIED]
     drained = h.actuator.read_actual(h.target).endpoints["westeurope"]
-    assert drained == drained_setting(h.kind, before.weight, before.priority)
+    assert drained == drained_setting(h.target.kind, before.weight, before.priority)
     # A restore names the weight it comes back with (the planner plans it when Azure holds none).
     restore = [h.change("westeurope", Field.ENABLED, False, True)]
     if drained.weight is None:
@@ -469,7 +474,7 @@ def test_a_hanging_write_gives_up_at_the_deadline(h: Harness) -> None:
 
 
 def test_it_swaps_two_priorities_without_an_intermediate_collision(h: Harness) -> None:
-    if h.kind in ("front_door", "front_door_cdn", "apim_backend_pool"):  # seeded all at priority 1
+    if h.kind in ("front_door", "front_door_cdn", "apim_backend_pool", "memory-apim"):  # seeded all at priority 1
         h.edit("westeurope", priority=2)
     before = h.actuator.read_actual(h.target)
     a, b = before.endpoints["eastus"].priority, before.endpoints["westeurope"].priority
@@ -485,7 +490,7 @@ def test_it_reports_a_change_made_behind_its_back_on_the_next_read(h: Harness) -
     actual = h.actuator.read_actual(h.target)
     assert actual.endpoints["japaneast"] == EndpointSetting(weight=h.w(99), priority=actual.endpoints["japaneast"].priority, enabled=True)
     assert actual.endpoints["westeurope"] == drained_setting(
-        h.kind, 300 if h.kind != "front_door" else 30, actual.endpoints["westeurope"].priority
+        h.target.kind, 300 if h.kind != "front_door" else 30, actual.endpoints["westeurope"].priority
     )
     assert h.writes() == 0
 

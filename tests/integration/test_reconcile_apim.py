@@ -10,6 +10,7 @@ crash after the PATCH leaves a trail the next tick settles without redoing it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -289,3 +290,18 @@ def test_a_member_backend_that_cannot_be_read_keeps_its_last_rules_marked_as_suc
     assert "as last read" in again.circuit_breakers["eastus"][-1] and "ServiceUnavailable" in again.circuit_breakers["eastus"][-1]
     assert again.circuit_breakers["westeurope"] == first["westeurope"]
     assert again.endpoints == actuator.read_actual(apim(world)).endpoints  # the pool itself read fine
+
+
+def test_draining_every_member_keeps_the_last_one_in_the_pool(world: World) -> None:
+    from controlplane.domain import Change, Plan
+
+    t = apim(world)
+    ours = [s for s in services(world) if not s["id"].lower().endswith("/legacy-onprem")]
+    world.arm.mutate(pool_id(t), {"pool": {"services": ours}})  # a pool of our three members only
+    actuator = build_actuators(world.settings, StaticTokenCredential("contract-token"), retry=FAST_RETRY)[t.name]
+    drains = [Change(t.name, r, t.endpoints[r].backend, Field.ENABLED, True, False, "forced drain of everything") for r in t.endpoints]
+    report = actuator.apply(t, Plan(changes=tuple(drains)), deadline=time.monotonic() + 10)
+    assert [c.region for c in report.applied] == ["eastus", "westeurope"]
+    assert [(c.region, e.code) for c, e in report.failed] == [("japaneast", "PoolNeedsAMember")]
+    assert [s["id"].rsplit("/", 1)[-1] for s in services(world)] == ["aoai-japaneast"]
+    assert [w.status for w in pool_writes(world)] == [200]  # one PATCH, never an empty list
