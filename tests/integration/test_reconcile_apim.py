@@ -222,10 +222,15 @@ def test_the_target_page_shows_each_members_circuit_breaker_read_only(world: Wor
     finally:
         default_hashing()
     assert "Circuit breakers" in page and "read-only" in page
+    assert "w 500 (APIM 50)" in page  # regionguard's units, and what the portal shows
     assert "aoai-throttled: trips after 3 failures (429, 500-599) in 1m for 1m; honours Retry-After" in page
     tm_page_has_none = "Circuit breakers" not in client.get(f"/target/{world.tm.name}").get_data(as_text=True)
     assert tm_page_has_none
     assert world.writes() == []  # shown, never changed
+    world.tick(world.reconciler(), health(eastus=H.UNHEALTHY))
+    drained = client.get(f"/target/{apim(world).name}").get_data(as_text=True)
+    row = drained.split('data-region="eastus"', 1)[1].split("</tr>", 1)[0]
+    assert "out of the pool" in row and "APIM" not in row
 
 
 def test_a_drained_member_reads_in_sync_on_the_dashboard(world: World) -> None:
