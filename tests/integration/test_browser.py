@@ -86,8 +86,15 @@ def _page(browser: Any, errors: list[str]) -> Any:
     page.set_default_timeout(10_000)
     page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.on("requestfailed", lambda r: _request_failed(r, errors))
     return page
+
+
+def _request_failed(request: Any, errors: list[str]) -> None:
+    """A failed request is an error, except the live refresh the browser aborts because the page navigates away."""
+    if request.failure == "net::ERR_ABORTED" and "/partials/" in request.url:
+        return
+    errors.append(f"request failed: {request.url} ({request.failure})")
 
 
 def _login(page: Any, base: str, name: str) -> None:
