@@ -230,7 +230,7 @@ def _to_user(row: UserRow) -> User:
     return User(name=row.name, role=row.role, disabled=row.disabled, created_at=row.created_at, password_hash=row.password_hash)
 
 
-PURGE_BATCH = 5000
+PURGE_BATCH = 1000
 """Rows one retention transaction deletes (a few milliseconds of locks on either database)."""
 
 

@@ -1,0 +1,533 @@
+"""Scale benchmark: SQLite and PostgreSQL side by side at the target size (prints figures; not a test).
+
+The target deployment: 3 vantages x 100 endpoints (20 regions x 5
+deployments), each probed every 10 s, a week of raw results kept: about
+2.6 M rows a day, 18 M in all, plus their per-minute rollups and a month of
+changes. This script fills both databases with that (bulk ``executemany`` on
+SQLite, ``COPY`` on PostgreSQL, after the schema is made by the Alembic
+migrations), then prints, per database:
+
+- p50 / p95 of every dashboard page and JSON API read (Flask test client);
+- one rollup job (the worker's: the last 3 minutes) and one retention pass
+  that deletes the oldest day, with the longest single batch and the worst
+  insert latency a concurrent writer saw meanwhile;
+- insert throughput in results/s per writer with 3 writers at once;
+- the worker's health evaluation: warm start, and one steady tick of news;
+- the database size.
+
+Floors (PostgreSQL): pages and API p95 < 50 ms; rollup tick < 1 s; no writer
+or page blocked > 100 ms by retention; >= 2,000 results/s per writer; one
+evaluation tick < 100 ms.
+
+Run: ``.venv/bin/python bench/scale.py [--days 7] [--pg-url postgresql://...]``
+(without ``--pg-url`` or ``REGIONGUARD_TEST_POSTGRES_URL``, SQLite only).
+Everything runs on 127.0.0.1; loops are bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from argon2 import PasswordHasher
+from sqlalchemy import event
+
+from controlplane import users
+from controlplane.config import Settings, azure_name, parse_settings
+from controlplane.domain import (
+    Change,
+    ChangeStatus,
+    EndpointHealth,
+    EndpointSetting,
+    Field,
+    HealthStateName,
+    LeaseName,
+    Outcome,
+    ProbeResult,
+    RegionHealth,
+    TargetState,
+)
+from controlplane.engine.health import HealthEvaluator
+from controlplane.stats import percentile
+from controlplane.store import Store, open_store
+
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+VANTAGES = ("eu-west", "us-east", "asia")
+DEPLOYMENTS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o4-mini")
+PASSWORD = "bench password 123"
+COLUMNS = (
+    "endpoint_id",
+    "region",
+    "vantage",
+    "started_at",
+    "outcome",
+    "status_code",
+    "ttft_ms",
+    "total_ms",
+    "output_chunks",
+    "finished",
+    "limit_tokens",
+    "remaining_tokens",
+    "request_id",
+)
+ROLLUP_COLUMNS = (
+    "endpoint_id",
+    "vantage",
+    "minute_at",
+    "region",
+    "count",
+    "ok",
+    "throttled",
+    "failed",
+    "ttft_p50_ms",
+    "ttft_p95_ms",
+    "total_p50_ms",
+    "total_p95_ms",
+    "tokens",
+)
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return NOW
+
+
+def scale_settings(regions: int, interval: float) -> Settings:
+    names = [f"region{i:02d}" for i in range(regions)]
+    common = {"subscription_id": "00000000-0000-0000-0000-000000000001", "resource_group": "rg", "routing": "weighted"}
+    return parse_settings(
+        {
+            "regions": [
+                {
+                    "name": n,
+                    "azure_region": n,
+                    "endpoints": [
+                        {"name": d, "base_url": f"https://{n}.example.test", "deployment": d, "auth": {"kind": "entra_id"}}
+                        for d in DEPLOYMENTS
+                    ],
+                }
+                for n in names
+            ],
+            "probe": {"interval": interval},
+            "targets": [
+                {
+                    **common,
+                    "name": "tm-weighted",
+                    "kind": "traffic_manager",
+                    "profile": "p1",
+                    "endpoints": {n: {"name": f"aoai-{n}", "weight": 100} for n in names},
+                },
+                {
+                    **common,
+                    "name": "afd-prod",
+                    "kind": "front_door_cdn",
+                    "profile": "afd",
+                    "origin_group": "og",
+                    "endpoints": {n: {"origin": n, "weight": 100, "priority": 1} for n in names},
+                },
+            ],
+        }
+    )
+
+
+# ---------------------------------------------------------------- data
+
+
+def rows(s: Settings, days: float, interval: float, seed: int = 7) -> Iterator[tuple[tuple[Any, ...], str, str]]:
+    """(raw row, minute key, region) oldest first, for every endpoint and vantage."""
+    rng = random.Random(seed)
+    ticks = int(days * 86400 / interval)
+    start = NOW - timedelta(seconds=ticks * interval)
+    endpoints = [(f"{r.name}/{e.name}", r.name, i) for i, r in enumerate(s.regions) for e in r.endpoints]
+    for k in range(ticks):
+        at = start + timedelta(seconds=k * interval)
+        for eid, region, i in endpoints:
+            for v in VANTAGES:
+                roll = rng.random()
+                if i % 7 == 3 and roll < 0.15:
+                    values: tuple[Any, ...] = ("throttled", 429, None, None)
+                elif roll < 0.01:
+                    values = ("server_error", 503, None, None)
+                else:
+                    ttft = 150.0 + 50 * i % 400 + rng.random() * 120
+                    values = ("ok", 200, ttft, ttft + 250 + rng.random() * 200)
+                outcome, status, ttft_ms, total_ms = values
+                yield (
+                    (eid, region, v, at, outcome, status, ttft_ms, total_ms, 3 if ttft_ms else 0, bool(ttft_ms), 1000, 600, f"r{k}"),
+                    eid,
+                    v,
+                )
+
+
+class Rollups:
+    """Per-minute aggregates built on the way, emitted once a minute is complete."""
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[str, str, datetime], list[Any]] = {}
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        eid, region, vantage, at, outcome, _status, ttft, total = row[:8]
+        key = (eid, vantage, at.replace(second=0, microsecond=0))
+        agg = self.open.get(key)
+        if agg is None:
+            agg = self.open[key] = [region, 0, 0, 0, 0, [], []]
+        agg[1] += 1
+        agg[2] += outcome == "ok"
+        agg[3] += outcome == "throttled"
+        agg[4] += outcome not in ("ok", "throttled")
+        if ttft is not None:
+            agg[5].append(ttft)
+            agg[6].append(total)
+
+    def done(self, before: datetime | None) -> list[tuple[Any, ...]]:
+        keys = [k for k in self.open if before is None or k[2] < before]
+        out = []
+        for key in keys:
+            region, count, ok, throttled, failed, ttft, total = self.open.pop(key)
+            ttft.sort()
+            total.sort()
+            out.append(
+                (
+                    key[0],
+                    key[1],
+                    key[2],
+                    region,
+                    count,
+                    ok,
+                    throttled,
+                    failed,
+                    percentile(ttft, 0.5),
+                    percentile(ttft, 0.95),
+                    percentile(total, 0.5),
+                    percentile(total, 0.95),
+                    0,
+                )
+            )
+        return out
+
+
+def fill_sqlite(path: Path, s: Settings, days: float, interval: float) -> tuple[int, int]:
+    fmt = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's DateTime stores on SQLite
+    conn = sqlite3.connect(str(path))
+    conn.execute("PRAGMA synchronous=OFF")
+    raw_sql = f"INSERT INTO probe_result ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    roll_sql = f"INSERT INTO probe_rollup ({', '.join(ROLLUP_COLUMNS)}) VALUES ({', '.join('?' * len(ROLLUP_COLUMNS))})"
+    rollups, raw, rolled = Rollups(), 0, 0
+    batch: list[tuple[Any, ...]] = []
+
+    def flush(before: datetime | None) -> None:
+        nonlocal raw, rolled
+        conn.executemany(raw_sql, [(*r[:3], r[3].strftime(fmt), *r[4:]) for r in batch])
+        raw += len(batch)
+        batch.clear()
+        done = rollups.done(before)
+        conn.executemany(roll_sql, [(*r[:2], r[2].strftime(fmt), *r[3:]) for r in done])
+        rolled += len(done)
+
+    with conn:
+        for row, _, _ in rows(s, days, interval):
+            batch.append(row)
+            rollups.add(row)
+            if len(batch) >= 60_000:
+                flush(row[3].replace(second=0, microsecond=0))
+        flush(None)
+    conn.close()
+    return raw, rolled
+
+
+def fill_postgres(url: str, s: Settings, days: float, interval: float) -> tuple[int, int]:
+    import psycopg
+
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    rollups, raw, rolled = Rollups(), 0, 0
+    with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY probe_result ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for row, _, _ in rows(s, days, interval):
+                copy.write_row(row)
+                rollups.add(row)
+                raw += 1
+        done = rollups.done(None)
+        with cur.copy(f"COPY probe_rollup ({', '.join(ROLLUP_COLUMNS)}) FROM STDIN") as copy:
+            for r in done:
+                copy.write_row(r)
+        rolled = len(done)
+        conn.commit()
+        cur.execute("ANALYZE probe_result")
+        cur.execute("ANALYZE probe_rollup")
+        conn.commit()
+    return raw, rolled
+
+
+def seed_state(store: Store, s: Settings) -> None:
+    """Health, targets, a lease, a user and a month of changes: what a running worker leaves."""
+    endpoints, regions = [], []
+    for i, r in enumerate(s.regions):
+        state = HealthStateName.DEGRADED if i % 7 == 3 else HealthStateName.HEALTHY
+        eps = [EndpointHealth(f"{r.name}/{e.name}", r.name, state, 0.8 if i % 7 == 3 else 1.0, "ok", since=NOW) for e in r.endpoints]
+        endpoints += eps
+        regions.append(RegionHealth(r.name, state, eps[0].score, (), tuple(eps), 0.6, NOW - timedelta(hours=3)))
+    store.save_health(endpoints, regions, NOW)
+    for t in s.targets:
+        names = {r: azure_name(t, r) for r in t.endpoints}
+        target_state = TargetState(t.name, {r: EndpointSetting(ep.weight, ep.priority, True) for r, ep in t.endpoints.items()})
+        store.save_target_state(t.name, names, target_state, target_state, NOW)
+    store.try_acquire_lease(LeaseName.LEADER, "bench-worker", 3600, NOW - timedelta(seconds=5))
+    for k in range(30 * 20):  # a month: 20 changes a day
+        c = Change("tm-weighted", s.regions[k % len(s.regions)].name, "aoai", Field.WEIGHT, 100, 80, "degraded: 15% throttled")
+        store.record_change(c, ChangeStatus.APPLIED, NOW - timedelta(hours=1.2 * k), fencing_token=3)
+    users.set_hasher(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    users.add_user(store, "bench", "operator", PASSWORD, NOW)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+def pages(store: Store, s: Settings, iterations: int) -> list[tuple[str, float, float]]:
+    from web import create_app
+
+    app = create_app(s, store, {"TESTING": True, "CLOCK": FixedClock(), "SECRET_KEY": "bench"})
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True))
+    assert token
+    client.post("/login", data={"username": "bench", "password": PASSWORD, "csrf_token": token.group(1)})
+    region = s.regions[3].name
+    paths = [
+        "/",
+        "/partials/overview",
+        f"/region/{region}",
+        f"/region/{region}?range=24h",
+        f"/region/{region}?range=7d",
+        "/target/tm-weighted",
+        "/timeline",
+        "/api/v1/regions",
+        "/api/v1/targets",
+        "/api/v1/events",
+        "/api/v1/overrides",
+    ]
+    out = []
+    for path in paths:
+        client.get(path)  # warm: templates, chart cache
+        times = []
+        for _ in range(iterations):
+            t = time.perf_counter()
+            r = client.get(path)
+            times.append(ms(time.perf_counter() - t))
+            if r.status_code != 200:
+                raise SystemExit(f"{path}: HTTP {r.status_code}")
+        times.sort()
+        out.append((path, statistics.median(times), percentile(times, 0.95) or 0.0))
+    return out
+
+
+def result(eid: str, region: str, vantage: str, at: datetime) -> ProbeResult:
+    return ProbeResult(eid, region, vantage, at, Outcome.OK, status_code=200, ttft_ms=180.0, total_ms=420.0, request_id=uuid.uuid4().hex)
+
+
+def writers(url: str, s: Settings, seconds: float, n: int = 3, batch: int = 100) -> list[float]:
+    """``n`` writers, each with its own connection pool, storing batches like the worker's writer thread."""
+    stop = time.monotonic() + seconds
+    counts = [0] * n
+    eps = [(f"{r.name}/{e.name}", r.name) for r in s.regions for e in r.endpoints]
+
+    def work(k: int) -> None:
+        store = Store(url)
+        try:
+            i = 0
+            while time.monotonic() < stop:
+                at = NOW + timedelta(seconds=i)
+                counts[k] += store.add_probe_results(
+                    [result(*eps[(i + j) % len(eps)], VANTAGES[k % len(VANTAGES)], at) for j in range(batch)]
+                )
+                i += 1
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + 60)
+    took = time.monotonic() - started
+    return [c / took for c in counts]
+
+
+def retention(store: Store, url: str, s: Settings, oldest: datetime) -> tuple[float, int, float, float]:
+    """Delete the oldest day; (seconds, rows, longest DELETE ms, worst concurrent insert ms)."""
+    longest = [0.0]
+    started_at: dict[int, float] = {}
+
+    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        started_at[id(cursor)] = time.perf_counter()
+
+    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            longest[0] = max(longest[0], ms(time.perf_counter() - started_at.pop(id(cursor), time.perf_counter())))
+
+    event.listen(store.engine, "before_cursor_execute", before)
+    event.listen(store.engine, "after_cursor_execute", after)
+    done = threading.Event()
+    worst = [0.0]
+
+    def writer() -> None:
+        w = Store(url)
+        eid, region = f"{s.regions[0].name}/{DEPLOYMENTS[0]}", s.regions[0].name
+        try:
+            for i in range(100_000):  # bounded; stops when the purge is done
+                if done.is_set():
+                    return
+                t = time.perf_counter()
+                w.add_probe_results([result(eid, region, "eu-west", NOW + timedelta(minutes=5, seconds=i))])
+                worst[0] = max(worst[0], ms(time.perf_counter() - t))
+        finally:
+            w.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    t = time.perf_counter()
+    try:
+        raw, _ = store.purge(raw_before=oldest + timedelta(days=1), rollup_before=oldest)
+    finally:
+        took = time.perf_counter() - t
+        done.set()
+        thread.join(timeout=30)
+        event.remove(store.engine, "before_cursor_execute", before)
+        event.remove(store.engine, "after_cursor_execute", after)
+    return took, raw, longest[0], worst[0]
+
+
+def evaluation(store: Store, s: Settings) -> tuple[float, float]:
+    """The worker's evaluation: warm start from the store, then one steady tick of 10 s of news (ms)."""
+    t = time.perf_counter()
+    warm = store.latest_results(per_endpoint=s.health.window, since=NOW - timedelta(minutes=15))
+    high = store.max_result_id()
+    evaluator = HealthEvaluator.from_results(s, warm, NOW)
+    evaluator.evaluate(NOW)
+    warm_ms = ms(time.perf_counter() - t)
+    news = [result(f"{r.name}/{e.name}", r.name, v, NOW + timedelta(seconds=5)) for r in s.regions for e in r.endpoints for v in VANTAGES]
+    store.add_probe_results(news)
+    t = time.perf_counter()
+    high, fresh = store.results_after(high)
+    evaluator.observe_many(fresh)
+    evaluator.evaluate(NOW + timedelta(seconds=10))
+    return warm_ms, ms(time.perf_counter() - t)
+
+
+def size_of(store: Store, path: Path | None) -> str:
+    if path is not None:
+        return f"{path.stat().st_size / 2**30:.2f} GiB"
+    with store.engine.connect() as conn:
+        return str(conn.exec_driver_sql("SELECT pg_size_pretty(pg_database_size(current_database()))").scalar())
+
+
+def run(name: str, url: str, fill: Callable[[], tuple[int, int]], s: Settings, args: argparse.Namespace, path: Path | None) -> None:
+    print(f"\n== {name}")
+    open_store(url, migrate=True).close()
+    t = time.perf_counter()
+    raw, rolled = fill()
+    print(f"filled {raw:,} probe results and {rolled:,} rollups in {time.perf_counter() - t:.0f} s")
+    store = open_store(url)
+    try:
+        seed_state(store, s)
+        print(f"{'page / API':36} {'p50 ms':>8} {'p95 ms':>8}")
+        for path_, p50, p95 in pages(store, s, args.iterations):
+            print(f"{path_:36} {p50:8.1f} {p95:8.1f}")
+        t = time.perf_counter()
+        store.rollup(NOW - timedelta(minutes=3), NOW + timedelta(seconds=1))
+        print(f"rollup job (last 3 minutes): {ms(time.perf_counter() - t):.0f} ms")
+        warm_ms, tick_ms = evaluation(store, s)
+        print(f"evaluation: warm start {warm_ms:.0f} ms, one tick of news {tick_ms:.1f} ms")
+        rates = writers(url, s, args.write_seconds)
+        print(f"insert, 3 writers at once: {', '.join(f'{r:,.0f}' for r in rates)} results/s per writer")
+        oldest = NOW - timedelta(days=args.days)
+        took, deleted, longest, worst = retention(store, url, s, oldest)
+        print(
+            f"retention of the oldest day: {deleted:,} rows in {took:.1f} s; longest DELETE {longest:.0f} ms; "
+            f"worst concurrent insert {worst:.0f} ms"
+        )
+        print(f"database size: {size_of(store, path)}")
+    finally:
+        store.close()
+
+
+def drop(admin: Any, name: str) -> None:
+    """Drop the bench database. A plain DROP also stops autovacuum there (FORCE would need superuser for that)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    for _ in range(30):  # bounded: our own connections are closed, others close within seconds
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            return
+        except OperationalError:
+            time.sleep(1.0)
+    print(f"could not drop database {name}: drop it by hand")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--days", type=float, default=7.0)
+    ap.add_argument("--regions", type=int, default=20)
+    ap.add_argument("--interval", type=float, default=10.0)
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--write-seconds", type=float, default=10.0)
+    ap.add_argument(
+        "--pg-url", default=os.environ.get("REGIONGUARD_TEST_POSTGRES_URL"), help="an admin URL; a database is made and dropped"
+    )
+    ap.add_argument("--only", choices=("sqlite", "postgres"), default=None)
+    args = ap.parse_args()
+    s = scale_settings(args.regions, args.interval)
+    print(
+        f"{len(s.regions)} regions x {len(DEPLOYMENTS)} deployments x {len(VANTAGES)} vantages every {args.interval:g} s "
+        f"for {args.days:g} days; {os.cpu_count()} cores"
+    )
+    if args.only in (None, "sqlite"):
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "scale.db"
+            url = "sqlite:///" + str(path)
+            run("SQLite", url, lambda: fill_sqlite(path, s, args.days, args.interval), s, args, path)
+    if args.only in (None, "postgres"):
+        if not args.pg_url:
+            print("\n(no PostgreSQL: pass --pg-url or set REGIONGUARD_TEST_POSTGRES_URL)")
+            return 0
+        from sqlalchemy import text
+        from sqlalchemy.engine import make_url
+
+        from controlplane.store.db import make_engine
+
+        name = f"rg_scale_{uuid.uuid4().hex[:8]}"
+        admin = make_engine(args.pg_url).execution_options(isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(args.pg_url).set(database=name).render_as_string(hide_password=False)
+        try:
+            run("PostgreSQL", url, lambda: fill_postgres(url, s, args.days, args.interval), s, args, None)
+        finally:
+            drop(admin, name)
+            admin.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
