@@ -166,7 +166,10 @@ def test_replay_and_a_real_worker_make_the_same_changes_at_the_same_times(
             ]
 
         deadline = max(t for t, _ in expected) + 2 * INTERVAL + 5  # the last change replay made, plus slack for a loaded machine
-        wait_for(lambda: sorted(k for _, k in worker_changes()) == want, timeout=deadline, what=f"the worker to make {want}")
+        try:
+            wait_for(lambda: sorted(k for _, k in worker_changes()) == want, timeout=deadline, what="the worker's changes")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nworker: {worker_changes()}\nreplay: {expected}") from None
         seen = worker_changes()
         worker_probes = [
             (round((r.started_at - fault_at).total_seconds(), 3), r.endpoint_id, r.outcome.value)
