@@ -101,6 +101,9 @@ class Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # a body sent as is (garbage)
+    trickle_s: float = 0.0  # send the body one byte every trickle_s
+    huge_bytes: int = 0  # a streamed body of this many bytes instead
 
 
 def _error_reply(err: ArmError) -> Reply:
@@ -290,7 +293,7 @@ class FakeArm:
 
     # ------------------------------------------------------------ the ARM request path
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         raw = await request.read()
         body = _parse_body(raw)
@@ -322,7 +325,38 @@ class FakeArm:
                     headers={h: request.headers[h] for h in LOGGED_HEADERS if h in request.headers},
                 )
             )
+        if reply.trickle_s or reply.huge_bytes:
+            return await self._stream(reply, request, request_id)
         return self._to_response(reply, request, request_id)
+
+    async def _stream(self, reply: Reply, request: web.Request, request_id: str) -> web.StreamResponse:
+        """A trickled or huge answer: headers first, then the body bit by bit, until done or the client leaves."""
+        plain = self._to_response(reply, request, request_id)
+        response = web.StreamResponse(status=reply.status, headers={k: v for k, v in plain.headers.items() if k != "Content-Length"})
+        response.content_type = "application/json"
+        body = json.dumps(reply.body).encode() if reply.body is not None else b""
+        if reply.huge_bytes:
+            response.content_length = reply.huge_bytes
+        else:
+            response.content_length = len(body)
+        await response.prepare(request)
+        try:
+            if reply.huge_bytes:
+                chunk = b'{"pad": "' + b"x" * (1024 * 1024)
+                sent = 0
+                while sent < reply.huge_bytes and not self._stopping.is_set():
+                    part = chunk[: reply.huge_bytes - sent]
+                    await response.write(part)
+                    sent += len(part)
+            else:
+                for i in range(len(body)):
+                    if self._stopping.is_set() or request.transport is None or request.transport.is_closing():
+                        break
+                    await response.write(body[i : i + 1])
+                    await asyncio.sleep(reply.trickle_s)
+        except (ConnectionResetError, ConnectionError):
+            pass  # the client gave up: what a trickle is for
+        return response
 
     def _to_response(self, reply: Reply, request: web.Request, request_id: str) -> web.Response:
         headers = {
@@ -335,6 +369,8 @@ class FakeArm:
         client_request_id = request.headers.get("x-ms-client-request-id")
         if client_request_id:
             headers["x-ms-client-request-id"] = client_request_id
+        if reply.raw is not None:
+            return web.Response(status=reply.status, body=reply.raw, content_type="application/json", headers=headers)
         if reply.body is None:
             return web.Response(status=reply.status, headers=headers)
         return web.Response(
@@ -350,7 +386,7 @@ class FakeArm:
         decision = self.faults.decide(request.method, request.path)
         if decision.latency_s:
             await self._sleep(decision.latency_s)
-        if decision.terminal is not None:
+        if decision.terminal is not None and decision.terminal.kind != "trickle":
             return await self._fault_reply(request, decision.terminal), decision.labels
         for hook in list(self.before_write if request.method in WRITE_METHODS else ()):
             hook(request.method, request.path)
@@ -369,6 +405,8 @@ class FakeArm:
                 raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized.")
         reply = self._call(route.name, request, params, body)
         reply.headers.update(extra_headers)
+        if decision.terminal is not None:  # trickle: handled, and the answer dribbles out
+            reply.trickle_s = decision.terminal.trickle_s
         if request.method in WRITE_METHODS and reply.status < 300:
             self._autosave()
         return reply, decision.labels
@@ -480,6 +518,10 @@ class FakeArm:
         if rule.kind == "hang":
             await self._hold(request, rule.hang_s)
             return Reply(504, self._server_error_body(504, rule))
+        if rule.kind == "garbage":
+            return Reply(200, raw=(rule.message or "<html><body>502 upstream gone</body></html>").encode())
+        if rule.kind == "huge":
+            return Reply(200, huge_bytes=rule.body_bytes)
         return Reply(int(rule.status or 500), self._server_error_body(int(rule.status or 500), rule), headers)
 
     @staticmethod
@@ -736,6 +778,18 @@ class FakeArm:
     def inject_hang(self, count: int | None = 1, *, max_s: float = 30.0, **match: Any) -> FaultRule:
         """Hold the next ``count`` matching requests (until the client gives up, stop(), or ``max_s``)."""
         return self.inject(FaultRule("hang", count=count, hang_s=max_s, **match))
+
+    def inject_garbage(self, count: int | None = 1, **match: Any) -> FaultRule:
+        """Next ``count`` matching requests: 200 with a body that is not JSON (not handled)."""
+        return self.inject(FaultRule("garbage", count=count, **match))
+
+    def inject_trickle(self, count: int | None = 1, *, every_s: float = 1.0, **match: Any) -> FaultRule:
+        """Next ``count`` matching requests: handled, then the answer's body one byte every ``every_s``."""
+        return self.inject(FaultRule("trickle", count=count, trickle_s=every_s, **match))
+
+    def inject_huge(self, count: int | None = 1, *, body_bytes: int = 64 * 1024 * 1024, **match: Any) -> FaultRule:
+        """Next ``count`` matching requests: 200 with a ``body_bytes`` JSON-looking body (not handled)."""
+        return self.inject(FaultRule("huge", count=count, body_bytes=body_bytes, **match))
 
     def clear_faults(self) -> None:
         self.faults.clear()

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-FaultKind = Literal["throttle", "busy", "error", "latency", "hang"]
-FAULT_KINDS: tuple[str, ...] = ("throttle", "busy", "error", "latency", "hang")
+FaultKind = Literal["throttle", "busy", "error", "latency", "hang", "garbage", "trickle", "huge"]
+FAULT_KINDS: tuple[str, ...] = ("throttle", "busy", "error", "latency", "hang", "garbage", "trickle", "huge")
 
 Clock = Callable[[], float]
 
@@ -34,7 +34,11 @@ class FaultRule:
     ``RetryableErrorDueToAnotherOperation``), ``error`` (``status`` 500/502/503/504),
     ``latency`` (adds ``latency_s`` then answers normally; stacks with the
     others) and ``hang`` (holds the request until the client goes away, the
-    server stops or ``hang_s`` passes, then answers 504).
+    server stops or ``hang_s`` passes, then answers 504), ``garbage`` (200 with
+    a body that is not JSON, as a broken proxy sends; the request is not
+    handled), ``trickle`` (the request is handled, then its answer's headers
+    go out and the body follows one byte every ``trickle_s``) and ``huge``
+    (200 with a JSON body of ``body_bytes`` bytes, streamed; not handled).
     """
 
     kind: FaultKind
@@ -48,6 +52,8 @@ class FaultRule:
     hang_s: float = 30.0
     code: str | None = None
     message: str | None = None
+    trickle_s: float = 1.0
+    body_bytes: int = 64 * 1024 * 1024
     id: int = 0
     hits: int = 0
 
@@ -64,6 +70,8 @@ class FaultRule:
             self.status = 429
         if self.latency_s < 0 or self.hang_s < 0:
             raise ValueError("latency_s and hang_s must be >= 0")
+        if self.trickle_s <= 0 or self.body_bytes < 0:
+            raise ValueError(f"trickle_s must be > 0 and body_bytes >= 0 (got {self.trickle_s!r}, {self.body_bytes!r})")
 
     def matches(self, method: str, path: str) -> bool:
         if self.count is not None and self.count <= 0:

@@ -92,6 +92,15 @@ class PermanentError(ActuatorError):
     transient = False
 
 
+class FencedError(ActuatorError):
+    """Not sent: this worker's lease would not outlive the write (docs/adr/0012). Not a failure of the write."""
+
+    transient = False
+
+
+MALFORMED = "MalformedResponse"
+
+
 def _arm_code_and_message(exc: Any) -> tuple[str | None, str]:
     """ARM's ``error.code`` / ``error.message`` from an azure-core HttpResponseError."""
     err = getattr(exc, "error", None)
@@ -124,11 +133,23 @@ def classify(exc: BaseException) -> ActuatorError:
         return exc
     from azure.core.exceptions import (
         ClientAuthenticationError,
+        DecodeError,
+        DeserializationError,
         HttpResponseError,
         ServiceRequestError,
         ServiceResponseError,
     )
 
+    from controlplane.actuators.transport import CallDeadlineExceeded, ResponseTooLarge
+
+    if isinstance(exc, ResponseTooLarge):
+        return TransientError(_short(exc), code="ResponseTooLarge")
+    if isinstance(exc, CallDeadlineExceeded):
+        return TransientError(_short(exc), code="Timeout")
+    if isinstance(exc, DecodeError | DeserializationError) or type(exc).__name__ in ("DeserializationError", "DecodeError"):
+        # a 2xx whose body is not what ARM sends (truncated, garbage, a proxy's page): the write may or
+        # may not have landed; retried, and settled by read-back, never taken as a final answer
+        return TransientError(f"the answer could not be read: {_short(exc)}", code=MALFORMED)
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
         kind = "Timeout" if "timeout" in type(exc).__name__.lower() or "timed out" in str(exc).lower() else "ConnectionError"
         return TransientError(_short(exc), code=kind)
@@ -402,6 +423,11 @@ def verify(wanted: dict[Field, int | bool | None], observed: dict[Field, int | b
     return None
 
 
+def malformed(what: str, exc: BaseException) -> TransientError:
+    """A 2xx answer without the fields every answer of this kind has: transient, like garbage."""
+    return TransientError(f"{what}: the answer lacks what ARM always sends ({type(exc).__name__}: {_short(exc)})", code=MALFORMED)
+
+
 def report_group(report: ApplyReport, changes: list[Change], error: ActuatorError | None, on_result: OnResult | None) -> None:
     for change in changes:
         if error is None:
@@ -415,11 +441,13 @@ def report_group(report: ApplyReport, changes: list[Change], error: ActuatorErro
 __all__ = [
     "APPLIED",
     "FAILED",
+    "MALFORMED",
     "SKIPPED",
     "Actuator",
     "ActuatorError",
     "ApplyReport",
     "DeadlineExceeded",
+    "FencedError",
     "OnResult",
     "PermanentError",
     "RetryPolicy",
@@ -431,6 +459,7 @@ __all__ = [
     "desired_fields",
     "enabled_state",
     "group_by_endpoint",
+    "malformed",
     "order_for_unique_priorities",
     "remaining",
     "report_group",

@@ -4,7 +4,10 @@ SDK clients are made here, one per (kind, subscription), all with: the ARM
 base URL (any ARM-compatible endpoint works, e.g. the simulator), the CA
 bundle to trust (``connection_verify``), the LRO polling interval, and
 ``retry_total=0`` -- :func:`controlplane.actuators.base.call_with_retry` is
-the one retry loop, bounded by the tick's deadline.
+the one retry loop, bounded by the tick's deadline -- and its own
+:class:`~controlplane.actuators.transport.BoundedTransport`: a hard
+wall-clock deadline per call (``call_s``, at most the request timeout), a
+size cap on answers and the write fence.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from controlplane.actuators.credentials import build_credential
 from controlplane.actuators.frontdoor import FrontDoorClassicActuator
 from controlplane.actuators.frontdoor_cdn import FrontDoorCdnActuator
 from controlplane.actuators.trafficmanager import TrafficManagerActuator
+from controlplane.actuators.transport import DEFAULT_MAX_BODY_BYTES, BoundedTransport
 from controlplane.config import Settings
 
 log = logging.getLogger(__name__)
@@ -31,15 +35,23 @@ CREDENTIAL_SCOPES = {
 }
 
 
-def client_kwargs(settings: Settings, policies: list[Any] | None = None) -> dict[str, Any]:
-    """Keyword arguments every azure-mgmt-* client gets (``policies``: extra per-retry policies, e.g. metrics)."""
+def client_kwargs(
+    settings: Settings, policies: list[Any] | None = None, *, call_s: float | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> dict[str, Any]:
+    """Keyword arguments every azure-mgmt-* client gets (``policies``: extra per-retry policies, e.g. metrics).
+
+    ``call_s``: the hard deadline of one call (default: the request timeout);
+    :func:`transport_for` makes each client's transport from these.
+    """
     az = settings.azure
+    timeout = min(az.request_timeout, call_s) if call_s is not None else az.request_timeout
     kwargs: dict[str, Any] = {
         "base_url": settings.arm_base_url,
         "credential_scopes": [CREDENTIAL_SCOPES[az.cloud]],
         "retry_total": 0,
-        "connection_timeout": az.request_timeout,
-        "read_timeout": az.request_timeout,
+        "connection_timeout": timeout,
+        "read_timeout": timeout,
+        "max_body_bytes": max_body_bytes,
     }
     if az.polling_interval is not None:
         kwargs["polling_interval"] = az.polling_interval
@@ -48,6 +60,14 @@ def client_kwargs(settings: Settings, policies: list[Any] | None = None) -> dict
     if policies:
         kwargs["per_retry_policies"] = list(policies)
     return kwargs
+
+
+def with_transport(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The client's keyword arguments with a fresh :class:`BoundedTransport` (one per client: a client closes its own)."""
+    out = {k: v for k, v in kwargs.items() if k != "max_body_bytes"}
+    transport_options = {k: out[k] for k in ("connection_timeout", "read_timeout", "connection_verify") if k in out}
+    out["transport"] = BoundedTransport(max_call_s=float(out["read_timeout"]), max_body_bytes=kwargs["max_body_bytes"], **transport_options)
+    return out
 
 
 class _Clients:
@@ -67,14 +87,24 @@ class _Clients:
 
 
 def build_actuators(
-    settings: Settings, credential: Any = None, *, retry: RetryPolicy | None = None, policies: list[Any] | None = None
+    settings: Settings,
+    credential: Any = None,
+    *,
+    retry: RetryPolicy | None = None,
+    policies: list[Any] | None = None,
+    call_s: float | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> dict[str, Actuator]:
-    """target name -> the actuator for its kind (one instance per kind, shared)."""
+    """target name -> the actuator for its kind (one instance per kind, shared).
+
+    ``call_s``: the hard deadline of any one Azure call (the worker passes its
+    lease timing's, shorter than the lease: docs/adr/0012).
+    """
     if not settings.targets:
         return {}
     credential = credential if credential is not None else build_credential(settings.azure.credential)
-    kwargs = client_kwargs(settings, policies)
-    timeout = settings.azure.request_timeout
+    base = client_kwargs(settings, policies, call_s=call_s, max_body_bytes=max_body_bytes)
+    timeout = float(base["read_timeout"])
     by_kind: dict[str, Actuator] = {}
 
     def actuator(kind: str) -> Actuator:
@@ -84,25 +114,29 @@ def build_actuators(
             from azure.mgmt.trafficmanager import TrafficManagerManagementClient
 
             made: Actuator = TrafficManagerActuator(
-                _Clients(lambda sub: TrafficManagerManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry
+                _Clients(lambda sub: TrafficManagerManagementClient(credential, sub, **with_transport(base))),
+                request_timeout=timeout,
+                retry=retry,
             )
         elif kind == "front_door":
             from azure.mgmt.frontdoor import FrontDoorManagementClient
 
             made = FrontDoorClassicActuator(
-                _Clients(lambda sub: FrontDoorManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry
+                _Clients(lambda sub: FrontDoorManagementClient(credential, sub, **with_transport(base))),
+                request_timeout=timeout,
+                retry=retry,
             )
         elif kind == "front_door_cdn":
             from azure.mgmt.cdn import CdnManagementClient
 
             made = FrontDoorCdnActuator(
-                _Clients(lambda sub: CdnManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry
+                _Clients(lambda sub: CdnManagementClient(credential, sub, **with_transport(base))), request_timeout=timeout, retry=retry
             )
         elif kind == "apim_backend_pool":
             from azure.mgmt.apimanagement import ApiManagementClient
 
             made = ApimBackendPoolActuator(
-                _Clients(lambda sub: ApiManagementClient(credential, sub, **kwargs)), request_timeout=timeout, retry=retry
+                _Clients(lambda sub: ApiManagementClient(credential, sub, **with_transport(base))), request_timeout=timeout, retry=retry
             )
         else:  # pragma: no cover - config validation forbids it
             raise ValueError(f"no actuator for target kind {kind!r}")

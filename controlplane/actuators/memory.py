@@ -41,6 +41,7 @@ from controlplane.actuators.base import (
     start_apply,
     verify,
 )
+from controlplane.actuators.transport import check_write_fence
 from controlplane.config import PRIORITY_RANGE, WEIGHT_QUANTUM, WEIGHT_RANGE, Target, azure_name
 from controlplane.domain import EndpointSetting, Field, Plan, TargetState
 
@@ -228,6 +229,7 @@ class MemoryActuator:
             return {f: ep.get(f) for f in Field}
 
     def _write(self, target: Target, step: Step, report: ApplyReport, left: float) -> None:
+        check_write_fence(0.0)  # like the SDK transport: nothing is sent once the lease would not outlive the write
         with self._lock:
             self.write_attempts += 1
             report.writes += 1

@@ -23,6 +23,7 @@ from controlplane.actuators.base import (
     Step,
     UnreadableEndpoint,
     desired_fields,
+    malformed,
     observed_fields,
     order_for_unique_priorities,
     read_setting,
@@ -145,9 +146,13 @@ class TrafficManagerActuator(SdkActuator):
         except ActuatorError as error:
             log.warning("%s failed: %s", what, error)
             return error
-        props = result.properties
         try:
+            props = result.properties
             observed = observed_fields(props.weight, props.priority, props.endpoint_status, "endpointStatus")
         except UnreadableEndpoint as exc:
             return unreadable_error(exc)
+        except (AttributeError, TypeError) as exc:
+            bad = malformed(what, exc)
+            log.warning("%s: %s", what, bad)
+            return bad
         return verify(step.fields, observed)

@@ -1,9 +1,12 @@
 """One writer: a lease row in the database, taken and renewed by compare-and-set.
 
 Only the holder plans and writes to Azure; every write is fenced with the
-token the lease handed out (a new holder always gets a larger one), and the
-token is checked again right before each write (``Store.holds_lease``), so a
-worker that paused past its lease cannot write after another took over.
+token the lease handed out (a new holder always gets a larger one). Right
+before each write the holder checks that its lease stays valid for longer
+than that write can take (the call's hard deadline plus a clock-skew
+allowance, :class:`LeaseTiming`), so a worker that paused, or whose lease is
+about to run out, cannot have a write in flight once another took over. The
+timing argument is docs/adr/0012.
 """
 
 from __future__ import annotations
@@ -14,15 +17,54 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from controlplane.domain import AuditEvent, Clock, EventKind, LeaseName, SystemClock
 from controlplane.store import Store
 
 log = logging.getLogger(__name__)
 
+MAX_UNRECORDED = 100  # lease events kept while the database is down (the oldest dropped first)
+
 
 def make_holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class LeaseTiming:
+    """The figures the one-writer argument rests on (docs/adr/0012).
+
+    ``ttl_s``: the lease period. ``call_s``: the hard wall-clock deadline of
+    any single Azure call (reads and writes), at most a third of the lease.
+    ``skew_s``: how far two workers' clocks may disagree. A write starts only
+    if the lease, by the writer's clock, is still valid ``call_s + skew_s``
+    after the check; renewals come every ``renew_s`` (a fifth of the lease),
+    so a live holder always has room to write.
+    """
+
+    ttl_s: float
+    call_s: float
+    skew_s: float
+
+    def __post_init__(self) -> None:
+        if self.ttl_s <= 0 or self.call_s <= 0 or self.skew_s < 0:
+            raise ValueError(f"lease timing must be positive: ttl {self.ttl_s!r}, call {self.call_s!r}, skew {self.skew_s!r}")
+        if self.call_s + self.skew_s >= self.ttl_s - self.renew_s:
+            raise ValueError(
+                f"an Azure call's deadline ({self.call_s:g} s) plus the clock-skew allowance ({self.skew_s:g} s) must be shorter"
+                f" than the lease ({self.ttl_s:g} s) less one renewal period ({self.renew_s:g} s)"
+            )
+
+    @property
+    def renew_s(self) -> float:
+        return max(0.5, self.ttl_s / 5) if self.ttl_s > 2.5 else self.ttl_s / 5
+
+    @classmethod
+    def for_lease(cls, ttl_s: float, request_timeout: float, skew_s: float | None = None) -> LeaseTiming:
+        """Calls get the configured request timeout, but never more than a third of the lease."""
+        skew = min(1.0, ttl_s / 10) if skew_s is None else skew_s
+        return cls(ttl_s=ttl_s, call_s=min(request_timeout, ttl_s / 3), skew_s=skew)
 
 
 @dataclass(frozen=True)
@@ -42,7 +84,9 @@ class LeaderElector:
         self.name = name
         self._lock = threading.Lock()
         self._token: int | None = None
+        self._expires: datetime | None = None  # by our clock: the lease is ours until then at most
         self._released = False  # after release() a late tick must not take the lease again
+        self._unrecorded: list[AuditEvent] = []  # lease events to record once the database answers again (bounded below)
 
     @property
     def token(self) -> int | None:
@@ -50,7 +94,8 @@ class LeaderElector:
 
     @property
     def is_leader(self) -> bool:
-        return self._token is not None
+        expires = self._expires
+        return self._token is not None and (expires is None or self.clock.now() < expires)
 
     def tick(self) -> LeaseState:
         """Take or renew the lease. Never raises: a database error means 'not leader'."""
@@ -58,22 +103,37 @@ class LeaderElector:
             if self._released:
                 return LeaseState(False, None)
             before = self._token
+            now = self.clock.now()
             try:
-                self._token = self.store.try_acquire_lease(self.name, self.holder, self.ttl_s, self.clock.now())
+                self._token = self.store.try_acquire_lease(self.name, self.holder, self.ttl_s, now)
             except Exception as exc:
                 log.warning("lease renewal failed, stepping down: %s", type(exc).__name__)
                 self._token = None
+            self._expires = now + timedelta(seconds=self.ttl_s) if self._token is not None else None
             if self._token != before:
                 self._record(before, self._token)
+            elif self._unrecorded:
+                self._flush_unrecorded()
             return LeaseState(self._token is not None, self._token)
 
-    def still_holds(self) -> bool:
-        """Fencing check right before a write."""
+    def lapse(self, why: str) -> None:
+        """Stop renewing: the lease runs out on its own and a standby takes over (a stuck loop must not hold it)."""
+        with self._lock:
+            if self._token is None:
+                return
+            if self.is_leader:
+                log.warning("not renewing the lease: %s", why)
+                return
+            before, self._token, self._expires = self._token, None, None
+            self._record(before, None, why)
+
+    def still_holds(self, for_s: float = 0.0) -> bool:
+        """Fencing check right before a write: the lease is ours and stays ours ``for_s`` seconds more."""
         token = self._token
         if token is None:
             return False
         try:
-            return self.store.holds_lease(self.name, self.holder, token, self.clock.now())
+            return self.store.holds_lease(self.name, self.holder, token, self.clock.now() + timedelta(seconds=for_s))
         except Exception:
             return False
 
@@ -90,22 +150,31 @@ class LeaderElector:
                 log.warning("lease release failed: %s", type(exc).__name__)
             self._token = None
 
-    def _record(self, before: int | None, after: int | None) -> None:
+    def _record(self, before: int | None, after: int | None, why: str | None = None) -> None:
         if after is not None:
             summary, severity = f"{self.holder} became leader (fencing token {after})", "info"
         else:
             summary, severity = f"{self.holder} stopped being leader (token {before})", "warning" if before else "info"
+            if why:
+                summary = f"{summary}: {why}"
         log.info(summary)
-        try:
-            self.store.add_event(
-                AuditEvent(
-                    kind=EventKind.LEASE,
-                    at=self.clock.now(),
-                    actor=f"worker:{self.holder}",
-                    summary=summary,
-                    severity=severity,
-                    data={"token": after, "previous": before},
-                )
-            )
-        except Exception:
-            pass
+        event = AuditEvent(
+            kind=EventKind.LEASE,
+            at=self.clock.now(),
+            actor=f"worker:{self.holder}",
+            summary=summary,
+            severity=severity,
+            data={"token": after, "previous": before},
+        )
+        self._unrecorded = [*self._unrecorded, event][-MAX_UNRECORDED:]
+        self._flush_unrecorded()
+
+    def _flush_unrecorded(self) -> None:
+        """Lease events the database could not take (it was down: that is often why the lease was lost) go in once it is back."""
+        while self._unrecorded:
+            try:
+                self.store.add_event(self._unrecorded[0])
+            except Exception as exc:
+                log.warning("cannot record %d lease event(s) yet: %s", len(self._unrecorded), type(exc).__name__)
+                return
+            self._unrecorded.pop(0)

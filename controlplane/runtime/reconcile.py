@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from controlplane.actuators.base import APPLIED, Actuator, ActuatorError, PermanentError, classify
+from controlplane.actuators.base import APPLIED, Actuator, ActuatorError, FencedError, PermanentError, classify
+from controlplane.actuators.transport import write_fence
 from controlplane.config import Settings, Target, azure_name
 from controlplane.domain import (
     AuditEvent,
@@ -85,6 +86,8 @@ FENCED_RULE = "fenced"
 DRY_RUN_CODE = "dry_run"
 SETTLE_WINDOW = timedelta(hours=24)  # how far back our own unconfirmed writes are looked for
 FAILED_RULE = "failed_permanently"
+IN_FLIGHT_RULE = "in_flight"  # an earlier leader's write may still land: not rewritten until it is settled
+NOT_WRITTEN = "not_written"  # a pending change the read-back shows never landed: settled as still to do
 PERMANENT_RETRY_AFTER = timedelta(minutes=15)
 MAX_PARALLEL_TARGETS = 8  # a permanently failed write is not tried again sooner (same value)
 
@@ -262,6 +265,8 @@ class Reconciler:
         memory: StrategyMemory | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         max_parallel: int = MAX_PARALLEL_TARGETS,
+        call_s: float | None = None,
+        skew_s: float = 1.0,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -281,6 +286,11 @@ class Reconciler:
         self._last_record_key: tuple[Any, ...] | None = None
         self._permanent: dict[tuple[str, str, Field, Any], tuple[datetime, str]] = {}  # change -> (when, ARM error)
         self._lock = threading.RLock()  # store writes from the apply workers
+        # the hard deadline of one Azure call and the clock-skew allowance (docs/adr/0012)
+        self.call_s = call_s if call_s is not None else settings.azure.request_timeout
+        self.skew_s = skew_s
+        self._mine: set[int] = set()  # change ids this reconciler recorded pending (its writes are over when its tick is)
+        self._in_flight: dict[tuple[str, str], str] = {}  # (target, region) -> why an earlier write may still land
 
     # ------------------------------------------------------------ public
 
@@ -298,7 +308,7 @@ class Reconciler:
             self.settings, health, actual, overrides, now=now, cooldown=copy.deepcopy(self.cooldown), memory=copy.deepcopy(self.memory)
         )
         held, _ = self._drift(actual, overrides, now, record=False)
-        return self._hold_failed(self._hold_drifted(guarded, held), now)
+        return self._hold_failed(self._hold_drifted(guarded, {**held, **self._in_flight}), now, overrides)
 
     def reconcile_once(
         self, health: Any, *, fencing_token: int | None, dry_run: bool = False, manual_plan_checksum: str | None = None
@@ -314,7 +324,7 @@ class Reconciler:
         held, reverting = self._drift(actual, overrides, now, record=True, report=report)
         overrides = self.store.active_overrides(now)  # adopting drift may have added some
         desired, guarded = decide(self.settings, health, actual, overrides, now=now, cooldown=self.cooldown, memory=self.memory)
-        guarded = self._hold_failed(self._hold_drifted(guarded, held), now)
+        guarded = self._hold_failed(self._hold_in_flight(self._hold_drifted(guarded, held)), now, overrides)
         if not dry:
             self._accept_unreverted(guarded, reverting, now)
         self._save_desired(desired, actual, report, now)
@@ -479,8 +489,28 @@ class Reconciler:
                 )
             )
 
+    def in_flight_until(self, recorded_at: datetime) -> datetime:
+        """When a write recorded pending at ``recorded_at`` by another leader is surely over.
+
+        Its writes start within the tick's deadline of being recorded, only
+        while its lease outlives the call (ADR 0012), and each is cut off by
+        the call's hard deadline; the clock-skew allowance covers the two clocks.
+        """
+        return recorded_at + timedelta(seconds=self.deadline_s + self.call_s + 2 * self.skew_s)
+
     def _settle(self, target: Target, actual: TargetState, now: datetime, result: TargetResult) -> None:
-        """Confirm our own unconfirmed writes (pending after a crash, failed by a timeout) against Azure."""
+        """Confirm unconfirmed writes (pending after a crash or a takeover, failed by a timeout) against Azure.
+
+        A pending write of another leader (or an earlier process) is left
+        alone while it may still be in flight (:meth:`in_flight_until`): its
+        endpoint is held (rule ``in_flight``), so it is neither written twice
+        nor overtaken by a newer write that the old one would then undo. Once
+        it is surely over, the read-back settles it: ``applied`` if Azure shows
+        it, otherwise ``skipped`` / ``not_written`` (still to do: the plan
+        brings it again), never ``failed``.
+        """
+        for key in [k for k in self._in_flight if k[0] == target.name]:
+            del self._in_flight[key]
         applied = self.store.applied_settings(target.name)
         reference_at = {r.region: r.last_change_at for r in self.store.target_endpoints(target.name)}
         rows = [
@@ -490,6 +520,13 @@ class Reconciler:
         ]
         for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
             region, f = row.region, row.field
+            if row.status is ChangeStatus.PENDING and row.id not in self._mine and now < self.in_flight_until(row.created_at):
+                until = self.in_flight_until(row.created_at)
+                self._in_flight[(target.name, region)] = (
+                    f"change {row.id} ({f.value} -> {row.after!r}, fencing token {row.fencing_token}) may still be in flight;"
+                    f" settled by read-back after {until:%H:%M:%S} UTC"
+                )
+                continue
             have = actual.endpoints.get(region)
             since = reference_at.get(region)
             if have is None or (row.status is ChangeStatus.FAILED and since is not None and row.created_at < since):
@@ -518,10 +555,10 @@ class Reconciler:
             elif row.status is ChangeStatus.PENDING:
                 self.store.finish_change(
                     row.id,
-                    ChangeStatus.FAILED,
+                    ChangeStatus.SKIPPED,
                     now,
-                    "Interrupted",
-                    "the tick stopped before this change was confirmed, and Azure does not show it",
+                    NOT_WRITTEN,
+                    "the leader stopped before this write landed, and Azure does not show it once it surely is over: still to do",
                 )
                 result.settled.append(row.id)
 
@@ -653,12 +690,28 @@ class Reconciler:
                 skipped.append(Skipped(c, DRIFT_RULE, f"{why}; automation paused for this endpoint until an operator decides"))
         return plan.with_changes(keep, skipped)
 
+    def _hold_in_flight(self, plan: Plan) -> Plan:
+        if not self._in_flight:
+            return plan
+        keep, skipped = [], []
+        for c in plan.changes:
+            why = self._in_flight.get((c.target, c.region))
+            if why is None:
+                keep.append(c)
+            else:
+                skipped.append(Skipped(c, IN_FLIGHT_RULE, why))
+        return plan.with_changes(keep, skipped)
+
     @staticmethod
     def _failure_key(c: Change) -> tuple[str, str, Field, Any]:
         return (c.target, c.region, c.field, c.desired)
 
-    def _hold_failed(self, plan: Plan, now: datetime) -> Plan:
-        """A write that failed permanently is not sent again for a while (same target value)."""
+    def _hold_failed(self, plan: Plan, now: datetime, overrides: list[Override] | None = None) -> Plan:
+        """A write that failed permanently is not sent again for a while (same target value).
+
+        Unless an operator acted since: a change an override made after the
+        failure decides (e.g. the same drain issued again) is sent.
+        """
         self._permanent = {k: v for k, v in self._permanent.items() if now - v[0] < PERMANENT_RETRY_AFTER}
         if not self._permanent:
             return plan
@@ -669,6 +722,9 @@ class Reconciler:
                 keep.append(c)
                 continue
             at, error = failed
+            if c.manual and any(o.applies_to(c.target, c.region) and o.created_at > at for o in overrides or []):
+                keep.append(c)  # the operator's new action is not swallowed by an old failure
+                continue
             until = at + PERMANENT_RETRY_AFTER
             skipped.append(
                 Skipped(
@@ -745,14 +801,29 @@ class Reconciler:
 
     # ------------------------------------------------------------ apply
 
-    def _fenced_ok(self, token: int | None) -> bool:
+    def _fenced_ok(self, token: int | None, for_s: float = 0.0) -> bool:
+        """Do we hold the lease, and will we still hold it ``for_s`` seconds (plus the skew allowance) from now?"""
         if self.lease_name is None:
             return True
         try:
-            return self.store.holds_lease(self.lease_name, self.holder_id, int(token or 0), self.clock.now())
+            until = self.clock.now() + timedelta(seconds=for_s + self.skew_s)
+            return self.store.holds_lease(self.lease_name, self.holder_id, int(token or 0), until)
         except Exception:
             log.warning("fencing check failed", exc_info=True)
             return False
+
+    def _fence(self, token: int | None) -> Any:
+        """The check made right before each Azure write (installed in the actuators' transport)."""
+
+        def fence(seconds: float) -> None:
+            if not self._fenced_ok(token, seconds):
+                raise FencedError(
+                    f"not sent: the leader lease (token {token}) would not outlive this write's {seconds:g} s deadline"
+                    f" plus the {self.skew_s:g} s clock-skew allowance",
+                    code="Fenced",
+                )
+
+        return fence
 
     def _apply_all(self, plan: Plan, actual: Mapping[str, TargetState], report: TickReport, token: int | None, deadline: float) -> None:
         """Targets are independent Azure resources: apply them side by side, all bounded by the tick's deadline.
@@ -774,7 +845,7 @@ class Reconciler:
     def _apply_fenced(
         self, target: Target, plan: Plan, actual: TargetState, report: TickReport, token: int | None, deadline: float
     ) -> None:
-        if not self._fenced_ok(token):
+        if not self._fenced_ok(token, self.call_s):
             report.fenced = True
             with self._lock:
                 now = self.clock.now()
@@ -791,7 +862,8 @@ class Reconciler:
                     )
             log.warning("lost the lease: %d change(s) to %s not written", len(plan.changes), target.name)
             return
-        self._apply_target(target, plan, actual, report, token, deadline)
+        with write_fence(self._fence(token) if self.lease_name is not None else None):
+            self._apply_target(target, plan, actual, report, token, deadline)
 
     def _apply_target(
         self, target: Target, plan: Plan, actual: TargetState, report: TickReport, token: int | None, deadline: float
@@ -802,6 +874,7 @@ class Reconciler:
         with self._lock:
             for c in plan.changes:  # recorded before the write: a crash leaves a trail
                 ids[id(c)] = self.store.record_change(c, ChangeStatus.PENDING, now, self.actor, report.plan_id, token)
+                self._mine.add(ids[id(c)])
             for region in dict.fromkeys(c.region for c in plan.changes):
                 self.store.set_write_status(target.name, region, WriteStatus.PENDING)
         running = dict(actual.endpoints)
@@ -832,6 +905,13 @@ class Reconciler:
                         data={**change.to_dict(), "change_id": change_id, "fencing_token": token},
                     )
                 )
+                return
+            if isinstance(error, FencedError):  # not sent: not a failure of the write, and no trace in Azure
+                report.fenced = True
+                if change_id is not None:
+                    self.store.finish_change(change_id, ChangeStatus.SKIPPED, at, FENCED_RULE, error.message)
+                self.store.set_write_status(target.name, change.region, None)
+                log.warning("fenced: %s not written: %s", change.describe(), error.message)
                 return
             code = error.code if error else None
             message = error.message if error else "failed"

@@ -15,6 +15,12 @@ Threads:
   old raw results and rollups), ``overrides`` (lift expired overrides) and
   ``notify`` (relay stored audit events to the notification channels).
 
+A lease only a live loop can hold: ``lease`` renews only while the reconcile
+loop makes progress. A tick that runs past its deadline plus two call
+deadlines (every Azure call is cut off by then, so it is stuck elsewhere), or
+no tick finishing for as long while leading, lets the lease lapse: a standby
+takes over (docs/adr/0012).
+
 Stop (SIGTERM/SIGINT): stop taking new work, let an in-flight apply finish
 (bounded), release the lease, return.
 """
@@ -38,7 +44,7 @@ from controlplane.config import Settings, missing_api_keys
 from controlplane.domain import AuditEvent, ChangeStatus, Clock, EventKind, FlagKind, HealthStateName, ProbeResult, SystemClock
 from controlplane.engine.health import HealthEvaluator, HealthReport
 from controlplane.runtime import loops
-from controlplane.runtime.leader import LeaderElector
+from controlplane.runtime.leader import LeaderElector, LeaseTiming
 from controlplane.runtime.reconcile import Reconciler, TickReport
 from controlplane.store import Store
 from probes.runner import ProbeRunner
@@ -79,11 +85,19 @@ class Worker:
         self.notifier = notifier
         self.dry_run = dry_run
         self.elector = LeaderElector(store, holder, lease_ttl_s, self.clock)
+        self.timing = LeaseTiming.for_lease(lease_ttl_s, settings.azure.request_timeout)
         if actuators is None:
             from controlplane.actuators.factory import build_actuators
 
-            actuators = build_actuators(settings, credential, policies=[metrics.azure_policy()] if metrics is not None else None)
-        self.reconciler = Reconciler(settings, store, actuators, self.clock, self.elector.holder)
+            actuators = build_actuators(
+                settings, credential, policies=[metrics.azure_policy()] if metrics is not None else None, call_s=self.timing.call_s
+            )
+        self.reconciler = Reconciler(
+            settings, store, actuators, self.clock, self.elector.holder, call_s=self.timing.call_s, skew_s=self.timing.skew_s
+        )
+        # progress of the reconcile loop (monotonic seconds): the lease is renewed only while it moves
+        self._tick_started: float | None = None
+        self._progress_at = time.monotonic()
         self.runner = (
             ProbeRunner(settings, sink=self._on_results, clock=self.clock, credential=probe_credential, environ=environ) if probe else None
         )
@@ -123,7 +137,7 @@ class Worker:
         now = datetime.now(UTC)
         interval = self.settings.reconcile.interval
         jobs = [
-            ("lease", self.lease_tick, max(0.5, self.elector.ttl_s / 5), now),
+            ("lease", self.lease_tick, self.timing.renew_s, now),
             ("reconcile", self.reconcile_tick, interval, now + timedelta(seconds=min(interval, 1.0))),
             ("rollup", self.rollup_tick, 15.0, now + timedelta(seconds=5)),
             ("retention", self.retention_tick, 3600.0, now + timedelta(seconds=300)),
@@ -213,10 +227,30 @@ class Worker:
         if self.metrics is not None:
             self.metrics.observe_probe_results(results)
 
+    def stalled(self) -> str | None:
+        """Why the reconcile loop is not making progress, or None while it is."""
+        limit = self.settings.reconcile.deadline + 2 * self.timing.call_s + self.settings.reconcile.interval
+        started = self._tick_started
+        now = time.monotonic()
+        if started is not None and now - started > limit:
+            return f"a reconcile tick has been running for {now - started:.1f} s (limit {limit:g} s)"
+        if started is None and self.elector.is_leader and now - self._progress_at > limit:
+            return f"no reconcile tick for {now - self._progress_at:.1f} s (limit {limit:g} s)"
+        return None
+
     def lease_tick(self) -> None:
         if self._stopping.is_set():
             return
+        stalled = self.stalled()
+        if stalled is not None:
+            self.elector.lapse(stalled)  # not renewed: it runs out, and a standby takes over
+            if self.metrics is not None:
+                self.metrics.set_leader(self.elector.is_leader, self.elector.token)
+            return
+        was_leader = self.elector.is_leader
         state = self.elector.tick()
+        if state.leader and not was_leader:
+            self._progress_at = time.monotonic()  # the loop's clock starts when we lead
         if not state.leader:
             self.evaluator = None  # rebuilt warm from the store when we lead again
             self._try_again_at_expiry()
@@ -245,30 +279,38 @@ class Worker:
         with self._apply_lock:
             if self._stopping.is_set() or not self.elector.is_leader:
                 return None
-            report = self.evaluate()
-            if report is None:
-                return None
-            started = time.monotonic()
+            self._tick_started = time.monotonic()
             try:
-                tick = self.reconciler.reconcile_once(report, fencing_token=self.elector.token, dry_run=self.dry_run)
-            except Exception:
-                log.exception("reconcile tick failed")
-                if self.metrics is not None:
-                    self.metrics.observe_reconcile(time.monotonic() - started, False)
-                return None
+                return self._reconcile_tick()
+            finally:
+                self._tick_started = None
+                self._progress_at = time.monotonic()
+
+    def _reconcile_tick(self) -> TickReport | None:
+        report = self.evaluate()
+        if report is None:
+            return None
+        started = time.monotonic()
+        try:
+            tick = self.reconciler.reconcile_once(report, fencing_token=self.elector.token, dry_run=self.dry_run)
+        except Exception:
+            log.exception("reconcile tick failed")
             if self.metrics is not None:
-                self.metrics.observe_reconcile(time.monotonic() - started, True)
-                subscriptions = {t.subscription_id for t in self.settings.targets}
-                if subscriptions:
-                    self.metrics.set_flags(write_budget_left=min(self.reconciler.budget.available(s) for s in subscriptions))
-            self.last_tick = tick
-            self.ticks += 1
-            if self.metrics is not None:
-                for change in tick.applied:
-                    self.metrics.observe_change(ChangeStatus.APPLIED, change)
-                for change, _code, _msg in tick.failed:
-                    self.metrics.observe_change(ChangeStatus.FAILED, change)
-            return tick
+                self.metrics.observe_reconcile(time.monotonic() - started, False)
+            return None
+        if self.metrics is not None:
+            self.metrics.observe_reconcile(time.monotonic() - started, True)
+            subscriptions = {t.subscription_id for t in self.settings.targets}
+            if subscriptions:
+                self.metrics.set_flags(write_budget_left=min(self.reconciler.budget.available(s) for s in subscriptions))
+        self.last_tick = tick
+        self.ticks += 1
+        if self.metrics is not None:
+            for change in tick.applied:
+                self.metrics.observe_change(ChangeStatus.APPLIED, change)
+            for change, _code, _msg in tick.failed:
+                self.metrics.observe_change(ChangeStatus.FAILED, change)
+        return tick
 
     def evaluate(self) -> HealthReport | None:
         """Feed every vantage's new results to the evaluator and save the health it says."""

@@ -20,7 +20,7 @@ from controlplane.config import Settings
 from controlplane.domain import ChangeStatus, EventKind, Field, HealthStateName, LeaseName, RegionHealth, WriteStatus
 from controlplane.engine.writebudget import RULE as BUDGET_RULE
 from controlplane.engine.writebudget import SubscriptionWriteBudget
-from controlplane.runtime.reconcile import DRIFT_RULE, FAILED_RULE, FENCED_RULE, Reconciler, resolve_drift
+from controlplane.runtime.reconcile import DRIFT_RULE, FAILED_RULE, FENCED_RULE, NOT_WRITTEN, Reconciler, resolve_drift
 from controlplane.store import Store
 from simulator.arm import FakeArm
 from simulator.arm_faults import FaultRule
@@ -380,7 +380,8 @@ def test_a_crash_between_two_writes_of_one_plan_leaves_a_trail_and_the_next_tick
     assert [(c.target, c.region) for c in report.applied if c.target == world.tm.name] == [(world.tm.name, "westeurope")]
     tm_rows = {row.region: row for row in world.store.changes(target=world.tm.name) if row.plan_id == pending[0].plan_id}
     assert tm_rows["eastus"].status is ChangeStatus.APPLIED  # confirmed by read-back
-    assert tm_rows["westeurope"].status is ChangeStatus.FAILED and tm_rows["westeurope"].error_code == "Interrupted"
+    # never sent: settled as still to do (and done this tick), not as a failure of a write
+    assert tm_rows["westeurope"].status is ChangeStatus.SKIPPED and tm_rows["westeurope"].error_code == NOT_WRITTEN
     patched = [w.path.rsplit("/", 1)[-1] for w in world.writes(world.tm)]
     assert sorted(patched) == ["aoai-eastus", "aoai-westeurope"]  # each exactly once: nothing applied twice
     assert not world.store.events(kinds=[EventKind.DRIFT])  # our own write is not mistaken for drift
