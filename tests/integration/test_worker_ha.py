@@ -216,7 +216,7 @@ def test_sigterm_during_an_apply_exits_cleanly_and_the_next_worker_converges(sql
     world = sqlite_world
     a = world.worker("worker-a")
     wait_for(lambda: world.holder() == "worker-a", 20, "worker-a to take the lease")
-    world.arm.inject_latency(1.5, count=None, method="PATCH")
+    world.arm.inject_latency(0.6, count=None, method="PATCH")  # slow, but inside one call's deadline (a third of the 3 s lease: ADR 0012)
     world.sim.set_fault("eastus", "down")
     wait_for(lambda: world.store.changes(status=ChangeStatus.PENDING), 30, "an apply to be in flight", step=0.05)
 
