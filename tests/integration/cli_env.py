@@ -1,8 +1,8 @@
 """Shared fixtures for the CLI tests: a config file on disk, a fake ARM seeded from it, a migrated SQLite store.
 
 The config is the demo's (``controlplane.cli.demo.demo_config``: three regions,
-two deployments each, a weighted and a priority Traffic Manager profile and a
-Front Door Standard/Premium origin group) with sections replaced as a test
+two deployments each, a weighted and a priority Traffic Manager profile, a
+Front Door Standard/Premium origin group and an APIM pool) with sections replaced as a test
 needs. Commands run in-process through ``controlplane.cli.main`` with pytest's
 ``capsys``; the store stays open so a test can seed rows (health, actual
 target state, leases) and read back what a command stored.

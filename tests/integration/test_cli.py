@@ -94,7 +94,7 @@ def one_error_line(r: Run) -> str:
 def test_check_config_summarises_a_valid_file(env: CliEnv) -> None:
     r = env.run_raw("check-config", str(env.config))
     assert r.code == EXIT_OK, r.err
-    assert "ok: 3 region(s), 6 LLM endpoint(s), 3 target(s)" in r.out
+    assert "ok: 3 region(s), 6 LLM endpoint(s), 4 target(s)" in r.out
     assert "database sqlite" in r.out
 
 
@@ -312,16 +312,16 @@ def test_plan_reads_azure_with_gets_only_and_records_nothing(env: CliEnv) -> Non
     assert r.code == EXIT_OK, r.err
     plan = r.json()
     assert {(c["target"], c["region"], c["field"], c["actual"], c["desired"], c["manual"]) for c in plan["changes"]} == {
-        (t, "eastus", "enabled", True, False, True) for t in ("tm-weighted", "tm-priority", "afd-prod")
+        (t, "eastus", "enabled", True, False, True) for t in ("tm-weighted", "tm-priority", "afd-prod", "apim-pool")
     }
     assert len(plan["checksum"]) >= 8
     assert env.arm_methods() == {"GET"}  # read the actual state of every target, wrote nothing
     paths = " ".join(e.path for e in env.arm.request_log)
-    assert "llm-weighted" in paths and "llm-priority" in paths and "aoai-origins" in paths
+    assert "llm-weighted" in paths and "llm-priority" in paths and "aoai-origins" in paths and "aoai-pool" in paths
     assert env.store.plans() == [] and env.store.changes() == []
 
     text = env.run("plan")
-    assert f"Plan {plan['checksum']}: 3 change(s)" in text.out
+    assert f"Plan {plan['checksum']}: 4 change(s)" in text.out
     assert "tm-weighted/aoai-eastus (eastus): enabled True -> False" in text.out
 
 
@@ -347,14 +347,17 @@ def test_apply_with_the_reviewed_checksum_writes_the_plan_and_converges(env: Cli
     d = r.json()
     assert d["refused"] is None and d["failed"] == [] and d["dry_run"] is False
     assert {(c["target"], c["region"], c["desired"]) for c in d["applied"]} == {
-        (t, "eastus", False) for t in ("tm-weighted", "tm-priority", "afd-prod")
+        (t, "eastus", False) for t in ("tm-weighted", "tm-priority", "afd-prod", "apim-pool")
     }
     writes = env.arm_writes()
     assert writes and all(200 <= w.status < 300 for w in writes)
     assert {w.method for w in writes} <= {"PUT", "PATCH"}
-    assert all("eastus" in w.path for w in writes)  # only the drained region's endpoints were touched
+    pool = [w for w in writes if w.path.endswith("/backends/aoai-pool")]
+    assert all("eastus" in w.path for w in writes if w not in pool)  # only the drained region's endpoints were touched
+    (pool_patch,) = pool  # the APIM pool: one PATCH of its member list, without eastus
+    assert [m["id"].rsplit("/", 1)[-1] for m in pool_patch.body["properties"]["pool"]["services"]] == ["aoai-westeurope", "aoai-japaneast"]
     applied = env.store.changes(status=ChangeStatus.APPLIED)
-    assert len(applied) == 3 and all(c.fencing_token is not None for c in applied)
+    assert len(applied) == 4 and all(c.fencing_token is not None for c in applied)
     lease = env.store.lease(LeaseName.LEADER)
     assert lease is not None and lease.holder is None  # the CLI gave the lease back
 
@@ -383,7 +386,7 @@ def test_apply_dry_run_records_the_plan_and_writes_nothing_to_azure(env: CliEnv)
     r = env.run("apply", "--dry-run", "--json")
     assert r.code == EXIT_OK, r.err
     d = r.json()
-    assert d["dry_run"] is True and d["applied"] == [] and len(d["plan"]["changes"]) == 3
+    assert d["dry_run"] is True and d["applied"] == [] and len(d["plan"]["changes"]) == 4
     assert env.arm_writes() == []
 
 
@@ -393,7 +396,7 @@ def test_apply_dry_run_records_the_plan_and_writes_nothing_to_azure(env: CliEnv)
 def test_drain_stores_an_override_and_an_audit_event(env: CliEnv) -> None:
     r = env.run("drain", "eastus", "--reason", "region is down", "--for", "30m", "--yes")
     assert r.code == EXIT_OK, r.err
-    assert r.out.startswith("done: This will disable eastus in tm-weighted, tm-priority and afd-prod; 2 of 3 stay serving")
+    assert r.out.startswith("done: This will disable eastus in tm-weighted, tm-priority, afd-prod and apim-pool; 2 of 3 stay serving")
     (o,) = env.store.active_overrides(now())
     assert (o.kind, o.region, o.target, o.who, o.why, o.forced) == (OverrideKind.DRAIN, "eastus", None, ACTOR, "region is down", False)
     assert o.expires_at is not None and timedelta(minutes=29) < o.expires_at - now() <= timedelta(minutes=30)
@@ -466,7 +469,7 @@ def test_drain_preview_changes_nothing(env: CliEnv) -> None:
     p = r.json()
     assert p["allowed"] is True and p["refusal"] is None
     assert {i["target"]: (i["serving_before"], i["serving_after"]) for i in p["impacts"]} == {
-        t: (3, 2) for t in ("tm-weighted", "tm-priority", "afd-prod")
+        t: (3, 2) for t in ("tm-weighted", "tm-priority", "afd-prod", "apim-pool")
     }
     assert env.store.active_overrides(now()) == [] and env.store.events() == []
 
@@ -680,7 +683,7 @@ def test_replay_of_the_built_in_region_outage_drains_and_restores_the_first_regi
     d = r.json()
     assert d["scenario"] == "region-outage" and d["summary"]["flaps"] == 0 and d["summary"]["false_changes"] == 0
     drains = {c["target"] for c in d["changes"] if c["region"] == "eastus" and c["field"] == "enabled" and c["to"] is False}
-    assert drains == {"tm-weighted", "tm-priority", "afd-prod"}
+    assert drains == {"tm-weighted", "tm-priority", "afd-prod", "apim-pool"}
     assert all(c["at"] >= 15 for c in d["changes"])  # nothing before the fault at 15 s
     assert all(state["eastus"]["enabled"] for state in d["final"].values())
     assert env.arm.request_log == []  # simulated time: Azure is never touched
@@ -855,11 +858,11 @@ def test_run_web_and_sim_arm_serve_then_stop_cleanly_on_sigterm(env: CliEnv) -> 
     procs = [worker, web, sim_arm]
     try:
         worker_out, web_out, arm_out = _Lines(worker), _Lines(web), _Lines(sim_arm)
-        worker_out.wait_for("regionguard worker cli-test-worker running (dry run, 3 target(s))")
+        worker_out.wait_for("regionguard worker cli-test-worker running (dry run, 4 target(s))")
         health_url = next(line for line in worker_out.seen if line.startswith("health on http://")).split(" on ", 1)[1]
         web_url = web_out.wait_for("regionguard dashboard on http://").split(" on ", 1)[1]
         arm_url = arm_out.wait_for("fake ARM: https://").split(": ", 1)[1]
-        assert any(line.startswith("seeded 3 resource(s)") for line in arm_out.seen)
+        assert any(line.startswith("seeded 4 resource(s)") for line in arm_out.seen)
 
         assert not web_url.endswith(":0/")  # the port it really listens on, not the one asked for
         assert _get(web_url + "healthz")[0] == 200
@@ -939,7 +942,7 @@ def test_run_with_a_notification_channel_starts_notifies_and_stops_on_sigterm(en
     try:
         out = _Lines(worker)
         try:
-            out.wait_for("regionguard worker notify-test-worker running (dry run, 3 target(s))")
+            out.wait_for("regionguard worker notify-test-worker running (dry run, 4 target(s))")
         except AssertionError:
             worker.kill()
             worker.wait()
