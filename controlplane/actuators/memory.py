@@ -259,7 +259,7 @@ class MemoryActuator:
             self.writes.append(MemoryWrite(target.name, ep.name, dict(step.fields)))
 
     @staticmethod
-    def _write_pool_member(target: Any, step: Step, ep: _Endpoint, endpoints: dict[str, _Endpoint]) -> None:
+    def _write_pool_member(target: Target, step: Step, ep: _Endpoint, endpoints: dict[str, _Endpoint]) -> None:
         """An APIM pool member (docs/adr/0008): out of the pool it has no weight or priority;
         back in, it takes the written ones, else its configured baseline; a pool keeps one member."""
         enabled = bool(step.fields.get(Field.ENABLED, ep.enabled))
