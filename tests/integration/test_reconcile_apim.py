@@ -310,3 +310,56 @@ def test_draining_every_member_keeps_the_last_one_in_the_pool(world: World) -> N
     assert [(c.region, e.code) for c, e in report.failed] == [("japaneast", "PoolNeedsAMember")]
     assert [s["id"].rsplit("/", 1)[-1] for s in services(world)] == ["aoai-japaneast"]
     assert [w.status for w in pool_writes(world)] == [200]  # one PATCH, never an empty list
+
+
+def test_a_priority_pool_fails_over_by_removing_the_primary_and_fails_back_with_its_priority(arm: FakeArm, store: Store) -> None:
+    from controlplane.config import parse_settings
+    from controlplane.runtime.reconcile import Reconciler
+    from tests.integration.test_reconcile import HOLDER, FakeClock
+
+    base = World(arm, store, apim=True).settings
+    t = base.targets[3]
+    data = base.model_dump(mode="json")
+    target = data["targets"][3] | {
+        "name": "apim-priority",
+        "service": f"{t.service}-p",
+        "routing": "priority",
+        "failback_dwell": "60s",
+        "endpoints": {
+            r: {"backend": f"aoai-{r}", "weight": 500, "priority": i + 1} for i, r in enumerate(("eastus", "westeurope", "japaneast"))
+        },
+    }
+    settings = parse_settings({**data, "targets": [target]})
+    arm.seed_from_config(settings)
+    pt = settings.targets[0]
+    clock = FakeClock()
+    token = store.try_acquire_lease("leader", HOLDER, 3600, clock.now())
+    actuators = build_actuators(settings, StaticTokenCredential("contract-token"), retry=FAST_RETRY)
+    r = Reconciler(settings, store, actuators, clock, HOLDER, deadline_s=5.0)
+
+    def tick(h: Any) -> Any:
+        report = r.reconcile_once(h, fencing_token=token)
+        clock.advance(30)
+        return report
+
+    def members() -> list[tuple[str, int | None]]:
+        doc = arm.get_resource(backend_id(pt.subscription_id, pt.resource_group, pt.service, pt.pool))
+        assert doc is not None
+        return [(s["id"].rsplit("/", 1)[-1], s.get("priority")) for s in doc["properties"]["pool"]["services"]]
+
+    assert not tick(health()).plan.changes
+    assert members() == [("aoai-eastus", 1), ("aoai-westeurope", 2), ("aoai-japaneast", 3)]
+    failover = tick(health(eastus=H.UNHEALTHY))
+    assert [(c.region, c.field, c.desired) for c in failover.applied] == [("eastus", Field.ENABLED, False)]
+    assert members() == [("aoai-westeurope", 2), ("aoai-japaneast", 3)]  # APIM sends everything to priority 2 now
+    tick(health())  # recovered: failback waits for the dwell (60 s)
+    assert members() == [("aoai-westeurope", 2), ("aoai-japaneast", 3)]
+    tick(health())
+    back = tick(health())
+    assert {(c.region, c.field, c.desired) for c in back.applied} == {
+        ("eastus", Field.ENABLED, True),
+        ("eastus", Field.PRIORITY, 1),
+        ("eastus", Field.WEIGHT, 500),
+    }
+    assert sorted(members(), key=lambda m: m[1] or 0) == [("aoai-eastus", 1), ("aoai-westeurope", 2), ("aoai-japaneast", 3)]
+    assert not tick(health()).plan.changes
