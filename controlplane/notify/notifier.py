@@ -27,6 +27,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -446,31 +447,49 @@ class Notifier:
         self.close()
 
 
+RELAY_HORIZON = timedelta(minutes=15)  # older unrelayed events are history, not news to page about
+
+
 class EventRelay:
     """Publishes audit events written to the store by any process (e.g. overrides made in the web app).
 
-    The worker calls ``tick()`` on a short interval. Events already in the store
-    when the relay starts are not replayed. Use the relay *or* call
-    ``Notifier.publish`` directly for the same events, not both.
+    Every worker runs one and calls ``tick()`` on a short interval. Each event
+    is claimed in the store before it is published (``Store.claim_events``: a
+    compare-and-set on the event row), so it goes out once across any number
+    of workers and across a leader change, including the events written
+    while leadership moved. Events older than ``horizon`` are history and are
+    not sent. Use the relay *or* call ``Notifier.publish`` directly for the
+    same events, not both.
+
+    A worker killed between claiming an event and handing it to its channel
+    loses that event (at most once, never twice).
     """
 
-    def __init__(self, store: Any, notifier: Notifier, batch: int = 500) -> None:
+    def __init__(
+        self,
+        store: Any,
+        notifier: Notifier,
+        batch: int = 500,
+        *,
+        worker: str = "relay",
+        clock: Any = None,
+        horizon: timedelta = RELAY_HORIZON,
+    ) -> None:
         self._store = store
         self._notifier = notifier
         self._batch = batch
-        newest = store.events(limit=1)
-        self._last_id = newest[0].id if newest and newest[0].id is not None else 0
+        self._worker = worker
+        self._now = clock.now if clock is not None else (lambda: datetime.now(UTC))
+        self._horizon = horizon
 
     def tick(self) -> int:
-        """Publish events stored since the last tick; returns how many. Never raises."""
+        """Publish the events this worker claimed; returns how many. Never raises."""
+        now = self._now()
         try:
-            events = self._store.events(limit=self._batch)
+            events = self._store.claim_events(self._worker, now, since=now - self._horizon, limit=self._batch)
         except Exception as exc:
             log.warning("event relay cannot read the store: %s", type(exc).__name__)
             return 0
-        fresh = sorted((e for e in events if e.id is not None and e.id > self._last_id), key=lambda e: e.id or 0)
-        for event in fresh:
+        for event in events:
             self._notifier.publish(event)
-        if fresh:
-            self._last_id = fresh[-1].id or self._last_id
-        return len(fresh)
+        return len(events)

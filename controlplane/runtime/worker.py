@@ -146,7 +146,7 @@ class Worker:
         if self.notifier is not None:
             from controlplane.notify import EventRelay
 
-            self._relay = EventRelay(self.store, self.notifier)
+            self._relay = EventRelay(self.store, self.notifier, worker=self.holder, clock=self.clock)
             jobs.append(("notify", self._relay.tick, 2.0, now + timedelta(seconds=2)))
         for job_id, func, seconds, first in jobs:
             self.scheduler.add_job(func, "interval", seconds=seconds, id=job_id, name=job_id, replace_existing=True, next_run_time=first)

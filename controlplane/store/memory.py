@@ -72,6 +72,7 @@ class MemoryStore:
         self._plans: list[PlanRecord] = []
         self._overrides: list[Override] = []
         self._events: list[AuditEvent] = []
+        self._relayed: set[int] = set()  # indexes into _events claimed by claim_events
         self._flags: dict[str, Flag] = {}
         self._leases: dict[str, tuple[str, int, datetime]] = {}  # name -> (holder, fencing token, expires at)
 
@@ -239,6 +240,18 @@ class MemoryStore:
         event_id = next(self._ids)
         self._events.append(e)
         return event_id
+
+    def claim_events(self, worker: str, now: datetime, *, since: datetime, limit: int = 100) -> list[AuditEvent]:
+        """Like the SQL store's: each event handed to one caller only (one process: a set of claimed indexes)."""
+        out: list[AuditEvent] = []
+        for index, e in enumerate(self._events):
+            if len(out) >= limit:
+                break
+            if index in self._relayed or e.at < since:
+                continue
+            self._relayed.add(index)
+            out.append(e)
+        return out
 
     def events(
         self,

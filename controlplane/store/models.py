@@ -229,7 +229,11 @@ class OverrideRow(Base):
 
 class AuditEventRow(Base):
     __tablename__ = "audit_event"
-    __table_args__ = (Index("ix_audit_event_at", "at"), Index("ix_audit_event_kind_at", "kind", "at"))
+    __table_args__ = (
+        Index("ix_audit_event_at", "at"),
+        Index("ix_audit_event_kind_at", "kind", "at"),
+        Index("ix_audit_event_unrelayed", "relayed_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
@@ -240,6 +244,8 @@ class AuditEventRow(Base):
     target: Mapped[str | None] = mapped_column(String(80))
     severity: Mapped[str] = mapped_column(String(16), default="info")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    relayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # claimed by a worker to send (compare-and-set)
+    relayed_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class LeaderLeaseRow(Base):

@@ -859,6 +859,35 @@ class Store:
             s.flush()
             return row.id
 
+    def claim_events(self, worker: str, now: datetime, *, since: datetime, limit: int = 100) -> list[AuditEvent]:
+        """Events not yet relayed (recorded at or after ``since``), each claimed for ``worker``, oldest first.
+
+        A compare-and-set per event (``UPDATE ... WHERE relayed_at IS NULL``,
+        row count 1 = ours): however many workers call this at once, each
+        event is handed to exactly one of them.
+        """
+        with self.session() as s:
+            rows = s.scalars(
+                select(AuditEventRow)
+                .where(AuditEventRow.relayed_at.is_(None), AuditEventRow.at >= since)
+                .order_by(AuditEventRow.id)
+                .limit(limit)
+            ).all()
+            candidates = [(row.id, _to_event(row)) for row in rows]
+        claimed: list[AuditEvent] = []
+        for event_id, event in candidates:
+            with self.session() as s:
+                won = _rowcount(
+                    s.execute(
+                        update(AuditEventRow)
+                        .where(AuditEventRow.id == event_id, AuditEventRow.relayed_at.is_(None))
+                        .values(relayed_at=now, relayed_by=worker)
+                    )
+                )
+            if won == 1:
+                claimed.append(event)
+        return claimed
+
     def events(
         self,
         since: datetime | None = None,

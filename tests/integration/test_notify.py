@@ -395,9 +395,9 @@ def test_a_channel_without_its_environment_variable_is_disabled_and_reported(rec
 def test_the_relay_publishes_events_other_processes_stored_once_and_not_older_history(
     receiver: Receiver, notifiers: list[Notifier], store: Store
 ) -> None:
-    store.add_event(transition("eastus", "unhealthy", "critical"))  # before the relay started: history
+    store.add_event(transition("eastus", "unhealthy", "critical", at=T0 - timedelta(hours=1)))  # history: not news
     n = make(notifiers, settings(slack()), receiver)
-    relay = EventRelay(store, n)
+    relay = EventRelay(store, n, worker="w1", clock=FixedClock(T0))
     override = AuditEvent(
         kind="override",
         at=T0,
@@ -414,6 +414,29 @@ def test_the_relay_publishes_events_other_processes_stored_once_and_not_older_hi
     assert n.flush(5)
     [req] = receiver.wait_for(1)
     assert "alice drained westus" in req.json()["text"] and "eastus" not in req.json()["text"]
+
+
+class FixedClock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+
+def test_each_stored_event_is_relayed_by_exactly_one_of_many_workers(receiver: Receiver, notifiers: list[Notifier], store: Store) -> None:
+    n = make(notifiers, settings(slack()), receiver)
+    relays = [EventRelay(store, n, worker=f"w{i}", clock=FixedClock(T0)) for i in range(4)]
+    for i in range(20):
+        store.add_event(transition(f"region-{i}", "unhealthy", "critical"))
+    counts: list[int] = []
+    threads = [threading.Thread(target=lambda r=r: counts.append(r.tick())) for r in relays]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert sum(counts) == 20, counts
+    assert sum(r.tick() for r in relays) == 0
 
 
 def test_settings_refuse_inline_urls_and_duplicate_channel_names() -> None:
