@@ -43,12 +43,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     store = open_checked_store(settings)
     try:
-        status = read_status(settings, store, utcnow())
+        now = utcnow()
+        status = read_status(settings, store, now)
+        read_errors = _unresolved_read_errors(settings, store, now)
     finally:
         store.close()
     data = status_json(status)
-    emit(args, data, _status_text(data))
-    return EXIT_OK
+    data["read_errors"] = read_errors
+    text = _status_text(data)
+    emit(args, data, _read_errors_text(read_errors, "status shows the last state read").rstrip("\n") + "\n" + text if read_errors else text)
+    return EXIT_FAILED if read_errors else EXIT_OK  # the targets' state shown is not what Azure has now
+
+
+def _unresolved_read_errors(settings: Settings, store: Store, now: Any) -> dict[str, str]:
+    """``target`` or ``target/region`` -> the last read error the worker recorded, unless it could read again since."""
+    from datetime import timedelta
+
+    from controlplane.domain import EventKind
+
+    latest: dict[tuple[str, str | None], Any] = {}
+    for e in store.events(since=now - timedelta(days=7), kinds=[EventKind.READ_ERROR], limit=1000):  # newest first
+        if e.target is not None:
+            latest.setdefault((e.target, e.region), e)
+    names = {t.name for t in settings.targets}
+    return {
+        f"{target}/{region}" if region else target: e.summary.split(": ", 1)[-1]
+        for (target, region), e in sorted(latest.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+        if target in names and e.severity == "warning"
+    }
 
 
 def _setting_fields(side: str, setting: EndpointSetting | None) -> dict[str, Any]:
@@ -166,11 +188,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     store = open_checked_store(settings)
     try:
-        plan = _reconciler(settings, store, f"cli:{who()}").plan_only(_health_now(settings, store))
+        plan, errors = _reconciler(settings, store, f"cli:{who()}").plan_and_read_errors(_health_now(settings, store))
     finally:
         store.close()
-    emit(args, plan.to_dict(), plan.to_text())
-    return EXIT_OK
+    data = {**plan.to_dict(), "read_errors": errors, "complete": not errors}
+    emit(args, data, _read_errors_text(errors, "plan") + plan.to_text() if errors else plan.to_text())
+    return EXIT_FAILED if errors else EXIT_OK  # a plan without part of Azure is not "nothing to do"
+
+
+def _read_errors_text(errors: dict[str, str], what: str) -> str:
+    """The lines that say a result is incomplete, before the result itself."""
+    lines = [f"ERROR: could not read Azure for {len(errors)} target(s)/endpoint(s); this {what} leaves them out:"]
+    lines += [f"  {name}: {why}" for name, why in sorted(errors.items())]
+    return "\n".join(lines) + "\n"
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -201,8 +231,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         "failed": [{"change": c.to_dict(), "code": code, "message": msg} for c, code, msg in tick.failed],
         "refused": tick.refused,
         "dry_run": tick.dry_run,
+        "read_errors": tick.read_errors,
     }
-    lines = [tick.plan.to_text() if tick.plan else "No changes."]
+    lines = [_read_errors_text(tick.read_errors, "apply").rstrip("\n")] if tick.read_errors else []
+    lines += [tick.plan.to_text() if tick.plan else "No changes."]
     lines += [f"applied: {c.describe()}" for c in tick.applied]
     lines += [f"FAILED: {c.describe()}: {code}: {msg}" for c, code, msg in tick.failed]
     if tick.refused:
@@ -210,7 +242,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     emit(args, data, "\n".join(lines))
     if tick.refused:
         return EXIT_REFUSED
-    return EXIT_FAILED if tick.failed else EXIT_OK
+    return EXIT_FAILED if tick.failed or tick.read_errors else EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:

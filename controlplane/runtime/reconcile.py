@@ -131,6 +131,17 @@ class TickReport:
         return [f for t in self.targets.values() for f in t.failed]
 
     @property
+    def read_errors(self) -> dict[str, str]:
+        """``target`` (the whole target) or ``target/region`` (one endpoint) -> why it could not be read."""
+        out: dict[str, str] = {}
+        for name, t in self.targets.items():
+            if t.read_error is not None:
+                out[name] = t.read_error
+            elif t.actual is not None:
+                out.update({f"{name}/{region}": why for region, why in t.actual.read_errors.items()})
+        return out
+
+    @property
     def ok(self) -> bool:
         return not self.failed and not self.fenced and self.refused is None and all(t.read_error is None for t in self.targets.values())
 
@@ -296,19 +307,30 @@ class Reconciler:
 
     def plan_only(self, health: Any) -> Plan:
         """Read Azure and plan; write nothing anywhere (Azure or store)."""
+        return self.plan_and_read_errors(health)[0]
+
+    def plan_and_read_errors(self, health: Any) -> tuple[Plan, dict[str, str]]:
+        """:meth:`plan_only`, and what could not be read: ``target`` or ``target/region`` -> why.
+
+        A plan made without some of Azure is not "nothing to do": callers must
+        say what is missing (``regionguard plan`` fails when anything is).
+        """
         now = self.clock.now()
         actual: dict[str, TargetState] = {}
+        errors: dict[str, str] = {}
         for name, state in self._read_many(self._read_deadline()).items():
             if isinstance(state, ActuatorError):
                 log.warning("plan: cannot read %s: %s", name, state)
+                errors[name] = f"{state.code}: {state.message}"
             else:
                 actual[name] = state
+                errors.update({f"{name}/{region}": why for region, why in state.read_errors.items()})
         overrides = self.store.active_overrides(now)
         _, guarded = decide(
             self.settings, health, actual, overrides, now=now, cooldown=copy.deepcopy(self.cooldown), memory=copy.deepcopy(self.memory)
         )
         held, _ = self._drift(actual, overrides, now, record=False)
-        return self._hold_failed(self._hold_drifted(guarded, {**held, **self._in_flight}), now, overrides)
+        return self._hold_failed(self._hold_drifted(guarded, {**held, **self._in_flight}), now, overrides), errors
 
     def reconcile_once(
         self, health: Any, *, fencing_token: int | None, dry_run: bool = False, manual_plan_checksum: str | None = None

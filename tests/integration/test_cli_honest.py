@@ -1,0 +1,81 @@
+"""A CLI that never lies: a read failure is never shown as "nothing to do"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controlplane.domain import AuditEvent, EventKind
+from simulator.arm import FakeArm
+from simulator.arm_faults import FaultRule
+from tests.integration.cli_env import CliEnv, make_env, migrated_template
+
+
+@pytest.fixture(autouse=True)
+def _user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGIONGUARD_USER", "oncall-test")
+    monkeypatch.delenv("REGIONGUARD_CONFIG", raising=False)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return migrated_template(tmp_path_factory.mktemp("cli-honest-template"))
+
+
+@pytest.fixture
+def env(tmp_path: Path, capsys: pytest.CaptureFixture[str], template: Path) -> Iterator[CliEnv]:
+    with FakeArm() as arm:
+        e = make_env(tmp_path, arm, capsys, template=template)
+        yield e
+        e.store.close()
+
+
+def forbid(env: CliEnv, path: str) -> None:
+    """Every request to ``path`` answers 403 AuthorizationFailed (permanent: no retries)."""
+    env.arm.inject(FaultRule("error", count=None, status=403, code="AuthorizationFailed", message="no access", path_contains=path))
+
+
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_plan_and_apply_fail_and_name_the_target_they_could_not_read(env: CliEnv, command: str) -> None:
+    forbid(env, "llm-weighted")
+    r = env.run(command)
+    assert r.code == 1, (r.out, r.err)
+    assert "ERROR: could not read Azure" in r.out and "tm-weighted" in r.out
+    assert "Traceback" not in r.out + r.err
+    j = env.run(command, "--json")
+    assert j.code == 1
+    errors = j.json()["read_errors"]
+    assert list(errors) == ["tm-weighted"] and "AuthorizationFailed" in errors["tm-weighted"]
+    env.arm.clear_faults()
+    assert env.run("plan").code == 0
+
+
+def test_a_plan_with_everything_read_still_says_no_changes_and_exits_0(env: CliEnv) -> None:
+    r = env.run("plan", "--json")
+    assert r.code == 0 and r.json()["read_errors"] == {} and r.json()["complete"] is True
+
+
+def test_status_fails_while_the_worker_cannot_read_a_target_and_recovers_when_it_can(env: CliEnv) -> None:
+    now = datetime.now(UTC)
+    env.store.add_event(
+        AuditEvent(
+            kind=EventKind.READ_ERROR,
+            at=now - timedelta(minutes=2),
+            actor="worker-1",
+            summary="tm-weighted: cannot read Azure state, target skipped this tick: AuthorizationFailed: no",
+            target="tm-weighted",
+            severity="warning",
+        )
+    )
+    r = env.run("status")
+    assert r.code == 1 and "ERROR: could not read Azure" in r.out and "tm-weighted" in r.out
+    assert env.run("status", "--json").json()["read_errors"] == {
+        "tm-weighted": "cannot read Azure state, target skipped this tick: AuthorizationFailed: no"
+    }
+    env.store.add_event(
+        AuditEvent(kind=EventKind.READ_ERROR, at=now, actor="worker-1", summary="tm-weighted: Azure can be read again", target="tm-weighted")
+    )
+    assert env.run("status").code == 0
