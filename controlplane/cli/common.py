@@ -72,7 +72,10 @@ def open_checked_store(settings: Settings) -> Store:
     """Open the configured database and check it is reachable and migrated."""
     from controlplane.store import Store
 
-    store = Store(settings.database.url)
+    try:
+        store = Store(settings.database.url)
+    except Exception as exc:
+        raise db_error(exc) from None
     try:
         store.check()
     except Exception as exc:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from controlplane.cli import admin, oncall, probe, replay, run, state
 from controlplane.cli.common import CommandError
 from controlplane.config import ConfigError
-from controlplane.errors import EXIT_USAGE
+from controlplane.errors import EXIT_FAILED, EXIT_USAGE
 from controlplane.textsafe import terminal_safe
 
 
@@ -46,8 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "db_command", None) == "upgrade" and args.revision is None:
         args.revision = "head"
-    if getattr(args, "db_command", None) == "downgrade" and args.revision is None:
-        args.revision = "base"
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -63,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the last net: a user never sees a traceback (--log-level DEBUG logs it)
+        logging.getLogger("controlplane.cli").debug("unexpected error", exc_info=True)
+        print(terminal_safe(f"error: unexpected {type(exc).__name__}: {str(exc)[:300]} (--log-level DEBUG shows where)"), file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

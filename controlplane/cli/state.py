@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane.cli.common import CommandError, emit, open_checked_store, settings_of, since, utcnow, who, with_config
 from controlplane.config import Settings
-from controlplane.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
+from controlplane.domain import EventKind
+from controlplane.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 
 if TYPE_CHECKING:
     from controlplane.domain import EndpointSetting
@@ -245,10 +246,24 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_FAILED if tick.failed or tick.read_errors else EXIT_OK
 
 
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 1 and 10000")
+    return value
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from controlplane.domain import as_jsonable
 
     settings = settings_of(args)
+    if args.region is not None and args.region not in settings.region_names:
+        raise CommandError(f"--region: no region named {args.region!r} (one of {', '.join(settings.region_names)})", EXIT_USAGE)
+    if args.target is not None and args.target not in {t.name for t in settings.targets}:
+        raise CommandError(f"--target: no target named {args.target!r} (one of {', '.join(t.name for t in settings.targets)})", EXIT_USAGE)
     store = open_checked_store(settings)
     try:
         events = store.events(since=since(args.since), kinds=args.kind or None, region=args.region, target=args.target, limit=args.limit)
@@ -274,8 +289,8 @@ def register(sub: Any) -> None:
 
     p = with_config(sub.add_parser("history", help="audit trail, newest first"))
     p.add_argument("--since", default=None, help="e.g. 1h, 2d or an ISO time")
-    p.add_argument("--kind", action="append", default=[], help="filter by kind (repeatable)")
-    p.add_argument("--region", default=None)
-    p.add_argument("--target", default=None)
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--kind", action="append", default=[], choices=[k.value for k in EventKind], help="filter by kind (repeatable)")
+    p.add_argument("--region", default=None, help="only events about this region")
+    p.add_argument("--target", default=None, help="only events about this target")
+    p.add_argument("--limit", type=_limit, default=100, help="at most this many events (1-10000, default 100)")
     p.set_defaults(func=cmd_history)

@@ -44,7 +44,12 @@ def make_engine(url: str) -> Engine:
         return engine
     if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("", "psycopg2"):
         u = u.set(drivername="postgresql+psycopg")
-    return create_engine(u, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    try:
+        return create_engine(u, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    except ImportError as exc:  # ModuleNotFoundError: psycopg is in the postgres extra
+        raise DatabaseUnavailable(
+            f"PostgreSQL needs the postgres extra ({exc.name or 'psycopg'} is not installed): pip install 'regionguard[postgres]'"
+        ) from None
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -96,6 +101,41 @@ def downgrade(url: str, revision: str = "base") -> None:
     from alembic import command
 
     command.downgrade(alembic_config(url), revision)
+
+
+def downgrade_steps(url: str, revision: str) -> list[tuple[str, str]]:
+    """(revision, first line of its description) of every migration a downgrade to ``revision`` undoes, newest first.
+
+    ``ValueError`` for a revision that is not one of ours or not below the current one.
+    """
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    current = current_revision(url)
+    if current is None:
+        return []
+    known = {s.revision for s in script.walk_revisions()}
+    if revision != "base" and revision not in known:
+        raise ValueError(f"no migration {revision!r} (known: base, {', '.join(sorted(known))})")
+    steps = []
+    for s in script.iterate_revisions(current, revision if revision != "base" else "base"):
+        if s.revision == revision:
+            continue
+        steps.append((s.revision, (s.doc or "").strip().splitlines()[0] if s.doc else ""))
+    return steps
+
+
+def table_row_counts(url: str, tables: tuple[str, ...]) -> dict[str, int]:
+    """Rows in each of ``tables`` that exists (what a downgrade would lose)."""
+    from sqlalchemy import inspect
+
+    engine = make_engine(url)
+    try:
+        present = set(inspect(engine).get_table_names())
+        with engine.connect() as conn:
+            return {t: int(conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one()) for t in tables if t in present}
+    finally:
+        engine.dispose()
 
 
 def current_revision(url: str) -> str | None:

@@ -121,7 +121,7 @@ def test_db_current_asks_for_an_upgrade_then_upgrade_and_downgrade_move_the_revi
     assert f"database at {at_head['head']}" in up.out
 
     assert env.run("status", config=fresh).code == EXIT_OK
-    down = env.run("db", "downgrade", config=fresh)
+    down = env.run("db", "downgrade", "base", "--yes", config=fresh)
     assert down.code == EXIT_OK and "database at base" in down.out
     after = env.run("status", config=fresh)
     assert after.code == EXIT_DB

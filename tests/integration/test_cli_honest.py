@@ -76,6 +76,31 @@ def test_status_fails_while_the_worker_cannot_read_a_target_and_recovers_when_it
         "tm-weighted": "cannot read Azure state, target skipped this tick: AuthorizationFailed: no"
     }
     env.store.add_event(
-        AuditEvent(kind=EventKind.READ_ERROR, at=now, actor="worker-1", summary="tm-weighted: Azure can be read again", target="tm-weighted")
+        AuditEvent(
+            kind=EventKind.READ_ERROR, at=now, actor="worker-1", summary="tm-weighted: Azure can be read again", target="tm-weighted"
+        )
     )
     assert env.run("status").code == 0
+
+
+# ---------------------------------------------------------------- db downgrade
+
+
+def test_db_downgrade_needs_a_revision_and_yes_and_says_what_will_be_lost(env: CliEnv) -> None:
+    from controlplane.store import db
+
+    head = db.head_revision()
+    env.store.add_event(AuditEvent(kind=EventKind.TRANSITION, at=datetime.now(UTC), actor="automation", summary="kept"))
+    bare = env.run("db", "downgrade")
+    assert bare.code == 2 and "needs a REVISION" in bare.err and "Traceback" not in bare.err
+    assert db.current_revision(env.url) == head
+    asked = env.run("db", "downgrade", "base")
+    assert asked.code == 3, asked.err
+    assert "DROPS EVERY TABLE" in asked.err and "1 audit trail events" in asked.err and "--yes" in asked.err
+    assert db.current_revision(env.url) == head  # nothing changed
+    unknown = env.run("db", "downgrade", "9999", "--yes")
+    assert unknown.code == 2 and "no migration '9999'" in unknown.err
+    one_step = env.run("db", "downgrade", "0001", "--yes")
+    assert one_step.code == 0, one_step.err
+    assert "0002: probe_result.anomalies" in one_step.out and "database at 0001" in one_step.out
+    assert env.run("db", "upgrade").code == 0
