@@ -22,6 +22,10 @@ def _act(args: argparse.Namespace, fields: dict[str, Any]) -> int:
 
     settings = settings_of(args)
     data = {k: v for k, v in fields.items() if v is not None}
+    if not data.get("reason"):
+        if not args.preview:
+            raise CommandError("--reason: required: say why (it is kept in the audit trail); only --preview does without", EXIT_USAGE)
+        data["reason"] = "preview only"  # a preview changes nothing and records nothing
     if getattr(args, "for_", None):
         data["expires_in"] = args.for_
     if getattr(args, "force", False):
@@ -38,15 +42,31 @@ def _act(args: argparse.Namespace, fields: dict[str, Any]) -> int:
         digest = args.digest or _confirmed_digest(args, preview(settings, store, req, actor, utcnow()))
         result = execute(settings, store, req, actor, utcnow(), expected_digest=digest, require_digest=True)
     except InvalidAction as exc:
-        raise CommandError(str(exc), exit_code(exc)) from None
+        flag = _FLAGS.get(exc.field)
+        message = f"{flag}: {str(exc).split(': ', 1)[1]}" if flag and ": " in str(exc) else str(exc)
+        raise CommandError(message, exit_code(exc)) from None
     except ActionRefused as exc:
         raise CommandError(exc.reason if exc.reason.startswith("refused") else f"refused: {exc.reason}", exit_code(exc)) from None
     except NotAllowed as exc:
         raise CommandError(f"not allowed: {exc}", exit_code(exc)) from None
     finally:
         store.close()
-    emit(args, result.to_dict(), f"done: {result.preview.sentence}" + (" (forced)" if result.forced else ""))
+    emit(args, result.to_dict(), f"done: {done_sentence(result.preview.sentence)}" + (" (forced)" if result.forced else ""))
     return EXIT_OK
+
+
+# The request's field names as the CLI spells them, so an error names what the operator typed.
+_FLAGS = {"expires_in": "--for", "reason": "--reason", "weight": "--weight", "priority": "--priority", "confirm": "--confirm"}
+
+
+def done_sentence(preview: str) -> str:
+    """The preview ("this will lift ...") told after the fact: the override is stored now; Azure follows on the worker's tick."""
+    for prefix, past in (("this will lift ", "lifted "), ("this will freeze ", "froze ")):
+        if preview.lower().startswith(prefix):
+            return past + preview[len(prefix) :]
+    for prefix in ("This will ", "this will "):
+        preview = preview.replace(prefix, "the worker will now ", 1)
+    return preview
 
 
 def _confirmed_digest(args: argparse.Namespace, p: Any) -> str | None:
@@ -113,7 +133,7 @@ def cmd_unfreeze(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     def action(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
         p = with_config(sub.add_parser(name, help=help_text))
-        p.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+        p.add_argument("--reason", default=None, help="why (kept in the audit trail); required unless --preview")
         p.add_argument("--preview", action="store_true", help="show what it would do; change nothing")
         p.add_argument("--yes", action="store_true", help="confirm without a prompt (scripts): do what the preview says")
         p.add_argument("--digest", default=None, help="confirm the preview with this digest (from --preview --json); refused if it changed")

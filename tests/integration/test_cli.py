@@ -396,7 +396,7 @@ def test_apply_dry_run_records_the_plan_and_writes_nothing_to_azure(env: CliEnv)
 def test_drain_stores_an_override_and_an_audit_event(env: CliEnv) -> None:
     r = env.run("drain", "eastus", "--reason", "region is down", "--for", "30m", "--yes")
     assert r.code == EXIT_OK, r.err
-    assert r.out.startswith("done: This will disable eastus in tm-weighted, tm-priority, afd-prod and apim-pool; 2 of 3 stay serving")
+    assert r.out.startswith("done: the worker will now disable eastus in tm-weighted, tm-priority, afd-prod and apim-pool; 2 of 3 stay serving")
     (o,) = env.store.active_overrides(now())
     assert (o.kind, o.region, o.target, o.who, o.why, o.forced) == (OverrideKind.DRAIN, "eastus", None, ACTOR, "region is down", False)
     assert o.expires_at is not None and timedelta(minutes=29) < o.expires_at - now() <= timedelta(minutes=30)
@@ -420,11 +420,13 @@ def test_drain_of_an_unknown_region_or_target_exits_2_naming_it(env: CliEnv) -> 
     assert env.store.active_overrides(now()) == [] and env.store.events() == []
 
 
-def test_drain_without_a_reason_is_a_usage_error(env: CliEnv) -> None:
-    with pytest.raises(SystemExit) as exc:
-        env.run("drain", "eastus", "--yes")
-    assert exc.value.code == EXIT_USAGE
-    assert "--reason" in env.capsys.readouterr().err
+def test_drain_without_a_reason_is_a_usage_error_but_its_preview_needs_none(env: CliEnv) -> None:
+    r = env.run("drain", "eastus", "--yes")
+    assert r.code == EXIT_USAGE
+    assert one_error_line(r).startswith("error: --reason: required")
+    assert env.store.active_overrides(now()) == []
+    preview = env.run("drain", "eastus", "--preview")
+    assert preview.code == EXIT_OK and "disable eastus" in preview.out
 
 
 def test_a_drain_refused_by_min_serving_exits_3_with_the_reason(strict_env: CliEnv) -> None:
@@ -542,7 +544,7 @@ def test_pin_stores_a_weight_and_rejects_values_out_of_range(env: CliEnv) -> Non
 def test_freeze_for_a_while_then_unfreeze(env: CliEnv) -> None:
     r = env.run("freeze", "--target", "tm-weighted", "--for", "30m", "--reason", "change window", "--yes")
     assert r.code == EXIT_OK, r.err
-    assert "freeze automation for tm-weighted" in r.out
+    assert "done: froze automation for tm-weighted" in r.out
     (o,) = env.store.active_overrides(now())
     assert (o.kind, o.target) == (OverrideKind.FREEZE, "tm-weighted") and o.expires_at is not None
     assert env.run("status", "--json").json()["frozen"] == ["tm-weighted"]
@@ -560,7 +562,7 @@ def test_freeze_for_a_while_then_unfreeze(env: CliEnv) -> None:
 
 def test_freeze_everything_and_bad_durations(env: CliEnv) -> None:
     bad = env.run("freeze", "--for", "soon", "--reason", "change window", "--yes")
-    assert bad.code == EXIT_USAGE and "expires_in: 'soon' is not a duration" in one_error_line(bad)
+    assert bad.code == EXIT_USAGE and "--for: 'soon' is not a duration" in one_error_line(bad)
     too_long = env.run("freeze", "--for", "90d", "--reason", "change window", "--yes")
     assert too_long.code == EXIT_USAGE and "at most 30d" in one_error_line(too_long)
     unknown = env.run("freeze", "--target", "tm-nope", "--reason", "change window", "--yes")

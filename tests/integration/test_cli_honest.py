@@ -104,3 +104,27 @@ def test_db_downgrade_needs_a_revision_and_yes_and_says_what_will_be_lost(env: C
     assert one_step.code == 0, one_step.err
     assert "0002: probe_result.anomalies" in one_step.out and "database at 0001" in one_step.out
     assert env.run("db", "upgrade").code == 0
+
+
+# ---------------------------------------------------------------- wording
+
+
+def test_unfreeze_says_what_it_did_not_what_it_will_do(env: CliEnv) -> None:
+    assert env.run("freeze", "--reason", "change window", "--yes").code == 0
+    r = env.run("unfreeze", "--reason", "window over", "--yes")
+    assert r.code == 0, r.err
+    assert r.out.startswith("done: lifted ") and "this will" not in r.out.lower()
+
+
+def test_a_bad_for_names_the_flag_the_operator_typed(env: CliEnv) -> None:
+    r = env.run("drain", "eastus", "--reason", "region is down", "--for", "10x", "--yes")
+    assert r.code == 2
+    assert r.err.startswith("error: --for: '10x'") and "expires_in" not in r.err
+
+
+def test_history_of_an_unknown_kind_is_an_error_naming_the_kinds(env: CliEnv) -> None:
+    with pytest.raises(SystemExit) as exc:
+        env.run("history", "--kind", "bogus")
+    assert exc.value.code == 2
+    err = env.capsys.readouterr().err
+    assert "--kind" in err and "'bogus'" in err and "transition" in err

@@ -28,7 +28,7 @@ UNREACHABLE_PG = "postgresql://rg:pw@127.0.0.1:1/none"
 def commands() -> list[str]:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return list(sub.choices)  # type: ignore[attr-defined]
+    return list(sub.choices)  # type: ignore[attr-defined]  # argparse keeps its subparsers in a private action
 
 
 # argv after the command name, for each command: what it needs to get past argparse
