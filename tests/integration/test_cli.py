@@ -396,7 +396,9 @@ def test_apply_dry_run_records_the_plan_and_writes_nothing_to_azure(env: CliEnv)
 def test_drain_stores_an_override_and_an_audit_event(env: CliEnv) -> None:
     r = env.run("drain", "eastus", "--reason", "region is down", "--for", "30m", "--yes")
     assert r.code == EXIT_OK, r.err
-    assert r.out.startswith("done: the worker will now disable eastus in tm-weighted, tm-priority, afd-prod and apim-pool; 2 of 3 stay serving")
+    assert r.out.startswith(
+        "done: the worker will now disable eastus in tm-weighted, tm-priority, afd-prod and apim-pool; 2 of 3 stay serving"
+    )
     (o,) = env.store.active_overrides(now())
     assert (o.kind, o.region, o.target, o.who, o.why, o.forced) == (OverrideKind.DRAIN, "eastus", None, ACTOR, "region is down", False)
     assert o.expires_at is not None and timedelta(minutes=29) < o.expires_at - now() <= timedelta(minutes=30)
