@@ -94,6 +94,11 @@ class RegionCard:
         )
 
     @property
+    def drained(self) -> bool:
+        """An operator drain (or maintenance) is active for this region: Restore applies, not Drain."""
+        return any(o.kind in (OverrideKind.DRAIN, OverrideKind.MAINTENANCE) for o in self.overrides)
+
+    @property
     def reason_text(self) -> str:
         if self.reasons:
             return "; ".join(self.reasons)
@@ -217,6 +222,12 @@ class TargetView:
         )
 
     @property
+    def serving_region(self) -> str | None:
+        """Priority routing: the enabled endpoint with the lowest priority number in Azure now (None: none serving)."""
+        serving = [r for r in self.rows if r.actual.get("enabled") is True and r.actual.get("priority") is not None]
+        return min(serving, key=lambda r: r.actual["priority"]).region if serving else None
+
+    @property
     def serving_desired(self) -> int:
         return sum(1 for r in self.rows if r.desired.get("enabled") is not False)
 
@@ -237,12 +248,90 @@ class TargetView:
 
 
 @dataclass
+class VantageSeen:
+    name: str
+    last_at: datetime
+    age_s: float
+    fresh: bool
+
+
+@dataclass
+class Automation:
+    """What automation is doing right now: the strip at the top of the overview."""
+
+    mode: str  # active | frozen | panic | dry-run | no leader (the most serious first)
+    frozen: list[Override]  # active freezes (target None: every target)
+    panics: dict[str, str]  # target -> reason
+    dry_run: bool
+    leader: str | None
+    fencing_token: int | None
+    lease_renewed_age_s: float | None
+    vantages: list[VantageSeen]
+    unfrozen_targets: list[str]  # targets a freeze could still apply to (empty: everything is frozen)
+
+    @property
+    def frozen_everywhere(self) -> bool:
+        return any(o.target is None for o in self.frozen)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "frozen": [
+                {"id": o.id, "target": o.target, "who": o.who, "why": o.why, "until": o.expires_at.isoformat() if o.expires_at else None}
+                for o in self.frozen
+            ],
+            "panics": self.panics,
+            "dry_run": self.dry_run,
+            "leader": self.leader,
+            "fencing_token": self.fencing_token,
+            "vantages": [{"name": v.name, "last_at": v.last_at.isoformat(), "fresh": v.fresh} for v in self.vantages],
+        }
+
+
+def automation(settings: Settings, store: Store, status: SystemStatus) -> Automation:
+    now = status.now
+    fresh_s = stale_after(settings)
+    seen = queries.vantages_seen(store, now - timedelta(seconds=max(fresh_s * 5, 300)))
+    vantages = [
+        VantageSeen(name, at, (now - at).total_seconds(), (now - at).total_seconds() <= fresh_s) for name, at in sorted(seen.items())
+    ]
+    freezes = [o for o in status.overrides if o.kind is OverrideKind.FREEZE]
+    plans = store.plans(limit=1)
+    dry_run = settings.azure.dry_run or bool(plans and plans[0].dry_run)
+    panics = {target or "all targets": p.reason for target, p in sorted(status.panics.items())}
+    if status.leader is None:
+        mode = "no leader"
+    elif panics:
+        mode = "panic"
+    elif freezes:
+        mode = "frozen"
+    elif dry_run:
+        mode = "dry-run"
+    else:
+        mode = "active"
+    frozen_targets = {o.target for o in freezes}
+    lease = status.lease
+    return Automation(
+        mode=mode,
+        frozen=freezes,
+        panics=panics,
+        dry_run=dry_run,
+        leader=status.leader,
+        fencing_token=lease.fencing_token if lease and status.leader else None,
+        lease_renewed_age_s=(now - lease.renewed_at).total_seconds() if lease and lease.renewed_at else None,
+        vantages=vantages,
+        unfrozen_targets=[] if None in frozen_targets else [t.name for t in settings.targets if t.name not in frozen_targets],
+    )
+
+
+@dataclass
 class Overview:
     now: datetime
     cards: list[RegionCard]
     targets: list[TargetView]
     banners: list[Banner]
     leader: Lease | None
+    automation: Automation | None = None
 
 
 # ---------------------------------------------------------------- series
@@ -346,7 +435,14 @@ def overview(settings: Settings, store: Store, now: datetime) -> Overview:
     start = (now - SPARK_WINDOW).replace(second=0, microsecond=0)
     series = queries.rollup_series(store, names, start, 60)
     cards = [RegionCard.of(r, stats.get(r.name, Stats()), charts.sparkline(series.get(r.name, []), start, now, 60)) for r in status.regions]
-    return Overview(now=now, cards=cards, targets=target_views(status), banners=banners(settings, status), leader=status.lease)
+    return Overview(
+        now=now,
+        cards=cards,
+        targets=target_views(status),
+        banners=banners(settings, status),
+        leader=status.lease,
+        automation=automation(settings, store, status),
+    )
 
 
 # ---------------------------------------------------------------- region page

@@ -9,7 +9,8 @@ aggregated in SQL (the one place that knows SQLite from PostgreSQL).
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Integer, and_, cast, func, literal_column, select
@@ -19,6 +20,23 @@ from controlplane.stats import percentile
 from controlplane.store.models import ProbeResultRow, ProbeRollupRow, table
 from controlplane.store.records import Bucket, RegionStats
 from controlplane.store.repo import Store, _to_probe
+
+
+@dataclass(frozen=True, slots=True)
+class VantageCell:
+    """What one vantage saw of one endpoint over a short window."""
+
+    last_outcome: str
+    last_at: datetime
+    ok: int
+    total: int
+
+    @property
+    def state(self) -> str:
+        """healthy (all ok), degraded (some ok), unhealthy (none ok)."""
+        if self.ok == self.total:
+            return "healthy"
+        return "degraded" if self.ok else "unhealthy"
 
 
 def _stats(outcomes: list[str], ttfts: list[float]) -> RegionStats:
@@ -104,4 +122,34 @@ def recent_probes(store: Store, region: str, limit: int = 50) -> list[ProbeResul
         return [_to_probe(r) for r in s.scalars(q)]
 
 
-__all__ = ["recent_probes", "region_stats", "rollup_series"]
+def vantages_seen(store: Store, since: datetime) -> dict[str, datetime]:
+    """Vantage -> its newest probe result at or after ``since`` (one short index range)."""
+    t = table(ProbeResultRow)
+    q = select(t.c.vantage, func.max(t.c.started_at)).where(t.c.started_at >= since).group_by(t.c.vantage)
+    with store.engine.connect() as conn:
+        return {v: _aware(at) for v, at in conn.execute(q)}
+
+
+def vantage_cells(store: Store, since: datetime) -> dict[tuple[str, str], VantageCell]:
+    """(endpoint id, vantage) -> what that vantage saw of that endpoint since ``since``: last outcome, ok of total."""
+    t = table(ProbeResultRow)
+    q = select(t.c.endpoint_id, t.c.vantage, t.c.outcome, t.c.started_at).where(t.c.started_at >= since).order_by(t.c.started_at)
+    cells: dict[tuple[str, str], VantageCell] = {}
+    with store.engine.connect() as conn:
+        for endpoint, vantage, outcome, at in conn.execute(q):
+            old = cells.get((endpoint, vantage))
+            ok = outcome == Outcome.OK.value
+            cells[(endpoint, vantage)] = VantageCell(
+                last_outcome=outcome,
+                last_at=_aware(at),
+                ok=(old.ok if old else 0) + int(ok),
+                total=(old.total if old else 0) + 1,
+            )
+    return cells
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+__all__ = ["VantageCell", "recent_probes", "region_stats", "rollup_series", "vantage_cells", "vantages_seen"]

@@ -194,4 +194,92 @@ def test_a_viewer_sees_no_buttons(browser: Any, served: tuple[str, Store, FakeCl
         assert page.locator("form.control").count() == 0, path
         assert page.locator("form.lift").count() == 0, path
         assert page.locator("button", has_text="Drain").count() == 0, path
+        assert page.locator("form.card-control, form.failover-control, section.automation form").count() == 0, path
+    assert errors == []
+
+
+def _no_horizontal_scroll(page: Any) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"))
+
+
+def test_on_call_drains_from_the_overview_card_fails_over_and_freezes_from_the_top(
+    browser: Any, served: tuple[str, Store, FakeClock]
+) -> None:
+    base, store, clock = served
+    errors: list[str] = []
+    page = _page(browser, errors)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    _login(page, base, "otto")
+
+    strip = page.locator("section.automation")
+    assert strip.get_attribute("data-mode") in ("active", "no leader")
+    assert "vantages:" in strip.inner_text()
+    assert strip.locator("form[data-action=freeze]").count() == 1 and strip.locator("form[data-action=unfreeze]").count() == 0
+    # the card's control is on screen without scrolling at 1280 x 800
+    drain = page.locator("article.card[data-region=eastus] form.card-control[data-action=drain]")
+    assert drain.bounding_box()["y"] < 800
+
+    drain.locator("input[name=reason]").fill("eastus returns 503s")
+    drain.locator("button[type=submit]").click()
+    page.wait_for_selector("p.sentence")
+    assert "disable eastus" in page.inner_text("p.sentence")
+    page.click("#confirm-button")
+    page.wait_for_selector(".flash-ok")
+    [override] = store.active_overrides(clock.now())
+    assert (override.kind.value, override.region, override.why) == ("drain", "eastus", "eastus returns 503s")
+
+    page.goto(base + "/")
+    card = page.locator("article.card[data-region=eastus]")
+    assert card.locator("form.card-control[data-action=restore]").count() == 1
+    assert card.locator("form.card-control[data-action=drain]").count() == 0
+
+    failover = page.locator("form.failover-control[data-target=tm-priority]")
+    failover.locator("select[name=region]").select_option("westeurope")
+    failover.locator("input[name=reason]").fill("move traffic off eastus")
+    failover.locator("button[type=submit]").click()
+    page.wait_for_selector("p.sentence")
+    assert "westeurope" in page.inner_text("p.sentence")
+    page.click("#confirm-button")
+    page.wait_for_selector(".flash-ok")
+    assert any(o.kind.value == "failover" and o.region == "westeurope" for o in store.active_overrides(clock.now()))
+
+    page.goto(base + "/")
+    freeze = page.locator("section.automation form[data-action=freeze]")
+    freeze.locator("input[name=reason]").fill("change window")
+    freeze.locator("input[name=expires_in]").fill("30m")
+    freeze.locator("button[type=submit]").click()
+    page.wait_for_selector("#confirm-button")
+    page.click("#confirm-button")
+    page.wait_for_selector(".flash-ok")
+    page.goto(base + "/")
+    strip = page.locator("section.automation")
+    assert strip.get_attribute("data-mode") in ("frozen", "no leader")
+    assert "frozen every target until" in strip.inner_text() and "by otto" in strip.inner_text()
+    assert strip.locator("form[data-action=freeze]").count() == 0 and strip.locator("form[data-action=unfreeze]").count() == 1
+
+    # typing a reason pauses the live refresh instead of wiping it
+    strip.locator("form[data-action=unfreeze] input[name=reason]").fill("window over")
+    clock.at = clock.at + timedelta(seconds=5)
+    page.wait_for_function("() => document.getElementById('refresh-status').textContent.includes('paused')")
+    assert page.locator("section.automation form[data-action=unfreeze] input[name=reason]").input_value() == "window over"
+    assert _no_horizontal_scroll(page)
+    assert errors == []
+
+
+def test_the_overview_and_region_page_fit_a_phone(browser: Any, served: tuple[str, Store, FakeClock]) -> None:
+    base, _, _ = served
+    errors: list[str] = []
+    page = _page(browser, errors)
+    page.set_viewport_size({"width": 390, "height": 844})
+    _login(page, base, "otto")
+    assert _no_horizontal_scroll(page)
+    assert page.locator("section.automation").is_visible()
+    page.goto(base + "/region/japaneast")
+    assert _no_horizontal_scroll(page)
+    # state, reason and controls come before the charts; the long tables are collapsed
+    controls_y = page.locator("section.controls").bounding_box()["y"]
+    assert page.locator("section.region-summary").bounding_box()["y"] < controls_y < page.locator("section.charts").bounding_box()["y"]
+    assert page.locator("details.collapsible:not([open])").count() >= 2
+    page.click("details.collapsible summary:has-text('Recent probes')")
+    assert page.locator("table.probes").is_visible()
     assert errors == []

@@ -411,9 +411,40 @@ def test_an_operator_sees_controls_on_region_and_target_pages(app: Flask) -> Non
     for action in ("drain", "restore", "failover", "pin"):
         assert f'data-action="{action}"' in region
     target = c.get("/target/tm-priority").get_data(as_text=True)
-    for action in ("drain", "failover", "pin", "freeze", "unfreeze"):
+    for action in ("drain", "failover", "pin", "freeze"):
         assert f'data-action="{action}"' in target
+    assert 'data-action="unfreeze"' not in target  # only the control that applies: nothing is frozen
     assert 'data-action="failover"' not in c.get("/target/tm-weighted").get_data(as_text=True)
+
+
+def test_the_overview_shows_only_the_freeze_control_that_applies(app: Flask, seeded: Store) -> None:
+    c, _ = login(app, "otto")
+    page = c.get("/").get_data(as_text=True)
+    assert 'data-action="freeze"' in page and 'data-action="unfreeze"' not in page
+    assert 'data-mode="' in page
+    seeded.add_override(
+        Override(kind=OverrideKind.FREEZE, who="ada", why="change window", created_at=T0, expires_at=T0 + timedelta(hours=1))
+    )
+    page = c.get("/").get_data(as_text=True)
+    assert 'data-action="unfreeze"' in page and 'data-action="freeze"' not in page
+    assert 'data-mode="frozen"' in page or 'data-mode="no leader"' in page
+    assert "frozen every target until 2026" in page and "by ada" in page
+    target = c.get("/target/tm-priority").get_data(as_text=True)
+    assert 'data-action="unfreeze"' in target and 'data-action="freeze"' not in target
+
+
+def test_overview_cards_offer_drain_or_restore_and_priority_targets_fail_over(app: Flask, seeded: Store) -> None:
+    c, _ = login(app, "otto")
+    page = c.get("/").get_data(as_text=True)
+    assert page.count('class="control compact card-control" data-action="drain"') == 3
+    assert 'data-action="failover" data-target="tm-priority"' in page
+    assert 'data-target="tm-weighted"' in page and 'data-action="failover" data-target="tm-weighted"' not in page
+    seeded.add_override(Override(kind=OverrideKind.DRAIN, who="otto", why="503s", created_at=T0, region="eastus"))
+    page = c.get("/").get_data(as_text=True)
+    assert page.count('card-control" data-action="drain"') == 2 and page.count('card-control" data-action="restore"') == 1
+    viewer, _ = login(app, "vic")
+    page = viewer.get("/").get_data(as_text=True)
+    assert "card-control" not in page and "failover-control" not in page and 'data-action="freeze"' not in page
 
 
 def test_posts_without_the_csrf_token_are_rejected(app: Flask, seeded: Store) -> None:

@@ -16,8 +16,16 @@
       status.parentNode.classList.toggle("refresh-error", !!isError);
     }
 
+    // an operator typing a reason in a control inside the live part must not lose it to a refresh
+    function typing() {
+      var active = document.activeElement;
+      if (active && container.contains(active) && active.form) { return true; }
+      return Array.prototype.some.call(container.querySelectorAll("form input[name=reason]"), function (i) { return i.value !== ""; });
+    }
+
     function tick() {
       if (busy || document.hidden) { return; }
+      if (typing()) { say("paused while you type", false); return; }
       busy = true;
       fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" }, cache: "no-store" })
         .then(function (resp) {
