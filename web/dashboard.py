@@ -10,17 +10,17 @@ between, the new preview is shown again instead of acting on a stale one.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from controlplane import actions
 from controlplane.config import Target
-from controlplane.domain import OverrideKind
+from controlplane.domain import ChangeStatus, OverrideKind
 from controlplane.errors import http_status
 from controlplane.status import read_status
-from web import readmodel
+from web import readmodel, traffic
 from web.auth import safe_next
 from web.security import actor, require_role, state
 
@@ -94,11 +94,15 @@ def target(name: str) -> Any:
     status = read_status(ws.settings, ws.store, _now())
     (view,) = readmodel.target_views(status, target=name)
     changes = ws.store.changes(target=name, limit=30)
+    now = _now()
+    day = ws.store.changes(target=name, since=now - timedelta(hours=24), status=ChangeStatus.APPLIED, limit=2000)
+    share_history = traffic.history(view.routing, {r.region: r.actual for r in view.rows}, view.order, day, now)
     return render_template(
         "target.html",
         t=t,
         view=view,
         changes=changes,
+        share_history=share_history,
         active=[o for o in status.overrides if o.target in (None, name)],
         **_controls_context(target=t),
     )

@@ -34,7 +34,7 @@ from controlplane.domain import (
 from controlplane.status import RegionStatus, SystemStatus, TargetEndpointStatus, TargetStatus, read_status, stale_after
 from controlplane.store import Lease, RegionStats, Store, queries
 from probes.cost import estimate_monthly
-from web import charts
+from web import charts, traffic
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,28 @@ class TargetView:
         return min(serving, key=lambda r: r.actual["priority"]).region if serving else None
 
     @property
+    def order(self) -> list[str]:
+        return [r.region for r in self.rows]
+
+    @property
+    def actual_shares(self) -> traffic.Shares:
+        """Each region's share of this target's traffic as read from Azure."""
+        return traffic.shares(self.routing, {r.region: r.actual for r in self.rows}, self.order)
+
+    @property
+    def desired_shares(self) -> traffic.Shares | None:
+        """The share once the desired state is applied (None: nothing decided yet); unset fields keep Azure's value."""
+        if all(r.desired.get("enabled") is None for r in self.rows):
+            return None
+        merged = {r.region: {k: r.actual.get(k) if v is None else v for k, v in r.desired.items()} for r in self.rows}
+        return traffic.shares(self.routing, merged, self.order)
+
+    @property
+    def shares_differ(self) -> bool:
+        want = self.desired_shares
+        return want is not None and want.to_dict() != self.actual_shares.to_dict()
+
+    @property
     def serving_desired(self) -> int:
         return sum(1 for r in self.rows if r.desired.get("enabled") is not False)
 
@@ -244,6 +266,10 @@ class TargetView:
             "frozen_by": [o.id for o in self.frozen_by],
             "panic": self.panic,
             "endpoints": [r.to_dict() for r in self.rows],
+            "traffic_share": {
+                "actual": self.actual_shares.to_dict(),
+                "desired": want.to_dict() if (want := self.desired_shares) is not None else None,
+            },
         }
 
 

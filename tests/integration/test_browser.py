@@ -282,4 +282,8 @@ def test_the_overview_and_region_page_fit_a_phone(browser: Any, served: tuple[st
     assert page.locator("details.collapsible:not([open])").count() >= 2
     page.click("details.collapsible summary:has-text('Recent probes')")
     assert page.locator("table.probes").is_visible()
+    page.goto(base + "/target/tm-weighted")
+    assert page.locator(".shares[data-target=tm-weighted] svg.share-bar").first.is_visible()
+    assert page.locator("figure.share-history svg").is_visible()
+    assert _no_horizontal_scroll(page)
     assert errors == []

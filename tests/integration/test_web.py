@@ -19,6 +19,7 @@ from controlplane.config import Settings
 from controlplane.domain import (
     AuditEvent,
     Change,
+    ChangeStatus,
     EndpointHealth,
     Field,
     FlagKind,
@@ -642,3 +643,27 @@ def test_the_read_model_and_pages_work_on_postgresql(postgres_url: str, s: Setti
     finally:
         store.close()
         default_hashing()
+
+
+def test_every_target_shows_each_regions_share_of_traffic_and_the_target_page_its_24h_history(
+    app: Flask, seeded: Store, s: Settings
+) -> None:
+    seed_targets(seeded, s, T0, disabled={"tm-weighted": {"eastus"}})
+    seeded.record_change(
+        Change("tm-weighted", "eastus", "aoai-eastus", Field.ENABLED, True, False, "eastus unhealthy"),
+        ChangeStatus.APPLIED,
+        T0 - timedelta(hours=3),
+        fencing_token=4,
+    )
+    c, _ = login(app, "vic")
+    page = c.get("/").get_data(as_text=True)
+    assert "westeurope 60%, japaneast 40%" in page  # 300 and 200 over the 500 still enabled
+    assert "eastus 100%; standby westeurope then japaneast" in page  # the priority target
+    target = c.get("/target/tm-weighted").get_data(as_text=True)
+    assert 'class="chart share-history"' in target and "1 applied change(s) in the last 24 h" in target
+    assert "from 2026-11-27 09:00:00 UTC: westeurope 60%, japaneast 40%" in target
+    assert "eastus 50%, westeurope 30%, japaneast 20%" in target  # before the drain
+    token = token_for(seeded, "viewer")
+    body = app.test_client().get("/api/v1/targets", headers=token).json
+    weighted = next(t for t in body["targets"] if t["name"] == "tm-weighted")
+    assert weighted["traffic_share"]["actual"] == {"shares": {"westeurope": 60.0, "japaneast": 40.0}, "standby": []}
