@@ -213,8 +213,9 @@ def test_a_hanging_azure_costs_no_more_than_the_deadline_and_the_next_tick_conve
 def test_a_hanging_read_of_one_target_does_not_stop_the_others(world: World) -> None:
     world.arm.inject_hang(5, max_s=20, method="GET", path_contains=f"/frontDoors/{world.fd.front_door}")
     started = time.monotonic()
-    report = world.tick(world.reconciler(deadline_s=1.5), health(eastus=H.UNHEALTHY))
-    assert time.monotonic() - started < 1.5 + 1.5
+    # the deadline leaves the healthy targets' writes room on a loaded machine; the hang (20 s) is far past it
+    report = world.tick(world.reconciler(deadline_s=4.0), health(eastus=H.UNHEALTHY))
+    assert time.monotonic() - started < 4.0 + 2.0
     assert report.targets[world.fd.name].read_error is not None
     assert {c.target for c in report.applied} == {world.tm.name, world.afd.name}
 
