@@ -1492,7 +1492,7 @@ def _regions_from_config(cfg: Any) -> list[SimRegion]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m simulator.llm", description="Simulated Azure OpenAI regions.")
+    p = argparse.ArgumentParser(prog="regionguard sim llm", description="Simulated Azure OpenAI regions.")
     p.add_argument("--config", help="regionguard config file to take the regions from")
     p.add_argument("--regions", type=int, default=3, help="number of regions when no --config (default 3)")
     p.add_argument("--deployments", type=int, default=2, help="deployments per region when no --config (default 2)")

@@ -45,6 +45,18 @@ def with_config(p: argparse.ArgumentParser, json_flag: bool = True) -> argparse.
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
+    from pathlib import Path
+
+    from controlplane.config import ConfigError
+
+    if not Path(args.config).exists():
+        raise ConfigError(
+            args.config,
+            [
+                f"(file): no config file at {args.config!r}: give one with --config PATH or set REGIONGUARD_CONFIG "
+                "(examples/regionguard.yaml is a start; 'regionguard demo' needs none)"
+            ],
+        )
     return load_settings(args.config)
 
 

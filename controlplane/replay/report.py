@@ -110,8 +110,10 @@ def _clock(seconds: float) -> str:
 
 
 def _first_change(e: dict[str, Any]) -> str:
-    if e["first_change_s"] is not None or e.get("credited_until_s") is None:
+    if e["first_change_s"] is not None:
         return f"first change after {_secs(e['first_change_s'])}"
+    if e.get("credited_until_s") is None:
+        return "no change attributed to it"  # changes listed above belong to other faults
     what = "recovery" if e["fault"] == "none" else "fault"
     return f"no change before the next {e['region'] or 'every-region'} {what} at {_clock(e['credited_until_s'])}"
 

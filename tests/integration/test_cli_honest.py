@@ -128,3 +128,21 @@ def test_history_of_an_unknown_kind_is_an_error_naming_the_kinds(env: CliEnv) ->
     assert exc.value.code == 2
     err = env.capsys.readouterr().err
     assert "--kind" in err and "'bogus'" in err and "transition" in err
+
+
+def test_no_config_file_says_how_to_give_one(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from controlplane.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert "no config file at 'regionguard.yaml'" in err and "--config" in err and "REGIONGUARD_CONFIG" in err
+
+
+def test_sim_llm_help_names_the_command_the_user_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    from controlplane.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["sim", "llm", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: regionguard sim llm") and "python -m" not in out
