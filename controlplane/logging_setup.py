@@ -69,7 +69,11 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(https://[A-Za-z0-9.-]*webhook\.office\.com/)[^\s\"'<>]+"), r"\1" + MASK),
     # "api-key": "value" / api-key: value / api_key=value / password='x'
     (
-        re.compile(r"([\"']?\b(?:" + _SECRET_NAMES + r")\b[\"']?\s*[:=]\s*[\"']?)(?!Bearer\b|Basic\b|\*\*\*)[^\s\"',;&}]+", re.IGNORECASE),
+        # a bare colon needs a space after it ("token: abc"): "token:s-operator" is an actor name, not a secret
+        re.compile(
+            r"([\"']?\b(?:" + _SECRET_NAMES + r")\b(?:[\"']\s*[:=]\s*|\s*=\s*|\s*:\s+)[\"']?)(?!Bearer\b|Basic\b|\*\*\*)[^\s\"',;&}]+",
+            re.IGNORECASE,
+        ),
         r"\1" + MASK,
     ),
 ]
@@ -250,5 +254,15 @@ def configure_logging(format: str = "text", level: str | int = "INFO", stream: T
     return handler
 
 
+# Libraries that talk a lot at INFO: azure-core logs every HTTP request and response
+# (nearly all of a worker's lines), Alembic its start-up, the scheduler every job run.
+NOISY_LOGGERS = ("azure", "alembic", "httpx", "httpcore", "apscheduler.executors", "apscheduler.scheduler", "waitress.queue", "urllib3")
+
+
 def configure_from_settings(settings: LoggingSettings, stream: TextIO | None = None) -> logging.Handler:
-    return configure_logging(settings.format, settings.level, stream)
+    """The scrubbing handler at the configured level; chatty libraries at WARNING unless the level is DEBUG."""
+    handler = configure_logging(settings.format, settings.level, stream)
+    quiet = str(settings.level).upper() != "DEBUG"
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
+    return handler

@@ -35,9 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     for handler in list(logging.getLogger().handlers):  # replace main()'s plain handler
         logging.getLogger().removeHandler(handler)
-    configure_from_settings(settings.logging)
-    for noisy in ("httpx", "apscheduler.executors", "apscheduler.scheduler", "waitress.queue"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_from_settings(settings.logging)  # also quiets azure-core, Alembic and the scheduler unless DEBUG
     try:
         store = open_store(settings.database.url, migrate=args.migrate)
         store.check()
@@ -96,9 +94,13 @@ def _serve(app: WSGIApplication, host: str, port: int, name: str) -> BaseWSGISer
 def cmd_web(args: argparse.Namespace) -> int:
     import signal
 
+    from controlplane.logging_setup import configure_from_settings
     from web.app import create_app
 
     settings = settings_of(args)
+    for handler in list(logging.getLogger().handlers):  # the same secret-scrubbing handler as `run`
+        logging.getLogger().removeHandler(handler)
+    configure_from_settings(settings.logging)
     store = open_checked_store(settings)
     host = args.host or settings.web.host
     port = settings.web.port if args.port is None else args.port

@@ -146,3 +146,35 @@ def test_sim_llm_help_names_the_command_the_user_typed(capsys: pytest.CaptureFix
         main(["sim", "llm", "--help"])
     out = capsys.readouterr().out
     assert out.startswith("usage: regionguard sim llm") and "python -m" not in out
+
+
+def test_web_installs_the_same_secret_scrubbing_log_handler_as_run(env: CliEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from controlplane.cli import run as run_module
+    from controlplane.logging_setup import SecretScrubber
+
+    class Server:
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", 1)
+
+        def run(self) -> None:
+            logging.getLogger("web").warning("login for api-key: s3cret-value-123 by token:s-operator")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(run_module, "wsgi_server", lambda *a, **k: Server())
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        r = env.run("web", "--port", "0")
+        assert r.code == 0, r.err
+        ours = [h for h in root.handlers if any(isinstance(f, SecretScrubber) for f in h.filters)]
+        assert ours, root.handlers
+        err = r.err
+    finally:
+        for h in list(root.handlers):
+            if h not in before:
+                root.removeHandler(h)
+    assert "token:s-operator" in err and "s3cret-value-123" not in err
