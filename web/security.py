@@ -216,7 +216,12 @@ def _sso_principal(ws: WebState) -> Principal | None:
     return Principal(name=str(data["name"]), role=str(data["role"]), via="sso")
 
 
+HEALTH_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "static"})
+
+
 def before_request() -> BaseResponse | None:
+    if request.endpoint in HEALTH_ENDPOINTS:
+        return None  # never depends on the session (nor on the database a signed-in user's role is read from)
     denied = _load_principal()
     if denied is not None:
         return denied

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.errors import Unavailable
@@ -58,16 +59,29 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on error."""
+    """One unit of work: commit on success, roll back on error.
+
+    A lost or refused connection becomes :class:`DatabaseUnavailable` (the
+    web answers 503 "database unavailable", the worker keeps what it can in
+    memory); SQLite's "database is locked" stays what it is (a busy writer).
+    """
     session = factory()
     try:
         yield session
         session.commit()
-    except BaseException:
-        session.rollback()
+    except BaseException as exc:
+        try:
+            session.rollback()
+        except (OperationalError, InterfaceError):
+            pass  # the connection is gone: nothing to roll back
+        if isinstance(exc, OperationalError | InterfaceError) and "database is locked" not in str(exc):
+            raise DatabaseUnavailable(f"the database is unavailable: {type(getattr(exc, 'orig', None) or exc).__name__}") from exc
         raise
     finally:
-        session.close()
+        try:
+            session.close()
+        except (OperationalError, InterfaceError):
+            pass
 
 
 def lock(session: Session, name: str) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from controlplane.store import Store
 from simulator.arm import FakeArm
+from tests.faults.private_pg import PrivatePostgres
 from tests.faults.world import TOKEN, World
 
 
@@ -22,3 +23,13 @@ def world(arm: FakeArm, store: Store) -> Iterator[World]:
     yield World(arm, store)
     arm.clear_faults()
     arm.before_write.clear()
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    pg = PrivatePostgres()
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.destroy()
