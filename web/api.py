@@ -78,6 +78,57 @@ def events() -> Any:
     return jsonify({"events": [as_jsonable(e) for e in found]})
 
 
+@api.get("/incidents")
+def incidents() -> Any:
+    ws = state()
+    args = request.args
+    region = args.get("region") or None
+    if region is not None and region not in ws.settings.region_names:
+        return _invalid("region", region, "is not a configured region")
+    status = args.get("state") or None
+    if status is not None and status not in ("open", "closed"):
+        return _invalid("state", status, "must be open or closed")
+    days_raw = args.get("days", str(readmodel.INCIDENT_DAYS))
+    try:
+        days = int(days_raw)
+    except ValueError:
+        return _invalid("days", days_raw, "is not a whole number")
+    if not 1 <= days <= 90:
+        return _invalid("days", days, "must be between 1 and 90")
+    now = _now()
+    listing = readmodel.incident_list(
+        ws.settings, ws.store, now, region=region, state=status, outcome=args.get("outcome") or None, days=days
+    )
+    f = listing.figures
+    return jsonify(
+        {
+            "generated_at": now.isoformat(),
+            "days": days,
+            "figures": {
+                "count": f.count,
+                "open": f.open,
+                "time_to_detect_s": {"mean": f.detect_mean_s, "p95": f.detect_p95_s},
+                "time_to_act_s": {"mean": f.act_mean_s, "p95": f.act_p95_s},
+            },
+            "incidents": [i.to_dict(now) for i in listing.incidents],
+        }
+    )
+
+
+@api.get("/incidents/<incident_id>")
+def incident(incident_id: str) -> Any:
+    ws = state()
+    inc = readmodel.incident(ws.settings, ws.store, incident_id)
+    if inc is None:
+        reason = f"incident: {incident_id[:80]!r} is not an incident id (region-YYYYMMDDTHHMMSSZ) with records"
+        return jsonify({"error": "not_found", "field": "incident", "value": incident_id[:80], "reason": reason}), 404
+    now = _now()
+    body = inc.to_dict(now)
+    body["verdicts"] = [as_jsonable(t) for t in inc.verdicts]
+    body["evidence"] = [as_jsonable(t) for t in inc.evidence]
+    return jsonify(body)
+
+
 @api.get("/overrides")
 def overrides() -> Any:
     ws = state()

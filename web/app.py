@@ -93,6 +93,17 @@ def _when(value: datetime | None) -> str:
     return MISSING if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _secs(value: float | None) -> str:
+    if value is None:
+        return MISSING
+    s = round(value)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
 def _setting(value: Any) -> str:
     if value is None:
         return MISSING
@@ -155,7 +166,7 @@ def create_app(settings: Settings, store: Store | None = None, test_config: Mapp
         series_cache=readmodel.SeriesCache() if app.config.get("SERIES_CACHE", True) else None,
     )
     app.jinja_env.autoescape = True  # every template, whatever its extension
-    app.jinja_env.filters.update(age=_age, ms=_ms, pct=_pct, frac=_frac, when=_when, setting=_setting)
+    app.jinja_env.filters.update(secs=_secs, age=_age, ms=_ms, pct=_pct, frac=_frac, when=_when, setting=_setting)
     security.install(app)
 
     from web.api import api

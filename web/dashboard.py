@@ -133,6 +133,33 @@ def timeline() -> Any:
     )
 
 
+@dashboard.get("/incidents")
+def incidents() -> Any:
+    ws = state()
+    region = request.args.get("region") or None
+    status = request.args.get("state") or None
+    outcome = request.args.get("outcome") or None
+    if region is not None and region not in ws.settings.region_names:
+        abort(400, description=f"region: {region!r} is not a configured region")
+    if status is not None and status not in ("open", "closed"):
+        abort(400, description=f"state: {status!r} is not one of open, closed")
+    if outcome is not None and not outcome.replace("_", "").isalpha():
+        abort(400, description=f"outcome: {outcome[:40]!r} is not an outcome class")
+    listing = readmodel.incident_list(ws.settings, ws.store, _now(), region=region, state=status, outcome=outcome)
+    return render_template(
+        "incidents.html", listing=listing, region=region, state_filter=status, outcome=outcome, regions=ws.settings.region_names, now=_now()
+    )
+
+
+@dashboard.get("/incident/<incident_id>")
+def incident(incident_id: str) -> Any:
+    ws = state()
+    inc = readmodel.incident(ws.settings, ws.store, incident_id)
+    if inc is None:
+        abort(404, description=f"No incident {incident_id[:80]!r}: ids look like eastus-20261127T120000Z (region, start in UTC).")
+    return render_template("incident.html", inc=inc, reasons=readmodel.plan_reasons(inc), now=_now())
+
+
 # ---------------------------------------------------------------- actions
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from controlplane import incidents as incident_model
 from controlplane.config import Settings
 from controlplane.domain import (
     ChangeStatus,
@@ -358,6 +359,7 @@ class Overview:
     banners: list[Banner]
     leader: Lease | None
     automation: Automation | None = None
+    open_incidents: list[incident_model.Incident] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- series
@@ -468,7 +470,78 @@ def overview(settings: Settings, store: Store, now: datetime) -> Overview:
         banners=banners(settings, status),
         leader=status.lease,
         automation=automation(settings, store, status),
+        open_incidents=[i for i in queries.incidents(store, now - OPEN_INCIDENT_LOOKBACK, targets_of(settings)) if i.open],
     )
+
+
+# ---------------------------------------------------------------- incidents
+
+OPEN_INCIDENT_LOOKBACK = timedelta(hours=24)  # the overview's banner looks for open incidents that started this recently
+INCIDENT_DAYS = 30
+
+
+def targets_of(settings: Settings) -> dict[str, set[str]]:
+    """Region -> the targets it serves in."""
+    return {r: {t.name for t in settings.targets if r in t.endpoints} for r in settings.region_names}
+
+
+@dataclass
+class IncidentList:
+    incidents: list[incident_model.Incident]
+    figures: incident_model.Figures
+    days: int
+    outcomes: list[str]  # every outcome class seen, for the filter
+
+
+def incident_list(
+    settings: Settings,
+    store: Store,
+    now: datetime,
+    region: str | None = None,
+    state: str | None = None,
+    outcome: str | None = None,
+    days: int = INCIDENT_DAYS,
+) -> IncidentList:
+    found = queries.incidents(store, now - timedelta(days=days), targets_of(settings), region=region)
+    outcomes = sorted({o for i in found for o in i.outcomes})
+    if state == "open":
+        found = [i for i in found if i.open]
+    elif state == "closed":
+        found = [i for i in found if not i.open]
+    if outcome:
+        found = [i for i in found if outcome in i.outcomes]
+    return IncidentList(found, incident_model.figures(found), days, outcomes)
+
+
+def parse_incident_id(settings: Settings, incident_id: str) -> tuple[str, datetime] | None:
+    region, _, stamp = incident_id.rpartition("-")
+    if region not in settings.region_names:
+        return None
+    try:
+        started = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return region, started
+
+
+def incident(settings: Settings, store: Store, incident_id: str) -> incident_model.Incident | None:
+    parsed = parse_incident_id(settings, incident_id)
+    if parsed is None:
+        return None
+    region, started = parsed
+    found = queries.incidents(store, started, targets_of(settings), region=region)
+    return next((i for i in found if i.id == incident_id), None)
+
+
+def plan_reasons(inc: incident_model.Incident) -> list[tuple[str, list[str]]]:
+    """The reasons behind the incident's writes, each once, with the target/field changes it explains."""
+    out: dict[str, list[str]] = {}
+    for w in inc.writes:
+        what = f"{w.target}: {_what(Field(w.field), w.before, w.after)}"
+        bucket = out.setdefault(w.reason, [])
+        if what not in bucket:
+            bucket.append(what)
+    return list(out.items())
 
 
 # ---------------------------------------------------------------- region page

@@ -9,17 +9,19 @@ aggregated in SQL (the one place that knows SQLite from PostgreSQL).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Integer, and_, cast, func, literal_column, select
 
-from controlplane.domain import Outcome, ProbeResult
+from controlplane.domain import EventKind, HealthStateName, Outcome, ProbeResult, Transition
+from controlplane.incidents import BAD, EVIDENCE_LOOKBACK, Incident, build
 from controlplane.stats import percentile
-from controlplane.store.models import ProbeResultRow, ProbeRollupRow, table
+from controlplane.store.models import ChangeRow, HealthTransitionRow, ProbeResultRow, ProbeRollupRow, table
 from controlplane.store.records import Bucket, RegionStats
-from controlplane.store.repo import Store, _to_probe
+from controlplane.store.repo import Store, _to_change, _to_probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +150,39 @@ def vantage_cells(store: Store, since: datetime) -> dict[tuple[str, str], Vantag
     return cells
 
 
+def incidents(store: Store, since: datetime, targets_of: Mapping[str, set[str]], region: str | None = None) -> list[Incident]:
+    """Every incident that started at or after ``since`` (newest first), from transitions, changes, overrides and panics.
+
+    A handful of range reads on the ``at``/``created_at`` indexes; the grouping is
+    :func:`controlplane.incidents.build`. Evidence is read from a little before ``since``.
+    """
+    th = table(HealthTransitionRow)
+    cols = (th.c.subject, th.c.key, th.c.vantage, th.c.old, th.c.new, th.c.reason, th.c.at, th.c.evidence)
+    q = select(*cols).where(th.c.at >= since - EVIDENCE_LOOKBACK).order_by(th.c.at, th.c.id)
+    if region is not None:
+        q = q.where(th.c.region == region)
+    regions: list[Transition] = []
+    endpoints: list[Transition] = []
+    with store.engine.connect() as conn:
+        for subject, key, vantage, old, new, reason, at, evidence in conn.execute(q):
+            t = Transition(subject, key, HealthStateName(old), HealthStateName(new), reason, _aware(at), vantage, tuple(evidence or ()))
+            if subject == "region":
+                if t.at >= since:
+                    regions.append(t)
+            elif t.new in BAD or t.at >= since:
+                endpoints.append(t)
+    with store.session() as s:
+        cq = select(ChangeRow).where(ChangeRow.created_at >= since).order_by(ChangeRow.created_at, ChangeRow.id)
+        if region is not None:
+            cq = cq.where(ChangeRow.region == region)
+        changes = [_to_change(r) for r in s.scalars(cq)]
+    overrides = store.overrides(since=since, limit=100_000)
+    panics = store.events(since=since, kinds=[EventKind.PANIC], limit=100_000)
+    return build(regions, endpoints, changes, overrides, panics, targets_of)
+
+
 def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-__all__ = ["VantageCell", "recent_probes", "region_stats", "rollup_series", "vantage_cells", "vantages_seen"]
+__all__ = ["VantageCell", "incidents", "recent_probes", "region_stats", "rollup_series", "vantage_cells", "vantages_seen"]

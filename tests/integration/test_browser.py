@@ -20,7 +20,17 @@ from controlplane.domain import EndpointSetting, HealthStateName, TargetState
 from controlplane.engine.strategy import desired_states
 from controlplane.store import Store
 from tests.conftest import browser_path
-from tests.integration.web_seed import PASSWORD, cheap_hashing, copy_of, default_hashing, make_template, seed_health, seed_probes, settings
+from tests.integration.web_seed import (
+    PASSWORD,
+    cheap_hashing,
+    seed_incident,
+    copy_of,
+    default_hashing,
+    make_template,
+    seed_health,
+    seed_probes,
+    settings,
+)
 from web import create_app
 
 pytestmark = pytest.mark.browser
@@ -287,3 +297,36 @@ def test_the_overview_and_region_page_fit_a_phone(browser: Any, served: tuple[st
     assert page.locator("figure.share-history svg").is_visible()
     assert _no_horizontal_scroll(page)
     assert errors == []
+
+
+def test_an_open_incident_banner_leads_to_its_story_and_the_list_filters(browser: Any, served: tuple[str, Store, FakeClock]) -> None:
+    base, store, _ = served
+    seed_incident(store, T0 - timedelta(days=3), healthy=True)
+    seed_incident(store, T0 - timedelta(minutes=10), healthy=False)
+    for name, size in (("vic", {"width": 1280, "height": 800}), ("otto", {"width": 390, "height": 844})):
+        errors: list[str] = []
+        page = _page(browser, errors)
+        page.set_viewport_size(size)
+        _login(page, base, name)
+        banner = page.locator("p.banner-incident")
+        assert banner.count() == 1 and "Open incident in eastus" in banner.inner_text()
+        banner.locator("a").click()
+        page.wait_for_selector("ol.story")
+        assert [c.get_attribute("data-chapter") for c in page.locator("li.chapter").all()] == [
+            "evidence",
+            "verdict",
+            "plan",
+            "writes",
+            "recovery",
+        ]
+        assert "Not recovered yet." in page.inner_text("li.chapter[data-chapter=recovery]")
+        assert _no_horizontal_scroll(page)
+        page.click("nav a[href='/incidents']")
+        assert page.locator("tr[data-incident]").count() == 2
+        page.select_option("select[name=state]", "closed")
+        page.click("form.filters button[type=submit]")
+        page.wait_for_url("**state=closed**")
+        assert page.locator("tr[data-incident]").count() == 1
+        assert page.locator("form.control, button.danger").count() == 0  # the incident pages carry no controls
+        assert _no_horizontal_scroll(page)
+        assert errors == [], name

@@ -39,6 +39,7 @@ from tests.integration.web_seed import (
     default_hashing,
     make_template,
     seed_everything,
+    seed_incident,
     seed_probes,
     seed_targets,
     seed_transition,
@@ -667,3 +668,34 @@ def test_every_target_shows_each_regions_share_of_traffic_and_the_target_page_it
     body = app.test_client().get("/api/v1/targets", headers=token).json
     weighted = next(t for t in body["targets"] if t["name"] == "tm-weighted")
     assert weighted["traffic_share"]["actual"] == {"shares": {"westeurope": 60.0, "japaneast": 40.0}, "standby": []}
+
+
+def test_incidents_list_page_banner_and_api(app: Flask, seeded: Store) -> None:
+    seed_incident(seeded, T0 - timedelta(days=2), healthy=True)
+    seed_incident(seeded, T0 - timedelta(minutes=10), healthy=False)
+    c, _ = login(app, "vic")
+    listing = c.get("/incidents").get_data(as_text=True)
+    assert listing.count("data-incident=") == 2
+    assert "eastus-20261127T115000Z" in listing and "eastus-20261125T120000Z" in listing
+    assert "25 s / 25 s" in listing  # time to detect, mean / p95: first failed probe 25 s before the verdict
+    assert "4 s / 4 s" in listing  # time to act
+    assert c.get("/incidents?state=open").get_data(as_text=True).count("data-incident=") == 1
+    assert c.get("/incidents?outcome=timeout").get_data(as_text=True).count("data-incident=") == 2
+    assert c.get("/incidents?region=mars").status_code == 400
+    story = c.get("/incident/eastus-20261125T120000Z").get_data(as_text=True)
+    for chapter in ("evidence", "verdict", "plan", "writes", "recovery"):
+        assert f'data-chapter="{chapter}"' in story
+    assert story.count("eastus unhealthy: 3 of 3 failed") == 1  # each reason once, not once per change
+    assert "Back in every target at 2026-11-25 12:05:30 UTC (30 s after it was healthy)" in story
+    assert c.get("/incident/eastus-20200101T000000Z").status_code == 404
+    overview = c.get("/").get_data(as_text=True)
+    assert 'data-incident="eastus-20261127T115000Z"' in overview and "Open incident in eastus" in overview
+    assert "eastus-20261125T120000Z" not in overview
+    h = token_for(seeded, "viewer")
+    body = app.test_client().get("/api/v1/incidents?state=open", headers=h).json
+    [open_one] = body["incidents"]
+    assert open_one["id"] == "eastus-20261127T115000Z" and open_one["open"] and open_one["time_to_act_s"] == 4.0
+    assert {w["fencing_token"] for w in open_one["writes"]} == {9}
+    one = app.test_client().get("/api/v1/incidents/eastus-20261125T120000Z", headers=h).json
+    assert one["time_to_restore_s"] == 30.0 and one["drained_everywhere_at"] == (T0 - timedelta(days=2, seconds=-4)).isoformat()
+    assert app.test_client().get("/api/v1/incidents?days=0", headers=h).json["field"] == "days"

@@ -15,8 +15,11 @@ from argon2 import PasswordHasher
 from controlplane import users
 from controlplane.config import Settings, parse_settings
 from controlplane.domain import (
+    Change,
+    ChangeStatus,
     EndpointHealth,
     EndpointSetting,
+    Field,
     HealthStateName,
     Outcome,
     ProbeResult,
@@ -222,3 +225,33 @@ def seed_everything(store: Store, s: Settings, now: datetime, leader: bool = Tru
     seed_probes(store, now)
     if leader:
         store.try_acquire_lease("leader", "worker-1", 3600.0, now - timedelta(seconds=1))
+
+
+def seed_incident(store: Store, start: datetime, healthy: bool) -> None:
+    """An eastus outage at ``start``: failed probes, the verdict, a drain from every target; recovered 5 min later if ``healthy``."""
+    store.add_transitions(
+        [
+            Transition(
+                "endpoint", "eastus/gpt-4o", HealthStateName.HEALTHY, HealthStateName.UNHEALTHY, "3 of 3 failed", start - timedelta(seconds=5),
+                vantage="ci-a", evidence=(f"{start - timedelta(seconds=25):%H:%M:%S} server_error 503", f"{start - timedelta(seconds=5):%H:%M:%S} timeout"),
+            ),
+            Transition("region", "eastus", HealthStateName.HEALTHY, HealthStateName.UNHEALTHY, "eastus/gpt-4o: 3 of 3 failed", start),
+        ]
+    )  # fmt: skip
+    for target in ("tm-weighted", "tm-priority", "afd-prod"):
+        store.record_change(
+            Change(target, "eastus", f"aoai-eastus-{target}", Field.ENABLED, True, False, "eastus unhealthy: 3 of 3 failed"),
+            ChangeStatus.APPLIED,
+            start + timedelta(seconds=4),
+            fencing_token=9,
+        )
+    if healthy:
+        later = start + timedelta(minutes=5)
+        store.add_transitions([Transition("region", "eastus", HealthStateName.UNHEALTHY, HealthStateName.HEALTHY, "recovered", later)])
+        for target in ("tm-weighted", "tm-priority", "afd-prod"):
+            store.record_change(
+                Change(target, "eastus", f"aoai-eastus-{target}", Field.ENABLED, False, True, "eastus healthy again"),
+                ChangeStatus.APPLIED,
+                later + timedelta(seconds=30),
+                fencing_token=9,
+            )
