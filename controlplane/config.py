@@ -219,8 +219,13 @@ class Region(_Section):
 
 class ProbeSettings(_Section):
     vantage: str = Field(default="local", pattern=_NAME)
-    interval: Duration = 30.0
+    interval: Duration = 15.0
     fast_interval: Duration = 5.0
+    confirm_gap: Duration = Field(
+        default=1.0, description="gap between confirmation probes while the evidence is undecided (at most fast_interval)"
+    )
+    liveness_interval: Duration = Field(default=5.0, description="zero-token liveness check (models list) interval; 0 = off")
+    liveness_timeout: Duration = 3.0
     timeout: Duration = 10.0
     jitter: Float = Field(default=0.1, ge=0, le=0.5, description="fraction of the interval")
     concurrency: Int = Field(default=32, ge=1, le=1000)
@@ -246,16 +251,31 @@ class ProbeSettings(_Section):
             raise ValueError(f"fast_interval {self.fast_interval}s is longer than interval {self.interval}s")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
+        if self.confirm_gap <= 0:
+            raise ValueError("confirm_gap must be positive")
+        if self.liveness_interval and self.liveness_timeout <= 0:
+            raise ValueError("liveness_timeout must be positive")
         return self
 
 
 class HealthSettings(_Section):
-    window: Int = Field(default=10, ge=2, le=1000, description="results kept per endpoint and vantage")
-    failures_to_down: Int = Field(default=3, ge=1, le=100)
-    failure_ratio_down: Float = Field(default=0.6, gt=0, le=1)
-    degraded_ratio: Float = Field(default=0.3, gt=0, le=1)
+    """How health is decided; docs/adr/0011-decide-on-evidence.md has the statistics."""
+
+    window: Int = Field(default=20, ge=2, le=1000, description="results kept per endpoint and vantage (score, ratios)")
+    failures_to_down: Int = Field(default=5, ge=1, le=100, description="consecutive hard failures (not 429s) that mean down")
+    failure_ratio_down: Float = Field(default=0.6, gt=0, le=1, description="hard-failure share of a full window that means down")
+    noise_rate: Float = Field(default=0.03, gt=0, lt=1, description="failure rate a healthy endpoint shows (random loss)")
+    fault_rate: Float = Field(default=0.3, gt=0, lt=1, description="smallest failure rate worth acting on")
+    decision_odds: Float = Field(default=1e6, gt=1, description="likelihood ratio (fault vs noise) a verdict needs")
+    throttled_to_down: Int = Field(default=40, ge=1, le=10000, description="consecutive 429s that mean it serves nothing")
+    degraded_ratio: Float | None = Field(default=None, gt=0, le=1, description="deprecated: the sequential test decides")
     successes_to_up: Int = Field(default=3, ge=1, le=100)
     min_dwell: Duration = 60.0
+    flap_half_life: Duration = Field(default=600.0, gt=0, description="flap penalty halves in this time")
+    flap_hold: Float = Field(default=1.4, gt=0, description="penalty (1 per down flap) at which an endpoint is held out")
+    flap_reuse: Float = Field(default=0.75, gt=0, description="penalty under which a held endpoint may come back")
+    flap_stable: Duration = Field(default=300.0, ge=0, description="stable time a held endpoint needs before it comes back")
+    flap_max_hold: Duration = Field(default=1800.0, gt=0, description="longest a stable endpoint is held out")
     vantage_quorum: Int = Field(default=1, ge=1, le=100)
     suspect_vantage_ratio: Float = Field(
         default=1.0, gt=0, le=1, description="share of endpoints failing at once that makes a vantage suspect"
@@ -622,6 +642,10 @@ def semantic_problems(s: Settings) -> list[str]:
         problems.append(f"probe.timeout: {s.probe.timeout}s is longer than probe.interval {s.probe.interval}s")
     if s.health.failures_to_down > s.health.window:
         problems.append(f"health.failures_to_down: {s.health.failures_to_down} is larger than health.window {s.health.window}")
+    if s.health.noise_rate >= s.health.fault_rate:
+        problems.append(f"health.noise_rate: {s.health.noise_rate} must be below health.fault_rate {s.health.fault_rate}")
+    if s.health.flap_reuse >= s.health.flap_hold:
+        problems.append(f"health.flap_reuse: {s.health.flap_reuse} must be below health.flap_hold {s.health.flap_hold}")
     return problems
 
 

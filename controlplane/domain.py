@@ -112,6 +112,27 @@ class ProbeResult:
         return max(0.0, min(1.0, min(fractions)))
 
 
+@dataclass(frozen=True, slots=True)
+class LivenessResult:
+    """One zero-token liveness check (the data plane's models list) of an LLM endpoint.
+
+    ``ok`` is False for what says the endpoint cannot serve: a connect or TLS
+    error, a timeout, a 5xx. A 401/403/404/429 is an answer from a live
+    service (``ok`` True; the LLM probe classifies those). A liveness check
+    never changes a health state by itself: a failed one asks for LLM
+    confirmation probes at once. It costs no tokens.
+    """
+
+    endpoint_id: str
+    region: str
+    vantage: str
+    started_at: datetime
+    ok: bool
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None  # truncated, secrets scrubbed
+
+
 # ---------------------------------------------------------------- health
 
 
@@ -427,6 +448,9 @@ class FlagKind(StrEnum):
     PANIC = "panic"  # subject: target; value {"reason", "since"}
     DRIFT_REVERT = "drift_revert"  # subject: "<target>/<region>"; an operator asked to revert this drift
     CONFIG_PROBLEMS = "config_problems"  # singleton; value {"problems": [...]}
+    LIVENESS = (
+        "liveness"  # subject: vantage; value {"endpoints": {endpoint id: {at, ok, status, latency_ms, error, checks_ok, checks_failed}}}
+    )
 
     def key(self, subject: str | None = None) -> str:
         return self.value if subject is None else f"{self.value}:{subject}"

@@ -4,9 +4,13 @@ Each probe's ``prompt_tokens`` / ``completion_tokens`` come from the stream's
 usage chunk. The monthly estimate multiplies the average tokens of the
 recorded probes of an endpoint by the probes one vantage sends at the normal
 interval, priced at the endpoint's ``pricing`` (per 1M input/output tokens).
-Fast-interval probing while an endpoint is suspect adds to this; failed
+Confirmation probes while the evidence is undecided add to this; failed
 probes (429, 5xx) are usually not billed. Both are ignored: the figure is
 the steady-state cost of one prober.
+
+The liveness checks between LLM probes (``probe.liveness_interval``, the
+data plane's models list) cost no tokens: they are counted per month and
+priced at 0.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class CostEstimate:
     tokens_per_month: float
     cost_per_month: float  # in the currency of the endpoint's pricing
     measured: bool  # token figures from recorded usage (False: assumed from the prompt and max_tokens)
+    liveness_checks_per_month: float = 0.0  # zero-token models-list requests: they cost nothing
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +64,7 @@ def estimate_monthly(settings: Settings, results: Iterable[ProbeResult] = ()) ->
     """Per endpoint id: probes, tokens and cost per month for one prober."""
     usage = _average_usage(results)
     probes_per_month = SECONDS_PER_MONTH / settings.probe.interval
+    liveness = SECONDS_PER_MONTH / settings.probe.liveness_interval if settings.probe.liveness_interval > 0 else 0.0
     out: dict[str, CostEstimate] = {}
     for region in settings.regions:
         for ep in region.endpoints:
@@ -74,6 +80,7 @@ def estimate_monthly(settings: Settings, results: Iterable[ProbeResult] = ()) ->
                 tokens_per_month=probes_per_month * (prompt + completion),
                 cost_per_month=probes_per_month * per_probe_cost,
                 measured=measured,
+                liveness_checks_per_month=liveness,
             )
     return out
 
@@ -87,5 +94,6 @@ def render_costs(estimates: dict[str, CostEstimate]) -> list[str]:
             f"{e.endpoint_id}: {e.probes_per_month:,.0f} probes/month, "
             f"{e.prompt_tokens_per_probe:.1f}+{e.completion_tokens_per_probe:.1f} tokens/probe ({basis}), "
             f"{e.tokens_per_month:,.0f} tokens/month, {e.cost_per_month:.2f}/month"
+            + (f"; {e.liveness_checks_per_month:,.0f} liveness checks/month at 0 tokens" if e.liveness_checks_per_month else "")
         )
     return lines

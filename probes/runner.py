@@ -2,13 +2,21 @@
 
 - One pooled HTTP/1.1 keep-alive ``httpx.AsyncClient`` per endpoint host,
   ``probe.concurrency`` probes at once at most, a hard deadline per probe.
-- Each endpoint has its own next-due time; after every probe the next one is
-  ``interval * (1 ± jitter)`` away so endpoints don't synchronise.
-- The cadence -- normal interval, the fast interval while an endpoint is
-  *suspect*, jitter, the first probes spread out -- is
-  :mod:`controlplane.engine.cadence`, the rule replay runs too. The health
-  engine can drive the fast interval instead through the ``suspect`` hook
-  (endpoint id -> bool), which then replaces the built-in rule.
+- Each endpoint has its own next-due time; the cadence -- the step from the
+  evidence (confirmations ``confirm_gap`` apart while undecided, Retry-After,
+  fast while degraded, normal otherwise), jitter, the first probes spread
+  out -- is :mod:`controlplane.engine.cadence`, the rule replay runs too,
+  with this runner's own :class:`~controlplane.engine.cadence.ProberView`.
+  The ``suspect`` hook (endpoint id -> bool) replaces it with "fast or
+  normal interval" when given.
+- **Liveness checks**: every ``liveness_interval`` each endpoint also gets a
+  zero-token models-list request (:mod:`probes.liveness`); one that
+  disagrees with the view makes the LLM probe due at once. Liveness results
+  go to ``liveness_sink``; they never change a state by themselves.
+- **News**: a batch with a result that changed the view is handed to the
+  sink ``NEWS_SETTLE_S`` (0.25 s) later, not after ``batch_wait``, so the
+  results of that moment (the other endpoints of the region) come with it;
+  then ``on_news`` is called.
 
 Results go to the ``sink`` in batches (a list's ``extend`` in tests, the store
 in production). The sink is called on the event loop: a slow sink should
@@ -28,15 +36,17 @@ from typing import Any
 import httpx
 
 from controlplane.config import Settings
-from controlplane.domain import Clock, ProbeResult, SystemClock
-from controlplane.engine.cadence import Cadence, ProbeSchedule
+from controlplane.domain import Clock, LivenessResult, ProbeResult, SystemClock
+from controlplane.engine.cadence import NEWS_SETTLE_S, Cadence, ProberView, ProbeSchedule
 from probes.auth import ProbeAuth, TokenCache
 from probes.base import ProbeTarget, failed_result
+from probes.liveness import LivenessCheck
 from probes.llm import ClientPool, LLMProbe
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[list[ProbeResult]], None]
+LivenessSink = Callable[[LivenessResult], None]
 SuspectHook = Callable[[str], bool]
 
 
@@ -46,6 +56,7 @@ class EndpointSchedule(ProbeSchedule):
 
     target: ProbeTarget
     in_flight: bool = False
+    liveness_in_flight: bool = False
 
 
 class ProbeRunner:
@@ -64,9 +75,15 @@ class ProbeRunner:
         environ: Mapping[str, str] | None = None,
         batch_max: int = 200,
         batch_wait: float = 1.0,
+        liveness_sink: LivenessSink | None = None,
+        on_news: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self._sink = sink
+        self._liveness_sink = liveness_sink
+        self._on_news = on_news
+        self.view = ProberView(settings)  # this vantage's own view of its endpoints: it sets the cadence
+        self._news = False
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._suspect_hook = suspect
@@ -76,6 +93,7 @@ class ProbeRunner:
         self.auth = ProbeAuth(tokens, environ=environ)
         self._clients = ClientPool(settings.probe, transport)
         self._probe = LLMProbe(settings.probe, self._clients, self.auth, self._clock, self._rng)
+        self._liveness = LivenessCheck(settings.probe, self._clients, self.auth, self._clock)
         self._cadence = Cadence.of(settings)
         self._schedules = {t.id: EndpointSchedule(target=t) for t in targets(settings)}
         self._started = False
@@ -96,13 +114,16 @@ class ProbeRunner:
     def schedule(self, endpoint_id: str) -> EndpointSchedule:
         return self._schedules[endpoint_id]
 
+    def _hook(self, endpoint_id: str) -> bool | None:
+        return None if self._suspect_hook is None else bool(self._suspect_hook(endpoint_id))
+
     def is_suspect(self, endpoint_id: str) -> bool:
-        if self._suspect_hook is not None:
-            return bool(self._suspect_hook(endpoint_id))
-        return self._schedules[endpoint_id].suspect
+        """Is this endpoint probed sooner than the normal interval?"""
+        return self.interval_for(endpoint_id) < self._cadence.interval - 1e-9
 
     def interval_for(self, endpoint_id: str) -> float:
-        return self._schedules[endpoint_id].interval(self._cadence, self.is_suspect(endpoint_id))
+        """Seconds from this endpoint's last probe to its next one (before jitter)."""
+        return self._schedules[endpoint_id].interval(self._cadence, self._hook(endpoint_id), self.view.step(endpoint_id))
 
     # ------------------------------------------------------------ one round
 
@@ -148,9 +169,19 @@ class ProbeRunner:
         return results
 
     def next_wake(self) -> float | None:
-        """The earliest next-due time of an endpoint not being probed."""
+        """The earliest next-due time (LLM probe or liveness check) of an endpoint not being probed."""
         idle = [s.next_due for s in self._schedules.values() if not s.in_flight]
+        if self._liveness_on:
+            idle += [s.liveness_due for s in self._schedules.values() if not s.liveness_in_flight and not s.in_flight]
         return min(idle) if idle else None
+
+    @property
+    def _liveness_on(self) -> bool:
+        return self._cadence.liveness_interval > 0
+
+    async def check_round(self) -> list[LivenessResult]:
+        """One liveness check of every endpoint now (for the CLI and tests)."""
+        return list(await asyncio.gather(*(self._check_one(s) for s in self._schedules.values())))
 
     async def run_forever(self, stop_event: asyncio.Event) -> None:
         """Probe each endpoint when due until ``stop_event`` is set.
@@ -172,6 +203,12 @@ class ProbeRunner:
             finally:
                 wakeup.set()
 
+        async def check(s: EndpointSchedule) -> None:
+            try:
+                await self._check_one(s)
+            finally:
+                wakeup.set()
+
         async def watch_stop() -> None:
             await stop_event.wait()
             wakeup.set()
@@ -179,6 +216,7 @@ class ProbeRunner:
         stopper = asyncio.create_task(watch_stop())
         batch: list[ProbeResult] = []
         batch_since = 0.0
+        news_since: float | None = None  # news came in: flush once the results of that moment are in
         try:
             while not stop_event.is_set():
                 now = time.monotonic()
@@ -188,16 +226,27 @@ class ProbeRunner:
                         task = asyncio.create_task(probe(s))
                         running.add(task)
                         task.add_done_callback(running.discard)
+                    if self._liveness_on and s.liveness_due <= now and not s.liveness_in_flight and not s.in_flight:
+                        s.liveness_in_flight = True
+                        task = asyncio.create_task(check(s))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
                 if finished:
                     batch_since = batch_since if batch else now
                     batch += finished
                     finished.clear()
-                if batch and (len(batch) >= self._batch_max or now - batch_since >= self._batch_wait):
+                if self._news and news_since is None:
+                    news_since = now
+                news_due = news_since is not None and now - news_since >= NEWS_SETTLE_S
+                if batch and (news_due or len(batch) >= self._batch_max or now - batch_since >= self._batch_wait):
+                    news_since = None
                     self._emit(batch)
                     batch = []
                 wake = self.next_wake()
                 if batch:
                     flush_at = batch_since + self._batch_wait
+                    if news_since is not None:
+                        flush_at = min(flush_at, news_since + NEWS_SETTLE_S)
                     wake = flush_at if wake is None else min(wake, flush_at)
                 wakeup.clear()
                 timer = loop.call_later(max(0.0, wake - time.monotonic()), wakeup.set) if wake is not None else None
@@ -231,6 +280,7 @@ class ProbeRunner:
         self._started = True
         for s in self._schedules.values():
             s.next_due = self._cadence.first_due(now, self._rng)
+            s.liveness_due = self._cadence.first_liveness(now, self._rng)
 
     def _limit(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -250,16 +300,42 @@ class ProbeRunner:
         finally:
             s.in_flight = False
         s.observe(result.outcome, self._cadence)
-        s.schedule_next(self._cadence, due, now(), self._rng, self.is_suspect(s.target.id))
+        if self.view.observe(result):
+            self._news = True  # this vantage's view changed: hand the batch on now
+        s.schedule_next(self._cadence, due, now(), self._rng, self._hook(s.target.id), self.view.step(s.target.id))
+        return result
+
+    async def _check_one(self, s: EndpointSchedule) -> LivenessResult:
+        s.liveness_in_flight = True
+        try:
+            result = await self._liveness.run(s.target)
+        finally:
+            s.liveness_in_flight = False
+        s.liveness_checks += 1
+        now = time.monotonic()
+        s.liveness_due = self._cadence.next_liveness(now, self._rng)
+        if self.view.on_liveness(result) and not s.in_flight:
+            s.confirm_now(now)  # an LLM probe at once: only it can move health
+        if self._liveness_sink is not None:
+            try:
+                self._liveness_sink(result)
+            except Exception:
+                log.exception("liveness sink failed")
         return result
 
     def _emit(self, results: list[ProbeResult]) -> None:
+        news, self._news = self._news, False
         if not results or self._sink is None:
             return
         try:
             self._sink(list(results))
         except Exception:
             log.exception("probe result sink failed for %d result(s)", len(results))
+        if news and self._on_news is not None:
+            try:
+                self._on_news()
+            except Exception:
+                log.exception("on_news callback failed")
 
 
 def targets(settings: Settings) -> list[ProbeTarget]:

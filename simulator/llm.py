@@ -8,6 +8,10 @@ completions the way Azure OpenAI does on the wire:
   or pre-2023 one its 400 "API version not supported") and
   ``POST /openai/v1/chat/completions`` (the ``model`` in the body names the
   deployment);
+- the zero-token models list in both URL styles, ``GET /openai/models?api-version=...``
+  (Azure's "Models - List") and ``GET /openai/v1/models``: regionguard's
+  liveness check. It honours the region-wide ``down``, ``hang``, ``auth`` and
+  ``error`` faults, not the model's (throttle, slow, wrong answers);
 - auth by ``api-key`` header (the region's key) or ``Authorization: Bearer``
   (any non-empty token, or only the configured ones); else 401;
 - non-streaming JSON and SSE streaming in Azure's shape (first chunk with
@@ -975,6 +979,8 @@ class LLMSimulator:
         app[_RUNTIME_KEY] = runtime
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._service.chat_deployments)
         app.router.add_post("/openai/v1/chat/completions", self._service.chat_v1)
+        app.router.add_get("/openai/models", self._service.models_deployments)
+        app.router.add_get("/openai/v1/models", self._service.models_v1)
         self._add_admin_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
@@ -1093,6 +1099,65 @@ class _ChatService:
         if api_version not in _V1_API_VERSIONS:
             return self._reply_error(request, None, _Reject(400, _azure_error("BadRequest", "API version not supported")))
         return await self._chat(request, None, api_version, v1=True)
+
+    async def models_deployments(self, request: web.Request) -> web.StreamResponse:
+        """``GET /openai/models?api-version=...``: Azure's Models - List, zero tokens (the liveness check)."""
+        api_version = request.query.get("api-version")
+        if api_version is None:
+            return self._reply_error(request, None, _Reject(404, _azure_error("404", _MSG_NOT_FOUND)))
+        if not _supported_api_version(api_version):
+            return self._reply_error(request, None, _Reject(400, _azure_error("BadRequest", "API version not supported")))
+        return await self._models(request, api_version)
+
+    async def models_v1(self, request: web.Request) -> web.StreamResponse:
+        """``GET /openai/v1/models``: the v1 API's list of models (api-version optional)."""
+        api_version = request.query.get("api-version", "v1")
+        if api_version not in _V1_API_VERSIONS:
+            return self._reply_error(request, None, _Reject(400, _azure_error("BadRequest", "API version not supported")))
+        return await self._models(request, api_version)
+
+    async def _models(self, request: web.Request, api_version: str) -> web.StreamResponse:
+        """The models the region serves. Honours the region-wide faults that reach the service's
+        front end (down, hang, auth, error); throttling, slowness and wrong answers are the model's
+        and do not show here, as on Azure where this list is not metered by a deployment's quota."""
+        runtime = request.app[_RUNTIME_KEY]
+        call = _Call(
+            runtime=runtime,
+            deployment_name=None,
+            api_version=api_version,
+            v1=api_version in _V1_API_VERSIONS,
+            vantage=request.headers.get(VANTAGE_HEADER),
+            headers=self._base_headers(runtime),
+            arrived=asyncio.get_running_loop().time(),
+            faults=self._book.for_request(runtime.name, None) if self._book else {},
+        )
+        try:
+            await self._connection_faults(request, call)
+            self._check_auth(request, call)
+            error = self._fires(call, "error")
+            if error is not None:
+                status = choose_status(error, self._fault_rng)
+                code, message = _SERVER_ERRORS[status]
+                raise _Reject(status, _azure_error(code, message))
+        except _Reject as reject:
+            return self._reply_error(request, call, reject)
+        created = int(time.time())
+        data = [
+            {
+                "id": d.model,
+                "object": "model",
+                "created": created,
+                "created_at": created,
+                "status": "succeeded",
+                "lifecycle_status": "generally-available",
+                "capabilities": {"chat_completion": True, "completion": False, "embeddings": False, "fine_tune": False, "inference": True},
+            }
+            for d in runtime.region.deployments
+        ]
+        self._stats.record(runtime.name, None, 200)
+        return web.Response(
+            body=_dumps({"data": data, "object": "list"}), status=200, headers=call.headers, content_type="application/json"
+        )
 
     def _reply_error(self, request: web.Request, call: _Call | None, reject: _Reject) -> web.Response:
         runtime = request.app[_RUNTIME_KEY]

@@ -1,38 +1,48 @@
 """Probe cadence: when an endpoint is probed next. The one home of the rule,
 used by the production probe runner (``probes.runner``) and by replay.
 
-- After every probe the next one is ``interval * (1 ± jitter)`` after the one
+- After every probe the next one is ``step * (1 ± jitter)`` after the one
   that just ran was *due* (so the cadence holds), but never in the past:
   after a stall, or a probe that ran to its deadline, the next one is due
   at once, once.
-- The first probes are spread over ``jitter * interval`` so endpoints do
-  not synchronise.
-- **Adaptive interval.** An endpoint is *suspect* from the first result that
-  disagrees with its confirmed state (confirmed up and a result that counts
-  against health per ``probe.counts_against_health``; or confirmed down and
-  a good one) until the state is settled either way: ``health.failures_to_down``
-  counted failures in a row (confirmed down) or ``health.successes_to_up``
-  good results in a row (confirmed up). While suspect it is probed at
-  ``fast_interval``, so detection does not wait K normal intervals, and a
-  flapping endpoint stays on the fast interval.
+- The first probes are spread over ``jitter * interval`` (liveness checks
+  over ``liveness_interval``) so endpoints do not synchronise.
+- **The step follows the evidence.** Each prober keeps a :class:`ProberView`:
+  a :class:`~controlplane.engine.health.HealthEvaluator` fed with its own
+  results only, so it never waits for the leader. The step is
+  :meth:`HealthEvaluator.next_probe_in` of that view (the evidence lives
+  there): confirmations ``confirm_gap`` apart while the sequential test is
+  undecided or a recovery is short of ``successes_to_up``; no sooner than a
+  429's Retry-After; ``fast_interval`` while degraded; ``interval``
+  otherwise, also while confirmed down, when the liveness checks watch it.
+- **Liveness checks** (zero tokens) every ``liveness_interval``: one that
+  disagrees with the view (failed while not known down, good while down)
+  makes the LLM probe due at once (:meth:`ProberView.on_liveness`); it never
+  changes a state by itself.
+- **News**: :meth:`ProberView.observe` says whether a result changed the
+  view of its endpoint; the runner hands such a batch on at once and the
+  leader evaluates and reconciles without waiting for its tick.
+- The ``suspect`` override (endpoint id -> bool) of the runner still
+  replaces the step by "fast interval or normal interval" when given.
 
-  Once confirmed down, an endpoint goes back to the normal interval:
-  probing a dead region fast buys nothing, and the first good result makes
-  it suspect again, so recovery is still detected at the fast interval.
-
-The state is per (endpoint, vantage): every prober keeps its own, from its
-own results, so it never waits for the leader. Pure: times are plain
-seconds on whatever clock the caller runs (monotonic in the runner,
-simulated in replay); randomness comes from the caller's ``random.Random``.
+Pure: times are plain seconds on whatever clock the caller runs (monotonic
+in the runner, simulated in replay); randomness comes from the caller's
+``random.Random``.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import datetime
 
 from controlplane.config import Settings
-from controlplane.domain import Outcome
+from controlplane.domain import LivenessResult, Outcome, ProbeResult
+from controlplane.engine.health import HealthEvaluator
+
+NEWS_SETTLE_S = 0.25
+"""A reconcile on news waits this long, so results of one moment (the endpoints of a region, probed
+together) land in one evaluation instead of acting on the first endpoint's verdict alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,8 @@ class Cadence:
     failures_to_down: int
     successes_to_up: int
     counted: frozenset[Outcome]
+    confirm_gap: float = 1.0
+    liveness_interval: float = 0.0
 
     @classmethod
     def of(cls, settings: Settings) -> Cadence:
@@ -56,16 +68,48 @@ class Cadence:
             failures_to_down=h.failures_to_down,
             successes_to_up=h.successes_to_up,
             counted=frozenset(p.counts_against_health),
+            confirm_gap=min(p.confirm_gap, p.fast_interval),
+            liveness_interval=p.liveness_interval,
         )
 
     def first_due(self, now: float, rng: random.Random) -> float:
         """When a newly started prober first probes an endpoint."""
         return now + rng.uniform(0.0, self.jitter * self.interval)
 
+    def first_liveness(self, now: float, rng: random.Random) -> float:
+        """When a newly started prober first checks an endpoint's liveness."""
+        return now + rng.uniform(0.0, self.liveness_interval)
+
+    def next_liveness(self, now: float, rng: random.Random) -> float:
+        return now + self.liveness_interval * (1.0 + rng.uniform(-self.jitter, self.jitter))
+
+
+class ProberView:
+    """One prober's own view of its endpoints (one vantage): it sets that prober's cadence."""
+
+    def __init__(self, settings: Settings, vantage: str | None = None) -> None:
+        self.vantage = vantage or settings.probe.vantage
+        self.evaluator = HealthEvaluator(settings)
+
+    def observe(self, result: ProbeResult) -> bool:
+        """Add one of this prober's results; True when it changed the view of its endpoint (news)."""
+        return bool(self.evaluator.observe(result))
+
+    def step(self, endpoint_id: str, vantage: str | None = None) -> float:
+        """Seconds from this endpoint's last probe to its next one (before jitter)."""
+        return self.evaluator.next_probe_in(endpoint_id, vantage or self.vantage)
+
+    def on_liveness(self, result: LivenessResult) -> bool:
+        """Note a liveness check; True when an LLM probe should run at once."""
+        return self.evaluator.on_liveness(result.endpoint_id, result.vantage, result.ok, result.started_at)
+
+    def note_liveness(self, endpoint_id: str, vantage: str, ok: bool, at: datetime) -> bool:
+        return self.evaluator.on_liveness(endpoint_id, vantage, ok, at)
+
 
 @dataclass(slots=True)
 class ProbeSchedule:
-    """When one endpoint is due next (from one vantage), and the streaks the adaptive interval reads."""
+    """When one endpoint is due next (from one vantage), and the streaks shown to on-call."""
 
     next_due: float = 0.0
     fail_streak: int = 0  # consecutive results counted against health
@@ -73,6 +117,8 @@ class ProbeSchedule:
     confirmed_down: bool = False
     suspect: bool = False  # a result disagreed with the confirmed state; not yet settled
     probes: int = 0
+    liveness_due: float = 0.0
+    liveness_checks: int = 0
 
     def record(self, counted: bool, failures_to_down: int, successes_to_up: int) -> None:
         """One result: ``counted`` against health or not."""
@@ -92,13 +138,22 @@ class ProbeSchedule:
         """One result's outcome: it counts against health when ``probe.counts_against_health`` says so."""
         self.record(outcome in cadence.counted, cadence.failures_to_down, cadence.successes_to_up)
 
-    def interval(self, cadence: Cadence, suspect: bool | None = None) -> float:
-        """The interval to the next probe (``suspect`` overrides the built-in rule when given)."""
-        fast = self.suspect if suspect is None else suspect
-        return cadence.fast_interval if fast else cadence.interval
+    def interval(self, cadence: Cadence, suspect: bool | None = None, step: float | None = None) -> float:
+        """The step to the next probe: the view's ``step``, or fast/normal by ``suspect`` (an override)."""
+        if suspect is not None:
+            return cadence.fast_interval if suspect else cadence.interval
+        if step is not None:
+            return step
+        return cadence.fast_interval if self.suspect else cadence.interval
 
-    def schedule_next(self, cadence: Cadence, due: float, now: float, rng: random.Random, suspect: bool | None = None) -> float:
+    def schedule_next(
+        self, cadence: Cadence, due: float, now: float, rng: random.Random, suspect: bool | None = None, step: float | None = None
+    ) -> float:
         """Set and return the next due time after a probe that was due at ``due`` and ended at ``now``."""
-        step = self.interval(cadence, suspect) * (1.0 + rng.uniform(-cadence.jitter, cadence.jitter))
-        self.next_due = max(due + step, now)
+        jittered = self.interval(cadence, suspect, step) * (1.0 + rng.uniform(-cadence.jitter, cadence.jitter))
+        self.next_due = max(due + jittered, now)
         return self.next_due
+
+    def confirm_now(self, now: float) -> None:
+        """A liveness check disagreed with the view: the LLM probe is due at once."""
+        self.next_due = min(self.next_due, now)

@@ -8,6 +8,10 @@ Order (:data:`POLICIES`):
 1. ``refuse_unsafe_manual_drains`` -- an operator drain that would leave a
    target with fewer than ``min_serving`` enabled endpoints is refused unless
    its override is ``forced``; the refusal says why.
+1b. ``hold_uncorroborated_drains`` -- an automated drain waits (bounded)
+   until another region of the target has answered since the drained one
+   began failing, so when every region fails at once none is drained on
+   the way to ``fail_open``.
 2. ``keep_min_serving`` -- automation never takes a target below
    ``min_serving`` enabled endpoints (worst-scored drains go first).
 3. ``limit_drain_fraction`` -- automation keeps at most
@@ -403,8 +407,53 @@ def _baseline_changes(target: Target, actual: TargetState, skip: set[str], reaso
     return out
 
 
+RECHECK_RULE = "corroboration"  # a drain held by this rule is looked at again soon, not at the next tick
+
+
+def recheck_after(settings: Settings) -> float:
+    """Seconds after which a tick that held a drain for corroboration runs again."""
+    return min(settings.probe.confirm_gap, settings.probe.fast_interval)
+
+
+def hold_uncorroborated_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
+    """An automated drain waits until another region of the target has answered since the drained one
+    began failing. When every region fails at once that never happens: they are all confirmed down in
+    turn and ``fail_open`` keeps them all, instead of the first one confirmed being drained on the way.
+    Bounded: after two liveness intervals (else probe intervals) and a probe timeout it goes ahead.
+    A region that answers again (recovering, still in its dwell) is not drained either: after every
+    region failed, the first to recover ends the fail-open and the others must not be drained then."""
+    health = ctx.health
+    last_ok = getattr(health, "last_ok", None)
+    failing = getattr(health, "failing_since", None)
+    down_now = getattr(health, "down_now", None)
+    if not last_ok or failing is None:
+        return plan_
+    p = ctx.settings.probe
+    limit = 2 * (p.liveness_interval or p.interval) + p.timeout
+    held: dict[Change, tuple[str, str]] = {}
+    for c in plan_.changes:
+        if c.manual or not _is_drain(c):
+            continue
+        if down_now is not None and c.region not in down_now and ctx.region_state(c.region) is H.UNHEALTHY:
+            held[c] = ("recovering", f"{c.region} is recovering (its down rule no longer holds): not drained on the way back")
+            continue
+        since = failing.get(c.region)
+        if since is None or (ctx.now - since).total_seconds() >= limit:
+            continue
+        others = [r for r in ctx.settings.target(c.target).endpoints if r != c.region]
+        if not others or any(last_ok.get(r) is not None and last_ok[r] >= since for r in others):
+            continue
+        held[c] = (
+            RECHECK_RULE,
+            f"no other region of {c.target} has answered since {c.region} began failing at {since:%H:%M:%S}: "
+            f"if they are all down the prober is the likelier fault (fail open); waiting up to {limit:.0f} s",
+        )
+    return _hold(plan_, held)
+
+
 POLICIES: tuple[Policy, ...] = (
     refuse_unsafe_manual_drains,
+    hold_uncorroborated_drains,
     keep_min_serving,
     limit_drain_fraction,
     weigh_down_held_drains,

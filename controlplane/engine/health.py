@@ -16,35 +16,56 @@ Each result falls in one class, from ``settings.probe``:
   raises ``config_problem`` and an alert but is neither a success nor a
   failure, so it never drains a region by itself.
 
-The window keeps the last ``health.window`` results with running counters
-(no re-scan per tick). The state machine:
+Verdicts need evidence (docs/adr/0011-decide-on-evidence.md has the numbers):
 
-* ``unhealthy`` (down) after ``failures_to_down`` (K) consecutive failures,
-  or when failures make up ``failure_ratio_down`` of the window (at least two
-  of them, with the window at least half full);
-* ``degraded`` when counted results (failures + slow) make up
-  ``degraded_ratio`` of the window and at least two of the last max(3, K)
-  results counted (recent, not a stale pile of single losses), or when the
-  median TTFT / total time is over ``probe.slow_ttft`` / ``probe.slow_total``;
+* **the sequential test** -- a CUSUM (Page's repeated form of Wald's SPRT)
+  of the log-likelihood ratio "failure rate ``fault_rate``" against
+  "failure rate ``noise_rate``": each counted result adds ln(p1/p0), each
+  success ln((1-p1)/(1-p0)), floored at 0 and capped at the threshold
+  ln(``decision_odds``). At the threshold the endpoint is ``degraded``
+  (weight by score). While the sum is between 0 and the threshold the
+  evidence is undecided and the endpoint is probed every ``confirm_gap``.
+  With the defaults random 3 % loss crosses it about once in 9 million
+  probes; a 30 % error rate crosses it after about 30 probes.
+* ``unhealthy`` (drained) needs more: ``failures_to_down`` (K) consecutive
+  hard failures other than 429s, or hard failures making up
+  ``failure_ratio_down`` of a full window while the test says so, or
+  ``throttled_to_down`` consecutive 429s (it serves nothing). Partial
+  throttling is a capacity signal: degraded, scored by the share served.
+* ``degraded`` also when the median TTFT / total time is over
+  ``probe.slow_ttft`` / ``probe.slow_total``;
 * up (``unhealthy``/``degraded`` -> better) only after ``successes_to_up``
-  (M) consecutive successes **and** ``min_dwell`` seconds since the rule that
-  made it bad last held (one stray loss while recovering restarts the M
-  count, not the dwell);
-* flap damping: going down again within 4 dwells of coming back doubles the
-  dwell for the next recovery (up to 8x); a stable spell resets it;
+  (M) consecutive successes **and** ``min_dwell`` seconds since a bad rule
+  last held (one stray loss while recovering restarts the M count, and the
+  dwell only if it tips the test again);
+* flap damping with memory, like BGP route-flap damping: each time the
+  endpoint leaves healthy it gains a penalty (1 when it goes down, half when
+  degraded) that halves every ``flap_half_life``. When a flap lifts it to
+  ``flap_hold`` the endpoint is held out (stays in its bad state) until the
+  penalty is under ``flap_reuse`` and it has been stable ``flap_stable``; the
+  penalty is capped so a stable endpoint is held ``flap_max_hold`` at most;
 * ``unknown`` until M consecutive successes, or a down/degraded rule, say
-  otherwise. One lost probe moves nothing as long as K >= 2.
+  otherwise.
 
-When to probe (normal or fast interval) is not decided here: that rule is
-:mod:`controlplane.engine.cadence`, run by every prober on its own results.
+When to probe is the cadence rule (:mod:`controlplane.engine.cadence`, run by
+every prober on its own results), which asks this module's
+:meth:`HealthEvaluator.next_probe_in`: every ``confirm_gap`` while the
+evidence is undecided (the test between 0 and its threshold, or recovering
+short of M successes); no sooner than a 429's Retry-After (capped at
+``fast_interval`` while undecided, at ``interval`` once decided);
+``fast_interval`` while degraded; the normal ``interval`` otherwise, also
+while confirmed down (the liveness checks watch for its return). A failed
+liveness check on an endpoint not known to be down, or a good one on an
+endpoint that is, asks for an LLM probe at once (:meth:`on_liveness`); it
+never changes a state by itself.
 
 Across vantages
 ---------------
 A vantage that sees ``suspect_vantage_ratio`` of its endpoints (at least two)
 failing at once is discounted: its own network is the likelier cause. (When
 every vantage is in that position nothing is discounted, so fail-open can see
-it.) Results older than ``health.stale_after`` (default two probe intervals)
-do not vote. Of the vantages left, ``required = min(n, max(vantage_quorum,
+it.) Results older than ``health.stale_after``
+do not vote (default two probe intervals and a probe timeout). Of the vantages left, ``required = min(n, max(vantage_quorum,
 n // 2 + 1))`` must agree: a strict majority, and at least
 ``vantage_quorum`` of them. So with three vantages, a fault only one of them
 sees changes nothing. The endpoint score is the ``required``-th lowest
@@ -77,6 +98,7 @@ from controlplane.config import Settings
 from controlplane.domain import (
     EndpointHealth,
     HealthStateName,
+    LivenessResult,
     Outcome,
     ProbeResult,
     RegionHealth,
@@ -91,8 +113,8 @@ log = logging.getLogger(__name__)
 H = HealthStateName
 OK, SOFT, HARD, CONFIG = 0, 1, 2, 3
 SOFT_OUTCOMES = frozenset({Outcome.SLOW})
-FLAP_WINDOW_DWELLS = 4  # down again within 4 dwells of coming back = a flap
-MAX_FLAP_LEVEL = 3
+FLAP_DOWN = 1.0  # penalty for leaving healthy for unhealthy (an episode costs 1 in all)
+FLAP_DEGRADED = 0.5  # for leaving healthy for degraded; degraded -> unhealthy adds the other half
 
 _NAMES: dict[Outcome, tuple[str, str]] = {
     Outcome.OK: ("ok", "ok"),
@@ -119,6 +141,17 @@ def outcome_words(outcome: Outcome, n: int = 1) -> str:
 def _secs(ms: float) -> str:
     s = ms / 1000.0
     return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+
+
+def _latest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def _mins(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
 
 
 class _Sample:
@@ -160,12 +193,29 @@ class _Policy:
     recent: int
     min_ratio_n: int
     down_ratio: float
-    degraded_ratio: float
     min_dwell: float
     slow_ttft_ms: float
     slow_total_ms: float
     counted: frozenset[Outcome]
     config: frozenset[Outcome]
+    # the sequential test
+    p0: float
+    p1: float
+    llr_fail: float
+    llr_ok: float
+    h: float
+    throttled_to_down: int
+    # cadence
+    interval: float
+    fast: float
+    gap: float
+    liveness: bool
+    # flap damping
+    half_life: float
+    hold: float
+    reuse: float
+    stable: float
+    max_penalty: float
 
     @classmethod
     def of(cls, s: Settings) -> _Policy:
@@ -177,12 +227,26 @@ class _Policy:
             recent=max(3, h.failures_to_down, h.successes_to_up),
             min_ratio_n=max(2, math.ceil(h.window / 2)),
             down_ratio=h.failure_ratio_down,
-            degraded_ratio=h.degraded_ratio,
             min_dwell=h.min_dwell,
             slow_ttft_ms=p.slow_ttft * 1000.0,
             slow_total_ms=p.slow_total * 1000.0,
             counted=frozenset(p.counts_against_health),
             config=frozenset(p.config_problems),
+            p0=h.noise_rate,
+            p1=h.fault_rate,
+            llr_fail=math.log(h.fault_rate / h.noise_rate),
+            llr_ok=math.log((1.0 - h.fault_rate) / (1.0 - h.noise_rate)),
+            h=math.log(h.decision_odds),
+            throttled_to_down=h.throttled_to_down,
+            interval=p.interval,
+            fast=p.fast_interval,
+            gap=min(p.confirm_gap, p.fast_interval),
+            liveness=p.liveness_interval > 0,
+            half_life=h.flap_half_life,
+            hold=h.flap_hold,
+            reuse=h.flap_reuse,
+            stable=h.flap_stable,
+            max_penalty=max(h.flap_hold, h.flap_reuse * 2 ** (h.flap_max_hold / h.flap_half_life)),
         )
 
     def classify(self, outcome: Outcome) -> int:
@@ -200,18 +264,30 @@ class _Window:
         "by_outcome",
         "cause",
         "config_problem",
+        "consec_429",
         "consec_hard",
         "consec_ok",
         "counted",
         "degraded_at",
         "down_at",
         "eid",
-        "flap_level",
+        "failing_since",
+        "flaps",
         "hard",
         "headroom",
+        "held",
         "last_at",
         "last_code",
+        "last_ok_at",
+        "last_outcome",
+        "liveness_at",
+        "liveness_fail",
+        "liveness_last_ok",
+        "liveness_ok",
         "n",
+        "peak",
+        "penalty",
+        "penalty_at",
         "reason",
         "recent",
         "region",
@@ -221,9 +297,9 @@ class _Window:
         "since",
         "state",
         "sum_q",
+        "test",
         "totals",
         "ttfts",
-        "up_at",
         "vantage",
         "version",
     )
@@ -235,24 +311,34 @@ class _Window:
         self.by_outcome: dict[Outcome, int] = {}
         self.ttfts: list[float] = []
         self.totals: list[float] = []
-        self.consec_hard = self.consec_ok = 0
+        self.consec_hard = self.consec_ok = self.consec_429 = 0
         self.recent: deque[int] = deque(maxlen=recent)
         self.state = H.UNKNOWN
         self.since: datetime | None = None
         self.reason = "waiting for probe results"
         self.cause = ""  # what put it in its current bad state, kept while it recovers
         self.sum_q = 0.0  # sum of per-result quality over the window (score = sum_q / n)
+        self.test = 0.0  # the CUSUM: log-likelihood ratio fault vs noise, in [0, h]
+        self.peak = 0.0  # its highest value since it was last 0
         self.down_at: datetime | None = None  # last result at which the down rule held
         self.degraded_at: datetime | None = None  # last result at which the degraded rule held
-        self.up_at: datetime | None = None  # when it last came back from unhealthy
-        self.flap_level = 0  # flap damping: the dwell is min_dwell x 2^flap_level
+        self.penalty = 0.0  # flap penalty at penalty_at (decays with the half-life)
+        self.penalty_at: datetime | None = None
+        self.flaps: deque[datetime] = deque(maxlen=64)  # when it left healthy, for the reason text
+        self.held = False  # held out by flap damping
         self.score = 1.0
         self.last_at: datetime | None = None
         self.last_code = OK
+        self.last_outcome: Outcome | None = None
         self.headroom: float | None = None
         self.retry_ms: int | None = None
         self.config_problem: str | None = None
         self.version = 0
+        self.last_ok_at: datetime | None = None  # the last answer that was served (LLM probe or liveness check)
+        self.failing_since: datetime | None = None  # first failure of the current bad run (cleared by a good LLM result)
+        self.liveness_at: datetime | None = None
+        self.liveness_ok = self.liveness_fail = 0
+        self.liveness_last_ok: bool | None = None
 
     # -- counters
     def _count(self, s: _Sample, sign: int) -> None:
@@ -284,6 +370,7 @@ class _Window:
             self._count(self.samples.popleft(), -1)
         self.last_at = r.started_at
         self.last_code = code
+        self.last_outcome = r.outcome
         self.version += 1
         headroom = r.quota_headroom()
         if headroom is not None:
@@ -291,12 +378,19 @@ class _Window:
         if code == CONFIG:
             return
         self.recent.append(code)
-        if code == HARD:
-            self.consec_hard += 1
-            if r.outcome is Outcome.THROTTLED and r.retry_after_ms is not None:
-                self.retry_ms = r.retry_after_ms
-        else:
-            self.consec_hard = 0
+        if code == OK:
+            self.failing_since = None
+        elif code == HARD and self.failing_since is None:
+            self.failing_since = r.started_at
+        if code != HARD:
+            self.last_ok_at = _latest(self.last_ok_at, r.started_at)
+        self.test = min(p.h, max(0.0, self.test + (p.llr_fail if code != OK else p.llr_ok)))
+        self.peak = 0.0 if self.test <= 0.0 else max(self.peak, self.test)
+        throttled = r.outcome is Outcome.THROTTLED
+        self.consec_hard = self.consec_hard + 1 if code == HARD and not throttled else 0
+        self.consec_429 = self.consec_429 + 1 if throttled else 0
+        if throttled:
+            self.retry_ms = r.retry_after_ms
         self.consec_ok = self.consec_ok + 1 if code == OK else 0
 
     # -- derived figures
@@ -311,6 +405,13 @@ class _Window:
             return 1.0
         return round(max(0.0, min(1.0, self.sum_q / self.n)), 3)
 
+    def decided(self, p: _Policy) -> bool:
+        """Has the sequential test reached its threshold?"""
+        return self.test >= p.h - 1e-9
+
+    def undecided(self, p: _Policy) -> bool:
+        return 0.0 < self.test < p.h - 1e-9
+
     def slow_now(self, p: _Policy) -> str | None:
         if len(self.ttfts) < p.min_ratio_n and len(self.totals) < p.min_ratio_n:
             return None
@@ -323,21 +424,34 @@ class _Window:
             return f"slow: median total time {_secs(total)} over the {_secs(p.slow_total_ms)} limit (p95 {_secs(p95 or total)})"
         return None
 
+    def hard_not_429(self) -> int:
+        return self.hard - self.by_outcome.get(Outcome.THROTTLED, 0)
+
     def down_rule(self, p: _Policy) -> str | None:
         if self.consec_hard >= p.k:
             return self._consecutive_text()
-        if self.n >= p.min_ratio_n and self.hard >= 2 and self.hard / self.n >= p.down_ratio:
-            return self._ratio_text(p, self.hard, hard_only=True)
+        if self.consec_429 >= p.throttled_to_down:
+            return f"serves nothing: {self.consec_429} consecutive 429s{self._retry_text()}"
+        if self.n >= p.size and self.decided(p) and self.hard_not_429() >= p.down_ratio * self.n:
+            return self._ratio_text(p, self.hard_not_429(), hard_only=True) + self._odds_text(p)
         return None
 
     def degraded_rule(self, p: _Policy) -> str | None:
-        if self.n >= p.min_ratio_n and self.counted >= 2 and self.counted / self.n >= p.degraded_ratio:
-            recent = list(self.recent)[-max(3, p.k) :]
-            if sum(1 for c in recent if c != OK) >= 2:
-                return self._ratio_text(p, self.counted, hard_only=False)
+        if self.decided(p):
+            throttled = self.by_outcome.get(Outcome.THROTTLED, 0)
+            if throttled and throttled * 2 >= self.counted:
+                served = 1.0 - throttled / self.n if self.n else 0.0
+                return (
+                    f"throttled: {throttled} of last {self.n} probes 429 (serves about {served:.0%}){self._retry_text()}"
+                    + self._odds_text(p)
+                )
+            return self._ratio_text(p, self.counted, hard_only=False) + self._odds_text(p)
         return self.slow_now(p)
 
     # -- words
+    def _odds_text(self, p: _Policy) -> str:
+        return f"; {_odds(self.peak)}:1 odds of a {p.p1:.0%} fault over {p.p0:.0%} noise"
+
     def _retry_text(self) -> str:
         return f", retry-after {_secs(self.retry_ms)}" if self.retry_ms else ""
 
@@ -354,15 +468,17 @@ class _Window:
             detail = ", ".join(f"{c} {outcome_words(o, c)}" for o, c in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0].value)))
             shown = f"last {len(last)}: " if len(last) < n else ""
             text = f"{n} consecutive failures ({shown}{detail})"
-        if Outcome.THROTTLED in kinds:
-            text += self._retry_text()
         status = [s.status for s in last if s.status]
         if status and Outcome.SERVER_ERROR in kinds:
             text += f", last status {status[-1]}"
         return text
 
     def _ratio_text(self, p: _Policy, bad: int, hard_only: bool) -> str:
-        kinds = {o: c for o, c in self.by_outcome.items() if c and o in p.counted and not (hard_only and o in SOFT_OUTCOMES)}
+        kinds = {
+            o: c
+            for o, c in self.by_outcome.items()
+            if c and o in p.counted and not (hard_only and (o in SOFT_OUTCOMES or o is Outcome.THROTTLED))
+        }
         if len(kinds) == 1:
             (outcome,) = kinds
             what = outcome_words(outcome, bad)
@@ -388,6 +504,23 @@ class _Window:
     def evidence(self, limit: int = 5) -> tuple[str, ...]:
         return tuple(s.describe() for s in list(self.samples)[-limit:])
 
+    # -- flap damping
+    def penalty_now(self, p: _Policy, at: datetime) -> float:
+        if self.penalty_at is None or self.penalty <= 0:
+            return 0.0
+        age = max(0.0, (at - self.penalty_at).total_seconds())
+        return self.penalty * math.pow(0.5, age / p.half_life)
+
+    def add_penalty(self, p: _Policy, amount: float, at: datetime) -> None:
+        self.penalty = min(p.max_penalty, self.penalty_now(p, at) + amount)
+        self.penalty_at = at
+
+
+def _odds(llr: float) -> str:
+    """exp(llr) for on-call: '2.1e+06' style above 10,000."""
+    value = math.exp(llr)
+    return f"{value:,.0f}" if value < 10_000 else f"{value:.1e}"
+
 
 @dataclass(frozen=True, slots=True)
 class HealthReport:
@@ -400,6 +533,10 @@ class HealthReport:
     config_problems: list[str] = field(default_factory=list)
     suspect_vantages: tuple[str, ...] = ()
     vantages: dict[str, dict[str, HealthStateName]] = field(default_factory=dict)  # endpoint -> vantage -> state
+    # corroboration, for the guardrail that holds a drain until another region answered since it began failing:
+    last_ok: dict[str, datetime] = field(default_factory=dict)  # region -> its last served answer (any vantage)
+    failing_since: dict[str, datetime] = field(default_factory=dict)  # region -> start of its current failing run
+    down_now: frozenset[str] | None = None  # regions whose down rule held at their last result (None: not known)
 
     def region_state(self, region: str) -> HealthStateName:
         rh = self.regions.get(region)
@@ -428,7 +565,7 @@ class HealthEvaluator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._p = _Policy.of(settings)
-        self._stale_after = settings.health.stale_after or 2 * settings.probe.interval
+        self._stale_after = settings.health.stale_after or 2 * settings.probe.interval + settings.probe.timeout
         self._quorum = settings.health.vantage_quorum
         self._suspect_ratio = settings.health.suspect_vantage_ratio
         self._regions: dict[str, list[str]] = {r.name: [endpoint_id(r.name, e.name) for e in r.endpoints] for r in settings.regions}
@@ -523,6 +660,19 @@ class HealthEvaluator:
         w.since = result.started_at
         return [Transition("endpoint", w.eid, old, new, reason, result.started_at, vantage=w.vantage, evidence=w.evidence())]
 
+    def observe_with_liveness(self, results: Iterable[ProbeResult], checks: Iterable[LivenessResult]) -> list[Transition]:
+        """LLM results and liveness checks, in the order they started (a leader gets both in batches)."""
+        merged: list[tuple[datetime, int, ProbeResult | LivenessResult]] = [(r.started_at, 0, r) for r in results]
+        merged += [(c.started_at, 1, c) for c in checks]
+        merged.sort(key=lambda x: (x[0], x[1]))
+        out: list[Transition] = []
+        for _, _kind, item in merged:
+            if isinstance(item, LivenessResult):
+                self.on_liveness(item.endpoint_id, item.vantage, item.ok, item.started_at)
+            else:
+                out += self.observe(item)
+        return out
+
     def observe_many(self, results: Iterable[ProbeResult]) -> list[Transition]:
         out: list[Transition] = []
         for r in results:
@@ -555,47 +705,138 @@ class HealthEvaluator:
         if state is H.HEALTHY:
             return (H.DEGRADED, degraded) if degraded else (H.HEALTHY, w.healthy_text(p))
         if state is H.UNHEALTHY:
-            if self._up_ready(w, at, w.down_at):
+            last_bad = _latest(w.down_at, w.degraded_at)
+            if self._up_ready(w, at, last_bad):
                 if degraded:
                     w.cause = degraded
                     return H.DEGRADED, degraded
                 return H.HEALTHY, f"recovered: {w.healthy_text(p)}"
-            return H.UNHEALTHY, self._recovering_text(w, at, w.down_at)
-        last_bad = max((t for t in (w.degraded_at, w.down_at) if t is not None), default=None)
+            return H.UNHEALTHY, self._recovering_text(w, at, last_bad)
+        last_bad = _latest(w.degraded_at, w.down_at)
         if degraded is None and self._up_ready(w, at, last_bad):
             return H.HEALTHY, f"recovered: {w.healthy_text(p)}"
         return H.DEGRADED, self._recovering_text(w, at, last_bad) if degraded is None else degraded
 
-    def _dwell(self, w: _Window) -> float:
-        return self._p.min_dwell * (2.0**w.flap_level)
-
     def _up_ready(self, w: _Window, at: datetime, last_bad: datetime | None) -> bool:
-        """M successes in a row, and the dwell since the rule that made it bad last held."""
-        if w.consec_ok < self._p.m:
+        """M successes in a row, the dwell since a bad rule last held, and not held out for flapping."""
+        p = self._p
+        if w.consec_ok < p.m:
             return False
-        return last_bad is None or (at - last_bad).total_seconds() >= self._dwell(w)
+        stable = (at - last_bad).total_seconds() if last_bad is not None else math.inf
+        if stable < p.min_dwell:
+            return False
+        if w.held:
+            if w.penalty_now(p, at) >= p.reuse or stable < p.stable:
+                return False
+            w.held = False
+        return True
 
     def _recovering_text(self, w: _Window, at: datetime, last_bad: datetime | None) -> str:
+        p = self._p
+        quiet = (at - last_bad).total_seconds() if last_bad is not None else 0.0
+        if w.held and w.consec_ok:
+            return f"held out: {self._held_text(w, at, quiet)}; was: {w.cause}"
         if not w.consec_ok:
             return w.cause
-        quiet = (at - last_bad).total_seconds() if last_bad is not None else 0.0
+        return f"recovering: {w.consec_ok} ok in a row (needs {p.m}), {quiet:.0f} s of the {p.min_dwell:.0f} s dwell; was: {w.cause}"
+
+    def _held_text(self, w: _Window, at: datetime, stable: float) -> str:
         p = self._p
-        damped = f", doubled {w.flap_level}x for flapping" if w.flap_level else ""
+        recent = [t for t in w.flaps if (at - t).total_seconds() <= 4 * p.half_life]
+        span = (at - recent[0]).total_seconds() if recent else 0.0
+        penalty = w.penalty_now(p, at)
+        wait = p.half_life * math.log2(penalty / p.reuse) if penalty > p.reuse else 0.0
         return (
-            f"recovering: {w.consec_ok} ok in a row (needs {p.m}), {quiet:.0f} s of the {self._dwell(w):.0f} s dwell{damped}; "
-            f"was: {w.cause}"
+            f"{len(recent)} flaps in {_mins(span)}, stable for {_mins(stable)} of the {_mins(p.stable)} needed"
+            f" (flap penalty {penalty:.2f}, back under {p.reuse:g} in {_mins(wait)})"
         )
 
     def _damp(self, w: _Window, old: HealthStateName, new: HealthStateName, at: datetime) -> None:
-        """Flap damping: going down again soon after coming back doubles the next dwell (up to 8x)."""
-        window = FLAP_WINDOW_DWELLS * self._dwell(w)
-        if new is H.UNHEALTHY and old is not H.UNHEALTHY:
-            if w.up_at is not None and (at - w.up_at).total_seconds() < window:
-                w.flap_level = min(w.flap_level + 1, MAX_FLAP_LEVEL)
-        elif old is H.UNHEALTHY:
-            w.up_at = at
-        elif w.flap_level and new is H.HEALTHY and w.up_at is not None and (at - w.up_at).total_seconds() >= window:
-            w.flap_level = 0
+        """Flap damping: leaving healthy costs a penalty that decays; enough of it holds the endpoint out."""
+        p = self._p
+        if new is old:
+            return
+        amount = 0.0
+        if old is H.HEALTHY and new is H.UNHEALTHY:
+            amount = FLAP_DOWN
+        elif old is H.HEALTHY and new is H.DEGRADED:
+            amount = FLAP_DEGRADED
+        elif old is H.DEGRADED and new is H.UNHEALTHY:
+            amount = FLAP_DOWN - FLAP_DEGRADED
+        if not amount:
+            return
+        if old is H.HEALTHY:
+            w.flaps.append(at)
+        w.add_penalty(p, amount, at)
+        if not w.held and w.penalty >= p.hold - 1e-9:
+            w.held = True
+            log.info("%s from %s held out for flapping (penalty %.2f)", w.eid, w.vantage, w.penalty)
+
+    def _cadence(self, w: _Window, state: HealthStateName) -> float:
+        """Seconds until the next LLM probe of this endpoint from this vantage (one home for the rule)."""
+        p = self._p
+        if w.last_code == CONFIG:
+            return p.interval
+        recovering = state in (H.UNHEALTHY, H.DEGRADED) and w.last_code == OK and w.consec_ok < p.m
+        detecting = state in (H.HEALTHY, H.UNKNOWN) and w.undecided(p)
+        step = p.gap if (recovering or detecting) else p.interval
+        if state is H.DEGRADED and not recovering:
+            step = p.fast
+        elif state is H.UNHEALTHY and not recovering:
+            step = p.interval if p.liveness and w.last_code != OK else p.fast
+        if w.last_outcome is Outcome.THROTTLED and w.retry_ms:
+            # Retry-After sets when to look again: no sooner, but while undecided no later than the
+            # fast interval (one tiny probe is not the load it asks us to hold back), else the interval
+            step = min(p.fast if step < p.fast else p.interval, max(step, w.retry_ms / 1000.0))
+        return step
+
+    def next_probe_in(self, endpoint_id: str, vantage: str) -> float:
+        """Seconds from the last result until this endpoint's next LLM probe from ``vantage``."""
+        w = self._windows.get((endpoint_id, vantage))
+        return self._p.interval if w is None else self._cadence(w, w.state)
+
+    def on_liveness(self, endpoint_id: str, vantage: str, ok: bool, at: datetime) -> bool:
+        """Note a liveness check; True when it disagrees with what we believe, so an LLM probe should run now.
+
+        A liveness check never changes a state by itself.
+        """
+        key = (endpoint_id, vantage)
+        w = self._windows.get(key)
+        if w is None:
+            if endpoint_id not in self._region_of:
+                return False
+            w = _Window(endpoint_id, self._region_of[endpoint_id], vantage, self._p.recent)
+            self._windows[key] = w
+            self._by_endpoint[endpoint_id].append(w)
+            self._by_endpoint[endpoint_id].sort(key=lambda x: x.vantage)
+            self._by_vantage.setdefault(vantage, []).append(w)
+        w.liveness_at = at
+        if ok:
+            w.liveness_ok += 1
+            w.last_ok_at = _latest(w.last_ok_at, at)
+        else:
+            w.liveness_fail += 1
+            if w.failing_since is None and (w.last_at is None or at >= w.last_at):  # not older than the last LLM result
+                w.failing_since = at
+        changed = w.liveness_last_ok is not None and w.liveness_last_ok != ok
+        w.liveness_last_ok = ok
+        if ok:
+            return w.state is H.UNHEALTHY and (changed or w.last_code != OK)
+        return w.state is not H.UNHEALTHY
+
+    def liveness(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint and vantage: the liveness checks seen (for the dashboard and replay)."""
+        out: dict[str, dict[str, Any]] = {}
+        for (eid, vantage), w in self._windows.items():
+            if w.liveness_at is None:
+                continue
+            out.setdefault(eid, {})[vantage] = {
+                "at": w.liveness_at.isoformat(),
+                "ok": w.liveness_last_ok,
+                "checks_ok": w.liveness_ok,
+                "checks_failed": w.liveness_fail,
+            }
+        return out
 
     # ------------------------------------------------------------ aggregate
     def evaluate(self, now: datetime) -> HealthReport:
@@ -643,7 +884,32 @@ class HealthEvaluator:
             config_problems=config_problems,
             suspect_vantages=tuple(sorted(discounted)),
             vantages=dict(self._views),
+            last_ok=self._last_ok(),
+            failing_since=self._failing_since(),
+            down_now=self._down_now(),
         )
+
+    def _down_now(self) -> frozenset[str]:
+        out = set()
+        for region, eids in self._regions.items():
+            known = [eid for eid in eids if self._by_endpoint[eid]]
+            if known and all(any(w.down_at is not None and w.down_at == w.last_at for w in self._by_endpoint[eid]) for eid in known):
+                out.add(region)
+        return frozenset(out)
+
+    def _last_ok(self) -> dict[str, datetime]:
+        out: dict[str, datetime] = {}
+        for w in self._windows.values():
+            if w.last_ok_at is not None and (w.region not in out or w.last_ok_at > out[w.region]):
+                out[w.region] = w.last_ok_at
+        return out
+
+    def _failing_since(self) -> dict[str, datetime]:
+        out: dict[str, datetime] = {}
+        for w in self._windows.values():
+            if w.failing_since is not None and (w.region not in out or w.failing_since < out[w.region]):
+                out[w.region] = w.failing_since
+        return out
 
     def _endpoint_changed(
         self, eid: str, windows: list[_Window], now: datetime, cutoff: datetime, discounted: set[str], transitions: list[Transition]

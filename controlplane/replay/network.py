@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from controlplane.config import Settings
-from controlplane.domain import Outcome, ProbeResult
+from controlplane.domain import LivenessResult, Outcome, ProbeResult
 from controlplane.replay.timeline import Baseline, Noise
 from simulator.faults import Fault, choose_status, fault_fires
 
@@ -114,3 +114,25 @@ class ProbeModel:
             remaining_tokens=int(limit * headroom),
         )
         return result, total / 1000.0
+
+    def liveness(self, eid: str, region: str, vantage: str, started: datetime, faults: Mapping[str, Fault]) -> tuple[LivenessResult, float]:
+        """(a liveness check's result, seconds until it is known): the models list sees the region's
+        front end -- down, hang, error (and auth, an answer: alive) -- and the timeline's loss; not the
+        model's faults (throttle, slow, wrong answers), as :mod:`simulator.llm` serves it."""
+        rng = self.rng
+        base: dict[str, Any] = {"endpoint_id": eid, "region": region, "vantage": vantage, "started_at": started}
+        timeout_s = self.s.probe.liveness_timeout
+        if self.noise.loss > 0 and rng.random() < self.noise.loss:
+            return LivenessResult(**base, ok=False, error="check lost (replay noise)"), timeout_s
+        fired = {k: f for k, f in faults.items() if k in ("down", "hang", "error", "auth") and fault_fires(f, vantage, rng)}
+        if "down" in fired:
+            return LivenessResult(**base, ok=False, error="connection refused (replay fault: down)"), 0.01
+        if "hang" in fired:
+            return LivenessResult(**base, ok=False, error="no answer (replay fault: hang)"), timeout_s
+        if "auth" in fired:
+            return LivenessResult(**base, ok=True, status_code=401, latency_ms=30.0), 0.03
+        if "error" in fired:
+            status = choose_status(fired["error"], rng)
+            return LivenessResult(**base, ok=False, status_code=status, error=f"HTTP {status} from the models list"), 0.05
+        latency = max(5.0, 40.0 + self._jitter())
+        return LivenessResult(**base, ok=True, status_code=200, latency_ms=round(latency, 1)), latency / 1000.0

@@ -32,6 +32,7 @@ class Trace:
     final: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     probes: int = 0
     ticks: int = 0
+    liveness_checks: int = 0
 
 
 @dataclass
@@ -207,6 +208,7 @@ def summarize(run: Trace, tl: Timeline | None, duration_s: float) -> dict[str, A
         "min_serving": dict(run.min_serving),
         "held": dict(run.held),
         "probes": run.probes,
+        "liveness_checks": run.liveness_checks,
         "ticks": run.ticks,
         "writes": len(run.changes),
         "duration_s": duration_s,

@@ -3,8 +3,16 @@
 What runs is what the worker runs:
 
 - the probe cadence of every prober (:mod:`controlplane.engine.cadence`:
-  normal interval, fast interval while suspect, jitter, the first probes
-  spread out), one schedule per (endpoint, vantage);
+  the step from that prober's own view of the evidence -- confirmations
+  ``confirm_gap`` apart while undecided, Retry-After, fast while degraded,
+  normal otherwise --, jitter, the first probes spread out), one schedule
+  per (endpoint, vantage), and its zero-token liveness checks, a failed one
+  making the LLM probe due at once;
+- evaluate on news: a result that changed its prober's view makes the
+  leader evaluate and reconcile at once (the worker's ``reconcile-now``),
+  the ``reconcile.interval`` tick staying as the backstop; the leader's own
+  prober's liveness checks reach its evaluator in-process, and a drain held
+  for corroboration is looked at again ``confirm_gap`` later;
 - :class:`~controlplane.engine.health.HealthEvaluator`, fed at every tick
   with the results delivered since the last one (as the leader reads them
   from the store), then evaluated at the tick's time;
@@ -36,8 +44,9 @@ from typing import Any
 from controlplane.actuators.base import RetryPolicy
 from controlplane.actuators.memory import MemoryActuator
 from controlplane.config import Settings
-from controlplane.domain import ProbeResult, TargetState, Transition, endpoint_id
-from controlplane.engine.cadence import Cadence, ProbeSchedule
+from controlplane.domain import LivenessResult, ProbeResult, TargetState, Transition, endpoint_id
+from controlplane.engine.cadence import NEWS_SETTLE_S, Cadence, ProberView, ProbeSchedule
+from controlplane.engine.guardrails import RECHECK_RULE, recheck_after
 from controlplane.engine.health import HealthEvaluator
 from controlplane.engine.writebudget import SubscriptionWriteBudget
 from controlplane.replay.network import ProbeModel
@@ -51,7 +60,8 @@ DEFAULT_START = datetime(2024, 1, 1, tzinfo=UTC)
 HOLDER = "replay"
 UNLIMITED_WRITES_PER_HOUR = 10**9  # run_replay(write_budget=False)
 
-_FAULT, _DELIVER, _PROBE, _TICK = 0, 1, 2, 3  # at equal times: faults/overrides first, the tick last
+# at equal times: faults/overrides first, the tick last
+_FAULT, _DELIVER, _LIVE_DONE, _PROBE, _LIVE, _TICK = 0, 1, 2, 3, 4, 5
 
 
 class SimClock:
@@ -104,6 +114,7 @@ class Leader:
         )
         self.evaluator = HealthEvaluator(settings)
         self._pending: list[ProbeResult] = []
+        self._liveness: list[LivenessResult] = []
         self._open_panics: dict[str, dict[str, Any]] = {}
         counted = frozenset(settings.probe.counts_against_health) | frozenset(settings.probe.config_problems)
         self._counted = counted
@@ -116,6 +127,10 @@ class Leader:
         self.trace.probes += 1
         self.trace.deliveries.append((t_s, result.region, result.endpoint, result.vantage, 1 if result.outcome in self._counted else 0))
 
+    def deliver_liveness(self, result: LivenessResult) -> None:
+        """A liveness check of the leader's own prober (the worker hands these over in-process)."""
+        self._liveness.append(result)
+
     def add_override(self, event: Any, index: int) -> None:
         self.store.add_override(event.build(self.clock.start, index))
 
@@ -127,8 +142,9 @@ class Leader:
         trace = self.trace
         trace.ticks += 1
         now = self.clock.now()
-        self._note(self.evaluator.observe_many(self._pending))
+        self._note(self.evaluator.observe_with_liveness(self._pending, self._liveness))
         self._pending.clear()
+        self._liveness.clear()
         health = self.evaluator.evaluate(now)
         self._note(health.transitions)
         report = self.reconciler.reconcile_once(health, fencing_token=None)
@@ -256,11 +272,19 @@ def _run_timeline(
         push(e.at_s, _FAULT, e)
     for i, o in enumerate(tl.overrides):
         push(o.at_s, _FAULT, (i, o))
+    views = {v: ProberView(settings, v) for v in vantages}
+    gen: dict[tuple[str, str], int] = {}  # a probe rescheduled at once by a liveness check voids the old due event
+    in_flight: set[tuple[str, str]] = set()
     for r in settings.regions:
         for ep in r.endpoints:
             for v in vantages:
                 schedule = ProbeSchedule()
-                push(cadence.first_due(0.0, rng), _PROBE, (endpoint_id(r.name, ep.name), r.name, ep, v, schedule))
+                eid = endpoint_id(r.name, ep.name)
+                gen[(eid, v)] = 0
+                probe_key = (eid, r.name, ep, v, schedule)
+                push(cadence.first_due(0.0, rng), _PROBE, (*probe_key, 0))
+                if cadence.liveness_interval > 0:
+                    push(cadence.first_liveness(0.0, rng), _LIVE, probe_key)
     tick_every = settings.reconcile.interval
     k = 1
     while k * tick_every <= tl.duration_s + 1e-9:
@@ -268,23 +292,51 @@ def _run_timeline(
         k += 1
     end = tl.duration_s + 1e-9
     clock = leader.clock
+    news_at = -1.0
     while heap:
         t_s, kind, _, payload = heapq.heappop(heap)
         if t_s > end:
             break
         clock.t = t_s
         if kind == _PROBE:
-            eid, region, ep, v, _schedule = payload
+            eid, region, ep, v, schedule, g = payload
+            if g != gen[(eid, v)]:
+                continue  # replaced by a probe a liveness check asked for
+            in_flight.add((eid, v))
             seen, took = model.probe(eid, region, v, clock.at(t_s), book.for_request(region, ep.deployment))
             push(t_s + took, _DELIVER, (seen, t_s, payload))
         elif kind == _DELIVER:
             seen, due, probe = payload
+            eid, region, ep, v, schedule, _g = probe
+            in_flight.discard((eid, v))
             leader.deliver(seen, t_s)
-            schedule = probe[4]
             schedule.observe(seen.outcome, cadence)
-            push(schedule.schedule_next(cadence, due, t_s, rng), _PROBE, probe)
+            news = views[v].observe(seen)
+            gen[(eid, v)] += 1
+            push(schedule.schedule_next(cadence, due, t_s, rng, None, views[v].step(eid)), _PROBE, (*probe[:5], gen[(eid, v)]))
+            if news and t_s > news_at:
+                news_at = t_s + NEWS_SETTLE_S  # the worker's reconcile-now, once the results of this moment are in
+                push(news_at, _TICK, None)
+        elif kind == _LIVE:
+            eid, region, ep, v, schedule = payload
+            if (eid, v) in in_flight:  # as the runner: no check while the LLM probe is out
+                push(t_s + cadence.confirm_gap, _LIVE, payload)
+                continue
+            check, took = model.liveness(eid, region, v, clock.at(t_s), book.for_request(region, None))
+            push(t_s + took, _LIVE_DONE, (check, payload))
+        elif kind == _LIVE_DONE:
+            check, probe = payload
+            eid, region, ep, v, schedule = probe
+            leader.trace.liveness_checks += 1
+            if v == settings.probe.vantage:
+                leader.deliver_liveness(check)
+            push(cadence.next_liveness(t_s, rng), _LIVE, probe)
+            if views[v].on_liveness(check) and (eid, v) not in in_flight:
+                gen[(eid, v)] += 1
+                schedule.confirm_now(t_s)
+                push(t_s, _PROBE, (*probe, gen[(eid, v)]))
         elif kind == _TICK:
-            leader.tick(t_s)
+            _tick(leader, t_s, push)
         else:
             _apply_event(payload, book, settings, leader)
     trace = leader.finish()
@@ -301,6 +353,13 @@ def _run_timeline(
     )
     result.summary = summarize(trace, tl, tl.duration_s)
     return result
+
+
+def _tick(leader: Leader, t_s: float, push: Any) -> None:
+    """One leader tick; a drain held for corroboration is looked at again ``confirm_gap`` later, as the worker does."""
+    report = leader.tick(t_s)
+    if any(s.rule == RECHECK_RULE for s in report.plan.skipped):
+        push(t_s + recheck_after(leader.settings), _TICK, None)
 
 
 def _apply_event(payload: Any, book: FaultBook, settings: Settings, leader: Leader) -> None:

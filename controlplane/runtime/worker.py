@@ -3,8 +3,14 @@
 Threads:
 
 * a probe loop: an asyncio event loop running :meth:`ProbeRunner.run_forever`,
-  which keeps a per-endpoint schedule (normal interval, the fast interval
-  while an endpoint is suspect, jitter so probes do not synchronise). One
+  which keeps a per-endpoint schedule (the health engine's cadence: normal
+  interval, confirmations ``confirm_gap`` apart while the evidence is
+  undecided, jitter so probes do not synchronise) and the zero-token
+  liveness checks between LLM probes (summarised in the flag
+  ``liveness:<vantage>``). **Evaluate on news:** a batch that changed this
+  vantage's view of an endpoint is stored at once and the leader evaluates
+  and reconciles right after (job ``reconcile-now``); the ``reconcile``
+  tick stays as the backstop. One
   APScheduler job per probe would queue every endpoint behind the slowest
   probe; the runner starts each probe when it is due instead.
 * APScheduler 3.x (``BackgroundScheduler``) with fixed job ids,
@@ -29,8 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
@@ -41,7 +49,18 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from controlplane.actuators.base import Actuator
 from controlplane.config import Settings, missing_api_keys
-from controlplane.domain import AuditEvent, ChangeStatus, Clock, EventKind, FlagKind, HealthStateName, ProbeResult, SystemClock
+from controlplane.domain import (
+    AuditEvent,
+    ChangeStatus,
+    Clock,
+    EventKind,
+    FlagKind,
+    HealthStateName,
+    LivenessResult,
+    ProbeResult,
+    SystemClock,
+)
+from controlplane.engine.guardrails import RECHECK_RULE, recheck_after
 from controlplane.engine.health import HealthEvaluator, HealthReport
 from controlplane.runtime import loops
 from controlplane.runtime.leader import LeaderElector, LeaseTiming
@@ -51,7 +70,8 @@ from probes.runner import ProbeRunner
 
 log = logging.getLogger(__name__)
 
-JOB_IDS = ("lease", "lease-at-expiry", "reconcile", "rollup", "retention", "overrides", "notify")
+JOB_IDS = ("lease", "lease-at-expiry", "reconcile", "reconcile-now", "rollup", "retention", "overrides", "notify")
+LIVENESS_FLAG_EVERY_S = 30.0  # the liveness summary is written when a check flips, else at most this often
 _SEVERITY = {HealthStateName.UNHEALTHY: "critical", HealthStateName.DEGRADED: "warning"}
 
 
@@ -110,7 +130,17 @@ class Worker:
         self._tick_started: float | None = None
         self._progress_at = time.monotonic()
         self.runner = (
-            ProbeRunner(settings, sink=self._on_results, clock=self.clock, credential=probe_credential, environ=environ) if probe else None
+            ProbeRunner(
+                settings,
+                sink=self._on_results,
+                clock=self.clock,
+                credential=probe_credential,
+                environ=environ,
+                liveness_sink=self._on_liveness,
+                on_news=self._on_news,
+            )
+            if probe
+            else None
         )
         self.missing_keys = missing_api_keys(settings, environ) if probe else []
         self.evaluator: HealthEvaluator | None = None
@@ -131,6 +161,9 @@ class Worker:
         self.result_buffer_limit = result_buffer_limit(settings)
         self.results_dropped = 0
         self.results_flushed = 0
+        self._liveness: dict[str, dict[str, Any]] = {}  # endpoint id -> last liveness check and counts
+        self._liveness_written = -math.inf
+        self._liveness_pending: deque[LivenessResult] = deque(maxlen=10_000)  # appended on the probe loop, drained by evaluate()
         self._writer = futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="regionguard-results"
         )  # one thread keeps batches in order
@@ -236,6 +269,46 @@ class Worker:
         if results:
             self._writer.submit(self._store_results, list(results))
 
+    def _on_news(self) -> None:
+        """Called on the probe loop after a batch that changed this vantage's view: once the writer has
+        stored it, the leader evaluates and reconciles at once instead of at its next tick."""
+        self._writer.submit(self._reconcile_now)
+
+    def _reconcile_now(self, delay: float = 0.0) -> None:
+        if self._stopping.is_set() or not self.elector.is_leader or not self.scheduler.running:
+            return
+        try:
+            run_at = datetime.now(UTC) + timedelta(seconds=delay)
+            self.scheduler.add_job(self.reconcile_tick, "date", run_date=run_at, id="reconcile-now", replace_existing=True)
+        except Exception as exc:  # the scheduler is shutting down
+            log.debug("cannot schedule an immediate reconcile: %s", type(exc).__name__)
+
+    def _on_liveness(self, result: LivenessResult) -> None:
+        """Called on the probe loop for each liveness check: kept as a per-endpoint summary that the
+        writer thread stores as the flag ``liveness:<vantage>`` (when a check flips, else every 30 s)."""
+        self._liveness_pending.append(result)  # for the leader's evaluator, at its next evaluation
+        entry = self._liveness.setdefault(result.endpoint_id, {"checks_ok": 0, "checks_failed": 0})
+        flipped = entry.get("ok") is not None and entry.get("ok") != result.ok
+        entry.update(
+            at=result.started_at.isoformat(),
+            ok=result.ok,
+            status=result.status_code,
+            latency_ms=result.latency_ms,
+            error=result.error,
+        )
+        entry["checks_ok" if result.ok else "checks_failed"] += 1
+        now = time.monotonic()
+        if flipped or now - self._liveness_written >= LIVENESS_FLAG_EVERY_S:
+            self._liveness_written = now
+            snapshot = {eid: dict(e) for eid, e in self._liveness.items()}
+            self._writer.submit(self._store_liveness, snapshot, result.started_at)
+
+    def _store_liveness(self, snapshot: dict[str, dict[str, Any]], at: datetime) -> None:
+        try:
+            self.store.set_flag(FlagKind.LIVENESS, self.settings.probe.vantage, {"endpoints": snapshot}, at)
+        except Exception as exc:
+            log.warning("cannot store the liveness summary: %s", type(exc).__name__)
+
     def _store_results(self, results: list[ProbeResult]) -> None:
         """Store a batch; while the database is down, keep results in memory (bounded, oldest dropped
         first, counted) and store them, oldest first, once it answers again."""
@@ -338,6 +411,8 @@ class Worker:
             if self.metrics is not None:
                 self.metrics.observe_reconcile(time.monotonic() - started, False)
             return None
+        if any(s.rule == RECHECK_RULE for s in tick.plan.skipped):
+            self._reconcile_now(delay=recheck_after(self.settings))  # a drain waits for corroboration: look again soon
         if self.metrics is not None:
             self.metrics.observe_reconcile(time.monotonic() - started, True)
             subscriptions = {t.subscription_id for t in self.settings.targets}
@@ -361,7 +436,8 @@ class Worker:
                 self._high_water = self.store.max_result_id()
                 self.evaluator = HealthEvaluator.from_results(self.settings, warm, now)
             self._high_water, fresh = self.store.results_after(self._high_water)
-            self.evaluator.observe_many(fresh)
+            checks = [self._liveness_pending.popleft() for _ in range(len(self._liveness_pending))]
+            self.evaluator.observe_with_liveness(fresh, checks)
             report = self.evaluator.evaluate(now)
             self.store.save_health(report.endpoints.values(), report.regions.values(), now)
             self.store.add_transitions(report.transitions)

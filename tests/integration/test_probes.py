@@ -21,7 +21,7 @@ from azure.core.credentials import AccessToken
 
 from controlplane.cli.probe import probe_command
 from controlplane.config import Settings, parse_settings
-from controlplane.domain import Outcome, ProbeResult
+from controlplane.domain import LivenessResult, Outcome, ProbeResult
 from probes.runner import ProbeRunner
 from simulator.faults import Fault
 from simulator.llm import LLMSimulator, SimDeployment, SimRegion
@@ -443,25 +443,30 @@ def _tick(runner: ProbeRunner, now: float) -> list[ProbeResult]:
     return asyncio.run(runner.tick(now=now))
 
 
-def test_a_suspect_endpoint_is_probed_at_the_fast_interval_until_confirmed_down_then_back_to_normal(sim: LLMSimulator) -> None:
-    s = settings(sim, {"eastus": [endpoint(sim, "eastus")]}, jitter=0.0, interval="30s", fast_interval="5s")
-    assert s.health.failures_to_down == 3 and s.health.successes_to_up == 3
+def test_undecided_evidence_is_probed_at_the_confirm_gap_until_decided_then_back_to_normal(sim: LLMSimulator) -> None:
+    s = settings(sim, {"eastus": [endpoint(sim, "eastus")]}, jitter=0.0, interval="30s", fast_interval="5s", confirm_gap="1s")
+    assert s.health.failures_to_down == 5 and s.health.successes_to_up == 3
     runner = ProbeRunner(s, environ=ENVIRON)
     eid = "eastus/gpt-4o"
     now = 1000.0
-    assert _tick(runner, now)[0].outcome is Outcome.OK
-    assert runner.schedule(eid).next_due == pytest.approx(now + 30)
-    assert _tick(runner, now + 10) == []  # not due yet
+    for _ in range(3):  # healthy first
+        [r] = _tick(runner, now)
+        assert r.outcome is Outcome.OK
+        assert runner.schedule(eid).next_due - now == pytest.approx(30)
+        now = runner.schedule(eid).next_due
+    assert not runner.is_suspect(eid)
+    assert _tick(runner, now - 10) == []  # not due yet
 
     sim.set_fault("eastus", Fault("error", statuses=(503,)))
     gaps = []
-    for _ in range(4):
+    for _ in range(6):
         now = runner.schedule(eid).next_due
         [r] = _tick(runner, now)
         assert r.outcome is Outcome.SERVER_ERROR
         gaps.append(runner.schedule(eid).next_due - now)
-    # suspect after the first failure, confirmed down after the third: normal again
-    assert gaps == pytest.approx([5, 5, 30, 30])
+    # undecided after the first failure: confirmations 1 s apart; down after the fifth: normal again
+    # (the liveness checks watch a down endpoint)
+    assert gaps == pytest.approx([1, 1, 1, 1, 30, 30])
     assert runner.schedule(eid).confirmed_down
 
     sim.clear_faults()
@@ -471,9 +476,49 @@ def test_a_suspect_endpoint_is_probed_at_the_fast_interval_until_confirmed_down_
         [r] = _tick(runner, now)
         assert r.outcome is Outcome.OK
         gaps.append(runner.schedule(eid).next_due - now)
-    # the first good result makes a down endpoint suspect; three in a row confirm it up
-    assert gaps == pytest.approx([5, 5, 30, 30])
-    assert not runner.schedule(eid).confirmed_down
+    # the first good result on a down endpoint: confirm at the gap until M in a row, then the fast interval during the dwell
+    assert gaps == pytest.approx([1, 1, 5, 5])
+
+
+def test_a_liveness_check_uses_the_models_list_in_both_url_styles(sim: LLMSimulator) -> None:
+    eps = {"eastus": [endpoint(sim, "eastus")], "westeurope": [endpoint(sim, "westeurope", api_style="v1")]}
+    s = settings(sim, eps, jitter=0.0)
+
+    async def go() -> list[LivenessResult]:
+        async with ProbeRunner(s, environ=ENVIRON) as runner:
+            return await runner.check_round()
+
+    sim.reset_stats()
+    results = asyncio.run(go())
+    assert [(r.region, r.ok, r.status_code) for r in results] == [("eastus", True, 200), ("westeurope", True, 200)]
+    assert all(r.error is None and r.latency_ms is not None for r in results)
+    sim.set_fault("eastus", Fault("error", statuses=(503,)))
+    sim.set_fault("westeurope", Fault("throttle"))  # the model's quota: not the front end's
+    results = asyncio.run(go())
+    assert [(r.region, r.ok, r.status_code) for r in results] == [("eastus", False, 503), ("westeurope", True, 200)]
+    assert results[0].error == "HTTP 503 from the models list"
+    sim.set_fault("eastus", Fault("down"))
+    [east, _] = asyncio.run(go())
+    assert not east.ok and east.status_code is None and east.error
+
+
+def test_a_failed_liveness_check_makes_the_llm_probe_due_at_once_and_never_drains(sim: LLMSimulator) -> None:
+    s = settings(sim, {"eastus": [endpoint(sim, "eastus")]}, jitter=0.0, interval="30s", liveness_interval="5s")
+    seen: list[LivenessResult] = []
+    runner = ProbeRunner(s, environ=ENVIRON, liveness_sink=seen.append)
+    eid = "eastus/gpt-4o"
+    for t in (0.0, 30.0, 60.0):
+        _tick(runner, t)
+    assert runner.schedule(eid).next_due == pytest.approx(90.0)
+    sim.set_fault("eastus", Fault("error", statuses=(502,)))
+
+    async def check() -> None:
+        await runner.check_round()
+
+    asyncio.run(check())
+    assert seen and not seen[-1].ok
+    assert runner.schedule(eid).next_due <= time.monotonic()  # the LLM probe is due now
+    assert runner.view.evaluator.evaluate(datetime.now(UTC)).endpoints[eid].state.value == "healthy"
 
 
 def test_a_config_problem_does_not_make_an_endpoint_suspect(sim: LLMSimulator) -> None:

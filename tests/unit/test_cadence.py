@@ -6,9 +6,11 @@ import random
 
 import pytest
 
-from controlplane.domain import Outcome
-from controlplane.engine.cadence import Cadence, ProbeSchedule
-from tests.fakes import make_settings
+from controlplane.domain import LivenessResult, Outcome
+from controlplane.engine.cadence import Cadence, ProberView, ProbeSchedule
+from tests.fakes import at, make_settings, probe_result
+
+SETTINGS = make_settings(probe={"interval": "30s", "fast_interval": "5s", "confirm_gap": "1s", "jitter": 0.0})
 
 
 def cadence(jitter: float = 0.0) -> Cadence:
@@ -17,20 +19,38 @@ def cadence(jitter: float = 0.0) -> Cadence:
 
 def test_the_cadence_reads_the_probe_and_health_settings() -> None:
     c = cadence(0.1)
-    assert (c.interval, c.fast_interval, c.jitter, c.failures_to_down, c.successes_to_up) == (30.0, 5.0, 0.1, 3, 3)
+    assert (c.interval, c.fast_interval, c.jitter, c.failures_to_down, c.successes_to_up) == (30.0, 5.0, 0.1, 5, 3)
+    assert (c.confirm_gap, c.liveness_interval) == (1.0, 5.0)
 
 
-def test_a_counted_failure_moves_the_next_probe_to_the_fast_interval_until_k_confirm_it() -> None:
-    c, s, rng = cadence(), ProbeSchedule(), random.Random(1)
+def test_a_counted_failure_brings_confirmations_back_to_back_until_the_evidence_decides() -> None:
+    c, s, rng, view = Cadence.of(SETTINGS), ProbeSchedule(), random.Random(1), ProberView(SETTINGS)
+    eid = "eastus/gpt-4o"
     due = 0.0
-    gaps = []
-    for outcome in (Outcome.OK, Outcome.TIMEOUT, Outcome.TIMEOUT, Outcome.TIMEOUT, Outcome.TIMEOUT):
+    gaps, news = [], []
+    for outcome in [Outcome.OK] * 3 + [Outcome.CONNECT_ERROR] * 6:
+        result = probe_result(eid, outcome, due)
         s.observe(outcome, c)
-        nxt = s.schedule_next(c, due, due + 0.2, rng)
+        news.append(view.observe(result))
+        nxt = s.schedule_next(c, due, due + 0.05, rng, step=view.step(eid))
         gaps.append(nxt - due)
         due = nxt
-    assert gaps == pytest.approx([30, 5, 5, 30, 30])
+    # healthy at the third ok; the first failure is undecided: 1 s apart; the fifth decides (down): back to
+    # the normal interval, the liveness checks watch a down endpoint
+    assert gaps == pytest.approx([30, 30, 30, 1, 1, 1, 1, 30, 30])
+    assert news == [False, False, True, False, False, False, False, True, False]
     assert s.confirmed_down
+
+
+def test_a_liveness_check_that_disagrees_asks_for_a_probe_now() -> None:
+    view, s = ProberView(SETTINGS), ProbeSchedule(next_due=100.0)
+    eid = "eastus/gpt-4o"
+    for i in range(3):
+        view.observe(probe_result(eid, Outcome.OK, i * 30.0))
+    assert not view.on_liveness(LivenessResult(eid, "eastus", "local", at(95.0), ok=True, status_code=200))
+    assert view.on_liveness(LivenessResult(eid, "eastus", "local", at(96.0), ok=False, error="connection refused"))
+    s.confirm_now(96.0)
+    assert s.next_due == 96.0
 
 
 def test_the_next_probe_is_never_in_the_past_after_a_stall() -> None:

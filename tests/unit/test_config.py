@@ -32,7 +32,7 @@ def test_the_shipped_example_is_valid() -> None:
     s = load_settings(EXAMPLE)
     assert s.region_names == ["eastus", "westeurope", "japaneast"]
     assert [t.kind for t in s.targets] == ["traffic_manager", "front_door_cdn", "apim_backend_pool"]
-    assert s.probe.interval == 30.0 and s.health.min_dwell == 60.0
+    assert s.probe.interval == 15.0 and s.health.min_dwell == 60.0
     assert s.guardrails.fail_open is True
 
 
@@ -104,8 +104,8 @@ BROKEN = [
     ("unknown key (typo)", _set("health.failure_to_down", 3), "health.failure_to_down: unknown key"),
     ("bad api style", _set("regions.1.endpoints.0.api_style", "v2"), "regions[1].endpoints[0].api_style: 'v2'"),
     ("no regions", _set("regions", []), "regions: [] rejected"),
-    ("timeout longer than interval", _set("probe.timeout", "60s"), "probe.timeout: 60.0s is longer than probe.interval 30.0s"),
-    ("failures to down above window", _set("health.failures_to_down", 50), "health.failures_to_down: 50 is larger than health.window 10"),
+    ("timeout longer than interval", _set("probe.timeout", "60s"), "probe.timeout: 60.0s is longer than probe.interval 15.0s"),
+    ("failures to down above window", _set("health.failures_to_down", 50), "health.failures_to_down: 50 is larger than health.window 20"),
     ("min_serving above endpoint count", _set("targets.0.min_serving", 4), "targets[0].min_serving: 4 is more than the 3 endpoint(s)"),
     ("bad endpoint type", _set("targets.0.endpoints.eastus.type", "Foo"), "targets[0].endpoints.eastus.type: 'Foo'"),
     (

@@ -384,6 +384,14 @@ def test_without_recorded_usage_the_cost_is_assumed_from_the_prompt_and_max_toke
     assert any("eastus/gpt-4o" in line and "assumed" in line for line in render_costs(estimates))
 
 
+def test_liveness_checks_are_counted_and_cost_no_tokens() -> None:
+    est = estimate_monthly(_cost_settings())["eastus/gpt-4o"]
+    assert est.liveness_checks_per_month == pytest.approx(730 * 3600 / 5)  # one every 5 s by default
+    assert est.tokens_per_month == pytest.approx(est.probes_per_month * (15 + 5))  # the checks add no tokens
+    [line, _] = render_costs({"a": est, "b": est})
+    assert line.endswith("; 525,600 liveness checks/month at 0 tokens")
+
+
 def test_tokens_per_probe_add_prompt_and_completion() -> None:
     assert probe_tokens(_result("eastus/gpt-4o", 14, 2)) == 16
     assert probe_tokens(_result("eastus/gpt-4o", None, None)) == 0

@@ -21,7 +21,7 @@ from controlplane.replay import (
 from controlplane.replay.report import summarize
 from tests.fakes import endpoint_ids, make_settings, probe_result
 
-# the default-ish config: 3 regions, probe every 30 s (5 s while suspect), K = 3, reconcile every 10 s
+# the default-ish config: 3 regions, probe every 15 s (1 s apart while undecided), K = 5, reconcile every 10 s
 S = make_settings(targets=("tm-weighted", "afd-prod"))
 K, FAST, TICK, INTERVAL = S.health.failures_to_down, S.probe.fast_interval, S.reconcile.interval, S.probe.interval
 JITTER = 1 + S.probe.jitter
@@ -51,7 +51,7 @@ def test_a_hard_down_is_drained_within_fast_interval_times_k_plus_one_tick() -> 
     assert ev["detect_to_change_s"] <= FAST * K + TICK
     drains = [c for c in r.changes if c["field"] == "enabled" and c["to"] is False]
     assert {(c["target"], c["region"]) for c in drains} == {("tm-weighted", "eastus"), ("afd-prod", "eastus")}
-    assert all(c["reason"].startswith("unhealthy: 3 consecutive") and "connect error" in c["reason"] for c in drains)
+    assert all(c["reason"].startswith(f"unhealthy: {K} consecutive") and "connect error" in c["reason"] for c in drains)
     assert r.summary["false_changes"] == 0
 
 
@@ -79,7 +79,7 @@ def test_a_seventy_percent_throttle_is_acted_on_within_60_seconds_of_being_seen(
     )
     ev = event_summary(r)
     assert ev["detect_to_change_s"] is not None and ev["detect_to_change_s"] <= 60
-    assert any("throttled (429)" in c["reason"] for c in r.changes)
+    assert any("throttled: " in c["reason"] and " 429 (serves about " in c["reason"] for c in r.changes)
 
 
 def test_a_fault_seen_by_one_of_three_vantages_changes_nothing() -> None:
@@ -115,7 +115,9 @@ def test_a_region_is_restored_once_after_it_recovers_without_flapping() -> None:
     weights = [c for c in r.changes if c["region"] == "eastus" and c["field"] == "weight" and c["at"] < drained_at]
     assert all(c["to"] < c["from"] and c["at"] >= 600 for c in weights)
     recovery = event_summary(r, 1)
-    assert recovery["first_change_s"] is not None and recovery["first_change_s"] >= S.health.min_dwell
+    assert (
+        recovery["first_change_s"] is not None and recovery["first_change_s"] >= S.health.min_dwell - INTERVAL
+    )  # the dwell counts from the last failure
     assert r.summary["flaps"] == 0 and r.summary["false_changes"] == 0
     assert r.final["tm-weighted"]["eastus"]["enabled"] is True and r.final["tm-weighted"]["eastus"]["weight"] == 500
 
@@ -167,12 +169,11 @@ def test_output_as_json_and_text() -> None:
 def test_recorded_results_can_be_replayed_against_a_new_config() -> None:
     eids = endpoint_ids(S)
     results = [probe_result(e, "ok", t) for t in range(0, 600, 30) for e in eids]
-    results += [
-        probe_result("eastus/gpt-4o", o, 600 + 5 * i) for i, o in enumerate(["timeout", "timeout", "timeout", "timeout", "ok", "ok"])
-    ]
+    results += [probe_result(e, "ok", t) for t in range(600, 690, 15) for e in eids if not e.startswith("eastus/")]
+    results += [probe_result("eastus/gpt-4o", "timeout", 600 + 5 * i) for i in range(7)]
     r = run_replay(S, results=results)
     assert [(c["target"], c["region"], c["to"]) for c in r.changes] == [("tm-weighted", "eastus", False), ("afd-prod", "eastus", False)]
-    stricter = make_settings(targets=("tm-weighted", "afd-prod"), health={"failures_to_down": 5, "degraded_ratio": 0.5})
+    stricter = make_settings(targets=("tm-weighted", "afd-prod"), health={"failures_to_down": 8, "decision_odds": 1e9})
     assert run_replay(stricter, results=results).changes == []
 
 
@@ -180,7 +181,7 @@ def test_a_fault_on_one_deployment_weighs_its_region_down_without_draining_it() 
     s = make_settings(targets=("tm-weighted",), endpoints_per_region=2)
     r = run_replay(s, timeline({"at": "300s", "region": "eastus", "deployment": "gpt-1", "fault": "down"}, duration="900s"))
     assert [(c["region"], c["field"], c["to"]) for c in r.changes] == [("eastus", "weight", 250)]
-    assert "gpt-1: 3 consecutive" in r.changes[0]["reason"]
+    assert "gpt-1: 5 consecutive" in r.changes[0]["reason"]
 
 
 def test_run_replay_wants_a_timeline_or_results() -> None:
@@ -265,7 +266,7 @@ DEMO_LIKE = make_settings(
     targets=("tm-weighted", "tm-priority", "afd-prod"),
     endpoints_per_region=2,
     probe={"interval": "5s", "fast_interval": "1s", "timeout": "5s"},
-    health={"min_dwell": "10s"},
+    health={"min_dwell": "10s", "flap_half_life": "30s", "flap_stable": "20s", "flap_max_hold": "2m", "throttled_to_down": 8},
     reconcile={"interval": "2s"},
     guardrails={"cooldown": "10s"},
     target_options={"failback_dwell": "20s"},
