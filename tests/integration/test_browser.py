@@ -23,11 +23,11 @@ from tests.conftest import browser_path
 from tests.integration.web_seed import (
     PASSWORD,
     cheap_hashing,
-    seed_incident,
     copy_of,
     default_hashing,
     make_template,
     seed_health,
+    seed_incident,
     seed_probes,
     settings,
 )
