@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from controlplane.cli import admin, oncall, probe, replay, run, state
+from controlplane.cli import admin, drift, oncall, probe, replay, run, state
 from controlplane.cli.common import CommandError
 from controlplane.config import ConfigError
 from controlplane.errors import EXIT_FAILED, EXIT_USAGE
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.register(sub)
     state.register(sub)
     oncall.register(sub)
+    drift.register(sub)
     admin.register_accounts(sub)
     return parser
 

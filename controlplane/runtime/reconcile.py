@@ -196,7 +196,39 @@ def find_drift(target: Target, actual: TargetState, applied: Mapping[str, Endpoi
     return out
 
 
-def resolve_drift(settings: Settings, store: Store, target: str, region: str, action: str, who: str, now: datetime) -> AuditEvent:
+def drift_preview(settings: Settings, store: Store, target: str, region: str, action: str, who: str, now: datetime) -> str:
+    """What :func:`resolve_drift` would do, in one sentence (nothing is written). ``KeyError``/``ValueError`` as it."""
+    t = settings.target(target)
+    row = next((r for r in store.target_endpoints(target) if r.region == region), None)
+    if row is None or region not in t.endpoints:
+        raise KeyError(f"{target}/{region}: not a configured endpoint regionguard has read")
+    if row.drift is None:
+        raise ValueError(f"{target}/{region}: no unresolved drift (regionguard drift list shows what has)")
+    actual = row.actual or EndpointSetting(enabled=False)
+    if action == "adopt":
+        applied = store.applied_settings(target).get(region, actual)
+        finding = DriftFinding(
+            target, region, {f: (applied.get(f), actual.get(f)) for f in managed_fields(t) if applied.get(f) != actual.get(f)}, actual
+        )
+        kept = [o.describe() for o in adopt_overrides(finding, who, now, why="")] or ["no override (nothing managed differs)"]
+        return f"this will keep {region} in {target} as Azure has it ({row.drift}) through {'; '.join(kept)}; automation then decides around it"
+    if action == "revert":
+        want = row.desired or row.applied
+        what = _setting_words(want) if want is not None else "the desired state"
+        return f"the worker will write {what} over the outside change to {region} in {target} ({row.drift}) on its next tick"
+    raise ValueError(f"drift action must be 'adopt' or 'revert', not {action!r}")
+
+
+def _setting_words(s: EndpointSetting) -> str:
+    parts = ["enabled" if s.enabled else "disabled"]
+    parts += [f"weight {s.weight}"] if s.weight is not None else []
+    parts += [f"priority {s.priority}"] if s.priority is not None else []
+    return ", ".join(parts)
+
+
+def resolve_drift(
+    settings: Settings, store: Store, target: str, region: str, action: str, who: str, now: datetime, why: str = ""
+) -> AuditEvent:
     """An operator's decision on reported drift: ``adopt`` it or ``revert`` it.
 
     ``adopt``: the outside change becomes an override (pin / drain, see
@@ -225,7 +257,13 @@ def resolve_drift(settings: Settings, store: Store, target: str, region: str, ac
     else:
         raise ValueError(f"drift action must be 'adopt' or 'revert', not {action!r}")
     event = AuditEvent(
-        kind=EventKind.DRIFT, at=now, actor=who, summary=summary, region=region, target=target, data={"action": action, "was": row.drift}
+        kind=EventKind.DRIFT,
+        at=now,
+        actor=who,
+        summary=f"{summary}: {why}" if why else summary,
+        region=region,
+        target=target,
+        data={"action": action, "was": row.drift, "why": why},
     )
     store.add_event(event)
     return event

@@ -178,3 +178,51 @@ def test_web_installs_the_same_secret_scrubbing_log_handler_as_run(env: CliEnv, 
             if h not in before:
                 root.removeHandler(h)
     assert "token:s-operator" in err and "s3cret-value-123" not in err
+
+
+# ---------------------------------------------------------------- drift
+
+
+def _drifted(env: CliEnv) -> None:
+    from controlplane.domain import EndpointSetting
+
+    now = datetime.now(UTC)
+    env.seed_actual("tm-weighted", now)  # Azure: eastus at weight 500 (the config's)
+    env.store.set_applied("tm-weighted", "eastus", EndpointSetting(weight=900, enabled=True), now)  # we last wrote 900
+    env.store.set_drift("tm-weighted", "eastus", "weight 900 -> 500 changed outside regionguard")
+
+
+def test_drift_list_shows_unresolved_drift(env: CliEnv) -> None:
+    assert env.run("drift", "list").out.strip() == "no unresolved drift"
+    _drifted(env)
+    listed = env.run("drift", "list", "--json").json()
+    assert listed == [
+        {"target": "tm-weighted", "region": "eastus", "endpoint": "aoai-eastus", "drift": "weight 900 -> 500 changed outside regionguard"}
+    ]
+
+
+def test_drift_adopt_previews_then_keeps_azures_value_as_a_pin_with_an_audit_event(env: CliEnv) -> None:
+    _drifted(env)
+    preview = env.run("drift", "adopt", "tm-weighted", "eastus", "--preview")
+    assert preview.code == 0 and "this will keep eastus in tm-weighted" in preview.out and "500" in preview.out
+    assert env.store.active_overrides(datetime.now(UTC)) == []
+    assert env.run("drift", "adopt", "tm-weighted", "eastus", "--yes").code == 2  # no reason
+    done = env.run("drift", "adopt", "tm-weighted", "eastus", "--reason", "the portal edit was right", "--yes")
+    assert done.code == 0, done.err
+    (pin,) = env.store.active_overrides(datetime.now(UTC))
+    assert (pin.kind.value, pin.target, pin.region, pin.weight) == ("pin", "tm-weighted", "eastus", 500)
+    assert env.run("drift", "list").out.strip() == "no unresolved drift"
+    (event,) = env.store.events(kinds=[EventKind.DRIFT])
+    assert event.summary.endswith("the portal edit was right") and event.actor == "cli:oncall-test"
+
+
+def test_drift_revert_asks_the_worker_to_write_desired_state(env: CliEnv) -> None:
+    from controlplane.domain import FlagKind
+
+    _drifted(env)
+    preview = env.run("drift", "revert", "tm-weighted", "eastus", "--preview")
+    assert preview.code == 0 and preview.out.startswith("the worker will write enabled, weight 900")
+    done = env.run("drift", "revert", "tm-weighted", "eastus", "--reason", "nobody should edit the portal", "--yes")
+    assert done.code == 0, done.err
+    assert env.store.flags(FlagKind.DRIFT_REVERT)
+    assert env.run("drift", "revert", "tm-weighted", "westeurope", "--reason", "x", "--yes").code == 2  # no drift there

@@ -51,6 +51,7 @@ ARGS: dict[str, list[str]] = {
     "pin": ["tm-weighted", "eastus", "--weight", "10", "--reason", "test"],
     "freeze": ["--reason", "test"],
     "unfreeze": ["--reason", "test"],
+    "drift": ["list"],
     "user": ["add", "someone", "--role", "viewer", "--password-stdin"],
     "token": ["create", "--name", "t", "--role", "viewer"],
 }
@@ -170,6 +171,10 @@ BAD_VALUES: list[tuple[str, list[str]]] = [
     ("token", ["create", "--name", "", "--role", "viewer"]),
     ("freeze", ["--target", "nope", "--reason", "x"]),
     ("failover", ["tm-weighted", "--to", "eastus", "--reason", "x"]),
+    ("drift", ["adopt"]),
+    ("drift", ["adopt", "tm-weighted", "eastus", "--reason", "x", "--yes"]),
+    ("drift", ["revert", "nope", "eastus", "--reason", "x", "--yes"]),
+    ("drift", ["revert", "tm-weighted", "eastus", "--yes"]),
 ]
 
 
