@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -102,6 +103,8 @@ def _short(value: Any) -> str:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, str):
         return value if len(value) <= 200 else value[:197] + "..."
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or Infinity: an error body must stay valid JSON
     return value if isinstance(value, int | float | bool | type(None)) else _short(value)
 
 

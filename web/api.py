@@ -8,7 +8,9 @@ a guardrail refusal is a 409 with the reason and the preview.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,10 +143,35 @@ def overrides() -> Any:
     return jsonify({"overrides": [dict(as_jsonable(o), active=o.id in active_ids) for o in found]})
 
 
-def _body() -> dict[str, Any] | tuple[Response, int]:
-    data = request.get_json(silent=True)
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def _json(text: str) -> Any:
+    """Strict JSON: no NaN or Infinity (bare or overflowing), a bounded depth; ValueError says what is wrong."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("is nested too deeply") from None
+
+
+def _body(optional: bool = False) -> dict[str, Any] | tuple[Response, int]:
+    text = request.get_data(as_text=True)
+    if optional and not text.strip():
+        return {}
+    try:
+        data = _json(text)
+    except ValueError as exc:
+        return _invalid("body", text[:60], f"is not valid JSON: {str(exc)[:120]}")
     if not isinstance(data, dict):
-        return _invalid("body", request.get_data(as_text=True)[:60], "is not a JSON object")
+        return _invalid("body", text[:60], "is not a JSON object")
     return data
 
 
@@ -181,9 +208,9 @@ def create_override() -> Any:
 @require_role("operator")
 def lift_override(override_id: int) -> Any:
     ws = state()
-    data = request.get_json(silent=True) if request.data else {}
-    if not isinstance(data, dict):
-        return _invalid("body", request.get_data(as_text=True)[:60], "is not a JSON object")
+    data = _body(optional=True)
+    if isinstance(data, tuple):
+        return data
     reason = data.get("reason") or request.args.get("reason") or ""
     if not isinstance(reason, str):
         return _invalid("reason", reason, "must be a string")

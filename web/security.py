@@ -111,6 +111,8 @@ def safe_next(target: str | None) -> str:
     """Only same-site paths: never redirect to another host after login."""
     if not target:
         return url_for("dashboard.overview")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):  # CR/LF would split the Location header
+        return url_for("dashboard.overview")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return url_for("dashboard.overview")
