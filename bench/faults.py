@@ -1,0 +1,318 @@
+"""Benchmark: the fault matrix of issue 14, one row per fault, with the loss columns.
+
+Each fault runs against the real pieces: the Azure SDKs over HTTPS to the
+fake ARM (with its fault injection), a real store (SQLite, or a private
+PostgreSQL cluster for the database outage when /usr/lib/postgresql is
+there), reconcilers, lease electors and event relays as the worker runs
+them. Per fault it prints:
+
+- ``non-leader``: Azure writes that landed from a worker after it lost the lease;
+- ``dup writes``: writes that reached ARM more than once for one change;
+- ``results lost``: probe results that never reached the store;
+- ``events lost`` / ``events dup``: stored events not relayed / relayed twice;
+- ``converge s``: seconds from the fault until the plan is empty again (- when not applicable).
+
+The goal is zero in every loss column.
+
+    .venv/bin/python bench/faults.py      # about a minute
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from controlplane.domain import AuditEvent, EventKind, Outcome
+from controlplane.runtime.reconcile import Reconciler
+from controlplane.runtime.worker import Worker
+from controlplane.store import Store, open_store
+from simulator.arm import FakeArm
+from tests.fakes import probe_result
+from tests.faults.world import TOKEN, TWO_WRITES, World, health
+
+
+@dataclass
+class Row:
+    fault: str
+    non_leader: int = 0
+    dup_writes: int = 0
+    results_lost: int = 0
+    events_lost: int = 0
+    events_dup: int = 0
+    converge_s: float | None = None
+    note: str = ""
+
+
+def duplicates(world: World) -> int:
+    """Writes whose (path, body) reached ARM more than once: one change written twice."""
+    import json
+
+    seen = Counter((w.path, json.dumps(w.body, sort_keys=True)) for w in landed(world.writes()))
+    return sum(n - 1 for n in seen.values() if n > 1)
+
+
+def landed(writes: list[Any]) -> list[Any]:
+    """Write requests ARM handled (2xx, not answered by an injected fault other than latency)."""
+    return [w for w in writes if w.status < 300 and all(part.startswith("latency") for part in (w.fault or "").split(",") if part)]
+
+
+def converge(world: World, r: Reconciler, token: int, h: Any, started: float, limit_s: float = 30.0) -> float | None:
+    """Tick until the plan is empty; seconds since ``started`` (None if not within ``limit_s``)."""
+    while time.monotonic() - started < limit_s:
+        world.clock.advance(120)  # past cooldowns
+        report = r.reconcile_once(h, fencing_token=token)
+        if not report.plan.changes and not report.failed:
+            return time.monotonic() - started
+    return None
+
+
+def fresh(arm: FakeArm, directory: Path, name: str) -> tuple[World, Store]:
+    store = open_store("sqlite:///" + str(directory / f"{name}.db"), migrate=True)
+    arm.clear_faults()
+    arm.before_write.clear()
+    return World(arm, store), store
+
+
+# ---------------------------------------------------------------- the faults
+
+
+def paused_leader(arm: FakeArm, directory: Path) -> Row:
+    """The leader pauses after its first PATCH of a two-write plan; another takes the lease meanwhile."""
+    world, store = fresh(arm, directory, "paused")
+    a = world.reconciler("worker-a")
+    token = world.lease("worker-a", 60)
+    took_over: list[str] = []
+    late: list[str] = []  # write requests that reached ARM after the takeover (the one in flight then excluded)
+
+    def pause(method: str, path: str) -> None:
+        if took_over:
+            late.append(path)
+        elif "/trafficmanagerprofiles/" in path.lower():
+            world.clock.advance(120)
+            world.lease("worker-b", 600)
+            took_over.append(path)
+
+    arm.before_write.append(pause)
+    started = time.monotonic()
+    a.reconcile_once(health(**TWO_WRITES), fencing_token=token)
+    arm.before_write.clear()
+    b = world.reconciler("worker-b")
+    lease = store.lease()
+    b_token = lease.fencing_token if lease is not None else 0
+    row = Row("leader paused mid-plan", non_leader=len(late), dup_writes=duplicates(world))
+    row.converge_s = converge(world, b, b_token, health(**TWO_WRITES), started)
+    store.close()
+    return row
+
+
+class DiesAfterFirstWrite:
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.kind = inner, inner.kind
+
+    def read_actual(self, target: Any, *, deadline: float | None = None) -> Any:
+        return self.inner.read_actual(target, deadline=deadline)
+
+    def apply(self, target: Any, plan: Any, *, deadline: float, on_result: Any = None) -> Any:
+        def die(change: Any, status: str, error: Any) -> None:
+            raise KeyboardInterrupt("kill -9")
+
+        return self.inner.apply(target, plan, deadline=deadline, on_result=die)
+
+
+def killed_leader(arm: FakeArm, directory: Path) -> Row:
+    """kill -9 while a slow PATCH is in flight; the standby takes over at once."""
+    world, store = fresh(arm, directory, "killed")
+    old_actuators = world.actuators(call_s=5.0)
+    old_actuators[world.tm.name] = DiesAfterFirstWrite(old_actuators[world.tm.name])
+    old = world.reconciler("worker-a", old_actuators, call_s=5.0)
+    token = world.lease("worker-a", 8)
+    slow = arm.inject_latency(2.0, method="PATCH", path_contains="/trafficmanagerprofiles/")
+    started = time.monotonic()
+
+    def run_old() -> None:
+        try:
+            old.reconcile_once(health(**TWO_WRITES), fencing_token=token)
+        except BaseException:  # the simulated kill
+            return
+
+    thread = threading.Thread(target=run_old, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while any(r.id == slow.id for r in arm.faults.rules()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    world.clock.advance(9)
+    new_token = world.lease("worker-b", 600)
+    new = world.reconciler("worker-b", call_s=5.0)
+    new.reconcile_once(health(**TWO_WRITES), fencing_token=new_token)
+    thread.join(15)
+    row = Row("leader killed mid-apply (slow ARM)")
+    row.converge_s = converge(world, new, new_token, health(**TWO_WRITES), started)
+    row.dup_writes = duplicates(world)
+    failed = [c for c in store.changes(target=world.tm.name) if c.status == "failed"]
+    row.note = f"{len(failed)} change(s) audited failed"
+    store.close()
+    return row
+
+
+def bad_answer(arm: FakeArm, directory: Path, name: str, inject: Callable[[FakeArm], Any], **reconciler: Any) -> Row:
+    world, store = fresh(arm, directory, "".join(ch if ch.isalnum() else "-" for ch in name))
+    inject(arm)
+    r = world.reconciler("worker-a", **reconciler)
+    token = world.lease("worker-a", 3600)
+    started = time.monotonic()
+    first = r.reconcile_once(health(**TWO_WRITES), fencing_token=token)
+    took = time.monotonic() - started
+    arm.clear_faults()
+    row = Row(name, dup_writes=duplicates(world))
+    row.converge_s = converge(world, r, token, health(**TWO_WRITES), started)
+    errors = sorted(
+        {(t.read_error or "").split(":")[0] for t in first.targets.values() if t.read_error} | {c for _, c, _ in first.failed if c}
+    )
+    row.note = f"first tick {took:.1f} s; errors: {', '.join(e for e in errors if e) or 'none'}"
+    store.close()
+    return row
+
+
+def database_outage(directory: Path, seconds: float = 30.0) -> Row:
+    """PostgreSQL stopped for ``seconds`` while 100 endpoints' results keep coming (every 30 s each, compressed in time)."""
+    try:
+        from tests.faults.private_pg import PrivatePostgres
+    except ImportError:
+        return Row("database outage", note="no private PostgreSQL helper")
+    try:
+        pg = PrivatePostgres()
+    except BaseException as exc:  # pytest.skip raises an outcome exception
+        return Row("database outage", note=f"skipped: {exc}")
+    pg.start()
+    row = Row(f"database down {seconds:g} s")
+    try:
+        store = open_store(pg.url, migrate=True)
+        from tests.integration.web_seed import settings
+
+        worker = Worker(settings(), store, actuators={}, probe=False)
+        from controlplane.runtime.leader import LeaderElector
+
+        elector = LeaderElector(store, "worker-a", ttl_s=10)
+        elector.tick()
+        sent = 0
+        t0 = time.monotonic()
+        pg.stop()
+        # 10 minutes of 100 endpoints every 30 s = 2000 results, delivered while the database is down
+        for _ in range(20):
+            worker._store_results([probe_result(f"eastus/gpt-4o-{i}", Outcome.OK, float(sent + i)) for i in range(100)])
+            sent += 100
+        elector.tick()  # the lease is lost with the database
+        time.sleep(max(0.0, seconds - (time.monotonic() - t0)))
+        pg.start()
+        worker._store_results([])
+        elector.tick()
+        _, stored = store.results_after(0, limit=100_000)
+        row.results_lost = sent - len(stored)
+        lease_events = [e for e in store.events(kinds=[EventKind.LEASE]) if "stopped being leader" in e.summary]
+        row.events_lost = 0 if lease_events else 1
+        row.converge_s = time.monotonic() - t0
+        row.note = f"{sent} results sent during the outage, {len(stored)} stored; dropped {worker.results_dropped}"
+        store.close()
+    finally:
+        pg.destroy()
+    return row
+
+
+def relays(directory: Path, workers: int = 4, events: int = 300) -> Row:
+    """``workers`` relays claiming at once while events are written (a leader change in between)."""
+    from datetime import UTC, datetime
+
+    store = open_store("sqlite:///" + str(directory / "relay.db"), migrate=True)
+    now = datetime.now(UTC)
+    stores = [open_store("sqlite:///" + str(directory / "relay.db")) for _ in range(workers)]
+    got: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def relay(i: int) -> None:
+        while not stop.is_set():
+            batch = stores[i].claim_events(f"w{i}", datetime.now(UTC), since=now - timedelta(minutes=15), limit=25)
+            with lock:
+                got.extend(e.id for e in batch if e.id is not None)
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=relay, args=(i,), daemon=True) for i in range(workers)]
+    for t in threads:
+        t.start()
+    ids = [store.add_event(AuditEvent(kind=EventKind.TRANSITION, at=now, actor="automation", summary=f"e{i}")) for i in range(events)]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(set(got)) < events:
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(5)
+    counts = Counter(got)
+    row = Row(f"{workers} relays, {events} events", events_lost=len(set(ids) - set(counts)), events_dup=sum(n - 1 for n in counts.values()))
+    for s in [store, *stores]:
+        s.close()
+    return row
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.ERROR)  # the faults are expected: their warnings are the point, not the output
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp, FakeArm(token=TOKEN) as arm:
+        directory = Path(tmp)
+        rows.append(paused_leader(arm, directory))
+        rows.append(killed_leader(arm, directory))
+        rows.append(
+            bad_answer(
+                arm,
+                directory,
+                "garbage 200 to a PATCH",
+                lambda a: a.inject_garbage(method="PATCH", path_contains="/trafficmanagerprofiles/"),
+            )
+        )
+        rows.append(
+            bad_answer(
+                arm,
+                directory,
+                "answer trickling 1 B/50 ms",
+                lambda a: a.inject_trickle(count=None, every_s=0.05, method="GET", path_contains="/trafficmanagerprofiles/"),
+                call_s=1.0,
+                deadline_s=3.0,
+            )
+        )
+        rows.append(
+            bad_answer(
+                arm,
+                directory,
+                "64 MB answer",
+                lambda a: a.inject_huge(count=None, body_bytes=64 << 20, method="GET", path_contains="/trafficmanagerprofiles/"),
+            )
+        )
+        rows.append(bad_answer(arm, directory, "ARM 503 x3", lambda a: a.inject_error(503, count=3, method="PATCH")))
+        rows.append(database_outage(directory))
+        rows.append(relays(directory))
+    header = f"{'fault':34} {'non-leader':>10} {'dup writes':>10} {'results lost':>12} {'events lost':>11} {'events dup':>10} {'converge s':>10}  note"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        conv = "-" if r.converge_s is None else f"{r.converge_s:.1f}"
+        print(
+            f"{r.fault:34} {r.non_leader:>10} {r.dup_writes:>10} {r.results_lost:>12} {r.events_lost:>11} {r.events_dup:>10} {conv:>10}  {r.note}"
+        )
+    losses = sum(r.non_leader + r.dup_writes + r.results_lost + r.events_lost + r.events_dup for r in rows)
+    print(f"\nloss columns total: {losses} (goal: 0)")
+    return 0 if losses == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
