@@ -231,6 +231,7 @@ class ProbeSettings(_Section):
     concurrency: Int = Field(default=32, ge=1, le=1000)
     prompt_style: Literal["number"] = "number"
     max_tokens: Int = Field(default=5, ge=1, le=100)
+    cost_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code the endpoints' pricing is in")
     token_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     slow_ttft: Duration = 3.0
     slow_total: Duration = 8.0

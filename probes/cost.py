@@ -85,7 +85,7 @@ def estimate_monthly(settings: Settings, results: Iterable[ProbeResult] = ()) ->
     return out
 
 
-def render_costs(estimates: dict[str, CostEstimate]) -> list[str]:
+def render_costs(estimates: dict[str, CostEstimate], currency: str = "USD") -> list[str]:
     """One line per endpoint, for the CLI."""
     lines = []
     for e in estimates.values():
@@ -93,7 +93,7 @@ def render_costs(estimates: dict[str, CostEstimate]) -> list[str]:
         lines.append(
             f"{e.endpoint_id}: {e.probes_per_month:,.0f} probes/month, "
             f"{e.prompt_tokens_per_probe:.1f}+{e.completion_tokens_per_probe:.1f} tokens/probe ({basis}), "
-            f"{e.tokens_per_month:,.0f} tokens/month, {e.cost_per_month:.2f}/month"
+            f"{e.tokens_per_month:,.0f} tokens/month, {e.cost_per_month:.2f} {currency}/month"
             + (f"; {e.liveness_checks_per_month:,.0f} liveness checks/month at 0 tokens" if e.liveness_checks_per_month else "")
         )
     return lines

@@ -558,6 +558,7 @@ class RegionPage:
     active_ids: set[int]
     targets: list[TargetView]
     costs: dict[str, Any] = field(default_factory=dict)  # endpoint id -> probes.cost.CostEstimate
+    currency: str = "USD"  # probe.cost_currency: what the endpoints' pricing is in
 
 
 def region_page(settings: Settings, store: Store, name: str, range_key: str, now: datetime, cache: SeriesCache | None = None) -> RegionPage:
@@ -587,6 +588,7 @@ def region_page(settings: Settings, store: Store, name: str, range_key: str, now
         active_ids={o.id for o in status.overrides if o.id is not None},
         targets=targets,
         costs=costs,
+        currency=settings.probe.cost_currency,
     )
 
 
@@ -662,8 +664,7 @@ def timeline(
                     at=p.created_at,
                     kind="plan",
                     title=f"plan {p.checksum}: {len(changes)} change(s){' (dry run)' if p.dry_run else ''}",
-                    detail="; ".join(f"{c.target}/{c.region} {_what(c.field, c.actual, c.desired)} ({c.reason})" for c in changes)
-                    or "no changes",
+                    detail=_plan_detail(changes),
                     actor=p.actor,
                     severity="warning" if p.plan.panics else "info",
                     extra={
@@ -734,6 +735,14 @@ def timeline(
             )
     items.sort(key=lambda i: i.at, reverse=True)
     return items[:limit]
+
+
+def _plan_detail(changes: Any) -> str:
+    """A plan's changes grouped under each reason, so a reason shared by many changes is said once."""
+    by_reason: dict[str, list[str]] = {}
+    for c in changes:
+        by_reason.setdefault(c.reason, []).append(f"{c.target}/{c.region} {_what(c.field, c.actual, c.desired)}")
+    return "; ".join(f"{', '.join(whats)} ({reason})" for reason, whats in by_reason.items()) or "no changes"
 
 
 def _value(v: Any) -> str:

@@ -51,7 +51,9 @@ def render_text(settings: Settings, results: list[ProbeResult]) -> str:
     lines.append(f"{len(results)} endpoint(s) from vantage {settings.probe.vantage}: {summary or 'nothing probed'}")
     costs = estimate_monthly(settings, results)
     total = sum(costs[r.endpoint_id].cost_per_month for r in results)
-    lines.append(f"probe cost at a {settings.probe.interval:g}s interval: about {total:.2f}/month for these endpoint(s)")
+    lines.append(
+        f"probe cost at a {settings.probe.interval:g}s interval: about {total:.2f} {settings.probe.cost_currency}/month for these endpoint(s)"
+    )
     return "\n".join(lines)
 
 

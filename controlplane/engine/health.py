@@ -1062,6 +1062,10 @@ def _region(region: str, endpoints: list[EndpointHealth]) -> RegionHealth:
     if len(endpoints) == 1:
         reasons = (endpoints[0].reason,)
     else:
-        shown = [e for e in endpoints if e.state is not H.HEALTHY] or endpoints
+        # a region judged healthy is explained by its healthy endpoints, not by one still waiting for data
+        shown = (known if state is H.HEALTHY else [e for e in endpoints if e.state is not H.HEALTHY]) or endpoints
         reasons = tuple(f"{e.endpoint_id.split('/', 1)[1]}: {e.reason}" for e in shown)
+        reasons += tuple(
+            f"{e.endpoint_id.split('/', 1)[1]} not judged yet ({e.reason})" for e in endpoints if e.state is H.UNKNOWN and e not in shown
+        )
     return RegionHealth(region, state, score, reasons, tuple(endpoints), headroom)

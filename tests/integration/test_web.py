@@ -699,3 +699,20 @@ def test_incidents_list_page_banner_and_api(app: Flask, seeded: Store) -> None:
     one = app.test_client().get("/api/v1/incidents/eastus-20261125T120000Z", headers=h).json
     assert one["time_to_restore_s"] == 30.0 and one["drained_everywhere_at"] == (T0 - timedelta(days=2, seconds=-4)).isoformat()
     assert app.test_client().get("/api/v1/incidents?days=0", headers=h).json["field"] == "days"
+
+
+def test_newcomer_fixes_collecting_sparkline_cost_currency_and_each_plan_reason_once(app: Flask, seeded: Store, clock: FakeClock) -> None:
+    c, _ = login(app, "vic")
+    clock.at = T0 + timedelta(days=3)  # no rollups in the last hour: nothing to draw yet
+    assert "collecting: the last hour fills in" in c.get("/partials/overview").get_data(as_text=True)
+    clock.at = T0
+    html = c.get("/region/eastus").get_data(as_text=True)
+    assert re.search(r'class="probe-cost">\d+\.\d\d USD ', html)
+    reason = "eastus unhealthy: 7 of last 10 probes failed (503)"
+    changes = tuple(
+        Change(t, "eastus", f"aoai-{t}", Field.ENABLED, True, False, reason) for t in ("tm-weighted", "tm-priority", "afd-prod")
+    )
+    seeded.record_plan(Plan(changes=changes), "worker-1", T0 - timedelta(minutes=1), fencing_token=7)
+    timeline = c.get("/timeline?kind=plan").get_data(as_text=True)
+    assert timeline.count(reason) == 1
+    assert "tm-weighted/eastus enabled -&gt; disabled, tm-priority/eastus enabled -&gt; disabled" in timeline

@@ -385,3 +385,16 @@ def test_a_transition_is_reported_once() -> None:
     assert ev.evaluate(at(t)).transitions
     t = feed(ev, EAST, ["timeout"] * 2, t)
     assert ev.evaluate(at(t)).transitions == []
+
+
+def test_a_region_judged_healthy_is_explained_by_its_healthy_endpoints_not_by_one_still_waiting() -> None:
+    from controlplane.domain import EndpointHealth
+    from controlplane.engine.health import _region
+
+    ok = EndpointHealth("eastus/gpt-4o", "eastus", H.HEALTHY, 1.0, "3 of 3 successes in a row")
+    waiting = EndpointHealth("eastus/gpt-4o-mini", "eastus", H.UNKNOWN, 1.0, "waiting for data: 2 of 3 successes in a row")
+    rh = _region("eastus", [ok, waiting])
+    assert rh.state is H.HEALTHY
+    assert rh.reasons[0] == "gpt-4o: 3 of 3 successes in a row"
+    assert rh.reasons[1] == "gpt-4o-mini not judged yet (waiting for data: 2 of 3 successes in a row)"
+    assert not any(r.startswith("gpt-4o-mini: waiting") for r in rh.reasons)
