@@ -235,6 +235,7 @@ def test_on_call_drains_from_the_overview_card_fails_over_and_freezes_from_the_t
     assert "disable eastus" in page.inner_text("p.sentence")
     page.click("#confirm-button")
     page.wait_for_selector(".flash-ok")
+    page.wait_for_load_state("load")  # a navigation while app.js still loads would abort it
     [override] = store.active_overrides(clock.now())
     assert (override.kind.value, override.region, override.why) == ("drain", "eastus", "eastus returns 503s")
 
@@ -251,6 +252,7 @@ def test_on_call_drains_from_the_overview_card_fails_over_and_freezes_from_the_t
     assert "westeurope" in page.inner_text("p.sentence")
     page.click("#confirm-button")
     page.wait_for_selector(".flash-ok")
+    page.wait_for_load_state("load")
     assert any(o.kind.value == "failover" and o.region == "westeurope" for o in store.active_overrides(clock.now()))
 
     page.goto(base + "/")
@@ -261,6 +263,7 @@ def test_on_call_drains_from_the_overview_card_fails_over_and_freezes_from_the_t
     page.wait_for_selector("#confirm-button")
     page.click("#confirm-button")
     page.wait_for_selector(".flash-ok")
+    page.wait_for_load_state("load")
     page.goto(base + "/")
     strip = page.locator("section.automation")
     assert strip.get_attribute("data-mode") in ("frozen", "no leader")
@@ -284,6 +287,7 @@ def test_the_overview_and_region_page_fit_a_phone(browser: Any, served: tuple[st
     _login(page, base, "otto")
     assert _no_horizontal_scroll(page)
     assert page.locator("section.automation").is_visible()
+    page.wait_for_load_state("load")
     page.goto(base + "/region/japaneast")
     assert _no_horizontal_scroll(page)
     # state, reason and controls come before the charts; the long tables are collapsed
@@ -292,6 +296,7 @@ def test_the_overview_and_region_page_fit_a_phone(browser: Any, served: tuple[st
     assert page.locator("details.collapsible:not([open])").count() >= 2
     page.click("details.collapsible summary:has-text('Recent probes')")
     assert page.locator("table.probes").is_visible()
+    page.wait_for_load_state("load")
     page.goto(base + "/target/tm-weighted")
     assert page.locator(".shares[data-target=tm-weighted] svg.share-bar").first.is_visible()
     assert page.locator("figure.share-history svg").is_visible()
