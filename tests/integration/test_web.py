@@ -322,7 +322,7 @@ def test_region_page_shows_charts_probes_and_transitions(app: Flask, seeded: Sto
     assert "3 consecutive failures (503)" in html and "503 at 12:00:10" in html
     # probe cost per month: a 10 s interval is 262,800 probes; no usage recorded, so
     # 15 prompt + 5 completion tokens are assumed: 262,800 x (15 x 2.0 + 5 x 8.0) / 1M = 18.40
-    assert "18.40 <small>(5,256,000 tokens, estimated; 525,600 liveness checks at 0 tokens)</small>" in html
+    assert "18.40 USD <small>(5,256,000 tokens, estimated; 525,600 liveness checks at 0 tokens)</small>" in html
     assert c.get("/region/eastus?range=24h").status_code == 200
     assert c.get("/region/eastus?range=1y").status_code == 400
     assert c.get("/region/mars").status_code == 404
