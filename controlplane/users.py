@@ -123,12 +123,45 @@ def authenticate(store: Store, name: str, password: str) -> Principal | None:
     return Principal(name=user.name, role=user.role, via="session")
 
 
-def current_role(store: Store, name: str) -> str | None:
-    """The role of an enabled user now (so a demotion takes effect on the next request)."""
+def current_role(store: Store, name: str, session_version: int | None = None) -> str | None:
+    """The role of an enabled user now (so a demotion takes effect on the next request).
+
+    With ``session_version`` (what the session carried from its login), None as
+    well once the user's sessions were ended since (logout, new password, disable).
+    """
     user = store.user(name)
     if user is None or user.disabled:
         return None
+    if session_version is not None and session_version != user.session_version:
+        return None
     return user.role
+
+
+def session_version(store: Store, name: str) -> int:
+    user = store.user(name)
+    return 0 if user is None else user.session_version
+
+
+def change_password(store: Store, name: str, password: str) -> None:
+    """A new password; every session of the user ends."""
+    _check_password(password)
+    if store.user(name) is None:
+        raise UserError(f"name: no user named {name!r}")
+    store.set_password_hash(name, hash_password(password), end_sessions=True)
+    log.info("user %s: password changed, sessions ended", name)
+
+
+def set_disabled(store: Store, name: str, disabled: bool) -> None:
+    """Disable (sessions end at once) or enable a user."""
+    if not store.set_user_disabled(name, disabled):
+        raise UserError(f"name: no user named {name!r}")
+    log.info("user %s %s", name, "disabled" if disabled else "enabled")
+
+
+def remove_user(store: Store, name: str) -> None:
+    if not store.remove_user(name):
+        raise UserError(f"name: no user named {name!r}")
+    log.info("user %s removed", name)
 
 
 def token_hash(token: str) -> str:
@@ -162,10 +195,14 @@ __all__ = [
     "add_user",
     "authenticate",
     "authenticate_token",
+    "change_password",
     "create_api_token",
     "current_role",
     "hash_password",
+    "remove_user",
     "role_allows",
+    "session_version",
+    "set_disabled",
     "set_hasher",
     "token_hash",
     "verify_password",

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from controlplane.domain import AuditEvent, EventKind
-from controlplane.users import authenticate
+from controlplane.users import authenticate, session_version
 from web.oidc import sso
 from web.security import csrf_token, principal, safe_next, state
 
@@ -63,6 +63,7 @@ def login() -> Any:
     session.clear()  # no fixation: a fresh session (and CSRF token) on login
     session.permanent = True
     session["user"] = who.name
+    session["ver"] = session_version(ws.store, who.name)  # logout or a new password bumps it: this cookie then ends
     csrf_token()
     log.info("login: %s (%s) from %s", who.name, who.role, ip)
     if ws.settings.web.oidc is not None:  # with SSO configured, a local account is break-glass: say so in the audit trail
@@ -84,6 +85,9 @@ def login() -> Any:
 def logout() -> Any:
     """End the local session; after a single sign-on, also sign out at the provider where it can."""
     was_sso = "sso" in session
+    name = session.get("user")
+    if name and not was_sso:  # a copy of this cookie must not outlive the logout
+        state().store.end_sessions(str(name))
     session.clear()
     provider = sso()
     if was_sso and provider is not None:

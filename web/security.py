@@ -201,8 +201,9 @@ def _load_principal() -> BaseResponse | None:
         session.clear()
         name = None
     if name:
-        role = current_role(ws.store, str(name))
-        if role is None:  # deleted or disabled since login
+        version = session.get("ver")
+        role = current_role(ws.store, str(name), int(version) if isinstance(version, int) else 0)
+        if role is None:  # deleted, disabled, logged out or given a new password since this session began
             session.clear()
         else:
             g.principal = Principal(name=str(name), role=role, via="session")

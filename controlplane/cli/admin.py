@@ -90,35 +90,61 @@ def _downgrade(args: argparse.Namespace, url: str) -> None:
     print(f"database at {db.current_revision(url) or 'base'}")
 
 
-def cmd_user(args: argparse.Namespace) -> int:
+def _read_password(args: argparse.Namespace) -> str:
     import getpass
 
-    from controlplane.users import UserError, add_user
+    try:
+        if args.password_stdin:
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError
+            return line.rstrip("\r\n")
+        return os.environ.get("REGIONGUARD_PASSWORD") or getpass.getpass(f"password for {args.name}: ")
+    except EOFError:  # stdin at its end, or Ctrl-D at the prompt
+        raise CommandError(
+            "no password given (standard input ended): type it at the prompt, pipe it with --password-stdin, or set REGIONGUARD_PASSWORD",
+            EXIT_USAGE,
+        ) from None
 
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from controlplane import users
+
+    command = args.user_command
+    if command != "list" and not args.name:
+        raise CommandError(f"user {command} needs NAME", EXIT_USAGE)
+    if command == "add" and not args.role:
+        raise CommandError("user add needs --role viewer|operator|admin", EXIT_USAGE)
     settings = settings_of(args)
     store = open_checked_store(settings)
     try:
         try:
-            if args.password_stdin:
-                line = sys.stdin.readline()
-                if not line:
-                    raise EOFError
-                password = line.rstrip("\r\n")
+            if command == "list":
+                rows = store.users()
+                print(
+                    "\n".join(
+                        f"{u.name:<24} {u.role:<9} {'DISABLED' if u.disabled else 'enabled':<9} since {u.created_at:%Y-%m-%d}" for u in rows
+                    )
+                    or "no users"
+                )
+                return EXIT_OK
+            if command == "add":
+                users.add_user(store, args.name, args.role, _read_password(args), utcnow())
+                done = f"user {args.name} ({args.role}) saved"
+            elif command == "passwd":
+                users.change_password(store, args.name, _read_password(args))
+                done = f"user {args.name}: password changed; every session of the user has ended"
+            elif command in ("disable", "enable"):
+                users.set_disabled(store, args.name, command == "disable")
+                done = f"user {args.name} {command}d" + ("; every session of the user has ended" if command == "disable" else "")
             else:
-                password = os.environ.get("REGIONGUARD_PASSWORD") or getpass.getpass(f"password for {args.name}: ")
-        except EOFError:  # stdin at its end, or Ctrl-D at the prompt
-            raise CommandError(
-                "no password given (standard input ended): type it at the prompt, pipe it with --password-stdin, "
-                "or set REGIONGUARD_PASSWORD",
-                EXIT_USAGE,
-            ) from None
-        try:
-            add_user(store, args.name, args.role, password, utcnow())
-        except UserError as exc:
+                users.remove_user(store, args.name)
+                done = f"user {args.name} removed; every session of the user has ended"
+        except users.UserError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
     finally:
         store.close()
-    print(f"user {args.name} ({args.role}) saved")
+    print(done)
     return EXIT_OK
 
 
@@ -126,8 +152,53 @@ def cmd_token(args: argparse.Namespace) -> int:
     from controlplane.users import UserError, create_api_token
 
     settings = settings_of(args)
+    command = args.token_command
+    if command == "create" and (not args.name or not args.role):
+        raise CommandError("token create needs --name N and --role viewer|operator|admin", EXIT_USAGE)
+    if command == "revoke" and args.id is None and not args.name:
+        raise CommandError("token revoke needs --id ID or --name N (regionguard token list shows them)", EXIT_USAGE)
     store = open_checked_store(settings)
     try:
+        if command == "list":
+            tokens = store.api_tokens()
+            data = [
+                {
+                    "id": t.id,
+                    "name": t.name,
+                    "role": t.role,
+                    "created_by": t.created_by,
+                    "created_at": t.created_at.isoformat(),
+                    "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+                    "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+                }
+                for t in tokens
+            ]
+            text = "\n".join(
+                f"#{t.id:<4} {t.name:<24} {t.role:<9} by {t.created_by:<20} "
+                + (
+                    f"REVOKED {t.revoked_at:%Y-%m-%d %H:%M}"
+                    if t.revoked_at
+                    else f"last used {t.last_used_at:%Y-%m-%d %H:%M}"
+                    if t.last_used_at
+                    else "never used"
+                )
+                for t in tokens
+            )
+            emit(args, data, text or "no API tokens")
+            return EXIT_OK
+        if command == "revoke":
+            live = [t for t in store.api_tokens() if t.revoked_at is None and (t.id == args.id or (args.name and t.name == args.name))]
+            if not live:
+                raise CommandError(f"no live API token {'#' + str(args.id) if args.id is not None else repr(args.name)}", EXIT_USAGE)
+            now = utcnow()
+            for t in live:
+                store.revoke_api_token(t.id, now)
+            emit(
+                args,
+                {"revoked": [t.id for t in live]},
+                "revoked: " + ", ".join(f"#{t.id} {t.name}" for t in live) + " (refused from now on)",
+            )
+            return EXIT_OK
         try:
             token = create_api_token(store, args.name, args.role, f"cli:{who()}", utcnow())
         except UserError as exc:
@@ -159,14 +230,15 @@ def register(sub: Any) -> None:
 
 def register_accounts(sub: Any) -> None:
     p = with_config(sub.add_parser("user", help="local dashboard users"), json_flag=False)
-    p.add_argument("user_command", choices=["add"])
-    p.add_argument("name")
-    p.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("user_command", choices=["add", "list", "disable", "enable", "remove", "passwd"])
+    p.add_argument("name", nargs="?", default=None)
+    p.add_argument("--role", default=None, choices=["viewer", "operator", "admin"], help="add: the user's role")
+    p.add_argument("--password-stdin", action="store_true", help="add/passwd: read the password from standard input")
     p.set_defaults(func=cmd_user)
 
     p = with_config(sub.add_parser("token", help="API bearer tokens"))
-    p.add_argument("token_command", choices=["create"])
-    p.add_argument("--name", required=True)
-    p.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    p.add_argument("token_command", choices=["create", "list", "revoke"])
+    p.add_argument("--name", default=None, help="create: the token's name; revoke: every live token of that name")
+    p.add_argument("--role", default=None, choices=["viewer", "operator", "admin"], help="create: the token's role")
+    p.add_argument("--id", type=int, default=None, help="revoke: the token's id (from token list)")
     p.set_defaults(func=cmd_token)

@@ -120,6 +120,7 @@ class User:
     disabled: bool
     created_at: datetime
     password_hash: str = field(repr=False)
+    session_version: int = 0  # a dashboard session is honoured only while it carries this
 
 
 @dataclass(frozen=True, slots=True)

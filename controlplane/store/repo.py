@@ -227,7 +227,14 @@ def _to_target_endpoint(row: TargetEndpointRow) -> TargetEndpointRecord:
 
 
 def _to_user(row: UserRow) -> User:
-    return User(name=row.name, role=row.role, disabled=row.disabled, created_at=row.created_at, password_hash=row.password_hash)
+    return User(
+        name=row.name,
+        role=row.role,
+        disabled=row.disabled,
+        created_at=row.created_at,
+        password_hash=row.password_hash,
+        session_version=row.session_version or 0,
+    )
 
 
 PURGE_BATCH = 1000
@@ -1099,17 +1106,58 @@ class Store:
             row = s.scalar(select(UserRow).where(UserRow.name == name))
             if row is None:
                 s.add(UserRow(name=name, role=role, password_hash=password_hash, created_at=now))
-            else:
+            else:  # a reset: the old password's sessions end
                 row.role, row.password_hash, row.disabled = role, password_hash, False
+                row.session_version = (row.session_version or 0) + 1
+
+    def end_sessions(self, name: str) -> bool:
+        """Every dashboard session of ``name`` stops working (logout, password change, disable)."""
+        with self.session() as s:
+            result = s.execute(
+                update(UserRow).where(UserRow.name == name).values(session_version=func.coalesce(UserRow.session_version, 0) + 1)
+            )
+            return _rowcount(result) == 1
+
+    def set_user_disabled(self, name: str, disabled: bool) -> bool:
+        with self.session() as s:
+            values: dict[str, Any] = {"disabled": disabled}
+            if disabled:
+                values["session_version"] = func.coalesce(UserRow.session_version, 0) + 1
+            return _rowcount(s.execute(update(UserRow).where(UserRow.name == name).values(**values))) == 1
+
+    def remove_user(self, name: str) -> bool:
+        with self.session() as s:
+            return _rowcount(s.execute(delete(UserRow).where(UserRow.name == name))) == 1
+
+    def api_tokens(self) -> list[ApiToken]:
+        """Every token (revoked ones too), newest first; never the token itself."""
+        with self.session() as s:
+            rows = s.scalars(select(ApiTokenRow).order_by(ApiTokenRow.created_at.desc(), ApiTokenRow.id.desc()))
+            return [
+                ApiToken(
+                    id=r.id,
+                    name=r.name,
+                    role=r.role,
+                    created_by=r.created_by,
+                    created_at=r.created_at,
+                    last_used_at=r.last_used_at,
+                    revoked_at=r.revoked_at,
+                    token_hash=r.token_hash,
+                )
+                for r in rows
+            ]
 
     def user(self, name: str) -> User | None:
         with self.session() as s:
             row = s.scalar(select(UserRow).where(UserRow.name == name))
             return None if row is None else _to_user(row)
 
-    def set_password_hash(self, name: str, password_hash: str) -> None:
+    def set_password_hash(self, name: str, password_hash: str, end_sessions: bool = False) -> None:
         with self.session() as s:
-            s.execute(update(UserRow).where(UserRow.name == name).values(password_hash=password_hash))
+            values: dict[str, Any] = {"password_hash": password_hash}
+            if end_sessions:
+                values["session_version"] = func.coalesce(UserRow.session_version, 0) + 1
+            s.execute(update(UserRow).where(UserRow.name == name).values(**values))
 
     def users(self) -> list[User]:
         with self.session() as s:

@@ -226,3 +226,43 @@ def test_drift_revert_asks_the_worker_to_write_desired_state(env: CliEnv) -> Non
     assert done.code == 0, done.err
     assert env.store.flags(FlagKind.DRIFT_REVERT)
     assert env.run("drift", "revert", "tm-weighted", "westeurope", "--reason", "x", "--yes").code == 2  # no drift there
+
+
+# ---------------------------------------------------------------- users and tokens
+
+
+def test_user_list_disable_enable_passwd_remove(env: CliEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from controlplane import users
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a long enough passphrase\n"))
+    assert env.run("user", "add", "oscar", "--role", "operator", "--password-stdin").code == 0
+    assert "oscar" in env.run("user", "list").out and "enabled" in env.run("user", "list").out
+    before = users.session_version(env.store, "oscar")
+    assert env.run("user", "disable", "oscar").code == 0
+    assert "DISABLED" in env.run("user", "list").out and users.session_version(env.store, "oscar") == before + 1
+    assert users.authenticate(env.store, "oscar", "a long enough passphrase") is None
+    assert env.run("user", "enable", "oscar").code == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO("another long passphrase\n"))
+    r = env.run("user", "passwd", "oscar", "--password-stdin")
+    assert r.code == 0 and "every session" in r.out
+    assert users.authenticate(env.store, "oscar", "another long passphrase") is not None
+    assert env.run("user", "remove", "oscar").code == 0
+    assert env.run("user", "remove", "oscar").code == 2
+    assert env.run("user", "disable").code == 2  # no NAME
+
+
+def test_token_list_and_revoke(env: CliEnv) -> None:
+    from controlplane import users
+
+    token = env.run("token", "create", "--name", "deploy-bot", "--role", "operator", "--json").json()["token"]
+    listed = env.run("token", "list", "--json").json()
+    assert [(t["name"], t["revoked_at"]) for t in listed] == [("deploy-bot", None)]
+    assert "rg_" not in env.run("token", "list").out  # never the token itself
+    r = env.run("token", "revoke", "--name", "deploy-bot")
+    assert r.code == 0 and "deploy-bot" in r.out
+    assert users.authenticate_token(env.store, token, datetime.now(UTC)) is None
+    assert env.run("token", "revoke", "--name", "deploy-bot").code == 2  # nothing live left
+    assert env.run("token", "revoke").code == 2

@@ -187,15 +187,15 @@ def test_session_cookie_is_httponly_and_samesite(app: Flask) -> None:
     r = c.post("/login", data={"username": "otto", "password": PASSWORD, "csrf_token": token})
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    # signed, not encrypted: so it must hold only the user name and the CSRF token, never the password
+    # signed, not encrypted: so it must hold only the user name, the CSRF token and the session version, never the password
     value = cookie.split(";")[0].split("=", 1)[1]
     sessions = app.session_interface
     assert isinstance(sessions, SecureCookieSessionInterface)
     serializer = sessions.get_signing_serializer(app)
     assert serializer is not None
     payload = serializer.loads(value)
-    assert set(payload) == {"user", "csrf", "_permanent"}, payload
-    assert payload["user"] == "otto"
+    assert set(payload) == {"user", "csrf", "ver", "_permanent"}, payload
+    assert payload["user"] == "otto" and isinstance(payload["ver"], int)
     assert PASSWORD not in json.dumps(payload) and PASSWORD not in cookie
 
 
@@ -215,8 +215,11 @@ def test_logout_needs_csrf_and_ends_the_session(app: Flask) -> None:
 
 def test_a_demoted_user_loses_rights_on_the_next_request(app: Flask, seeded: Store) -> None:
     c, token = login(app, "otto")
-    users.add_user(seeded, "otto", "viewer", PASSWORD, T0)
+    users.add_user(seeded, "otto", "viewer", PASSWORD, T0)  # a reset: new role and password, so the old session ends too
     r = c.post("/actions/preview", data={"csrf_token": token, "action": "drain", "region": "eastus", "reason": "test it"})
+    assert r.status_code in (302, 403) and seeded.overrides() == []
+    viewer, token = login(app, "otto")
+    r = viewer.post("/actions/preview", data={"csrf_token": token, "action": "drain", "region": "eastus", "reason": "test it"})
     assert r.status_code == 403
 
 

@@ -1,0 +1,91 @@
+"""Sessions end when they should: logout, a new password, a disabled account; tokens end when revoked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from controlplane import users
+from controlplane.config import Settings
+from controlplane.store import Store
+from tests.integration.test_web import T0, FakeClock, login, token_for
+from tests.integration.web_seed import cheap_hashing, copy_of, default_hashing, make_template, settings
+from web import create_app
+
+COOKIE = "regionguard_session"
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cheap_hashing()
+    yield make_template(tmp_path_factory.mktemp("sessions-template"), settings(), T0)
+    default_hashing()
+
+
+@pytest.fixture
+def seeded(template: Path, tmp_path: Path) -> Iterator[Store]:
+    cheap_hashing()
+    store = copy_of(template, tmp_path)
+    yield store
+    store.close()
+    default_hashing()
+
+
+@pytest.fixture
+def app(seeded: Store) -> Flask:
+    s: Settings = settings()
+    return create_app(s, seeded, {"TESTING": True, "CLOCK": FakeClock(T0), "SECRET_KEY": "test-secret"})
+
+
+def copy_session(app: Flask, c: FlaskClient) -> FlaskClient:
+    """Another browser holding a copy of ``c``'s session cookie (a stolen or replayed cookie)."""
+    cookie = c.get_cookie(COOKIE)
+    assert cookie is not None
+    other = app.test_client()
+    other.set_cookie(COOKIE, cookie.value)
+    return other
+
+
+def signed_in(c: FlaskClient) -> bool:
+    return c.get("/").status_code == 200
+
+
+def test_a_cookie_replayed_after_logout_no_longer_works(app: Flask) -> None:
+    c, csrf = login(app, "otto")
+    replay = copy_session(app, c)
+    assert signed_in(replay)
+    assert c.post("/logout", data={"csrf_token": csrf}).status_code == 302
+    assert not signed_in(replay)
+    assert not signed_in(c)
+    again, _ = login(app, "otto")  # a fresh login works
+    assert signed_in(again)
+
+
+def test_a_password_change_ends_every_session_of_the_user(app: Flask, seeded: Store) -> None:
+    c, _ = login(app, "otto")
+    other, _ = login(app, "ada")
+    users.change_password(seeded, "otto", "a brand new passphrase")
+    assert not signed_in(c)
+    assert signed_in(other)  # someone else's session is untouched
+
+
+def test_a_disabled_user_is_out_at_once_and_back_only_after_enable_and_a_new_login(app: Flask, seeded: Store) -> None:
+    c, _ = login(app, "otto")
+    users.set_disabled(seeded, "otto", True)
+    assert not signed_in(c)
+    users.set_disabled(seeded, "otto", False)
+    assert not signed_in(c)  # the old session stays ended
+    fresh, _ = login(app, "otto")
+    assert signed_in(fresh)
+
+
+def test_a_revoked_token_is_refused_at_once(app: Flask, seeded: Store) -> None:
+    headers = token_for(seeded, "viewer")
+    assert app.test_client().get("/api/v1/regions", headers=headers).status_code == 200
+    (live,) = [t for t in seeded.api_tokens() if t.revoked_at is None]
+    assert seeded.revoke_api_token(live.id, T0)
+    assert app.test_client().get("/api/v1/regions", headers=headers).status_code == 401
