@@ -447,6 +447,10 @@ class Web(_Section):
     secret_key_env: EnvName = "REGIONGUARD_SECRET_KEY"
     session_lifetime: Duration = 12 * 3600.0
     login_attempts_per_minute: Int = Field(default=10, ge=1, le=10_000)
+    # Behind a TLS-terminating proxy (opt-in): how many proxies in front of the
+    # dashboard to trust for X-Forwarded-Proto/-For, so HSTS and Secure cookies
+    # follow the browser's https. 0: trust none (a client could claim https).
+    trusted_proxies: Int = Field(default=0, ge=0, le=5)
     # Local (break-glass) users: false turns the password form off; needs ``oidc``.
     local_users: bool = True
     oidc: OidcSettings | None = None

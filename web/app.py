@@ -157,6 +157,12 @@ def create_app(settings: Settings, store: Store | None = None, test_config: Mapp
     )
     if test_config:
         app.config.update(test_config)
+    app.session_interface = security.SessionCookies()
+    if settings.web.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.web.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]  # Flask's documented way to wrap its WSGI app
     clock = app.config.get("CLOCK") or SystemClock()
     app.extensions["regionguard"] = security.WebState(
         settings=settings,

@@ -24,7 +24,8 @@ from functools import wraps
 from typing import Any, ParamSpec
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, abort, current_app, g, jsonify, redirect, request, session, url_for
+from flask import Flask, Response, abort, current_app, g, has_request_context, jsonify, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.wrappers import Response as BaseResponse
 
 from controlplane.config import Settings
@@ -44,6 +45,15 @@ CSP = (
 )
 
 P = ParamSpec("P")
+
+
+class SessionCookies(SecureCookieSessionInterface):
+    """Flask's signed cookies, marked Secure whenever the request came over https
+    (directly, or through a trusted proxy's X-Forwarded-Proto), not only when configured."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        configured = bool(super().get_cookie_secure(app))
+        return configured or (has_request_context() and request.is_secure)
 
 
 class LoginLimiter:

@@ -89,3 +89,35 @@ def test_a_revoked_token_is_refused_at_once(app: Flask, seeded: Store) -> None:
     (live,) = [t for t in seeded.api_tokens() if t.revoked_at is None]
     assert seeded.revoke_api_token(live.id, T0)
     assert app.test_client().get("/api/v1/regions", headers=headers).status_code == 401
+
+
+# ---------------------------------------------------------------- behind a TLS-terminating proxy
+
+
+def _proxied_app(seeded: Store, hops: int) -> Flask:
+    s = settings()
+    s = s.model_copy(update={"web": s.web.model_copy(update={"trusted_proxies": hops})})
+    return create_app(s, seeded, {"TESTING": True, "CLOCK": FakeClock(T0), "SECRET_KEY": "test-secret"})
+
+
+def _login_response(app: Flask) -> tuple[str, str]:
+    from tests.integration.test_web import PASSWORD, csrf_of
+
+    c = app.test_client()
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    token = csrf_of(c.get("/login", headers=https).get_data(as_text=True))
+    r = c.post("/login", data={"username": "otto", "password": PASSWORD, "csrf_token": token}, headers=https)
+    assert r.status_code == 302
+    return r.headers.get("Strict-Transport-Security", ""), r.headers.get("Set-Cookie", "")
+
+
+def test_a_trusted_proxy_saying_https_gets_hsts_and_secure_cookies(seeded: Store) -> None:
+    hsts, cookie = _login_response(_proxied_app(seeded, 1))
+    assert hsts.startswith("max-age=")
+    assert COOKIE in cookie and "Secure" in cookie
+
+
+def test_without_a_trusted_proxy_a_client_cannot_claim_https(seeded: Store) -> None:
+    hsts, cookie = _login_response(_proxied_app(seeded, 0))
+    assert hsts == ""
+    assert COOKIE in cookie and "Secure" not in cookie
