@@ -482,7 +482,7 @@ class Store:
         A day of raw results at scale is millions of rows: one DELETE would
         hold its locks (on SQLite, the whole database's write lock) for
         seconds, stalling the probe writers and the pages. Small batches, each
-        committed on its own, keep every pause short (docs/adr: retention).
+        committed on its own, keep every pause short (docs/adr/0013-retention-in-batches.md).
         """
         raw = 0
         while True:
