@@ -451,6 +451,10 @@ class Web(_Section):
     # dashboard to trust for X-Forwarded-Proto/-For, so HSTS and Secure cookies
     # follow the browser's https. 0: trust none (a client could claim https).
     trusted_proxies: Int = Field(default=0, ge=0, le=5)
+    # An account is locked for lockout_for after lockout_after failed sign-ins
+    # within lockout_for, counted in the database: every web process sees them.
+    lockout_after: Int = Field(default=5, ge=1, le=1000)
+    lockout_for: Duration = 900.0
     # Local (break-glass) users: false turns the password form off; needs ``oidc``.
     local_users: bool = True
     oidc: OidcSettings | None = None

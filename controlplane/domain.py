@@ -448,6 +448,7 @@ class FlagKind(StrEnum):
     PANIC = "panic"  # subject: target; value {"reason", "since"}
     DRIFT_REVERT = "drift_revert"  # subject: "<target>/<region>"; an operator asked to revert this drift
     CONFIG_PROBLEMS = "config_problems"  # singleton; value {"problems": [...]}
+    LOGIN_FAILURES = "login_failures"  # subject: user name (lower case); value {"failures": [iso, ...], "locked_until": iso | None}
     LIVENESS = (
         "liveness"  # subject: vantage; value {"endpoints": {endpoint id: {at, ok, status, latency_ms, error, checks_ok, checks_failed}}}
     )

@@ -16,11 +16,13 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from controlplane.domain import AuditEvent, EventKind, FlagKind
 from controlplane.errors import BadInput
 from controlplane.store import Store
 
@@ -156,6 +158,63 @@ def set_disabled(store: Store, name: str, disabled: bool) -> None:
     if not store.set_user_disabled(name, disabled):
         raise UserError(f"name: no user named {name!r}")
     log.info("user %s %s", name, "disabled" if disabled else "enabled")
+
+
+def login_locked(store: Store, name: str, now: datetime) -> float | None:
+    """Seconds until ``name`` may try to sign in again, or None (the lock is shared by every web process)."""
+    flag = _failures_flag(store, name)
+    until = flag.get("locked_until")
+    if not until:
+        return None
+    left = (datetime.fromisoformat(str(until)) - now).total_seconds()
+    return left if left > 0 else None
+
+
+def record_login_failure(store: Store, name: str, ip: str, now: datetime, lock_after: int, lock_for_s: float) -> float | None:
+    """Count a failed sign-in of an existing user; lock the account once ``lock_after`` fail within ``lock_for_s``.
+
+    Returns the seconds the account is now locked for (None: not locked). The
+    count lives in the database under a cross-process lock, so it holds
+    whichever web process a guess reaches; the lock is an audit event.
+    """
+    if store.user(name) is None:
+        return None  # unknown names are left to the per-IP limit: no row per guessed name
+    key = name.lower()
+    with store.exclusive(f"login:{key}"):
+        flag = _failures_flag(store, name)
+        recent = [t for t in flag.get("failures", []) if (now - datetime.fromisoformat(str(t))).total_seconds() < lock_for_s]
+        recent.append(now.isoformat())
+        locked_until = flag.get("locked_until")
+        newly_locked = len(recent) >= lock_after and not (locked_until and datetime.fromisoformat(str(locked_until)) > now)
+        if newly_locked:
+            locked_until = (now + timedelta(seconds=lock_for_s)).isoformat()
+            recent = []
+            store.add_event(
+                AuditEvent(
+                    kind=EventKind.LOGIN,
+                    at=now,
+                    actor=name,
+                    summary=f"account {name} locked for {lock_for_s / 60:.0f} min after {lock_after} failed sign-ins (last from {ip})",
+                    severity="warning",
+                    data={"locked_until": locked_until, "ip": ip},
+                )
+            )
+            log.warning("account %s locked after %d failed sign-ins (last from %s)", name, lock_after, ip)
+        store.set_flag(FlagKind.LOGIN_FAILURES, key, {"failures": recent[-lock_after:], "locked_until": locked_until}, now)
+    return login_locked(store, name, now) if newly_locked else None
+
+
+def clear_login_failures(store: Store, name: str, now: datetime) -> None:
+    if _failures_flag(store, name):
+        store.set_flag(FlagKind.LOGIN_FAILURES, name.lower(), None, now)
+
+
+def _failures_flag(store: Store, name: str) -> dict[str, Any]:
+    key = name.lower()
+    for flag in store.flags(FlagKind.LOGIN_FAILURES):
+        if flag.subject == key:
+            return dict(flag.value)
+    return {}
 
 
 def remove_user(store: Store, name: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from controlplane.domain import AuditEvent, EventKind
-from controlplane.users import authenticate, session_version
+from controlplane.users import authenticate, clear_login_failures, login_locked, record_login_failure, session_version
 from web.oidc import sso
 from web.security import csrf_token, principal, safe_next, state
 
@@ -55,10 +55,21 @@ def login() -> Any:
             "login.html", next=request.form.get("next", ""), error=f"Too many login attempts. Try again in {int(wait)} s."
         )
         return resp, 429, {"Retry-After": str(int(wait))}
+    now = ws.clock.now()
+    locked = login_locked(ws.store, name, now)
+    if locked is not None:  # shared by every web process (the database holds the count)
+        log.warning("login to locked account %r from %s", name, ip)
+        resp = render_template(
+            "login.html", next=request.form.get("next", ""), error=f"Too many login attempts. Try again in {int(locked) + 1} s."
+        )
+        return resp, 429, {"Retry-After": str(int(locked) + 1)}
     who = authenticate(ws.store, name, password)
     if who is None:
         log.info("failed login for %r from %s", name, ip)
+        web = ws.settings.web
+        record_login_failure(ws.store, name, ip, now, web.lockout_after, web.lockout_for)
         return render_template("login.html", next=request.form.get("next", ""), error="Wrong user name or password."), 401
+    clear_login_failures(ws.store, who.name, now)
     ws.limiter.reset(name, ip)
     session.clear()  # no fixation: a fresh session (and CSRF token) on login
     session.permanent = True

@@ -121,3 +121,37 @@ def test_without_a_trusted_proxy_a_client_cannot_claim_https(seeded: Store) -> N
     hsts, cookie = _login_response(_proxied_app(seeded, 0))
     assert hsts == ""
     assert COOKIE in cookie and "Secure" not in cookie
+
+
+# ---------------------------------------------------------------- lockout shared by every web process
+
+
+def test_failed_sign_ins_spread_over_two_web_processes_lock_the_account_for_both_and_the_audit_trail_says_so(
+    seeded: Store,
+) -> None:
+    from datetime import timedelta
+
+    from controlplane.domain import EventKind
+    from controlplane.store import Store as StoreClass
+    from tests.integration.test_web import PASSWORD, csrf_of
+
+    clock = FakeClock(T0)
+    other_store = StoreClass(seeded.url)  # a second process: its own engine on the same database
+    try:
+        apps = [create_app(settings(), st, {"TESTING": True, "CLOCK": clock, "SECRET_KEY": "test-secret"}) for st in (seeded, other_store)]
+
+        def attempt(app: Flask, password: str) -> int:
+            c = app.test_client()
+            token = csrf_of(c.get("/login").get_data(as_text=True))
+            return c.post("/login", data={"username": "otto", "password": password, "csrf_token": token}).status_code
+
+        for i in range(5):  # lockout_after defaults to 5
+            assert attempt(apps[i % 2], "wrong guess") == 401
+        for app in apps:
+            assert attempt(app, PASSWORD) == 429  # locked, even with the right password, in both processes
+        (event,) = [e for e in seeded.events(kinds=[EventKind.LOGIN]) if "locked" in e.summary]
+        assert event.severity == "warning" and "otto" in event.summary
+        clock.at = T0 + timedelta(minutes=16)  # lockout_for defaults to 15 min
+        assert attempt(apps[1], PASSWORD) == 302
+    finally:
+        other_store.close()
