@@ -170,6 +170,7 @@ def create_app(settings: Settings, store: Store | None = None, test_config: Mapp
         clock=clock,
         limiter=security.LoginLimiter(settings.web.login_attempts_per_minute),
         series_cache=readmodel.SeriesCache() if app.config.get("SERIES_CACHE", True) else None,
+        incident_cache=readmodel.IncidentCache() if app.config.get("INCIDENT_CACHE", True) else None,
     )
     app.jinja_env.autoescape = True  # every template, whatever its extension
     app.jinja_env.filters.update(secs=_secs, age=_age, ms=_ms, pct=_pct, frac=_frac, when=_when, setting=_setting)

@@ -145,9 +145,16 @@ def incidents() -> Any:
         abort(400, description=f"state: {status!r} is not one of open, closed")
     if outcome is not None and not outcome.replace("_", "").isalpha():
         abort(400, description=f"outcome: {outcome[:40]!r} is not an outcome class")
-    listing = readmodel.incident_list(ws.settings, ws.store, _now(), region=region, state=status, outcome=outcome)
+    listing = readmodel.incident_list(ws.settings, ws.store, _now(), region=region, state=status, outcome=outcome, cache=ws.incident_cache)
     return render_template(
-        "incidents.html", listing=listing, region=region, state_filter=status, outcome=outcome, regions=ws.settings.region_names, now=_now()
+        "incidents.html",
+        listing=listing,
+        rows=listing.incidents[: readmodel.LIST_ROWS],
+        region=region,
+        state_filter=status,
+        outcome=outcome,
+        regions=ws.settings.region_names,
+        now=_now(),
     )
 
 

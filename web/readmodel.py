@@ -485,6 +485,50 @@ def targets_of(settings: Settings) -> dict[str, set[str]]:
     return {r: {t.name for t in settings.targets if r in t.endpoints} for r in settings.region_names}
 
 
+class IncidentCache:
+    """Incidents that ended long enough ago are final: kept per process, only the recent part is re-read.
+
+    The records incidents are built from are appended at the time they happen,
+    so an incident closed ``settle`` before the last read cannot change. Each
+    read re-reads from the start of the oldest incident that may still change
+    (or ``settle`` ago); everything is rebuilt after ``ttl_s``. Thread-safe, bounded.
+    """
+
+    def __init__(
+        self, settle: timedelta = timedelta(minutes=30), ttl_s: float = 300.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settle, self.ttl_s = settle, ttl_s
+        self._now = monotonic
+        self._lock = threading.Lock()
+        self._entries: dict[str | None, tuple[float, datetime, datetime, list[incident_model.Incident]]] = {}
+
+    def incidents(
+        self, store: Store, since: datetime, targets: dict[str, set[str]], now: datetime, region: str | None = None
+    ) -> list[incident_model.Incident]:
+        with self._lock:
+            entry = self._entries.get(region)
+        if entry is not None and self._now() - entry[0] < self.ttl_s and entry[1] <= since:
+            built, covered_from, reread_from, final = entry
+            fresh = queries.incidents(store, reread_from, targets, region=region)
+            found = fresh + [i for i in final if i.started_at >= since]
+        else:
+            built, covered_from = self._now(), since
+            found = queries.incidents(store, since, targets, region=region)
+        cutoff = now - self.settle
+        changing = [i.started_at for i in found if i.ended_at is None or i.ended_at >= cutoff]
+        reread_from = min([cutoff, *changing])
+        keep = [i for i in found if i.started_at < reread_from]
+        with self._lock:
+            if len(self._entries) > 64:
+                self._entries.clear()
+            self._entries[region] = (built, covered_from, reread_from, keep)
+        found.sort(key=lambda i: i.started_at, reverse=True)
+        return found
+
+
+LIST_ROWS = 100  # the incident list shows the newest this many; the figures count all of them
+
+
 @dataclass
 class IncidentList:
     incidents: list[incident_model.Incident]
@@ -501,8 +545,13 @@ def incident_list(
     state: str | None = None,
     outcome: str | None = None,
     days: int = INCIDENT_DAYS,
+    cache: IncidentCache | None = None,
 ) -> IncidentList:
-    found = queries.incidents(store, now - timedelta(days=days), targets_of(settings), region=region)
+    since = now - timedelta(days=days)
+    if cache is not None:
+        found = cache.incidents(store, since, targets_of(settings), now, region=region)
+    else:
+        found = queries.incidents(store, since, targets_of(settings), region=region)
     outcomes = sorted({o for i in found for o in i.outcomes})
     if state == "open":
         found = [i for i in found if i.open]

@@ -115,6 +115,7 @@ class WebState:
     clock: Clock
     limiter: LoginLimiter
     series_cache: Any = None  # web.readmodel.SeriesCache for long-range charts
+    incident_cache: Any = None  # web.readmodel.IncidentCache: closed incidents are final
 
 
 def safe_next(target: str | None) -> str:

@@ -29,6 +29,7 @@ from controlplane.domain import (
     OverrideKind,
     Plan,
     RegionHealth,
+    Transition,
 )
 from controlplane.store import Store, open_store, queries
 from tests.integration.web_seed import (
@@ -719,3 +720,26 @@ def test_newcomer_fixes_collecting_sparkline_cost_currency_and_each_plan_reason_
     timeline = c.get("/timeline?kind=plan").get_data(as_text=True)
     assert timeline.count(reason) == 1
     assert "tm-weighted/eastus enabled -&gt; disabled, tm-priority/eastus enabled -&gt; disabled" in timeline
+
+
+def test_the_incident_cache_keeps_closed_incidents_and_rereads_the_ones_that_can_change(
+    app: Flask, seeded: Store, clock: FakeClock
+) -> None:
+    seed_incident(seeded, T0 - timedelta(days=2), healthy=True)
+    c, _ = login(app, "vic")
+    assert c.get("/incidents").get_data(as_text=True).count("data-incident=") == 1
+    seed_incident(seeded, T0 - timedelta(minutes=10), healthy=False)
+    listing = c.get("/incidents").get_data(as_text=True)
+    assert listing.count("data-incident=") == 2 and "(1 open)" in listing
+    later = T0 + timedelta(minutes=1)
+    seeded.add_transitions([Transition("region", "eastus", HealthStateName.UNHEALTHY, HealthStateName.HEALTHY, "recovered", later)])
+    for target in ("tm-weighted", "tm-priority", "afd-prod"):
+        seeded.record_change(
+            Change(target, "eastus", f"aoai-eastus-{target}", Field.ENABLED, False, True, "back"),
+            ChangeStatus.APPLIED,
+            later,
+            fencing_token=10,
+        )
+    clock.at = T0 + timedelta(minutes=2)
+    listing = c.get("/incidents").get_data(as_text=True)
+    assert listing.count("data-incident=") == 2 and "(0 open)" in listing
