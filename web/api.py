@@ -97,6 +97,13 @@ def incidents() -> Any:
         return _invalid("days", days_raw, "is not a whole number")
     if not 1 <= days <= 90:
         return _invalid("days", days, "must be between 1 and 90")
+    limit_raw = args.get("limit", "100")
+    try:
+        limit = int(limit_raw)
+    except ValueError:
+        return _invalid("limit", limit_raw, "is not a whole number")
+    if not 1 <= limit <= 1000:
+        return _invalid("limit", limit, "must be between 1 and 1000")
     now = _now()
     listing = readmodel.incident_list(
         ws.settings, ws.store, now, region=region, state=status, outcome=args.get("outcome") or None, days=days
@@ -112,7 +119,7 @@ def incidents() -> Any:
                 "time_to_detect_s": {"mean": f.detect_mean_s, "p95": f.detect_p95_s},
                 "time_to_act_s": {"mean": f.act_mean_s, "p95": f.act_p95_s},
             },
-            "incidents": [i.to_dict(now) for i in listing.incidents],
+            "incidents": [i.to_dict(now) for i in listing.incidents[:limit]],  # newest first
         }
     )
 
