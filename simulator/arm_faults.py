@@ -214,7 +214,7 @@ class WriteLimiter:
         return ok, left, max(1, math.ceil(wait)) if not ok else 0
 
 
-LOGGED_HEADERS = ("If-Match", "If-None-Match", "Content-Type")
+LOGGED_HEADERS = ("If-Match", "If-None-Match", "Content-Type", "User-Agent")
 
 
 @dataclass(frozen=True)

@@ -94,16 +94,20 @@ def build_actuators(
     policies: list[Any] | None = None,
     call_s: float | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    user_agent: str | None = None,
 ) -> dict[str, Actuator]:
     """target name -> the actuator for its kind (one instance per kind, shared).
 
     ``call_s``: the hard deadline of any one Azure call (the worker passes its
-    lease timing's, shorter than the lease: docs/adr/0012).
+    lease timing's, shorter than the lease: docs/adr/0012). ``user_agent``:
+    prefixed to every request's User-Agent (the worker passes its holder id).
     """
     if not settings.targets:
         return {}
     credential = credential if credential is not None else build_credential(settings.azure.credential)
     base = client_kwargs(settings, policies, call_s=call_s, max_body_bytes=max_body_bytes)
+    if user_agent:
+        base["user_agent"] = user_agent  # prefixed to the SDK's: ARM's activity log names the worker that wrote
     timeout = float(base["read_timeout"])
     by_kind: dict[str, Actuator] = {}
 

@@ -81,6 +81,7 @@ class _Watchdog:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.started = time.monotonic()
         self.fired = False
         self._conns: list[Any] = []
         self._lock = threading.Lock()
@@ -125,10 +126,26 @@ def _watched(conn: Any) -> None:
         watchdog.watch(conn)
 
 
+def _last_check(method: Any) -> None:
+    """Right before a write's bytes go out (the connection and TLS are up by now): the fence again, for
+    what is left of the call. A process paused between the first check and here (SIGSTOP, a long GC,
+    a starved thread) finds its lease gone, or its deadline spent, and sends nothing."""
+    if str(method).upper() in SAFE_METHODS:
+        return
+    watchdog: _Watchdog | None = getattr(_watch, "current", None)
+    if watchdog is None:
+        return
+    left = watchdog.seconds - (time.monotonic() - watchdog.started)
+    if left <= 0 or watchdog.fired:
+        raise CallDeadlineExceeded(f"{method}: not sent, the call's {watchdog.seconds:g} s deadline passed before its bytes could go out")
+    check_write_fence(left)
+
+
 class _WatchedHTTPPool(HTTPConnectionPool):
-    def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _make_request(self, conn: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
         _watched(conn)
-        return super()._make_request(conn, *args, **kwargs)
+        _last_check(method)
+        return super()._make_request(conn, method, *args, **kwargs)
 
 
 class _WatchedHTTPSPool(HTTPSConnectionPool):
@@ -136,9 +153,10 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
         _watched(conn)  # the TLS handshake happens here: it is bounded too
         super()._validate_conn(conn)
 
-    def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _make_request(self, conn: Any, method: Any, *args: Any, **kwargs: Any) -> Any:
         _watched(conn)
-        return super()._make_request(conn, *args, **kwargs)
+        _last_check(method)
+        return super()._make_request(conn, method, *args, **kwargs)
 
 
 class BoundedTransport(RequestsTransport):
@@ -177,7 +195,7 @@ class BoundedTransport(RequestsTransport):
                 response = super().send(request, proxies=proxies, stream=True, **kwargs)
                 if not stream:
                     self._read_body(response, request)
-            except ResponseTooLarge:
+            except (ResponseTooLarge, CallDeadlineExceeded):
                 raise
             except Exception as exc:
                 if watchdog.fired:

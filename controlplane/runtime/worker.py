@@ -121,7 +121,11 @@ class Worker:
             from controlplane.actuators.factory import build_actuators
 
             actuators = build_actuators(
-                settings, credential, policies=[metrics.azure_policy()] if metrics is not None else None, call_s=self.timing.call_s
+                settings,
+                credential,
+                policies=[metrics.azure_policy()] if metrics is not None else None,
+                call_s=self.timing.call_s,
+                user_agent=f"regionguard-worker/{self.elector.holder}",
             )
         self.reconciler = Reconciler(
             settings, store, actuators, self.clock, self.elector.holder, call_s=self.timing.call_s, skew_s=self.timing.skew_s

@@ -9,8 +9,11 @@ took over.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
+from controlplane.actuators.base import FencedError
+from controlplane.actuators.transport import write_fence
 from controlplane.config import Reconcile
 from controlplane.domain import ChangeStatus, EventKind, LeaseName, Plan, TargetState
 from controlplane.runtime.leader import LeaderElector, LeaseTiming
@@ -107,3 +110,22 @@ def test_a_stuck_tick_lets_the_lease_lapse_and_a_standby_takes_over(world: World
         stuck.release.set()
         worker.stop(timeout=5)
         standby.release()
+
+
+def test_the_fence_is_asked_again_right_before_the_bytes_go_out(world: World) -> None:
+    """A pause between the first check and the send (SIGSTOP, a stalled thread) must not let the write out."""
+    asked: list[float] = []
+
+    def lost_in_between(seconds: float) -> None:
+        asked.append(seconds)
+        if len(asked) > 1:  # the lease was lost while connecting
+            raise FencedError("lease lost while connecting", code="Fenced")
+
+    actuator = world.actuators()[world.tm.name]
+    plan = world.reconciler("worker-a").plan_only(health(**TWO_WRITES)).for_target(world.tm.name)
+    assert plan.changes
+    with write_fence(lost_in_between):
+        report = actuator.apply(world.tm, plan, deadline=time.monotonic() + 5)
+    assert len(asked) >= 2 and asked[1] <= asked[0]
+    assert world.writes() == [], "a write went out after the fence said no"
+    assert report.failed and all(isinstance(error, FencedError) for _, error in report.failed)
