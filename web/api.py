@@ -41,7 +41,14 @@ def regions() -> Any:
     ws = state()
     view = readmodel.overview(ws.settings, ws.store, _now())
     return jsonify(
-        {"generated_at": view.now.isoformat(), "regions": [c.to_dict() for c in view.cards], "banners": [b.__dict__ for b in view.banners]}
+        {
+            "generated_at": view.now.isoformat(),
+            "regions": [c.to_dict() for c in view.cards],
+            "banners": [b.__dict__ for b in view.banners],
+            "automation": view.automation.to_dict() if view.automation else None,
+            "vantage_grid": view.grid.to_dict() if view.grid else None,
+            "open_incidents": [i.id for i in view.open_incidents],
+        }
     )
 
 

@@ -352,6 +352,40 @@ def automation(settings: Settings, store: Store, status: SystemStatus) -> Automa
 
 
 @dataclass
+class VantageGrid:
+    """Endpoints x vantages: what each prober saw of each endpoint over the last ``window_s`` seconds."""
+
+    vantages: list[str]
+    endpoints: list[str]  # endpoint ids, config order
+    cells: dict[tuple[str, str], queries.VantageCell]
+    window_s: float
+
+    def cell(self, endpoint: str, vantage: str) -> queries.VantageCell | None:
+        return self.cells.get((endpoint, vantage))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window_s": self.window_s,
+            "vantages": self.vantages,
+            "cells": {
+                e: {
+                    v: ({"state": c.state, "ok": c.ok, "total": c.total, "last": c.last_outcome} if (c := self.cell(e, v)) else None)
+                    for v in self.vantages
+                }
+                for e in self.endpoints
+            },
+        }
+
+
+def vantage_grid(settings: Settings, store: Store, now: datetime, vantages: list[str], regions: list[str] | None = None) -> VantageGrid:
+    window = stale_after(settings)
+    cells = queries.vantage_cells(store, now - timedelta(seconds=window))
+    names = sorted(set(vantages) | {v for _, v in cells})
+    endpoints = [f"{r.name}/{e.name}" for r in settings.regions if regions is None or r.name in regions for e in r.endpoints]
+    return VantageGrid(names, endpoints, cells, window)
+
+
+@dataclass
 class Overview:
     now: datetime
     cards: list[RegionCard]
@@ -360,6 +394,7 @@ class Overview:
     leader: Lease | None
     automation: Automation | None = None
     open_incidents: list[incident_model.Incident] = field(default_factory=list)
+    grid: VantageGrid | None = None
 
 
 # ---------------------------------------------------------------- series
@@ -463,13 +498,15 @@ def overview(settings: Settings, store: Store, now: datetime) -> Overview:
     start = (now - SPARK_WINDOW).replace(second=0, microsecond=0)
     series = queries.rollup_series(store, names, start, 60)
     cards = [RegionCard.of(r, stats.get(r.name, Stats()), charts.sparkline(series.get(r.name, []), start, now, 60)) for r in status.regions]
+    auto = automation(settings, store, status)
     return Overview(
         now=now,
         cards=cards,
         targets=target_views(status),
         banners=banners(settings, status),
         leader=status.lease,
-        automation=automation(settings, store, status),
+        automation=auto,
+        grid=vantage_grid(settings, store, now, [v.name for v in auto.vantages]),
         open_incidents=[i for i in queries.incidents(store, now - OPEN_INCIDENT_LOOKBACK, targets_of(settings)) if i.open],
     )
 

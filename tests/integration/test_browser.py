@@ -287,6 +287,7 @@ def test_the_overview_and_region_page_fit_a_phone(browser: Any, served: tuple[st
     _login(page, base, "otto")
     assert _no_horizontal_scroll(page)
     assert page.locator("section.automation").is_visible()
+    assert page.locator("details.vantage-grid td.vcell[data-vantage=test]").count() == 6
     page.wait_for_load_state("load")
     page.goto(base + "/region/japaneast")
     assert _no_horizontal_scroll(page)

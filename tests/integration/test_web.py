@@ -25,9 +25,11 @@ from controlplane.domain import (
     FlagKind,
     HealthStateName,
     LeaseName,
+    Outcome,
     Override,
     OverrideKind,
     Plan,
+    ProbeResult,
     RegionHealth,
     Transition,
 )
@@ -35,6 +37,7 @@ from controlplane.store import Store, open_store, queries
 from tests.integration.web_seed import (
     HOSTILE,
     PASSWORD,
+    REGIONS,
     cheap_hashing,
     copy_of,
     default_hashing,
@@ -743,3 +746,26 @@ def test_the_incident_cache_keeps_closed_incidents_and_rereads_the_ones_that_can
     clock.at = T0 + timedelta(minutes=2)
     listing = c.get("/incidents").get_data(as_text=True)
     assert listing.count("data-incident=") == 2 and "(0 open)" in listing
+
+
+def test_the_vantage_grid_makes_one_partitioned_prober_obvious(app: Flask, seeded: Store) -> None:
+    results = [
+        ProbeResult(
+            endpoint_id=f"{r}/{e}",
+            region=r,
+            vantage="vantage-b",
+            started_at=T0 - timedelta(seconds=5 * k),
+            outcome=Outcome.CONNECT_ERROR,
+            error="connection refused",
+        )
+        for r in REGIONS
+        for e in ("gpt-4o", "gpt-4o-mini")
+        for k in (1, 2)
+    ]
+    seeded.add_probe_results(results)
+    c, _ = login(app, "vic")
+    html = c.get("/").get_data(as_text=True)
+    assert html.count('data-vantage="vantage-b" data-state="unhealthy"') == 6  # every endpoint, from one prober
+    assert 'data-vantage="test" data-state="healthy"' in html  # the other prober sees them fine
+    grid = app.test_client().get("/api/v1/regions", headers=token_for(seeded, "viewer")).json["vantage_grid"]
+    assert grid["cells"]["eastus/gpt-4o"]["vantage-b"] == {"state": "unhealthy", "ok": 0, "total": 2, "last": "connect_error"}
