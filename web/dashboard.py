@@ -273,6 +273,56 @@ def lift_override(override_id: int) -> Any:
     return redirect(safe_next(request.form.get("back")))
 
 
+# ---------------------------------------------------------------- drift (admin)
+
+
+def _drift_request() -> tuple[str, str, str, str]:
+    f = request.form
+    action = f.get("action", "")
+    if action not in ("adopt", "revert"):
+        abort(400, description=f"action: {action[:20]!r} must be adopt or revert")
+    target, region = f.get("target", ""), f.get("region", "")
+    if target not in {t.name for t in state().settings.targets}:
+        abort(400, description=f"target: {target[:80]!r} is not a configured target")
+    return target, region, action, (f.get("reason") or "").strip()
+
+
+@dashboard.post("/drift/preview")
+@require_role("admin")
+def drift_preview() -> Any:
+    """What adopting or reverting this drift would do; nothing changes until confirmed."""
+    from controlplane.drift import drift_preview as preview_sentence
+
+    ws = state()
+    target, region, action, reason = _drift_request()
+    try:
+        sentence = preview_sentence(ws.settings, ws.store, target, region, action, actor().name, _now())
+    except (KeyError, ValueError) as exc:
+        abort(400, description=str(exc).strip("'\""))
+    fields = {"target": target, "region": region, "action": action, "reason": reason}
+    back = url_for("dashboard.target", name=target)
+    return render_template(
+        "drift_preview.html", sentence=sentence, fields=fields, back=back, error=None if reason else "A reason is required."
+    )
+
+
+@dashboard.post("/drift/execute")
+@require_role("admin")
+def drift_execute() -> Any:
+    from controlplane.drift import resolve_drift
+
+    ws = state()
+    target, region, action, reason = _drift_request()
+    if len(reason) < 3:
+        abort(400, description="reason: say why (at least 3 characters); it is kept in the audit trail")
+    try:
+        event = resolve_drift(ws.settings, ws.store, target, region, action, actor().name, _now(), why=reason)
+    except (KeyError, ValueError) as exc:
+        abort(400, description=str(exc).strip("'\""))
+    flash(f"{event.summary}. The worker acts on it on its next tick.", "ok")
+    return redirect(url_for("dashboard.target", name=target))
+
+
 @dashboard.app_template_global()
 def override_kind_label(kind: OverrideKind) -> str:
     return {"drain": "drained", "pin": "pinned", "freeze": "frozen", "maintenance": "maintenance", "failover": "failover"}[kind.value]

@@ -33,7 +33,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, settings: Any) -> int:
-    from controlplane.runtime.reconcile import drift_preview, resolve_drift
+    from controlplane.drift import drift_preview, resolve_drift
 
     if args.target is None or args.region is None:
         raise CommandError(f"drift {args.drift_command} needs TARGET and REGION (regionguard drift list shows them)", EXIT_USAGE)

@@ -18,9 +18,10 @@ from controlplane.actuators.credentials import StaticTokenCredential
 from controlplane.actuators.factory import build_actuators
 from controlplane.config import Settings
 from controlplane.domain import ChangeStatus, EventKind, Field, HealthStateName, LeaseName, RegionHealth, WriteStatus
+from controlplane.drift import resolve_drift
 from controlplane.engine.writebudget import RULE as BUDGET_RULE
 from controlplane.engine.writebudget import SubscriptionWriteBudget
-from controlplane.runtime.reconcile import DRIFT_RULE, FAILED_RULE, FENCED_RULE, NOT_WRITTEN, Reconciler, resolve_drift
+from controlplane.runtime.reconcile import DRIFT_RULE, FAILED_RULE, FENCED_RULE, NOT_WRITTEN, Reconciler
 from controlplane.store import Store
 from simulator.arm import FakeArm
 from simulator.arm_faults import FaultRule

@@ -75,3 +75,48 @@ def test_a_login_next_with_cr_lf_or_another_host_never_leaves_the_site_or_errors
     location = r.headers.get("Location", "")
     assert "\r" not in location and "\n" not in location
     assert location.startswith("/") and not location.startswith("//"), location  # a path on this site, whatever it says
+
+
+# ---------------------------------------------------------------- drift controls (admin)
+
+
+def _drift(store: Store) -> None:
+    from controlplane.domain import EndpointSetting
+
+    store.set_applied("tm-weighted", "eastus", EndpointSetting(weight=900, enabled=True), T0)
+    store.set_drift("tm-weighted", "eastus", "weight 900 -> 500 changed outside regionguard")
+
+
+def test_an_admin_adopts_drift_from_the_target_page_with_a_preview_and_an_audit_event(app: Flask, seeded: Store) -> None:
+    from controlplane.domain import EventKind
+
+    _drift(seeded)
+    admin, csrf = login(app, "ada")
+    page = admin.get("/target/tm-weighted").get_data(as_text=True)
+    assert 'aria-label="drift"' in page and "weight 900 -&gt; 500" in page
+    form = {"csrf_token": csrf, "target": "tm-weighted", "region": "eastus", "action": "adopt", "reason": "the portal edit was right"}
+    preview = admin.post("/drift/preview", data=form)
+    assert preview.status_code == 200 and "this will keep eastus in tm-weighted" in preview.get_data(as_text=True)
+    assert seeded.overrides() == []
+    done = admin.post("/drift/execute", data=form)
+    assert done.status_code == 302
+    (pin,) = seeded.overrides()
+    assert (pin.kind.value, pin.region, pin.weight) == ("pin", "eastus", 500)
+    (event,) = seeded.events(kinds=[EventKind.DRIFT])
+    assert event.actor == "ada" and event.summary.endswith("the portal edit was right")
+
+
+def test_an_operator_neither_sees_nor_may_use_the_drift_controls(app: Flask, seeded: Store) -> None:
+    _drift(seeded)
+    op, csrf = login(app, "otto")
+    assert 'aria-label="drift"' not in op.get("/target/tm-weighted").get_data(as_text=True)
+    form = {"csrf_token": csrf, "target": "tm-weighted", "region": "eastus", "action": "revert", "reason": "nope"}
+    assert op.post("/drift/execute", data=form).status_code == 403
+    assert op.post("/drift/preview", data=form).status_code == 403
+
+
+def test_a_drift_decision_without_drift_or_with_a_bad_action_is_a_400(app: Flask, seeded: Store) -> None:
+    admin, csrf = login(app, "ada")
+    base = {"csrf_token": csrf, "target": "tm-weighted", "region": "eastus", "reason": "why not"}
+    assert admin.post("/drift/preview", data={**base, "action": "adopt"}).status_code == 400  # no drift there
+    assert admin.post("/drift/execute", data={**base, "action": "explode"}).status_code == 400
