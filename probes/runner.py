@@ -13,6 +13,10 @@
   zero-token models-list request (:mod:`probes.liveness`); one that
   disagrees with the view makes the LLM probe due at once. Liveness results
   go to ``liveness_sink``; they never change a state by themselves.
+- **Overlapping confirmations**: while undecided, the next confirmation goes
+  out ``confirm_gap`` after the last even if that one has not answered (at
+  most ``MAX_OVERLAPPING`` more), so a hung probe does not hold the verdict
+  for a whole probe timeout. Replay does the same.
 - **News**: a batch with a result that changed the view is handed to the
   sink ``NEWS_SETTLE_S`` (0.25 s) later, not after ``batch_wait``, so the
   results of that moment (the other endpoints of the region) come with it;
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -37,7 +42,7 @@ import httpx
 
 from controlplane.config import Settings
 from controlplane.domain import Clock, LivenessResult, ProbeResult, SystemClock
-from controlplane.engine.cadence import NEWS_SETTLE_S, Cadence, ProberView, ProbeSchedule
+from controlplane.engine.cadence import MAX_OVERLAPPING, NEWS_SETTLE_S, Cadence, ProberView, ProbeSchedule
 from probes.auth import ProbeAuth, TokenCache
 from probes.base import ProbeTarget, failed_result
 from probes.liveness import LivenessCheck
@@ -57,6 +62,8 @@ class EndpointSchedule(ProbeSchedule):
     target: ProbeTarget
     in_flight: bool = False
     liveness_in_flight: bool = False
+    overlaps: int = 0  # overlapping confirmations in flight (they do not own the schedule)
+    last_launch: float = 0.0  # monotonic seconds: the last LLM probe launched
 
 
 class ProbeRunner:
@@ -173,7 +180,34 @@ class ProbeRunner:
         idle = [s.next_due for s in self._schedules.values() if not s.in_flight]
         if self._liveness_on:
             idle += [s.liveness_due for s in self._schedules.values() if not s.liveness_in_flight and not s.in_flight]
+        idle += [s.last_launch + self._cadence.confirm_gap for s in self._schedules.values() if self._overlap_due(s, math.inf)]
         return min(idle) if idle else None
+
+    def _overlap_due(self, s: EndpointSchedule, now: float) -> bool:
+        """While the evidence is undecided, the next confirmation goes out ``confirm_gap`` after the last
+        one even if that one has not answered (a hung probe must not hold the verdict for a timeout)."""
+        gap = self._cadence.confirm_gap
+        return (
+            s.in_flight
+            and s.overlaps < MAX_OVERLAPPING
+            and now - s.last_launch >= gap
+            and self._suspect_hook is None
+            and self.view.step(s.target.id) <= gap + 1e-9
+        )
+
+    async def _overlap_one(self, s: EndpointSchedule) -> ProbeResult:
+        try:
+            async with self._limit():
+                try:
+                    result = await self._probe.run(s.target)
+                except Exception as exc:  # the Probe protocol says never
+                    result = failed_result(s.target, self.settings.probe.vantage, self._clock.now(), exc)
+        finally:
+            s.overlaps -= 1
+        s.observe(result.outcome, self._cadence)
+        if self.view.observe(result):
+            self._news = True
+        return result
 
     @property
     def _liveness_on(self) -> bool:
@@ -209,6 +243,12 @@ class ProbeRunner:
             finally:
                 wakeup.set()
 
+        async def confirm(s: EndpointSchedule) -> None:
+            try:
+                finished.append(await self._overlap_one(s))
+            finally:
+                wakeup.set()
+
         async def watch_stop() -> None:
             await stop_event.wait()
             wakeup.set()
@@ -223,7 +263,14 @@ class ProbeRunner:
                 for s in self._schedules.values():
                     if s.next_due <= now and not s.in_flight:
                         s.in_flight = True  # before the task first runs, so it is launched once
+                        s.last_launch = now
                         task = asyncio.create_task(probe(s))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                    elif self._overlap_due(s, now):
+                        s.overlaps += 1
+                        s.last_launch = now
+                        task = asyncio.create_task(confirm(s))
                         running.add(task)
                         task.add_done_callback(running.discard)
                     if self._liveness_on and s.liveness_due <= now and not s.liveness_in_flight and not s.in_flight:

@@ -45,6 +45,12 @@ NEWS_SETTLE_S = 0.25
 together) land in one evaluation instead of acting on the first endpoint's verdict alone."""
 
 
+MAX_OVERLAPPING = 4
+"""While the evidence is undecided, confirmations go out ``confirm_gap`` apart even when an earlier one
+has not answered yet (a hung probe must not hold the verdict for a whole probe timeout), at most this
+many beyond the one that owns the schedule."""
+
+
 @dataclass(frozen=True, slots=True)
 class Cadence:
     """The cadence settings, flattened for the hot path."""

@@ -49,7 +49,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from controlplane.config import WEIGHT_QUANTUM, WEIGHT_RANGE, Settings, Target, azure_name
@@ -417,7 +417,7 @@ def recheck_after(settings: Settings) -> float:
 
 def hold_uncorroborated_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
     """An automated drain waits until another region of the target has answered since the drained one
-    began failing. When every region fails at once that never happens: they are all confirmed down in
+    began failing (and within the last liveness interval). When every region fails at once that never happens: they are all confirmed down in
     turn and ``fail_open`` keeps them all, instead of the first one confirmed being drained on the way.
     Bounded: after two liveness intervals (else probe intervals) and a probe timeout it goes ahead.
     A region that answers again (recovering, still in its dwell) is not drained either: after every
@@ -438,10 +438,16 @@ def hold_uncorroborated_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
             held[c] = ("recovering", f"{c.region} is recovering (its down rule no longer holds): not drained on the way back")
             continue
         since = failing.get(c.region)
-        if since is None or (ctx.now - since).total_seconds() >= limit:
+        if since is None:
+            continue
+        rh = ctx._rh(c.region)
+        verdict_at = max(since, rh.since) if rh is not None and rh.since is not None else since
+        if (ctx.now - verdict_at).total_seconds() >= limit:
             continue
         others = [r for r in ctx.settings.target(c.target).endpoints if r != c.region]
-        if not others or any(last_ok.get(r) is not None and last_ok[r] >= since for r in others):
+        # since it began failing, and recently: a failing run can start with a lost probe before the fault
+        recent = max(since, ctx.now - timedelta(seconds=p.liveness_interval or p.interval))
+        if not others or any(last_ok.get(r) is not None and last_ok[r] >= recent for r in others):
             continue
         held[c] = (
             RECHECK_RULE,

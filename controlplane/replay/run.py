@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +46,7 @@ from controlplane.actuators.base import RetryPolicy
 from controlplane.actuators.memory import MemoryActuator
 from controlplane.config import Settings
 from controlplane.domain import LivenessResult, ProbeResult, TargetState, Transition, endpoint_id
-from controlplane.engine.cadence import NEWS_SETTLE_S, Cadence, ProberView, ProbeSchedule
+from controlplane.engine.cadence import MAX_OVERLAPPING, NEWS_SETTLE_S, Cadence, ProberView, ProbeSchedule
 from controlplane.engine.guardrails import RECHECK_RULE, recheck_after
 from controlplane.engine.health import HealthEvaluator
 from controlplane.engine.writebudget import SubscriptionWriteBudget
@@ -275,6 +276,7 @@ def _run_timeline(
     views = {v: ProberView(settings, v) for v in vantages}
     gen: dict[tuple[str, str], int] = {}  # a probe rescheduled at once by a liveness check voids the old due event
     in_flight: set[tuple[str, str]] = set()
+    overlaps: Counter[tuple[str, str]] = Counter()
     for r in settings.regions:
         for ep in r.endpoints:
             for v in vantages:
@@ -300,20 +302,33 @@ def _run_timeline(
         clock.t = t_s
         if kind == _PROBE:
             eid, region, ep, v, schedule, g = payload
-            if g != gen[(eid, v)]:
+            overlap = g < 0  # an overlapping confirmation (below): it does not own the schedule
+            if not overlap and g != gen[(eid, v)]:
                 continue  # replaced by a probe a liveness check asked for
-            in_flight.add((eid, v))
+            if overlap and (
+                (eid, v) not in in_flight or overlaps[(eid, v)] >= MAX_OVERLAPPING or views[v].step(eid) > cadence.confirm_gap + 1e-9
+            ):
+                continue  # the probe it would overlap has ended, or the evidence is decided
+            if overlap:
+                overlaps[(eid, v)] += 1
+            else:
+                in_flight.add((eid, v))
             seen, took = model.probe(eid, region, v, clock.at(t_s), book.for_request(region, ep.deployment))
             push(t_s + took, _DELIVER, (seen, t_s, payload))
+            if views[v].step(eid) <= cadence.confirm_gap + 1e-9:  # undecided: the next confirmation does not wait for this one
+                push(t_s + cadence.confirm_gap, _PROBE, (*payload[:5], -1))
         elif kind == _DELIVER:
             seen, due, probe = payload
-            eid, region, ep, v, schedule, _g = probe
-            in_flight.discard((eid, v))
+            eid, region, ep, v, schedule, g = probe
             leader.deliver(seen, t_s)
             schedule.observe(seen.outcome, cadence)
             news = views[v].observe(seen)
-            gen[(eid, v)] += 1
-            push(schedule.schedule_next(cadence, due, t_s, rng, None, views[v].step(eid)), _PROBE, (*probe[:5], gen[(eid, v)]))
+            if g < 0:
+                overlaps[(eid, v)] -= 1
+            else:
+                in_flight.discard((eid, v))
+                gen[(eid, v)] += 1
+                push(schedule.schedule_next(cadence, due, t_s, rng, None, views[v].step(eid)), _PROBE, (*probe[:5], gen[(eid, v)]))
             if news and t_s > news_at:
                 news_at = t_s + NEWS_SETTLE_S  # the worker's reconcile-now, once the results of this moment are in
                 push(news_at, _TICK, None)
