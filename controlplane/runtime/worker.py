@@ -539,6 +539,9 @@ class Worker:
         except Exception:
             database = False
         checks: dict[str, Any] = {"database": database, "scheduler": self.running, "leader": self.elector.is_leader, "holder": self.holder}
+        # probe results kept in memory while the database is down, and those the bound made us drop (information)
+        checks["results_buffered"] = self.results_buffered
+        checks["results_dropped"] = self.results_dropped
         if self.runner is not None:
             checks["api_keys"] = not self.missing_keys  # a prober without its keys probes nothing useful
             if self.missing_keys:

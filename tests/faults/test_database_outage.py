@@ -117,6 +117,8 @@ def test_the_worker_keeps_probe_results_while_the_database_is_down_and_stores_th
     for _ in range(20):  # 2000 results: ten minutes of 100 endpoints probed every 30 s
         worker._store_results(batch(100))
     assert worker.results_buffered == 2000 and worker.results_dropped == 0
+    checks = worker.readiness()
+    assert checks["database"] is False and checks["results_buffered"] == 2000 and checks["results_dropped"] == 0
     pg.start()
     worker._store_results(batch(10))
     assert worker.results_buffered == 0
