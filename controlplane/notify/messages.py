@@ -31,7 +31,9 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
+from urllib.parse import quote
 
 from controlplane.domain import AuditEvent, EventKind, as_jsonable
 from controlplane.notify.settings import PagerDutyChannel, severity_rank
@@ -126,12 +128,14 @@ class Message:
     events: tuple[AuditEvent, ...]
     omitted: int  # events not listed (max_events_per_message, or dropped from a flooded batch)
     count: int  # events the message stands for
+    link: str | None = None  # the incident page (or the region's incident list) on the dashboard
 
     @property
     def text(self) -> str:
         body = "\n".join(f"- {line}" for line in self.lines)
         more = f"\n(+{self.omitted} more event(s))" if self.omitted else ""
-        return f"{self.title}\n{body}{more}"
+        link = f"\nIncident: {self.link}" if self.link else ""
+        return f"{self.title}\n{body}{more}{link}"
 
     @property
     def kind(self) -> str:
@@ -153,7 +157,29 @@ class Message:
         }
 
 
-def build_message(group: str, events: Sequence[AuditEvent], max_events: int = 20, dropped: int = 0) -> Message:
+_BAD_STATES = ("degraded", "unhealthy")
+
+
+def incident_link(dashboard_url: str | None, region: str | None, events: Sequence[AuditEvent]) -> str | None:
+    """The dashboard page for this batch's incident.
+
+    The incident page when the batch holds the region's opening verdict (its id is
+    the region and that verdict's time); otherwise the region's incident list,
+    which shows an open incident first. None without a dashboard URL or a region.
+    """
+    if not dashboard_url or not region:
+        return None
+    base = dashboard_url.rstrip("/")
+    for e in events:
+        old, new = e.data.get("old"), e.data.get("new")
+        if e.kind == EventKind.TRANSITION and e.region == region and new in _BAD_STATES and old not in _BAD_STATES:
+            return f"{base}/incident/{region}-{e.at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    return f"{base}/incidents?region={quote(region)}"
+
+
+def build_message(
+    group: str, events: Sequence[AuditEvent], max_events: int = 20, dropped: int = 0, dashboard_url: str | None = None
+) -> Message:
     """Render a batch; ``dropped`` counts events of the batch no longer held in ``events``."""
     if not events:
         raise ValueError("a message needs at least one event")
@@ -182,6 +208,7 @@ def build_message(group: str, events: Sequence[AuditEvent], max_events: int = 20
         events=tuple(events),
         omitted=count - len(listed),
         count=count,
+        link=incident_link(dashboard_url, region, events),
     )
 
 
@@ -203,6 +230,8 @@ def slack_payload(msg: Message) -> dict[str, Any]:
     context = (
         f"region: *{_slack_escape(msg.region or '-')}* · target: *{_slack_escape(msg.target or '-')}* · group: `{_slack_escape(msg.group)}`"
     )
+    if msg.link:
+        context += f" · <{msg.link}|incident>"
     return {
         "text": msg.text,
         "blocks": [
@@ -231,7 +260,14 @@ def teams_payload(msg: Message) -> dict[str, Any]:
     body += [{"type": "TextBlock", "text": line, "wrap": True, "spacing": "Small"} for line in msg.lines]
     if msg.omitted:
         body.append({"type": "TextBlock", "text": f"(+{msg.omitted} more event(s))", "isSubtle": True, "wrap": True})
-    card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard", "version": "1.4", "body": body}
+    card: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": body,
+    }
+    if msg.link:
+        card["actions"] = [{"type": "Action.OpenUrl", "title": "Open the incident", "url": msg.link}]
     return {
         "type": "message",
         "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}],
@@ -263,6 +299,8 @@ def pagerduty_payload(msg: Message, channel: PagerDutyChannel, routing_key: str)
         "custom_details": {"events": list(msg.lines), "omitted": msg.omitted, "region": msg.region, "target": msg.target},
     }
     body["client"] = "regionguard"
+    if msg.link:
+        body["links"] = [{"href": msg.link, "text": "The incident on the regionguard dashboard"}]
     return body
 
 
@@ -278,6 +316,7 @@ def webhook_payload(msg: Message, delivery_id: str) -> dict[str, Any]:
         "title": msg.title,
         "text": msg.text,
         "count": msg.count,
+        "link": msg.link,
         "events": [as_jsonable(e) for e in msg.events[-50:]],
     }
 

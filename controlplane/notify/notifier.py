@@ -250,7 +250,9 @@ class _ChannelWorker:
         events = self._relevant(batch)
         if not events:
             return
-        msg = messages.build_message(batch.group, events, self._settings.max_events_per_message, dropped=batch.dropped)
+        msg = messages.build_message(
+            batch.group, events, self._settings.max_events_per_message, dropped=batch.dropped, dashboard_url=self._settings.dashboard_url
+        )
         rendered = self._render(msg)
         record_id = self._record_start(msg)
         result = self._send(rendered)

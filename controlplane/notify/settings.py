@@ -122,6 +122,11 @@ class NotificationSettings(_Section):
         default=1000, ge=1, le=100_000, description="events waiting per channel; the oldest is dropped (and counted) when full"
     )
     max_events_per_message: int = Field(default=20, ge=1, le=200, description="lines listed in one message; the rest are counted")
+    dashboard_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="the dashboard's address as on-call opens it: messages link to the incident page",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> NotificationSettings:
