@@ -30,12 +30,18 @@ def _health_now(settings: Settings, store: Store) -> HealthReport:
     return evaluator.evaluate(now)
 
 
-def _reconciler(settings: Settings, store: Store, holder: str) -> Reconciler:
+def _reconciler(settings: Settings, store: Store, holder: str, lease_ttl_s: float | None = None) -> Reconciler:
+    """The CLI's reconciler; under a lease (``apply``), every Azure call is bounded by that lease (ADR 0012)."""
     from controlplane.actuators.factory import build_actuators
     from controlplane.domain import SystemClock
+    from controlplane.runtime.leader import LeaseTiming
     from controlplane.runtime.reconcile import Reconciler
 
-    return Reconciler(settings, store, build_actuators(settings), SystemClock(), holder, actor=holder)
+    if lease_ttl_s is None:
+        return Reconciler(settings, store, build_actuators(settings), SystemClock(), holder, actor=holder)
+    timing = LeaseTiming.for_lease(lease_ttl_s, settings.azure.request_timeout)
+    actuators = build_actuators(settings, call_s=timing.call_s, user_agent=f"regionguard-{holder}")
+    return Reconciler(settings, store, actuators, SystemClock(), holder, actor=holder, call_s=timing.call_s, skew_s=timing.skew_s)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -210,7 +216,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     store = open_checked_store(settings)
     try:
-        elector = LeaderElector(store, holder=f"cli:{who()}", ttl_s=max(30.0, settings.reconcile.deadline * 2))
+        ttl = max(30.0, settings.reconcile.deadline * 2)
+        elector = LeaderElector(store, holder=f"cli:{who()}", ttl_s=ttl)
         state = elector.tick()
         if not state.leader:
             lease = store.lease()
@@ -219,7 +226,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 EXIT_REFUSED,
             )
         try:
-            tick = _reconciler(settings, store, elector.holder).reconcile_once(
+            tick = _reconciler(settings, store, elector.holder, lease_ttl_s=ttl).reconcile_once(
                 _health_now(settings, store), fencing_token=state.token, dry_run=args.dry_run, manual_plan_checksum=args.checksum
             )
         finally:
