@@ -645,6 +645,7 @@ class RegionPage:
     targets: list[TargetView]
     costs: dict[str, Any] = field(default_factory=dict)  # endpoint id -> probes.cost.CostEstimate
     currency: str = "USD"  # probe.cost_currency: what the endpoints' pricing is in
+    grid: VantageGrid | None = None  # this region's endpoints x vantages
 
 
 def region_page(settings: Settings, store: Store, name: str, range_key: str, now: datetime, cache: SeriesCache | None = None) -> RegionPage:
@@ -675,6 +676,7 @@ def region_page(settings: Settings, store: Store, name: str, range_key: str, now
         targets=targets,
         costs=costs,
         currency=settings.probe.cost_currency,
+        grid=vantage_grid(settings, store, now, [], regions=[name]),
     )
 
 

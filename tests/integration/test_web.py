@@ -706,6 +706,10 @@ def test_incidents_list_page_banner_and_api(app: Flask, seeded: Store) -> None:
     one = app.test_client().get("/api/v1/incidents/eastus-20261125T120000Z", headers=h).json
     assert one["time_to_restore_s"] == 30.0 and one["drained_everywhere_at"] == (T0 - timedelta(days=2, seconds=-4)).isoformat()
     assert app.test_client().get("/api/v1/incidents?days=0", headers=h).json["field"] == "days"
+    limited = app.test_client().get("/api/v1/incidents?limit=1", headers=h).json
+    assert len(limited["incidents"]) == 1 and limited["figures"]["count"] == 2  # the figures count every incident
+    assert app.test_client().get("/api/v1/incidents?limit=x", headers=h).json["field"] == "limit"
+    assert app.test_client().get("/api/v1/incidents/nope", headers=h).status_code == 404
 
 
 def test_newcomer_fixes_collecting_sparkline_cost_currency_and_each_plan_reason_once(app: Flask, seeded: Store, clock: FakeClock) -> None:
@@ -769,3 +773,5 @@ def test_the_vantage_grid_makes_one_partitioned_prober_obvious(app: Flask, seede
     assert 'data-vantage="test" data-state="healthy"' in html  # the other prober sees them fine
     grid = app.test_client().get("/api/v1/regions", headers=token_for(seeded, "viewer")).json["vantage_grid"]
     assert grid["cells"]["eastus/gpt-4o"]["vantage-b"] == {"state": "unhealthy", "ok": 0, "total": 2, "last": "connect_error"}
+    region = c.get("/region/japaneast").get_data(as_text=True)
+    assert region.count('data-vantage="vantage-b" data-state="unhealthy"') == 2  # just this region's endpoints
