@@ -113,7 +113,7 @@ def incidents() -> Any:
         return _invalid("limit", limit, "must be between 1 and 1000")
     now = _now()
     listing = readmodel.incident_list(
-        ws.settings, ws.store, now, region=region, state=status, outcome=args.get("outcome") or None, days=days
+        ws.settings, ws.store, now, region=region, state=status, outcome=args.get("outcome") or None, days=days, cache=ws.incident_cache
     )
     f = listing.figures
     return jsonify(

@@ -10,18 +10,18 @@ aggregated in SQL (the one place that knows SQLite from PostgreSQL).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Integer, and_, cast, func, literal_column, select
 
-from controlplane.domain import EventKind, HealthStateName, Outcome, ProbeResult, Transition
+from controlplane.domain import ChangeOrigin, ChangeStatus, EventKind, Field, HealthStateName, Outcome, ProbeResult, Transition
 from controlplane.incidents import BAD, EVIDENCE_LOOKBACK, Incident, build
 from controlplane.stats import percentile
 from controlplane.store.models import ChangeRow, HealthTransitionRow, ProbeResultRow, ProbeRollupRow, table
-from controlplane.store.records import Bucket, RegionStats
-from controlplane.store.repo import Store, _to_change, _to_probe
+from controlplane.store.records import Bucket, ChangeRecord, RegionStats
+from controlplane.store.repo import Store, _to_probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +171,23 @@ def incidents(store: Store, since: datetime, targets_of: Mapping[str, set[str]],
                     regions.append(t)
             elif t.new in BAD or t.at >= since:
                 endpoints.append(t)
-    with store.session() as s:
-        cq = select(ChangeRow).where(ChangeRow.created_at >= since).order_by(ChangeRow.created_at, ChangeRow.id)
-        if region is not None:
-            cq = cq.where(ChangeRow.region == region)
-        changes = [_to_change(r) for r in s.scalars(cq)]
+    ch = table(ChangeRow)
+    names = [f.name for f in fields(ChangeRecord)]
+    cq = select(*(ch.c[n] for n in names)).where(ch.c.created_at >= since).order_by(ch.c.created_at, ch.c.id)
+    if region is not None:
+        cq = cq.where(ch.c.region == region)
+    changes: list[ChangeRecord] = []
+    with store.engine.connect() as conn:  # Core rows, not ORM objects: a month of changes is thousands of rows
+        for row in conn.execute(cq):
+            v = dict(zip(names, row, strict=True))
+            v.update(
+                created_at=_aware(v["created_at"]),
+                finished_at=_aware(v["finished_at"]) if v["finished_at"] else None,
+                field=Field(v["field"]),
+                origin=ChangeOrigin(v["origin"]),
+                status=ChangeStatus(v["status"]),
+            )
+            changes.append(ChangeRecord(**v))
     overrides = store.overrides(since=since, limit=100_000)
     panics = store.events(since=since, kinds=[EventKind.PANIC], limit=100_000)
     return build(regions, endpoints, changes, overrides, panics, targets_of)
