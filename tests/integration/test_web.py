@@ -109,9 +109,9 @@ def token_for(store: Store, role: str) -> dict[str, str]:
     return {"Authorization": "Bearer " + users.create_api_token(store, f"script-{role}", role, "test", T0)}
 
 
-PAGES = ["/", "/region/eastus", "/region/eastus?range=7d", "/target/tm-weighted", "/timeline"]
+PAGES = ["/", "/region/eastus", "/region/eastus?range=7d", "/target/tm-weighted", "/timeline", "/incidents"]
 POSTS = ["/actions/preview", "/actions/execute", "/overrides/1/lift", "/logout"]
-API_GETS = ["/api/v1/regions", "/api/v1/targets", "/api/v1/events", "/api/v1/overrides"]
+API_GETS = ["/api/v1/regions", "/api/v1/targets", "/api/v1/events", "/api/v1/overrides", "/api/v1/incidents"]
 
 
 # ---------------------------------------------------------------- authentication
