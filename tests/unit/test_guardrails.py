@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from controlplane.config import Settings
@@ -14,6 +15,7 @@ from controlplane.engine.guardrails import (
     decide,
     describe_preview,
     fail_open,
+    hold_uncorroborated_drains,
     keep_min_serving,
     limit_drain_fraction,
     project_overrides,
@@ -327,3 +329,35 @@ def test_guardrail_context_reads_health_from_a_report_too() -> None:
     s = make_settings()
     c = ctx(s, h=HealthEvaluator(s).evaluate(NOW))
     assert c.region_state("eastus") is HealthStateName.UNKNOWN
+
+
+# ---------------------------------------------------------------- corroboration
+
+
+def report(last_ok: dict[str, float], failing: dict[str, float], down_now: set[str], **states: str) -> SimpleNamespace:
+    """A health report with the corroboration fields (seconds after EPOCH)."""
+    return SimpleNamespace(
+        regions=health(**states),
+        last_ok={r: at(t) for r, t in last_ok.items()},
+        failing_since={r: at(t) for r, t in failing.items()},
+        down_now=frozenset(down_now),
+    )
+
+
+def test_a_drain_waits_until_another_region_answered_since_it_began_failing() -> None:
+    h = report({"eastus": 990, "westeurope": 995, "japaneast": 996}, {"eastus": 997}, {"eastus"}, eastus="unhealthy")
+    out = hold_uncorroborated_drains(Plan((drain("eastus"),)), ctx(h=h))
+    assert out.changes == () and out.skipped[0].rule == "corroboration"
+    assert "no other region of tm-weighted has answered since eastus began failing" in out.skipped[0].reason
+    h.last_ok["japaneast"] = at(999)  # a neighbour answers: it is eastus, not the prober
+    assert hold_uncorroborated_drains(Plan((drain("eastus"),)), ctx(h=h)).changes == (drain("eastus"),)
+
+
+def test_the_wait_is_bounded_and_a_recovering_region_is_not_drained() -> None:
+    h = report({"westeurope": 900}, {"eastus": 950}, {"eastus"}, eastus="unhealthy")
+    assert hold_uncorroborated_drains(Plan((drain("eastus"),)), ctx(h=h)).changes == (drain("eastus"),)  # 50 s: gone ahead
+    recovering = report({"westeurope": 999}, {}, set(), eastus="unhealthy")
+    out = hold_uncorroborated_drains(Plan((drain("eastus"),)), ctx(h=recovering))
+    assert out.changes == () and out.skipped[0].rule == "recovering"
+    manual = hold_uncorroborated_drains(Plan((drain("eastus", manual=True),)), ctx(h=report({}, {"eastus": 999}, {"eastus"})))
+    assert len(manual.changes) == 1  # operators are never held by it
