@@ -40,9 +40,10 @@ Verdicts need evidence (docs/adr/0011-decide-on-evidence.md has the numbers):
   dwell only if it tips the test again);
 * flap damping with memory, like BGP route-flap damping: each time the
   endpoint leaves healthy it gains a penalty (1 when it goes down, half when
-  degraded) that halves every ``flap_half_life``. When a flap lifts it to
+  degraded), and 1 when it fails again after M successes while still in its
+  dwell (a relapse); the penalty halves every ``flap_half_life``. When a flap lifts it to
   ``flap_hold`` the endpoint is held out (stays in its bad state) until the
-  penalty is under ``flap_reuse`` and it has been stable ``flap_stable``; the
+  penalty is under ``flap_reuse`` and it has had no failure for ``flap_stable``; the
   penalty is capped so a stable endpoint is held ``flap_max_hold`` at most;
 * ``unknown`` until M consecutive successes, or a down/degraded rule, say
   otherwise.
@@ -278,6 +279,7 @@ class _Window:
         "held",
         "last_at",
         "last_code",
+        "last_fail_at",
         "last_ok_at",
         "last_outcome",
         "liveness_at",
@@ -335,6 +337,7 @@ class _Window:
         self.config_problem: str | None = None
         self.version = 0
         self.last_ok_at: datetime | None = None  # the last answer that was served (LLM probe or liveness check)
+        self.last_fail_at: datetime | None = None  # the last hard failure (LLM probe or liveness check)
         self.failing_since: datetime | None = None  # first failure of the current bad run (cleared by a good LLM result)
         self.liveness_at: datetime | None = None
         self.liveness_ok = self.liveness_fail = 0
@@ -382,6 +385,8 @@ class _Window:
             self.failing_since = None
         elif code == HARD and self.failing_since is None:
             self.failing_since = r.started_at
+        if code == HARD:
+            self.last_fail_at = _latest(self.last_fail_at, r.started_at)
         if code != HARD:
             self.last_ok_at = _latest(self.last_ok_at, r.started_at)
         self.test = min(p.h, max(0.0, self.test + (p.llr_fail if code != OK else p.llr_ok)))
@@ -646,6 +651,7 @@ class HealthEvaluator:
         self._unevaluable.pop(w.eid, None)
         p = self._p
         code = p.classify(result.outcome)
+        was_back = w.consec_ok >= p.m  # M good results in a row: back but for the dwell
         w.add(result, code, p)
         self._dirty.add(w.eid)
         w.config_problem = self._config_text(w, result) if code == CONFIG else None
@@ -654,6 +660,8 @@ class HealthEvaluator:
         w.score = w.compute_score()
         w.reason = reason
         self._damp(w, old, new, result.started_at)
+        if old is H.UNHEALTHY and new is H.UNHEALTHY and code == HARD and was_back:
+            self._relapse(w, result.started_at)
         if new is old:
             return []
         w.state = new
@@ -726,7 +734,9 @@ class HealthEvaluator:
         if stable < p.min_dwell:
             return False
         if w.held:
-            if w.penalty_now(p, at) >= p.reuse or stable < p.stable:
+            # held out: stable means no failure at all (a sparse probe of a flapping endpoint may not tip a rule)
+            quiet = (at - w.last_fail_at).total_seconds() if w.last_fail_at is not None else math.inf
+            if w.penalty_now(p, at) >= p.reuse or min(stable, quiet) < p.stable:
                 return False
             w.held = False
         return True
@@ -735,7 +745,8 @@ class HealthEvaluator:
         p = self._p
         quiet = (at - last_bad).total_seconds() if last_bad is not None else 0.0
         if w.held and w.consec_ok:
-            return f"held out: {self._held_text(w, at, quiet)}; was: {w.cause}"
+            calm = (at - w.last_fail_at).total_seconds() if w.last_fail_at is not None else quiet
+            return f"held out: {self._held_text(w, at, min(quiet, calm))}; was: {w.cause}"
         if not w.consec_ok:
             return w.cause
         return f"recovering: {w.consec_ok} ok in a row (needs {p.m}), {quiet:.0f} s of the {p.min_dwell:.0f} s dwell; was: {w.cause}"
@@ -768,6 +779,16 @@ class HealthEvaluator:
         if old is H.HEALTHY:
             w.flaps.append(at)
         w.add_penalty(p, amount, at)
+        if not w.held and w.penalty >= p.hold - 1e-9:
+            w.held = True
+            log.info("%s from %s held out for flapping (penalty %.2f)", w.eid, w.vantage, w.penalty)
+
+    def _relapse(self, w: _Window, at: datetime) -> None:
+        """Failing again after coming back (M successes) but before the dwell let it return is a flap
+        too: a region flapping faster than the dwell would otherwise never earn a penalty."""
+        p = self._p
+        w.flaps.append(at)
+        w.add_penalty(p, FLAP_DOWN, at)
         if not w.held and w.penalty >= p.hold - 1e-9:
             w.held = True
             log.info("%s from %s held out for flapping (penalty %.2f)", w.eid, w.vantage, w.penalty)
@@ -816,6 +837,7 @@ class HealthEvaluator:
             w.last_ok_at = _latest(w.last_ok_at, at)
         else:
             w.liveness_fail += 1
+            w.last_fail_at = _latest(w.last_fail_at, at)
             if w.failing_since is None and (w.last_at is None or at >= w.last_at):  # not older than the last LLM result
                 w.failing_since = at
         changed = w.liveness_last_ok is not None and w.liveness_last_ok != ok
