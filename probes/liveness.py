@@ -59,6 +59,11 @@ class LivenessCheck:
         self._auth = auth or ProbeAuth()
         self._clock = clock or SystemClock()
 
+    @property
+    def deadline(self) -> float:
+        """``liveness_timeout``, never longer than an LLM probe's own deadline."""
+        return min(self._probe.liveness_timeout, self._probe.timeout)
+
     async def run(self, target: ProbeTarget) -> LivenessResult:
         started_at = self._clock.now()
         begun = time.perf_counter()
@@ -67,7 +72,7 @@ class LivenessCheck:
         secrets: tuple[str, ...] = ()
         ok = False
         try:
-            async with asyncio.timeout(self._probe.liveness_timeout):
+            async with asyncio.timeout(self.deadline):
                 auth = await self._auth.headers(target.endpoint)
                 secrets = auth.secrets
                 request = build_liveness_request(target.endpoint, self._probe)
@@ -91,7 +96,7 @@ class LivenessCheck:
             if isinstance(exc, AuthFailure):
                 ok, error = True, f"no credential for the liveness check: {exc}"  # not the endpoint's fault
             elif isinstance(exc, TimeoutError | httpx.TimeoutException):
-                error = f"no answer within the {self._probe.liveness_timeout:g}s liveness deadline"
+                error = f"no answer within the {self.deadline:g}s liveness deadline"
             else:
                 error = describe_exception(exc)
             if status is not None and not failed_status(status):

@@ -40,8 +40,8 @@ Verdicts need evidence (docs/adr/0011-decide-on-evidence.md has the numbers):
   dwell only if it tips the test again);
 * flap damping with memory, like BGP route-flap damping: each time the
   endpoint leaves healthy it gains a penalty (1 when it goes down, half when
-  degraded), and 1 when it fails again after M successes while still in its
-  dwell (a relapse); the penalty halves every ``flap_half_life``. When a flap lifts it to
+  degraded), and 1 when it fails twice in a row after M successes while still
+  in its dwell (a relapse); the penalty halves every ``flap_half_life``. When a flap lifts it to
   ``flap_hold`` the endpoint is held out (stays in its bad state) until the
   penalty is under ``flap_reuse`` and it has had no failure for ``flap_stable``; the
   penalty is capped so a stable endpoint is held ``flap_max_hold`` at most;
@@ -304,6 +304,7 @@ class _Window:
         "ttfts",
         "vantage",
         "version",
+        "was_back",
     )
 
     def __init__(self, eid: str, region: str, vantage: str, recent: int) -> None:
@@ -338,6 +339,7 @@ class _Window:
         self.version = 0
         self.last_ok_at: datetime | None = None  # the last answer that was served (LLM probe or liveness check)
         self.last_fail_at: datetime | None = None  # the last hard failure (LLM probe or liveness check)
+        self.was_back = False  # unhealthy, but M successes in a row since: a relapse now would be a flap
         self.failing_since: datetime | None = None  # first failure of the current bad run (cleared by a good LLM result)
         self.liveness_at: datetime | None = None
         self.liveness_ok = self.liveness_fail = 0
@@ -651,7 +653,6 @@ class HealthEvaluator:
         self._unevaluable.pop(w.eid, None)
         p = self._p
         code = p.classify(result.outcome)
-        was_back = w.consec_ok >= p.m  # M good results in a row: back but for the dwell
         w.add(result, code, p)
         self._dirty.add(w.eid)
         w.config_problem = self._config_text(w, result) if code == CONFIG else None
@@ -660,7 +661,12 @@ class HealthEvaluator:
         w.score = w.compute_score()
         w.reason = reason
         self._damp(w, old, new, result.started_at)
-        if old is H.UNHEALTHY and new is H.UNHEALTHY and code == HARD and was_back:
+        if new is not H.UNHEALTHY:
+            w.was_back = False
+        elif w.consec_ok >= p.m:
+            w.was_back = True
+        elif old is H.UNHEALTHY and w.was_back and code == HARD and w.consec_hard + w.consec_429 >= 2:
+            w.was_back = False  # two failures in a row after coming back: not a stray loss
             self._relapse(w, result.started_at)
         if new is old:
             return []
@@ -805,6 +811,8 @@ class HealthEvaluator:
             step = p.fast
         elif state is H.UNHEALTHY and not recovering:
             step = p.interval if p.liveness and w.last_code != OK else p.fast
+            if w.was_back and w.last_code == HARD:
+                step = p.gap  # it had come back and fails again: confirm (a relapse, or a stray loss)
         if w.last_outcome is Outcome.THROTTLED and w.retry_ms:
             # Retry-After sets when to look again: no sooner, but while undecided no later than the
             # fast interval (one tiny probe is not the load it asks us to hold back), else the interval

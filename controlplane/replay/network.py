@@ -121,7 +121,7 @@ class ProbeModel:
         model's faults (throttle, slow, wrong answers), as :mod:`simulator.llm` serves it."""
         rng = self.rng
         base: dict[str, Any] = {"endpoint_id": eid, "region": region, "vantage": vantage, "started_at": started}
-        timeout_s = self.s.probe.liveness_timeout
+        timeout_s = min(self.s.probe.liveness_timeout, self.s.probe.timeout)
         if self.noise.loss > 0 and rng.random() < self.noise.loss:
             return LivenessResult(**base, ok=False, error="check lost (replay noise)"), timeout_s
         fired = {k: f for k, f in faults.items() if k in ("down", "hang", "error", "auth") and fault_fires(f, vantage, rng)}
