@@ -418,7 +418,8 @@ def recheck_after(settings: Settings) -> float:
 def hold_uncorroborated_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
     """An automated drain waits until another region of the target has answered since the drained one
     began failing, and within the last half liveness interval (so an answer from just before a fault that
-    hit every region does not count; another region's next check settles it within a few seconds). When every region fails at once that never happens: they are all confirmed down in
+    hit every region does not count; another region's next check settles it within a few seconds) --
+    within the last probe interval when liveness checks are off. When every region fails at once that never happens: they are all confirmed down in
     turn and ``fail_open`` keeps them all, instead of the first one confirmed being drained on the way.
     Bounded: after two liveness intervals (else probe intervals) and a probe timeout it goes ahead.
     A region that answers again (recovering, still in its dwell) is not drained either: after every
@@ -447,7 +448,7 @@ def hold_uncorroborated_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
             continue
         others = [r for r in ctx.settings.target(c.target).endpoints if r != c.region]
         # since it began failing, and recently: a failing run can start with a lost probe before the fault
-        recent = max(since, ctx.now - timedelta(seconds=(p.liveness_interval or p.interval) / 2))
+        recent = max(since, ctx.now - timedelta(seconds=p.liveness_interval / 2 if p.liveness_interval else p.interval))
         if not others or any(last_ok.get(r) is not None and last_ok[r] >= recent for r in others):
             continue
         held[c] = (
