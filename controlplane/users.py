@@ -227,10 +227,26 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_api_token(store: Store, name: str, role: str, created_by: str, now: datetime) -> str:
-    """Create a bearer token for scripts; returns the plaintext, shown once and never stored."""
+OWNER_PREFIX = "user:"
+"""``created_by`` of a token that acts for a dashboard user: it lives only while that user may sign in."""
+
+
+def create_api_token(store: Store, name: str, role: str, created_by: str, now: datetime, owner: str | None = None) -> str:
+    """Create a bearer token for scripts; returns the plaintext, shown once and never stored.
+
+    ``owner``: the dashboard user the token acts for. It may not hold more
+    than that user's role, and it stops working the moment the user is
+    disabled or removed.
+    """
     _check_name(name)
     _check_role(role)
+    if owner is not None:
+        user = store.user(owner)
+        if user is None or user.disabled:
+            raise UserError(f"--user: {owner!r} is not an enabled user")
+        if not role_allows(user.role, role):
+            raise UserError(f"--role: {role!r} is more than user {owner!r} holds ({user.role})")
+        created_by = OWNER_PREFIX + owner
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     store.add_api_token(name, token_hash(token), role, created_by, now)
     log.info("api token %s created with role %s by %s", name, role, created_by)
@@ -244,6 +260,10 @@ def authenticate_token(store: Store, token: str, now: datetime) -> Principal | N
     row = store.api_token(token_hash(token), now)
     if row is None:
         return None
+    if row.created_by.startswith(OWNER_PREFIX):
+        owner = store.user(row.created_by.removeprefix(OWNER_PREFIX))
+        if owner is None or owner.disabled:
+            return None  # the user it acts for may no longer sign in: neither may the token
     return Principal(name=f"token:{row.name}", role=row.role, via="token")
 
 

@@ -200,7 +200,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             )
             return EXIT_OK
         try:
-            token = create_api_token(store, args.name, args.role, f"cli:{who()}", utcnow())
+            token = create_api_token(store, args.name, args.role, f"cli:{who()}", utcnow(), owner=args.user)
         except UserError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
     finally:
@@ -240,5 +240,8 @@ def register_accounts(sub: Any) -> None:
     p.add_argument("token_command", choices=["create", "list", "revoke"])
     p.add_argument("--name", default=None, help="create: the token's name; revoke: every live token of that name")
     p.add_argument("--role", default=None, choices=["viewer", "operator", "admin"], help="create: the token's role")
+    p.add_argument(
+        "--user", default=None, help="create: the dashboard user the token acts for; it stops when that user is disabled or removed"
+    )
     p.add_argument("--id", type=int, default=None, help="revoke: the token's id (from token list)")
     p.set_defaults(func=cmd_token)

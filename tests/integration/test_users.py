@@ -62,3 +62,26 @@ def test_api_tokens_are_shown_once_and_stored_hashed(store: Store) -> None:
     assert users.authenticate_token(store, token + "x", T0) is None
     store.revoke_api_token(row.id, T0)
     assert users.authenticate_token(store, token, T0) is None
+
+
+def test_a_token_that_acts_for_a_user_stops_when_the_user_is_disabled_or_removed(store: Store) -> None:
+    users.add_user(store, "otto", "operator", "correct horse battery staple", T0)
+    token = users.create_api_token(store, "otto-script", "operator", "cli:root", T0, owner="otto")
+    service = users.create_api_token(store, "ci", "viewer", "cli:root", T0)  # owned by nobody: unaffected
+    assert users.authenticate_token(store, token, T0) is not None
+    users.set_disabled(store, "otto", True)
+    assert users.authenticate_token(store, token, T0) is None
+    users.set_disabled(store, "otto", False)
+    assert users.authenticate_token(store, token, T0) is not None
+    users.remove_user(store, "otto")
+    assert users.authenticate_token(store, token, T0) is None
+    assert users.authenticate_token(store, service, T0) is not None
+
+
+def test_a_token_cannot_hold_more_than_its_users_role_nor_act_for_a_disabled_user(store: Store) -> None:
+    users.add_user(store, "vic", "viewer", "correct horse battery staple", T0)
+    with pytest.raises(users.UserError, match="--role: 'admin' is more than user 'vic' holds"):
+        users.create_api_token(store, "vic-admin", "admin", "cli:root", T0, owner="vic")
+    users.set_disabled(store, "vic", True)
+    with pytest.raises(users.UserError, match="--user: 'vic' is not an enabled user"):
+        users.create_api_token(store, "vic-view", "viewer", "cli:root", T0, owner="vic")
