@@ -67,7 +67,8 @@ class FixedClock:
         return NOW
 
 
-def bench_settings(regions: int, interval: float) -> Settings:
+def bench_settings(regions: int, interval: float, deployments: tuple[str, ...] = DEPLOYMENTS) -> Settings:
+    """``regions`` regions of ``deployments`` each, behind a weighted Traffic Manager and a Front Door (bench/scale.py too)."""
     names = [f"region{i:02d}" for i in range(regions)]
     common = {"subscription_id": "00000000-0000-0000-0000-000000000001", "resource_group": "rg", "routing": "weighted"}
     return parse_settings(
@@ -78,7 +79,7 @@ def bench_settings(regions: int, interval: float) -> Settings:
                     "azure_region": n,
                     "endpoints": [
                         {"name": d, "base_url": f"https://{n}.example.test", "deployment": d, "auth": {"kind": "entra_id"}}
-                        for d in DEPLOYMENTS
+                        for d in deployments
                     ],
                 }
                 for n in names

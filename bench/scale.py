@@ -48,8 +48,9 @@ sys.path.insert(0, str(ROOT))
 from argon2 import PasswordHasher
 from sqlalchemy import event
 
+from bench.dashboard import bench_settings
 from controlplane import users
-from controlplane.config import Settings, azure_name, parse_settings
+from controlplane.config import Settings, azure_name
 from controlplane.domain import (
     Change,
     ChangeStatus,
@@ -109,41 +110,7 @@ class FixedClock:
 
 
 def scale_settings(regions: int, interval: float) -> Settings:
-    names = [f"region{i:02d}" for i in range(regions)]
-    common = {"subscription_id": "00000000-0000-0000-0000-000000000001", "resource_group": "rg", "routing": "weighted"}
-    return parse_settings(
-        {
-            "regions": [
-                {
-                    "name": n,
-                    "azure_region": n,
-                    "endpoints": [
-                        {"name": d, "base_url": f"https://{n}.example.test", "deployment": d, "auth": {"kind": "entra_id"}}
-                        for d in DEPLOYMENTS
-                    ],
-                }
-                for n in names
-            ],
-            "probe": {"interval": interval},
-            "targets": [
-                {
-                    **common,
-                    "name": "tm-weighted",
-                    "kind": "traffic_manager",
-                    "profile": "p1",
-                    "endpoints": {n: {"name": f"aoai-{n}", "weight": 100} for n in names},
-                },
-                {
-                    **common,
-                    "name": "afd-prod",
-                    "kind": "front_door_cdn",
-                    "profile": "afd",
-                    "origin_group": "og",
-                    "endpoints": {n: {"origin": n, "weight": 100, "priority": 1} for n in names},
-                },
-            ],
-        }
-    )
+    return bench_settings(regions, interval, DEPLOYMENTS)
 
 
 # ---------------------------------------------------------------- data
