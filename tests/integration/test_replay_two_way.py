@@ -20,11 +20,12 @@ that, two independent phases alone differ by up to a whole interval.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from controlplane.replay import run_replay
 from controlplane.store import Store, open_store
 from simulator.arm import FakeArm
 from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
+from tests.waiting import wait_until
 
 REGION = "eastus"
 DOWN_FOR = 60.0  # timeline seconds
@@ -48,14 +50,8 @@ WARM_UP = 10.0  # replay's seconds before the fault (a multiple of INTERVAL: the
 AFTER = 20.0  # replay runs this long after the fault clears: every restore is done by then
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+# tests.waiting's one wait loop, polling every 0.1 s: each poll reads the database or a process
+wait_for = functools.partial(wait_until, step=0.1)
 
 
 def config(sim: LLMSimulator, arm: FakeArm, db_url: str, regions: list[Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ on 127.0.0.1 and writing through the real Azure SDKs to the fake ARM.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from controlplane.domain import ChangeStatus, Field, LeaseName
 from controlplane.store import ChangeRecord, Store, open_store
 from simulator.arm import FakeArm
 from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
+from tests.waiting import wait_until
 
 LEASE_TTL = 3.0
 
@@ -88,14 +90,8 @@ def _collect(proc: subprocess.Popen[str], lines: list[str]) -> None:
         pass
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+# tests.waiting's one wait loop, polling every 0.1 s: each poll reads the database or a process
+wait_for = functools.partial(wait_until, step=0.1)
 
 
 def _world(db_url: str, tmp_path: Path) -> Iterator[World]:
