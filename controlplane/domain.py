@@ -112,6 +112,15 @@ class ProbeResult:
         return max(0.0, min(1.0, min(fractions)))
 
 
+class LivenessFailure(StrEnum):
+    """Why a liveness check failed (what on-call sees next to it)."""
+
+    CONNECT_ERROR = "connect_error"  # DNS, refused, reset before any answer
+    TLS_ERROR = "tls_error"  # the TLS handshake failed (certificate, protocol)
+    TIMEOUT = "timeout"  # no answer within the liveness deadline
+    SERVER_ERROR = "server_error"  # a 5xx (or 408) from the models list
+
+
 @dataclass(frozen=True, slots=True)
 class LivenessResult:
     """One zero-token liveness check (the data plane's models list) of an LLM endpoint.
@@ -131,6 +140,7 @@ class LivenessResult:
     status_code: int | None = None
     latency_ms: float | None = None
     error: str | None = None  # truncated, secrets scrubbed
+    failure: LivenessFailure | None = None  # why it failed (None: ok)
 
 
 # ---------------------------------------------------------------- health

@@ -15,13 +15,14 @@ no request body, the response body is read up to a small cap and dropped.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
 
 import httpx
 
 from controlplane.config import LLMEndpoint, ProbeSettings
-from controlplane.domain import Clock, LivenessResult, SystemClock
+from controlplane.domain import Clock, LivenessFailure, LivenessResult, SystemClock
 from probes.auth import AuthFailure, ProbeAuth
 from probes.base import ProbeTarget, describe_exception, error_text
 from probes.llm import USER_AGENT, VANTAGE_HEADER, ClientPool
@@ -50,6 +51,19 @@ def failed_status(status: int) -> bool:
     return status >= 500 or status == 408
 
 
+def failure_of(exc: BaseException) -> LivenessFailure:
+    """A transport failure before any answer: a TLS error when the handshake broke (httpx wraps the
+    ``ssl.SSLError`` in a ConnectError), else a connect error (DNS, refused, reset)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain is short; bounded all the same
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLError | ssl.CertificateError):
+            return LivenessFailure.TLS_ERROR
+        seen = seen.__cause__ or seen.__context__
+    return LivenessFailure.CONNECT_ERROR
+
+
 class LivenessCheck:
     """Runs one liveness check against one endpoint; :meth:`run` never raises."""
 
@@ -69,6 +83,7 @@ class LivenessCheck:
         begun = time.perf_counter()
         status: int | None = None
         error: str | None = None
+        failure: LivenessFailure | None = None
         secrets: tuple[str, ...] = ()
         ok = False
         try:
@@ -96,11 +111,15 @@ class LivenessCheck:
             if isinstance(exc, AuthFailure):
                 ok, error = True, f"no credential for the liveness check: {exc}"  # not the endpoint's fault
             elif isinstance(exc, TimeoutError | httpx.TimeoutException):
-                error = f"no answer within the {self.deadline:g}s liveness deadline"
+                error, failure = f"no answer within the {self.deadline:g}s liveness deadline", LivenessFailure.TIMEOUT
             else:
-                error = describe_exception(exc)
+                error, failure = describe_exception(exc), failure_of(exc)
             if status is not None and not failed_status(status):
                 ok = True  # it answered; the body broke off: still alive
+        if ok:
+            failure = None
+        elif status is not None and failed_status(status):
+            failure = LivenessFailure.SERVER_ERROR
         return LivenessResult(
             endpoint_id=target.id,
             region=target.region,
@@ -110,4 +129,5 @@ class LivenessCheck:
             status_code=status,
             latency_ms=round((time.perf_counter() - begun) * 1000.0, 3),
             error=error_text(error, secrets) if error else None,
+            failure=failure,
         )

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from controlplane.config import Settings
-from controlplane.domain import LivenessResult, Outcome, ProbeResult
+from controlplane.domain import LivenessFailure, LivenessResult, Outcome, ProbeResult
 from controlplane.replay.timeline import Baseline, Noise
 from simulator.faults import Fault, choose_status, fault_fires
 
@@ -123,16 +123,20 @@ class ProbeModel:
         base: dict[str, Any] = {"endpoint_id": eid, "region": region, "vantage": vantage, "started_at": started}
         timeout_s = min(self.s.probe.liveness_timeout, self.s.probe.timeout)
         if self.noise.loss > 0 and rng.random() < self.noise.loss:
-            return LivenessResult(**base, ok=False, error="check lost (replay noise)"), timeout_s
+            return LivenessResult(**base, ok=False, error="check lost (replay noise)", failure=LivenessFailure.TIMEOUT), timeout_s
         fired = {k: f for k, f in faults.items() if k in ("down", "hang", "error", "auth") and fault_fires(f, vantage, rng)}
         if "down" in fired:
-            return LivenessResult(**base, ok=False, error="connection refused (replay fault: down)"), 0.01
+            return LivenessResult(
+                **base, ok=False, error="connection refused (replay fault: down)", failure=LivenessFailure.CONNECT_ERROR
+            ), 0.01
         if "hang" in fired:
-            return LivenessResult(**base, ok=False, error="no answer (replay fault: hang)"), timeout_s
+            return LivenessResult(**base, ok=False, error="no answer (replay fault: hang)", failure=LivenessFailure.TIMEOUT), timeout_s
         if "auth" in fired:
             return LivenessResult(**base, ok=True, status_code=401, latency_ms=30.0), 0.03
         if "error" in fired:
             status = choose_status(fired["error"], rng)
-            return LivenessResult(**base, ok=False, status_code=status, error=f"HTTP {status} from the models list"), 0.05
+            return LivenessResult(
+                **base, ok=False, status_code=status, error=f"HTTP {status} from the models list", failure=LivenessFailure.SERVER_ERROR
+            ), 0.05
         latency = max(5.0, 40.0 + self._jitter())
         return LivenessResult(**base, ok=True, status_code=200, latency_ms=round(latency, 1)), latency / 1000.0

@@ -21,7 +21,7 @@ from azure.core.credentials import AccessToken
 
 from controlplane.cli.probe import probe_command
 from controlplane.config import Settings, parse_settings
-from controlplane.domain import LivenessResult, Outcome, ProbeResult
+from controlplane.domain import LivenessFailure, LivenessResult, Outcome, ProbeResult
 from controlplane.engine.cadence import MAX_OVERLAPPING
 from probes.runner import ProbeRunner
 from simulator.faults import Fault
@@ -498,9 +498,25 @@ def test_a_liveness_check_uses_the_models_list_in_both_url_styles(sim: LLMSimula
     results = asyncio.run(go())
     assert [(r.region, r.ok, r.status_code) for r in results] == [("eastus", False, 503), ("westeurope", True, 200)]
     assert results[0].error == "HTTP 503 from the models list"
+    assert results[0].failure is LivenessFailure.SERVER_ERROR and results[1].failure is None
     sim.set_fault("eastus", Fault("down"))
     [east, _] = asyncio.run(go())
     assert not east.ok and east.status_code is None and east.error
+    assert east.failure is LivenessFailure.CONNECT_ERROR
+
+
+def test_a_failed_liveness_check_says_why_tls_or_timeout(sim: LLMSimulator) -> None:
+    tls = endpoint(sim, "eastus", base_url=sim.base_url("eastus").replace("http://", "https://"))  # TLS to a plain-HTTP port
+    s = settings(sim, {"eastus": [tls], "westeurope": [endpoint(sim, "westeurope")]}, jitter=0.0, liveness_timeout="300ms")
+    sim.set_fault("westeurope", Fault("hang"))
+
+    async def go() -> list[LivenessResult]:
+        async with ProbeRunner(s, environ=ENVIRON) as runner:
+            return await runner.check_round()
+
+    east, west = asyncio.run(go())
+    assert not east.ok and east.failure is LivenessFailure.TLS_ERROR, east
+    assert not west.ok and west.failure is LivenessFailure.TIMEOUT, west
 
 
 def test_a_failed_liveness_check_makes_the_llm_probe_due_at_once_and_never_drains(sim: LLMSimulator) -> None:
