@@ -459,9 +459,7 @@ class FlagKind(StrEnum):
     DRIFT_REVERT = "drift_revert"  # subject: "<target>/<region>"; an operator asked to revert this drift
     CONFIG_PROBLEMS = "config_problems"  # singleton; value {"problems": [...]}
     LOGIN_FAILURES = "login_failures"  # subject: user name (lower case); value {"failures": [iso, ...], "locked_until": iso | None}
-    LIVENESS = (
-        "liveness"  # subject: vantage; value {"endpoints": {endpoint id: {at, ok, status, latency_ms, error, checks_ok, checks_failed}}}
-    )
+    LIVENESS = "liveness"  # subject: vantage; value: controlplane.store.records.LivenessTally.flag_value()
 
     def key(self, subject: str | None = None) -> str:
         return self.value if subject is None else f"{self.value}:{subject}"

@@ -26,12 +26,44 @@ from controlplane.domain import (
     RegionHealth,
     WriteStatus,
 )
-from controlplane.store.records import Lease, Panic, TargetEndpointRecord
+from controlplane.store.records import LIVENESS_SUMMARY_EVERY_S, Lease, LivenessRecord, Panic, TargetEndpointRecord
 
 
 def stale_after(settings: Settings) -> float:
     """Seconds without a probe result after which a region's data is stale (default: 2 intervals)."""
     return settings.health.stale_after or 2 * settings.probe.interval
+
+
+def liveness_stale_after(settings: Settings) -> float:
+    """Seconds after which a vantage's last liveness check is stale: its prober stopped checking (or
+    storing). The summary is stored at least every LIVENESS_SUMMARY_EVERY_S while checks run."""
+    return max(stale_after(settings), LIVENESS_SUMMARY_EVERY_S + 3 * settings.probe.liveness_interval)
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessStatus:
+    """A vantage's last liveness check of one endpoint, as of ``now``."""
+
+    check: LivenessRecord
+    age_s: float
+    stale: bool
+
+    def to_dict(self) -> dict[str, object]:
+        c = self.check
+        return {
+            "endpoint": c.endpoint_id,
+            "vantage": c.vantage,
+            "ok": c.ok,
+            "reason": c.reason,
+            "failure": c.failure,
+            "status": c.status_code,
+            "error": c.error,
+            "at": c.at.isoformat(),
+            "age_s": round(self.age_s, 1),
+            "stale": self.stale,
+            "recent_checks": c.recent_checks,
+            "recent_failed": c.recent_failed,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +82,7 @@ class RegionStatus:
     overrides: tuple[Override, ...]  # active overrides naming this region
     config_problems: tuple[str, ...] = ()  # "<endpoint id>: <problem>": ours to fix, not the region's fault
     evaluated: bool = False  # the leader has saved a health for it
+    liveness: tuple[LivenessStatus, ...] = ()  # per endpoint and vantage, sorted: the last liveness check
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +171,11 @@ def region_status(
     active: list[Override],
     now: datetime,
     endpoint_health: dict[str, EndpointHealth] | None = None,
+    liveness: Iterable[LivenessRecord] = (),
 ) -> RegionStatus:
     age = (now - last).total_seconds() if last else None
+    configured = {f"{name}/{e.name}" for e in settings.region(name).endpoints}
+    live_stale = liveness_stale_after(settings)
     known = health is not None and health.state is not HealthStateName.UNKNOWN
     return RegionStatus(
         name=name,
@@ -158,6 +194,12 @@ def region_status(
             f"{e.endpoint_id}: {e.config_problem}" for e in (endpoint_health or {}).values() if e.region == name and e.config_problem
         ),
         evaluated=health is not None,
+        liveness=tuple(
+            LivenessStatus(c, age_s, age_s > live_stale)
+            for c in liveness
+            if c.endpoint_id in configured
+            for age_s in [max(0.0, (now - c.at).total_seconds())]
+        ),
     )
 
 
@@ -204,9 +246,10 @@ def read_status(settings: Settings, store: StatusSource, now: datetime, *, regio
     active = store.active_overrides(now)
     panics = store.panics()
     rows = {(r.target, r.region): r for r in store.target_endpoints()}
+    checks = store.liveness()
     return SystemStatus(
         now=now,
-        regions=tuple(region_status(settings, n, region_health.get(n), last.get(n), active, now, endpoint_health) for n in names),
+        regions=tuple(region_status(settings, n, region_health.get(n), last.get(n), active, now, endpoint_health, checks) for n in names),
         targets=tuple(target_status(settings, t, rows, active, panics) for t in settings.targets),
         lease=store.lease(),
         overrides=tuple(active),
@@ -226,14 +269,17 @@ class StatusSource(Protocol):
     def target_endpoints(self, target: str | None = None) -> list[TargetEndpointRecord]: ...
     def lease(self, name: LeaseName = LeaseName.LEADER) -> Lease | None: ...
     def config_problems(self) -> list[str]: ...
+    def liveness(self) -> list[LivenessRecord]: ...
 
 
 __all__ = [
+    "LivenessStatus",
     "RegionStatus",
     "StatusSource",
     "SystemStatus",
     "TargetEndpointStatus",
     "TargetStatus",
+    "liveness_stale_after",
     "read_status",
     "region_status",
     "stale_after",

@@ -52,6 +52,17 @@ def regions() -> Any:
     )
 
 
+@api.get("/regions/<name>")
+def region(name: str) -> Any:
+    ws = state()
+    if name not in ws.settings.region_names:
+        reason = f"region: {name[:80]!r} is not a configured region"
+        return jsonify({"error": "not_found", "field": "region", "value": name[:80], "reason": reason}), 404
+    now = _now()
+    card, grid = readmodel.region_card(ws.settings, ws.store, name, now)
+    return jsonify({"generated_at": now.isoformat(), "region": card.to_dict(), "vantage_grid": grid.to_dict()})
+
+
 @api.get("/targets")
 def targets() -> Any:
     ws = state()

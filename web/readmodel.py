@@ -32,7 +32,7 @@ from controlplane.domain import (
     Transition,
     WriteStatus,
 )
-from controlplane.status import RegionStatus, SystemStatus, TargetEndpointStatus, TargetStatus, read_status, stale_after
+from controlplane.status import LivenessStatus, RegionStatus, SystemStatus, TargetEndpointStatus, TargetStatus, read_status, stale_after
 from controlplane.store import Lease, RegionStats, Store, queries
 from probes.cost import estimate_monthly
 from web import charts, traffic
@@ -45,7 +45,7 @@ RANGES = {"1h": (timedelta(hours=1), 60), "24h": (timedelta(hours=24), 600), "7d
 
 Stats = RegionStats  # the dashboard's 5-minute figures per region
 
-__all__ = ["RANGES", "TIMELINE_KINDS", "SeriesCache", "overview", "region_page", "stale_after", "target_views", "timeline"]
+__all__ = ["RANGES", "TIMELINE_KINDS", "SeriesCache", "overview", "region_card", "region_page", "stale_after", "target_views", "timeline"]
 
 
 # ---------------------------------------------------------------- view values
@@ -74,6 +74,7 @@ class RegionCard:
     spark: charts.Chart
     endpoints: list[EndpointHealth]
     overrides: list[Override]
+    liveness: list[LivenessStatus] = field(default_factory=list)  # per endpoint and vantage: the last liveness check
 
     @classmethod
     def of(cls, region: RegionStatus, stats: Stats, spark: charts.Chart) -> RegionCard:
@@ -92,6 +93,7 @@ class RegionCard:
             spark=spark,
             endpoints=list(region.endpoints),
             overrides=list(region.overrides),
+            liveness=list(region.liveness),
         )
 
     @property
@@ -135,6 +137,7 @@ class RegionCard:
                 for e in self.endpoints
             ],
             "overrides": [o.id for o in self.overrides],
+            "liveness": [c.to_dict() for c in self.liveness],
         }
 
 
@@ -359,9 +362,13 @@ class VantageGrid:
     endpoints: list[str]  # endpoint ids, config order
     cells: dict[tuple[str, str], queries.VantageCell]
     window_s: float
+    liveness: dict[tuple[str, str], LivenessStatus] = field(default_factory=dict)  # (endpoint, vantage) -> last check
 
     def cell(self, endpoint: str, vantage: str) -> queries.VantageCell | None:
         return self.cells.get((endpoint, vantage))
+
+    def check(self, endpoint: str, vantage: str) -> LivenessStatus | None:
+        return self.liveness.get((endpoint, vantage))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -377,12 +384,18 @@ class VantageGrid:
         }
 
 
-def vantage_grid(settings: Settings, store: Store, now: datetime, vantages: list[str], regions: list[str] | None = None) -> VantageGrid:
+def vantage_grid(
+    settings: Settings, store: Store, status: SystemStatus, vantages: list[str], regions: list[str] | None = None
+) -> VantageGrid:
+    """The grid from the raw results of the last ``stale_after`` (one short index range) and the
+    stored liveness summaries (no raw read): a vantage that only checks liveness gets a column too."""
     window = stale_after(settings)
-    cells = queries.vantage_cells(store, now - timedelta(seconds=window))
-    names = sorted(set(vantages) | {v for _, v in cells})
+    cells = queries.vantage_cells(store, status.now - timedelta(seconds=window))
+    checks = {(c.check.endpoint_id, c.check.vantage): c for r in status.regions for c in r.liveness}
+    live = {v for (_, v), c in checks.items() if not c.stale}
+    names = sorted(set(vantages) | {v for _, v in cells} | live)
     endpoints = [f"{r.name}/{e.name}" for r in settings.regions if regions is None or r.name in regions for e in r.endpoints]
-    return VantageGrid(names, endpoints, cells, window)
+    return VantageGrid(names, endpoints, cells, window, checks)
 
 
 @dataclass
@@ -506,9 +519,18 @@ def overview(settings: Settings, store: Store, now: datetime) -> Overview:
         banners=banners(settings, status),
         leader=status.lease,
         automation=auto,
-        grid=vantage_grid(settings, store, now, [v.name for v in auto.vantages]),
+        grid=vantage_grid(settings, store, status, [v.name for v in auto.vantages]),
         open_incidents=[i for i in queries.incidents(store, now - OPEN_INCIDENT_LOOKBACK, targets_of(settings)) if i.open],
     )
+
+
+def region_card(settings: Settings, store: Store, name: str, now: datetime) -> tuple[RegionCard, VantageGrid]:
+    """One region's card and vantage grid (the API's region endpoint): the overview's figures for one region."""
+    status = read_status(settings, store, now, regions=[name])
+    stats = queries.region_stats(store, now - STATS_WINDOW, region=name).get(name, Stats())
+    start = (now - SPARK_WINDOW).replace(second=0, microsecond=0)
+    spark = charts.sparkline(queries.rollup_series(store, [name], start, 60)[name], start, now, 60)
+    return RegionCard.of(status.region(name), stats, spark), vantage_grid(settings, store, status, [], regions=[name])
 
 
 # ---------------------------------------------------------------- incidents
@@ -676,7 +698,7 @@ def region_page(settings: Settings, store: Store, name: str, range_key: str, now
         targets=targets,
         costs=costs,
         currency=settings.probe.cost_currency,
-        grid=vantage_grid(settings, store, now, [], regions=[name]),
+        grid=vantage_grid(settings, store, status, [], regions=[name]),
     )
 
 

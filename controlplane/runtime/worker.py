@@ -66,12 +66,12 @@ from controlplane.runtime import loops
 from controlplane.runtime.leader import LeaderElector, LeaseTiming
 from controlplane.runtime.reconcile import Reconciler, TickReport
 from controlplane.store import Store
+from controlplane.store.records import LIVENESS_SUMMARY_EVERY_S, LivenessTally
 from probes.runner import ProbeRunner
 
 log = logging.getLogger(__name__)
 
 JOB_IDS = ("lease", "lease-at-expiry", "reconcile", "reconcile-now", "rollup", "retention", "overrides", "notify")
-LIVENESS_FLAG_EVERY_S = 30.0  # the liveness summary is written when a check flips, else at most this often
 _SEVERITY = {HealthStateName.UNHEALTHY: "critical", HealthStateName.DEGRADED: "warning"}
 
 
@@ -165,7 +165,7 @@ class Worker:
         self.result_buffer_limit = result_buffer_limit(settings)
         self.results_dropped = 0
         self.results_flushed = 0
-        self._liveness: dict[str, dict[str, Any]] = {}  # endpoint id -> last liveness check and counts
+        self._liveness = LivenessTally()  # per endpoint: the last liveness check and the recent outcomes
         self._liveness_written = -math.inf
         self._liveness_pending: deque[LivenessResult] = deque(maxlen=10_000)  # appended on the probe loop, drained by evaluate()
         self._writer = futures.ThreadPoolExecutor(
@@ -289,27 +289,17 @@ class Worker:
 
     def _on_liveness(self, result: LivenessResult) -> None:
         """Called on the probe loop for each liveness check: kept as a per-endpoint summary that the
-        writer thread stores as the flag ``liveness:<vantage>`` (when a check flips, else every 30 s)."""
+        writer thread stores as the flag ``liveness:<vantage>`` (when a check flips, else every 10 s)."""
         self._liveness_pending.append(result)  # for the leader's evaluator, at its next evaluation
-        entry = self._liveness.setdefault(result.endpoint_id, {"checks_ok": 0, "checks_failed": 0})
-        flipped = entry.get("ok") is not None and entry.get("ok") != result.ok
-        entry.update(
-            at=result.started_at.isoformat(),
-            ok=result.ok,
-            status=result.status_code,
-            latency_ms=result.latency_ms,
-            error=result.error,
-        )
-        entry["checks_ok" if result.ok else "checks_failed"] += 1
+        flipped = self._liveness.add(result)
         now = time.monotonic()
-        if flipped or now - self._liveness_written >= LIVENESS_FLAG_EVERY_S:
+        if flipped or now - self._liveness_written >= LIVENESS_SUMMARY_EVERY_S:
             self._liveness_written = now
-            snapshot = {eid: dict(e) for eid, e in self._liveness.items()}
-            self._writer.submit(self._store_liveness, snapshot, result.started_at)
+            self._writer.submit(self._store_liveness, self._liveness.flag_value(), result.started_at)
 
-    def _store_liveness(self, snapshot: dict[str, dict[str, Any]], at: datetime) -> None:
+    def _store_liveness(self, value: dict[str, Any], at: datetime) -> None:
         try:
-            self.store.set_flag(FlagKind.LIVENESS, self.settings.probe.vantage, {"endpoints": snapshot}, at)
+            self.store.set_flag(FlagKind.LIVENESS, self.settings.probe.vantage, value, at)
         except Exception as exc:
             log.warning("cannot store the liveness summary: %s", type(exc).__name__)
 

@@ -38,7 +38,16 @@ from controlplane.domain import (
     TargetState,
     WriteStatus,
 )
-from controlplane.store.records import ChangeRecord, Flag, Panic, PlanRecord, TargetEndpointRecord, config_problems_of
+from controlplane.store.records import (
+    ChangeRecord,
+    Flag,
+    LivenessRecord,
+    Panic,
+    PlanRecord,
+    TargetEndpointRecord,
+    config_problems_of,
+    liveness_of,
+)
 
 
 def _blank(target: str, region: str, endpoint: str) -> TargetEndpointRecord:
@@ -289,6 +298,9 @@ class MemoryStore:
 
     def config_problems(self) -> list[str]:
         return config_problems_of(self.flags(FlagKind.CONFIG_PROBLEMS))
+
+    def liveness(self) -> list[LivenessRecord]:
+        return liveness_of(self.flags(FlagKind.LIVENESS))
 
     # ------------------------------------------------------------ leader lease
 

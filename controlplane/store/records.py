@@ -8,6 +8,7 @@ its enums (status, origin, field, kind) already parsed.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,10 +21,13 @@ from controlplane.domain import (
     EndpointSetting,
     Field,
     FlagKind,
+    LivenessFailure,
+    LivenessResult,
     NotificationStatus,
     Plan,
     WriteStatus,
 )
+from controlplane.textsafe import bounded_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +233,124 @@ class Panic:
         }
 
 
+LIVENESS_RECENT = 20  # "failed of the last N liveness checks" (per endpoint and vantage)
+LIVENESS_SUMMARY_EVERY_S = 10.0  # the worker stores its liveness summary when a check flips, else at most this often
+_LIVENESS_TEXT_CHARS = 300
+_LIVENESS_REASONS = {
+    LivenessFailure.CONNECT_ERROR.value: "connect error",
+    LivenessFailure.TLS_ERROR.value: "TLS error",
+    LivenessFailure.TIMEOUT.value: "timeout",
+    LivenessFailure.SERVER_ERROR.value: "server error",
+}
+
+
+class LivenessTally:
+    """One worker's summary of its liveness checks, per endpoint: the last check and the outcomes of
+    the last :data:`LIVENESS_RECENT` (bounded), stored as the flag ``liveness:<vantage>`` -- a row per
+    vantage, rewritten in place, so the dashboard reads it without touching the raw results."""
+
+    def __init__(self, recent: int = LIVENESS_RECENT) -> None:
+        self._last: dict[str, LivenessResult] = {}
+        self._recent: dict[str, deque[bool]] = {}
+        self._totals: dict[str, list[int]] = {}  # endpoint id -> [ok, failed] since the worker started
+        self._size = recent
+
+    def add(self, result: LivenessResult) -> bool:
+        """Count a check; True when it flipped the endpoint's last outcome (ok <-> failed)."""
+        before = self._last.get(result.endpoint_id)
+        self._last[result.endpoint_id] = result
+        self._recent.setdefault(result.endpoint_id, deque(maxlen=self._size)).append(result.ok)
+        self._totals.setdefault(result.endpoint_id, [0, 0])[0 if result.ok else 1] += 1
+        return before is not None and before.ok != result.ok
+
+    def flag_value(self) -> dict[str, Any]:
+        endpoints: dict[str, Any] = {}
+        for eid, r in self._last.items():
+            recent = self._recent[eid]
+            endpoints[eid] = {
+                "at": r.started_at.isoformat(),
+                "ok": r.ok,
+                "failure": r.failure.value if r.failure else None,
+                "status": r.status_code,
+                "latency_ms": r.latency_ms,
+                "error": r.error,
+                "recent_checks": len(recent),
+                "recent_failed": sum(1 for ok in recent if not ok),
+                "checks_ok": self._totals[eid][0],
+                "checks_failed": self._totals[eid][1],
+            }
+        return {"endpoints": endpoints}
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessRecord:
+    """A vantage's last liveness check of one endpoint and how many of its recent ones failed
+    (from the ``liveness:<vantage>`` flag; text escaped on the way out)."""
+
+    endpoint_id: str
+    vantage: str
+    at: datetime
+    ok: bool
+    failure: str | None  # a LivenessFailure value; None when ok (or written by a worker that did not say)
+    status_code: int | None
+    error: str | None
+    recent_checks: int | None  # None: written by a worker that kept no recent outcomes
+    recent_failed: int | None
+    updated_at: datetime
+
+    @property
+    def reason(self) -> str:
+        """``ok``, or why it failed: connect error, TLS error, timeout, server error 503."""
+        if self.ok:
+            return "ok"
+        text = _LIVENESS_REASONS.get(self.failure or "", "failed")
+        return f"{text} {self.status_code}" if self.status_code is not None else text
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return bounded_text(str(value), _LIVENESS_TEXT_CHARS) if value is not None else None
+
+
+def liveness_of(flags: list[Flag]) -> list[LivenessRecord]:
+    """Every (endpoint, vantage) the ``liveness`` flags summarise, sorted; entries that do not parse are skipped."""
+    out = []
+    for f in flags:
+        endpoints = f.value.get("endpoints") if f.kind is FlagKind.LIVENESS and f.subject else None
+        if not isinstance(endpoints, Mapping):
+            continue
+        for eid, e in endpoints.items():
+            at = _parse_time(e.get("at")) if isinstance(e, Mapping) else None
+            if at is None or not isinstance(e.get("ok"), bool):
+                continue
+            status = _int_or_none(e.get("status"))
+            failure = e.get("failure") if isinstance(e.get("failure"), str) and e["failure"] in _LIVENESS_REASONS else None
+            if failure is None and not e["ok"] and status is not None and (status >= 500 or status == 408):
+                failure = LivenessFailure.SERVER_ERROR.value
+            recent, failed = _int_or_none(e.get("recent_checks")), _int_or_none(e.get("recent_failed"))
+            if recent is None or failed is None or failed > recent:
+                recent = failed = None
+            out.append(
+                LivenessRecord(
+                    endpoint_id=bounded_text(str(eid), 200),
+                    vantage=bounded_text(f.subject or "", 200),
+                    at=at,
+                    ok=e["ok"],
+                    failure=None if e["ok"] else failure,
+                    status_code=status,
+                    error=_text_or_none(e.get("error")),
+                    recent_checks=recent,
+                    recent_failed=failed,
+                    updated_at=f.updated_at,
+                )
+            )
+    out.sort(key=lambda r: (r.endpoint_id, r.vantage))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class RegionStats:
     """Probe figures of one region over a short recent window."""
@@ -267,11 +389,15 @@ class Bucket:
 
 
 __all__ = [
+    "LIVENESS_RECENT",
+    "LIVENESS_SUMMARY_EVERY_S",
     "ApiToken",
     "Bucket",
     "ChangeRecord",
     "Flag",
     "Lease",
+    "LivenessRecord",
+    "LivenessTally",
     "NotificationRecord",
     "Panic",
     "PlanRecord",
@@ -280,6 +406,7 @@ __all__ = [
     "TargetEndpointRecord",
     "User",
     "config_problems_of",
+    "liveness_of",
     "parse_flag_key",
 ]
 

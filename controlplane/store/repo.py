@@ -68,6 +68,7 @@ from controlplane.store.records import (
     ChangeRecord,
     Flag,
     Lease,
+    LivenessRecord,
     NotificationRecord,
     Panic,
     PlanRecord,
@@ -75,6 +76,7 @@ from controlplane.store.records import (
     TargetEndpointRecord,
     User,
     config_problems_of,
+    liveness_of,
     parse_flag_key,
 )
 from controlplane.textsafe import bounded_text
@@ -1012,6 +1014,10 @@ class Store:
     def config_problems(self) -> list[str]:
         """The configuration problems the leader last reported (auth errors, missing deployments, ...)."""
         return config_problems_of(self.flags(FlagKind.CONFIG_PROBLEMS))
+
+    def liveness(self) -> list[LivenessRecord]:
+        """Each vantage's last liveness check per endpoint and its recent failures (one small flag read per vantage)."""
+        return liveness_of(self.flags(FlagKind.LIVENESS))
 
     # ------------------------------------------------------------ leader lease (compare-and-set)
 

@@ -28,6 +28,7 @@ from tests.integration.web_seed import (
     make_template,
     seed_health,
     seed_incident,
+    seed_liveness,
     seed_probes,
     settings,
 )
@@ -280,7 +281,8 @@ def test_on_call_drains_from_the_overview_card_fails_over_and_freezes_from_the_t
 
 
 def test_the_overview_and_region_page_fit_a_phone(browser: Any, served: tuple[str, Store, FakeClock]) -> None:
-    base, _, _ = served
+    base, store, _ = served
+    seed_liveness(store, T0, region="japaneast")
     errors: list[str] = []
     page = _page(browser, errors)
     page.set_viewport_size({"width": 390, "height": 844})
@@ -291,6 +293,8 @@ def test_the_overview_and_region_page_fit_a_phone(browser: Any, served: tuple[st
     page.wait_for_load_state("load")
     page.goto(base + "/region/japaneast")
     assert _no_horizontal_scroll(page)
+    failed = page.locator("tr[data-endpoint='japaneast/gpt-4o'] td.vcell[data-vantage=test] .live")
+    assert failed.is_visible() and failed.inner_text() == "liveness connect error, 4 s ago\n3 of last 20 failed"
     # state, reason and controls come before the charts; the long tables are collapsed
     controls_y = page.locator("section.controls").bounding_box()["y"]
     assert page.locator("section.region-summary").bounding_box()["y"] < controls_y < page.locator("section.charts").bounding_box()["y"]

@@ -20,6 +20,8 @@ from controlplane.domain import (
     EventKind,
     Field,
     FlagKind,
+    LivenessFailure,
+    LivenessResult,
     OverrideKind,
     Plan,
     TargetState,
@@ -28,6 +30,7 @@ from controlplane.domain import (
 from controlplane.runtime.reconcile import Reconciler
 from controlplane.store import Panic, open_store
 from controlplane.store.memory import MemoryStore
+from controlplane.store.records import LivenessRecord, LivenessTally
 from tests.fakes import EPOCH, FakeClock, at, make_settings, override, region_health
 
 T = "tm-weighted"
@@ -146,3 +149,36 @@ def test_both_stores_answer_the_same_records(sqlite_url: str) -> None:
         assert [replace(r, id=0) for r in sql.changes(target=T)] == [replace(r, id=0) for r in memory.changes(target=T)]
     finally:
         sql.close()
+
+
+def test_liveness_summaries_are_bounded_and_read_back_alike(any_store: Any) -> None:
+    s = any_store
+    tally = LivenessTally(recent=4)
+    flips = []
+    for k, ok in enumerate([True, True, False, False, True, False]):
+        failure = None if ok else LivenessFailure.TIMEOUT
+        flips.append(tally.add(LivenessResult("eastus/gpt-4o", "eastus", "vantage-a", at(5 * k), ok, failure=failure)))
+    assert flips == [False, False, True, False, True, True]
+    s.set_flag(FlagKind.LIVENESS, "vantage-a", tally.flag_value(), at(25))
+    junk = {
+        "eastus/gpt-4o": {"at": "yesterday", "ok": True},
+        "westeurope/gpt-4o": "not a mapping",
+        "japaneast/gpt-4o": {"at": at(1).isoformat()},
+    }
+    s.set_flag(FlagKind.LIVENESS, "vantage-b", {"endpoints": junk}, at(25))  # skipped, not an error
+    s.set_flag(FlagKind.LIVENESS, "vantage-c", {"endpoints": [1, 2]}, at(25))
+    assert s.liveness() == [
+        LivenessRecord(
+            endpoint_id="eastus/gpt-4o",
+            vantage="vantage-a",
+            at=at(25),
+            ok=False,
+            failure="timeout",
+            status_code=None,
+            error=None,
+            recent_checks=4,  # the last four of six
+            recent_failed=3,
+            updated_at=at(25),
+        )
+    ]
+    assert s.liveness()[0].reason == "timeout"

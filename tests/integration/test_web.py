@@ -25,6 +25,8 @@ from controlplane.domain import (
     FlagKind,
     HealthStateName,
     LeaseName,
+    LivenessFailure,
+    LivenessResult,
     Outcome,
     Override,
     OverrideKind,
@@ -44,6 +46,7 @@ from tests.integration.web_seed import (
     make_template,
     seed_everything,
     seed_incident,
+    seed_liveness,
     seed_probes,
     seed_targets,
     seed_transition,
@@ -111,7 +114,7 @@ def token_for(store: Store, role: str) -> dict[str, str]:
 
 PAGES = ["/", "/region/eastus", "/region/eastus?range=7d", "/target/tm-weighted", "/timeline", "/incidents"]
 POSTS = ["/actions/preview", "/actions/execute", "/overrides/1/lift", "/logout"]
-API_GETS = ["/api/v1/regions", "/api/v1/targets", "/api/v1/events", "/api/v1/overrides", "/api/v1/incidents"]
+API_GETS = ["/api/v1/regions", "/api/v1/regions/eastus", "/api/v1/targets", "/api/v1/events", "/api/v1/overrides", "/api/v1/incidents"]
 
 
 # ---------------------------------------------------------------- authentication
@@ -775,3 +778,101 @@ def test_the_vantage_grid_makes_one_partitioned_prober_obvious(app: Flask, seede
     assert grid["cells"]["eastus/gpt-4o"]["vantage-b"] == {"state": "unhealthy", "ok": 0, "total": 2, "last": "connect_error"}
     region = c.get("/region/japaneast").get_data(as_text=True)
     assert region.count('data-vantage="vantage-b" data-state="unhealthy"') == 2  # just this region's endpoints
+
+
+# ---------------------------------------------------------------- liveness checks
+
+
+def test_a_failed_liveness_check_shows_with_its_reason_age_and_recent_failures(app: Flask, seeded: Store, clock: FakeClock) -> None:
+    seed_liveness(seeded, T0)
+    c, _ = login(app, "vic")
+    for path in ("/", "/region/eastus"):
+        html = c.get(path).get_data(as_text=True)
+        row = html.split('<tr data-endpoint="eastus/gpt-4o">', 1)[1].split("</tr>", 1)[0]
+        assert 'data-liveness="failed"' in row and "liveness connect error, 4 s ago" in row, path
+        assert "3 of last 20 failed" in row and 'title="ConnectError: [Errno 111] Connection refused' in row, path
+    overview = c.get("/partials/overview").get_data(as_text=True)
+    assert 'data-liveness="ok"' in overview.split('<tr data-endpoint="westeurope/gpt-4o">', 1)[1].split("</tr>", 1)[0]
+    clock.at = T0 + timedelta(minutes=5)  # the prober still probes but stopped checking: its last check is stale, not news
+    seeded.add_probe_results([ProbeResult("eastus/gpt-4o", "eastus", "test", clock.at - timedelta(seconds=2), Outcome.OK)])
+    assert "liveness connect error, 5 min ago (stale)" in c.get("/region/eastus").get_data(as_text=True)
+
+
+def test_liveness_text_from_the_store_is_escaped(app: Flask, seeded: Store) -> None:
+    hostile = {"at": T0.isoformat(), "ok": False, "failure": "timeout", "error": "\x1b]0;pwned\x07" + HOSTILE + "\u202e", "status": None}
+    seeded.set_flag(FlagKind.LIVENESS, "test", {"endpoints": {"eastus/gpt-4o": hostile}}, T0)
+    c, _ = login(app, "vic")
+    for path in ("/", "/region/eastus"):
+        html = c.get(path).get_data(as_text=True)
+        assert "liveness timeout" in html and HOSTILE not in html and "\x1b" not in html and "\u202e" not in html, path
+        assert "\\x1b]0;pwned\\x07&lt;script&gt;" in html, path
+    [check] = app.test_client().get("/api/v1/regions", headers=token_for(seeded, "viewer")).json["regions"][0]["liveness"]
+    assert check["error"] == "\\x1b]0;pwned\\x07" + HOSTILE + "\\u202e"  # JSON escapes the HTML; the control characters are escaped too
+
+
+def test_api_regions_and_region_carry_the_last_liveness_check_per_endpoint_and_vantage(app: Flask, seeded: Store, clock: FakeClock) -> None:
+    seed_liveness(seeded, T0)
+    seed_liveness(seeded, T0, vantage="vantage-b", failed=0)
+    c, h = app.test_client(), token_for(seeded, "viewer")
+    east = c.get("/api/v1/regions", headers=h).json["regions"][0]
+    failed = {
+        "endpoint": "eastus/gpt-4o",
+        "vantage": "test",
+        "ok": False,
+        "reason": "connect error",
+        "failure": "connect_error",
+        "status": None,
+        "error": "ConnectError: [Errno 111] Connection refused (waiting for response headers)",
+        "at": (T0 - timedelta(seconds=4)).isoformat(),
+        "age_s": 4.0,
+        "stale": False,
+        "recent_checks": 20,
+        "recent_failed": 3,
+    }
+    assert east["liveness"] == [
+        failed,
+        {
+            **failed,
+            "vantage": "vantage-b",
+            "ok": True,
+            "reason": "ok",
+            "failure": None,
+            "status": 200,
+            "error": None,
+            "recent_checks": 17,
+            "recent_failed": 0,
+        },
+    ]
+    one = c.get("/api/v1/regions/eastus", headers=h).json
+    assert one["region"]["name"] == "eastus" and one["region"]["liveness"] == east["liveness"]
+    assert set(one["vantage_grid"]["vantages"]) == {"test", "vantage-b"}  # a vantage seen only by its liveness checks gets a column
+    west = c.get("/api/v1/regions/westeurope", headers=h).json["region"]["liveness"]
+    assert [(x["endpoint"], x["vantage"], x["ok"], x["recent_failed"]) for x in west] == [
+        ("westeurope/gpt-4o", "test", True, 0),
+        ("westeurope/gpt-4o", "vantage-b", True, 0),
+    ]
+    clock.at = T0 + timedelta(minutes=1)
+    assert all(x["stale"] for x in c.get("/api/v1/regions/eastus", headers=h).json["region"]["liveness"])
+    r = c.get("/api/v1/regions/mars", headers=h)
+    assert r.status_code == 404 and r.json["field"] == "region" and r.json["value"] == "mars"
+
+
+def test_the_worker_stores_its_liveness_checks_as_one_bounded_summary_that_the_api_shows(app: Flask, s: Settings, seeded: Store) -> None:
+    from controlplane.runtime.worker import Worker
+
+    worker = Worker(s, seeded, actuators={}, probe=False)
+    for k in range(30):  # 25 good checks, then 5 timeouts: the first failure flips, and is stored at once
+        ok = k < 25
+        failure = None if ok else LivenessFailure.TIMEOUT
+        worker._on_liveness(LivenessResult("eastus/gpt-4o", "eastus", "local", T0 - timedelta(seconds=30 - k), ok, failure=failure))
+    worker._writer.shutdown(wait=True)
+    [flag] = seeded.flags(FlagKind.LIVENESS)
+    assert flag.subject == "local" and len(json.dumps(flag.value)) < 1000  # bounded: counts, not a history
+    [check] = app.test_client().get("/api/v1/regions/eastus", headers=token_for(seeded, "viewer")).json["region"]["liveness"]
+    assert (check["vantage"], check["ok"], check["reason"], check["recent_failed"], check["recent_checks"]) == (
+        "local",
+        False,
+        "timeout",
+        1,
+        20,
+    )

@@ -20,7 +20,10 @@ from controlplane.domain import (
     EndpointHealth,
     EndpointSetting,
     Field,
+    FlagKind,
     HealthStateName,
+    LivenessFailure,
+    LivenessResult,
     Outcome,
     ProbeResult,
     RegionHealth,
@@ -28,6 +31,7 @@ from controlplane.domain import (
     Transition,
 )
 from controlplane.store import Store, open_store
+from controlplane.store.records import LivenessTally
 
 REGIONS = ("eastus", "westeurope", "japaneast")
 PASSWORD = "correct horse battery staple"
@@ -255,3 +259,26 @@ def seed_incident(store: Store, start: datetime, healthy: bool) -> None:
                 later + timedelta(seconds=30),
                 fencing_token=9,
             )
+
+
+def seed_liveness(store: Store, now: datetime, region: str = "eastus", vantage: str = "test", failed: int = 3) -> None:
+    """The summary a worker stores (LivenessTally -> flag ``liveness:<vantage>``), its last check 4 s before
+    ``now``: ``region``/gpt-4o ok 17 times, then ``failed`` connect errors; westeurope/gpt-4o ok."""
+    last = now - timedelta(seconds=4)
+    tally = LivenessTally()
+    for k in range(17 + failed):
+        ok = k < 17
+        tally.add(
+            LivenessResult(
+                endpoint_id=f"{region}/gpt-4o",
+                region=region,
+                vantage=vantage,
+                started_at=last - timedelta(seconds=5 * (16 + failed - k)),
+                ok=ok,
+                status_code=200 if ok else None,
+                error=None if ok else "ConnectError: [Errno 111] Connection refused (waiting for response headers)",
+                failure=None if ok else LivenessFailure.CONNECT_ERROR,
+            )
+        )
+    tally.add(LivenessResult("westeurope/gpt-4o", "westeurope", vantage, last, ok=True, status_code=200, latency_ms=40.0))
+    store.set_flag(FlagKind.LIVENESS, vantage, tally.flag_value(), last)
