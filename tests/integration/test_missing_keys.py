@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +23,7 @@ from controlplane.metrics import worker_http_app
 from controlplane.runtime.worker import Worker
 from controlplane.store import open_store
 from probes.runner import ProbeRunner
+from tests.integration.test_cli import ROOT, _Lines
 
 KEY_ENV = "RG_TEST_UNSET_KEY_7341"
 
@@ -91,3 +98,40 @@ def test_the_region_of_an_endpoint_without_its_key_shows_a_config_problem_not_un
     assert region.reasons[0].startswith("config problem: gpt-4o: auth_error"), region.reasons
     assert KEY_ENV in region.reasons[0]
     assert report.config_problems and KEY_ENV in report.config_problems[0]
+
+
+def test_regionguard_run_without_a_key_says_so_loudly_at_start_naming_the_variable_and_the_endpoint(tmp_path: Path) -> None:
+    """The real command, stopped once it is up: the problem is the first thing it prints, and /readyz gives the reason."""
+    config = write(tmp_path, "sqlite:///" + str(tmp_path / "run.db"))
+    environ = {k: v for k, v in os.environ.items() if k != KEY_ENV} | {"PYTHONUNBUFFERED": "1"}
+    argv = ["run", "--config", str(config), "--migrate", "--dry-run", "--holder", "no-key", "--health-port", "0", "--lease-ttl", "5"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controlplane.cli", *argv],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream: what it says, in the order it says it
+        text=True,
+    )
+    try:
+        out = _Lines(proc)
+        out.wait_for("regionguard worker no-key running")
+        loud = [i for i, line in enumerate(out.seen) if line.startswith("CONFIGURATION PROBLEM: ")]
+        assert loud, out.seen
+        line = out.seen[loud[0]]
+        assert KEY_ENV in line and "eastus/gpt-4o" in line and "/readyz" in line, line
+        assert loud[0] < len(out.seen) - 1  # said before "running", not buried after it
+        health = next(x for x in out.seen if x.startswith("health on http://")).split(" on ", 1)[1]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(health + "readyz", timeout=5)
+        assert refused.value.code == 503
+        body = json.loads(refused.value.read())
+        assert body["checks"]["api_keys"] is False
+        assert any(KEY_ENV in r and "eastus/gpt-4o" in r for r in body["checks"]["reasons"]), body
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert "regionguard worker stopped" in out.rest()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
