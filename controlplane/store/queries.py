@@ -3,8 +3,10 @@
 They must stay fast with a week of raw probe results (millions of rows), so
 none scans raw results over long ranges: last-probe times are per-region
 ``MAX(started_at)`` lookups on the (region, started_at) index, 5-minute
-figures read one short index range, series come from the per-minute rollups,
-aggregated in SQL (the one place that knows SQLite from PostgreSQL).
+figures and the vantage grid read one short index range and are aggregated
+in SQL (only a row per region or cell comes back), series come from the
+per-minute rollups, aggregated in SQL (the one place that knows SQLite from
+PostgreSQL).
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, cast, func, literal_column, select
+from sqlalchemy import Float, Integer, and_, case, cast, func, literal, literal_column, select
 
 from controlplane.domain import ChangeOrigin, ChangeStatus, EventKind, Field, HealthStateName, Outcome, ProbeResult, Transition
 from controlplane.incidents import BAD, EVIDENCE_LOOKBACK, Incident, build
-from controlplane.stats import percentile
 from controlplane.store.models import ChangeRow, HealthTransitionRow, ProbeResultRow, ProbeRollupRow, table
 from controlplane.store.records import Bucket, ChangeRecord, RegionStats
 from controlplane.store.repo import Store, _to_probe
@@ -41,40 +42,63 @@ class VantageCell:
         return "degraded" if self.ok else "unhealthy"
 
 
-def _stats(outcomes: list[str], ttfts: list[float]) -> RegionStats:
-    if not outcomes:
-        return RegionStats()
-    ok = sum(1 for o in outcomes if o == Outcome.OK.value)
-    ttfts.sort()
-    return RegionStats(
-        probes=len(outcomes),
-        success_pct=100.0 * ok / len(outcomes),
-        ttft_p50=percentile(ttfts, 0.5),
-        ttft_p95=percentile(ttfts, 0.95),
+def _rank(q: float, n: Any) -> Any:
+    """SQL for the nearest rank ``max(1, ceil(q * n))`` of :func:`controlplane.stats.percentile`, in the same float arithmetic."""
+    x = literal(q, Float) * n
+    whole = cast(x, Integer)  # truncates; x >= 0
+    return case((x > whole, whole + 1), (whole < 1, 1), else_=whole)
+
+
+def _region_stats_query(since: datetime, region: str | None, dialect: str) -> Any:
+    """(region, probes, ok, ttft p50, ttft p95) per region over [since, now), aggregated in the database.
+
+    PostgreSQL: ``percentile_disc``, which is the nearest rank: the first value
+    whose position in the order is at least ``q * n``, i.e. rank ``ceil(q * n)``
+    in double precision like Python's (both figures share one sort per region).
+    SQLite has no percentile functions: each TTFT's rank within its region by a
+    window function, and the value at rank ``max(1, ceil(q * n))``, with
+    SQLite's truncating ``CAST`` (PostgreSQL's rounds: this branch is SQLite's).
+    Both give :func:`controlplane.stats.percentile` value for value
+    (tests/integration/test_dashboard_queries.py).
+    """
+    t = table(ProbeResultRow)
+    where = [t.c.started_at >= since, *([t.c.region == region] if region is not None else [])]
+    ok = func.sum(case((t.c.outcome == Outcome.OK.value, 1), else_=0))
+    if dialect == "postgresql":
+        p50, p95 = (func.percentile_disc(q).within_group(t.c.ttft_ms) for q in (0.5, 0.95))  # one shared sort (shareable final function)
+        return select(t.c.region, func.count(), ok, p50, p95).where(*where).group_by(t.c.region)
+    ranked = (
+        select(
+            t.c.region,
+            t.c.outcome,
+            t.c.ttft_ms,
+            func.row_number().over(partition_by=t.c.region, order_by=t.c.ttft_ms.asc().nulls_last()).label("rn"),
+            func.count(t.c.ttft_ms).over(partition_by=t.c.region).label("n"),
+        )
+        .where(*where)
+        .subquery()
     )
+    r = ranked.c
+    at_rank = [func.max(case((and_(r.ttft_ms.is_not(None), r.rn == _rank(q, r.n)), r.ttft_ms))) for q in (0.5, 0.95)]
+    ok_r = func.sum(case((r.outcome == Outcome.OK.value, 1), else_=0))
+    return select(r.region, func.count(), ok_r, *at_rank).group_by(r.region)
 
 
 def region_stats(store: Store, since: datetime, region: str | None = None) -> dict[str, RegionStats]:
-    """Per region over [since, now): probe count, success %, TTFT p50/p95 (one short index range)."""
-    t = table(ProbeResultRow)
-    q = select(t.c.region, t.c.outcome, t.c.ttft_ms).where(t.c.started_at >= since)
-    if region is not None:
-        q = q.where(t.c.region == region)
-    per: dict[str, tuple[list[str], list[float]]] = {}
+    """Per region over [since, now): probe count, success %, TTFT p50/p95 (one short index range, aggregated in SQL)."""
+    q = _region_stats_query(since, region, store.engine.dialect.name)
     with store.engine.connect() as conn:
-        for name, outcome, ttft in conn.execute(q):
-            outcomes, ttfts = per.setdefault(name, ([], []))
-            outcomes.append(outcome)
-            if ttft is not None:
-                ttfts.append(ttft)
-    return {name: _stats(outcomes, ttfts) for name, (outcomes, ttfts) in per.items()}
+        return {
+            name: RegionStats(probes=int(n), success_pct=100.0 * int(ok) / int(n), ttft_p50=p50, ttft_p95=p95)
+            for name, n, ok, p50, p95 in conn.execute(q)
+        }
 
 
 def _bucket_expr(store: Store, seconds: int) -> Any:
     col = table(ProbeRollupRow).c.minute_at
     if store.engine.dialect.name == "sqlite":
         return cast(func.strftime("%s", col), Integer) // seconds  # integer division: one group per bucket
-    return func.floor(func.extract("epoch", col) / seconds)
+    return func.floor(func.date_part("epoch", col) / seconds)  # double precision; EXTRACT's numeric is slower per row
 
 
 def rollup_series(store: Store, regions: list[str], since: datetime, bucket_s: int) -> dict[str, list[Bucket]]:
@@ -133,21 +157,38 @@ def vantages_seen(store: Store, since: datetime) -> dict[str, datetime]:
 
 
 def vantage_cells(store: Store, since: datetime) -> dict[tuple[str, str], VantageCell]:
-    """(endpoint id, vantage) -> what that vantage saw of that endpoint since ``since``: last outcome, ok of total."""
+    """(endpoint id, vantage) -> what that vantage saw of that endpoint since ``since``: last outcome, ok of total.
+
+    Aggregated in SQL, one row per cell: the last outcome is the newest row's
+    (by start, then id) through a window function, portable to both databases.
+    """
     t = table(ProbeResultRow)
-    q = select(t.c.endpoint_id, t.c.vantage, t.c.outcome, t.c.started_at).where(t.c.started_at >= since).order_by(t.c.started_at)
-    cells: dict[tuple[str, str], VantageCell] = {}
+    newest_first = (t.c.started_at.desc(), t.c.id.desc())
+    ranked = (
+        select(
+            t.c.endpoint_id,
+            t.c.vantage,
+            t.c.outcome,
+            t.c.started_at,
+            func.row_number().over(partition_by=(t.c.endpoint_id, t.c.vantage), order_by=newest_first).label("rn"),
+        )
+        .where(t.c.started_at >= since)
+        .subquery()
+    )
+    r = ranked.c
+    q = select(
+        r.endpoint_id,
+        r.vantage,
+        func.max(case((r.rn == 1, r.outcome))),
+        func.max(r.started_at),
+        func.sum(case((r.outcome == Outcome.OK.value, 1), else_=0)),
+        func.count(),
+    ).group_by(r.endpoint_id, r.vantage)
     with store.engine.connect() as conn:
-        for endpoint, vantage, outcome, at in conn.execute(q):
-            old = cells.get((endpoint, vantage))
-            ok = outcome == Outcome.OK.value
-            cells[(endpoint, vantage)] = VantageCell(
-                last_outcome=outcome,
-                last_at=_aware(at),
-                ok=(old.ok if old else 0) + int(ok),
-                total=(old.total if old else 0) + 1,
-            )
-    return cells
+        return {
+            (endpoint, vantage): VantageCell(last_outcome=last, last_at=_aware(at), ok=int(ok), total=int(n))
+            for endpoint, vantage, last, at, ok, n in conn.execute(q)
+        }
 
 
 def incidents(store: Store, since: datetime, targets_of: Mapping[str, set[str]], region: str | None = None) -> list[Incident]:

@@ -134,6 +134,8 @@ def test_results_come_back_as_domain_values_newest_n_per_endpoint_and_vantage(ur
         assert {r.outcome for r in west} == {Outcome.THROTTLED}
         assert len(s.results_between(T0, T0 + timedelta(seconds=50), region="eastus")) == 5 + 3
         assert s.last_probe_at()["eastus"] == T0 + timedelta(seconds=290)
+        assert s.last_probe_at(["westeurope", "nowhere", "eastus"]) == s.last_probe_at() and len(s.last_probe_at()) == 2
+        assert s.last_probe_at([]) == {}
     finally:
         s.close()
 
