@@ -61,14 +61,14 @@ def _controls_context(region: str | None = None, target: Target | None = None) -
 @dashboard.get("/")
 def overview() -> Any:
     ws = state()
-    view = readmodel.overview(ws.settings, ws.store, _now())
+    view = readmodel.overview(ws.settings, ws.store, _now(), ws.series_cache)
     return render_template("overview.html", view=view, refresh=current_app.config["REFRESH_SECONDS"], **_controls_context())
 
 
 @dashboard.get("/partials/overview")
 def overview_partial() -> Any:
     ws = state()
-    view = readmodel.overview(ws.settings, ws.store, _now())
+    view = readmodel.overview(ws.settings, ws.store, _now(), ws.series_cache)
     return render_template("_overview_live.html", view=view)
 
 

@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
+from sqlalchemy import event
 
 from controlplane import users
 from controlplane.config import Settings
@@ -369,6 +370,35 @@ def test_long_range_charts_reuse_settled_buckets_and_reread_only_the_newest(seed
         (600, 10 * 6 * 2),
         (1200, 2 * 6 * 2),
     ]
+
+
+def test_the_overview_sparklines_of_every_region_reuse_settled_minutes_and_reread_the_newest_in_one_query(seeded: Store) -> None:
+    from web import readmodel
+
+    cache = readmodel.SeriesCache(ttl_s=300, settle_s=300, monotonic=lambda: 0.0)
+    regions, since = ["eastus", "japaneast"], T0 - timedelta(minutes=60)
+    first = cache.series_of(seeded, regions, since, 60, T0)
+    assert first == queries.rollup_series(seeded, regions, since, 60) and len(first["eastus"]) == 15
+    seeded.purge(raw_before=T0 - timedelta(days=30), rollup_before=T0 - timedelta(minutes=10))  # settled minutes vanish
+    seed_probes(seeded, T0 + timedelta(minutes=2), minutes=2)  # and newer ones arrive
+    reads: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        reads.append(statement)
+
+    event.listen(seeded.engine, "before_cursor_execute", record)
+    try:
+        again = cache.series_of(seeded, regions, since, 60, T0 + timedelta(minutes=2))
+    finally:
+        event.remove(seeded.engine, "before_cursor_execute", record)
+    assert len(reads) == 1  # one query for both regions' newest buckets
+    for r in regions:  # minutes before 11:55 from the cache (though purged since), the rest re-read, 12:00 and 12:01 new
+        assert (
+            again[r]
+            == [b for b in first[r] if b.start < int((T0 - timedelta(minutes=5)).timestamp())]
+            + queries.rollup_series(seeded, [r], T0 - timedelta(minutes=5), 60)[r]
+        )
+        assert [b.start for b in again[r]][-2:] == [int(T0.timestamp()), int(T0.timestamp()) + 60] and len(again[r]) == 17
 
 
 def test_timeline_lists_changes_plans_transitions_and_overrides_newest_first_and_filters(app: Flask, seeded: Store) -> None:
