@@ -3,7 +3,7 @@
 The target deployment: 3 vantages x 100 endpoints (20 regions x 5
 deployments), each probed every 10 s, a week of raw results kept: about
 2.6 M rows a day, 18 M in all, plus their per-minute rollups and a month of
-changes. This script fills both databases with that (bulk ``executemany`` on
+changes and incidents (3 a day, each with its verdicts, drains and restores). This script fills both databases with that (bulk ``executemany`` on
 SQLite, ``COPY`` on PostgreSQL, after the schema is made by the Alembic
 migrations), then prints, per database:
 
@@ -63,6 +63,7 @@ from controlplane.domain import (
     ProbeResult,
     RegionHealth,
     TargetState,
+    Transition,
 )
 from controlplane.engine.health import HealthEvaluator
 from controlplane.stats import percentile
@@ -242,7 +243,7 @@ def fill_postgres(url: str, s: Settings, days: float, interval: float) -> tuple[
 
 
 def seed_state(store: Store, s: Settings) -> None:
-    """Health, targets, a lease, a user and a month of changes: what a running worker leaves."""
+    """Health, targets, a lease, a user and a month of changes and incidents: what a running worker leaves."""
     endpoints, regions = [], []
     for i, r in enumerate(s.regions):
         state = HealthStateName.DEGRADED if i % 7 == 3 else HealthStateName.HEALTHY
@@ -258,8 +259,55 @@ def seed_state(store: Store, s: Settings) -> None:
     for k in range(30 * 20):  # a month: 20 changes a day
         c = Change("tm-weighted", s.regions[k % len(s.regions)].name, "aoai", Field.WEIGHT, 100, 80, "degraded: 15% throttled")
         store.record_change(c, ChangeStatus.APPLIED, NOW - timedelta(hours=1.2 * k), fencing_token=3)
+    seed_incidents(store, s)
     users.set_hasher(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
     users.add_user(store, "bench", "operator", PASSWORD, NOW)
+
+
+INCIDENTS_PER_DAY = 3
+
+
+def seed_incidents(store: Store, s: Settings) -> list[str]:
+    """A month of incidents (3 a day), plus the open ones of the degraded regions; returns their ids, newest first.
+
+    Each closed one is what the worker records for an outage: two endpoints
+    seen failing by every vantage, the region's verdict, a drain in every
+    target, the verdicts of recovery and the restores. The regions seeded
+    degraded (every 7th from the 4th) have an open incident since 3 hours ago.
+    """
+    bad, ok = HealthStateName.UNHEALTHY, HealthStateName.HEALTHY
+    transitions: list[Transition] = []
+    ids = []
+
+    def endpoint_verdicts(region: str, at: datetime, old: HealthStateName, new: HealthStateName, why: str) -> None:
+        for e in DEPLOYMENTS[:2]:
+            for v in VANTAGES:
+                evidence = tuple(f"{v} {at - timedelta(seconds=10 * j):%H:%M:%S} server_error 503" for j in (2, 1, 0))
+                transitions.append(Transition("endpoint", f"{region}/{e}", old, new, why, at, v, evidence if new is bad else ()))
+
+    def drain_or_restore(region: str, at: datetime, enabled: bool, why: str) -> None:
+        for t in s.targets:
+            c = Change(t.name, region, azure_name(t, region), Field.ENABLED, not enabled, enabled, why)
+            store.record_change(c, ChangeStatus.APPLIED, at, fencing_token=3)
+
+    for k in range(30 * INCIDENTS_PER_DAY):
+        region = s.regions[(7 * k) % len(s.regions)].name  # a region's incidents are 20 apart: never overlapping
+        start = NOW - timedelta(hours=24 / INCIDENTS_PER_DAY * k + 5)
+        end = start + timedelta(minutes=10 + 7 * (k % 5))
+        endpoint_verdicts(region, start - timedelta(seconds=5), ok, bad, "3 of 3 failed (503)")
+        transitions.append(Transition("region", region, ok, bad, f"{region}/{DEPLOYMENTS[0]}: 3 of 3 failed", start))
+        drain_or_restore(region, start + timedelta(seconds=4), False, f"{region} unhealthy: 3 of 3 failed")
+        endpoint_verdicts(region, end - timedelta(seconds=5), bad, ok, "3 successes")
+        transitions.append(Transition("region", region, bad, ok, "recovered", end))
+        drain_or_restore(region, end + timedelta(seconds=30), True, f"{region} healthy again")
+        ids.append(f"{region}-{start:%Y%m%dT%H%M%SZ}")
+    for i, r in enumerate(s.regions):
+        if i % 7 == 3:
+            since = NOW - timedelta(hours=3)
+            transitions.append(Transition("region", r.name, ok, HealthStateName.DEGRADED, "15% throttled", since))
+            ids.append(f"{r.name}-{since:%Y%m%dT%H%M%SZ}")
+    store.add_transitions(transitions)
+    return sorted(ids, key=lambda i: i.rsplit("-", 1)[1], reverse=True)
 
 
 # ---------------------------------------------------------------- measurements
@@ -278,6 +326,7 @@ def pages(store: Store, s: Settings, iterations: int) -> list[tuple[str, float, 
     assert token
     client.post("/login", data={"username": "bench", "password": PASSWORD, "csrf_token": token.group(1)})
     region = s.regions[3].name
+    closed = f"{s.regions[7].name}-{NOW - timedelta(hours=24 / INCIDENTS_PER_DAY + 5):%Y%m%dT%H%M%SZ}"  # the second incident
     paths = [
         "/",
         "/partials/overview",
@@ -286,9 +335,13 @@ def pages(store: Store, s: Settings, iterations: int) -> list[tuple[str, float, 
         f"/region/{region}?range=7d",
         "/target/tm-weighted",
         "/timeline",
+        "/incidents",
+        f"/incident/{closed}",
         "/api/v1/regions",
         "/api/v1/targets",
         "/api/v1/events",
+        "/api/v1/incidents",
+        f"/api/v1/incidents/{closed}",
         "/api/v1/overrides",
     ]
     out = []
