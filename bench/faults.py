@@ -243,7 +243,7 @@ def relays(directory: Path, workers: int = 4, events: int = 300) -> Row:
 
     def relay(i: int) -> None:
         while not stop.is_set():
-            batch = stores[i].claim_events(f"w{i}", datetime.now(UTC), since=now - timedelta(minutes=15), limit=25)
+            batch = stores[i].claim_events(f"w{i}", datetime.now(UTC), since=now - timedelta(minutes=15), stale_before=now, limit=25)
             with lock:
                 got.extend(e.id for e in batch if e.id is not None)
             time.sleep(0.005)

@@ -21,7 +21,13 @@ Generic webhook signing (documented for receivers): the request carries
 ``HMAC-SHA256(secret, timestamp + "." + raw_body)``. A receiver recomputes it
 over the raw bytes, compares in constant time and rejects timestamps older
 than a few minutes (replays). ``X-Regionguard-Delivery`` is a unique id per
-message, stable across retries, for de-duplication.
+message, stable across its retries.
+
+Idempotency: ``event_ids`` lists the stored id of every event the message
+stands for (each ``events[].id`` too). Delivery is at least once: a worker that
+dies after a receiver accepted a message and before it recorded that may have
+the message sent again by another worker, grouped differently and under a new
+delivery id, so receivers de-duplicate on the event ids, not the delivery id.
 """
 
 from __future__ import annotations
@@ -317,6 +323,7 @@ def webhook_payload(msg: Message, delivery_id: str) -> dict[str, Any]:
         "text": msg.text,
         "count": msg.count,
         "link": msg.link,
+        "event_ids": [e.id for e in msg.events if e.id is not None],  # idempotency keys: a receiver drops an id it has seen
         "events": [as_jsonable(e) for e in msg.events[-50:]],
     }
 

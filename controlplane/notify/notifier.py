@@ -15,6 +15,16 @@ store's ``notification`` table (pending -> sent | failed) for the dashboard.
 A resolution (region back to healthy, panic cleared) is sent on a channel only
 when that channel announced the incident (PagerDuty: always, since resolving an
 unknown dedup key is harmless and the incident may predate a restart).
+
+``publish(event, on_settled)`` reports back once per event, when every channel
+that took it is done with it: ``on_settled(event, True)`` when a channel
+accepted it (or none had anything to send, or it was dropped or refused for
+good), ``False`` when no channel accepted it and one gave up on a retryable
+error (or stopped). The :class:`EventRelay` marks an event relayed only on
+``True``; otherwise its claim goes stale and any worker sends it again.
+A channel gives up on one message after its *send deadline*
+(:func:`send_deadline`), so a claim held longer than :func:`claim_timeout` by a
+worker that stopped renewing it is its to lose.
 """
 
 from __future__ import annotations
@@ -56,6 +66,57 @@ class DeliveryResult:
     attempts: int
     status_code: int | None = None
     error: str | None = None
+    retryable: bool = False  # a failure that another try later might get through (5xx, 429, timeout, shutting down)
+
+
+RELAY_INTERVAL_S = 2.0  # how often each worker's EventRelay ticks (claims, renews its claims, marks what was sent)
+
+
+def send_deadline(channel: SlackChannel | TeamsChannel | PagerDutyChannel | WebhookChannel) -> float:
+    """Seconds a channel may spend on one message: every attempt's timeout plus the back-offs between them."""
+    backoffs = sum(min(channel.backoff * 2**i, channel.max_backoff) for i in range(channel.retries))
+    return (channel.retries + 1) * channel.timeout + backoffs
+
+
+def claim_timeout(settings: NotificationSettings) -> float:
+    """Seconds after which an event claimed but not marked relayed is stale: the group window, the
+    slowest channel's send deadline, and two relay ticks of margin (a live claimer renews every tick)."""
+    slowest = max((send_deadline(c) for c in settings.channels if c.enabled), default=0.0)
+    return settings.group_wait + slowest + 2 * RELAY_INTERVAL_S
+
+
+# how a channel finished with one event
+ACCEPTED, SKIPPED, DROPPED, FAILED, RETRY = "accepted", "skipped", "dropped", "failed", "retry"
+
+
+class _Receipt:
+    """One published event's outcome across the channels that took it; calls back once all are done."""
+
+    __slots__ = ("_callback", "_lock", "_outcomes", "_remaining", "event")
+
+    def __init__(self, event: AuditEvent, channels: int, callback: Callable[[AuditEvent, bool], None]) -> None:
+        self.event = event
+        self._callback = callback
+        self._remaining = channels
+        self._outcomes: set[str] = set()
+        self._lock = threading.Lock()
+        if channels == 0:
+            self._fire()
+
+    def settle(self, outcome: str) -> None:
+        with self._lock:
+            self._remaining -= 1
+            self._outcomes.add(outcome)
+            done = self._remaining == 0
+        if done:
+            self._fire()
+
+    def _fire(self) -> None:
+        relayed = ACCEPTED in self._outcomes or RETRY not in self._outcomes
+        try:
+            self._callback(self.event, relayed)
+        except Exception:
+            log.exception("notification delivery callback failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +132,12 @@ class _Batch:
     deadline: float  # monotonic
     events: list[AuditEvent] = field(default_factory=list)
     dropped: int = 0
+    receipts: list[_Receipt] = field(default_factory=list)  # every event that joined (shed ones too): settled with the batch
+
+    def settle(self, outcome: str) -> None:
+        receipts, self.receipts = self.receipts, []
+        for receipt in receipts:
+            receipt.settle(outcome)
 
 
 class _ChannelWorker:
@@ -94,7 +161,7 @@ class _ChannelWorker:
         self._clock = clock
         self._metrics = metrics
         self._cond = threading.Condition()
-        self._inbox: deque[AuditEvent] = deque()
+        self._inbox: deque[tuple[AuditEvent, _Receipt | None]] = deque()
         self._pending: dict[str, _Batch] = {}
         self._open_groups: set[str] = set()
         self._busy = False
@@ -121,17 +188,21 @@ class _ChannelWorker:
             return False
         return severity_rank(event.severity) >= severity_rank(self.channel.min_severity) or messages.is_resolution(event)
 
-    def offer(self, event: AuditEvent) -> None:
+    def offer(self, event: AuditEvent, receipt: _Receipt | None = None) -> None:
         dropped = 0
+        lost: _Receipt | None = None
         with self._cond:
             if self._stopping:
-                return
-            if len(self._inbox) >= self._settings.queue_size:
-                self._inbox.popleft()
-                self.dropped += 1
-                dropped = self.dropped
-            self._inbox.append(event)
-            self._cond.notify()
+                lost = receipt
+            else:
+                if len(self._inbox) >= self._settings.queue_size:
+                    _, lost = self._inbox.popleft()
+                    self.dropped += 1
+                    dropped = self.dropped
+                self._inbox.append((event, receipt))
+                self._cond.notify()
+        if lost is not None:
+            lost.settle(RETRY if self._stopping else DROPPED)
         if dropped:
             self._count_drop(dropped)
 
@@ -198,6 +269,8 @@ class _ChannelWorker:
                     self._deliver(batch)
                 except Exception:
                     log.exception("notification channel %s failed to deliver a batch", self.name, extra={"channel": self.name})
+                finally:
+                    batch.settle(FAILED)  # no-op when _deliver settled it
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
@@ -221,12 +294,14 @@ class _ChannelWorker:
 
     def _drain_inbox_locked(self) -> None:
         while self._inbox:
-            event = self._inbox.popleft()
+            event, receipt = self._inbox.popleft()
             key = messages.group_key(event)
             batch = self._pending.get(key)
             if batch is None:
                 batch = self._pending[key] = _Batch(group=key, deadline=time.monotonic() + self._settings.group_wait)
             batch.events.append(event)
+            if receipt is not None:
+                batch.receipts.append(receipt)
             if len(batch.events) > self._batch_cap:
                 self._shed(batch)
 
@@ -249,6 +324,7 @@ class _ChannelWorker:
     def _deliver(self, batch: _Batch) -> None:
         events = self._relevant(batch)
         if not events:
+            batch.settle(SKIPPED)
             return
         msg = messages.build_message(
             batch.group, events, self._settings.max_events_per_message, dropped=batch.dropped, dashboard_url=self._settings.dashboard_url
@@ -256,6 +332,7 @@ class _ChannelWorker:
         rendered = self._render(msg)
         record_id = self._record_start(msg)
         result = self._send(rendered)
+        batch.settle(ACCEPTED if result.ok else RETRY if result.retryable else FAILED)
         self._record_finish(record_id, result)
         if result.ok:
             self.sent += 1
@@ -307,7 +384,9 @@ class _ChannelWorker:
         return Rendered(self._secrets["url"], body, signed_headers)
 
     def _send(self, rendered: Rendered) -> DeliveryResult:
+        """POST with retries, within the channel's send deadline (a Retry-After never stretches it)."""
         ch = self.channel
+        give_up_at = time.monotonic() + send_deadline(ch)
         attempt = 0
         while True:
             attempt += 1
@@ -315,10 +394,12 @@ class _ChannelWorker:
             if error is None:
                 return DeliveryResult(True, attempt, status)
             if not retryable or attempt > ch.retries:
-                return DeliveryResult(False, attempt, status, error)
+                return DeliveryResult(False, attempt, status, error, retryable)
             delay = min(max(ch.backoff * (2 ** (attempt - 1)), retry_after or 0.0), ch.max_backoff)
+            if time.monotonic() + delay + ch.timeout > give_up_at:
+                return DeliveryResult(False, attempt, status, f"{error} (gave up: send deadline)", True)
             if not self._sleep(delay):
-                return DeliveryResult(False, attempt, status, f"{error} (gave up: shutting down)")
+                return DeliveryResult(False, attempt, status, f"{error} (gave up: shutting down)", True)
 
     def _attempt(self, rendered: Rendered) -> tuple[int | None, str | None, bool, float | None]:
         """One POST: (status, error or None, retryable, retry-after seconds)."""
@@ -414,17 +495,33 @@ class Notifier:
     def channels(self) -> list[str]:
         return [w.name for w in self._workers]
 
-    def publish(self, event: AuditEvent) -> None:
-        """Queue the event for every channel that wants it. Never blocks, never raises."""
+    def publish(self, event: AuditEvent, on_settled: Callable[[AuditEvent, bool], None] | None = None) -> None:
+        """Queue the event for every channel that wants it. Never blocks, never raises.
+
+        ``on_settled(event, relayed)`` is called once, from a channel's thread (or
+        this one), when every channel that took the event is done with it; see the
+        module doc for what ``relayed`` means.
+        """
         if self._closed:
             log.debug("notifier closed; event %s not sent", event.kind)
+            if on_settled is not None:
+                on_settled(event, False)
             return
+        wanting = []
         for worker in self._workers:
             try:
                 if worker.wants(event):
-                    worker.offer(event)
+                    wanting.append(worker)
             except Exception:
                 log.exception("could not queue a notification for channel %s", worker.name)
+        receipt = None if on_settled is None else _Receipt(event, len(wanting), on_settled)
+        for worker in wanting:
+            try:
+                worker.offer(event, receipt)
+            except Exception:
+                log.exception("could not queue a notification for channel %s", worker.name)
+                if receipt is not None:
+                    receipt.settle(FAILED)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Send what is waiting now (ignoring group windows); True when every channel went idle."""
@@ -455,16 +552,23 @@ RELAY_HORIZON = timedelta(minutes=15)  # older unrelayed events are history, not
 class EventRelay:
     """Publishes audit events written to the store by any process (e.g. overrides made in the web app).
 
-    Every worker runs one and calls ``tick()`` on a short interval. Each event
-    is claimed in the store before it is published (``Store.claim_events``: a
-    compare-and-set on the event row), so it goes out once across any number
-    of workers and across a leader change, including the events written
-    while leadership moved. Events older than ``horizon`` are history and are
-    not sent. Use the relay *or* call ``Notifier.publish`` directly for the
+    Every worker runs one and calls ``tick()`` every :data:`RELAY_INTERVAL_S`.
+    Claim, send, then mark: each event is claimed in the store
+    (``Store.claim_events``: a compare-and-set on the event row that records
+    the claimer and the time), handed to the notifier, and marked relayed
+    (``Store.mark_relayed``) only when the notifier reports that a channel
+    accepted it (or that there was nothing to send). While the channels still
+    hold an event, each tick renews its claim; a claim not renewed for
+    ``stale_after`` (default :func:`claim_timeout`: the group window, the
+    slowest channel's send deadline and a margin) is stale, and any worker
+    takes it over by compare-and-set. So an event goes out once across any
+    number of workers and across a leader change, and a worker killed between
+    its claim and the channel's answer loses nothing: another sends it once the
+    claim is stale. The one duplicate left: a worker that dies after the
+    channel accepted an event and before the mark; webhooks carry each event's
+    id so a receiver can drop it. Events older than ``horizon`` are history and
+    are not sent. Use the relay *or* call ``Notifier.publish`` directly for the
     same events, not both.
-
-    A worker killed between claiming an event and handing it to its channel
-    loses that event (at most once, never twice).
     """
 
     def __init__(
@@ -476,6 +580,7 @@ class EventRelay:
         worker: str = "relay",
         clock: Any = None,
         horizon: timedelta = RELAY_HORIZON,
+        stale_after: timedelta | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -483,15 +588,66 @@ class EventRelay:
         self._worker = worker
         self._now = clock.now if clock is not None else (lambda: datetime.now(UTC))
         self._horizon = horizon
+        self.stale_after = stale_after if stale_after is not None else timedelta(seconds=claim_timeout(notifier.settings))
+        self._lock = threading.Lock()
+        self._held: dict[int, datetime] = {}  # event id -> when we claimed it: in the channels' hands, renewed each tick
+        self._to_mark: list[int] = []  # accepted by the channels, not yet marked relayed in the store
+        self.marked = 0
 
     def tick(self) -> int:
-        """Publish the events this worker claimed; returns how many. Never raises."""
+        """Mark what the channels accepted, renew our claims, publish what we newly claimed; returns how many. Never raises."""
         now = self._now()
+        self._mark(now)
+        with self._lock:
+            renew = [i for i, claimed in self._held.items() if now - claimed < self._horizon]
         try:
-            events = self._store.claim_events(self._worker, now, since=now - self._horizon, limit=self._batch)
+            if renew:
+                self._store.renew_claims(self._worker, renew, now)
+            events = self._store.claim_events(
+                self._worker, now, since=now - self._horizon, stale_before=now - self.stale_after, limit=self._batch
+            )
         except Exception as exc:
             log.warning("event relay cannot read the store: %s", type(exc).__name__)
             return 0
+        published = 0
         for event in events:
-            self._notifier.publish(event)
-        return len(events)
+            if event.id is None:
+                continue
+            with self._lock:
+                if event.id in self._held:  # ours already (a renewal was missed): the channels still have it
+                    continue
+                self._held[event.id] = now
+            self._notifier.publish(event, self._settled)
+            published += 1
+        return published
+
+    def _settled(self, event: AuditEvent, relayed: bool) -> None:
+        """From a channel's thread: mark it now (the window for a duplicate is between the answer and this mark)."""
+        if event.id is None:
+            return
+        with self._lock:
+            self._held.pop(event.id, None)
+            if relayed:
+                self._to_mark.append(event.id)
+        # not relayed: no channel accepted it; the claim, no longer renewed, goes stale and any worker retries it
+        if relayed:
+            self._mark(self._now())
+
+    def _mark(self, now: datetime) -> None:
+        with self._lock:
+            ids, self._to_mark = self._to_mark, []
+        if not ids:
+            return
+        try:
+            self._store.mark_relayed(self._worker, ids, now)
+            with self._lock:
+                self.marked += len(ids)
+        except Exception as exc:
+            log.warning("event relay cannot mark %d event(s) relayed: %s; trying again next tick", len(ids), type(exc).__name__)
+            with self._lock:
+                self._to_mark.extend(ids)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._held) + len(self._to_mark)

@@ -198,10 +198,10 @@ class Worker:
             ("overrides", self.overrides_tick, 5.0, now + timedelta(seconds=1)),
         ]
         if self.notifier is not None:
-            from controlplane.notify import EventRelay
+            from controlplane.notify.notifier import RELAY_INTERVAL_S, EventRelay
 
             self._relay = EventRelay(self.store, self.notifier, worker=self.holder, clock=self.clock)
-            jobs.append(("notify", self._relay.tick, 2.0, now + timedelta(seconds=2)))
+            jobs.append(("notify", self._relay.tick, RELAY_INTERVAL_S, now + timedelta(seconds=RELAY_INTERVAL_S)))
         for job_id, func, seconds, first in jobs:
             self.scheduler.add_job(func, "interval", seconds=seconds, id=job_id, name=job_id, replace_existing=True, next_run_time=first)
         self.scheduler.start()

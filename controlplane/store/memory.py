@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import copy
 import itertools
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -81,7 +82,9 @@ class MemoryStore:
         self._plans: list[PlanRecord] = []
         self._overrides: list[Override] = []
         self._events: list[AuditEvent] = []
-        self._relayed: set[int] = set()  # indexes into _events claimed by claim_events
+        self._claims: dict[int, tuple[str, datetime]] = {}  # event id -> (claimed by, claimed at)
+        self._relayed: set[int] = set()  # event ids whose channels answered
+        self._relay_lock = threading.Lock()  # the relay claims on its thread and marks on the channels' threads
         self._flags: dict[str, Flag] = {}
         self._leases: dict[str, tuple[str, int, datetime]] = {}  # name -> (holder, fencing token, expires at)
 
@@ -247,20 +250,37 @@ class MemoryStore:
 
     def add_event(self, e: AuditEvent) -> int:
         event_id = next(self._ids)
-        self._events.append(e)
+        self._events.append(replace(e, id=event_id))
         return event_id
 
-    def claim_events(self, worker: str, now: datetime, *, since: datetime, limit: int = 100) -> list[AuditEvent]:
-        """Like the SQL store's: each event handed to one caller only (one process: a set of claimed indexes)."""
+    def claim_events(self, worker: str, now: datetime, *, since: datetime, stale_before: datetime, limit: int = 100) -> list[AuditEvent]:
+        """Like the SQL store's: each free event (unclaimed, or claimed before ``stale_before``, and not relayed) to one caller."""
         out: list[AuditEvent] = []
-        for index, e in enumerate(self._events):
-            if len(out) >= limit:
-                break
-            if index in self._relayed or e.at < since:
-                continue
-            self._relayed.add(index)
-            out.append(e)
+        with self._relay_lock:
+            for e in self._events:
+                if len(out) >= limit:
+                    break
+                assert e.id is not None
+                claim = self._claims.get(e.id)
+                if e.id in self._relayed or e.at < since or (claim is not None and claim[1] >= stale_before):
+                    continue
+                self._claims[e.id] = (worker, now)
+                out.append(e)
         return out
+
+    def renew_claims(self, worker: str, event_ids: Iterable[int], now: datetime) -> int:
+        with self._relay_lock:
+            mine = [i for i in event_ids if i not in self._relayed and self._claims.get(i, ("", now))[0] == worker]
+            for i in mine:
+                self._claims[i] = (worker, now)
+            return len(mine)
+
+    def mark_relayed(self, worker: str, event_ids: Iterable[int], now: datetime) -> int:
+        known = {e.id for e in self._events}
+        with self._relay_lock:
+            fresh = [i for i in event_ids if i in known and i not in self._relayed]
+            self._relayed.update(fresh)
+            return len(fresh)
 
     def events(
         self,

@@ -244,7 +244,10 @@ class AuditEventRow(Base):
     target: Mapped[str | None] = mapped_column(String(80))
     severity: Mapped[str] = mapped_column(String(16), default="info")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    relayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # claimed by a worker to send (compare-and-set)
+    # the relay: claimed by a worker to send (compare-and-set; stale after the relay's bound), then relayed once the channels answered
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    relayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     relayed_by: Mapped[str | None] = mapped_column(String(200))
 
 

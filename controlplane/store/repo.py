@@ -871,34 +871,49 @@ class Store:
             s.flush()
             return row.id
 
-    def claim_events(self, worker: str, now: datetime, *, since: datetime, limit: int = 100) -> list[AuditEvent]:
+    def claim_events(self, worker: str, now: datetime, *, since: datetime, stale_before: datetime, limit: int = 100) -> list[AuditEvent]:
         """Events not yet relayed (recorded at or after ``since``), each claimed for ``worker``, oldest first.
 
-        A compare-and-set per event (``UPDATE ... WHERE relayed_at IS NULL``,
-        row count 1 = ours): however many workers call this at once, each
-        event is handed to exactly one of them.
+        An event is free when nobody claimed it, or when its claim was made
+        before ``stale_before`` (its claimer died or gave up before marking it
+        relayed). A compare-and-set per event (``UPDATE ... WHERE relayed_at
+        IS NULL AND (claimed_at IS NULL OR claimed_at < stale_before)``, row
+        count 1 = ours; PostgreSQL re-checks the condition on the row it
+        locked): however many workers call this at once, each free event is
+        handed to exactly one of them. The caller marks it relayed
+        (:meth:`mark_relayed`) only once the channels answered.
         """
+        free = and_(
+            AuditEventRow.relayed_at.is_(None),
+            or_(AuditEventRow.claimed_at.is_(None), AuditEventRow.claimed_at < stale_before),
+        )
         with self.session() as s:
-            rows = s.scalars(
-                select(AuditEventRow)
-                .where(AuditEventRow.relayed_at.is_(None), AuditEventRow.at >= since)
-                .order_by(AuditEventRow.id)
-                .limit(limit)
-            ).all()
+            rows = s.scalars(select(AuditEventRow).where(free, AuditEventRow.at >= since).order_by(AuditEventRow.id).limit(limit)).all()
             candidates = [(row.id, _to_event(row)) for row in rows]
         claimed: list[AuditEvent] = []
         for event_id, event in candidates:
             with self.session() as s:
                 won = _rowcount(
-                    s.execute(
-                        update(AuditEventRow)
-                        .where(AuditEventRow.id == event_id, AuditEventRow.relayed_at.is_(None))
-                        .values(relayed_at=now, relayed_by=worker)
-                    )
+                    s.execute(update(AuditEventRow).where(AuditEventRow.id == event_id, free).values(claimed_at=now, claimed_by=worker))
                 )
             if won == 1:
                 claimed.append(event)
         return claimed
+
+    def renew_claims(self, worker: str, event_ids: Sequence[int], now: datetime) -> int:
+        """Move the claim time of ``worker``'s unrelayed claims to ``now`` (still being sent); returns how many."""
+        return self._update_unrelayed(event_ids, [AuditEventRow.claimed_by == worker], claimed_at=now)
+
+    def mark_relayed(self, worker: str, event_ids: Sequence[int], now: datetime) -> int:
+        """Record that ``worker``'s channels answered for these events; returns how many were still unmarked."""
+        return self._update_unrelayed(event_ids, [], relayed_at=now, relayed_by=worker)
+
+    def _update_unrelayed(self, event_ids: Sequence[int], where: list[Any], **values: Any) -> int:
+        if not event_ids:
+            return 0
+        with self.session() as s:
+            rows = AuditEventRow.id.in_(list(event_ids)), AuditEventRow.relayed_at.is_(None), *where
+            return _rowcount(s.execute(update(AuditEventRow).where(*rows).values(**values)))
 
     def events(
         self,

@@ -2,7 +2,9 @@
 
 Issue 14, case 7: each worker relayed every stored event from an in-memory
 cursor, so with two workers each page went out twice, and the events written
-while leadership moved were never sent.
+while leadership moved were never sent. Then the relay claimed each event
+before sending it: a worker killed between the claim and the receiver's
+answer lost the events it held.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import yaml
 
 from controlplane.cli.demo import demo_config
 from controlplane.config import parse_settings
-from controlplane.domain import EventKind
+from controlplane.domain import AuditEvent, EventKind
 from controlplane.store import open_store
 from simulator.arm import FakeArm
 from simulator.llm import LLMSimulator, default_regions
@@ -31,20 +34,34 @@ HOOK_ENV = "REGIONGUARD_TEST_HOOK_URL"
 
 
 class Hook:
-    """A webhook receiver on 127.0.0.1 that keeps every event id it is sent."""
+    """A webhook receiver on 127.0.0.1 that keeps the event ids of every request it accepted (answered 200).
+
+    While ``holding`` is set it answers nothing: each request waits (its event
+    ids in ``held``) until ``release()``, and is then refused with a 503, so a
+    sender killed meanwhile has delivered nothing.
+    """
 
     def __init__(self) -> None:
         self.ids: list[int] = []
+        self.held: list[int] = []
         self.lock = threading.Lock()
+        self.holding = threading.Event()
+        self.released = threading.Event()
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                payload = json.loads(body)
-                with hook.lock:
-                    hook.ids.extend(int(e["id"]) for e in payload.get("events", []) if e.get("id") is not None)
-                self.send_response(200)
+                ids = [int(e["id"]) for e in json.loads(body).get("events", []) if e.get("id") is not None]
+                if hook.holding.is_set():
+                    with hook.lock:
+                        hook.held.extend(ids)
+                    hook.released.wait(30)
+                    self.send_response(503)
+                else:
+                    with hook.lock:
+                        hook.ids.extend(ids)
+                    self.send_response(200)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -57,6 +74,14 @@ class Hook:
     def received(self) -> Counter[int]:
         with self.lock:
             return Counter(self.ids)
+
+    def holds(self) -> set[int]:
+        with self.lock:
+            return set(self.held)
+
+    def release(self) -> None:
+        self.holding.clear()
+        self.released.set()
 
 
 @pytest.fixture
@@ -71,7 +96,8 @@ def world(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     data["health"].update(min_dwell="2s", successes_to_up=2)
     data["guardrails"].update(cooldown="1s")
     data["reconcile"].update(interval="1s")
-    data["notifications"] = {"group_wait": "0s", "channels": [{"kind": "webhook", "name": "hook", "url_env": HOOK_ENV}]}
+    channel = {"kind": "webhook", "name": "hook", "url_env": HOOK_ENV, "timeout": "1s", "retries": 1, "backoff": "0.2s"}
+    data["notifications"] = {"group_wait": "0s", "channels": [channel]}
     settings = parse_settings(data)
     arm.seed_from_config(settings)
     config = tmp_path / "regionguard.yaml"
@@ -90,6 +116,7 @@ def world(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         store.close()
         sim.stop()
         arm.stop()
+        hook.release()
         hook.server.shutdown()
 
 
@@ -119,3 +146,26 @@ def test_each_event_reaches_the_webhook_exactly_once_across_two_workers_and_a_ki
     got = hook.received()
     assert [i for i, n in got.items() if n > 1] == [], "an event was sent twice"
     assert stored - set(got) == set(), "an event was never sent"
+
+
+def test_events_a_killed_worker_claimed_but_had_not_delivered_reach_the_webhook_from_the_other_worker(
+    world: tuple[World, Hook],
+) -> None:
+    w, hook = world
+    hook.holding.set()  # the receiver is slow to answer: whatever the worker sends now is claimed, not delivered
+    a = w.worker("worker-a")
+    wait_for(lambda: w.holder() == "worker-a", 30, "worker-a to take the lease")
+    at = datetime.now(UTC)
+    ours = {
+        w.store.add_event(AuditEvent(EventKind.OVERRIDE, at, "alice", f"alice drained eastus ({i})", region="eastus", severity="warning"))
+        for i in range(3)
+    }
+    wait_for(lambda: ours <= hook.holds(), 20, "worker-a to send the events (held by the receiver)")
+    a.send_signal(signal.SIGKILL)  # between the claim and the receiver's answer
+    a.wait(10)
+    claimed = hook.holds()
+    hook.release()  # the receiver answers again; worker-a's requests died with it
+    w.worker("worker-b")
+    wait_for(lambda: claimed <= set(hook.received()), 30, "the events worker-a claimed to reach the webhook")
+    got = hook.received()
+    assert [i for i, n in got.items() if n > 1] == [], "an event was sent twice"

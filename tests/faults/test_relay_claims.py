@@ -31,7 +31,9 @@ def test_four_workers_claiming_at_once_each_get_distinct_events_and_together_all
             start.wait(10)
             got: list[str] = []
             for _ in range(20):  # bounded: a few small batches each
-                batch = stores[i].claim_events(f"w{i}", T0, since=T0 - timedelta(minutes=15), limit=7)
+                batch = stores[i].claim_events(
+                    f"w{i}", T0, since=T0 - timedelta(minutes=15), stale_before=T0 - timedelta(minutes=1), limit=7
+                )
                 if not batch:
                     break
                 got.extend(e.summary for e in batch)
@@ -45,7 +47,7 @@ def test_four_workers_claiming_at_once_each_get_distinct_events_and_together_all
         every = Counter(s for got in claimed.values() for s in got)
         assert [s for s, n in every.items() if n > 1] == [], "an event was handed to two workers"
         assert set(every) == {f"event {i}" for i in range(len(ids))}, "an event was handed to nobody"
-        assert stores[1].claim_events("w1", T0, since=T0 - timedelta(minutes=15)) == []
+        assert stores[1].claim_events("w1", T0, since=T0 - timedelta(minutes=15), stale_before=T0 - timedelta(minutes=1)) == []
     finally:
         for s in stores:
             s.close()

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,6 +17,7 @@ from controlplane.domain import AuditEvent, Change, Field, NotificationStatus, a
 from controlplane.metrics import Metrics
 from controlplane.notify import EventRelay, NotificationSettings, Notifier, verify_signature
 from controlplane.store import Store
+from tests.waiting import wait_until
 
 T0 = datetime(2026, 11, 27, 3, 0, 0, tzinfo=UTC)
 SLACK_URL_ENV = "TEST_SLACK_URL"
@@ -451,3 +452,56 @@ def test_settings_refuse_inline_urls_and_duplicate_channel_names() -> None:
     )
     assert parsed.group_wait == 0.25 and parsed.channels[0].timeout == 3.0
     assert parsed.channels[0].url == "https://events.pagerduty.com/v2/enqueue"
+
+
+def test_the_relay_marks_an_event_relayed_only_once_a_channel_accepted_it_and_a_stale_claim_goes_out_again(
+    receiver: Receiver, notifiers: list[Notifier], store: Store
+) -> None:
+    receiver.script = [(503, {}), (503, {})]  # the first message fails its two attempts: given up, retryable
+    n = make(notifiers, settings(slack(retries=1), group_wait=0.2), receiver)
+    clock = FixedClock(T0)
+    relay = EventRelay(store, n, worker="w1", clock=clock, stale_after=timedelta(seconds=30))
+    other = EventRelay(store, n, worker="w2", clock=clock, stale_after=timedelta(seconds=30))
+    burst = [store.add_event(drain_event("eastus", summary=f"drained eastus from target {i}")) for i in range(3)]
+    assert relay.tick() == 3
+    wait_until(lambda: relay.in_flight == 0, 5, "the channel to give up on the message")
+    assert len(receiver.requests) == 2  # grouping still works: one message for the three, tried twice
+    assert "(+2 more)" in json.loads(receiver.requests[0].body)["text"]
+    clock.at = T0 + timedelta(seconds=20)
+    assert other.tick() == 0  # w1's claims are not stale yet (given up, no longer renewed)
+    clock.at = T0 + timedelta(seconds=31)
+    assert other.tick() == 3  # stale: w2 takes them over and sends them again
+    wait_until(lambda: other.marked == 3, 5, "w2 to mark the three events relayed once the channel accepted them")
+    assert len(receiver.requests) == 3
+    clock.at = T0 + timedelta(minutes=5)
+    assert relay.tick() == 0 and other.tick() == 0  # relayed: never claimed again
+    assert sorted(burst) == sorted(e.id for e in store.events() if e.id is not None)
+
+
+def test_a_worker_renews_the_claims_its_channels_still_hold(receiver: Receiver, notifiers: list[Notifier], store: Store) -> None:
+    receiver.hang = True  # the receiver answers nothing until released
+    n = make(notifiers, settings(slack(timeout=5.0, retries=0)), receiver)
+    clock = FixedClock(T0)
+    relay = EventRelay(store, n, worker="w1", clock=clock, stale_after=timedelta(seconds=30))
+    other = EventRelay(store, n, worker="w2", clock=clock, stale_after=timedelta(seconds=30))
+    store.add_event(drain_event())
+    assert relay.tick() == 1
+    receiver.wait_for(1)
+    for step in (20, 40, 60):  # w1 ticks every 20 s: its claim stays fresh
+        clock.at = T0 + timedelta(seconds=step)
+        assert relay.tick() == 0
+        assert other.tick() == 0
+    receiver.release.set()
+    wait_until(lambda: relay.marked == 1, 5, "the held event to be accepted and marked")
+    assert len(receiver.requests) == 1
+
+
+def test_each_webhook_message_names_its_events_ids_for_idempotency(receiver: Receiver, notifiers: list[Notifier]) -> None:
+    n = make(notifiers, settings({"kind": "webhook", "name": "hook", "url_env": SLACK_URL_ENV}, group_wait=0.2), receiver)
+    for i in range(3):
+        n.publish(replace(drain_event(summary=f"drained eastus ({i})"), id=40 + i))
+    assert n.flush(5)
+    [req] = receiver.wait_for(1)
+    body = req.json()
+    assert body["event_ids"] == [40, 41, 42]
+    assert [e["id"] for e in body["events"]] == [40, 41, 42]

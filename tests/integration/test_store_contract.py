@@ -182,3 +182,26 @@ def test_liveness_summaries_are_bounded_and_read_back_alike(any_store: Any) -> N
         )
     ]
     assert s.liveness()[0].reason == "timeout"
+
+
+def test_an_event_is_claimed_once_until_its_claim_is_stale_and_never_again_once_relayed(any_store: Any) -> None:
+    s = any_store
+    horizon = EPOCH - timedelta(minutes=15)
+    first = s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=EPOCH, actor="alice", summary="drained eastus"))
+    second = s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=EPOCH, actor="alice", summary="drained westeurope"))
+    s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=EPOCH - timedelta(hours=1), actor="alice", summary="history"))
+
+    def claim(worker: str, now: Any) -> list[int]:
+        return [e.id for e in s.claim_events(worker, now, since=horizon, stale_before=now - timedelta(seconds=30))]
+
+    assert claim("a", at(0)) == [first, second]
+    assert claim("b", at(10)) == []  # a's claims are fresh
+    assert s.mark_relayed("a", [first], at(12)) == 1
+    assert s.renew_claims("b", [second], at(20)) == 0  # not b's to renew
+    assert s.renew_claims("a", [first, second], at(20)) == 1  # the relayed one needs no renewal
+    assert claim("b", at(45)) == []  # renewed at 20: fresh until 50
+    assert claim("b", at(51)) == [second]  # a stopped renewing: stale, b takes it over
+    assert claim("a", at(52)) == []
+    assert s.mark_relayed("b", [second], at(53)) == 1
+    assert s.mark_relayed("a", [second], at(54)) == 0
+    assert claim("c", at(200)) == []  # relayed events are never claimed again
