@@ -9,12 +9,13 @@ them. Per fault it prints:
 - ``non-leader``: Azure writes that landed from a worker after it lost the lease;
 - ``dup writes``: writes that reached ARM more than once for one change;
 - ``results lost``: probe results that never reached the store;
-- ``events lost`` / ``events dup``: stored events not relayed / relayed twice;
+- ``events lost`` / ``events dup``: stored events not relayed / relayed twice (for the
+  relay rows: events the webhook receiver never accepted / accepted twice);
 - ``converge s``: seconds from the fault until the plan is empty again (- when not applicable).
 
 The goal is zero in every loss column.
 
-    .venv/bin/python bench/faults.py      # about a minute
+    .venv/bin/python bench/faults.py      # about a minute and a half
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Row:
     events_dup: int = 0
     converge_s: float | None = None
     note: str = ""
+    window: bool = False  # the documented at-least-once window (a kill after the receiver's accept): its duplicates are expected
 
 
 def duplicates(world: World) -> int:
@@ -243,7 +245,9 @@ def relays(directory: Path, workers: int = 4, events: int = 300) -> Row:
 
     def relay(i: int) -> None:
         while not stop.is_set():
-            batch = stores[i].claim_events(f"w{i}", datetime.now(UTC), since=now - timedelta(minutes=15), stale_before=now, limit=25)
+            batch = stores[i].claim_events(
+                f"w{i}", datetime.now(UTC), since=now - timedelta(minutes=15), stale_before=now - timedelta(seconds=30), limit=25
+            )
             with lock:
                 got.extend(e.id for e in batch if e.id is not None)
             time.sleep(0.005)
@@ -262,6 +266,88 @@ def relays(directory: Path, workers: int = 4, events: int = 300) -> Row:
     row = Row(f"{workers} relays, {events} events", events_lost=len(set(ids) - set(counts)), events_dup=sum(n - 1 for n in counts.values()))
     for s in [store, *stores]:
         s.close()
+    return row
+
+
+HOOK_ENV = "REGIONGUARD_BENCH_HOOK_URL"
+RELAY_NOTIFICATIONS = {
+    "group_wait": 0.5,
+    "channels": [{"kind": "webhook", "name": "hook", "url_env": HOOK_ENV, "timeout": 1.0, "retries": 1, "backoff": 0.2}],
+}
+# a worker's event relay on its own, as `regionguard run` ticks it (faster: every 0.2 s), in a process we can kill -9
+RELAY_PROCESS = """
+import json, sys, time
+from controlplane.notify import EventRelay, NotificationSettings, Notifier
+from controlplane.store import open_store
+store = open_store(sys.argv[1])
+relay = EventRelay(store, Notifier(NotificationSettings.model_validate(json.loads(sys.argv[2])), store=store), worker=sys.argv[3])
+for _ in range(600):
+    relay.tick()
+    time.sleep(0.2)
+"""
+
+
+def relay_killed(directory: Path, name: str, *, after_accept: bool, events: int = 40, regions: int = 4) -> Row:
+    """A worker's relay (its own process) claims ``events`` events of ``regions`` incidents and is killed -9 while the
+    receiver holds its first message: unanswered (between claim and send), or taken but not yet answered (between
+    the receiver's accept and the mark). Another worker's relay must deliver every event; ``converge s`` is from the kill
+    until the receiver has them all."""
+    import json
+    import os
+    import subprocess
+    from datetime import UTC, datetime
+
+    from controlplane.notify import EventRelay, NotificationSettings, Notifier
+    from tests.faults.hook import Hook
+    from tests.waiting import wait_until
+
+    url = "sqlite:///" + str(directory / f"{name}.db")
+    store = open_store(url, migrate=True)
+    hook = Hook()
+    hook.accept_held = after_accept
+    hook.holding.set()
+    now = datetime.now(UTC)
+    ids = [
+        store.add_event(
+            AuditEvent(EventKind.OVERRIDE, now, "alice", f"drained r{i % regions} ({i})", region=f"r{i % regions}", severity="warning")
+        )
+        for i in range(events)
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RELAY_PROCESS, url, json.dumps(RELAY_NOTIFICATIONS), "relay-a"],
+        env=dict(os.environ, **{HOOK_ENV: hook.url}),
+        cwd=ROOT,
+    )
+    try:
+        wait_until(hook.holds, 30, "the first relay's first message")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    killed = time.monotonic()
+    held = len(hook.holds())
+    hook.release()
+    settings = NotificationSettings.model_validate(RELAY_NOTIFICATIONS)
+    notifier = Notifier(settings, store=store, env={HOOK_ENV: hook.url})
+    relay = EventRelay(store, notifier, worker="relay-b")
+    row = Row(name)
+    while time.monotonic() - killed < 30:
+        relay.tick()
+        if set(ids) <= set(hook.received()):
+            row.converge_s = time.monotonic() - killed
+            break
+        time.sleep(0.2)
+    notifier.flush(5)
+    relay.tick()  # the last marks
+    notifier.close()
+    counts = hook.received()
+    row.events_lost = len(set(ids) - set(counts))
+    row.events_dup = sum(n - 1 for n in counts.values() if n > 1)
+    row.window = after_accept
+    row.note = f"killed holding {held} claimed event(s) in its first message; stale after {relay.stale_after.total_seconds():.1f} s" + (
+        f"; the {row.events_dup} duplicate(s) carry event ids the receiver has: it drops them" if after_accept else ""
+    )
+    hook.close()
+    store.close()
     return row
 
 
@@ -301,6 +387,8 @@ def main() -> int:
         rows.append(bad_answer(arm, directory, "ARM 503 x3", lambda a: a.inject_error(503, count=3, method="PATCH")))
         rows.append(database_outage(directory))
         rows.append(relays(directory))
+        rows.append(relay_killed(directory, "relay killed between claim and send", after_accept=False))
+        rows.append(relay_killed(directory, "relay killed after the accept (*)", after_accept=True))
     header = f"{'fault':34} {'non-leader':>10} {'dup writes':>10} {'results lost':>12} {'events lost':>11} {'events dup':>10} {'converge s':>10}  note"
     print(header)
     print("-" * len(header))
@@ -309,8 +397,12 @@ def main() -> int:
         print(
             f"{r.fault:34} {r.non_leader:>10} {r.dup_writes:>10} {r.results_lost:>12} {r.events_lost:>11} {r.events_dup:>10} {conv:>10}  {r.note}"
         )
-    losses = sum(r.non_leader + r.dup_writes + r.results_lost + r.events_lost + r.events_dup for r in rows)
-    print(f"\nloss columns total: {losses} (goal: 0)")
+    losses = sum(r.non_leader + r.dup_writes + r.results_lost + r.events_lost + (0 if r.window else r.events_dup) for r in rows)
+    print(
+        "\n(*) the documented duplicate window (docs/adr/0014): a relay killed after the receiver took a message and before"
+        " marking it relayed has that message sent again; its duplicates are shown, not counted in the total"
+    )
+    print(f"loss columns total: {losses} (goal: 0)")
     return 0 if losses == 0 else 1
 
 

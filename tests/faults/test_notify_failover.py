@@ -9,15 +9,10 @@ answer lost the events it held.
 
 from __future__ import annotations
 
-import json
 import signal
-import threading
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -28,60 +23,10 @@ from controlplane.domain import AuditEvent, EventKind
 from controlplane.store import open_store
 from simulator.arm import FakeArm
 from simulator.llm import LLMSimulator, default_regions
+from tests.faults.hook import Hook
 from tests.integration.test_worker_ha import World, wait_for
 
 HOOK_ENV = "REGIONGUARD_TEST_HOOK_URL"
-
-
-class Hook:
-    """A webhook receiver on 127.0.0.1 that keeps the event ids of every request it accepted (answered 200).
-
-    While ``holding`` is set it answers nothing: each request waits (its event
-    ids in ``held``) until ``release()``, and is then refused with a 503, so a
-    sender killed meanwhile has delivered nothing.
-    """
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.held: list[int] = []
-        self.lock = threading.Lock()
-        self.holding = threading.Event()
-        self.released = threading.Event()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                ids = [int(e["id"]) for e in json.loads(body).get("events", []) if e.get("id") is not None]
-                if hook.holding.is_set():
-                    with hook.lock:
-                        hook.held.extend(ids)
-                    hook.released.wait(30)
-                    self.send_response(503)
-                else:
-                    with hook.lock:
-                        hook.ids.extend(ids)
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, name="hook", daemon=True).start()
-
-    def received(self) -> Counter[int]:
-        with self.lock:
-            return Counter(self.ids)
-
-    def holds(self) -> set[int]:
-        with self.lock:
-            return set(self.held)
-
-    def release(self) -> None:
-        self.holding.clear()
-        self.released.set()
 
 
 @pytest.fixture
@@ -116,8 +61,7 @@ def world(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         store.close()
         sim.stop()
         arm.stop()
-        hook.release()
-        hook.server.shutdown()
+        hook.close()
 
 
 def test_each_event_reaches_the_webhook_exactly_once_across_two_workers_and_a_killed_leader(world: tuple[World, Hook]) -> None:
