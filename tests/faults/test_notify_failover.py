@@ -41,7 +41,7 @@ def world(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     data["health"].update(min_dwell="2s", successes_to_up=2)
     data["guardrails"].update(cooldown="1s")
     data["reconcile"].update(interval="1s")
-    channel = {"kind": "webhook", "name": "hook", "url_env": HOOK_ENV, "timeout": "1s", "retries": 1, "backoff": "0.2s"}
+    channel = {"kind": "webhook", "name": "hook", "url_env": HOOK_ENV, "timeout": "1s", "retries": 0}
     data["notifications"] = {"group_wait": "0s", "channels": [channel]}
     settings = parse_settings(data)
     arm.seed_from_config(settings)
