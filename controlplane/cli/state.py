@@ -102,6 +102,7 @@ def status_json(status: SystemStatus) -> dict[str, Any]:
                 "reasons": list(r.reasons) if r.evaluated else ["no health evaluated yet"],
                 "last_probe_age_s": None if r.age_s is None else round(r.age_s, 1),
                 "stale": r.stale,
+                "liveness": [c.to_dict() for c in r.liveness],  # each vantage's last zero-token check per endpoint
             }
             for r in status.regions
         ],
@@ -154,6 +155,7 @@ def _status_text(d: dict[str, Any]) -> str:
         score = "-" if r["score"] is None else f"{r['score']:.2f}"
         state = "PROBLEM" if r["state"] == "unknown" and r["config_problems"] else r["state"]  # ours to fix, not "no data"
         lines.append(f"{r['region']:<14} {state:<10} {score:>5}  {age:>9}  {'; '.join(r['reasons'])}")
+    lines.extend(_liveness_lines(d["regions"]))
     if d["targets"]:
         lines.append("")
         lines.append(f"{'TARGET':<14} {'REGION':<12} {'ACTUAL':<22} {'DESIRED':<22} NOTE")
@@ -177,6 +179,22 @@ def _status_text(d: dict[str, Any]) -> str:
                 + (f" (until {o['expires_at']})" if o["expires_at"] else "")
             )
     return "\n".join(lines)
+
+
+def _liveness_lines(regions: list[dict[str, Any]]) -> list[str]:
+    """One line per failing or stale liveness check (ok ones are in ``--json``): on-call sees at a
+    glance that an endpoint stopped answering before the paid probes confirm it."""
+    out = []
+    for r in regions:
+        for c in r["liveness"]:
+            if c["ok"] and not c["stale"]:
+                continue
+            recent = f", {c['recent_failed']} of last {c['recent_checks']} failed" if c["recent_checks"] else ""
+            out.append(
+                f"liveness {r['region']} {c['endpoint']} from {c['vantage']}: {c['reason']}, {c['age_s']:.0f}s ago{recent}"
+                + (" STALE" if c["stale"] else "")
+            )
+    return ["", *out] if out else []
 
 
 def _setting(row: dict[str, Any], side: str) -> str:

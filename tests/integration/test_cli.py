@@ -14,6 +14,7 @@ import io
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from controlplane.domain import AuditEvent, ChangeStatus, EventKind, FlagKind, H
 from simulator.arm import FakeArm
 from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 from tests.integration.cli_env import ACTOR, REGIONS, USER, CliEnv, Run, ago, make_env, migrated_template, write_config
+from tests.integration.web_seed import seed_liveness
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_DB = 0, 1, 2, 3, 4
 UNREACHABLE_PG = "postgresql://rguser:s3cret-pw@127.0.0.1:1/none"
@@ -236,6 +238,7 @@ def test_status_json_has_desired_vs_actual_panic_freeze_and_staleness(env: CliEn
         "reasons": ["no health evaluated yet"],
         "last_probe_age_s": None,
         "stale": True,
+        "liveness": [],
     }
     rows = {(t["target"], t["region"]): t for t in d["targets"]}
     west = rows[("tm-weighted", "westeurope")]
@@ -250,6 +253,24 @@ def test_status_json_has_desired_vs_actual_panic_freeze_and_staleness(env: CliEn
     assert list(d["panic"]) == ["tm-priority"] and d["panic"]["tm-priority"]["reason"] == "every region looks unhealthy: failing open"
     assert d["frozen"] == ["afd-prod"]
     assert [(o["kind"], o["target"], o["who"]) for o in d["overrides"]] == [("freeze", "afd-prod", ACTOR)]
+
+
+def test_status_shows_failed_liveness_checks_with_reason_age_and_recent_failures(env: CliEnv) -> None:
+    t = _seed_status_world(env)
+    seed_liveness(env.store, t, region="eastus", vantage="westus-prober", failed=3)
+    r = env.run("status")
+    assert r.code == EXIT_OK, r.err
+    failed = [line for line in r.out.splitlines() if line.startswith("liveness ")]
+    # only the failing check is listed; westeurope's ok check is in --json, not in the text
+    assert len(failed) == 1, r.out
+    assert "eastus/gpt-4o from westus-prober: connect error" in failed[0] and "3 of last 20 failed" in failed[0]
+    assert re.search(r"\b[45]s ago", failed[0]), failed[0]
+    d = env.run("status", "--json").json()
+    east = {c["endpoint"]: c for c in next(x for x in d["regions"] if x["region"] == "eastus")["liveness"]}
+    assert east["eastus/gpt-4o"]["ok"] is False and east["eastus/gpt-4o"]["failure"] == "connect_error"
+    assert (east["eastus/gpt-4o"]["recent_checks"], east["eastus/gpt-4o"]["recent_failed"]) == (20, 3)
+    west = next(x for x in d["regions"] if x["region"] == "westeurope")["liveness"]
+    assert [(c["endpoint"], c["ok"], c["vantage"]) for c in west] == [("westeurope/gpt-4o", True, "westus-prober")]
 
 
 def test_status_names_the_worker_that_holds_the_lease(env: CliEnv) -> None:
