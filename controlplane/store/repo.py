@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -241,6 +242,8 @@ def _to_user(row: UserRow) -> User:
 
 PURGE_BATCH = 1000
 """Rows one retention transaction deletes (a few milliseconds of locks on either database)."""
+PURGE_PACE = 1.0
+"""After each retention batch, rest this many times as long as the batch took (docs/adr/0013-retention-in-batches.md)."""
 
 
 class Store:
@@ -481,22 +484,40 @@ class Store:
                 for r in s.scalars(q)
             ]
 
-    def purge(self, raw_before: datetime, rollup_before: datetime, batch: int = PURGE_BATCH) -> tuple[int, int]:
+    def purge(self, raw_before: datetime, rollup_before: datetime, batch: int = PURGE_BATCH, pace: float = PURGE_PACE) -> tuple[int, int]:
         """Delete raw results and rollups past their horizons, ``batch`` rows per transaction.
 
         A day of raw results at scale is millions of rows: one DELETE would
         hold its locks (on SQLite, the whole database's write lock) for
         seconds, stalling the probe writers and the pages. Small batches, each
         committed on its own, keep every pause short (docs/adr/0013-retention-in-batches.md).
+
+        Each batch is an id range that starts after the last one (keyset): it
+        never re-walks the index entries of rows already deleted (on
+        PostgreSQL they stay until vacuum). After each batch the purge rests
+        ``pace`` times as long as the batch took, so a long purge takes at most
+        about half of a core and SQLite's waiting writers get the lock between
+        batches instead of losing the race for it to the next one.
         """
-        raw = 0
+        raw, last = 0, 0
         while True:
+            started = time.monotonic()
             with self.session() as s:
-                ids = select(ProbeResultRow.id).where(ProbeResultRow.started_at < raw_before).order_by(ProbeResultRow.id).limit(batch)
-                n = _rowcount(s.execute(delete(ProbeResultRow).where(ProbeResultRow.id.in_(ids.scalar_subquery()))))
-            raw += n
-            if n < batch:
-                break
+                ids = (
+                    select(ProbeResultRow.id)
+                    .where(ProbeResultRow.id > last, ProbeResultRow.started_at < raw_before)
+                    .order_by(ProbeResultRow.id)
+                    .limit(batch)
+                    .subquery()
+                )
+                upto = s.scalar(select(func.max(ids.c.id)))
+                if upto is None:
+                    break
+                in_range = and_(ProbeResultRow.id > last, ProbeResultRow.id <= upto, ProbeResultRow.started_at < raw_before)
+                raw += _rowcount(s.execute(delete(ProbeResultRow).where(in_range)))
+            last = upto
+            if pace > 0:
+                time.sleep(min(pace * (time.monotonic() - started), 1.0))
         return raw, self._purge_rollups(rollup_before)
 
     def _purge_rollups(self, before: datetime) -> int:

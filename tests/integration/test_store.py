@@ -294,6 +294,7 @@ def test_retention_deletes_in_small_batches_and_keeps_what_is_newer(url: str) ->
     try:
         s.add_probe_results([_result(i, Outcome.OK) for i in range(25)])  # 25 results, 10 s apart
         assert s.rollup(T0, T0 + timedelta(minutes=5)) == 5
+        s.add_probe_results([_result(14, vantage="late"), _result(2, vantage="late")])  # stored late: new ids, one of them old
         from sqlalchemy import event
 
         @event.listens_for(s.engine, "before_cursor_execute")
@@ -302,10 +303,10 @@ def test_retention_deletes_in_small_batches_and_keeps_what_is_newer(url: str) ->
                 statements.append(statement)
 
         raw, rolled = s.purge(raw_before=T0 + timedelta(seconds=125), rollup_before=T0 + timedelta(minutes=3), batch=4)
-        assert (raw, rolled) == (13, 3)
-        assert len([q for q in statements if "probe_result" in q]) == 4  # 4 + 4 + 4 + 1: no DELETE took more than a batch
+        assert (raw, rolled) == (14, 3)
+        assert len([q for q in statements if "probe_result" in q]) == 4  # 4 + 4 + 4 + 2: no DELETE took more than a batch
         left = s.results_between(T0, T0 + timedelta(hours=1))
-        assert len(left) == 12 and min(r.started_at for r in left) >= T0 + timedelta(seconds=125)
+        assert len(left) == 13 and min(r.started_at for r in left) >= T0 + timedelta(seconds=125)
         assert [r.minute_at for r in s.rollups(T0)] == [T0 + timedelta(minutes=m) for m in (3, 4)]
     finally:
         s.close()
