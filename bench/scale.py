@@ -9,8 +9,9 @@ migrations), then prints, per database:
 
 - p50 / p95 of every dashboard page and JSON API read (Flask test client);
 - one rollup job (the worker's: the last 3 minutes) and one retention pass
-  that deletes the oldest day, with the longest single batch and the worst
-  insert latency a concurrent writer saw meanwhile;
+  that deletes the oldest day, with the longest single batch and the
+  latencies a concurrent writer and page read saw meanwhile, next to what
+  they see in the 5 s before it (the machine's own noise);
 - insert throughput in results/s per writer with 3 writers at once;
 - the worker's health evaluation: warm start, and one steady tick of news;
 - the database size.
@@ -67,7 +68,7 @@ from controlplane.domain import (
 )
 from controlplane.engine.health import HealthEvaluator
 from controlplane.stats import percentile
-from controlplane.store import Store, open_store
+from controlplane.store import Store, open_store, queries
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 VANTAGES = ("eu-west", "us-east", "asia")
@@ -317,6 +318,11 @@ def ms(seconds: float) -> float:
     return seconds * 1000
 
 
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min): every figure here is wall-clock time on shared cores."""
+    return "load " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def pages(store: Store, s: Settings, iterations: int) -> list[tuple[str, float, float]]:
     from web import create_app
 
@@ -338,6 +344,7 @@ def pages(store: Store, s: Settings, iterations: int) -> list[tuple[str, float, 
         "/incidents",
         f"/incident/{closed}",
         "/api/v1/regions",
+        f"/api/v1/regions/{region}",
         "/api/v1/targets",
         "/api/v1/events",
         "/api/v1/incidents",
@@ -392,8 +399,68 @@ def writers(url: str, s: Settings, seconds: float, n: int = 3, batch: int = 100)
     return [c / took for c in counts]
 
 
-def retention(store: Store, url: str, s: Settings, oldest: datetime) -> tuple[float, int, float, float]:
-    """Delete the oldest day; (seconds, rows, longest DELETE ms, worst concurrent insert ms)."""
+class Latencies:
+    """A writer storing one result at a time and a page read (the region page's raw-table queries), each on its own store,
+    timed call by call while running; each makes its first call (connect, compile) before timing starts."""
+
+    def __init__(self, url: str, s: Settings) -> None:
+        self.url, self.s = url, s
+        self.stop = threading.Event()
+        self.inserts: list[float] = []
+        self.reads: list[float] = []
+        self.ready = threading.Barrier(3, timeout=60)
+        self.threads = [threading.Thread(target=self._write), threading.Thread(target=self._read)]
+
+    def __enter__(self) -> Latencies:
+        for t in self.threads:
+            t.start()
+        self.ready.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def _loop(self, call: Callable[[int], object], into: list[float]) -> None:
+        call(0)  # warm: the connection and the statement's compile are not what is measured
+        self.ready.wait()
+        for i in range(1, 1_000_000):  # bounded; stops when told
+            if self.stop.is_set():
+                return
+            t = time.perf_counter()
+            call(i)
+            into.append(ms(time.perf_counter() - t))
+
+    def _write(self) -> None:
+        w = Store(self.url)
+        eid, region = f"{self.s.regions[0].name}/{DEPLOYMENTS[0]}", self.s.regions[0].name
+        try:
+            self._loop(lambda i: w.add_probe_results([result(eid, region, "eu-west", NOW + timedelta(minutes=5, seconds=i))]), self.inserts)
+        finally:
+            w.close()
+
+    def _read(self) -> None:
+        r = Store(self.url)
+        region = self.s.regions[3].name
+        try:
+            self._loop(
+                lambda i: (queries.region_stats(r, NOW - timedelta(minutes=5), region), queries.recent_probes(r, region)), self.reads
+            )
+        finally:
+            r.close()
+
+    def summary(self) -> str:
+        def one(xs: list[float]) -> str:
+            xs = sorted(xs)
+            return f"p50 {statistics.median(xs):.1f} / p99 {percentile(xs, 0.99) or 0:.1f} / max {xs[-1]:.0f} ms" if xs else "none"
+
+        return f"insert {one(self.inserts)}, page read {one(self.reads)}"
+
+
+def retention(store: Store, url: str, s: Settings, oldest: datetime) -> tuple[float, int, float, str, str]:
+    """Delete the oldest day while a writer and a page read run; (seconds, rows, longest DELETE ms,
+    their latencies meanwhile, the same for 5 s before the purge: what the machine does without it)."""
     longest = [0.0]
     started_at: dict[int, float] = {}
 
@@ -404,36 +471,19 @@ def retention(store: Store, url: str, s: Settings, oldest: datetime) -> tuple[fl
         if statement.lstrip().upper().startswith("DELETE"):
             longest[0] = max(longest[0], ms(time.perf_counter() - started_at.pop(id(cursor), time.perf_counter())))
 
+    with Latencies(url, s) as quiet:
+        time.sleep(5.0)
     event.listen(store.engine, "before_cursor_execute", before)
     event.listen(store.engine, "after_cursor_execute", after)
-    done = threading.Event()
-    worst = [0.0]
-
-    def writer() -> None:
-        w = Store(url)
-        eid, region = f"{s.regions[0].name}/{DEPLOYMENTS[0]}", s.regions[0].name
-        try:
-            for i in range(100_000):  # bounded; stops when the purge is done
-                if done.is_set():
-                    return
-                t = time.perf_counter()
-                w.add_probe_results([result(eid, region, "eu-west", NOW + timedelta(minutes=5, seconds=i))])
-                worst[0] = max(worst[0], ms(time.perf_counter() - t))
-        finally:
-            w.close()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    t = time.perf_counter()
     try:
-        raw, _ = store.purge(raw_before=oldest + timedelta(days=1), rollup_before=oldest)
+        with Latencies(url, s) as during:
+            t = time.perf_counter()
+            raw, _ = store.purge(raw_before=oldest + timedelta(days=1), rollup_before=oldest)
+            took = time.perf_counter() - t
     finally:
-        took = time.perf_counter() - t
-        done.set()
-        thread.join(timeout=30)
         event.remove(store.engine, "before_cursor_execute", before)
         event.remove(store.engine, "after_cursor_execute", after)
-    return took, raw, longest[0], worst[0]
+    return took, raw, longest[0], during.summary(), quiet.summary()
 
 
 def evaluation(store: Store, s: Settings) -> tuple[float, float]:
@@ -465,26 +515,26 @@ def run(name: str, url: str, fill: Callable[[], tuple[int, int]], s: Settings, a
     open_store(url, migrate=True).close()
     t = time.perf_counter()
     raw, rolled = fill()
-    print(f"filled {raw:,} probe results and {rolled:,} rollups in {time.perf_counter() - t:.0f} s")
+    print(f"filled {raw:,} probe results and {rolled:,} rollups in {time.perf_counter() - t:.0f} s ({load()})")
     store = open_store(url)
     try:
         seed_state(store, s)
-        print(f"{'page / API':36} {'p50 ms':>8} {'p95 ms':>8}")
+        print(f"{'page / API':44} {'p50 ms':>8} {'p95 ms':>8}   ({load()})")
         for path_, p50, p95 in pages(store, s, args.iterations):
-            print(f"{path_:36} {p50:8.1f} {p95:8.1f}")
+            print(f"{path_:44} {p50:8.1f} {p95:8.1f}")
+        print(f"  ({load()} after the pages)")
         t = time.perf_counter()
         store.rollup(NOW - timedelta(minutes=3), NOW + timedelta(seconds=1))
-        print(f"rollup job (last 3 minutes): {ms(time.perf_counter() - t):.0f} ms")
+        print(f"rollup job (last 3 minutes): {ms(time.perf_counter() - t):.0f} ms ({load()})")
         warm_ms, tick_ms = evaluation(store, s)
-        print(f"evaluation: warm start {warm_ms:.0f} ms, one tick of news {tick_ms:.1f} ms")
+        print(f"evaluation: warm start {warm_ms:.0f} ms, one tick of news {tick_ms:.1f} ms ({load()})")
         rates = writers(url, s, args.write_seconds)
-        print(f"insert, 3 writers at once: {', '.join(f'{r:,.0f}' for r in rates)} results/s per writer")
+        print(f"insert, 3 writers at once: {', '.join(f'{r:,.0f}' for r in rates)} results/s per writer ({load()})")
         oldest = NOW - timedelta(days=args.days)
-        took, deleted, longest, worst = retention(store, url, s, oldest)
-        print(
-            f"retention of the oldest day: {deleted:,} rows in {took:.1f} s; longest DELETE {longest:.0f} ms; "
-            f"worst concurrent insert {worst:.0f} ms"
-        )
+        took, deleted, longest, during, quiet = retention(store, url, s, oldest)
+        print(f"retention of the oldest day: {deleted:,} rows in {took:.1f} s; longest DELETE {longest:.0f} ms ({load()})")
+        print(f"  meanwhile: {during}")
+        print(f"  5 s before, no purge: {quiet}")
         print(f"database size: {size_of(store, path)}")
     finally:
         store.close()
@@ -520,7 +570,7 @@ def main() -> int:
     s = scale_settings(args.regions, args.interval)
     print(
         f"{len(s.regions)} regions x {len(DEPLOYMENTS)} deployments x {len(VANTAGES)} vantages every {args.interval:g} s "
-        f"for {args.days:g} days; {os.cpu_count()} cores"
+        f"for {args.days:g} days; {os.cpu_count()} cores; {load()}"
     )
     if args.only in (None, "sqlite"):
         with tempfile.TemporaryDirectory() as d:
