@@ -17,7 +17,8 @@ load-balanced pools (ETags; PATCH needs If-Match, a stale one is 412). See
 :mod:`.arm_state` and :mod:`.arm_apim` for the rules.
 
 Test hooks: fault injection (429 with/without Retry-After, 429
-``RetryableErrorDueToAnotherOperation``, 5xx, latency, hang), portal edits
+``RetryableErrorDueToAnotherOperation``, 5xx, latency, hang, hold until
+released, garbage, trickle, huge), portal edits
 (:meth:`FakeArm.mutate`), a per-subscription write token bucket, and the
 request log; all also over a JSON admin API under ``/_arm/`` (no auth: the
 simulator binds to 127.0.0.1).
@@ -49,7 +50,7 @@ from aiohttp import web
 
 from simulator import arm_seed
 from simulator.arm_apim import APIM_API_VERSION
-from simulator.arm_faults import LOGGED_HEADERS, FaultBook, FaultRule, LoggedRequest, RequestLog, WriteLimiter
+from simulator.arm_faults import LOGGED_HEADERS, FaultBook, FaultRule, HeldRequest, LoggedRequest, RequestLog, WriteLimiter
 from simulator.arm_state import (
     CDN_API_VERSION,
     FD_API_VERSION,
@@ -168,6 +169,8 @@ class FakeArm:
         # test hooks: called with (method, path) for every write request, after its faults and before it is
         # handled (e.g. a portal edit that lands between a client's GET and its PATCH)
         self.before_write: list[Callable[[str, str], None]] = []
+        self._held: list[HeldRequest] = []  # requests a ``hold`` fault keeps waiting (see release())
+        self._held_lock = threading.Lock()
         self.port: int | None = None
         self._tmpdir: str | None = None
         self._ca_bundle: str | None = None
@@ -295,13 +298,14 @@ class FakeArm:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        received = time.time()
         raw = await request.read()
         body = _parse_body(raw)
         request_id = str(uuid.uuid4())
         reply = Reply(499)
         fault: str | None = None
         try:
-            reply, fault = await self._dispatch(request, body)
+            reply, fault = await self._dispatch(request, body, received)
         except ArmError as err:
             reply = _error_reply(err)
         except asyncio.CancelledError:
@@ -323,6 +327,7 @@ class FakeArm:
                     fault=fault,
                     duration_ms=round((time.perf_counter() - started) * 1000, 3),
                     headers={h: request.headers[h] for h in LOGGED_HEADERS if h in request.headers},
+                    received=received,
                 )
             )
         if reply.trickle_s or reply.huge_bytes:
@@ -381,12 +386,16 @@ class FakeArm:
             headers=headers,
         )
 
-    async def _dispatch(self, request: web.Request, body: Any) -> tuple[Reply, str | None]:
+    async def _dispatch(self, request: web.Request, body: Any, received: float) -> tuple[Reply, str | None]:
         self._authenticate(request)
         decision = self.faults.decide(request.method, request.path)
         if decision.latency_s:
             await self._sleep(decision.latency_s)
-        if decision.terminal is not None and decision.terminal.kind != "trickle":
+        if decision.terminal is not None and decision.terminal.kind == "hold":
+            await self._wait_for_release(
+                HeldRequest(request.method, request.path, received, request.headers.get("User-Agent")), decision.terminal.hang_s
+            )
+        elif decision.terminal is not None and decision.terminal.kind != "trickle":
             return await self._fault_reply(request, decision.terminal), decision.labels
         for hook in list(self.before_write if request.method in WRITE_METHODS else ()):
             hook(request.method, request.path)
@@ -405,7 +414,7 @@ class FakeArm:
                 raise ArmError(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized.")
         reply = self._call(route.name, request, params, body)
         reply.headers.update(extra_headers)
-        if decision.terminal is not None:  # trickle: handled, and the answer dribbles out
+        if decision.terminal is not None and decision.terminal.kind == "trickle":  # handled, and the answer dribbles out
             reply.trickle_s = decision.terminal.trickle_s
         if request.method in WRITE_METHODS and reply.status < 300:
             self._autosave()
@@ -544,6 +553,21 @@ class FakeArm:
                 return
             await asyncio.sleep(0.05)
 
+    async def _wait_for_release(self, held: HeldRequest, max_s: float) -> None:
+        """A ``hold`` fault: wait, unhandled, until released, the server stops or ``max_s`` passes.
+
+        The client leaving does not end the hold: ARM goes on with a request it
+        has received, so a held write still lands once released."""
+        with self._held_lock:
+            self._held.append(held)
+        deadline = time.monotonic() + max_s
+        try:
+            while not held.released.is_set() and not self._stopping.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        finally:
+            with self._held_lock:
+                self._held.remove(held)
+
     # ------------------------------------------------------------ resource handlers
 
     def _call(self, name: str, request: web.Request, p: Mapping[str, str], body: Any) -> Reply:
@@ -640,6 +664,8 @@ class FakeArm:
         r.add_get("/_arm/faults", self._admin_faults)
         r.add_post("/_arm/faults", self._admin_add_fault)
         r.add_delete("/_arm/faults", self._admin_clear_faults)
+        r.add_get("/_arm/held", self._admin_held)
+        r.add_post("/_arm/release", self._admin_release)
         r.add_post("/_arm/mutate", self._admin_mutate)
         r.add_post("/_arm/write-limit", self._admin_write_limit)
         r.add_get("/_arm/state", self._admin_state)
@@ -665,6 +691,12 @@ class FakeArm:
     async def _admin_clear_faults(self, request: web.Request) -> web.Response:
         self.clear_faults()
         return web.json_response({"cleared": True})
+
+    async def _admin_held(self, request: web.Request) -> web.Response:
+        return web.json_response({"value": [h.to_dict() for h in self.held()]})
+
+    async def _admin_release(self, request: web.Request) -> web.Response:
+        return web.json_response({"released": self.release()})
 
     async def _admin_mutate(self, request: web.Request) -> web.Response:
         try:
@@ -779,6 +811,23 @@ class FakeArm:
         """Hold the next ``count`` matching requests (until the client gives up, stop(), or ``max_s``)."""
         return self.inject(FaultRule("hang", count=count, hang_s=max_s, **match))
 
+    def inject_hold(self, count: int | None = 1, *, max_s: float = 30.0, **match: Any) -> FaultRule:
+        """Hold the next ``count`` matching requests, unhandled, until :meth:`release` (or stop(), or ``max_s``); then handle them."""
+        return self.inject(FaultRule("hold", count=count, hang_s=max_s, **match))
+
+    def held(self) -> list[HeldRequest]:
+        """The requests a ``hold`` fault keeps waiting now, oldest first."""
+        with self._held_lock:
+            return list(self._held)
+
+    def release(self) -> int:
+        """Let every held request go on to be handled; returns how many were released."""
+        with self._held_lock:
+            held = list(self._held)
+        for h in held:
+            h.release()
+        return len(held)
+
     def inject_garbage(self, count: int | None = 1, **match: Any) -> FaultRule:
         """Next ``count`` matching requests: 200 with a body that is not JSON (not handled)."""
         return self.inject(FaultRule("garbage", count=count, **match))
@@ -862,7 +911,9 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
         print(f"fake ARM: {arm.base_url}")
         print(f"CA bundle: {arm.ca_bundle}")
         print("token: " + ("(the one given with --token)" if args.token else f"any bearer token (e.g. {DEFAULT_TOKEN_HINT})"))
-        print("admin API: GET /_arm/log, POST /_arm/faults, POST /_arm/mutate; Ctrl-C to stop", flush=True)
+        print(
+            "admin API: GET /_arm/log, POST /_arm/faults, GET /_arm/held, POST /_arm/release, POST /_arm/mutate; Ctrl-C to stop", flush=True
+        )
         waiter = stop or threading.Event()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: waiter.set())

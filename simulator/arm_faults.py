@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-FaultKind = Literal["throttle", "busy", "error", "latency", "hang", "garbage", "trickle", "huge"]
-FAULT_KINDS: tuple[str, ...] = ("throttle", "busy", "error", "latency", "hang", "garbage", "trickle", "huge")
+FaultKind = Literal["throttle", "busy", "error", "latency", "hang", "hold", "garbage", "trickle", "huge"]
+FAULT_KINDS: tuple[str, ...] = ("throttle", "busy", "error", "latency", "hang", "hold", "garbage", "trickle", "huge")
 
 Clock = Callable[[], float]
 
@@ -34,7 +34,11 @@ class FaultRule:
     ``RetryableErrorDueToAnotherOperation``), ``error`` (``status`` 500/502/503/504),
     ``latency`` (adds ``latency_s`` then answers normally; stacks with the
     others) and ``hang`` (holds the request until the client goes away, the
-    server stops or ``hang_s`` passes, then answers 504), ``garbage`` (200 with
+    server stops or ``hang_s`` passes, then answers 504), ``hold`` (holds the
+    request, not yet handled, until the test releases it (``FakeArm.release``,
+    ``POST /_arm/release``), the server stops or ``hang_s`` passes, then handles
+    it and answers as ARM would: a write lands even if its client has gone,
+    since ARM does not cancel a request it has received), ``garbage`` (200 with
     a body that is not JSON, as a broken proxy sends; the request is not
     handled), ``trickle`` (the request is handled, then its answer's headers
     go out and the body follows one byte every ``trickle_s``) and ``huge``
@@ -226,15 +230,33 @@ class LoggedRequest:
     api_version: str | None
     body: Any
     status: int
-    time: float
+    time: float  # wall clock (time.time()) when it was answered
     request_id: str
     query: dict[str, str] = field(default_factory=dict)
     fault: str | None = None
     duration_ms: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)  # only LOGGED_HEADERS (never Authorization)
+    received: float = 0.0  # wall clock when it arrived (before any fault held or delayed it)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class HeldRequest:
+    """A request a ``hold`` fault keeps waiting, unhandled, until :meth:`release`."""
+
+    method: str
+    path: str
+    received: float  # wall clock
+    user_agent: str | None = None
+    released: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "path": self.path, "received": self.received, "user_agent": self.user_agent}
 
 
 class RequestLog:

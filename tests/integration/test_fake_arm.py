@@ -573,6 +573,29 @@ def test_stop_releases_a_hanging_request_promptly() -> None:
     assert [e.fault for e in server.request_log] == ["hang"]
 
 
+def test_a_hold_keeps_a_write_unhandled_until_released_and_it_lands_even_if_the_client_left(arm: FakeArm) -> None:
+    arm.inject_hold(count=1, max_s=20, method="PATCH")
+    client = TrafficManagerManagementClient(StaticTokenCredential(TOKEN), SUB, **_kwargs(arm, retry_total=0, read_timeout=0.3))
+    endpoint = tm_endpoint_id(SUB, RG, "tm-llm", "ExternalEndpoints", "eastus")
+
+    with pytest.raises(ServiceResponseError):  # the client gives up while its write is held
+        client.endpoints.update(RG, "tm-llm", "ExternalEndpoints", "eastus", Endpoint(weight=42))
+    (held,) = arm.held()
+    assert (held.method, held.path.lower()) == ("PATCH", endpoint.lower()) and "azsdk-python" in (held.user_agent or "")
+    assert arm.get_resource(endpoint)["properties"]["weight"] == 500  # not handled yet
+    assert arm.request_log == []
+
+    assert arm.release() == 1
+    deadline = time.monotonic() + 5
+    while not arm.request_log and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (entry,) = arm.request_log
+    assert (entry.status, entry.fault) == (200, "hold")
+    assert entry.received == held.received and entry.time - entry.received >= 0.3
+    assert arm.get_resource(endpoint)["properties"]["weight"] == 42  # ARM went on with the request it had received
+    assert arm.held() == []
+
+
 def test_latency_is_added_and_filters_pick_the_requests_it_hits(arm: FakeArm, raw: httpx.Client) -> None:
     arm.inject_latency(0.3, count=None, path_contains="/frontDoors/")
 
@@ -654,6 +677,7 @@ def test_the_admin_api_injects_faults_edits_resources_and_serves_the_log(arm: Fa
     ok = raw.get(TM_PATH, params=q)
     log = raw.get("/_arm/log").json()["value"]
     bad = raw.post("/_arm/faults", json={"kind": "meteor"})
+    held, released = raw.get("/_arm/held"), raw.post("/_arm/release")
     cleared = raw.delete("/_arm/log")
 
     assert added.status_code == 201 and added.json()["kind"] == "error"
@@ -662,6 +686,7 @@ def test_the_admin_api_injects_faults_edits_resources_and_serves_the_log(arm: Fa
     assert ok.json()["properties"]["endpoints"][0]["properties"]["weight"] == 9
     assert [(e["method"], e["status"], e["api_version"]) for e in log] == [("GET", 503, "2026-09-01"), ("GET", 200, "2026-09-01")]
     assert bad.status_code == 400
+    assert (held.json(), released.json()) == ({"value": []}, {"released": 0})
     assert cleared.status_code == 200 and arm.request_log == []
 
 
