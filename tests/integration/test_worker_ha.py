@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,8 @@ def _collect(proc: subprocess.Popen[str], lines: list[str]) -> None:
 wait_for = functools.partial(wait_until, step=0.1)
 
 
-def _world(db_url: str, tmp_path: Path) -> Iterator[World]:
+def _world(db_url: str, tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Iterator[World]:
+    """Simulated regions, the fake ARM seeded from the config, the config file; ``edit`` changes the config first."""
     regions = default_regions(3, 2)
     sim = LLMSimulator(regions, seed=3).start()
     arm = FakeArm().start()
@@ -103,6 +104,8 @@ def _world(db_url: str, tmp_path: Path) -> Iterator[World]:
     data["health"].update(min_dwell="2s", successes_to_up=2)
     data["guardrails"].update(cooldown="1s")
     data["reconcile"].update(interval="1s")
+    if edit is not None:
+        edit(data)
     settings = parse_settings(data)
     arm.seed_from_config(settings)
     config = tmp_path / "regionguard.yaml"
