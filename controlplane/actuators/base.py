@@ -140,8 +140,11 @@ def classify(exc: BaseException) -> ActuatorError:
         ServiceResponseError,
     )
 
+    from controlplane.actuators.credentials import TokenDeadlineExceeded
     from controlplane.actuators.transport import CallDeadlineExceeded, ResponseTooLarge
 
+    if isinstance(exc, TokenDeadlineExceeded):  # before ClientAuthenticationError: a hanging token endpoint is not a bad credential
+        return TransientError(_short(exc), code="TokenTimeout")
     if isinstance(exc, ResponseTooLarge):
         return TransientError(_short(exc), code="ResponseTooLarge")
     if isinstance(exc, CallDeadlineExceeded):

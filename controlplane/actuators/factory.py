@@ -7,7 +7,9 @@ bundle to trust (``connection_verify``), the LRO polling interval, and
 the one retry loop, bounded by the tick's deadline -- and its own
 :class:`~controlplane.actuators.transport.BoundedTransport`: a hard
 wall-clock deadline per call (``call_s``, at most the request timeout), a
-size cap on answers and the write fence.
+size cap on answers and the write fence. The credential is wrapped in a
+:class:`~controlplane.actuators.credentials.BoundedCredential`: a token
+fetch gets the same hard deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from controlplane.actuators.apim import ApimBackendPoolActuator
 from controlplane.actuators.base import Actuator, RetryPolicy
-from controlplane.actuators.credentials import build_credential
+from controlplane.actuators.credentials import BoundedCredential, build_credential
 from controlplane.actuators.frontdoor import FrontDoorClassicActuator
 from controlplane.actuators.frontdoor_cdn import FrontDoorCdnActuator
 from controlplane.actuators.trafficmanager import TrafficManagerActuator
@@ -98,14 +100,17 @@ def build_actuators(
 ) -> dict[str, Actuator]:
     """target name -> the actuator for its kind (one instance per kind, shared).
 
-    ``call_s``: the hard deadline of any one Azure call (the worker passes its
-    lease timing's, shorter than the lease: docs/adr/0012). ``user_agent``:
+    ``call_s``: the hard deadline of any one Azure call, and of any one token
+    fetch (the worker passes its lease timing's, shorter than the lease:
+    docs/adr/0012). ``user_agent``:
     prefixed to every request's User-Agent (the worker passes its holder id).
     """
     if not settings.targets:
         return {}
     credential = credential if credential is not None else build_credential(settings.azure.credential)
     base = client_kwargs(settings, policies, call_s=call_s, max_body_bytes=max_body_bytes)
+    # a token fetch happens before the request reaches the transport: it gets the same hard deadline
+    credential = BoundedCredential(credential, float(base["read_timeout"]))
     if user_agent:
         base["user_agent"] = user_agent  # prefixed to the SDK's: ARM's activity log names the worker that wrote
     timeout = float(base["read_timeout"])
