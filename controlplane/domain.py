@@ -458,7 +458,6 @@ class FlagKind(StrEnum):
     PANIC = "panic"  # subject: target; value {"reason", "since"}
     DRIFT_REVERT = "drift_revert"  # subject: "<target>/<region>"; an operator asked to revert this drift
     CONFIG_PROBLEMS = "config_problems"  # singleton; value {"problems": [...]}
-    LOGIN_FAILURES = "login_failures"  # subject: user name (lower case); value {"failures": [iso, ...], "locked_until": iso | None}
     LIVENESS = "liveness"  # subject: vantage; value: controlplane.store.records.LivenessTally.flag_value()
 
     def key(self, subject: str | None = None) -> str:

@@ -15,14 +15,14 @@ import hashlib
 import logging
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from controlplane.domain import AuditEvent, EventKind, FlagKind
+from controlplane.domain import AuditEvent, EventKind
 from controlplane.errors import BadInput
 from controlplane.store import Store
 
@@ -160,61 +160,79 @@ def set_disabled(store: Store, name: str, disabled: bool) -> None:
     log.info("user %s %s", name, "disabled" if disabled else "enabled")
 
 
+# Failed sign-ins are counted per submitted name, whether or not such a user
+# exists: an unknown name gets the same answers, the same lock and the same
+# work as a real one (so the answers never tell which names exist), and the
+# count holds across web processes. The name is normalised (NFKC, case-folded,
+# at most 80 characters) and only its SHA-256 is stored: no submitted text
+# (often a password typed into the wrong field) lands in the database. At most
+# LOGIN_THROTTLE_MAX_NAMES names are counted at once; rows expire after
+# lockout_for, and a full table gives up the oldest unlocked name first.
+LOGIN_THROTTLE_MAX_NAMES = 10_000
+
+
+def login_key(name: str) -> str:
+    """The throttle's key for a submitted name: SHA-256 of its normal form (NFKC, case-folded, stripped, 80 characters at most)."""
+    normal = unicodedata.normalize("NFKC", name[:400]).strip().casefold()[:80]
+    return hashlib.sha256(normal.encode("utf-8", "replace")).hexdigest()
+
+
 def login_locked(store: Store, name: str, now: datetime) -> float | None:
-    """Seconds until ``name`` may try to sign in again, or None (the lock is shared by every web process)."""
-    flag = _failures_flag(store, name)
-    until = flag.get("locked_until")
-    if not until:
+    """Seconds until ``name`` may try to sign in again, or None; shared by every web process, existing user or not."""
+    row = store.login_throttle(login_key(name))
+    if row is None or row.locked_until is None:
         return None
-    left = (datetime.fromisoformat(str(until)) - now).total_seconds()
+    left = (row.locked_until - now).total_seconds()
     return left if left > 0 else None
 
 
 def record_login_failure(store: Store, name: str, ip: str, now: datetime, lock_after: int, lock_for_s: float) -> float | None:
-    """Count a failed sign-in of an existing user; lock the account once ``lock_after`` fail within ``lock_for_s``.
+    """Count a failed sign-in for the submitted ``name``; lock it once ``lock_after`` fail within ``lock_for_s``.
 
-    Returns the seconds the account is now locked for (None: not locked). The
-    count lives in the database under a cross-process lock, so it holds
-    whichever web process a guess reaches; the lock is an audit event.
+    Returns the seconds the name is now locked for (None: not locked). The
+    same for a name that is no account: the answers must not tell them apart.
+    Runs under one cross-process lock, so the count holds whichever web
+    process a guess reaches. Locking a real account is a warning in the
+    audit trail naming the account; locking any other name is a log line
+    that does not repeat the name.
     """
-    if store.user(name) is None:
-        return None  # unknown names are left to the per-IP limit: no row per guessed name
-    key = name.lower()
-    with store.exclusive(f"login:{key}"):
-        flag = _failures_flag(store, name)
-        recent = [t for t in flag.get("failures", []) if (now - datetime.fromisoformat(str(t))).total_seconds() < lock_for_s]
-        recent.append(now.isoformat())
-        locked_until = flag.get("locked_until")
-        newly_locked = len(recent) >= lock_after and not (locked_until and datetime.fromisoformat(str(locked_until)) > now)
-        if newly_locked:
-            locked_until = (now + timedelta(seconds=lock_for_s)).isoformat()
-            recent = []
+    key = login_key(name)
+    window = timedelta(seconds=lock_for_s)
+    with store.exclusive("login_throttle"):
+        store.expire_login_throttle(now - window, now)
+        row = store.login_throttle(key)
+        if row is not None and row.locked_until is not None and row.locked_until > now:
+            return (row.locked_until - now).total_seconds()  # another process locked it meanwhile
+        recent = [t for t in (row.failures if row is not None else ()) if now - t < window] + [now]
+        locked_until = now + window if len(recent) >= lock_after else None
+        kept = store.save_login_throttle(key, [] if locked_until else recent[-lock_after:], locked_until, now, LOGIN_THROTTLE_MAX_NAMES)
+        if not kept:
+            log.warning(
+                "sign-in throttle full (%d names, every one locked): a failed sign-in from %s is not counted", LOGIN_THROTTLE_MAX_NAMES, ip
+            )
+            return None
+        if locked_until is None:
+            return None
+        accounts = [u.name for u in store.users() if login_key(u.name) == key]  # the same look-up whatever the name
+        for account in accounts:
             store.add_event(
                 AuditEvent(
                     kind=EventKind.LOGIN,
                     at=now,
-                    actor=name,
-                    summary=f"account {name} locked for {lock_for_s / 60:.0f} min after {lock_after} failed sign-ins (last from {ip})",
+                    actor=account,
+                    summary=f"account {account} locked for {lock_for_s / 60:.0f} min after {lock_after} failed sign-ins (last from {ip})",
                     severity="warning",
-                    data={"locked_until": locked_until, "ip": ip},
+                    data={"locked_until": locked_until.isoformat(), "ip": ip},
                 )
             )
-            log.warning("account %s locked after %d failed sign-ins (last from %s)", name, lock_after, ip)
-        store.set_flag(FlagKind.LOGIN_FAILURES, key, {"failures": recent[-lock_after:], "locked_until": locked_until}, now)
-    return login_locked(store, name, now) if newly_locked else None
+            log.warning("account %s locked after %d failed sign-ins (last from %s)", account, lock_after, ip)
+        if not accounts:
+            log.warning("a user name that is no account locked after %d failed sign-ins (last from %s)", lock_after, ip)
+    return lock_for_s
 
 
-def clear_login_failures(store: Store, name: str, now: datetime) -> None:
-    if _failures_flag(store, name):
-        store.set_flag(FlagKind.LOGIN_FAILURES, name.lower(), None, now)
-
-
-def _failures_flag(store: Store, name: str) -> dict[str, Any]:
-    key = name.lower()
-    for flag in store.flags(FlagKind.LOGIN_FAILURES):
-        if flag.subject == key:
-            return dict(flag.value)
-    return {}
+def clear_login_failures(store: Store, name: str) -> None:
+    store.clear_login_throttle(login_key(name))
 
 
 def remove_user(store: Store, name: str) -> None:

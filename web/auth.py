@@ -35,6 +35,11 @@ def _login_page(error: str | None, next_path: str, status: int = 200) -> Any:
     ), status
 
 
+def _too_many(wait_s: float) -> Any:
+    page, status = _login_page(f"Too many login attempts. Try again in {int(wait_s)} s.", request.form.get("next", ""), 429)
+    return page, status, {"Retry-After": str(int(wait_s))}
+
+
 @auth.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     if request.method == "GET":
@@ -51,25 +56,22 @@ def login() -> Any:
     wait = ws.limiter.hit(name, ip)
     if wait is not None:
         log.warning("login rate limit hit for user %r from %s", name, ip)
-        resp = render_template(
-            "login.html", next=request.form.get("next", ""), error=f"Too many login attempts. Try again in {int(wait)} s."
-        )
-        return resp, 429, {"Retry-After": str(int(wait))}
+        return _too_many(wait)
     now = ws.clock.now()
+    # Every name, an account or not, gets the same answers and the same work:
+    # a lock shared by every web process (the database holds the count), the
+    # password checked (against a dummy hash for no account), the failure counted.
     locked = login_locked(ws.store, name, now)
-    if locked is not None:  # shared by every web process (the database holds the count)
-        log.warning("login to locked account %r from %s", name, ip)
-        resp = render_template(
-            "login.html", next=request.form.get("next", ""), error=f"Too many login attempts. Try again in {int(locked) + 1} s."
-        )
-        return resp, 429, {"Retry-After": str(int(locked) + 1)}
+    if locked is not None:
+        log.warning("sign-in to a locked user name %r from %s", name, ip)
+        return _too_many(locked + 1)
     who = authenticate(ws.store, name, password)
     if who is None:
         log.info("failed login for %r from %s", name, ip)
         web = ws.settings.web
         record_login_failure(ws.store, name, ip, now, web.lockout_after, web.lockout_for)
-        return render_template("login.html", next=request.form.get("next", ""), error="Wrong user name or password."), 401
-    clear_login_failures(ws.store, who.name, now)
+        return _login_page("Wrong user name or password.", request.form.get("next", ""), 401)
+    clear_login_failures(ws.store, who.name)
     ws.limiter.reset(name, ip)
     session.clear()  # no fixation: a fresh session (and CSRF token) on login
     session.permanent = True

@@ -272,6 +272,18 @@ class FlagRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class LoginThrottleRow(Base):
+    """Failed sign-ins per submitted user name, whether or not such a user exists (controlplane.users)."""
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (Index("ix_login_throttle_updated_at", "updated_at"),)
+
+    name_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the normalised name, never the name
+    failures: Mapped[list[str]] = mapped_column(JSON)  # ISO times of the recent failures (at most lockout_after)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the last failure: a row expires lockout_for after it
+
+
 class UserRow(Base):
     __tablename__ = "app_user"
 

@@ -128,6 +128,16 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginThrottle:
+    """Recent failed sign-ins of one submitted name (known by a hash only) and its lock."""
+
+    name_key: str
+    failures: tuple[datetime, ...]
+    locked_until: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ApiToken:
     """A bearer token's record (never the token: only its hash is stored)."""
 

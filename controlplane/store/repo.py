@@ -55,6 +55,7 @@ from controlplane.store.models import (
     HealthStateRow,
     HealthTransitionRow,
     LeaderLeaseRow,
+    LoginThrottleRow,
     NotificationRow,
     OverrideRow,
     PlanRow,
@@ -70,6 +71,7 @@ from controlplane.store.records import (
     Flag,
     Lease,
     LivenessRecord,
+    LoginThrottle,
     NotificationRecord,
     Panic,
     PlanRecord,
@@ -1143,6 +1145,51 @@ class Store:
                 )
             )
             return n == 1
+
+    # ------------------------------------------------------------ sign-in throttle (controlplane.users)
+
+    def login_throttle(self, name_key: str) -> LoginThrottle | None:
+        with self.session() as s:
+            row = s.get(LoginThrottleRow, name_key)
+            if row is None:
+                return None
+            failures = tuple(datetime.fromisoformat(t) for t in row.failures or [])
+            return LoginThrottle(name_key=row.name_key, failures=failures, locked_until=row.locked_until, updated_at=row.updated_at)
+
+    def save_login_throttle(
+        self, name_key: str, failures: Sequence[datetime], locked_until: datetime | None, now: datetime, max_rows: int
+    ) -> bool:
+        """Store a name's recent failures and lock; a new name first makes room among at most ``max_rows``.
+
+        Room comes from the unlocked names whose last failure is oldest; a
+        locked name is never given up before its lock ends. False (nothing
+        stored) when every row is a live lock.
+        """
+        values = {"failures": [t.isoformat() for t in failures], "locked_until": locked_until, "updated_at": now}
+        with self.session() as s:
+            row = s.get(LoginThrottleRow, name_key)
+            if row is None:
+                excess = (s.scalar(select(func.count()).select_from(LoginThrottleRow)) or 0) - max_rows + 1
+                if excess > 0:
+                    unlocked = or_(LoginThrottleRow.locked_until.is_(None), LoginThrottleRow.locked_until <= now)
+                    oldest = select(LoginThrottleRow.name_key).where(unlocked).order_by(LoginThrottleRow.updated_at).limit(excess)
+                    if _rowcount(s.execute(delete(LoginThrottleRow).where(LoginThrottleRow.name_key.in_(oldest)))) < excess:
+                        return False
+                s.add(LoginThrottleRow(name_key=name_key, **values))
+            else:
+                for column, value in values.items():
+                    setattr(row, column, value)
+            return True
+
+    def expire_login_throttle(self, before: datetime, now: datetime) -> int:
+        """Forget names whose last failure is older than ``before`` and that are not locked at ``now``."""
+        with self.session() as s:
+            unlocked = or_(LoginThrottleRow.locked_until.is_(None), LoginThrottleRow.locked_until <= now)
+            return _rowcount(s.execute(delete(LoginThrottleRow).where(LoginThrottleRow.updated_at < before, unlocked)))
+
+    def clear_login_throttle(self, name_key: str) -> None:
+        with self.session() as s:
+            s.execute(delete(LoginThrottleRow).where(LoginThrottleRow.name_key == name_key))
 
     # ------------------------------------------------------------ users and API tokens
 
