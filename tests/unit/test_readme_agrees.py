@@ -108,3 +108,18 @@ def test_every_environment_variable_the_code_reads_is_documented() -> None:
     assert {"REGIONGUARD_CONFIG", "REGIONGUARD_PASSWORD", "REGIONGUARD_TEST_POSTGRES_URL"} <= read  # the scan sees reads
     documented = set(re.findall(r"\b(REGIONGUARD_[A-Z_]+)\b", _section("Commands")))
     assert read - documented == set(), "add these to the README's environment variables table"
+
+
+def test_the_sign_in_limits_the_readme_gives_are_the_code_s() -> None:
+    from controlplane.config import Web
+    from controlplane.durations import parse_duration
+    from controlplane.users import LOGIN_THROTTLE_MAX_NAMES
+    from web.security import LoginLimiter
+
+    (row,) = [line for line in README.splitlines() if line.startswith("| `web.lockout_after`")]
+    after, lock_for, per_minute = re.findall(r"`([^`]+)`", row.rstrip(" |").rsplit("|", 1)[1])
+    web = Web()
+    assert (int(after), parse_duration(lock_for), int(per_minute)) == (web.lockout_after, web.lockout_for, web.login_attempts_per_minute)
+    assert f"at most {LOGIN_THROTTLE_MAX_NAMES:,} names" in row
+    limiter = LoginLimiter(7)
+    assert "five times that per address" in row and limiter.per_ip == 5 * limiter.per_minute
