@@ -12,6 +12,7 @@ Roles are ordered: viewer (read) < operator (overrides) < admin (force, users).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -173,8 +174,22 @@ LOGIN_THROTTLE_MAX_NAMES = 10_000
 
 def login_key(name: str) -> str:
     """The throttle's key for a submitted name: SHA-256 of its normal form (NFKC, case-folded, stripped, 80 characters at most)."""
-    normal = unicodedata.normalize("NFKC", name[:400]).strip().casefold()[:80]
-    return hashlib.sha256(normal.encode("utf-8", "replace")).hexdigest()
+    return hashlib.sha256(_normal_name(name)).hexdigest()
+
+
+def _normal_name(name: str) -> bytes:
+    return unicodedata.normalize("NFKC", name[:400]).strip().casefold()[:80].encode("utf-8", "replace")
+
+
+_LOG_TAG_KEY = secrets.token_bytes(16)  # per process: a tag cannot be tested offline against guessed names
+
+
+def login_tag(name: str) -> str:
+    """How logs name a submitted sign-in name: ``#`` and 12 hex digits of a keyed hash of its normal form.
+
+    Never the text itself -- people type passwords into the name field -- but
+    stable within a process, so on-call can see that attempts were for one name."""
+    return "#" + hmac.new(_LOG_TAG_KEY, _normal_name(name), hashlib.sha256).hexdigest()[:12]
 
 
 def login_locked(store: Store, name: str, now: datetime) -> float | None:

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from controlplane.domain import AuditEvent, EventKind
-from controlplane.users import authenticate, clear_login_failures, login_locked, record_login_failure, session_version
+from controlplane.users import authenticate, clear_login_failures, login_locked, login_tag, record_login_failure, session_version
 from web.oidc import sso
 from web.security import csrf_token, principal, safe_next, state
 
@@ -55,7 +55,7 @@ def login() -> Any:
     ip = request.remote_addr or "?"
     wait = ws.limiter.hit(name, ip)
     if wait is not None:
-        log.warning("login rate limit hit for user %r from %s", name, ip)
+        log.warning("sign-in rate limit hit for name %s from %s", login_tag(name), ip)
         return _too_many(wait)
     now = ws.clock.now()
     # Every name, an account or not, gets the same answers and the same work:
@@ -63,11 +63,11 @@ def login() -> Any:
     # password checked (against a dummy hash for no account), the failure counted.
     locked = login_locked(ws.store, name, now)
     if locked is not None:
-        log.warning("sign-in to a locked user name %r from %s", name, ip)
+        log.warning("sign-in to a locked name %s from %s", login_tag(name), ip)
         return _too_many(locked + 1)
     who = authenticate(ws.store, name, password)
     if who is None:
-        log.info("failed login for %r from %s", name, ip)
+        log.info("failed sign-in for name %s from %s", login_tag(name), ip)
         web = ws.settings.web
         record_login_failure(ws.store, name, ip, now, web.lockout_after, web.lockout_for)
         return _login_page("Wrong user name or password.", request.form.get("next", ""), 401)

@@ -263,6 +263,23 @@ def test_locking_a_name_that_is_no_account_writes_no_audit_event_and_logs_the_lo
         other.close()
 
 
+def test_a_password_typed_into_the_name_field_never_reaches_a_log_line(seeded: Store, caplog: pytest.LogCaptureFixture) -> None:
+    typed = "Tr0ub4dor&3-correct-horse"  # a password in the wrong field: failed, locked, then rate limited
+    clock = FakeClock(T0)
+    apps, other = _two_processes(seeded, clock, lockout_after=2)
+    try:
+        with caplog.at_level(logging.INFO):
+            statuses = [_answer(apps[i % 2], typed, "anything", "203.0.113.9")[0] for i in range(4)]
+        assert statuses == [401, 401, 429, 429]
+        failed = [r.getMessage() for r in caplog.records if "sign-in" in r.getMessage() or "login" in r.getMessage()]
+        assert len(failed) >= 4, failed  # each attempt is still logged ...
+        assert not [m for m in (r.getMessage() for r in caplog.records) if "Tr0ub4dor" in m]  # ... without the text typed
+        tags = {m.split("#", 1)[1].split()[0] for m in failed if "name #" in m}
+        assert len(tags) == 1, failed  # one stable tag, so on-call can still tell that the attempts were for one name
+    finally:
+        other.close()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_db(request: pytest.FixtureRequest, seeded: Store) -> Iterator[Store]:
     """The seeded SQLite store, or a fresh PostgreSQL one with user otto."""
