@@ -151,13 +151,16 @@ def change_password(store: Store, name: str, password: str) -> None:
     if store.user(name) is None:
         raise UserError(f"name: no user named {name!r}")
     store.set_password_hash(name, hash_password(password), end_sessions=True)
-    log.info("user %s: password changed, sessions ended", name)
+    clear_login_failures(store, name)  # an admin's deliberate act: a sign-in lock on the name ends too
+    log.info("user %s: password changed, sessions ended, any sign-in lock lifted", name)
 
 
 def set_disabled(store: Store, name: str, disabled: bool) -> None:
     """Disable (sessions end at once) or enable a user."""
     if not store.set_user_disabled(name, disabled):
         raise UserError(f"name: no user named {name!r}")
+    if not disabled:
+        clear_login_failures(store, name)  # enabling lifts a sign-in lock as well
     log.info("user %s %s", name, "disabled" if disabled else "enabled")
 
 

@@ -133,10 +133,12 @@ def cmd_user(args: argparse.Namespace) -> int:
                 done = f"user {args.name} ({args.role}) saved"
             elif command == "passwd":
                 users.change_password(store, args.name, _read_password(args))
-                done = f"user {args.name}: password changed; every session of the user has ended"
+                done = f"user {args.name}: password changed; every session of the user has ended and any sign-in lock is lifted"
             elif command in ("disable", "enable"):
                 users.set_disabled(store, args.name, command == "disable")
-                done = f"user {args.name} {command}d" + ("; every session of the user has ended" if command == "disable" else "")
+                done = f"user {args.name} {command}d" + (
+                    "; every session of the user has ended" if command == "disable" else "; any sign-in lock is lifted"
+                )
             else:
                 users.remove_user(store, args.name)
                 done = f"user {args.name} removed; every session of the user has ended"

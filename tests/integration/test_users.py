@@ -85,3 +85,18 @@ def test_a_token_cannot_hold_more_than_its_users_role_nor_act_for_a_disabled_use
     users.set_disabled(store, "vic", True)
     with pytest.raises(users.UserError, match="--user: 'vic' is not an enabled user"):
         users.create_api_token(store, "vic-view", "viewer", "cli:root", T0, owner="vic")
+
+
+@pytest.mark.parametrize("lift", ["passwd", "enable"])
+def test_an_admin_setting_a_new_password_or_enabling_the_user_lifts_a_sign_in_lock(store: Store, lift: str) -> None:
+    users.add_user(store, "otto", "operator", "a long enough secret", T0)
+    for _ in range(3):
+        users.record_login_failure(store, "Otto", "198.51.100.7", T0, 3, 900)
+    assert users.login_locked(store, "otto", T0) is not None
+    if lift == "passwd":
+        users.change_password(store, "otto", "another long secret")
+    else:
+        users.set_disabled(store, "otto", True)
+        assert users.login_locked(store, "otto", T0) is not None  # disabling keeps the lock
+        users.set_disabled(store, "otto", False)
+    assert users.login_locked(store, "otto", T0) is None
