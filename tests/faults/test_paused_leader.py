@@ -48,7 +48,7 @@ OPERATOR = Principal("oncall", "operator", "cli")
 
 def _edit(data: dict[str, Any]) -> None:
     data["targets"] = [t for t in data["targets"] if t["name"] == TARGET]
-    data["reconcile"].update(deadline=f"{DEADLINE_S:g}s")
+    data["reconcile"].update(interval="0.5s", deadline=f"{DEADLINE_S:g}s")
 
 
 @pytest.fixture
@@ -118,6 +118,14 @@ def _story(w: World, since: float) -> str:
     )
 
 
+def _reads_by(w: World, holder: str, after: float) -> list[Any]:
+    return [
+        e
+        for e in w.arm.request_log
+        if e.method == "GET" and f"regionguard-worker/{holder}" in e.headers.get("User-Agent", "") and e.received > after
+    ]
+
+
 def test_a_leader_paused_with_a_patch_in_flight_writes_nothing_after_the_standby_takes_over(world: World) -> None:
     w = world
     for region in REGIONS:
@@ -156,22 +164,8 @@ def test_a_leader_paused_with_a_patch_in_flight_writes_nothing_after_the_standby
         DEADLINE_S + 10,
         "the old leader's plan to be finished (by itself) or settled (by worker-b)",
     )
-    # two of worker-b's reads after that: the tick that began with the first one is over
-    settled_at = time.time()
-    wait_for(
-        lambda: (
-            len(
-                [
-                    e
-                    for e in w.arm.request_log
-                    if e.method == "GET" and "worker-b" in e.headers.get("User-Agent", "") and e.received > settled_at
-                ]
-            )
-            >= 2
-        ),
-        10,
-        "worker-b to finish a tick after that",
-    )
+    settled_at = time.time()  # two of worker-b's reads after that: the tick that began with the first one is over
+    wait_for(lambda: len(_reads_by(w, "worker-b", settled_at)) >= 2, 10, "worker-b to finish a tick after that")
 
     story = _story(w, lease_ends)
     late = [e for e in _writes_by(w, "worker-a") if e.received >= lease_ends]
