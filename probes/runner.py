@@ -18,9 +18,10 @@
   most ``MAX_OVERLAPPING`` more), so a hung probe does not hold the verdict
   for a whole probe timeout. Replay does the same.
 - **News**: a batch with a result that changed the view is handed to the
-  sink ``NEWS_SETTLE_S`` (0.25 s) later, not after ``batch_wait``, so the
-  results of that moment (the other endpoints of the region) come with it;
-  then ``on_news`` is called.
+  sink ``NEWS_SETTLE_S`` (0.25 s) after it, neither after ``batch_wait`` nor
+  sooner, so the results of that moment (the other endpoints of the region)
+  come with it; then ``on_news`` is called. When a batch goes is
+  :class:`~controlplane.engine.cadence.Handover`, the rule replay runs too.
 
 Results go to the ``sink`` in batches (a list's ``extend`` in tests, the store
 in production). The sink is called on the event loop: a slow sink should
@@ -42,7 +43,7 @@ import httpx
 
 from controlplane.config import Settings
 from controlplane.domain import Clock, LivenessResult, ProbeResult, SystemClock
-from controlplane.engine.cadence import MAX_OVERLAPPING, NEWS_SETTLE_S, Cadence, ProberView, ProbeSchedule
+from controlplane.engine.cadence import BATCH_MAX, BATCH_WAIT_S, MAX_OVERLAPPING, Cadence, Handover, ProberView, ProbeSchedule
 from probes.auth import ProbeAuth, TokenCache
 from probes.base import ProbeTarget, failed_result
 from probes.liveness import LivenessCheck
@@ -80,8 +81,8 @@ class ProbeRunner:
         suspect: SuspectHook | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
-        batch_max: int = 200,
-        batch_wait: float = 1.0,
+        batch_max: int = BATCH_MAX,
+        batch_wait: float = BATCH_WAIT_S,
         liveness_sink: LivenessSink | None = None,
         on_news: Callable[[], None] | None = None,
     ) -> None:
@@ -254,9 +255,7 @@ class ProbeRunner:
             wakeup.set()
 
         stopper = asyncio.create_task(watch_stop())
-        batch: list[ProbeResult] = []
-        batch_since = 0.0
-        news_since: float | None = None  # news came in: flush once the results of that moment are in
+        handover = Handover(self._batch_max, self._batch_wait)
         try:
             while not stop_event.is_set():
                 now = time.monotonic()
@@ -279,21 +278,15 @@ class ProbeRunner:
                         running.add(task)
                         task.add_done_callback(running.discard)
                 if finished:
-                    batch_since = batch_since if batch else now
-                    batch += finished
+                    handover.add(finished, now, news=self._news)
                     finished.clear()
-                if self._news and news_since is None:
-                    news_since = now
-                news_due = news_since is not None and now - news_since >= NEWS_SETTLE_S
-                if batch and (news_due or len(batch) >= self._batch_max or now - batch_since >= self._batch_wait):
-                    news_since = None
-                    self._emit(batch)
-                    batch = []
+                    self._news = False
+                due = handover.take(now)
+                if due is not None:
+                    self._emit(*due)
                 wake = self.next_wake()
-                if batch:
-                    flush_at = batch_since + self._batch_wait
-                    if news_since is not None:
-                        flush_at = min(flush_at, news_since + NEWS_SETTLE_S)
+                flush_at = handover.due_at()
+                if flush_at is not None:
                     wake = flush_at if wake is None else min(wake, flush_at)
                 wakeup.clear()
                 timer = loop.call_later(max(0.0, wake - time.monotonic()), wakeup.set) if wake is not None else None
@@ -305,7 +298,8 @@ class ProbeRunner:
         finally:
             for task in (*running, stopper):  # only left when run_forever itself was cancelled
                 task.cancel()
-            self._emit(batch + finished)
+            batch, news = handover.take_all()
+            self._emit(batch + finished, news or self._news)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -348,7 +342,7 @@ class ProbeRunner:
             s.in_flight = False
         s.observe(result.outcome, self._cadence)
         if self.view.observe(result):
-            self._news = True  # this vantage's view changed: hand the batch on now
+            self._news = True  # this vantage's view changed: the batch goes once the results of this moment are in
         s.schedule_next(self._cadence, due, now(), self._rng, self._hook(s.target.id), self.view.step(s.target.id))
         return result
 
@@ -370,8 +364,11 @@ class ProbeRunner:
                 log.exception("liveness sink failed")
         return result
 
-    def _emit(self, results: list[ProbeResult]) -> None:
-        news, self._news = self._news, False
+    def _emit(self, results: list[ProbeResult], news: bool | None = None) -> None:
+        """Hand ``results`` to the sink; then, when they hold news (by default: any since the last
+        hand-over), call ``on_news``."""
+        if news is None:
+            news, self._news = self._news, False
         if not results or self._sink is None:
             return
         try:

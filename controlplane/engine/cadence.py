@@ -20,8 +20,13 @@ used by the production probe runner (``probes.runner``) and by replay.
   makes the LLM probe due at once (:meth:`ProberView.on_liveness`); it never
   changes a state by itself.
 - **News**: :meth:`ProberView.observe` says whether a result changed the
-  view of its endpoint; the runner hands such a batch on at once and the
-  leader evaluates and reconciles without waiting for its tick.
+  view of its endpoint; the leader evaluates and reconciles as soon as the
+  batch holding it is handed on, without waiting for its tick.
+- **Hand-over** (:class:`Handover`): when finished results go to the leader
+  (the store): a batch holding news exactly ``NEWS_SETTLE_S`` after the news,
+  whatever ``batch_wait`` or ``batch_max`` say, so the results of that moment
+  travel together; other batches when ``batch_max`` have gathered or the
+  oldest has waited ``batch_wait``.
 - The ``suspect`` override (endpoint id -> bool) of the runner still
   replaces the step by "fast interval or normal interval" when given.
 
@@ -33,7 +38,7 @@ in the runner, simulated in replay); randomness comes from the caller's
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from controlplane.config import Settings
@@ -44,6 +49,12 @@ NEWS_SETTLE_S = 0.25
 """A reconcile on news waits this long, so results of one moment (the endpoints of a region, probed
 together) land in one evaluation instead of acting on the first endpoint's verdict alone."""
 
+
+BATCH_MAX = 200
+"""Results handed on at once when this many have gathered (no news pending)."""
+
+BATCH_WAIT_S = 1.0
+"""A result without news waits at most this long to be handed on, with the others of its batch."""
 
 MAX_OVERLAPPING = 4
 """While the evidence is undecided, confirmations go out ``confirm_gap`` apart even when an earlier one
@@ -163,3 +174,52 @@ class ProbeSchedule:
     def confirm_now(self, now: float) -> None:
         """A liveness check disagreed with the view: the LLM probe is due at once."""
         self.next_due = min(self.next_due, now)
+
+
+@dataclass(slots=True)
+class Handover:
+    """The results a prober has finished, until they are handed on to the leader (through the store).
+
+    The one rule, run by the probe runner and by replay. A batch holding news (a result that changed
+    the prober's view) goes ``NEWS_SETTLE_S`` after the news came in: not later (the leader acts on it
+    at once), and not sooner either, whatever ``batch_wait`` or ``batch_max`` say (a quarter second of
+    results at most), so the other endpoints of the region, probed in the same moment, come with it.
+    Cut short, the leader judged a region on half of a moment: one endpoint back, its sibling still down,
+    so the region was degraded at score 0.5 and its weight halved for one tick. Other batches go when
+    ``batch_max`` results have gathered or the oldest has waited ``batch_wait``.
+    """
+
+    batch_max: int = BATCH_MAX
+    batch_wait: float = BATCH_WAIT_S
+    results: list[ProbeResult] = field(default_factory=list)
+    since: float = 0.0  # when the oldest result of the batch came in
+    news_since: float | None = None  # when the first news of the batch came in
+
+    def add(self, results: list[ProbeResult], now: float, news: bool = False) -> None:
+        """Results that finished by ``now``; ``news`` when one of them changed the prober's view."""
+        if results and not self.results:
+            self.since = now
+        self.results.extend(results)
+        if news and self.news_since is None:
+            self.news_since = now
+
+    def due_at(self) -> float | None:
+        """When the batch is to be handed on (None: nothing to hand on)."""
+        if self.news_since is not None:
+            return self.news_since + NEWS_SETTLE_S
+        if not self.results:
+            return None
+        return self.since if len(self.results) >= self.batch_max else self.since + self.batch_wait
+
+    def take(self, now: float) -> tuple[list[ProbeResult], bool] | None:
+        """The batch and whether it holds news, when it is due at ``now``; else None (it stays)."""
+        due = self.due_at()
+        if due is None or now < due - 1e-9:
+            return None
+        return self.take_all()
+
+    def take_all(self) -> tuple[list[ProbeResult], bool]:
+        """Everything gathered, due or not (on stop)."""
+        out, news = self.results, self.news_since is not None
+        self.results, self.news_since = [], None
+        return out, news

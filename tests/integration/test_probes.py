@@ -611,6 +611,40 @@ def test_run_forever_probes_on_schedule_hands_batches_to_the_sink_and_stops_prom
     assert 3 <= len(hung) <= (ran / 0.25 + 1) * (1 + MAX_OVERLAPPING), (len(hung), ran)
 
 
+def test_a_batch_with_news_waits_for_the_rest_of_its_moment_however_batch_wait_falls(sim: LLMSimulator) -> None:
+    """The two endpoints of a region, probed together, reach the leader in one batch when one of them is
+    news, even when the batch_wait deadline falls between their answers (batch_wait 0: it always does).
+    Split, the leader judged the region on half a moment: one endpoint back, the other still down, so
+    the region was degraded at score 0.5 and restored at half its weight for a tick (issue 13)."""
+    sim.set_fault("eastus", Fault("slow", ttft_ms=120), deployment="gpt-4o-mini")  # answers ~100 ms after gpt-4o
+    eps = {"eastus": [endpoint(sim, "eastus"), endpoint(sim, "eastus", "gpt-4o-mini")]}
+    s = settings(sim, eps, jitter=0.0, interval="0.3s", fast_interval="0.3s", confirm_gap="0.3s", timeout="0.3s", liveness_interval="0s")
+    batches: list[list[ProbeResult]] = []
+    m = s.health.successes_to_up  # the M-th success in a row turns a new endpoint healthy: news
+
+    def count(name: str) -> int:
+        return sum(1 for b in batches for r in b if r.endpoint_id == f"eastus/{name}")
+
+    async def go() -> None:
+        runner = ProbeRunner(s, sink=batches.append, environ=ENVIRON, batch_wait=0.0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run_forever(stop))
+        deadline = time.perf_counter() + 10.0
+        while time.perf_counter() < deadline and min(count("gpt-4o"), count("gpt-4o-mini")) < m:
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, timeout=3.0)
+        await runner.aclose()
+
+    asyncio.run(go())
+    firsts = {name: [r for b in batches for r in b if r.endpoint_id == f"eastus/{name}"][:m] for name in ("gpt-4o", "gpt-4o-mini")}
+    assert all(len(rs) == m and all(r.outcome is Outcome.OK for r in rs) for rs in firsts.values()), firsts
+    news = firsts["gpt-4o"][m - 1]  # the faster endpoint's M-th success: its view turns healthy
+    assert abs((firsts["gpt-4o-mini"][m - 1].started_at - news.started_at).total_seconds()) < 0.1  # probed together
+    [batch] = [b for b in batches if news in b]
+    assert firsts["gpt-4o-mini"][m - 1] in batch, [[(r.endpoint_id, r.started_at.time()) for r in b] for b in batches]
+
+
 def test_cancelling_run_forever_hands_over_finished_results_and_abandons_hung_probes(sim: LLMSimulator) -> None:
     batches: list[list[ProbeResult]] = []
     sim.set_fault("japaneast", Fault("hang"))
