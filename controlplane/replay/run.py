@@ -8,13 +8,18 @@ What runs is what the worker runs:
   normal otherwise --, jitter, the first probes spread out), one schedule
   per (endpoint, vantage), and its zero-token liveness checks, a failed one
   making the LLM probe due at once;
-- evaluate on news: a result that changed its prober's view makes the
-  leader evaluate and reconcile at once (the worker's ``reconcile-now``),
-  the ``reconcile.interval`` tick staying as the backstop; the leader's own
+- the hand-over of results to the leader in batches
+  (:class:`~controlplane.engine.cadence.Handover`: ``batch_wait``, or
+  ``NEWS_SETTLE_S`` after news, so the results of one moment arrive together),
+  one per vantage, as each prober's runner does;
+- evaluate on news: a batch holding a result that changed its prober's view
+  makes the leader evaluate and reconcile at once (the worker's
+  ``reconcile-now``), the ``reconcile.interval`` tick staying as the
+  backstop; the leader's own
   prober's liveness checks reach its evaluator in-process, and a drain held
   for corroboration is looked at again ``confirm_gap`` later;
 - :class:`~controlplane.engine.health.HealthEvaluator`, fed at every tick
-  with the results delivered since the last one (as the leader reads them
+  with the results handed over since the last one (as the leader reads them
   from the store), then evaluated at the tick's time;
 - the :class:`~controlplane.runtime.reconcile.Reconciler`, every
   ``reconcile.interval``: read actual, drift, strategy with overrides,
@@ -27,9 +32,6 @@ What runs is what the worker runs:
 Only two things are simulated: the network (:mod:`controlplane.replay.network`
 turns the faults in force into probe results) and time (a :class:`SimClock`
 every component reads). Same seed, same result.
-
-Known gap: the worker hands results to the store in batches (at most
-``batch_wait``, 1 s, late); replay delivers each result when its probe ends.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from controlplane.actuators.base import RetryPolicy
 from controlplane.actuators.memory import MemoryActuator
 from controlplane.config import Settings
 from controlplane.domain import LivenessResult, ProbeResult, TargetState, Transition, endpoint_id
-from controlplane.engine.cadence import MAX_OVERLAPPING, NEWS_SETTLE_S, Cadence, ProberView, ProbeSchedule
+from controlplane.engine.cadence import MAX_OVERLAPPING, Cadence, Handover, ProberView, ProbeSchedule
 from controlplane.engine.guardrails import RECHECK_RULE, recheck_after
 from controlplane.engine.health import HealthEvaluator
 from controlplane.engine.writebudget import SubscriptionWriteBudget
@@ -61,8 +63,8 @@ DEFAULT_START = datetime(2024, 1, 1, tzinfo=UTC)
 HOLDER = "replay"
 UNLIMITED_WRITES_PER_HOUR = 10**9  # run_replay(write_budget=False)
 
-# at equal times: faults/overrides first, the tick last
-_FAULT, _DELIVER, _LIVE_DONE, _PROBE, _LIVE, _TICK = 0, 1, 2, 3, 4, 5
+# at equal times: faults/overrides first, then results in, then their hand-over, the tick last
+_FAULT, _DELIVER, _LIVE_DONE, _PROBE, _LIVE, _HANDOVER, _TICK = 0, 1, 2, 3, 4, 5, 6
 
 
 class SimClock:
@@ -122,11 +124,19 @@ class Leader:
 
     # ------------------------------------------------------------ inputs
 
-    def deliver(self, result: ProbeResult, t_s: float) -> None:
-        """A probe result reaches the store."""
-        self._pending.append(result)
+    def seen(self, result: ProbeResult, t_s: float) -> None:
+        """A probe ended with ``result``: its prober knows it (the report's ``first_seen_s``)."""
         self.trace.probes += 1
         self.trace.deliveries.append((t_s, result.region, result.endpoint, result.vantage, 1 if result.outcome in self._counted else 0))
+
+    def hand_over(self, results: list[ProbeResult]) -> None:
+        """A prober's batch reaches the store (the leader reads it at its next evaluation)."""
+        self._pending.extend(results)
+
+    def deliver(self, result: ProbeResult, t_s: float) -> None:
+        """A recorded probe result reaches the store when its probe ends."""
+        self.seen(result, t_s)
+        self.hand_over([result])
 
     def deliver_liveness(self, result: LivenessResult) -> None:
         """A liveness check of the leader's own prober (the worker hands these over in-process)."""
@@ -274,6 +284,7 @@ def _run_timeline(
     for i, o in enumerate(tl.overrides):
         push(o.at_s, _FAULT, (i, o))
     views = {v: ProberView(settings, v) for v in vantages}
+    handovers = {v: Handover() for v in vantages}  # each prober's runner hands its results on in batches
     gen: dict[tuple[str, str], int] = {}  # a probe rescheduled at once by a liveness check voids the old due event
     in_flight: set[tuple[str, str]] = set()
     overlaps: Counter[tuple[str, str]] = Counter()
@@ -294,7 +305,7 @@ def _run_timeline(
         k += 1
     end = tl.duration_s + 1e-9
     clock = leader.clock
-    news_at = -1.0
+    news_tick = -1.0
     while heap:
         t_s, kind, _, payload = heapq.heappop(heap)
         if t_s > end:
@@ -320,18 +331,29 @@ def _run_timeline(
         elif kind == _DELIVER:
             seen, due, probe = payload
             eid, region, ep, v, schedule, g = probe
-            leader.deliver(seen, t_s)
+            leader.seen(seen, t_s)
             schedule.observe(seen.outcome, cadence)
             news = views[v].observe(seen)
+            handover = handovers[v]
+            was_due = handover.due_at()
+            handover.add([seen], t_s, news)
+            if handover.due_at() != was_due:
+                push(max(t_s, handover.due_at() or t_s), _HANDOVER, v)
             if g < 0:
                 overlaps[(eid, v)] -= 1
             else:
                 in_flight.discard((eid, v))
                 gen[(eid, v)] += 1
                 push(schedule.schedule_next(cadence, due, t_s, rng, None, views[v].step(eid)), _PROBE, (*probe[:5], gen[(eid, v)]))
-            if news and t_s > news_at:
-                news_at = t_s + NEWS_SETTLE_S  # the worker's reconcile-now, once the results of this moment are in
-                push(news_at, _TICK, None)
+        elif kind == _HANDOVER:
+            batch = handovers[payload].take(t_s)
+            if batch is None:
+                continue  # the batch went earlier, or its time moved (news came in)
+            results, news = batch
+            leader.hand_over(results)
+            if news and t_s > news_tick:
+                news_tick = t_s
+                push(t_s, _TICK, None)  # the worker's reconcile-now, once the batch is stored
         elif kind == _LIVE:
             eid, region, ep, v, schedule = payload
             if (eid, v) in in_flight:  # as the runner: no check while the LLM probe is out

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from controlplane.domain import LivenessResult, Outcome
-from controlplane.engine.cadence import Cadence, ProberView, ProbeSchedule
+from controlplane.engine.cadence import NEWS_SETTLE_S, Cadence, Handover, ProberView, ProbeSchedule
 from tests.fakes import at, make_settings, probe_result
 
 SETTINGS = make_settings(probe={"interval": "30s", "fast_interval": "5s", "confirm_gap": "1s", "jitter": 0.0})
@@ -74,3 +74,21 @@ def test_a_caller_may_decide_suspect_itself() -> None:
     s.observe(Outcome.OK, c)
     assert s.interval(c) == 30.0
     assert s.interval(c, suspect=True) == 5.0
+
+
+def test_a_batch_goes_after_batch_wait_but_one_holding_news_goes_exactly_the_settle_time_after_it() -> None:
+    ho = Handover(batch_max=3, batch_wait=1.0)
+    assert ho.due_at() is None and ho.take(5.0) is None
+    ho.add([probe_result()], 10.0)
+    assert ho.due_at() == 11.0 and ho.take(10.9) is None
+    assert ho.take(11.0) == ([probe_result()], False)
+    # news just before the batch_wait deadline: the batch waits for the rest of that moment
+    ho.add([probe_result()], 20.0)
+    ho.add([probe_result()], 20.95, news=True)
+    assert ho.take(21.0) is None and ho.due_at() == 20.95 + NEWS_SETTLE_S
+    ho.add([probe_result(), probe_result()], 21.1)  # past batch_max too: still waits
+    assert ho.take(21.1) is None
+    results, news = ho.take(20.95 + NEWS_SETTLE_S) or ([], False)
+    assert (len(results), news) == (4, True)
+    ho.add([probe_result()] * 3, 30.0)  # batch_max without news: at once
+    assert ho.take(30.0) is not None and ho.take_all() == ([], False)
