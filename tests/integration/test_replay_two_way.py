@@ -7,15 +7,26 @@ The timeline: a region down for 60 s, then back. It runs
   (the fault played by its timeline at ``TIME_SCALE``) and writing through
   the real Azure SDKs to the fake ARM,
 
-and both must make the same changes (target, region, field, to), each within
-one probe interval of the other's time, measured from the fault's start.
+and both must make the same changes (target, region, field, to) -- every field
+of every target of the demo's config (Traffic Manager weighted and priority,
+Front Door, the APIM pool), with the liveness checks on -- each within one
+probe interval of the other's time, measured from the fault's start.
 
 Phases are aligned, not hoped for: the config has no jitter, so every probe
 of the worker runs on one grid (its start time + k x interval) and every probe
 of replay on another (0 + k x interval). The worker is warmed up first, the
 fault is started at some moment, and replay puts its fault at the same offset
 from its own grid, read from the worker's stored probe start times. Without
-that, two independent phases alone differ by up to a whole interval.
+that, two independent phases alone differ by up to a whole interval. The
+liveness checks start at a random phase in each process; they move a
+detection or a recovery by less than a liveness interval (1 s here).
+
+One deployment per region: with two, each has its own liveness phase, so
+the first to fail a check is confirmed down (or back) up to a liveness
+interval before its sibling and the region is degraded in between (one
+endpoint down: score 0.5, weight halved, ramped back); whether a tick lands
+in that gap is the phase's chance, in production and in replay alike (about
+four seeds in ten of this timeline in replay). Reported on issue 13.
 """
 
 from __future__ import annotations
@@ -56,18 +67,13 @@ wait_for = functools.partial(wait_until, step=0.1)
 
 def config(sim: LLMSimulator, arm: FakeArm, db_url: str, regions: list[Any]) -> dict[str, Any]:
     data = demo_config({r.name: sim.base_url(r.name) for r in regions}, [d.name for d in regions[0].deployments], arm, db_url, 0)
-    # no liveness checks: they start at a random phase in each process and ask for LLM probes off the
-    # grid, which this test aligns between the two ways (replay runs them; tests/unit/test_replay.py)
-    data["probe"].update(interval=f"{INTERVAL:g}s", fast_interval="0.5s", timeout="1.5s", jitter=0.0, liveness_interval="0s")
+    # the demo's liveness checks (every 1 s) stay on
+    data["probe"].update(interval=f"{INTERVAL:g}s", fast_interval="0.5s", timeout="1.5s", jitter=0.0)
     # min_dwell off the probe grid (confirmations and the fast interval are 0.5 s apart here): a dwell
     # of a whole number of steps would be met, or missed by a millisecond, at the same probe
     data["health"].update(min_dwell="1.2s", successes_to_up=2)
     data["guardrails"].update(cooldown="1s")
     data["reconcile"].update(interval="0.25s")
-    # Known gap, reported: restoring an APIM pool member, the real actuator writes its priority and
-    # weight as two more changes (None -> value) after re-adding it; the in-memory actuator replay uses
-    # keeps them. Until the two agree, this test compares the Traffic Manager and Front Door targets.
-    data["targets"] = [t for t in data["targets"] if t["kind"] != "apim_backend_pool"]
     for target in data["targets"]:
         if target.get("failback_dwell"):
             target["failback_dwell"] = "3s"
@@ -76,7 +82,7 @@ def config(sim: LLMSimulator, arm: FakeArm, db_url: str, regions: list[Any]) -> 
 
 @pytest.fixture
 def world(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[LLMSimulator, Settings, Path, Store]]:
-    regions = default_regions(3, 2)
+    regions = default_regions(3, 1)  # one deployment each: see the module's docstring
     sim = LLMSimulator(regions, seed=3).start()
     arm = FakeArm().start()
     data = config(sim, arm, sqlite_url, regions)
@@ -159,18 +165,12 @@ def test_replay_and_a_real_worker_make_the_same_changes_at_the_same_times(
         offset = (fault_at - last_before).total_seconds() % INTERVAL  # how far into its interval the fault began
         expected, replay_wall = replay_of(settings, offset)
         assert expected, "replay made no change"
-        # Compared: the drains and restores (the enabled field). In one of two full runs on a
-        # quiet machine the worker restored eastus at weight 250 and raised it to 500 a tick
-        # later, while replay restored it at 500 at once; the cause is not found yet. That
-        # weight step is a known gap between the two ways (said in the issue 13 note).
-        expected = [(at, k) for at, k in expected if k[2] == "enabled"]
         want = sorted(k for _, k in expected)
 
         def worker_changes() -> list[tuple[float, tuple[str, str, str, Any]]]:
             return [
                 (round((e.at - fault_at).total_seconds(), 3), key(e.target or "", e.region or "", e.data["field"], e.data["desired"]))
                 for e in applied(store)
-                if e.data["field"] == "enabled"
             ]
 
         deadline = max(t for t, _ in expected) + 2 * INTERVAL + 5  # the last change replay made, plus slack for a loaded machine
