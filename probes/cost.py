@@ -10,7 +10,8 @@ the steady-state cost of one prober.
 
 The liveness checks between LLM probes (``probe.liveness_interval``, the
 data plane's models list) cost no tokens: they are counted per month and
-priced at 0.
+priced at 0, on the first endpoint of each Azure OpenAI resource (one check
+serves every deployment on it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from controlplane.config import Settings
 from controlplane.domain import ProbeResult, endpoint_id
+from controlplane.engine.cadence import LivenessGroups
 
 HOURS_PER_MONTH = 730.0  # Azure pricing's month
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600.0
@@ -65,6 +67,7 @@ def estimate_monthly(settings: Settings, results: Iterable[ProbeResult] = ()) ->
     usage = _average_usage(results)
     probes_per_month = SECONDS_PER_MONTH / settings.probe.interval
     liveness = SECONDS_PER_MONTH / settings.probe.liveness_interval if settings.probe.liveness_interval > 0 else 0.0
+    checkers = LivenessGroups.of(settings)
     out: dict[str, CostEstimate] = {}
     for region in settings.regions:
         for ep in region.endpoints:
@@ -80,7 +83,7 @@ def estimate_monthly(settings: Settings, results: Iterable[ProbeResult] = ()) ->
                 tokens_per_month=probes_per_month * (prompt + completion),
                 cost_per_month=probes_per_month * per_probe_cost,
                 measured=measured,
-                liveness_checks_per_month=liveness,
+                liveness_checks_per_month=liveness if eid in checkers else 0.0,
             )
     return out
 

@@ -9,8 +9,9 @@
   with this runner's own :class:`~controlplane.engine.cadence.ProberView`.
   The ``suspect`` hook (endpoint id -> bool) replaces it with "fast or
   normal interval" when given.
-- **Liveness checks**: every ``liveness_interval`` each endpoint also gets a
-  zero-token models-list request (:mod:`probes.liveness`); one that
+- **Liveness checks**: every ``liveness_interval`` each Azure OpenAI resource
+  also gets a zero-token models-list request (:mod:`probes.liveness`) whose
+  result counts for every deployment on it; one that
   disagrees with the view makes the LLM probe due at once. Liveness results
   go to ``liveness_sink``; they never change a state by themselves.
 - **Overlapping confirmations**: while undecided, the next confirmation goes
@@ -43,7 +44,16 @@ import httpx
 
 from controlplane.config import Settings
 from controlplane.domain import Clock, LivenessResult, ProbeResult, SystemClock
-from controlplane.engine.cadence import BATCH_MAX, BATCH_WAIT_S, MAX_OVERLAPPING, Cadence, Handover, ProberView, ProbeSchedule
+from controlplane.engine.cadence import (
+    BATCH_MAX,
+    BATCH_WAIT_S,
+    MAX_OVERLAPPING,
+    Cadence,
+    Handover,
+    LivenessGroups,
+    ProberView,
+    ProbeSchedule,
+)
 from probes.auth import ProbeAuth, TokenCache
 from probes.base import ProbeTarget, failed_result
 from probes.liveness import LivenessCheck
@@ -104,6 +114,7 @@ class ProbeRunner:
         self._liveness = LivenessCheck(settings.probe, self._clients, self.auth, self._clock)
         self._cadence = Cadence.of(settings)
         self._schedules = {t.id: EndpointSchedule(target=t) for t in targets(settings)}
+        self._liveness_groups = LivenessGroups.of(settings)  # the endpoint that checks a resource -> all on it
         self._started = False
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
@@ -180,7 +191,7 @@ class ProbeRunner:
         """The earliest next-due time (LLM probe or liveness check) of an endpoint not being probed."""
         idle = [s.next_due for s in self._schedules.values() if not s.in_flight]
         if self._liveness_on:
-            idle += [s.liveness_due for s in self._schedules.values() if not s.liveness_in_flight and not s.in_flight]
+            idle += [s.liveness_due for s in self._checkers() if not s.liveness_in_flight and not s.in_flight]
         idle += [s.last_launch + self._cadence.confirm_gap for s in self._schedules.values() if self._overlap_due(s, math.inf)]
         return min(idle) if idle else None
 
@@ -214,9 +225,15 @@ class ProbeRunner:
     def _liveness_on(self) -> bool:
         return self._cadence.liveness_interval > 0
 
+    def _checkers(self) -> list[EndpointSchedule]:
+        """The schedules that run the liveness checks: one endpoint per Azure OpenAI resource."""
+        return [self._schedules[eid] for eid in self._liveness_groups]
+
     async def check_round(self) -> list[LivenessResult]:
-        """One liveness check of every endpoint now (for the CLI and tests)."""
-        return list(await asyncio.gather(*(self._check_one(s) for s in self._schedules.values())))
+        """One liveness check of every resource now, as the result of each endpoint (for the CLI and tests)."""
+        done = await asyncio.gather(*(self._check_one(s) for s in self._checkers()))
+        by_endpoint = {r.endpoint_id: r for results in done for r in results}
+        return [by_endpoint[eid] for eid in self._schedules]
 
     async def run_forever(self, stop_event: asyncio.Event) -> None:
         """Probe each endpoint when due until ``stop_event`` is set.
@@ -272,7 +289,13 @@ class ProbeRunner:
                         task = asyncio.create_task(confirm(s))
                         running.add(task)
                         task.add_done_callback(running.discard)
-                    if self._liveness_on and s.liveness_due <= now and not s.liveness_in_flight and not s.in_flight:
+                    if (
+                        self._liveness_on
+                        and s.liveness_due <= now
+                        and not s.liveness_in_flight
+                        and not s.in_flight
+                        and s.target.id in self._liveness_groups
+                    ):
                         s.liveness_in_flight = True
                         task = asyncio.create_task(check(s))
                         running.add(task)
@@ -346,7 +369,8 @@ class ProbeRunner:
         s.schedule_next(self._cadence, due, now(), self._rng, self._hook(s.target.id), self.view.step(s.target.id))
         return result
 
-    async def _check_one(self, s: EndpointSchedule) -> LivenessResult:
+    async def _check_one(self, s: EndpointSchedule) -> list[LivenessResult]:
+        """Check ``s``'s resource; the result, as each of its endpoints' (``s`` first)."""
         s.liveness_in_flight = True
         try:
             result = await self._liveness.run(s.target)
@@ -355,14 +379,17 @@ class ProbeRunner:
         s.liveness_checks += 1
         now = time.monotonic()
         s.liveness_due = self._cadence.next_liveness(now, self._rng)
-        if self.view.on_liveness(result) and not s.in_flight:
-            s.confirm_now(now)  # an LLM probe at once: only it can move health
-        if self._liveness_sink is not None:
-            try:
-                self._liveness_sink(result)
-            except Exception:
-                log.exception("liveness sink failed")
-        return result
+        results = self._liveness_groups.results(result)
+        for each in results:
+            other = self._schedules[each.endpoint_id]
+            if self.view.on_liveness(each) and not other.in_flight:
+                other.confirm_now(now)  # an LLM probe at once: only it can move health
+            if self._liveness_sink is not None:
+                try:
+                    self._liveness_sink(each)
+                except Exception:
+                    log.exception("liveness sink failed")
+        return results
 
     def _emit(self, results: list[ProbeResult], news: bool | None = None) -> None:
         """Hand ``results`` to the sink; then, when they hold news (by default: any since the last

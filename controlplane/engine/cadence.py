@@ -15,10 +15,14 @@ used by the production probe runner (``probes.runner``) and by replay.
   undecided or a recovery is short of ``successes_to_up``; no sooner than a
   429's Retry-After; ``fast_interval`` while degraded; ``interval``
   otherwise, also while confirmed down, when the liveness checks watch it.
-- **Liveness checks** (zero tokens) every ``liveness_interval``: one that
-  disagrees with the view (failed while not known down, good while down)
-  makes the LLM probe due at once (:meth:`ProberView.on_liveness`); it never
-  changes a state by itself.
+- **Liveness checks** (zero tokens) every ``liveness_interval``, one per
+  Azure OpenAI resource (:class:`LivenessGroups`): the models list is the
+  resource's, so its result counts for every deployment on it, and each one
+  it disagrees with (failed while
+  not known down, good while down) gets its LLM probe at once
+  (:meth:`ProberView.on_liveness`): the deployments of a resource that went
+  down or came back are confirmed in the same moment, not a liveness phase
+  apart (the region degraded in between). It never changes a state by itself.
 - **News**: :meth:`ProberView.observe` says whether a result changed the
   view of its endpoint; the leader evaluates and reconciles as soon as the
   batch holding it is handed on, without waiting for its tick.
@@ -38,11 +42,11 @@ in the runner, simulated in replay); randomness comes from the caller's
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from controlplane.config import Settings
-from controlplane.domain import LivenessResult, Outcome, ProbeResult
+from controlplane.domain import LivenessResult, Outcome, ProbeResult, endpoint_id
 from controlplane.engine.health import HealthEvaluator
 
 NEWS_SETTLE_S = 0.25
@@ -99,6 +103,24 @@ class Cadence:
 
     def next_liveness(self, now: float, rng: random.Random) -> float:
         return now + self.liveness_interval * (1.0 + rng.uniform(-self.jitter, self.jitter))
+
+
+class LivenessGroups(dict[str, tuple[str, ...]]):
+    """The endpoint that runs the liveness checks of each Azure OpenAI resource (the first one the
+    config names on that ``base_url``) -> every endpoint on that resource, itself first."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> LivenessGroups:
+        groups: dict[tuple[str, str], list[str]] = {}
+        for region in settings.regions:
+            for ep in region.endpoints:
+                groups.setdefault((region.name, ep.base_url.rstrip("/").lower()), []).append(endpoint_id(region.name, ep.name))
+        return cls({ids[0]: tuple(ids) for ids in groups.values()})
+
+    def results(self, check: LivenessResult) -> list[LivenessResult]:
+        """A resource's liveness check as the result of each endpoint on it."""
+        group = self.get(check.endpoint_id, (check.endpoint_id,))
+        return [check if eid == check.endpoint_id else replace(check, endpoint_id=eid) for eid in group]
 
 
 class ProberView:

@@ -6,8 +6,9 @@ What runs is what the worker runs:
   the step from that prober's own view of the evidence -- confirmations
   ``confirm_gap`` apart while undecided, Retry-After, fast while degraded,
   normal otherwise --, jitter, the first probes spread out), one schedule
-  per (endpoint, vantage), and its zero-token liveness checks, a failed one
-  making the LLM probe due at once;
+  per (endpoint, vantage), and its zero-token liveness checks, one per
+  resource counting for each of its deployments, each deployment it
+  disagrees with getting its LLM probe at once;
 - the hand-over of results to the leader in batches
   (:class:`~controlplane.engine.cadence.Handover`: ``batch_wait``, or
   ``NEWS_SETTLE_S`` after news, so the results of one moment arrive together),
@@ -48,7 +49,7 @@ from controlplane.actuators.base import RetryPolicy
 from controlplane.actuators.memory import MemoryActuator
 from controlplane.config import Settings
 from controlplane.domain import LivenessResult, ProbeResult, TargetState, Transition, endpoint_id
-from controlplane.engine.cadence import MAX_OVERLAPPING, Cadence, Handover, ProberView, ProbeSchedule
+from controlplane.engine.cadence import MAX_OVERLAPPING, Cadence, Handover, LivenessGroups, ProberView, ProbeSchedule
 from controlplane.engine.guardrails import RECHECK_RULE, recheck_after
 from controlplane.engine.health import HealthEvaluator
 from controlplane.engine.writebudget import SubscriptionWriteBudget
@@ -287,6 +288,8 @@ def _run_timeline(
     handovers = {v: Handover() for v in vantages}  # each prober's runner hands its results on in batches
     gen: dict[tuple[str, str], int] = {}  # a probe rescheduled at once by a liveness check voids the old due event
     in_flight: set[tuple[str, str]] = set()
+    probe_keys: dict[tuple[str, str], tuple[Any, ...]] = {}  # (endpoint, vantage) -> its probe's payload
+    groups = LivenessGroups.of(settings)  # the endpoint that checks a resource -> every endpoint on it
     overlaps: Counter[tuple[str, str]] = Counter()
     for r in settings.regions:
         for ep in r.endpoints:
@@ -295,8 +298,9 @@ def _run_timeline(
                 eid = endpoint_id(r.name, ep.name)
                 gen[(eid, v)] = 0
                 probe_key = (eid, r.name, ep, v, schedule)
+                probe_keys[(eid, v)] = probe_key
                 push(cadence.first_due(0.0, rng), _PROBE, (*probe_key, 0))
-                if cadence.liveness_interval > 0:
+                if cadence.liveness_interval > 0 and eid in groups:
                     push(cadence.first_liveness(0.0, rng), _LIVE, probe_key)
     tick_every = settings.reconcile.interval
     k = 1
@@ -365,13 +369,16 @@ def _run_timeline(
             check, probe = payload
             eid, region, ep, v, schedule = probe
             leader.trace.liveness_checks += 1
-            if v == settings.probe.vantage:
-                leader.deliver_liveness(check)
             push(cadence.next_liveness(t_s, rng), _LIVE, probe)
-            if views[v].on_liveness(check) and (eid, v) not in in_flight:
-                gen[(eid, v)] += 1
-                schedule.confirm_now(t_s)
-                push(t_s, _PROBE, (*probe, gen[(eid, v)]))
+            for each in groups.results(check):  # the resource's check: each deployment's result
+                other = each.endpoint_id
+                if v == settings.probe.vantage:
+                    leader.deliver_liveness(each)
+                if views[v].on_liveness(each) and (other, v) not in in_flight:
+                    gen[(other, v)] += 1
+                    key = probe_keys[(other, v)]
+                    key[4].confirm_now(t_s)
+                    push(t_s, _PROBE, (*key, gen[(other, v)]))
         elif kind == _TICK:
             _tick(leader, t_s, push)
         else:

@@ -538,6 +538,35 @@ def test_a_failed_liveness_check_makes_the_llm_probe_due_at_once_and_never_drain
     assert runner.view.evaluator.evaluate(datetime.now(UTC)).endpoints[eid].state.value == "healthy"
 
 
+def test_one_liveness_check_per_resource_counts_for_each_deployment_and_a_failed_one_probes_them_all_at_once(
+    sim: LLMSimulator,
+) -> None:
+    """The check reads the resource's models list, not a deployment's: one request per resource, its
+    result each deployment's, so a resource that went down is confirmed on all its deployments in one
+    moment, not a liveness phase apart (the region was degraded in between: weight halved, then drained)."""
+    eastus = [endpoint(sim, "eastus"), endpoint(sim, "eastus", "gpt-4o-mini", api_style="v1")]
+    s = settings(sim, {"eastus": eastus, "westeurope": [endpoint(sim, "westeurope")]}, jitter=0.0, interval="30s", liveness_interval="5s")
+    runner = ProbeRunner(s, environ=ENVIRON)
+    t0 = time.monotonic() + 1000.0  # the ticks' own times, ahead of the clock a liveness check reads
+    for t in (0.0, 30.0, 60.0):
+        _tick(runner, t0 + t)
+    assert [runner.schedule(e).next_due - t0 for e in runner.endpoint_ids] == pytest.approx([90.0, 90.0, 90.0])
+
+    async def check() -> list[tuple[str, bool]]:
+        return [(r.endpoint_id, r.ok) for r in await runner.check_round()]
+
+    sim.reset_stats()
+    assert asyncio.run(check()) == [("eastus/gpt-4o", True), ("eastus/gpt-4o-mini", True), ("westeurope/gpt-4o", True)]
+    models_lists = {region: counts["-"] for region, counts in sim.stats()["by_region"].items()}
+    assert models_lists == {"eastus": {"200": 1}, "westeurope": {"200": 1}}
+    sim.set_fault("eastus", Fault("down"))
+    assert asyncio.run(check()) == [("eastus/gpt-4o", False), ("eastus/gpt-4o-mini", False), ("westeurope/gpt-4o", True)]
+    now = time.monotonic()
+    assert runner.schedule("eastus/gpt-4o").next_due <= now and runner.schedule("eastus/gpt-4o-mini").next_due <= now
+    assert runner.schedule("westeurope/gpt-4o").next_due - t0 == pytest.approx(90.0)  # another resource: not
+    asyncio.run(runner.aclose())
+
+
 def test_a_config_problem_does_not_make_an_endpoint_suspect(sim: LLMSimulator) -> None:
     s = settings(sim, {"eastus": [endpoint(sim, "eastus")]}, jitter=0.0)
     sim.set_fault("eastus", Fault("auth"))

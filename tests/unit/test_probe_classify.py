@@ -385,8 +385,10 @@ def test_without_recorded_usage_the_cost_is_assumed_from_the_prompt_and_max_toke
 
 
 def test_liveness_checks_are_counted_and_cost_no_tokens() -> None:
-    est = estimate_monthly(_cost_settings())["eastus/gpt-4o"]
+    estimates = estimate_monthly(_cost_settings())
+    est = estimates["eastus/gpt-4o"]
     assert est.liveness_checks_per_month == pytest.approx(730 * 3600 / 5)  # one every 5 s by default
+    assert estimates["eastus/free"].liveness_checks_per_month == 0  # same resource: its one check serves both
     assert est.tokens_per_month == pytest.approx(est.probes_per_month * (15 + 5))  # the checks add no tokens
     [line, _] = render_costs({"a": est, "b": est})
     assert line.endswith("; 525,600 liveness checks/month at 0 tokens")

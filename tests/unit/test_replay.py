@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -183,7 +184,20 @@ def test_a_fault_on_one_deployment_weighs_its_region_down_without_draining_it() 
     s = make_settings(targets=("tm-weighted",), endpoints_per_region=2)
     r = run_replay(s, timeline({"at": "300s", "region": "eastus", "deployment": "gpt-1", "fault": "down"}, duration="900s"))
     assert [(c["region"], c["field"], c["to"]) for c in r.changes] == [("eastus", "weight", 250)]
-    assert "gpt-1: 5 consecutive" in r.changes[0]["reason"]
+    assert re.search(r"gpt-1: \d+ consecutive connect errors", r.changes[0]["reason"])  # as many as the tick had seen
+
+
+def test_a_region_whose_deployments_go_down_and_come_back_together_is_drained_and_restored_without_a_weight_step() -> None:
+    """Both deployments of one resource fail and recover together: one liveness check serves the resource,
+    so they are confirmed in the same moment. With a check per deployment, each at its own random phase,
+    46 seeds in 50 halved the region's weight on the way down or back (one deployment confirmed, its
+    sibling not yet: the region degraded at score 0.5). Without jitter: with it, the deployments' own
+    LLM probes drift apart and they still do (49 in 50; was 50), a gap left open on issue 13."""
+    s = make_settings(targets=("tm-weighted",), endpoints_per_region=2, probe={"jitter": 0.0})
+    for seed in range(5):
+        events = [{"at": "120s", "region": "eastus", "fault": "down"}, {"at": "180s", "region": "eastus", "fault": "none"}]
+        r = run_replay(s, timeline(*events, duration="300s", seed=seed, noise={"loss": 0.0, "jitter_ms": 40}))
+        assert [(c["field"], c["to"]) for c in r.changes] == [("enabled", False), ("enabled", True)], (seed, r.changes)
 
 
 def test_run_replay_wants_a_timeline_or_results() -> None:
