@@ -231,7 +231,9 @@ class Reconciler:
         # the hard deadline of one Azure call and the clock-skew allowance (docs/adr/0012)
         self.call_s = call_s if call_s is not None else settings.azure.request_timeout
         self.skew_s = skew_s
-        self._mine: set[int] = set()  # change ids this reconciler recorded pending (its writes are over when its tick is)
+        # change ids this reconciler recorded pending and not yet finished -> when (its writes are over when its tick is);
+        # finished ones are forgotten, and any left pending by a tick that died once they fall out of the settle window
+        self._mine: dict[int, datetime] = {}
         self._in_flight: dict[tuple[str, str], str] = {}  # (target, region) -> why an earlier write may still land
 
     # ------------------------------------------------------------ public
@@ -464,6 +466,9 @@ class Reconciler:
         """
         for key in [k for k in self._in_flight if k[0] == target.name]:
             del self._in_flight[key]
+        with self._lock:  # another target's apply may be finishing its changes meanwhile
+            for change_id in [i for i, at in self._mine.items() if at < now - SETTLE_WINDOW]:
+                del self._mine[change_id]
         applied = self.store.applied_settings(target.name)
         reference_at = {r.region: r.last_change_at for r in self.store.target_endpoints(target.name)}
         rows = [
@@ -490,6 +495,7 @@ class Reconciler:
             landed = shows_it if row.status is ChangeStatus.PENDING else shows_it and (ref is None or ref.get(f) != have.get(f))
             if landed:
                 self.store.finish_change(row.id, ChangeStatus.APPLIED, now, None, "confirmed by read-back on a later tick")
+                self._mine.pop(row.id, None)
                 ref = _with_field(ref or have, f, have.get(f))
                 applied[region] = ref
                 self.store.set_applied(target.name, region, ref, now)
@@ -513,6 +519,7 @@ class Reconciler:
                     NOT_WRITTEN,
                     "the leader stopped before this write landed, and Azure does not show it once it surely is over: still to do",
                 )
+                self._mine.pop(row.id, None)
                 result.settled.append(row.id)
 
     # ------------------------------------------------------------ drift
@@ -827,7 +834,7 @@ class Reconciler:
         with self._lock:
             for c in plan.changes:  # recorded before the write: a crash leaves a trail
                 ids[id(c)] = self.store.record_change(c, ChangeStatus.PENDING, now, self.actor, report.plan_id, token)
-                self._mine.add(ids[id(c)])
+                self._mine[ids[id(c)]] = now
             for region in dict.fromkeys(c.region for c in plan.changes):
                 self.store.set_write_status(target.name, region, WriteStatus.PENDING)
         running = dict(actual.endpoints)
@@ -839,6 +846,8 @@ class Reconciler:
         def record(change: Change, status: str, error: ActuatorError | None) -> None:
             at = self.clock.now()
             change_id = ids.get(id(change))
+            if change_id is not None:
+                self._mine.pop(change_id, None)  # finished below, whatever the outcome
             if status == APPLIED:
                 # the reference first: a crash right after leaves a pending row that the next tick confirms
                 running[change.region] = _with_field(running[change.region], change.field, change.desired)
