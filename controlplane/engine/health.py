@@ -116,6 +116,7 @@ OK, SOFT, HARD, CONFIG = 0, 1, 2, 3
 SOFT_OUTCOMES = frozenset({Outcome.SLOW})
 FLAP_DOWN = 1.0  # penalty for leaving healthy for unhealthy (an episode costs 1 in all)
 FLAP_DEGRADED = 0.5  # for leaving healthy for degraded; degraded -> unhealthy adds the other half
+FLAP_TEXT_HALF_LIVES = 4  # the reason text of a held endpoint counts its flaps within this many half-lives
 
 _NAMES: dict[Outcome, tuple[str, str]] = {
     Outcome.OK: ("ok", "ok"),
@@ -347,7 +348,11 @@ class _Window:
 
     # -- counters
     def _count(self, s: _Sample, sign: int) -> None:
-        self.by_outcome[s.outcome] = self.by_outcome.get(s.outcome, 0) + sign
+        count = self.by_outcome.get(s.outcome, 0) + sign
+        if count:
+            self.by_outcome[s.outcome] = count
+        else:
+            del self.by_outcome[s.outcome]  # only the outcomes the window holds: no key left at zero
         if s.code == CONFIG:
             return
         self.n += sign
@@ -521,6 +526,13 @@ class _Window:
     def add_penalty(self, p: _Policy, amount: float, at: datetime) -> None:
         self.penalty = min(p.max_penalty, self.penalty_now(p, at) + amount)
         self.penalty_at = at
+
+    def note_flap(self, p: _Policy, at: datetime) -> None:
+        """Remember when it flapped, for the reason text, which counts the last FLAP_TEXT_HALF_LIVES half-lives:
+        older flap times are dropped (they would pile up, 64 per window, over a long run)."""
+        self.flaps.append(at)
+        while self.flaps and (at - self.flaps[0]).total_seconds() > FLAP_TEXT_HALF_LIVES * p.half_life:
+            self.flaps.popleft()
 
 
 def _odds(llr: float) -> str:
@@ -759,7 +771,7 @@ class HealthEvaluator:
 
     def _held_text(self, w: _Window, at: datetime, stable: float) -> str:
         p = self._p
-        recent = [t for t in w.flaps if (at - t).total_seconds() <= 4 * p.half_life]
+        recent = [t for t in w.flaps if (at - t).total_seconds() <= FLAP_TEXT_HALF_LIVES * p.half_life]
         span = (at - recent[0]).total_seconds() if recent else 0.0
         penalty = w.penalty_now(p, at)
         wait = p.half_life * math.log2(penalty / p.reuse) if penalty > p.reuse else 0.0
@@ -783,7 +795,7 @@ class HealthEvaluator:
         if not amount:
             return
         if old is H.HEALTHY:
-            w.flaps.append(at)
+            w.note_flap(p, at)
         w.add_penalty(p, amount, at)
         if not w.held and w.penalty >= p.hold - 1e-9:
             w.held = True
@@ -793,7 +805,7 @@ class HealthEvaluator:
         """Failing again after coming back (M successes) but before the dwell let it return is a flap
         too: a region flapping faster than the dwell would otherwise never earn a penalty."""
         p = self._p
-        w.flaps.append(at)
+        w.note_flap(p, at)
         w.add_penalty(p, FLAP_DOWN, at)
         if not w.held and w.penalty >= p.hold - 1e-9:
             w.held = True
