@@ -19,6 +19,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
+import anyio
 import httpx
 
 from controlplane.config import LLMEndpoint, ProbeSettings
@@ -87,7 +88,9 @@ class LivenessCheck:
         secrets: tuple[str, ...] = ()
         ok = False
         try:
-            async with asyncio.timeout(self.deadline):
+            # anyio's deadline, not asyncio.timeout: httpcore puts a connection back inside an anyio shield,
+            # which asyncio's cancellation breaks through, leaving it busy in the pool forever (test_probes)
+            with anyio.fail_after(self.deadline):
                 auth = await self._auth.headers(target.endpoint)
                 secrets = auth.secrets
                 request = build_liveness_request(target.endpoint, self._probe)

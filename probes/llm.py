@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import httpx
 
 from controlplane.config import LLMEndpoint, ProbeSettings
@@ -523,6 +524,13 @@ class _NoCookies(http.cookiejar.CookieJar):
         return None
 
 
+def keepalive_s(interval: float) -> float:
+    """How long an idle connection is kept: four probe intervals, at most a minute, but never under two
+    intervals (the next probe reuses it). A minute for the default 15 s; a burst of connections (confirmations
+    overlapping, a region coming back) is given back within a few intervals, not kept for a minute regardless."""
+    return max(2 * interval, min(60.0, 4 * interval))
+
+
 class ClientPool:
     """One pooled HTTP/1.1 keep-alive client per endpoint host (scheme, host, port).
 
@@ -536,6 +544,8 @@ class ClientPool:
         self._clients: dict[tuple[str, str, int | None], httpx.AsyncClient] = {}
         self._by_url: dict[str, httpx.AsyncClient] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # orphaned connections being closed (see _reap)
+        self.reaped = 0
 
     def client_for(self, url: str) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -549,7 +559,32 @@ class ClientPool:
             if client is None:
                 client = self._clients[key] = self._new_client()
             self._by_url[url] = client
+        self._reap(client)
         return client
+
+    def _reap(self, client: httpx.AsyncClient) -> None:
+        """Take out of the client's pool, and close, every connection no request holds that is neither idle
+        nor closed. httpcore 1.0 leaves one behind when a request is cancelled while it waits for a new
+        connection (encode/httpcore#1093): a probe's deadline does that under load. Nothing would ever use
+        or close it, and they pile up until the pool is full and every probe of the host times out.
+
+        Runs on the loop before each request (no await between the check and the removal); reads httpcore's
+        pool, and does nothing where it looks different.
+        """
+        pool = getattr(getattr(client, "_transport", None), "_pool", None)
+        connections, requests = getattr(pool, "_connections", None), getattr(pool, "_requests", None)
+        if not isinstance(connections, list) or not isinstance(requests, list):
+            return
+        held = {id(getattr(r, "connection", None)) for r in requests}
+        orphans = [c for c in connections if id(c) not in held and not c.is_idle() and not c.is_closed()]
+        for connection in orphans:
+            connections.remove(connection)
+            closing = asyncio.get_running_loop().create_task(connection.aclose())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        if orphans:
+            self.reaped += len(orphans)
+            log.debug("closed %d pooled connection(s) a cancelled request left behind (%d so far)", len(orphans), self.reaped)
 
     def _new_client(self) -> httpx.AsyncClient:
         n = self._probe.concurrency
@@ -558,7 +593,7 @@ class ClientPool:
         return httpx.AsyncClient(
             http1=True,
             http2=False,
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=max(60.0, self._probe.interval * 2)),
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=keepalive_s(self._probe.interval)),
             timeout=httpx.Timeout(backstop),
             follow_redirects=False,
             transport=self._transport,
@@ -569,6 +604,16 @@ class ClientPool:
     @property
     def hosts(self) -> int:
         return len(self._clients)
+
+    def pooled_connections(self) -> tuple[int, int]:
+        """(connections the clients' pools hold, how many of them are idle): httpcore's pools; (0, 0) without."""
+        total = idle = 0
+        for client in list(self._clients.values()):
+            pool = getattr(getattr(client, "_transport", None), "_pool", None)
+            connections = list(getattr(pool, "connections", ()))
+            total += len(connections)
+            idle += sum(1 for c in connections if c.is_idle())
+        return total, idle
 
     async def aclose(self) -> None:
         clients, self._clients, self._by_url = list(self._clients.values()), {}, {}
@@ -630,7 +675,9 @@ class LLMProbe:
         obs.begun = obs.t0 = time.perf_counter()
         secrets: tuple[str, ...] = ()
         try:
-            async with asyncio.timeout(self._probe.timeout):
+            # anyio's deadline, not asyncio.timeout: httpcore puts a connection back inside an anyio shield,
+            # which asyncio's cancellation breaks through, leaving it busy in the pool forever (test_probes)
+            with anyio.fail_after(self._probe.timeout):
                 auth = await self._auth.headers(target.endpoint)
                 secrets = auth.secrets
                 request = build_request(target.endpoint, self._probe, self._rng.randint(1000, 9999))

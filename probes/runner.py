@@ -130,6 +130,11 @@ class ProbeRunner:
         """How many pooled HTTP clients (one per endpoint host) are open."""
         return self._clients.hosts
 
+    @property
+    def pooled_connections(self) -> tuple[int, int]:
+        """How many connections those clients' pools hold, and how many of them are idle."""
+        return self._clients.pooled_connections()
+
     def schedule(self, endpoint_id: str) -> EndpointSchedule:
         return self._schedules[endpoint_id]
 

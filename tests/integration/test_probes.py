@@ -23,7 +23,8 @@ from controlplane.cli.probe import probe_command
 from controlplane.config import Settings, parse_settings
 from controlplane.domain import LivenessFailure, LivenessResult, Outcome, ProbeResult
 from controlplane.engine.cadence import MAX_OVERLAPPING
-from probes.runner import ProbeRunner
+from controlplane.runtime import loops
+from probes.runner import ProbeRunner, targets
 from simulator.faults import Fault
 from simulator.llm import LLMSimulator, SimDeployment, SimRegion
 
@@ -731,3 +732,65 @@ def test_the_probe_command_renders_json_records_and_names_unknown_regions(sim: L
     assert record["ttft_ms"] > 0
     text, code = probe_command(s, region="mars")
     assert code == 2 and "mars" in text
+
+
+# ---------------------------------------------------------------- the connection pool
+
+
+def test_a_request_cancelled_while_it_waits_for_a_connection_does_not_poison_the_pool(sim: LLMSimulator) -> None:
+    """httpcore 1.0 leaves a connection in the pool, neither idle nor closed nor used by any request, when a
+    request is cancelled while it waits for a new connection (encode/httpcore#1093); a probe's deadline is
+    such a cancellation. They pile up until the pool is full and every probe of that host times out (the soak
+    found it: 64 per host within a few simulated hours under load)."""
+    s = settings(sim, {"eastus": [endpoint(sim, "eastus")]}, concurrency=1, timeout="1s")  # one connection per host
+    [target] = targets(s)
+
+    async def go() -> tuple[int, ProbeResult]:
+        async with ProbeRunner(s, environ=ENVIRON) as runner:
+            client = runner._clients.client_for(sim.base_url("eastus"))
+            url = sim.base_url("eastus") + "/openai/models?api-version=2024-10-21"
+            tasks = [asyncio.create_task(client.get(url, headers={"api-key": API_KEY})) for _ in range(2)]
+            await asyncio.sleep(0)  # both wait for the pool's one connection, the first one assigned it
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            left = len(client._transport._pool.connections)  # type: ignore[attr-defined]  # httpx's transport holds httpcore's pool
+            return left, await runner._probe.run(target)
+
+    left, result = asyncio.run(go())
+    assert left == 1, f"httpcore left {left} connection(s) behind: this test no longer provokes the leak"
+    assert result.outcome is Outcome.OK, f"the next probe of the host: {result.outcome.value} ({result.error})"
+
+
+def test_a_deadline_that_fires_while_the_connection_is_closed_leaves_it_reusable(
+    sim: LLMSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpcore closes a response inside a shield (anyio); a probe deadline that cancels the task natively
+    (asyncio.timeout) breaks through it, the connection stays ACTIVE and its request stays in the pool,
+    forever. Under load that fills the pool within hours (the soak's 64 connections per host). The
+    deadline is an anyio one, which the shield holds back until the connection is put back."""
+    import anyio
+    from httpcore._async.http11 import AsyncHTTP11Connection
+
+    closed = AsyncHTTP11Connection._response_closed
+
+    async def slow_close(self: AsyncHTTP11Connection) -> None:
+        await anyio.sleep(0.4)  # the probe's 0.3 s deadline passes while the connection is put back
+        await closed(self)
+
+    s = settings(sim, {"eastus": [endpoint(sim, "eastus")]}, concurrency=1, timeout="0.3s")  # one connection per host
+    [target] = targets(s)
+
+    async def go() -> tuple[ProbeResult, list[str], ProbeResult]:
+        async with ProbeRunner(s, environ=ENVIRON) as runner:
+            with monkeypatch.context() as patch:
+                patch.setattr(AsyncHTTP11Connection, "_response_closed", slow_close)
+                first = await runner._probe.run(target)
+            client = runner._clients.client_for(sim.base_url("eastus"))
+            pool = client._transport._pool  # type: ignore[attr-defined]  # httpx's transport holds httpcore's pool
+            left = [c.info() for c in pool.connections if not c.is_idle()]
+            return first, left, await runner._probe.run(target)
+
+    first, busy, second = loops.run(go())
+    assert busy == [], f"connections left busy after the probe: {busy} (first probe: {first.outcome.value})"
+    assert second.outcome is Outcome.OK, f"the next probe of the host: {second.outcome.value} ({second.error})"

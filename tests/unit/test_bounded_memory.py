@@ -11,6 +11,7 @@ from controlplane.domain import HealthStateName, Outcome
 from controlplane.engine.health import HealthEvaluator
 from controlplane.runtime.reconcile import Reconciler
 from controlplane.store.memory import MemoryStore
+from probes.llm import keepalive_s
 from tests.fakes import REGIONS, FakeClock, at, make_settings, probe_result, region_health
 
 H = HealthStateName
@@ -64,3 +65,9 @@ def test_a_window_keeps_no_outcome_it_no_longer_holds() -> None:
     window = ev._windows[("eastus/gpt-4o", "local")]
     assert {o for o, n in window.by_outcome.items() if n} == {Outcome.OK}
     assert set(window.by_outcome) == {Outcome.OK}, f"outcomes counted zero times kept: {sorted(o.value for o in window.by_outcome)}"
+
+
+def test_a_burst_of_probe_connections_is_given_back_within_a_few_intervals() -> None:
+    assert keepalive_s(15.0) == 60.0  # the default interval: a minute, as before
+    assert keepalive_s(60.0) == 120.0  # two intervals: the next probe still finds it
+    assert keepalive_s(0.5) == 2.0  # not a minute whatever the interval: a burst does not linger
