@@ -491,6 +491,9 @@ class Reconcile(_Section):
 class Retention(_Section):
     raw_days: Float = Field(default=7, gt=0, le=3650)
     rollup_days: Float = Field(default=90, gt=0, le=3650)
+    interval: Duration = Field(
+        default=3600.0, gt=0, description="how often the retention pass runs (the first one 5 minutes after start, or sooner)"
+    )
 
 
 class Settings(_Section):

@@ -273,6 +273,14 @@ class Metrics:
 
     # ------------------------------------------------------------ exposition
 
+    def series(self) -> int:
+        """How many labelled children the registry holds (the soak watches it: labels from a bounded set only)."""
+        total = 0
+        for value in vars(self).values():
+            children = getattr(value, "_metrics", None)  # prometheus_client's labelled children
+            total += len(children) if isinstance(children, dict) else 0
+        return total
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
@@ -400,8 +408,11 @@ def _json(start_response: Callable[..., Any], status: str, body: Mapping[str, An
     return [data]
 
 
-def worker_http_app(readiness: Callable[[], Mapping[str, Any]], metrics: Metrics | None = None) -> WSGIApp:
-    """WSGI app for the worker: ``/healthz`` (alive), ``/readyz`` (checks), ``/metrics``."""
+def worker_http_app(
+    readiness: Callable[[], Mapping[str, Any]], metrics: Metrics | None = None, sizes: Callable[[], Mapping[str, int]] | None = None
+) -> WSGIApp:
+    """WSGI app for the worker: ``/healthz`` (alive), ``/readyz`` (checks), ``/metrics``, and ``/debug/sizes``
+    (items per in-memory container, ``Worker.memory_sizes``: counts only, no contents)."""
     metrics_app = metrics.wsgi_app() if metrics is not None else None
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -417,6 +428,8 @@ def worker_http_app(readiness: Callable[[], Mapping[str, Any]], metrics: Metrics
             return _json(start_response, "200 OK" if ready else "503 Service Unavailable", body)
         if path == "/metrics" and metrics_app is not None:
             return metrics_app(environ, start_response)
+        if path == "/debug/sizes" and sizes is not None:
+            return _json(start_response, "200 OK", {"sizes": dict(sizes())})
         return _json(start_response, "404 Not Found", {"error": "not found"})
 
     return app

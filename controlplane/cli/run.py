@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _worker_http(worker: Worker, metrics: Metrics) -> WSGIApplication:
     from controlplane.metrics import worker_http_app
 
-    return worker_http_app(worker.readiness, metrics)
+    return worker_http_app(worker.readiness, metrics, worker.memory_sizes)
 
 
 def _serve(app: WSGIApplication, host: str, port: int, name: str) -> BaseWSGIServer:

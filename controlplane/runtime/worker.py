@@ -18,7 +18,7 @@ Threads:
   database lease), ``reconcile`` (leader only: tail every vantage's results
   from the store -> health -> desired -> plan -> guardrails -> apply -> read
   back -> record), ``rollup`` (per-minute aggregates, every 15 s), ``retention`` (purge
-  old raw results and rollups), ``overrides`` (lift expired overrides) and
+  old raw results and rollups, every ``retention.interval``), ``overrides`` (lift expired overrides) and
   ``notify`` (relay stored audit events to the notification channels).
 
 A lease only a live loop can hold: ``lease`` renews only while the reconcile
@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import threading
 import time
 from collections import deque
@@ -65,6 +66,7 @@ from controlplane.engine.health import HealthEvaluator, HealthReport
 from controlplane.runtime import loops
 from controlplane.runtime.leader import LeaderElector, LeaseTiming
 from controlplane.runtime.reconcile import Reconciler, TickReport
+from controlplane.runtime.sizes import container_sizes
 from controlplane.store import Store
 from controlplane.store.records import LIVENESS_SUMMARY_EVERY_S, LivenessTally
 from probes.runner import ProbeRunner
@@ -190,11 +192,12 @@ class Worker:
     def start(self) -> Worker:
         now = datetime.now(UTC)
         interval = self.settings.reconcile.interval
+        retention = self.settings.retention.interval
         jobs = [
             ("lease", self.lease_tick, self.timing.renew_s, now),
             ("reconcile", self.reconcile_tick, interval, now + timedelta(seconds=min(interval, 1.0))),
             ("rollup", self.rollup_tick, 15.0, now + timedelta(seconds=5)),
-            ("retention", self.retention_tick, 3600.0, now + timedelta(seconds=300)),
+            ("retention", self.retention_tick, retention, now + timedelta(seconds=min(300.0, retention))),
             ("overrides", self.overrides_tick, 5.0, now + timedelta(seconds=1)),
         ]
         if self.notifier is not None:
@@ -519,6 +522,28 @@ class Worker:
                 )
         except Exception as exc:
             log.warning("override expiry failed: %s", type(exc).__name__)
+
+    # ------------------------------------------------------------ what it holds
+
+    def memory_sizes(self) -> dict[str, int]:
+        """Items in each in-memory container the worker holds (``controlplane.runtime.sizes``), and the
+        scheduler's jobs, the result writer's backlog, the metric series, the probe loop's tasks and
+        the interpreter's allocated blocks: served at ``/debug/sizes``, watched by ``bench/soak.py``."""
+        out = {f"worker.{path}": n for path, n in container_sizes(self).items()}
+        out["scheduler.jobs"] = len(self.scheduler.get_jobs()) if self.scheduler.running else 0
+        out["writer.backlog"] = self._writer._work_queue.qsize()
+        if self.runner is not None:
+            out["probe_pool.connections"], out["probe_pool.idle"] = self.runner.pooled_connections
+        if self.metrics is not None:
+            out["metrics.series"] = self.metrics.series()
+        loop = self._probe_loop
+        if loop is not None and not loop.is_closed():
+            try:
+                out["probe_loop.tasks"] = len(asyncio.all_tasks(loop))
+            except RuntimeError:  # the loop's task set changed while read from this thread
+                pass
+        out["python.allocated_blocks"] = sys.getallocatedblocks()
+        return out
 
     # ------------------------------------------------------------ readiness
 
