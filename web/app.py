@@ -11,10 +11,11 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from controlplane.config import Settings
@@ -172,6 +173,7 @@ def create_app(settings: Settings, store: Store | None = None, test_config: Mapp
         series_cache=readmodel.SeriesCache() if app.config.get("SERIES_CACHE", True) else None,
         incident_cache=readmodel.IncidentCache() if app.config.get("INCIDENT_CACHE", True) else None,
     )
+    _one_connection_per_read(app, app.extensions["regionguard"].store)
     app.jinja_env.autoescape = True  # every template, whatever its extension
     app.jinja_env.filters.update(secs=_secs, age=_age, ms=_ms, pct=_pct, frac=_frac, when=_when, setting=_setting)
     security.install(app)
@@ -188,6 +190,28 @@ def create_app(settings: Settings, store: Store | None = None, test_config: Mapp
     app.register_blueprint(_metrics_blueprint(app.extensions["regionguard"].store, metrics))
     _errors(app)
     return app
+
+
+def _one_connection_per_read(app: Flask, store: Store) -> None:
+    """A GET (page, partial or API read) makes its dozen or more store calls on one connection (Store.reading).
+
+    Registered before the sign-in check, so the session's user lookup shares
+    it too; health checks keep their own, simplest path.
+    """
+
+    def start() -> None:
+        if request.method in ("GET", "HEAD") and request.endpoint not in security.HEALTH_ENDPOINTS:
+            stack = ExitStack()
+            stack.enter_context(store.reading())
+            g.regionguard_reads = stack
+
+    def end(exc: BaseException | None) -> None:
+        stack = g.pop("regionguard_reads", None)
+        if stack is not None:
+            stack.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+
+    app.before_request(start)
+    app.teardown_request(end)
 
 
 def _metrics_blueprint(store: Store, metrics: Any) -> Blueprint:

@@ -67,17 +67,16 @@ def _region_stats_query(since: datetime, region: str | None, dialect: str) -> An
     if dialect == "postgresql":
         p50, p95 = (func.percentile_disc(q).within_group(t.c.ttft_ms) for q in (0.5, 0.95))  # one shared sort (shareable final function)
         return select(t.c.region, func.count(), ok, p50, p95).where(*where).group_by(t.c.region)
-    ranked = (
-        select(
-            t.c.region,
-            t.c.outcome,
-            t.c.ttft_ms,
-            func.row_number().over(partition_by=t.c.region, order_by=t.c.ttft_ms.asc().nulls_last()).label("rn"),
-            func.count(t.c.ttft_ms).over(partition_by=t.c.region).label("n"),
-        )
-        .where(*where)
-        .subquery()
-    )
+    # the window's rows first (MATERIALIZED: else SQLite walks the whole (region, started_at) index for the partition order)
+    window = select(t.c.region, t.c.outcome, t.c.ttft_ms).where(*where).cte("stats_window").prefix_with("MATERIALIZED", dialect="sqlite")
+    w = window.c
+    ranked = select(
+        w.region,
+        w.outcome,
+        w.ttft_ms,
+        func.row_number().over(partition_by=w.region, order_by=w.ttft_ms.asc().nulls_last()).label("rn"),
+        func.count(w.ttft_ms).over(partition_by=w.region).label("n"),
+    ).subquery()
     r = ranked.c
     at_rank = [func.max(case((and_(r.ttft_ms.is_not(None), r.rn == _rank(q, r.n)), r.ttft_ms))) for q in (0.5, 0.95)]
     ok_r = func.sum(case((r.outcome == Outcome.OK.value, 1), else_=0))
@@ -87,7 +86,7 @@ def _region_stats_query(since: datetime, region: str | None, dialect: str) -> An
 def region_stats(store: Store, since: datetime, region: str | None = None) -> dict[str, RegionStats]:
     """Per region over [since, now): probe count, success %, TTFT p50/p95 (one short index range, aggregated in SQL)."""
     q = _region_stats_query(since, region, store.engine.dialect.name)
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return {
             name: RegionStats(probes=int(n), success_pct=100.0 * int(ok) / int(n), ttft_p50=p50, ttft_p95=p95)
             for name, n, ok, p50, p95 in conn.execute(q)
@@ -123,7 +122,7 @@ def rollup_series(store: Store, regions: list[str], since: datetime, bucket_s: i
         .order_by(t.c.region, literal_column("bucket"))
     )
     out: dict[str, list[Bucket]] = {r: [] for r in regions}
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         for region, b, count, ok, throttled, failed, t50, t95, tot50, tot95 in conn.execute(q):
             out[region].append(
                 Bucket(
@@ -152,7 +151,7 @@ def vantages_seen(store: Store, since: datetime) -> dict[str, datetime]:
     """Vantage -> its newest probe result at or after ``since`` (one short index range)."""
     t = table(ProbeResultRow)
     q = select(t.c.vantage, func.max(t.c.started_at)).where(t.c.started_at >= since).group_by(t.c.vantage)
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return {v: _aware(at) for v, at in conn.execute(q)}
 
 
@@ -184,7 +183,7 @@ def vantage_cells(store: Store, since: datetime) -> dict[tuple[str, str], Vantag
         func.sum(case((r.outcome == Outcome.OK.value, 1), else_=0)),
         func.count(),
     ).group_by(r.endpoint_id, r.vantage)
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         return {
             (endpoint, vantage): VantageCell(last_outcome=last, last_at=_aware(at), ok=int(ok), total=int(n))
             for endpoint, vantage, last, at, ok, n in conn.execute(q)
@@ -204,7 +203,7 @@ def incidents(store: Store, since: datetime, targets_of: Mapping[str, set[str]],
         q = q.where(th.c.region == region)
     regions: list[Transition] = []
     endpoints: list[Transition] = []
-    with store.engine.connect() as conn:
+    with store.connect() as conn:
         for subject, key, vantage, old, new, reason, at, evidence in conn.execute(q):
             t = Transition(subject, key, HealthStateName(old), HealthStateName(new), reason, _aware(at), vantage, tuple(evidence or ()))
             if subject == "region":
@@ -218,7 +217,7 @@ def incidents(store: Store, since: datetime, targets_of: Mapping[str, set[str]],
     if region is not None:
         cq = cq.where(ch.c.region == region)
     changes: list[ChangeRecord] = []
-    with store.engine.connect() as conn:  # Core rows, not ORM objects: a month of changes is thousands of rows
+    with store.connect() as conn:  # Core rows, not ORM objects: a month of changes is thousands of rows
         for row in conn.execute(cq):
             v = dict(zip(names, row, strict=True))
             v.update(

@@ -310,3 +310,34 @@ def test_retention_deletes_in_small_batches_and_keeps_what_is_newer(url: str) ->
         assert [r.minute_at for r in s.rollups(T0)] == [T0 + timedelta(minutes=m) for m in (3, 4)]
     finally:
         s.close()
+
+
+def test_a_block_of_reads_shares_one_connection_and_commits_or_rolls_back_what_it_wrote(url: str) -> None:
+    from sqlalchemy import event
+
+    from controlplane.store import queries
+
+    s = open_store(url, migrate=True)
+    checkouts: list[object] = []
+
+    def checkout(*args: object) -> None:
+        checkouts.append(args[0])
+
+    try:
+        s.add_probe_results([_result(i) for i in range(30)])
+        event.listen(s.engine, "checkout", checkout)
+        with s.reading():
+            assert s.last_probe_at(["eastus"]) and s.health() is not None and s.lease() is None
+            assert queries.region_stats(s, T0)["eastus"].probes == 30 and queries.vantage_cells(s, T0)
+            with s.reading():  # nested: the same connection
+                assert len(queries.recent_probes(s, "eastus")) == 30
+        assert len(checkouts) == 1
+        with s.reading():
+            s.add_override(Override(kind=OverrideKind.DRAIN, who="ann", why="kept", created_at=T0, region="eastus"))
+        with pytest.raises(RuntimeError), s.reading():
+            s.add_override(Override(kind=OverrideKind.DRAIN, who="bob", why="rolled back", created_at=T0, region="eastus"))
+            raise RuntimeError("the page failed")
+        assert [o.why for o in s.overrides()] == ["kept"]
+    finally:
+        event.remove(s.engine, "checkout", checkout)
+        s.close()

@@ -906,3 +906,20 @@ def test_the_worker_stores_its_liveness_checks_as_one_bounded_summary_that_the_a
         1,
         20,
     )
+
+
+def test_a_page_or_api_read_makes_all_its_store_calls_on_one_connection(app: Flask, seeded: Store) -> None:
+    checkouts: list[object] = []
+
+    def checkout(*args: object) -> None:
+        checkouts.append(args[0])
+
+    h = token_for(seeded, "viewer")
+    event.listen(seeded.engine, "checkout", checkout)
+    try:
+        for path in ("/api/v1/regions", "/api/v1/regions/eastus", "/api/v1/incidents"):
+            checkouts.clear()
+            assert app.test_client().get(path, headers=h).status_code == 200
+            assert len(checkouts) == 1, path
+    finally:
+        event.remove(seeded.engine, "checkout", checkout)
