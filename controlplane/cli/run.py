@@ -29,15 +29,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from controlplane.logging_setup import configure_from_settings
     from controlplane.metrics import Metrics
     from controlplane.notify import Notifier
+    from controlplane.runtime.leader import LeaseTiming, open_worker_store
     from controlplane.runtime.worker import Worker
-    from controlplane.store import open_store
 
     settings = settings_of(args)
     for handler in list(logging.getLogger().handlers):  # replace main()'s plain handler
         logging.getLogger().removeHandler(handler)
     configure_from_settings(settings.logging)  # also quiets azure-core, Alembic and the scheduler unless DEBUG
+    timing = LeaseTiming.for_lease(args.lease_ttl, settings.azure.request_timeout)  # the Worker checks it the same way
     try:
-        store = open_store(settings.database.url, migrate=args.migrate)
+        store = open_worker_store(settings.database.url, timing, migrate=args.migrate)
         store.check()
     except Exception as exc:
         raise db_error(exc) from None

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from controlplane.domain import AuditEvent, Clock, EventKind, LeaseName, SystemClock
-from controlplane.store import Store
+from controlplane.store import Store, open_store
+from controlplane.store.db import IDLE_IN_TRANSACTION_S
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,26 @@ class LeaseTiming:
     def renew_s(self) -> float:
         return max(0.5, self.ttl_s / 5) if self.ttl_s > 2.5 else self.ttl_s / 5
 
+    @property
+    def idle_in_transaction_s(self) -> float:
+        """How long PostgreSQL lets a worker's session sit inside a transaction (then it ends it, and its locks go).
+
+        A worker stopped inside its renewal holds the lease row's lock; the renewal
+        started at most ``renew_s`` after the last committed one, so the lock is gone
+        by ``renew_s`` plus this, which leaves half of ``ttl_s - renew_s`` before
+        that lease runs out: the standby never waits on it (docs/adr/0012)."""
+        return min(IDLE_IN_TRANSACTION_S, (self.ttl_s - self.renew_s) / 2)
+
     @classmethod
     def for_lease(cls, ttl_s: float, request_timeout: float, skew_s: float | None = None) -> LeaseTiming:
         """Calls get the configured request timeout, but never more than a third of the lease."""
         skew = min(1.0, ttl_s / 10) if skew_s is None else skew_s
         return cls(ttl_s=ttl_s, call_s=min(request_timeout, ttl_s / 3), skew_s=skew)
+
+
+def open_worker_store(url: str, timing: LeaseTiming, migrate: bool = False) -> Store:
+    """The worker's store: its PostgreSQL sessions are ended after ``timing.idle_in_transaction_s`` idle inside a transaction."""
+    return open_store(url, migrate=migrate, idle_in_transaction_s=timing.idle_in_transaction_s)
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,10 @@ class LeaderElector:
             try:
                 self._token = self.store.try_acquire_lease(self.name, self.holder, self.ttl_s, now)
             except Exception as exc:
-                log.warning("lease renewal failed, stepping down: %s", type(exc).__name__)
+                if before is not None:
+                    log.warning("lease renewal failed, stepping down: %s", type(exc).__name__)
+                else:
+                    log.info("could not try for the lease: %s", type(exc).__name__)
                 self._token = None
             self._expires = now + timedelta(seconds=self.ttl_s) if self._token is not None else None
             if self._token != before:

@@ -27,8 +27,29 @@ class DatabaseUnavailable(Unavailable):
     error = "database_unavailable"
 
 
-def make_engine(url: str) -> Engine:
-    """Engine with sane defaults for SQLite (WAL, FK, busy timeout) and PostgreSQL."""
+class LockTimeout(DatabaseUnavailable):
+    """A lock was not granted within the wait its statement allows (PostgreSQL ``lock_timeout``): try again."""
+
+    error = "database_busy"
+
+
+IDLE_IN_TRANSACTION_S = 5.0
+"""PostgreSQL ends a session that sits this long inside a transaction without sending a statement.
+
+A stopped (SIGSTOP) or stalled client is such a session: the server does not
+notice it, and without this it kept every lock it had taken (the lease row,
+the override lock) for as long as it slept. Every transaction of ours sends
+its statements back to back, so only a stopped or stuck process reaches it.
+The worker uses a shorter one when its lease is short (LeaseTiming, docs/adr/0012)."""
+
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
+
+
+def make_engine(url: str, *, idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S) -> Engine:
+    """Engine with sane defaults for SQLite (WAL, FK, busy timeout) and PostgreSQL (pre-ping, and
+    ``idle_in_transaction_session_timeout``: a client stopped inside a transaction loses it, and its locks)."""
+    if not idle_in_transaction_s > 0:
+        raise ValueError(f"idle_in_transaction_s must be > 0, not {idle_in_transaction_s!r}")
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -46,11 +67,29 @@ def make_engine(url: str) -> Engine:
     if u.get_backend_name() == "postgresql" and u.get_driver_name() in ("", "psycopg2"):
         u = u.set(drivername="postgresql+psycopg")
     try:
-        return create_engine(u, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        engine = create_engine(u, pool_pre_ping=True, pool_size=5, max_overflow=5)
     except ImportError as exc:  # ModuleNotFoundError: psycopg is in the postgres extra
         raise DatabaseUnavailable(
             f"PostgreSQL needs the postgres extra ({exc.name or 'psycopg'} is not installed): pip install 'regionguard[postgres]'"
         ) from None
+    if u.get_backend_name() == "postgresql":
+        idle_ms = max(1, round(idle_in_transaction_s * 1000))
+
+        @event.listens_for(engine, "connect")
+        def _pg_session(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
+            cur.close()
+            dbapi_conn.commit()
+
+    return engine
+
+
+def lock_timeout(session: Session, seconds: float) -> None:
+    """For the rest of ``session``'s transaction, wait at most ``seconds`` for any lock (PostgreSQL; then
+    :class:`LockTimeout`). SQLite waits its busy timeout instead (see docs/adr/0012 for what a stopped SQLite writer does)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SET LOCAL lock_timeout = {max(1, round(seconds * 1000))}"))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -74,6 +113,8 @@ def session_scope(factory: Callable[[], Session]) -> Iterator[Session]:
             session.rollback()
         except (OperationalError, InterfaceError):
             pass  # the connection is gone: nothing to roll back
+        if isinstance(exc, OperationalError) and getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            raise LockTimeout("the database is busy: a lock held by another session was not granted in time; try again") from exc
         if isinstance(exc, OperationalError | InterfaceError) and "database is locked" not in str(exc):
             raise DatabaseUnavailable(f"the database is unavailable: {type(getattr(exc, 'orig', None) or exc).__name__}") from exc
         raise

@@ -249,10 +249,19 @@ PURGE_PACE = 1.0
 """After each retention batch, rest this many times as long as the batch took (docs/adr/0013-retention-in-batches.md)."""
 
 
+LEASE_LOCK_WAIT_S = 1.0
+"""The most a lease statement waits for a lock (less for a short lease: a tenth of it); see docs/adr/0012."""
+
+
+def lease_lock_wait(ttl_s: float) -> float:
+    return min(LEASE_LOCK_WAIT_S, ttl_s / 10)
+
+
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, idle_in_transaction_s: float = db.IDLE_IN_TRANSACTION_S) -> None:
         self.url = url
-        self.engine = db.make_engine(url)
+        self.idle_in_transaction_s = idle_in_transaction_s
+        self.engine = db.make_engine(url, idle_in_transaction_s=idle_in_transaction_s)
         self.sessions = db.make_sessionmaker(self.engine)
         self._exclusive: ContextVar[Session | None] = ContextVar(f"regionguard-store-{id(self)}", default=None)
         self._pinned: ContextVar[Connection | None] = ContextVar(f"regionguard-store-pinned-{id(self)}", default=None)
@@ -322,10 +331,15 @@ class Store:
         blocks with the same name run one after another, whatever process or
         replica they run in: on PostgreSQL by a transaction-level advisory
         lock, on SQLite by taking the database's write lock first.
+
+        On PostgreSQL a holder that stops inside the block (SIGSTOP, a stall)
+        loses its session, and the lock, after ``idle_in_transaction_s``; a
+        waiter waits at most twice that, then gets :class:`db.LockTimeout`.
         """
         if self._exclusive.get() is not None:
             raise RuntimeError(f"store.exclusive({name!r}) inside another exclusive block")
         with db.session_scope(self.sessions) as s:
+            db.lock_timeout(s, 2 * self.idle_in_transaction_s)
             db.lock(s, name)
             token = self._exclusive.set(s)
             try:
@@ -1110,10 +1124,14 @@ class Store:
 
         A new holder gets a strictly larger fencing token; a renewal keeps it.
         Works on SQLite and PostgreSQL: a conditional UPDATE, then a row count.
+        On PostgreSQL no statement here waits longer than :func:`lease_lock_wait`
+        for a lock (a session stopped while holding the row's lock would otherwise
+        hold the takeover up); then :class:`db.LockTimeout`, and the next tick tries again.
         """
         expires = now + timedelta(seconds=ttl_s)
         key = str(name)  # the plain value for the driver
         with self.session() as s:
+            db.lock_timeout(s, lease_lock_wait(ttl_s))
             if s.get(LeaderLeaseRow, key) is None:
                 try:
                     with s.begin_nested():
@@ -1148,6 +1166,7 @@ class Store:
     def release_lease(self, name: LeaseName, holder: str) -> bool:
         key = str(name)
         with self.session() as s:
+            db.lock_timeout(s, LEASE_LOCK_WAIT_S)
             n = _rowcount(
                 s.execute(
                     update(LeaderLeaseRow)
@@ -1336,14 +1355,17 @@ class Store:
             )
 
 
-def open_store(url: str, migrate: bool = False) -> Store:
-    """A Store on ``url``; with ``migrate`` the schema is brought to head first."""
+def open_store(url: str, migrate: bool = False, *, idle_in_transaction_s: float = db.IDLE_IN_TRANSACTION_S) -> Store:
+    """A Store on ``url``; with ``migrate`` the schema is brought to head first.
+
+    ``idle_in_transaction_s``: how long PostgreSQL lets one of its sessions sit inside a transaction without a
+    statement before it ends it (a stopped process's locks are freed then); the worker passes its lease's."""
     if migrate:
         try:
             db.upgrade(url)
         except (OperationalError, ProgrammingError) as exc:
             raise db.DatabaseUnavailable(f"cannot migrate database: {str(exc.orig or exc).splitlines()[0][:200]}") from None
-    return Store(url)
+    return Store(url, idle_in_transaction_s=idle_in_transaction_s)
 
 
 __all__ = ["Field", "Store", "open_store"]

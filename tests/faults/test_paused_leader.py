@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from controlplane.actions import Action, ActionRequest, Result, execute
 from controlplane.config import load_settings
@@ -36,6 +35,7 @@ from controlplane.domain import ChangeStatus, HealthStateName, LeaseName
 from controlplane.runtime.leader import LeaseTiming
 from controlplane.users import Principal
 from simulator.arm_state import tm_endpoint_id
+from tests.faults.stopper import process_state, sessions_idle_in_transaction
 from tests.integration.test_worker_ha import LEASE_TTL, World, _world, wait_for
 from tests.waiting import wait_until
 
@@ -67,35 +67,18 @@ def _writes_by(w: World, holder: str) -> list[Any]:
     ]
 
 
-def _process_state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]  # R, S, D ... or T once stopped
-
-
-def _others_mid_transaction(w: World) -> int:
-    with w.store.engine.connect() as conn:
-        return int(
-            conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
-                )
-            )
-            or 0
-        )
-
-
 def _pause(w: World, proc: subprocess.Popen[str]) -> None:
-    """SIGSTOP, and wait until the kernel shows it stopped. A process stopped inside a database transaction
-    would hold its row locks (the lease row's among them) and block the takeover until it resumes: if it was
-    caught in one, let it run a moment and stop it again (its held PATCH keeps its reconcile thread waiting)."""
+    """SIGSTOP, and wait until the kernel shows it stopped. If it was caught inside a database transaction, let
+    it run a moment and stop it again (its held PATCH keeps its reconcile thread waiting): PostgreSQL would end
+    that session after idle_in_transaction_s (tests/faults/test_stopped_in_transaction.py), and this test is
+    about the stale PATCH, not about a worker whose session was cut off."""
     for _ in range(20):
         proc.send_signal(signal.SIGSTOP)
-        wait_until(lambda: _process_state(proc.pid) == "T", 5, "the leader to stop", step=0.002)
-        if not _others_mid_transaction(w):
+        wait_until(lambda: process_state(proc.pid) == "T", 5, "the leader to stop", step=0.002)
+        if not sessions_idle_in_transaction(w.store):
             return
         proc.send_signal(signal.SIGCONT)
-        wait_until(lambda: _process_state(proc.pid) != "T", 5, "the leader to run again", step=0.002)
+        wait_until(lambda: process_state(proc.pid) != "T", 5, "the leader to run again", step=0.002)
     raise AssertionError("the leader was inside a database transaction at every one of 20 stops")
 
 
