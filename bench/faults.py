@@ -6,7 +6,12 @@ PostgreSQL cluster for the database outage when /usr/lib/postgresql is
 there), reconcilers, lease electors and event relays as the worker runs
 them. Per fault it prints:
 
-- ``non-leader``: Azure writes that landed from a worker after it lost the lease;
+- ``non-leader``: Azure writes sent by a worker that no longer held the lease for
+  the write's deadline: sent after its fence check said no (or without one), or
+  landing later than that deadline after the check. A write whose check passed
+  before another worker took the lease, and that landed within its deadline, is
+  the old leader's (in production the new one cannot take over before that
+  deadline has passed; the bench takes over at once, see ``paused_leader``);
 - ``dup writes``: writes that reached ARM more than once for one change;
 - ``results lost``: probe results that never reached the store;
 - ``events lost`` / ``events dup``: stored events not relayed / relayed twice (for the
@@ -90,31 +95,98 @@ def fresh(arm: FakeArm, directory: Path, name: str) -> tuple[World, Store]:
 # ---------------------------------------------------------------- the faults
 
 
+class FenceWatch(Reconciler):
+    """A reconciler that notes, per target, when each of its write-fence checks that said yes began (wall clock).
+
+    The transport asks the fence right before a write's bytes go out, in the
+    thread that applies that target, so the last yes before a write reached ARM
+    is the check that let it out.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.passed: dict[str, list[float]] = {}
+        self._target = threading.local()
+
+    def _apply_fenced(self, target: Any, *args: Any) -> None:
+        self._target.name = target.name
+        super()._apply_fenced(target, *args)
+
+    def _fence(self, token: int | None) -> Any:
+        inner = super()._fence(token)
+
+        def fence(seconds: float) -> None:
+            began = time.time()  # before the lease is read: a check that began before the takeover may say yes
+            inner(seconds)  # raises FencedError: not sent
+            self.passed.setdefault(self._target.name, []).append(began)
+
+        return fence
+
+
+def sent_without_lease(world: World, r: FenceWatch, lost_at: float) -> tuple[int, int, float]:
+    """(writes sent without the lease, writes in flight when it was lost, the longest such flight in s).
+
+    Each write that reached ARM is matched with the last fence check that said yes
+    for its target before it arrived. It was sent without the lease if there is
+    none (or the write before took it), if that check began after ``lost_at``,
+    or if it landed later than the call's deadline after the check.
+    """
+    assert r.call_s is not None
+    bad, in_flight, longest = 0, 0, 0.0
+    for target in world.settings.targets:
+        passes = sorted(r.passed.get(target.name, []))
+        used: set[float] = set()
+        for w in sorted(landed(world.writes(target)), key=lambda w: w.received):
+            before = [p for p in passes if p <= w.received]
+            check = before[-1] if before else None
+            if check is None or check in used or check >= lost_at or w.received - check > r.call_s:
+                bad += 1
+                continue
+            used.add(check)
+            if w.received >= lost_at:
+                in_flight += 1
+                longest = max(longest, w.received - check)
+    return bad, in_flight, longest
+
+
 def paused_leader(arm: FakeArm, directory: Path) -> Row:
-    """The leader pauses after its first PATCH of a two-write plan; another takes the lease meanwhile."""
+    """The leader pauses after its first PATCH of a two-write plan; another takes the lease meanwhile.
+
+    The pause is the fake clock jumping 120 s while ARM handles that PATCH:
+    worker-a's lease has run out by its clock, and worker-b takes it, at once in
+    real time. The other targets' writes go on in their threads meanwhile, and
+    one whose fence said yes just before the jump can reach ARM just after it
+    (ARM is busy in the hook while worker-b takes the lease). In production
+    worker-b could take the lease only once worker-a's lease had run out, by
+    which time such a write is over (docs/adr/0012), so it counts as the old
+    leader's, and the note says how many there were. Counted as non-leader: a
+    write let out by a check that began after the jump, or by none, or landing
+    later than its deadline after its check.
+    """
     world, store = fresh(arm, directory, "paused")
-    a = world.reconciler("worker-a")
+    a = FenceWatch(world.settings, store, world.actuators(2.0), world.clock, "worker-a", deadline_s=5.0, call_s=2.0, skew_s=0.5)
     token = world.lease("worker-a", 60)
-    took_over: list[str] = []
-    late: list[str] = []  # write requests that reached ARM after the takeover (the one in flight then excluded)
+    lost_at: list[float] = []
 
     def pause(method: str, path: str) -> None:
-        if took_over:
-            late.append(path)
-        elif "/trafficmanagerprofiles/" in path.lower():
+        if not lost_at and "/trafficmanagerprofiles/" in path.lower():
+            lost_at.append(time.time())
             world.clock.advance(120)
             world.lease("worker-b", 600)
-            took_over.append(path)
 
     arm.before_write.append(pause)
     started = time.monotonic()
     a.reconcile_once(health(**TWO_WRITES), fencing_token=token)
     arm.before_write.clear()
+    bad, in_flight, longest = sent_without_lease(world, a, lost_at[0] if lost_at else 0.0)
     b = world.reconciler("worker-b")
     lease = store.lease()
     b_token = lease.fencing_token if lease is not None else 0
-    row = Row("leader paused mid-plan", non_leader=len(late), dup_writes=duplicates(world))
+    row = Row("leader paused mid-plan", non_leader=bad, dup_writes=duplicates(world))
     row.converge_s = converge(world, b, b_token, health(**TWO_WRITES), started)
+    row.note = f"{in_flight} write(s) of other targets in flight at the takeover" + (
+        f" (landed {longest * 1000:.0f} ms after their check)" if in_flight else ""
+    )
     store.close()
     return row
 
