@@ -196,11 +196,14 @@ def _one_connection_per_read(app: Flask, store: Store) -> None:
     """A GET (page, partial or API read) makes its dozen or more store calls on one connection (Store.reading).
 
     Registered before the sign-in check, so the session's user lookup shares
-    it too; health checks keep their own, simplest path.
+    it too; health checks keep their own, simplest path. Single sign-on's GETs
+    call the identity provider (up to ``oidc.timeout``): no transaction is held
+    open across that, PostgreSQL would end it after db.IDLE_IN_TRANSACTION_S.
     """
 
     def start() -> None:
-        if request.method in ("GET", "HEAD") and request.endpoint not in security.HEALTH_ENDPOINTS:
+        endpoint = request.endpoint or ""
+        if request.method in ("GET", "HEAD") and endpoint not in security.HEALTH_ENDPOINTS and not endpoint.startswith("oidc."):
             stack = ExitStack()
             stack.enter_context(store.reading())
             g.regionguard_reads = stack
