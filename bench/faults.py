@@ -20,7 +20,7 @@ them. Per fault it prints:
 
 The goal is zero in every loss column.
 
-    .venv/bin/python bench/faults.py      # about a minute and a half
+    .venv/bin/python bench/faults.py      # about a minute and a half (two private PostgreSQL clusters)
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from controlplane.domain import AuditEvent, EventKind, Outcome
+from controlplane.runtime.leader import LeaderElector
 from controlplane.runtime.reconcile import Reconciler
 from controlplane.runtime.worker import Worker
 from controlplane.store import Store, open_store
@@ -259,25 +260,76 @@ def bad_answer(arm: FakeArm, directory: Path, name: str, inject: Callable[[FakeA
     return row
 
 
-def database_outage(directory: Path, seconds: float = 30.0) -> Row:
-    """PostgreSQL stopped for ``seconds`` while 100 endpoints' results keep coming (every 30 s each, compressed in time)."""
+def private_postgres(fault: str) -> Any:
+    """A started private PostgreSQL cluster (tests/faults/private_pg.py), or the fault's Row saying why there is none."""
     try:
         from tests.faults.private_pg import PrivatePostgres
     except ImportError:
-        return Row("database outage", note="no private PostgreSQL helper")
+        return Row(fault, note="no private PostgreSQL helper")
     try:
         pg = PrivatePostgres()
     except BaseException as exc:  # pytest.skip raises an outcome exception
-        return Row("database outage", note=f"skipped: {exc}")
+        return Row(fault, note=f"skipped: {exc}")
     pg.start()
+    return pg
+
+
+def stopped_in_renewal(directory: Path, ttl_s: float = 3.0) -> Row:
+    """A leader stopped (SIGSTOP) inside its lease renewal's transaction, on PostgreSQL: the standby must still take over
+    when the lease runs out, not when the old leader resumes. ``converge s``: from the lease's end until the standby
+    leads (before docs/adr/0012's idle_in_transaction cut-off it waited on the row lock for as long as the pause);
+    ``non-leader`` is 1 if the old leader, once resumed, believes it still leads (its renewal must have been rolled back)."""
+    from tests.faults.stopper import Stopper
+
+    name = "leader stopped in its renewal"
+    pg = private_postgres(name)
+    if isinstance(pg, Row):
+        return pg
+    row = Row(name)
+    try:
+        store = open_store(pg.url, migrate=True)
+        stopper = Stopper(store, "lease", pg.url, "worker-a", str(ttl_s))
+        standby = LeaderElector(store, "worker-b", ttl_s=ttl_s)
+        try:
+            stopper.stopped()
+            lease = store.lease()
+            expires = lease.expires_at.timestamp() if lease is not None and lease.expires_at is not None else time.time()
+            led: list[float] = []
+
+            def take_over() -> None:
+                while time.time() < expires + 30 and not standby.tick().leader:
+                    time.sleep(0.05)
+                led.append(time.time())
+
+            thread = threading.Thread(target=take_over, daemon=True)
+            thread.start()
+            thread.join(max(0.0, expires - time.time()) + 30)
+            row.converge_s = led[0] - expires if led and standby.is_leader else None
+            resumed = stopper.resume()
+            row.non_leader = 0 if resumed[-1:] == ["leader False"] else 1  # the old leader must not think it still leads
+            row.note = f"lease {ttl_s:g} s; the resumed old leader says: {resumed[-1] if resumed else 'nothing'}" + (
+                "" if row.converge_s is not None else "; the standby never led (its UPDATE waits on the stopped leader's row lock)"
+            )
+        finally:
+            stopper.kill()
+            standby.release()
+            store.close()
+    finally:
+        pg.destroy()
+    return row
+
+
+def database_outage(directory: Path, seconds: float = 30.0) -> Row:
+    """PostgreSQL stopped for ``seconds`` while 100 endpoints' results keep coming (every 30 s each, compressed in time)."""
+    pg = private_postgres("database outage")
+    if isinstance(pg, Row):
+        return pg
     row = Row(f"database down {seconds:g} s")
     try:
         store = open_store(pg.url, migrate=True)
         from tests.integration.web_seed import settings
 
         worker = Worker(settings(), store, actuators={}, probe=False)
-        from controlplane.runtime.leader import LeaderElector
-
         elector = LeaderElector(store, "worker-a", ttl_s=10)
         elector.tick()
         sent = 0
@@ -457,6 +509,7 @@ def main() -> int:
             )
         )
         rows.append(bad_answer(arm, directory, "ARM 503 x3", lambda a: a.inject_error(503, count=3, method="PATCH")))
+        rows.append(stopped_in_renewal(directory))
         rows.append(database_outage(directory))
         rows.append(relays(directory))
         rows.append(relay_killed(directory, "relay killed between claim and send", after_accept=False))

@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 
 from controlplane.runtime.leader import LeaderElector, LeaseTiming, open_worker_store
 from controlplane.store import Store, open_store
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def process_state(pid: int) -> str:
@@ -55,6 +61,39 @@ def stop_after(store: Store, statement_starts: str) -> None:
             os.kill(os.getpid(), signal.SIGSTOP)
 
     event.listen(store.engine, "after_cursor_execute", after)
+
+
+class Stopper:
+    """tests/faults/stopper.py in its own process; stopped inside its transaction once :meth:`stopped` returns."""
+
+    def __init__(self, store: Store, *args: str) -> None:
+        self.store = store
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.faults.stopper", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        from tests.integration.test_worker_ha import _collect  # the test process's side only
+
+        threading.Thread(target=_collect, args=(self.proc, self.lines), daemon=True).start()
+
+    def stopped(self) -> None:
+        """Wait until the kernel shows the process stopped and PostgreSQL shows its session idle inside a transaction."""
+        wait_until(lambda: "stopping\n" in self.lines, 30, f"the process to reach its statement (output: {self.lines})")
+        wait_until(lambda: process_state(self.proc.pid) == "T", 10, "the process to stop", step=0.002)
+        wait_until(lambda: sessions_idle_in_transaction(self.store) >= 1, 10, "its session to be idle in transaction")
+
+    def resume(self) -> list[str]:
+        """SIGCONT; its output once it has finished."""
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.wait(30)
+        wait_until(lambda: self.proc.stdout is None or self.proc.stdout.closed or self.lines[-1:], 5, "its last line")
+        return [line.strip() for line in self.lines]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def lease(url: str, holder: str, ttl_s: float) -> None:

@@ -16,14 +16,10 @@ statement, so the stop lands inside the transaction every time.
 from __future__ import annotations
 
 import contextlib
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -34,11 +30,9 @@ from controlplane.runtime.leader import LeaderElector
 from controlplane.store import Store, open_store
 from controlplane.store.db import LockTimeout
 from controlplane.store.repo import lease_lock_wait
-from tests.faults.stopper import process_state, sessions_idle_in_transaction
-from tests.integration.test_worker_ha import _collect
+from tests.faults.stopper import Stopper
 from tests.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 TTL = 2.0  # the lease period in these tests
 SLACK_S = 1.5  # process scheduling on two busy cores
 IDLE_S = 1.0  # the web's stores use db.IDLE_IN_TRANSACTION_S (5 s); a shorter one here keeps the test short
@@ -49,37 +43,6 @@ def store(postgres_url: str) -> Iterator[Store]:
     s = open_store(postgres_url, migrate=True)
     yield s
     s.close()
-
-
-class Stopper:
-    """tests/faults/stopper.py in its own process; stopped inside its transaction once :meth:`stopped` returns."""
-
-    def __init__(self, store: Store, *args: str) -> None:
-        self.store = store
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.stopper", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        threading.Thread(target=_collect, args=(self.proc, self.lines), daemon=True).start()
-
-    def stopped(self) -> None:
-        """Wait until the kernel shows the process stopped and PostgreSQL shows its session idle inside a transaction."""
-        wait_until(lambda: "stopping\n" in self.lines, 30, f"the process to reach its statement (output: {self.lines})")
-        wait_until(lambda: process_state(self.proc.pid) == "T", 10, "the process to stop", step=0.002)
-        wait_until(lambda: sessions_idle_in_transaction(self.store) >= 1, 10, "its session to be idle in transaction")
-
-    def resume(self) -> list[str]:
-        """SIGCONT; its output once it has finished."""
-        self.proc.send_signal(signal.SIGCONT)
-        self.proc.wait(30)
-        wait_until(lambda: self.proc.stdout is None or self.proc.stdout.closed or self.lines[-1:], 5, "its last line")
-        return [line.strip() for line in self.lines]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def _session_state(store: Store, backend: int) -> str | None:
