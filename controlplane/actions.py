@@ -248,9 +248,19 @@ class Preview:
 
     @property
     def digest(self) -> str:
-        """Changes when anything the operator reviewed changes (confirm checks it)."""
+        """Changes when anything the operator reviewed changes (confirm checks it).
+
+        An expiry is reviewed as its duration (the request's ``expires_in``), not as the
+        clock time the sentence states to the minute: a confirm a second later, across a
+        minute's boundary, is the same action, not a changed situation."""
+        sentence = self.sentence
+        for o in self.add:
+            if o.expires_at is not None:
+                sentence = sentence.replace(_expiry_text(o.expires_at), "<expiry>")
         body = json.dumps(
-            [self.sentence, self.refusal, [i.to_dict() for i in self.impacts], [o.id for o in self.lift]], sort_keys=True, default=str
+            [sentence, self.request.expires_in, self.refusal, [i.to_dict() for i in self.impacts], [o.id for o in self.lift]],
+            sort_keys=True,
+            default=str,
         )
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
@@ -446,10 +456,14 @@ def _until(expires_at: datetime | None) -> str:
 def _with_expiry(sentence: str, expires_at: datetime | None) -> str:
     if expires_at is None:
         return sentence
-    when = f"{expires_at:%Y-%m-%d %H:%M} UTC"
+    when = _expiry_text(expires_at)
     if "until it is lifted" in sentence:
         return sentence.replace("until it is lifted", f"until {when} (or until lifted)")
     return f"{sentence} (until {when}, then automation decides again)"
+
+
+def _expiry_text(expires_at: datetime) -> str:
+    return f"{expires_at:%Y-%m-%d %H:%M} UTC"
 
 
 def _override_ref(o: Override) -> str:

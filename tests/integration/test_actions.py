@@ -147,6 +147,24 @@ def test_a_confirm_after_the_situation_changed_is_refused(s, seeded: Store) -> N
         actions.execute(s, seeded, r, OPERATOR, T0, expected_digest=digest)
 
 
+def test_a_timed_action_confirmed_after_the_clock_passed_a_minute_is_not_refused(s, seeded: Store) -> None:
+    # the preview states the expiry to the minute; confirming a second later, across a minute's
+    # boundary, reviewed the same action (the same 30 minutes) and must not be refused as "changed"
+    previewed_at = T0 + timedelta(seconds=59.5)
+    r = req(Action.DRAIN, region="eastus", target="tm-weighted", expires_in=1800.0)
+    p = actions.preview(s, seeded, r, OPERATOR, previewed_at)
+    assert "until 2026-11-27 12:30 UTC" in p.sentence
+    done = actions.execute(s, seeded, r, OPERATOR, previewed_at + timedelta(seconds=1), expected_digest=p.digest)
+    assert [o.expires_at for o in done.added] == [previewed_at + timedelta(seconds=1801)]
+    # another duration than the one reviewed is a different action
+    longer = req(Action.DRAIN, region="westeurope", target="tm-weighted", expires_in=3600.0)
+    digest = actions.preview(
+        s, seeded, req(Action.DRAIN, region="westeurope", target="tm-weighted", expires_in=1800.0), OPERATOR, T0
+    ).digest
+    with pytest.raises(ActionRefused, match="changed since the preview"):
+        actions.execute(s, seeded, longer, OPERATOR, T0, expected_digest=digest)
+
+
 def test_failover_only_applies_to_priority_targets(s, seeded: Store) -> None:
     with pytest.raises(InvalidAction) as bad:
         actions.preview(s, seeded, req(Action.FAILOVER, region="westeurope", target="tm-weighted"), OPERATOR, T0)
