@@ -53,6 +53,7 @@ from controlplane.engine.cadence import (
     LivenessGroups,
     ProberView,
     ProbeSchedule,
+    ResourceRounds,
 )
 from probes.auth import ProbeAuth, TokenCache
 from probes.base import ProbeTarget, failed_result
@@ -71,7 +72,6 @@ class EndpointSchedule(ProbeSchedule):
     """One endpoint's :class:`~controlplane.engine.cadence.ProbeSchedule` (``next_due`` in monotonic seconds)."""
 
     target: ProbeTarget
-    in_flight: bool = False
     liveness_in_flight: bool = False
     overlaps: int = 0  # overlapping confirmations in flight (they do not own the schedule)
     last_launch: float = 0.0  # monotonic seconds: the last LLM probe launched
@@ -115,6 +115,8 @@ class ProbeRunner:
         self._cadence = Cadence.of(settings)
         self._schedules = {t.id: EndpointSchedule(target=t) for t in targets(settings)}
         self._liveness_groups = LivenessGroups.of(settings)  # the endpoint that checks a resource -> all on it
+        # a resource's deployments probed together: one jitter draw per round, pulled into a sibling's failing round
+        self._rounds = ResourceRounds(self._cadence, self._liveness_groups, dict(self._schedules), self.view)
         self._started = False
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
@@ -188,7 +190,7 @@ class ProbeRunner:
             clock = lambda: fixed  # noqa: E731 - a caller-driven time stands still during the tick
         self._start(now)
         due = [s for s in self._schedules.values() if s.next_due <= now and not s.in_flight]
-        results = list(await asyncio.gather(*(self._probe_one(s, s.next_due, clock) for s in due)))
+        results = list(await asyncio.gather(*(self._probe_one(s, s.round, clock) for s in due)))
         self._emit(results)
         return results
 
@@ -198,6 +200,7 @@ class ProbeRunner:
         if self._liveness_on:
             idle += [s.liveness_due for s in self._checkers() if not s.liveness_in_flight and not s.in_flight]
         idle += [s.last_launch + self._cadence.confirm_gap for s in self._schedules.values() if self._overlap_due(s, math.inf)]
+        idle += [s.hedge_at for s in self._schedules.values() if s.hedge_at is not None and s.hedge_due(math.inf)]
         return min(idle) if idle else None
 
     def _overlap_due(self, s: EndpointSchedule, now: float) -> bool:
@@ -212,7 +215,8 @@ class ProbeRunner:
             and self.view.step(s.target.id) <= gap + 1e-9
         )
 
-    async def _overlap_one(self, s: EndpointSchedule) -> ProbeResult:
+    async def _overlap_one(self, s: EndpointSchedule, launched: float | None = None) -> ProbeResult:
+        launched = s.last_launch if launched is None else launched  # its own round: it does not own the schedule
         try:
             async with self._limit():
                 try:
@@ -221,9 +225,8 @@ class ProbeRunner:
                     result = failed_result(s.target, self.settings.probe.vantage, self._clock.now(), exc)
         finally:
             s.overlaps -= 1
-        s.observe(result.outcome, self._cadence)
-        if self.view.observe(result):
-            self._news = True
+        done = self._rounds.finished(result, launched, time.monotonic(), self._rng, owner=False)
+        self._news = self._news or done.news
         return result
 
     @property
@@ -254,9 +257,9 @@ class ProbeRunner:
         finished: list[ProbeResult] = []
         running: set[asyncio.Task[None]] = set()
 
-        async def probe(s: EndpointSchedule) -> None:
+        async def probe(s: EndpointSchedule, round_: float) -> None:
             try:
-                finished.append(await self._probe_one(s, s.next_due, time.monotonic))
+                finished.append(await self._probe_one(s, round_, time.monotonic))
             finally:
                 wakeup.set()
 
@@ -266,9 +269,9 @@ class ProbeRunner:
             finally:
                 wakeup.set()
 
-        async def confirm(s: EndpointSchedule) -> None:
+        async def confirm(s: EndpointSchedule, launched: float | None = None) -> None:
             try:
-                finished.append(await self._overlap_one(s))
+                finished.append(await self._overlap_one(s, launched))
             finally:
                 wakeup.set()
 
@@ -285,13 +288,19 @@ class ProbeRunner:
                     if s.next_due <= now and not s.in_flight:
                         s.in_flight = True  # before the task first runs, so it is launched once
                         s.last_launch = now
-                        task = asyncio.create_task(probe(s))
+                        task = asyncio.create_task(probe(s, s.round))
                         running.add(task)
                         task.add_done_callback(running.discard)
                     elif self._overlap_due(s, now):
                         s.overlaps += 1
                         s.last_launch = now
                         task = asyncio.create_task(confirm(s))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                    elif s.hedge_due(now) and s.overlaps < MAX_OVERLAPPING:
+                        s.hedge_at = None  # once: a confirmation off the overlap chain (last_launch stays)
+                        s.overlaps += 1
+                        task = asyncio.create_task(confirm(s, now))
                         running.add(task)
                         task.add_done_callback(running.discard)
                     if (
@@ -347,9 +356,7 @@ class ProbeRunner:
         if self._started:
             return
         self._started = True
-        for s in self._schedules.values():
-            s.next_due = self._cadence.first_due(now, self._rng)
-            s.liveness_due = self._cadence.first_liveness(now, self._rng)
+        self._rounds.start(now, self._rng)
 
     def _limit(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -368,10 +375,9 @@ class ProbeRunner:
                     result = failed_result(s.target, self.settings.probe.vantage, self._clock.now(), exc)
         finally:
             s.in_flight = False
-        s.observe(result.outcome, self._cadence)
-        if self.view.observe(result):
-            self._news = True  # this vantage's view changed: the batch goes once the results of this moment are in
-        s.schedule_next(self._cadence, due, now(), self._rng, self._hook(s.target.id), self.view.step(s.target.id))
+        # a sibling pulled into this round is due now, a hedge at its hedge_at: the loop launches them when it wakes
+        done = self._rounds.finished(result, due, now(), self._rng, suspect=self._hook(s.target.id))
+        self._news = self._news or done.news  # this vantage's view changed: the batch goes once the results of this moment are in
         return result
 
     async def _check_one(self, s: EndpointSchedule) -> list[LivenessResult]:
@@ -381,14 +387,9 @@ class ProbeRunner:
             result = await self._liveness.run(s.target)
         finally:
             s.liveness_in_flight = False
-        s.liveness_checks += 1
-        now = time.monotonic()
-        s.liveness_due = self._cadence.next_liveness(now, self._rng)
-        results = self._liveness_groups.results(result)
+        # the deployments it disagrees with get an LLM probe at once, in one round: only it can move health
+        results, _ = self._rounds.checked(result, time.monotonic(), self._rng)
         for each in results:
-            other = self._schedules[each.endpoint_id]
-            if self.view.on_liveness(each) and not other.in_flight:
-                other.confirm_now(now)  # an LLM probe at once: only it can move health
             if self._liveness_sink is not None:
                 try:
                     self._liveness_sink(each)

@@ -23,6 +23,20 @@ used by the production probe runner (``probes.runner``) and by replay.
   (:meth:`ProberView.on_liveness`): the deployments of a resource that went
   down or came back are confirmed in the same moment, not a liveness phase
   apart (the region degraded in between). It never changes a state by itself.
+- **A resource's deployments are probed together** (:class:`ResourceRounds`):
+  a round is the set of deployments of one Azure OpenAI resource due at one
+  time; the jitter is drawn once per round (:class:`Rounds`), so deployments
+  with the same step stay in one round instead of drifting a phase apart, and
+  the first probes are spread per resource, not per deployment. A failure the
+  resource shares (connect error, timeout, 5xx: what the liveness check sees
+  too) on one deployment, the first of its run, pulls each sibling not yet
+  probed in that round into it at once, so a resource that went down is
+  confirmed on all its deployments in lockstep and they reach
+  ``failures_to_down`` in the same moment (one jitter phase apart, the region
+  passed through degraded: its weight halved, then drained). Each probe stays
+  a real probe with its own outcome; a sibling known down, or under a 429's
+  Retry-After, is never pulled; 429s, wrong answers and slowness are the
+  deployment's own and pull no one.
 - **News**: :meth:`ProberView.observe` says whether a result changed the
   view of its endpoint; the leader evaluates and reconciles as soon as the
   batch holding it is handed on, without waiting for its tick.
@@ -41,6 +55,7 @@ in the runner, simulated in replay); randomness comes from the caller's
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -48,6 +63,10 @@ from datetime import datetime
 from controlplane.config import Settings
 from controlplane.domain import LivenessResult, Outcome, ProbeResult, endpoint_id
 from controlplane.engine.health import HealthEvaluator
+
+RESOURCE_FAILURES = frozenset({Outcome.CONNECT_ERROR, Outcome.TIMEOUT, Outcome.SERVER_ERROR})
+"""LLM probe failures the deployments of a resource share (its front end or its network, what a liveness
+check sees too): the first one of a run confirms every deployment of the resource in the same round."""
 
 NEWS_SETTLE_S = 0.25
 """A reconcile on news waits this long, so results of one moment (the endpoints of a region, probed
@@ -105,6 +124,27 @@ class Cadence:
         return now + self.liveness_interval * (1.0 + rng.uniform(-self.jitter, self.jitter))
 
 
+class Rounds:
+    """The probe rounds of one Azure OpenAI resource from one vantage: one jitter draw per round.
+
+    Every deployment scheduling its next probe from the same round (due time) with the same step gets
+    the same next time; a step of its own (a 429's Retry-After, a confirmation while its sibling is
+    healthy) draws a round of its own."""
+
+    def __init__(self, keep: int = 16) -> None:
+        self._next: dict[tuple[float, float], float] = {}  # (round, step) -> the next round
+        self._keep = keep  # rounds remembered: more than a resource's deployments can have open at once
+
+    def next_after(self, at: float, step: float, jitter: float, rng: random.Random) -> float:
+        key = (round(at, 6), round(step, 6))
+        nxt = self._next.get(key)
+        if nxt is None:
+            nxt = self._next[key] = at + step * (1.0 + rng.uniform(-jitter, jitter))
+            while len(self._next) > self._keep:
+                del self._next[next(iter(self._next))]
+        return nxt
+
+
 class LivenessGroups(dict[str, tuple[str, ...]]):
     """The endpoint that runs the liveness checks of each Azure OpenAI resource (the first one the
     config names on that ``base_url``) -> every endpoint on that resource, itself first."""
@@ -142,6 +182,10 @@ class ProberView:
         """Note a liveness check; True when an LLM probe should run at once."""
         return self.evaluator.on_liveness(result.endpoint_id, result.vantage, result.ok, result.started_at)
 
+    def may_pull(self, endpoint_id: str) -> bool:
+        """May a sibling's failure pull this endpoint's probe forward (not known down, no Retry-After)?"""
+        return self.evaluator.may_pull(endpoint_id, self.vantage)
+
     def note_liveness(self, endpoint_id: str, vantage: str, ok: bool, at: datetime) -> bool:
         return self.evaluator.on_liveness(endpoint_id, vantage, ok, at)
 
@@ -158,6 +202,17 @@ class ProbeSchedule:
     probes: int = 0
     liveness_due: float = 0.0
     liveness_checks: int = 0
+    in_flight: bool = False  # the probe that owns the schedule is out
+    round: float = 0.0  # the round the next probe belongs to: its due time, or the round it was pulled into
+    last_round: float = -math.inf  # the round of the last result
+    failing_round: float | None = None  # the round of the first of the resource failures in a row, if the last was one
+    hedge_at: float | None = None  # a sibling failed this round while this probe is still out: a confirmation then
+    pull_into: float | None = None  # pulled into this round while its probe of an older one was out: joins it after
+    hedge_round: float = 0.0
+
+    def hedge_due(self, now: float) -> bool:
+        """Is the hedge due: its round's probe still out at ``hedge_at``? (An overlapping confirmation.)"""
+        return self.hedge_at is not None and now >= self.hedge_at - 1e-9 and self.in_flight and self.round == self.hedge_round
 
     def record(self, counted: bool, failures_to_down: int, successes_to_up: int) -> None:
         """One result: ``counted`` against health or not."""
@@ -186,16 +241,139 @@ class ProbeSchedule:
         return cadence.fast_interval if self.suspect else cadence.interval
 
     def schedule_next(
-        self, cadence: Cadence, due: float, now: float, rng: random.Random, suspect: bool | None = None, step: float | None = None
+        self,
+        cadence: Cadence,
+        due: float,
+        now: float,
+        rng: random.Random,
+        suspect: bool | None = None,
+        step: float | None = None,
+        rounds: Rounds | None = None,
     ) -> float:
-        """Set and return the next due time after a probe that was due at ``due`` and ended at ``now``."""
-        jittered = self.interval(cadence, suspect, step) * (1.0 + rng.uniform(-cadence.jitter, cadence.jitter))
-        self.next_due = max(due + jittered, now)
+        """Set and return the next due time after a probe of the round ``due`` that ended at ``now``
+        (with ``rounds``, the jitter is the resource's draw for that round)."""
+        gap = self.interval(cadence, suspect, step)
+        if rounds is not None:
+            nxt = rounds.next_after(due, gap, cadence.jitter, rng)
+        else:
+            nxt = due + gap * (1.0 + rng.uniform(-cadence.jitter, cadence.jitter))
+        self.next_due = self.round = max(nxt, now)
         return self.next_due
 
-    def confirm_now(self, now: float) -> None:
-        """A liveness check disagreed with the view: the LLM probe is due at once."""
+    def confirm_now(self, now: float, round_: float | None = None) -> None:
+        """The LLM probe is due at once (a liveness check disagreed with the view, or a sibling failed),
+        as part of the round ``round_`` (default: a round of its own, now)."""
         self.next_due = min(self.next_due, now)
+        self.round = now if round_ is None else round_
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What a finished probe asks of its prober."""
+
+    news: bool  # it changed the prober's view: hand the batch on NEWS_SETTLE_S later
+    pulled: list[str]  # siblings whose LLM probe is now due, in this round
+    hedged: list[str]  # siblings whose probe of this round is still out: a confirmation at their ``hedge_at``
+
+
+class ResourceRounds:
+    """One prober's endpoints, grouped by Azure OpenAI resource and probed together: the one rule the
+    runner and replay run for when each deployment's next probe is, and who is pulled into a round.
+
+    ``schedules`` are the prober's own (endpoint id -> :class:`ProbeSchedule`), ``view`` its evidence."""
+
+    def __init__(self, cadence: Cadence, groups: LivenessGroups, schedules: dict[str, ProbeSchedule], view: ProberView) -> None:
+        self.cadence, self.groups, self.schedules, self.view = cadence, groups, schedules, view
+        self._siblings: dict[str, tuple[str, ...]] = {}
+        self._rounds: dict[str, Rounds] = {}
+        for group in groups.values():
+            rounds = Rounds(keep=max(16, 4 * len(group)))
+            for eid in group:
+                self._siblings[eid], self._rounds[eid] = group, rounds
+
+    def start(self, now: float, rng: random.Random) -> None:
+        """The first probes: one round per resource, spread over ``jitter * interval``; its liveness checks
+        spread over ``liveness_interval``."""
+        for checker, group in self.groups.items():
+            first = self.cadence.first_due(now, rng)
+            for eid in group:
+                if eid in self.schedules:
+                    self.schedules[eid].next_due = self.schedules[eid].round = first
+            if checker in self.schedules:
+                self.schedules[checker].liveness_due = self.cadence.first_liveness(now, rng)
+
+    def finished(
+        self, result: ProbeResult, round_: float, now: float, rng: random.Random, *, owner: bool = True, suspect: bool | None = None
+    ) -> Finished:
+        """A probe of the round ``round_`` ended at ``now`` with ``result``: note it, schedule the endpoint's
+        next probe (unless it was an overlapping confirmation, ``owner=False``), pull its siblings into
+        the round when it is the first resource failure of a run, and hedge the siblings whose probe of
+        this round is still out half a confirmation gap later (a lost probe must not leave one
+        deployment a confirmation behind the others: the region would pass through degraded)."""
+        eid = result.endpoint_id
+        s = self.schedules[eid]
+        s.observe(result.outcome, self.cadence)
+        news = self.view.observe(result)
+        failed = result.outcome in RESOURCE_FAILURES
+        if owner:
+            s.hedge_at = None
+            into, s.pull_into = s.pull_into, None
+            joins = into is not None and failed  # it failed the way its siblings did: their round's grid from now on
+            s.schedule_next(
+                self.cadence, into if joins and into is not None else round_, now, rng, suspect, self.view.step(eid), self._rounds.get(eid)
+            )
+            if into is not None and not failed and self.view.may_pull(eid):
+                s.confirm_now(now, into)  # its probe predates the round its siblings failed in: once more, in it
+        s.last_round = max(s.last_round, round_)
+        if not failed:
+            s.failing_round = None
+            return Finished(news, [], [])
+        hedged = []
+        for other in self._siblings.get(eid, ()):
+            o = self.schedules.get(other)
+            if o is not None and other != eid and o.in_flight and o.round == round_ and o.hedge_at is None and o.failing_round is not None:
+                o.hedge_at, o.hedge_round = now + min(self.cadence.confirm_gap, NEWS_SETTLE_S) / 2, round_
+                hedged.append(other)
+        if s.failing_round is not None:
+            return Finished(news, [], hedged)  # not the first of its run: the siblings were asked already
+        s.failing_round = round_
+        pulled = []
+        for other in self._siblings.get(eid, ()):
+            o = self.schedules.get(other)
+            if (
+                o is None
+                or other == eid
+                or o.failing_round is not None  # failing the same way: confirmed already
+                or o.last_round >= round_  # probed in this round (or a later one)
+                or not self.view.may_pull(other)
+            ):
+                continue
+            if o.in_flight:
+                if o.round < round_ and o.pull_into is None:
+                    o.pull_into = round_  # its probe started before this round: it joins when that one ends
+                continue
+            o.confirm_now(now, round_)
+            pulled.append(other)
+        return Finished(news, pulled, hedged)
+
+    def checked(self, check: LivenessResult, now: float, rng: random.Random) -> tuple[list[LivenessResult], list[str]]:
+        """A resource's liveness check ended at ``now``: its next one, the check as each endpoint's result,
+        and the endpoints whose LLM probe it made due at once (in one round): each it disagrees with,
+        unless its last LLM result already failed the way the resource does (it is being confirmed)."""
+        checker = self.schedules[check.endpoint_id]
+        checker.liveness_checks += 1
+        checker.liveness_due = self.cadence.next_liveness(now, rng)
+        results = self.groups.results(check)
+        pulled = []
+        for each in results:
+            o = self.schedules[each.endpoint_id]
+            if self.view.on_liveness(each) and (each.ok or o.failing_round is None):
+                if o.in_flight:
+                    o.pull_into = o.pull_into if o.pull_into is not None else now  # joins when its probe ends
+                    continue
+                o.confirm_now(now)
+                pulled.append(each.endpoint_id)
+        return results, pulled
 
 
 @dataclass(slots=True)

@@ -836,6 +836,14 @@ class HealthEvaluator:
         w = self._windows.get((endpoint_id, vantage))
         return self._p.interval if w is None else self._cadence(w, w.state)
 
+    def may_pull(self, endpoint_id: str, vantage: str) -> bool:
+        """May a sibling's failure bring this endpoint's next LLM probe forward? Not when it is known down
+        (the liveness checks watch it) or a 429's Retry-After asks us to hold back."""
+        w = self._windows.get((endpoint_id, vantage))
+        if w is None:
+            return True
+        return w.state is not H.UNHEALTHY and not (w.last_outcome is Outcome.THROTTLED and w.retry_ms)
+
     def on_liveness(self, endpoint_id: str, vantage: str, ok: bool, at: datetime) -> bool:
         """Note a liveness check; True when it disagrees with what we believe, so an LLM probe should run now.
 

@@ -49,7 +49,7 @@ from controlplane.actuators.base import RetryPolicy
 from controlplane.actuators.memory import MemoryActuator
 from controlplane.config import Settings
 from controlplane.domain import LivenessResult, ProbeResult, TargetState, Transition, endpoint_id
-from controlplane.engine.cadence import MAX_OVERLAPPING, Cadence, Handover, LivenessGroups, ProberView, ProbeSchedule
+from controlplane.engine.cadence import MAX_OVERLAPPING, Cadence, Handover, LivenessGroups, ProberView, ProbeSchedule, ResourceRounds
 from controlplane.engine.guardrails import RECHECK_RULE, recheck_after
 from controlplane.engine.health import HealthEvaluator
 from controlplane.engine.writebudget import SubscriptionWriteBudget
@@ -66,6 +66,7 @@ UNLIMITED_WRITES_PER_HOUR = 10**9  # run_replay(write_budget=False)
 
 # at equal times: faults/overrides first, then results in, then their hand-over, the tick last
 _FAULT, _DELIVER, _LIVE_DONE, _PROBE, _LIVE, _HANDOVER, _TICK = 0, 1, 2, 3, 4, 5, 6
+_HEDGE = -2  # a probe event's generation: a hedge (an overlapping confirmation a sibling's failure asked for)
 
 
 class SimClock:
@@ -286,22 +287,32 @@ def _run_timeline(
         push(o.at_s, _FAULT, (i, o))
     views = {v: ProberView(settings, v) for v in vantages}
     handovers = {v: Handover() for v in vantages}  # each prober's runner hands its results on in batches
-    gen: dict[tuple[str, str], int] = {}  # a probe rescheduled at once by a liveness check voids the old due event
-    in_flight: set[tuple[str, str]] = set()
+    gen: dict[tuple[str, str], int] = {}  # a probe brought forward (liveness check, sibling's failure) voids the old due event
     probe_keys: dict[tuple[str, str], tuple[Any, ...]] = {}  # (endpoint, vantage) -> its probe's payload
     groups = LivenessGroups.of(settings)  # the endpoint that checks a resource -> every endpoint on it
     overlaps: Counter[tuple[str, str]] = Counter()
-    for r in settings.regions:
-        for ep in r.endpoints:
-            for v in vantages:
-                schedule = ProbeSchedule()
+    rounds: dict[str, ResourceRounds] = {}  # per vantage: its prober's schedules, a resource's deployments together
+    for v in vantages:
+        schedules: dict[str, ProbeSchedule] = {}
+        for r in settings.regions:
+            for ep in r.endpoints:
                 eid = endpoint_id(r.name, ep.name)
+                schedules[eid] = ProbeSchedule()
                 gen[(eid, v)] = 0
-                probe_key = (eid, r.name, ep, v, schedule)
-                probe_keys[(eid, v)] = probe_key
-                push(cadence.first_due(0.0, rng), _PROBE, (*probe_key, 0))
-                if cadence.liveness_interval > 0 and eid in groups:
-                    push(cadence.first_liveness(0.0, rng), _LIVE, probe_key)
+                probe_keys[(eid, v)] = (eid, r.name, ep, v, schedules[eid])
+        rounds[v] = ResourceRounds(cadence, groups, schedules, views[v])
+        rounds[v].start(0.0, rng)
+        for eid, schedule in schedules.items():
+            push(schedule.next_due, _PROBE, (*probe_keys[(eid, v)], 0))
+            if cadence.liveness_interval > 0 and eid in groups:
+                push(schedule.liveness_due, _LIVE, probe_keys[(eid, v)])
+
+    def pull(v: str, pulled: list[str], t_s: float) -> None:
+        """Probes brought forward to now (into a round) void their old due events."""
+        for other in pulled:
+            gen[(other, v)] += 1
+            push(t_s, _PROBE, (*probe_keys[(other, v)], gen[(other, v)]))
+
     tick_every = settings.reconcile.interval
     k = 1
     while k * tick_every <= tl.duration_s + 1e-9:
@@ -320,24 +331,33 @@ def _run_timeline(
             overlap = g < 0  # an overlapping confirmation (below): it does not own the schedule
             if not overlap and g != gen[(eid, v)]:
                 continue  # replaced by a probe a liveness check asked for
-            if overlap and (
-                (eid, v) not in in_flight or overlaps[(eid, v)] >= MAX_OVERLAPPING or views[v].step(eid) > cadence.confirm_gap + 1e-9
+            hedge = g == _HEDGE
+            if hedge:
+                if not schedule.hedge_due(t_s) or overlaps[(eid, v)] >= MAX_OVERLAPPING:
+                    continue  # its probe of that round answered meanwhile
+                schedule.hedge_at = None
+            elif overlap and (
+                not schedule.in_flight or overlaps[(eid, v)] >= MAX_OVERLAPPING or views[v].step(eid) > cadence.confirm_gap + 1e-9
             ):
                 continue  # the probe it would overlap has ended, or the evidence is decided
             if overlap:
                 overlaps[(eid, v)] += 1
             else:
-                in_flight.add((eid, v))
+                schedule.in_flight = True
             seen, took = model.probe(eid, region, v, clock.at(t_s), book.for_request(region, ep.deployment))
-            push(t_s + took, _DELIVER, (seen, t_s, payload))
-            if views[v].step(eid) <= cadence.confirm_gap + 1e-9:  # undecided: the next confirmation does not wait for this one
+            push(t_s + took, _DELIVER, (seen, t_s if overlap else schedule.round, payload))
+            if (
+                not hedge and views[v].step(eid) <= cadence.confirm_gap + 1e-9
+            ):  # undecided: the next confirmation does not wait for this one
                 push(t_s + cadence.confirm_gap, _PROBE, (*payload[:5], -1))
         elif kind == _DELIVER:
-            seen, due, probe = payload
+            seen, round_, probe = payload
             eid, region, ep, v, schedule, g = probe
             leader.seen(seen, t_s)
-            schedule.observe(seen.outcome, cadence)
-            news = views[v].observe(seen)
+            if g >= 0:
+                schedule.in_flight = False
+            done = rounds[v].finished(seen, round_, t_s, rng, owner=g >= 0)
+            news = done.news
             handover = handovers[v]
             was_due = handover.due_at()
             handover.add([seen], t_s, news)
@@ -346,9 +366,11 @@ def _run_timeline(
             if g < 0:
                 overlaps[(eid, v)] -= 1
             else:
-                in_flight.discard((eid, v))
                 gen[(eid, v)] += 1
-                push(schedule.schedule_next(cadence, due, t_s, rng, None, views[v].step(eid)), _PROBE, (*probe[:5], gen[(eid, v)]))
+                push(schedule.next_due, _PROBE, (*probe[:5], gen[(eid, v)]))
+            pull(v, done.pulled, t_s)
+            for other in done.hedged:
+                push(probe_keys[(other, v)][4].hedge_at, _PROBE, (*probe_keys[(other, v)], _HEDGE))
         elif kind == _HANDOVER:
             batch = handovers[payload].take(t_s)
             if batch is None:
@@ -360,7 +382,7 @@ def _run_timeline(
                 push(t_s, _TICK, None)  # the worker's reconcile-now, once the batch is stored
         elif kind == _LIVE:
             eid, region, ep, v, schedule = payload
-            if (eid, v) in in_flight:  # as the runner: no check while the LLM probe is out
+            if schedule.in_flight:  # as the runner: no check while the LLM probe is out
                 push(t_s + cadence.confirm_gap, _LIVE, payload)
                 continue
             check, took = model.liveness(eid, region, v, clock.at(t_s), book.for_request(region, None))
@@ -369,16 +391,12 @@ def _run_timeline(
             check, probe = payload
             eid, region, ep, v, schedule = probe
             leader.trace.liveness_checks += 1
-            push(cadence.next_liveness(t_s, rng), _LIVE, probe)
-            for each in groups.results(check):  # the resource's check: each deployment's result
-                other = each.endpoint_id
-                if v == settings.probe.vantage:
+            checks, pulled = rounds[v].checked(check, t_s, rng)  # the resource's check: each deployment's result
+            push(schedule.liveness_due, _LIVE, probe)
+            if v == settings.probe.vantage:
+                for each in checks:
                     leader.deliver_liveness(each)
-                if views[v].on_liveness(each) and (other, v) not in in_flight:
-                    gen[(other, v)] += 1
-                    key = probe_keys[(other, v)]
-                    key[4].confirm_now(t_s)
-                    push(t_s, _PROBE, (*key, gen[(other, v)]))
+            pull(v, pulled, t_s)
         elif kind == _TICK:
             _tick(leader, t_s, push)
         else:

@@ -525,17 +525,20 @@ def test_a_failed_liveness_check_makes_the_llm_probe_due_at_once_and_never_drain
     seen: list[LivenessResult] = []
     runner = ProbeRunner(s, environ=ENVIRON, liveness_sink=seen.append)
     eid = "eastus/gpt-4o"
+    t0 = time.monotonic() + 1000.0  # the ticks' own times, ahead of the clock a liveness check reads
     for t in (0.0, 30.0, 60.0):
-        _tick(runner, t)
-    assert runner.schedule(eid).next_due == pytest.approx(90.0)
-    sim.set_fault("eastus", Fault("error", statuses=(502,)))
+        _tick(runner, t0 + t)
+    assert runner.schedule(eid).next_due == pytest.approx(t0 + 90.0)
 
     async def check() -> None:
         await runner.check_round()
 
+    asyncio.run(check())  # a good check changes nothing: not due before its time
+    assert seen and seen[-1].ok and runner.schedule(eid).next_due == pytest.approx(t0 + 90.0)
+    sim.set_fault("eastus", Fault("error", statuses=(502,)))
     asyncio.run(check())
-    assert seen and not seen[-1].ok
-    assert runner.schedule(eid).next_due <= time.monotonic()  # the LLM probe is due now
+    assert not seen[-1].ok
+    assert runner.schedule(eid).next_due <= time.monotonic()  # the LLM probe is due now, not at t0 + 90
     assert runner.view.evaluator.evaluate(datetime.now(UTC)).endpoints[eid].state.value == "healthy"
 
 

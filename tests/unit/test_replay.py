@@ -188,13 +188,14 @@ def test_a_fault_on_one_deployment_weighs_its_region_down_without_draining_it() 
 
 
 def test_a_region_whose_deployments_go_down_and_come_back_together_is_drained_and_restored_without_a_weight_step() -> None:
-    """Both deployments of one resource fail and recover together: one liveness check serves the resource,
-    so they are confirmed in the same moment. With a check per deployment, each at its own random phase,
-    46 seeds in 50 halved the region's weight on the way down or back (one deployment confirmed, its
-    sibling not yet: the region degraded at score 0.5). Without jitter: with it, the deployments' own
-    LLM probes drift apart and they still do (49 in 50; was 50), a gap left open on issue 13."""
-    s = make_settings(targets=("tm-weighted",), endpoints_per_region=2, probe={"jitter": 0.0})
-    for seed in range(5):
+    """Both deployments of one resource fail and recover together, with the default jitter: they are
+    probed in one round (one jitter draw per resource and round), a failure the resource shares on one
+    pulls the other into its round, so both reach failures_to_down in the same moment. With a jitter
+    draw per deployment their LLM probes drifted a phase apart and 47 seeds in 50 halved the region's
+    weight on the way down or back (one deployment confirmed, its sibling not yet: degraded at 0.5)."""
+    s = make_settings(targets=("tm-weighted",), endpoints_per_region=2)
+    assert s.probe.jitter == 0.1
+    for seed in range(20):
         events = [{"at": "120s", "region": "eastus", "fault": "down"}, {"at": "180s", "region": "eastus", "fault": "none"}]
         r = run_replay(s, timeline(*events, duration="300s", seed=seed, noise={"loss": 0.0, "jitter_ms": 40}))
         assert [(c["field"], c["to"]) for c in r.changes] == [("enabled", False), ("enabled", True)], (seed, r.changes)
