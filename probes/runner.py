@@ -14,6 +14,11 @@
   result counts for every deployment on it; one that
   disagrees with the view makes the LLM probe due at once. Liveness results
   go to ``liveness_sink``; they never change a state by themselves.
+- **A resource's deployments together**
+  (:class:`~controlplane.engine.cadence.ResourceRounds`, the rule replay runs
+  too): one jitter draw per resource and round; the first connect error,
+  timeout or 5xx of a run pulls the siblings into its round; a sibling whose
+  probe of the round is still out gets one overlapping confirmation (a hedge).
 - **Overlapping confirmations**: while undecided, the next confirmation goes
   out ``confirm_gap`` after the last even if that one has not answered (at
   most ``MAX_OVERLAPPING`` more), so a hung probe does not hold the verdict

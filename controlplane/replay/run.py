@@ -8,7 +8,8 @@ What runs is what the worker runs:
   normal otherwise --, jitter, the first probes spread out), one schedule
   per (endpoint, vantage), and its zero-token liveness checks, one per
   resource counting for each of its deployments, each deployment it
-  disagrees with getting its LLM probe at once;
+  disagrees with getting its LLM probe at once; a resource's deployments
+  probed in one round (:class:`~controlplane.engine.cadence.ResourceRounds`);
 - the hand-over of results to the leader in batches
   (:class:`~controlplane.engine.cadence.Handover`: ``batch_wait``, or
   ``NEWS_SETTLE_S`` after news, so the results of one moment arrive together),

@@ -12,20 +12,19 @@ of every target of the demo's config (Traffic Manager weighted and priority,
 Front Door, the APIM pool), with the liveness checks on -- each within one
 probe interval of the other's time, measured from the fault's start.
 
-Phases are aligned, not hoped for: the config has no jitter, so every probe
-of the worker runs on one grid (its start time + k x interval) and every probe
-of replay on another (0 + k x interval). The worker is warmed up first, the
-fault is started at some moment, and replay puts its fault at the same offset
-from its own grid, read from the worker's stored probe start times. Without
-that, two independent phases alone differ by up to a whole interval. The
-liveness checks start at a random phase in each process; they move a
-detection or a recovery by less than a liveness interval (1 s here).
+Phases are aligned, not hoped for: the worker is warmed up first, the fault
+is started at some moment, and replay puts its fault at the same offset from
+its own probe grid as the worker's, read from the worker's stored probe start
+times. With the default jitter (0.1) a grid is only a grid within a tenth of
+an interval; the liveness checks (every 1 s here) find the fault within a
+second in both, and the tolerance is a whole probe interval.
 
 Each region has the demo's two deployments (both URL styles) on one
-resource, checked by one liveness check, so they are confirmed down and back
-in the same moment and the region never passes through degraded on the way.
-That needs their LLM probes in step too (no jitter, as here): with jitter
-they drift apart, in production and in replay alike (open on issue 13).
+resource, checked by one liveness check and probed in one round (one jitter
+draw per resource and round, a sibling pulled into a failing round:
+``cadence.ResourceRounds``), so they are confirmed down and back in the same
+moment and the region never passes through degraded on the way, in the worker
+and in replay alike.
 """
 
 from __future__ import annotations
@@ -67,7 +66,7 @@ wait_for = functools.partial(wait_until, step=0.1)
 def config(sim: LLMSimulator, arm: FakeArm, db_url: str, regions: list[Any]) -> dict[str, Any]:
     data = demo_config({r.name: sim.base_url(r.name) for r in regions}, [d.name for d in regions[0].deployments], arm, db_url, 0)
     # the demo's liveness checks (every 1 s) stay on
-    data["probe"].update(interval=f"{INTERVAL:g}s", fast_interval="0.5s", timeout="1.5s", jitter=0.0)
+    data["probe"].update(interval=f"{INTERVAL:g}s", fast_interval="0.5s", timeout="1.5s")  # the default jitter (0.1)
     # min_dwell off the probe grid (confirmations and the fast interval are 0.5 s apart here): a dwell
     # of a whole number of steps would be met, or missed by a millisecond, at the same probe
     data["health"].update(min_dwell="1.2s", successes_to_up=2)

@@ -7,7 +7,15 @@ import random
 import pytest
 
 from controlplane.domain import LivenessResult, Outcome
-from controlplane.engine.cadence import NEWS_SETTLE_S, Cadence, Handover, ProberView, ProbeSchedule
+from controlplane.engine.cadence import (
+    NEWS_SETTLE_S,
+    Cadence,
+    Handover,
+    LivenessGroups,
+    ProberView,
+    ProbeSchedule,
+    ResourceRounds,
+)
 from tests.fakes import at, make_settings, probe_result
 
 SETTINGS = make_settings(probe={"interval": "30s", "fast_interval": "5s", "confirm_gap": "1s", "jitter": 0.0})
@@ -74,6 +82,90 @@ def test_a_caller_may_decide_suspect_itself() -> None:
     s.observe(Outcome.OK, c)
     assert s.interval(c) == 30.0
     assert s.interval(c, suspect=True) == 5.0
+
+
+TWO = make_settings(endpoints_per_region=2, probe={"interval": "15s", "confirm_gap": "1s", "jitter": 0.1})
+A, B, WEST = "eastus/gpt-0", "eastus/gpt-1", "westeurope/gpt-0"
+
+
+def two_per_resource() -> tuple[ResourceRounds, dict[str, ProbeSchedule], random.Random]:
+    schedules = {eid: ProbeSchedule() for eid in ("eastus/gpt-0", "eastus/gpt-1", "westeurope/gpt-0", "westeurope/gpt-1")}
+    rounds = ResourceRounds(Cadence.of(TWO), LivenessGroups.of(TWO), schedules, ProberView(TWO))
+    rng = random.Random(7)
+    rounds.start(0.0, rng)
+    return rounds, schedules, rng
+
+
+def run(rounds: ResourceRounds, eid: str, outcome: Outcome, round_: float, took: float = 0.01) -> list[str]:
+    """One owned probe of ``eid`` in the round ``round_``: launched, then its result ``took`` s later."""
+    rng = random.Random(round_ * 1000 + len(eid))
+    return rounds.finished(probe_result(eid, outcome, round_), round_, round_ + took, rng).pulled
+
+
+def test_a_resources_deployments_start_in_one_round_and_draw_one_jitter_per_round() -> None:
+    rounds, s, rng = two_per_resource()
+    assert s[A].next_due == s[B].next_due != s[WEST].next_due  # the first probes spread per resource
+    due = s[A].next_due
+    for _ in range(20):  # each result with its own draw before: still one jitter per round
+        assert s[A].next_due == s[B].next_due, "the deployments of a resource drifted apart"
+        for eid, took in ((B, 0.4), (A, 0.6)):  # either order, any latency
+            sch = s[eid]
+            rounds.finished(probe_result(eid, Outcome.OK, due), sch.round, due + took, random.Random(rng.random()))
+        gap = s[A].next_due - due
+        assert 13.5 <= gap <= 16.5  # the jitter still spreads the interval
+        due = s[A].next_due
+
+
+def test_the_first_resource_failure_of_a_run_pulls_the_siblings_into_its_round_and_keeps_them_in_step() -> None:
+    rounds, s, _ = two_per_resource()
+    west = s[WEST].next_due
+    for t in (0.0, 15.0, 30.0):  # healthy, each at its own phase
+        run(rounds, A, Outcome.OK, t)
+        run(rounds, B, Outcome.OK, t + 7.0)
+    assert abs(s[A].next_due - s[B].next_due) > 1.0
+    assert run(rounds, A, Outcome.CONNECT_ERROR, 45.0) == [B]  # the first of its run: B now, in A's round
+    assert s[B].next_due == 45.01 and s[B].round == 45.0
+    assert run(rounds, B, Outcome.CONNECT_ERROR, s[B].round, took=0.02) == []  # A was probed in this round: not again
+    for _ in range(4):  # confirmations in lockstep: one draw per round
+        assert s[A].next_due == s[B].next_due and 45.0 < s[A].next_due
+        r = s[A].round
+        assert run(rounds, A, Outcome.CONNECT_ERROR, r) == [] and run(rounds, B, Outcome.CONNECT_ERROR, r) == []
+    assert s[A].confirmed_down and s[B].confirmed_down
+    assert s[WEST].next_due == west  # another resource: untouched
+
+
+@pytest.mark.parametrize("outcome", [Outcome.THROTTLED, Outcome.BAD_CONTENT, Outcome.SLOW])
+def test_a_deployments_own_fault_pulls_no_sibling(outcome: Outcome) -> None:
+    rounds, s, _ = two_per_resource()
+    run(rounds, B, Outcome.OK, 3.0)
+    before = s[B].next_due
+    assert run(rounds, A, outcome, 5.0) == []
+    assert s[B].next_due == before
+
+
+def test_a_sibling_known_down_or_told_to_retry_later_is_not_pulled() -> None:
+    rounds2, _, _ = two_per_resource()
+    for i in range(5):
+        run(rounds2, B, Outcome.CONNECT_ERROR, float(i))
+    assert rounds2.view.evaluator.evaluate(at(5.0)).endpoints[B].state.value == "unhealthy"
+    run(rounds2, B, Outcome.OK, 6.0)  # one success does not bring it back: still down
+    assert run(rounds2, A, Outcome.CONNECT_ERROR, 10.0) == []
+    rounds3, _, _ = two_per_resource()
+    rounds3.finished(probe_result(B, Outcome.THROTTLED, 1.0, retry_after_ms=20_000), 1.0, 1.05, random.Random(1))
+    assert run(rounds3, A, Outcome.CONNECT_ERROR, 2.0) == []  # Retry-After: hold back
+
+
+def test_a_sibling_whose_probe_of_the_round_is_still_out_is_hedged_once() -> None:
+    rounds, s, _ = two_per_resource()
+    run(rounds, A, Outcome.CONNECT_ERROR, 0.0)
+    run(rounds, B, Outcome.CONNECT_ERROR, 0.0)
+    r = s[A].round
+    s[B].in_flight = True  # B's probe of round r is lost on the way
+    done = rounds.finished(probe_result(A, Outcome.CONNECT_ERROR, r), r, r + 0.01, random.Random(3))
+    assert done.hedged == [B] and s[B].hedge_at == pytest.approx(r + 0.01 + NEWS_SETTLE_S / 2)
+    assert not s[B].hedge_due(r + 0.05) and s[B].hedge_due(r + 0.2)
+    s[B].in_flight = False  # it answered after all: no hedge
+    assert not s[B].hedge_due(r + 0.2)
 
 
 def test_a_batch_goes_after_batch_wait_but_one_holding_news_goes_exactly_the_settle_time_after_it() -> None:
