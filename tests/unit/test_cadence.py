@@ -7,15 +7,7 @@ import random
 import pytest
 
 from controlplane.domain import LivenessResult, Outcome
-from controlplane.engine.cadence import (
-    NEWS_SETTLE_S,
-    Cadence,
-    Handover,
-    LivenessGroups,
-    ProberView,
-    ProbeSchedule,
-    ResourceRounds,
-)
+from controlplane.engine.cadence import NEWS_SETTLE_S, Cadence, Handover, LivenessGroups, ProberView, ProbeSchedule, ResourceRounds
 from tests.fakes import at, make_settings, probe_result
 
 SETTINGS = make_settings(probe={"interval": "30s", "fast_interval": "5s", "confirm_gap": "1s", "jitter": 0.0})
