@@ -571,6 +571,33 @@ def test_one_liveness_check_per_resource_counts_for_each_deployment_and_a_failed
     asyncio.run(runner.aclose())
 
 
+def test_a_resources_deployments_stay_in_one_round_with_jitter_and_a_connect_error_pulls_the_sibling_in(sim: LLMSimulator) -> None:
+    """One jitter draw per resource and round: the deployments of a resource are probed together, not a
+    drifting phase apart; the first connect error of one makes its sibling's probe due at once, in its round."""
+    eastus = [endpoint(sim, "eastus"), endpoint(sim, "eastus", "gpt-4o-mini", api_style="v1")]
+    s = settings(sim, {"eastus": eastus}, jitter=0.2, interval="10s", liveness_interval="0s")
+    runner = ProbeRunner(s, environ=ENVIRON, rng=random.Random(5))
+    a, b = runner.endpoint_ids
+    t = time.monotonic() + 1000.0
+    _tick(runner, t)  # starts: one first round for the resource
+    gaps = []
+    for _ in range(6):
+        assert runner.schedule(a).next_due == runner.schedule(b).next_due
+        nxt = runner.schedule(a).next_due
+        assert len(_tick(runner, nxt)) == 2
+        gaps.append(runner.schedule(a).next_due - nxt)
+    assert all(8.0 <= g <= 12.0 for g in gaps) and len({round(g, 6) for g in gaps}) == len(gaps)  # still jittered
+    runner.schedule(b).next_due = runner.schedule(b).round = runner.schedule(a).next_due + 4.0  # out of phase
+    sim.set_fault("eastus", Fault("down"))
+    due = runner.schedule(a).next_due
+    [r] = _tick(runner, due)
+    assert r.endpoint_id == a and r.outcome is Outcome.CONNECT_ERROR
+    assert runner.schedule(b).next_due == due and runner.schedule(b).round == due  # pulled into a's round
+    assert [x.endpoint_id for x in _tick(runner, due)] == [b]
+    assert runner.schedule(a).next_due == runner.schedule(b).next_due  # confirmations in step
+    asyncio.run(runner.aclose())
+
+
 def test_a_config_problem_does_not_make_an_endpoint_suspect(sim: LLMSimulator) -> None:
     s = settings(sim, {"eastus": [endpoint(sim, "eastus")]}, jitter=0.0)
     sim.set_fault("eastus", Fault("auth"))
