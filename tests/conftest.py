@@ -9,13 +9,46 @@ skip into a failure (CI sets that, so a broken PostgreSQL never passes silently)
 from __future__ import annotations
 
 import os
+import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from controlplane.store import Store, open_store
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+# Under pytest-xdist (`make test`), these modules start real processes, servers or a
+# browser and take the longest: they are handed out first, so no worker starts a
+# long test near the end while the others sit idle. Order only; nothing else changes.
+RUN_FIRST = (
+    "tests/integration/test_demo.py",
+    "tests/faults/test_notify_failover.py",
+    "tests/integration/test_replay_two_way.py",
+    "tests/integration/test_worker_ha.py",
+    "tests/integration/test_browser.py",
+    "tests/integration/test_missing_keys.py",
+    "tests/integration/test_browser_oidc.py",
+    "tests/faults/test_database_outage.py",
+    "tests/integration/test_cli.py",
+    "tests/unit/test_engine_properties.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a plain run keeps the files' order
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return RUN_FIRST.index(path) if path in RUN_FIRST else len(RUN_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
 
 
 @pytest.fixture
@@ -23,9 +56,22 @@ def sqlite_url(tmp_path: Path) -> str:
     return "sqlite:///" + str(tmp_path / "regionguard-test.db")
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database migrated to head, once per test process, for :func:`store` to copy."""
+    path = tmp_path_factory.mktemp("template") / "migrated.db"
+    s = open_store("sqlite:///" + str(path), migrate=True)
+    with s.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file we copy
+    s.close()
+    return path
+
+
 @pytest.fixture
-def store(sqlite_url: str) -> Iterator[Store]:
-    s = open_store(sqlite_url, migrate=True)
+def store(sqlite_url: str, migrated_sqlite: Path) -> Iterator[Store]:
+    """A Store on a fresh copy of the migrated database (the same schema as migrating each time, without its cost)."""
+    shutil.copyfile(migrated_sqlite, sqlite_url.removeprefix("sqlite:///"))
+    s = open_store(sqlite_url)
     yield s
     s.close()
 
@@ -59,9 +105,32 @@ def postgres_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        with admin_engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _drop_database(admin_engine, name)
         admin_engine.dispose()
+
+
+def _drop_database(admin_engine: Engine, name: str, timeout: float = 10.0) -> None:
+    """DROP DATABASE ... WITH (FORCE), again while an autovacuum worker is in it.
+
+    FORCE terminates the database's sessions, but a role without pg_signal_backend
+    may not terminate an autovacuum worker (it has no role): PostgreSQL refuses
+    with InsufficientPrivilege. The worker is done with a test-sized database in
+    moments, so try again until ``timeout``.
+    """
+    from psycopg.errors import InsufficientPrivilege
+    from sqlalchemy import text
+    from sqlalchemy.exc import ProgrammingError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with admin_engine.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except ProgrammingError as exc:
+            if not isinstance(exc.orig, InsufficientPrivilege) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.1)
 
 
 def browser_path() -> str:
