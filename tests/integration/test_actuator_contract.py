@@ -461,6 +461,7 @@ def test_a_persistent_transient_error_fails_after_a_bounded_number_of_attempts(h
     assert h.writes() == FAST_RETRY.attempts  # our loop only: the SDK's own retries are off
 
 
+@pytest.mark.serial
 def test_a_hanging_write_gives_up_at_the_deadline(h: Harness) -> None:
     h.inject("hang", 10)
     started = time.monotonic()

@@ -596,6 +596,7 @@ def test_a_hold_keeps_a_write_unhandled_until_released_and_it_lands_even_if_the_
     assert arm.held() == []
 
 
+@pytest.mark.serial
 def test_latency_is_added_and_filters_pick_the_requests_it_hits(arm: FakeArm, raw: httpx.Client) -> None:
     arm.inject_latency(0.3, count=None, path_contains="/frontDoors/")
 

@@ -305,6 +305,7 @@ def test_the_webhook_signature_verifies_over_the_raw_body_and_timestamp(receiver
 # ---------------------------------------------------------------- never block the caller
 
 
+@pytest.mark.serial
 def test_a_hanging_receiver_does_not_delay_publish_and_the_worker_gives_up_at_its_timeout(
     receiver: Receiver, notifiers: list[Notifier], store: Store
 ) -> None:
@@ -323,6 +324,7 @@ def test_a_hanging_receiver_does_not_delay_publish_and_the_worker_gives_up_at_it
     assert time.monotonic() - t0 < 2.0
 
 
+@pytest.mark.serial
 def test_close_returns_at_its_timeout_even_while_a_receiver_hangs(receiver: Receiver) -> None:
     receiver.hang = True
     n = Notifier(settings(slack(timeout=5.0, retries=0)), env={SLACK_URL_ENV: receiver.url + "/slack"})

@@ -174,6 +174,7 @@ def test_a_reasoning_deployment_works_with_max_completion_tokens(sim: LLMSimulat
 # ---------------------------------------------------------------- latency
 
 
+@pytest.mark.serial
 def test_an_injected_800ms_ttft_is_measured_within_20ms_and_is_slow_over_the_threshold(sim: LLMSimulator) -> None:
     sim.set_fault("westeurope", Fault("slow", ttft_ms=800))
     s = settings(sim, {"westeurope": [endpoint(sim, "westeurope")]}, slow_ttft="500ms")
@@ -184,6 +185,7 @@ def test_an_injected_800ms_ttft_is_measured_within_20ms_and_is_slow_over_the_thr
         assert "TTFT" in (r.error or "")
 
 
+@pytest.mark.serial
 def test_an_injected_ttft_under_the_threshold_is_ok(sim: LLMSimulator) -> None:
     sim.set_fault("westeurope", Fault("slow", ttft_ms=300))
     s = settings(sim, {"westeurope": [endpoint(sim, "westeurope")]}, slow_ttft="1s")
@@ -242,6 +244,7 @@ def test_a_filtered_completion_is_content_filtered(sim: LLMSimulator) -> None:
 # ---------------------------------------------------------------- connection faults
 
 
+@pytest.mark.serial
 def test_a_hang_is_a_timeout_at_the_deadline_not_later(sim: LLMSimulator) -> None:
     sim.set_fault("eastus", Fault("hang"))
     s = settings(sim, {"eastus": [endpoint(sim, "eastus")]}, timeout="500ms", slow_total="400ms", slow_ttft="400ms")
@@ -255,6 +258,7 @@ def test_a_hang_is_a_timeout_at_the_deadline_not_later(sim: LLMSimulator) -> Non
     assert "500ms" in (r.error or "") or "0.5s" in (r.error or "")
 
 
+@pytest.mark.serial
 def test_a_region_that_is_down_is_a_connect_error_without_waiting(sim: LLMSimulator) -> None:
     sim.set_fault("westeurope", Fault("down"))
     started = time.perf_counter()
@@ -630,6 +634,7 @@ def test_jitter_spreads_the_first_probes_and_the_intervals(sim: LLMSimulator) ->
     assert len({round(g, 6) for g in nexts}) == 3
 
 
+@pytest.mark.serial
 def test_run_forever_probes_on_schedule_hands_batches_to_the_sink_and_stops_promptly(sim: LLMSimulator) -> None:
     batches: list[list[ProbeResult]] = []
     sim.set_fault("japaneast", Fault("hang"))

@@ -194,6 +194,7 @@ def test_server_errors_are_retried_with_backoff(world: World) -> None:
     assert [w.status for w in world.writes(world.tm)] == [500, 503, 200]
 
 
+@pytest.mark.serial
 def test_a_hanging_azure_costs_no_more_than_the_deadline_and_the_next_tick_converges(world: World) -> None:
     world.arm.inject_hang(10, max_s=20, method="PATCH", path_contains="/trafficmanagerprofiles/")
     r = world.reconciler(deadline_s=1.0)
@@ -221,6 +222,7 @@ def test_a_hanging_read_of_one_target_does_not_stop_the_others(world: World) -> 
     assert {c.target for c in report.applied} == {world.tm.name, world.afd.name}
 
 
+@pytest.mark.serial
 def test_a_write_that_lands_after_the_deadline_is_confirmed_next_tick_not_redone_nor_taken_for_drift(world: World) -> None:
     world.arm.inject_latency(2.0, count=2, method="GET", path_contains="operationresults")  # the LROs' status polls
     r = world.reconciler(deadline_s=1.0)

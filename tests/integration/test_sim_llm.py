@@ -336,6 +336,7 @@ def test_deployment_down_resets_the_connection_but_not_its_neighbours(sim: LLMSi
     assert sim.stats()["by_region"]["eastus"]["gpt-4o"]["reset"] == 1
 
 
+@pytest.mark.serial
 def test_hang_accepts_and_never_answers(sim: LLMSimulator) -> None:
     sim.set_fault("eastus", "hang")
     with httpx.Client(timeout=httpx.Timeout(0.3, connect=1.0)) as client:
@@ -389,6 +390,7 @@ def _fastest_ttft(sim: LLMSimulator, http: httpx.Client, n: int = 3) -> float:
     return min(_measured_ttft(sim, http) for _ in range(n))
 
 
+@pytest.mark.serial
 def test_slow_with_fixed_ttft_is_measured_accurately(sim: LLMSimulator, http: httpx.Client) -> None:
     _post(http, sim)  # warm the connection
     sim.set_fault("eastus", {"fault": "slow", "ttft_ms": 400})
@@ -396,6 +398,7 @@ def test_slow_with_fixed_ttft_is_measured_accurately(sim: LLMSimulator, http: ht
     assert 0.400 <= ttft < 0.500
 
 
+@pytest.mark.serial
 def test_slow_multiplier_scales_latency(http: httpx.Client) -> None:
     deployment = SimDeployment("gpt-4o", ttft_ms=50, per_token_ms=1, jitter_ms=0)
     with LLMSimulator([SimRegion("eastus", [deployment])]) as sim:
