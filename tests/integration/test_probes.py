@@ -676,6 +676,7 @@ def test_run_forever_probes_on_schedule_hands_batches_to_the_sink_and_stops_prom
     assert 3 <= len(hung) <= (ran / 0.25 + 1) * (1 + MAX_OVERLAPPING), (len(hung), ran)
 
 
+@pytest.mark.serial
 def test_a_batch_with_news_waits_for_the_rest_of_its_moment_however_batch_wait_falls(sim: LLMSimulator) -> None:
     """The two endpoints of a region, probed together, reach the leader in one batch when one of them is
     news, even when the batch_wait deadline falls between their answers (batch_wait 0: it always does).
