@@ -22,14 +22,15 @@ demo: install
 	$(BIN)/regionguard demo $(ARGS)
 
 # The suite on TEST_WORKERS processes (pytest-xdist; most tests wait on sockets, timers
-# and child processes, so more workers than cores pays), a test at a time as workers
-# free up (--maxschedchunk 1, with the longest modules first: tests/conftest.py);
-# then the tests marked serial, which time themselves against the wall clock, alone.
+# and child processes, so more workers than cores pays), a file at a time per worker
+# (--dist loadfile: a file's tests run in order, as in a plain run; the longest files
+# first: tests/conftest.py); then the tests marked serial, which time themselves
+# against the wall clock, alone.
 # Exit code 5 (nothing selected, e.g. PYTEST_ARGS=tests/unit) is no failure there.
 TEST_WORKERS ?= 4
 
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:xdist -m serial $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 lint: install

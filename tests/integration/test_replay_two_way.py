@@ -122,6 +122,7 @@ def replay_of(settings: Settings, offset: float) -> tuple[list[tuple[float, tupl
     return changes, time.monotonic() - t0
 
 
+@pytest.mark.serial
 def test_replay_and_a_real_worker_make_the_same_changes_at_the_same_times(
     world: tuple[LLMSimulator, Settings, Path, Store],
 ) -> None:
