@@ -24,13 +24,13 @@ demo: install
 # The suite on TEST_WORKERS processes (pytest-xdist; most tests wait on sockets, timers
 # and child processes, so more workers than cores pays), a file at a time per worker
 # (--dist loadfile: a file's tests run in order, as in a plain run; the longest files
-# first: tests/conftest.py); then the tests marked serial, which time themselves
+# first, in tests/conftest.py's order, not xdist's by test count); then the tests marked serial, which time themselves
 # against the wall clock, alone.
 # Exit code 5 (nothing selected, e.g. PYTEST_ARGS=tests/unit) is no failure there.
 TEST_WORKERS ?= 4
 
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:xdist -m serial $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 lint: install
