@@ -39,7 +39,7 @@ def _now() -> datetime:
 @api.get("/regions")
 def regions() -> Any:
     ws = state()
-    view = readmodel.overview(ws.settings, ws.store, _now(), ws.series_cache)
+    view = readmodel.overview(ws.settings, ws.store, _now(), ws.series_cache, sparks=False)  # no charts in JSON
     return jsonify(
         {
             "generated_at": view.now.isoformat(),

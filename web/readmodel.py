@@ -508,13 +508,20 @@ def banners(settings: Settings, status: SystemStatus) -> list[Banner]:
     return out
 
 
-def overview(settings: Settings, store: Store, now: datetime, cache: SeriesCache | None = None) -> Overview:
+def overview(settings: Settings, store: Store, now: datetime, cache: SeriesCache | None = None, sparks: bool = True) -> Overview:
+    """The overview page's model. ``sparks=False`` (the JSON API, which has no charts) skips reading
+    and drawing the sparklines: each card then carries an empty one."""
     status = read_status(settings, store, now)
     names = settings.region_names
     stats = queries.region_stats(store, now - STATS_WINDOW)
     start = (now - SPARK_WINDOW).replace(second=0, microsecond=0)
     # an hour of every region's minute rollups is ~18,000 rows at scale: settled minutes come from the cache
-    series = cache.series_of(store, names, start, 60, now) if cache is not None else queries.rollup_series(store, names, start, 60)
+    if not sparks:
+        series: dict[str, list[charts.Bucket]] = {}
+    elif cache is not None:
+        series = cache.series_of(store, names, start, 60, now)
+    else:
+        series = queries.rollup_series(store, names, start, 60)
     cards = [RegionCard.of(r, stats.get(r.name, Stats()), charts.sparkline(series.get(r.name, []), start, now, 60)) for r in status.regions]
     auto = automation(settings, store, status)
     return Overview(

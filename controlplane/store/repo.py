@@ -689,10 +689,13 @@ class Store:
             for r in rows
             if r.subject == "endpoint"
         }
+        by_region: dict[str, list[EndpointHealth]] = {}
+        for e in endpoints.values():  # grouped once: regions x endpoints is 2,000 comparisons at 20 x 100
+            by_region.setdefault(e.region, []).append(e)
         regions = {}
         for r in rows:
             if r.subject == "region":
-                eps = tuple(e for e in endpoints.values() if e.region == r.key)
+                eps = tuple(by_region.get(r.key, ()))
                 regions[r.key] = RegionHealth(
                     region=r.key,
                     state=HealthStateName(r.state),

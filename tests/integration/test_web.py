@@ -559,6 +559,23 @@ def test_an_operator_lifts_an_override_from_the_page(app: Flask, seeded: Store) 
 # ---------------------------------------------------------------- JSON API
 
 
+def test_the_regions_api_reads_no_sparkline_rollups_it_does_not_return(app: Flask, seeded: Store) -> None:
+    c = app.test_client()
+    h = token_for(seeded, "viewer")
+    reads: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        reads.append(statement)
+
+    event.listen(seeded.engine, "before_cursor_execute", record)
+    try:
+        body = c.get("/api/v1/regions", headers=h).json
+    finally:
+        event.remove(seeded.engine, "before_cursor_execute", record)
+    assert [r["name"] for r in body["regions"]] == ["eastus", "westeurope", "japaneast"]
+    assert reads and not [q for q in reads if "probe_rollup" in q]  # the JSON has no charts: the overview's hour of minutes is not read
+
+
 def test_api_reads_regions_targets_events_and_overrides(app: Flask, seeded: Store) -> None:
     c = app.test_client()
     h = token_for(seeded, "viewer")
