@@ -181,8 +181,10 @@ def test_an_injected_800ms_ttft_is_measured_within_20ms_and_is_slow_over_the_thr
     measured = [rs[0] for rs in rounds(s, 3)[1:]]  # the first round opens the connection
     for r in measured:
         assert r.outcome is Outcome.SLOW, r.error
-        assert r.ttft_ms is not None and abs(r.ttft_ms - 800.0) <= 20.0, r.ttft_ms
+        assert r.ttft_ms is not None and r.ttft_ms >= 800.0 - 20.0, r.ttft_ms
         assert "TTFT" in (r.error or "")
+    # the fastest round: a busy machine only ever adds time (840 ms seen with other suites running)
+    assert abs(min(r.ttft_ms or 0.0 for r in measured) - 800.0) <= 20.0, [r.ttft_ms for r in measured]
 
 
 @pytest.mark.serial
