@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 RUN_FIRST = (
     "tests/integration/test_cli.py",
     "tests/integration/test_demo.py",
-    "tests/integration/test_soak.py",
     "tests/faults/test_notify_failover.py",
     "tests/integration/test_oidc.py",
     "tests/integration/test_cli_no_traceback.py",
