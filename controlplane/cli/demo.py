@@ -281,8 +281,8 @@ class Demo:
     def play(self, timeline: Timeline, stop: threading.Event, duration_s: float | None, until: str = UNTIL_END) -> list[dict[str, Any]]:
         """Play the timeline (looping if it says so) until ``duration_s`` or ``stop``.
 
-        With ``until="recovered"`` (a timeline that does not loop) it also stops once
-        every event has been injected and the system has stayed :meth:`settled`
+        With ``until="recovered"`` it plays the timeline once, even one that loops, and
+        stops once every event has been injected and the system has stayed :meth:`settled`
         for ``settle_s`` seconds and at least two reconcile ticks. Sets
         :attr:`stopped_because` ("recovered", "duration" or "stop"). Returns the
         injected events with their wall-clock offsets from the start.
@@ -291,7 +291,8 @@ class Demo:
         injected: list[dict[str, Any]] = []
         t0 = time.monotonic()
         end = t0 + duration_s if duration_s else None
-        watch = until == UNTIL_RECOVERED and not timeline.loop
+        watch = until == UNTIL_RECOVERED
+        loops = timeline.loop and not watch  # "until recovered" means after one pass of the scenario
         last_event_at = t0 + max((ev.at_s for ev in timeline.events), default=0.0)
         settled_since: tuple[float, int] | None = None  # (monotonic time, worker ticks) when it last became settled
 
@@ -316,7 +317,7 @@ class Demo:
             for ev in timeline.events:
                 injected.append({"at_s": round(round_start + ev.at_s, 3), "region": ev.region, "fault": ev.fault.to_dict()})
             # a timeline that does not loop ends; the system keeps running until told to stop
-            round_end: float | None = t0 + round_start + timeline.duration_s if timeline.loop else end
+            round_end: float | None = t0 + round_start + timeline.duration_s if loops else end
             while not stop.is_set():
                 if recovered(run):
                     self.stopped_because = UNTIL_RECOVERED
@@ -330,7 +331,7 @@ class Demo:
             if end is not None and time.monotonic() >= end:
                 self.stopped_because = "duration"
                 break
-            if not timeline.loop:
+            if not loops:
                 break
             self.sim.clear_faults()
         return [e for e in injected if end is None or e["at_s"] <= (duration_s or 0)]
@@ -517,7 +518,10 @@ def run_demo(
         )
         write("Ctrl-C to stop." if duration_s is None else f"running for {duration_s:.0f} s")
         if until == UNTIL_RECOVERED:
-            write(f"stopping early once the scenario is over and every region serves again for {demo.settle_s:g} s")
+            write(
+                f"stopping early once the scenario is over{' (played once, not looped)' if timeline.loop else ''}"
+                f" and every region serves again for {demo.settle_s:g} s"
+            )
         injected = demo.play(timeline, stop, duration_s, until=until)
         elapsed = time.monotonic() - demo.started_at
         if demo.stopped_because == UNTIL_RECOVERED:
