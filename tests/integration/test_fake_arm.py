@@ -51,6 +51,7 @@ from simulator.arm_state import (
     tm_endpoint_id,
     tm_profile_id,
 )
+from tests.waiting import wait_until
 
 TOKEN = "fake-arm-test-token"
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -586,9 +587,7 @@ def test_a_hold_keeps_a_write_unhandled_until_released_and_it_lands_even_if_the_
     assert arm.request_log == []
 
     assert arm.release() == 1
-    deadline = time.monotonic() + 5
-    while not arm.request_log and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: arm.request_log, 5, "ARM to handle the released request", step=0.02)
     (entry,) = arm.request_log
     assert (entry.status, entry.fault) == (200, "hold")
     assert entry.received == held.received and entry.time - entry.received >= 0.3
