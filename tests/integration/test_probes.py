@@ -721,13 +721,18 @@ def test_cancelling_run_forever_hands_over_finished_results_and_abandons_hung_pr
     async def go() -> float:
         runner = ProbeRunner(s, sink=batches.append, environ=ENVIRON, batch_wait=30.0)
         task = asyncio.create_task(runner.run_forever(asyncio.Event()))
-        # wait (bounded, well inside the hung probe's 5 s deadline) until both healthy
-        # endpoints have a result: a fixed 0.5 s sleep was too short on a loaded machine
+        # wait (bounded, well inside the hung probe's 5 s deadline) until both healthy endpoints have a
+        # result and the hung one's probe is out: the first probes are spread over jitter * interval
+        # (0.1 s), so japaneast's may start after the other two have answered (CI failed so once)
+        def ready() -> bool:
+            healthy = all(runner.schedule(eid).probes >= 1 for eid in ("eastus/gpt-4o", "westeurope/gpt-4o"))
+            return healthy and runner.schedule("japaneast/gpt-4o").in_flight
+
         for _ in range(60):
-            if all(runner.schedule(eid).probes >= 1 for eid in ("eastus/gpt-4o", "westeurope/gpt-4o")):
+            if ready():
                 break
             await asyncio.sleep(0.05)
-        assert runner.schedule("japaneast/gpt-4o").in_flight, "the hung probe should still be running"
+        assert ready(), "both healthy endpoints should have answered while the hung probe is still running"
         started = time.perf_counter()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
