@@ -721,6 +721,7 @@ def test_cancelling_run_forever_hands_over_finished_results_and_abandons_hung_pr
     async def go() -> float:
         runner = ProbeRunner(s, sink=batches.append, environ=ENVIRON, batch_wait=30.0)
         task = asyncio.create_task(runner.run_forever(asyncio.Event()))
+
         # wait (bounded, well inside the hung probe's 5 s deadline) until both healthy endpoints have a
         # result and the hung one's probe is out: the first probes are spread over jitter * interval
         # (0.1 s), so japaneast's may start after the other two have answered (CI failed so once)
