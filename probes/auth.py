@@ -8,6 +8,16 @@ Entra ID tokens come from an azure-identity ``TokenCredential`` (default
 scope and refreshed ``refresh_margin`` seconds before they expire. The fetch
 runs in a worker thread (azure-identity is synchronous and may take seconds)
 and concurrent probes share a single fetch.
+
+A fetch has a hard deadline (``deadline_s``: the runner gives the probe's
+own). A token endpoint that stalls (IMDS, workload identity) is our trouble,
+not the region's: the probe is an auth error, which never counts against a
+region's health, and the probe's own deadline starts once the token is in
+hand. As a probe timeout it counted against every region at once. The
+stalled request keeps one daemon thread, shared by the next fetches
+(:class:`~controlplane.actuators.credentials.BoundedCredential`), and probes
+that waited for a fetch that failed share its failure rather than queue for
+a deadline each.
 """
 
 from __future__ import annotations
@@ -20,11 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane.actuators.credentials import BoundedCredential
 from controlplane.config import ApiKeyAuth, EntraIdAuth, LLMEndpoint
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_MARGIN = 300.0  # seconds before expiry a token is replaced
+DEFAULT_TOKEN_DEADLINE = 10.0  # seconds a token fetch may take (the default probe deadline)
 
 
 class AuthFailure(Exception):
@@ -54,11 +66,15 @@ class TokenCache:
         credential: Any | None = None,
         now: Callable[[], float] = time.time,
         refresh_margin: float = DEFAULT_REFRESH_MARGIN,
+        deadline_s: float = DEFAULT_TOKEN_DEADLINE,
     ) -> None:
         self._credential = credential
+        self._bounded: BoundedCredential | None = None
         self._now = now
         self._margin = refresh_margin
+        self._deadline = deadline_s
         self._tokens: dict[str, _CachedToken] = {}
+        self._ended: dict[str, tuple[int, AuthFailure | None]] = {}  # scope -> (fetches ended, how the last ended)
         self._locks: dict[str, asyncio.Lock] = {}
         self._locks_loop: asyncio.AbstractEventLoop | None = None
         self.fetches = 0  # how many times the credential was asked
@@ -75,12 +91,14 @@ class TokenCache:
             self._locks, self._locks_loop = {}, loop
         return self._locks.setdefault(scope, asyncio.Lock())
 
-    def _credential_or_default(self) -> Any:
-        if self._credential is None:
-            from azure.identity import DefaultAzureCredential
+    def _credential_or_default(self) -> BoundedCredential:
+        if self._bounded is None:
+            if self._credential is None:
+                from azure.identity import DefaultAzureCredential
 
-            self._credential = DefaultAzureCredential()
-        return self._credential
+                self._credential = DefaultAzureCredential()
+            self._bounded = BoundedCredential(self._credential, self._deadline)
+        return self._bounded
 
     async def token(self, scope: str) -> str:
         """A token valid for at least ``refresh_margin`` more seconds (if the IdP allows)."""
@@ -88,17 +106,24 @@ class TokenCache:
         if token is not None:
             return token
         lock = self._lock(scope)
+        ended_before = self._ended.get(scope, (0, None))[0]
         async with lock:
             token = self._fresh(scope)  # another probe may have refreshed it meanwhile
             if token is not None:
                 return token
+            ended, failure = self._ended.get(scope, (0, None))
+            if ended != ended_before and failure is not None:
+                raise failure  # the fetch this probe waited for failed: its failure, not one more deadline
             credential = self._credential_or_default()
             self.fetches += 1
             try:
                 access = await asyncio.to_thread(credential.get_token, scope)
             except Exception as exc:
                 log.warning("Entra ID token request for %s failed (%s)", scope, type(exc).__name__)
-                raise AuthFailure(f"Entra ID token for {scope} unavailable: {type(exc).__name__}: {exc}") from None
+                failure = AuthFailure(f"Entra ID token for {scope} unavailable: {type(exc).__name__}: {exc}")
+                self._ended[scope] = (ended + 1, failure)
+                raise failure from None
+            self._ended[scope] = (ended + 1, None)
             self._tokens[scope] = _CachedToken(access.token, float(access.expires_on))
             log.debug("Entra ID token for %s refreshed, valid for %.0fs", scope, access.expires_on - self._now())
             return access.token

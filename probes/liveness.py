@@ -90,9 +90,9 @@ class LivenessCheck:
         try:
             # anyio's deadline, not asyncio.timeout: httpcore puts a connection back inside an anyio shield,
             # which asyncio's cancellation breaks through, leaving it busy in the pool forever (test_probes)
+            auth = await self._auth.headers(target.endpoint)  # under its own deadline: a stalled token is not the endpoint's
+            secrets = auth.secrets
             with anyio.fail_after(self.deadline):
-                auth = await self._auth.headers(target.endpoint)
-                secrets = auth.secrets
                 request = build_liveness_request(target.endpoint, self._probe)
                 begun = time.perf_counter()
                 client = self._clients.client_for(request.url)

@@ -112,7 +112,7 @@ class ProbeRunner:
         self._suspect_hook = suspect
         self._batch_max = batch_max
         self._batch_wait = batch_wait
-        tokens = TokenCache(credential, now=lambda: self._clock.now().timestamp())
+        tokens = TokenCache(credential, now=lambda: self._clock.now().timestamp(), deadline_s=settings.probe.timeout)
         self.auth = ProbeAuth(tokens, environ=environ)
         self._clients = ClientPool(settings.probe, transport)
         self._probe = LLMProbe(settings.probe, self._clients, self.auth, self._clock, self._rng)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -838,3 +839,46 @@ def test_a_deadline_that_fires_while_the_connection_is_closed_leaves_it_reusable
     first, busy, second = loops.run(go())
     assert busy == [], f"connections left busy after the probe: {busy} (first probe: {first.outcome.value})"
     assert second.outcome is Outcome.OK, f"the next probe of the host: {second.outcome.value} ({second.error})"
+
+
+# ---------------------------------------------------------------- a hanging token endpoint
+
+
+class HangingCredential:
+    """A TokenCredential whose token endpoint never answers (until ``release``), like a stalled IMDS."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.calls += 1
+        self.release.wait(30.0)  # bounded: the test releases it at the end
+        raise RuntimeError("the token endpoint gave up")
+
+
+def test_a_hanging_token_endpoint_is_an_auth_error_of_ours_never_a_timeout_of_the_region(sim: LLMSimulator) -> None:
+    """Our own identity stalling (IMDS, workload identity) says nothing about the region: every probe
+    is an auth error (not counted against health), the liveness check passes it, and the hanging
+    request is one, shared, not one more thread per probe. As a timeout, every region looked down at once."""
+    eps = {r: [endpoint(sim, r, auth={"kind": "entra_id"})] for r in REGIONS}
+    s = settings(sim, eps, timeout="0.5s", liveness_timeout="0.5s")
+    credential = HangingCredential()
+    runner = ProbeRunner(s, credential=credential, environ=ENVIRON)
+
+    async def go() -> tuple[list[ProbeResult], list[ProbeResult], list[Any]]:
+        try:
+            return await runner.run_round(), await runner.run_round(), await runner.check_round()
+        finally:
+            await runner.aclose()
+
+    try:
+        first, second, checks = asyncio.run(go())
+    finally:
+        credential.release.set()
+    for r in first + second:
+        assert r.outcome is Outcome.AUTH_ERROR, (r.endpoint_id, r.outcome, r.error)
+        assert Outcome.AUTH_ERROR not in s.probe.counts_against_health
+        assert "token" in (r.error or "") and "0.5" in (r.error or ""), r.error
+    assert all(c.ok for c in checks), checks
+    assert credential.calls == 1  # one hanging request, shared by every probe that needed the token
