@@ -591,6 +591,7 @@ class EventRelay:
         self.stale_after = stale_after if stale_after is not None else timedelta(seconds=claim_timeout(notifier.settings))
         self._lock = threading.Lock()
         self._held: dict[int, datetime] = {}  # event id -> when we claimed it: in the channels' hands, renewed each tick
+        self._undelivered: dict[int, datetime] = {}  # no channel accepted it; still claimed by us until it goes stale
         self._to_mark: list[int] = []  # accepted by the channels, not yet marked relayed in the store
         self.marked = 0
 
@@ -600,6 +601,8 @@ class EventRelay:
         self._mark(now)
         with self._lock:
             renew = [i for i, claimed in self._held.items() if now - claimed < self._horizon]
+            for i in [i for i, at in self._undelivered.items() if now - at >= self.stale_after]:
+                del self._undelivered[i]  # stale: any worker may have taken it over by now
         try:
             if renew:
                 self._store.renew_claims(self._worker, renew, now)
@@ -617,6 +620,7 @@ class EventRelay:
                 if event.id in self._held:  # ours already (a renewal was missed): the channels still have it
                     continue
                 self._held[event.id] = now
+                self._undelivered.pop(event.id, None)
             self._notifier.publish(event, self._settled)
             published += 1
         return published
@@ -629,7 +633,10 @@ class EventRelay:
             self._held.pop(event.id, None)
             if relayed:
                 self._to_mark.append(event.id)
+            else:
+                self._undelivered[event.id] = self._now()
         # not relayed: no channel accepted it; the claim, no longer renewed, goes stale and any worker retries it
+        # (a back-off for a failing channel), unless this worker stops first: release() frees it then
         if relayed:
             self._mark(self._now())
 
@@ -646,6 +653,28 @@ class EventRelay:
             log.warning("event relay cannot mark %d event(s) relayed: %s; trying again next tick", len(ids), type(exc).__name__)
             with self._lock:
                 self._to_mark.extend(ids)
+
+    def release(self) -> int:
+        """On a graceful stop, after the notifier closed: mark what the channels accepted, and free the claims
+        of the events no channel accepted, so the next worker sends them on its next tick rather than after
+        the claim timeout. Events still in a channel's hands (the close timed out) keep their claims: a
+        request still out may yet be delivered. Returns how many were freed. Never raises."""
+        now = self._now()
+        self._mark(now)
+        with self._lock:
+            ids = sorted(self._undelivered)
+        if not ids:
+            return 0
+        try:
+            freed = int(self._store.release_claims(self._worker, ids, now))
+        except Exception as exc:
+            log.warning("event relay cannot release %d undelivered event(s): %s; they go stale instead", len(ids), type(exc).__name__)
+            return 0
+        with self._lock:
+            for i in ids:
+                self._undelivered.pop(i, None)
+        log.info("event relay released %d undelivered event(s) for the next worker", freed)
+        return freed
 
     @property
     def in_flight(self) -> int:

@@ -248,6 +248,8 @@ class Worker:
         self._writer.shutdown(wait=True)  # the last results reach the store
         if self.notifier is not None:
             self.notifier.close(max(0.1, min(2.0, timeout - (time.monotonic() - started))))
+            if self._relay is not None:
+                self._relay.release()  # what no channel took goes to the next worker now, not a claim timeout later
         log.info("worker %s stopped in %.1f s", self.holder, time.monotonic() - started)
 
     def _probe_main(self) -> None:

@@ -275,6 +275,13 @@ class MemoryStore:
                 self._claims[i] = (worker, now)
             return len(mine)
 
+    def release_claims(self, worker: str, event_ids: Iterable[int], now: datetime) -> int:
+        with self._relay_lock:
+            mine = [i for i in event_ids if i not in self._relayed and self._claims.get(i, ("", now))[0] == worker]
+            for i in mine:
+                del self._claims[i]
+            return len(mine)
+
     def mark_relayed(self, worker: str, event_ids: Iterable[int], now: datetime) -> int:
         known = {e.id for e in self._events}
         with self._relay_lock:

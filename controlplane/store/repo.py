@@ -987,6 +987,10 @@ class Store:
         """Move the claim time of ``worker``'s unrelayed claims to ``now`` (still being sent); returns how many."""
         return self._update_unrelayed(event_ids, [AuditEventRow.claimed_by == worker], claimed_at=now)
 
+    def release_claims(self, worker: str, event_ids: Sequence[int], now: datetime) -> int:
+        """Free ``worker``'s unrelayed claims at once (it stops and its channels are done with them); returns how many."""
+        return self._update_unrelayed(event_ids, [AuditEventRow.claimed_by == worker], claimed_at=None, claimed_by=None)
+
     def mark_relayed(self, worker: str, event_ids: Sequence[int], now: datetime) -> int:
         """Record that ``worker``'s channels answered for these events; returns how many were still unmarked."""
         return self._update_unrelayed(event_ids, [], relayed_at=now, relayed_by=worker)

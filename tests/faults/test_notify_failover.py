@@ -10,12 +10,14 @@ answer lost the events it held.
 from __future__ import annotations
 
 import signal
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import bindparam, text
 
 from controlplane.cli.demo import demo_config
 from controlplane.config import parse_settings
@@ -64,6 +66,20 @@ def world(postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         hook.close()
 
 
+def worker_a_with_three_events_held(w: World, hook: Hook) -> tuple[subprocess.Popen[str], set[int]]:
+    """worker-a leads and has sent three new events to a receiver that does not answer (claimed, not delivered)."""
+    hook.holding.set()
+    a = w.worker("worker-a")
+    wait_for(lambda: w.holder() == "worker-a", 30, "worker-a to take the lease")
+    at = datetime.now(UTC)
+    ours = {
+        w.store.add_event(AuditEvent(EventKind.OVERRIDE, at, "alice", f"alice drained eastus ({i})", region="eastus", severity="warning"))
+        for i in range(3)
+    }
+    wait_for(lambda: ours <= hook.holds(), 20, "worker-a to send the events (held by the receiver)")
+    return a, ours
+
+
 def test_each_event_reaches_the_webhook_exactly_once_across_two_workers_and_a_killed_leader(world: tuple[World, Hook]) -> None:
     w, hook = world
     a = w.worker("worker-a")
@@ -96,15 +112,7 @@ def test_events_a_killed_worker_claimed_but_had_not_delivered_reach_the_webhook_
     world: tuple[World, Hook],
 ) -> None:
     w, hook = world
-    hook.holding.set()  # the receiver is slow to answer: whatever the worker sends now is claimed, not delivered
-    a = w.worker("worker-a")
-    wait_for(lambda: w.holder() == "worker-a", 30, "worker-a to take the lease")
-    at = datetime.now(UTC)
-    ours = {
-        w.store.add_event(AuditEvent(EventKind.OVERRIDE, at, "alice", f"alice drained eastus ({i})", region="eastus", severity="warning"))
-        for i in range(3)
-    }
-    wait_for(lambda: ours <= hook.holds(), 20, "worker-a to send the events (held by the receiver)")
+    a, _ = worker_a_with_three_events_held(w, hook)
     a.send_signal(signal.SIGKILL)  # between the claim and the receiver's answer
     a.wait(10)
     claimed = hook.holds()
@@ -113,3 +121,23 @@ def test_events_a_killed_worker_claimed_but_had_not_delivered_reach_the_webhook_
     wait_for(lambda: claimed <= set(hook.received()), 30, "the events worker-a claimed to reach the webhook")
     got = hook.received()
     assert [i for i, n in got.items() if n > 1] == [], "an event was sent twice"
+
+
+def test_a_worker_stopped_by_sigterm_releases_the_events_its_channels_did_not_deliver(world: tuple[World, Hook]) -> None:
+    """A rolling restart: the worker stops gracefully while the receiver is not answering. The events it
+    claimed and could not deliver are released as it exits, so the next worker sends them on its next
+    relay tick, not a claim timeout later (group window + the channel's send deadline + two ticks)."""
+    w, hook = world
+    a, ours = worker_a_with_three_events_held(w, hook)
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(30) == 0
+    with w.store.engine.connect() as c:
+        rows = c.execute(
+            text("SELECT id, claimed_by, relayed_at FROM audit_event WHERE id IN :ids").bindparams(bindparam("ids", expanding=True)),
+            {"ids": sorted(ours)},
+        ).all()
+    assert {(i, by, relayed) for i, by, relayed in rows} == {(i, None, None) for i in ours}, "worker-a exited holding claims"
+    hook.release()
+    w.worker("worker-b")
+    wait_for(lambda: ours <= set(hook.received()), 30, "the released events to reach the webhook from worker-b")
+    assert [i for i, n in hook.received().items() if n > 1] == [], "an event was sent twice"

@@ -205,3 +205,20 @@ def test_an_event_is_claimed_once_until_its_claim_is_stale_and_never_again_once_
     assert s.mark_relayed("b", [second], at(53)) == 1
     assert s.mark_relayed("a", [second], at(54)) == 0
     assert claim("c", at(200)) == []  # relayed events are never claimed again
+
+
+def test_a_claim_its_worker_releases_is_free_at_once_and_only_its_worker_can_release_it(any_store: Any) -> None:
+    s = any_store
+    horizon = EPOCH - timedelta(minutes=15)
+    first = s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=EPOCH, actor="alice", summary="drained eastus"))
+    second = s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=EPOCH, actor="alice", summary="drained westeurope"))
+
+    def claim(worker: str, now: Any) -> list[int]:
+        return [e.id for e in s.claim_events(worker, now, since=horizon, stale_before=now - timedelta(seconds=30))]
+
+    assert claim("a", at(0)) == [first, second]
+    assert s.mark_relayed("a", [first], at(1)) == 1
+    assert s.release_claims("b", [second], at(2)) == 0  # not b's to release
+    assert s.release_claims("a", [first, second], at(2)) == 1  # a relayed event stays relayed
+    assert claim("b", at(3)) == [second]  # free at once, not 30 s later
+    assert s.release_claims("a", [second], at(4)) == 0  # b's now
