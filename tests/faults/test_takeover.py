@@ -39,7 +39,8 @@ def test_the_new_leader_waits_out_the_old_leaders_write_then_settles_it_by_read_
     old_actuators[world.tm.name] = DiesAfterFirstWrite(old_actuators[world.tm.name])
     old = world.reconciler("worker-a", old_actuators, call_s=5.0)
     token = world.lease("worker-a", 8)
-    slow = world.arm.inject_latency(3.0, method="PATCH", path_contains="/trafficmanagerprofiles/")
+    # ARM holds the old leader's first PATCH, unanswered, until the new leader's first tick is over
+    world.arm.inject_hold(count=1, max_s=30, method="PATCH", path_contains="/trafficmanagerprofiles/")
     died: list[BaseException] = []
 
     def old_leader() -> None:
@@ -50,8 +51,7 @@ def test_the_new_leader_waits_out_the_old_leaders_write_then_settles_it_by_read_
 
     thread = threading.Thread(target=old_leader, name="old-leader", daemon=True)
     thread.start()
-    # the old leader's first PATCH has reached ARM, which is slow to handle it
-    wait_until(lambda: all(r.id != slow.id for r in world.arm.faults.rules()), 10, "the old leader's PATCH to reach ARM")
+    wait_until(world.arm.held, 10, "the old leader's PATCH to reach ARM")
     world.clock.advance(9)  # the old lease ran out ...
     new_token = world.lease("worker-b", 60)  # ... and worker-b took over
     new = world.reconciler("worker-b", call_s=5.0)
@@ -59,6 +59,7 @@ def test_the_new_leader_waits_out_the_old_leaders_write_then_settles_it_by_read_
     held = {(s.change.region, s.rule) for s in first.plan.skipped if s.change.target == world.tm.name}
     assert held == {("eastus", IN_FLIGHT_RULE), ("westeurope", IN_FLIGHT_RULE)}, held
     assert world.tm_patches() == [], "the new leader wrote while the old leader's write was in flight"
+    assert world.arm.release() == 1  # ARM answers the old leader's PATCH: it lands
     thread.join(15)
     assert died and world.tm_patches() == ["aoai-eastus"]  # the old write landed after the takeover
     world.clock.advance(10)  # past the old leader's write deadline: surely over
