@@ -9,6 +9,7 @@ audit trail for writes that succeeded).
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 from controlplane.domain import ChangeStatus, EventKind
@@ -39,6 +40,7 @@ def test_the_new_leader_waits_out_the_old_leaders_write_then_settles_it_by_read_
     old_actuators[world.tm.name] = DiesAfterFirstWrite(old_actuators[world.tm.name])
     old = world.reconciler("worker-a", old_actuators, call_s=5.0)
     token = world.lease("worker-a", 8)
+    start = world.clock.now()  # the old leader records its plan at this time
     # ARM holds the old leader's first PATCH, unanswered, until the new leader's first tick is over
     world.arm.inject_hold(count=1, max_s=30, method="PATCH", path_contains="/trafficmanagerprofiles/")
     died: list[BaseException] = []
@@ -62,7 +64,7 @@ def test_the_new_leader_waits_out_the_old_leaders_write_then_settles_it_by_read_
     assert world.arm.release() == 1  # ARM answers the old leader's PATCH: it lands
     thread.join(15)
     assert died and world.tm_patches() == ["aoai-eastus"]  # the old write landed after the takeover
-    world.clock.advance(10)  # past the old leader's write deadline: surely over
+    world.clock.t = new.in_flight_until(start) + timedelta(seconds=1)  # past the old leader's write deadline: surely over
     new.reconcile_once(health(**TWO_WRITES), fencing_token=new_token)
     assert sorted(world.tm_patches()) == ["aoai-eastus", "aoai-westeurope"], "a change was written twice"
     rows = {r.region: r for r in world.store.changes(target=world.tm.name) if r.fencing_token == token}
