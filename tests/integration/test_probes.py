@@ -420,6 +420,7 @@ def test_a_round_can_be_limited_to_one_region_and_rejects_unknown_ones(sim: LLMS
         runner.run_round_sync("mars")
 
 
+@pytest.mark.serial  # times a round: 6 parallel probes of 200 ms must finish within 0.45 s
 def test_probes_share_one_client_per_host_and_stay_within_the_concurrency_limit(sim: LLMSimulator) -> None:
     for region in REGIONS:
         sim.set_fault(region, Fault("slow", ttft_ms=200))
@@ -714,6 +715,7 @@ def test_a_batch_with_news_waits_for_the_rest_of_its_moment_however_batch_wait_f
     assert firsts["gpt-4o-mini"][m - 1] in batch, [[(r.endpoint_id, r.started_at.time()) for r in b] for b in batches]
 
 
+@pytest.mark.serial  # times the cancellation: over within 0.2 s
 def test_cancelling_run_forever_hands_over_finished_results_and_abandons_hung_probes(sim: LLMSimulator) -> None:
     batches: list[list[ProbeResult]] = []
     sim.set_fault("japaneast", Fault("hang"))
