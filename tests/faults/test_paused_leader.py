@@ -67,16 +67,18 @@ def _writes_by(w: World, holder: str) -> list[Any]:
     ]
 
 
-def _pause(w: World, proc: subprocess.Popen[str]) -> None:
+def _pause(w: World, proc: subprocess.Popen[str]) -> float:
     """SIGSTOP, and wait until the kernel shows it stopped. If it was caught inside a database transaction, let
     it run a moment and stop it again (its held PATCH keeps its reconcile thread waiting): PostgreSQL would end
     that session after idle_in_transaction_s (tests/faults/test_stopped_in_transaction.py), and this test is
-    about the stale PATCH, not about a worker whose session was cut off."""
+    about the stale PATCH, not about a worker whose session was cut off. Returns the wall-clock time by which
+    it was stopped for good (seen stopped; the query that follows does not count)."""
     for _ in range(20):
         proc.send_signal(signal.SIGSTOP)
         wait_until(lambda: process_state(proc.pid) == "T", 5, "the leader to stop", step=0.002)
+        stopped_at = time.time()
         if not sessions_idle_in_transaction(w.store):
-            return
+            return stopped_at
         proc.send_signal(signal.SIGCONT)
         wait_until(lambda: process_state(proc.pid) != "T", 5, "the leader to run again", step=0.002)
     raise AssertionError("the leader was inside a database transaction at every one of 20 stops")
@@ -126,9 +128,9 @@ def test_a_leader_paused_with_a_patch_in_flight_writes_nothing_after_the_standby
 
     held = wait_until(w.arm.held, 30, "worker-a's first PATCH to reach ARM", step=0.002)[0]
     assert "regionguard-worker/worker-a" in (held.user_agent or ""), held
-    _pause(w, a)  # its first PATCH is in flight: received by ARM, not yet answered
+    stopped_at = _pause(w, a)  # its first PATCH is in flight: received by ARM, not yet answered
     call_s = LeaseTiming.for_lease(LEASE_TTL, load_settings(w.config).azure.request_timeout).call_s
-    assert time.time() - held.received < call_s, "the leader was stopped only after its PATCH's deadline (machine too busy?)"
+    assert stopped_at - held.received < call_s, "the leader was stopped only after its PATCH's deadline (machine too busy?)"
     lease = w.store.lease(LeaseName.LEADER)
     assert lease is not None and lease.holder == "worker-a" and lease.expires_at is not None
     token_a, lease_ends = lease.fencing_token, lease.expires_at.timestamp()  # a stopped worker-a renews no more
