@@ -85,6 +85,11 @@ def test_metrics_after_a_demo_outage_carry_every_series_on_call_needs() -> None:
                 break
             time.sleep(0.5)
         assert len(drained) >= 3, "eastus was not drained from all three targets within 30 s"
+        # A change is stored as applied the moment its write lands; the tick that wrote it goes on (the
+        # target is read back, then the metrics count the tick's changes). The worker holds this lock for
+        # a whole tick: once we have it, that tick is over and the metrics below are its.
+        assert demo.worker is not None and demo.worker._apply_lock.acquire(timeout=30), "the worker's tick did not end"
+        demo.worker._apply_lock.release()
         token = create_api_token(demo.store, "prometheus", "viewer", "test", datetime.now(UTC))
         r = httpx.get(demo.url + "api/v1/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert r.status_code == 200, r.text[:300]
