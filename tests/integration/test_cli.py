@@ -36,6 +36,7 @@ from simulator.arm import FakeArm
 from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 from tests.integration.cli_env import ACTOR, REGIONS, USER, CliEnv, Run, ago, make_env, migrated_template, write_config
 from tests.integration.web_seed import seed_liveness
+from tests.waiting import wait_until
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_DB = 0, 1, 2, 3, 4
 UNREACHABLE_PG = "postgresql://rguser:s3cret-pw@127.0.0.1:1/none"
@@ -893,6 +894,11 @@ def test_run_web_and_sim_arm_serve_then_stop_cleanly_on_sigterm(env: CliEnv) -> 
         assert _get(web_url + "healthz")[0] == 200
         assert _get(health_url + "healthz")[0] == 200
         assert arm_url.startswith("https://127.0.0.1:")
+        # "running" is printed once the worker's jobs are scheduled, not once its first lease tick ran:
+        # the lease events asserted below need it to have led before it is stopped
+        wait_until(
+            lambda: (lease := env.store.lease(LeaseName.LEADER)) and lease.holder == "cli-test-worker", 20, "the worker to take the lease"
+        )
 
         for proc, out, farewell in (
             (worker, worker_out, "regionguard worker stopped"),
