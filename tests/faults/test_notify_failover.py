@@ -27,6 +27,7 @@ from simulator.arm import FakeArm
 from simulator.llm import LLMSimulator, default_regions
 from tests.faults.hook import Hook
 from tests.integration.test_worker_ha import World, wait_for
+from tests.waiting import PROCESS_START_S
 
 HOOK_ENV = "REGIONGUARD_TEST_HOOK_URL"
 
@@ -70,7 +71,7 @@ def worker_a_with_three_events_held(w: World, hook: Hook) -> tuple[subprocess.Po
     """worker-a leads and has sent three new events to a receiver that does not answer (claimed, not delivered)."""
     hook.holding.set()
     a = w.worker("worker-a")
-    wait_for(lambda: w.holder() == "worker-a", 30, "worker-a to take the lease")
+    wait_for(lambda: w.holder() == "worker-a", PROCESS_START_S, "worker-a to take the lease")
     at = datetime.now(UTC)
     ours = {
         w.store.add_event(AuditEvent(EventKind.OVERRIDE, at, "alice", f"alice drained eastus ({i})", region="eastus", severity="warning"))
@@ -83,9 +84,9 @@ def worker_a_with_three_events_held(w: World, hook: Hook) -> tuple[subprocess.Po
 def test_each_event_reaches_the_webhook_exactly_once_across_two_workers_and_a_killed_leader(world: tuple[World, Hook]) -> None:
     w, hook = world
     a = w.worker("worker-a")
-    wait_for(lambda: w.holder() == "worker-a", 30, "worker-a to take the lease")
+    wait_for(lambda: w.holder() == "worker-a", PROCESS_START_S, "worker-a to take the lease")
     w.worker("worker-b")
-    wait_for(lambda: w.started("worker-b"), 30, "worker-b to start")
+    wait_for(lambda: w.started("worker-b"), PROCESS_START_S, "worker-b to start")
     w.sim.set_fault("eastus", "down")
     wait_for(lambda: w.store.events(kinds=[EventKind.CHANGE]), 40, "the leader to drain eastus")
     a.send_signal(signal.SIGKILL)  # mid-incident: the leader dies without a word

@@ -37,7 +37,7 @@ from controlplane.users import Principal
 from simulator.arm_state import tm_endpoint_id
 from tests.faults.stopper import process_state, sessions_idle_in_transaction
 from tests.integration.test_worker_ha import LEASE_TTL, World, _world, wait_for
-from tests.waiting import wait_until
+from tests.waiting import PROCESS_START_S, wait_until
 
 DEADLINE_S = 6.0  # the tick's deadline: longer than the pause, so the paused tick is not over when it resumes
 TARGET = "tm-weighted"
@@ -118,9 +118,9 @@ def test_a_leader_paused_with_a_patch_in_flight_writes_nothing_after_the_standby
     # frozen until every region is known healthy, so that the leader's first plan enables both at once
     _act(w, Action.FREEZE, "fault test: hold automation until every region is known")
     a = w.worker("worker-a")
-    wait_for(lambda: w.holder() == "worker-a", 30, "worker-a to take the lease")
+    wait_for(lambda: w.holder() == "worker-a", PROCESS_START_S, "worker-a to take the lease")
     w.worker("worker-b")
-    wait_for(lambda: w.started("worker-b"), 30, "worker-b to start")
+    wait_for(lambda: w.started("worker-b"), PROCESS_START_S, "worker-b to start")
     wait_for(lambda: _all_healthy(w), 30, "every region to be healthy")
     w.arm.inject_hold(count=1, max_s=30, method="PATCH", path_contains="/trafficmanagerprofiles/")
     unfrozen_at = datetime.now(UTC)

@@ -36,7 +36,7 @@ from simulator.arm import FakeArm
 from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
 from tests.integration.cli_env import ACTOR, REGIONS, USER, CliEnv, Run, ago, make_env, migrated_template, write_config
 from tests.integration.web_seed import seed_liveness
-from tests.waiting import wait_until
+from tests.waiting import PROCESS_START_S, wait_until
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_DB = 0, 1, 2, 3, 4
 UNREACHABLE_PG = "postgresql://rguser:s3cret-pw@127.0.0.1:1/none"
@@ -829,7 +829,7 @@ class _Lines:
             self._queue.put(line.rstrip("\n"))
         self._queue.put(None)
 
-    def wait_for(self, text: str, timeout: float = 20.0) -> str:
+    def wait_for(self, text: str, timeout: float = PROCESS_START_S) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -897,7 +897,9 @@ def test_run_web_and_sim_arm_serve_then_stop_cleanly_on_sigterm(env: CliEnv) -> 
         # "running" is printed once the worker's jobs are scheduled, not once its first lease tick ran:
         # the lease events asserted below need it to have led before it is stopped
         wait_until(
-            lambda: (lease := env.store.lease(LeaseName.LEADER)) and lease.holder == "cli-test-worker", 20, "the worker to take the lease"
+            lambda: (lease := env.store.lease(LeaseName.LEADER)) and lease.holder == "cli-test-worker",
+            PROCESS_START_S,
+            "the worker to take the lease",
         )
 
         for proc, out, farewell in (

@@ -29,7 +29,7 @@ from controlplane.domain import ChangeStatus, Field, LeaseName
 from controlplane.store import ChangeRecord, Store, open_store
 from simulator.arm import FakeArm
 from simulator.llm import DEFAULT_API_KEY, LLMSimulator, default_regions
-from tests.waiting import wait_until
+from tests.waiting import PROCESS_START_S, wait_until
 
 LEASE_TTL = 3.0
 
@@ -161,11 +161,11 @@ def _token(world: World) -> int:
 def test_two_workers_on_postgres_only_the_leader_writes_and_the_other_takes_over(pg_world: World) -> None:
     world = pg_world
     a = world.worker("worker-a")
-    wait_for(lambda: world.holder() == "worker-a", 20, "worker-a to take the lease")
+    wait_for(lambda: world.holder() == "worker-a", PROCESS_START_S, "worker-a to take the lease")
     b = world.worker("worker-b")
     # once worker-b runs (its lease job fires at start, then every LEASE_TTL / 5 s), it must
     # stay a standby: watch the lease over two of its lease ticks, not a guessed 1 s from launch
-    wait_for(lambda: world.started("worker-b"), 30, "worker-b to start")
+    wait_for(lambda: world.started("worker-b"), PROCESS_START_S, "worker-b to start")
     watch_until = time.monotonic() + 2 * LEASE_TTL / 5 + 0.2
     while time.monotonic() < watch_until:
         assert world.holder() == "worker-a", "worker-b took the lease from a live leader"
@@ -220,7 +220,7 @@ def test_two_workers_on_postgres_only_the_leader_writes_and_the_other_takes_over
 def test_sigterm_during_an_apply_exits_cleanly_and_the_next_worker_converges(sqlite_world: World) -> None:
     world = sqlite_world
     a = world.worker("worker-a")
-    wait_for(lambda: world.holder() == "worker-a", 20, "worker-a to take the lease")
+    wait_for(lambda: world.holder() == "worker-a", PROCESS_START_S, "worker-a to take the lease")
     world.arm.inject_latency(0.6, count=None, method="PATCH")  # slow, but inside one call's deadline (a third of the 3 s lease: ADR 0012)
     world.sim.set_fault("eastus", "down")
     wait_for(lambda: world.store.changes(status=ChangeStatus.PENDING), 30, "an apply to be in flight", step=0.05)
