@@ -335,7 +335,7 @@ def test_a_priority_pool_fails_over_by_removing_the_primary_and_fails_back_with_
     clock = FakeClock()
     token = store.try_acquire_lease("leader", HOLDER, 3600, clock.now())
     actuators = build_actuators(settings, StaticTokenCredential("contract-token"), retry=FAST_RETRY)
-    r = Reconciler(settings, store, actuators, clock, HOLDER, deadline_s=5.0)
+    r = Reconciler(settings, store, actuators, clock, HOLDER, deadline_s=12.0)  # reads: 4 s (test_reconcile's World says why)
 
     def tick(h: Any) -> Any:
         report = r.reconcile_once(h, fencing_token=token)
