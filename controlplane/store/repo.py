@@ -551,29 +551,33 @@ class Store:
         seconds, stalling the probe writers and the pages. Small batches, each
         committed on its own, keep every pause short (docs/adr/0013-retention-in-batches.md).
 
-        Each batch is an id range that starts after the last one (keyset): it
-        never re-walks the index entries of rows already deleted (on
-        PostgreSQL they stay until vacuum). After each batch the purge rests
-        ``pace`` times as long as the batch took, so a long purge takes at most
-        about half of a core and SQLite's waiting writers get the lock between
-        batches instead of losing the race for it to the next one.
+        Each batch is a range of start times that begins after the last one
+        (keyset, on the ``started_at`` index): the start time of the
+        ``batch``-th old row after the last batch's end, then ``DELETE`` every
+        row after that end up to it (rows sharing that start time go in the
+        same batch). It never re-walks the index entries of rows already
+        deleted (on PostgreSQL they stay until vacuum), and every statement is
+        bounded by the horizon in the index itself, so the pass reads only the
+        rows it deletes: keyed on ids, its last select walked every newer row
+        to learn that none was old (docs/adr/0015-retention-reads-only-what-it-deletes.md).
+        After each batch the purge rests ``pace`` times as long as the batch
+        took, so a long purge takes at most about half of a core and SQLite's
+        waiting writers get the lock between batches instead of losing the
+        race for it to the next one.
         """
-        raw, last = 0, 0
+        raw, last = 0, None
         while True:
             started = time.monotonic()
             with self.session() as s:
-                ids = (
-                    select(ProbeResultRow.id)
-                    .where(ProbeResultRow.id > last, ProbeResultRow.started_at < raw_before)
-                    .order_by(ProbeResultRow.id)
-                    .limit(batch)
-                    .subquery()
+                old = ProbeResultRow.started_at < raw_before
+                after = old if last is None else and_(old, ProbeResultRow.started_at > last)
+                upto = s.scalar(
+                    select(ProbeResultRow.started_at).where(after).order_by(ProbeResultRow.started_at).offset(batch - 1).limit(1)
                 )
-                upto = s.scalar(select(func.max(ids.c.id)))
-                if upto is None:
-                    break
-                in_range = and_(ProbeResultRow.id > last, ProbeResultRow.id <= upto, ProbeResultRow.started_at < raw_before)
+                in_range = after if upto is None else and_(after, ProbeResultRow.started_at <= upto)
                 raw += _rowcount(s.execute(delete(ProbeResultRow).where(in_range)))
+            if upto is None:  # fewer than a batch were left, and they are gone
+                break
             last = upto
             if pace > 0:
                 time.sleep(min(pace * (time.monotonic() - started), 1.0))
