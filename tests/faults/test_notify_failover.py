@@ -118,8 +118,8 @@ def test_events_a_killed_worker_claimed_but_had_not_delivered_reach_the_webhook_
     a.wait(10)
     claimed = hook.holds()
     hook.release()  # the receiver answers again; worker-a's requests died with it
-    w.worker("worker-b")
-    wait_for(lambda: claimed <= set(hook.received()), 30, "the events worker-a claimed to reach the webhook")
+    w.worker("worker-b")  # a process to start, then its claims of worker-a's events once they are stale
+    wait_for(lambda: claimed <= set(hook.received()), PROCESS_START_S + 30, "the events worker-a claimed to reach the webhook")
     got = hook.received()
     assert [i for i, n in got.items() if n > 1] == [], "an event was sent twice"
 
@@ -139,6 +139,6 @@ def test_a_worker_stopped_by_sigterm_releases_the_events_its_channels_did_not_de
         ).all()
     assert {(i, by, relayed) for i, by, relayed in rows} == {(i, None, None) for i in ours}, "worker-a exited holding claims"
     hook.release()
-    w.worker("worker-b")
-    wait_for(lambda: ours <= set(hook.received()), 30, "the released events to reach the webhook from worker-b")
+    w.worker("worker-b")  # a process to start, then its relay tick
+    wait_for(lambda: ours <= set(hook.received()), PROCESS_START_S + 30, "the released events to reach the webhook from worker-b")
     assert [i for i, n in hook.received().items() if n > 1] == [], "an event was sent twice"
