@@ -19,6 +19,7 @@ from controlplane.config import Settings, Target, azure_name
 from controlplane.domain import (
     EndpointHealth,
     EndpointSetting,
+    FlagKind,
     HealthStateName,
     LeaseName,
     Override,
@@ -26,7 +27,17 @@ from controlplane.domain import (
     RegionHealth,
     WriteStatus,
 )
-from controlplane.store.records import LIVENESS_SUMMARY_EVERY_S, Lease, LivenessRecord, Panic, TargetEndpointRecord
+from controlplane.store.records import (
+    LIVENESS_SUMMARY_EVERY_S,
+    Flag,
+    Lease,
+    LivenessRecord,
+    Panic,
+    TargetEndpointRecord,
+    config_problems_of,
+    liveness_of,
+    panics_of,
+)
 
 
 def stale_after(settings: Settings) -> float:
@@ -170,16 +181,18 @@ def region_status(
     last: datetime | None,
     active: list[Override],
     now: datetime,
-    endpoint_health: dict[str, EndpointHealth] | None = None,
+    config_problems: Iterable[str] = (),
     liveness: Iterable[LivenessRecord] = (),
 ) -> RegionStatus:
+    """One region's status; ``config_problems`` ("<endpoint id>: <problem>") and ``liveness`` are this region's
+    (:func:`read_status` groups them by region once, instead of each region scanning all of them)."""
     age = (now - last).total_seconds() if last else None
-    configured = {f"{name}/{e.name}" for e in settings.region(name).endpoints}
+    region = settings.region(name)
     live_stale = liveness_stale_after(settings)
     known = health is not None and health.state is not HealthStateName.UNKNOWN
     return RegionStatus(
         name=name,
-        azure_region=settings.region(name).azure_region,
+        azure_region=region.azure_region,
         state=health.state if health else HealthStateName.UNKNOWN,
         score=health.score if health and known else None,
         reasons=tuple(health.reasons) if health else (),
@@ -190,15 +203,10 @@ def region_status(
         quota_headroom=health.quota_headroom if health else None,
         endpoints=tuple(sorted(health.endpoints, key=lambda e: e.endpoint_id)) if health else (),
         overrides=tuple(o for o in active if o.region == name),
-        config_problems=tuple(
-            f"{e.endpoint_id}: {e.config_problem}" for e in (endpoint_health or {}).values() if e.region == name and e.config_problem
-        ),
+        config_problems=tuple(config_problems),
         evaluated=health is not None,
         liveness=tuple(
-            LivenessStatus(c, age_s, age_s > live_stale)
-            for c in liveness
-            if c.endpoint_id in configured
-            for age_s in [max(0.0, (now - c.at).total_seconds())]
+            LivenessStatus(c, age_s, age_s > live_stale) for c in liveness for age_s in [max(0.0, (now - c.at).total_seconds())]
         ),
     )
 
@@ -238,23 +246,44 @@ def target_status(
     )
 
 
+STATUS_FLAGS = (FlagKind.PANIC, FlagKind.CONFIG_PROBLEMS, FlagKind.LIVENESS)  # read together, once per status
+
+
 def read_status(settings: Settings, store: StatusSource, now: datetime, *, regions: list[str] | None = None) -> SystemStatus:
-    """Status of every configured region (or just ``regions``) and target, as of ``now``."""
+    """Status of every configured region (or just ``regions``) and target, as of ``now``.
+
+    Six statements whatever the size (tests/integration/test_page_queries.py):
+    health, last probes, active overrides, the flags (panics, configuration
+    problems, liveness summaries), target rows and the lease; each fact is
+    grouped by region once here, not looked up per region or target.
+    """
     names = settings.region_names if regions is None else regions
     endpoint_health, region_health = store.health()
     last = store.last_probe_at(names)
     active = store.active_overrides(now)
-    panics = store.panics()
+    flags = store.flags(*STATUS_FLAGS)
+    panics = panics_of(flags)
     rows = {(r.target, r.region): r for r in store.target_endpoints()}
-    checks = store.liveness()
+    problems: dict[str, list[str]] = {}
+    for e in endpoint_health.values():
+        if e.config_problem:
+            problems.setdefault(e.region, []).append(f"{e.endpoint_id}: {e.config_problem}")
+    region_of = {f"{r.name}/{e.name}": r.name for r in settings.regions for e in r.endpoints}  # configured endpoints only
+    checks: dict[str, list[LivenessRecord]] = {}
+    for c in liveness_of(flags):
+        if (region := region_of.get(c.endpoint_id)) is not None:
+            checks.setdefault(region, []).append(c)
     return SystemStatus(
         now=now,
-        regions=tuple(region_status(settings, n, region_health.get(n), last.get(n), active, now, endpoint_health, checks) for n in names),
+        regions=tuple(
+            region_status(settings, n, region_health.get(n), last.get(n), active, now, problems.get(n, ()), checks.get(n, ()))
+            for n in names
+        ),
         targets=tuple(target_status(settings, t, rows, active, panics) for t in settings.targets),
         lease=store.lease(),
         overrides=tuple(active),
         panics=panics,
-        config_problems=tuple(store.config_problems()),
+        config_problems=tuple(config_problems_of(flags)),
         endpoint_health=endpoint_health,
     )
 
@@ -265,14 +294,13 @@ class StatusSource(Protocol):
     def health(self) -> tuple[dict[str, EndpointHealth], dict[str, RegionHealth]]: ...
     def last_probe_at(self, regions: Iterable[str] | None = None) -> dict[str, datetime]: ...
     def active_overrides(self, now: datetime) -> list[Override]: ...
-    def panics(self) -> dict[str, Panic]: ...
+    def flags(self, *kinds: FlagKind) -> list[Flag]: ...
     def target_endpoints(self, target: str | None = None) -> list[TargetEndpointRecord]: ...
     def lease(self, name: LeaseName = LeaseName.LEADER) -> Lease | None: ...
-    def config_problems(self) -> list[str]: ...
-    def liveness(self) -> list[LivenessRecord]: ...
 
 
 __all__ = [
+    "STATUS_FLAGS",
     "LivenessStatus",
     "RegionStatus",
     "StatusSource",

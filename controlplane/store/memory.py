@@ -48,6 +48,7 @@ from controlplane.store.records import (
     TargetEndpointRecord,
     config_problems_of,
     liveness_of,
+    panics_of,
 )
 
 
@@ -317,11 +318,11 @@ class MemoryStore:
         else:
             self._flags[key] = Flag(kind=kind, subject=subject, value=copy.deepcopy(dict(value)), updated_at=now)
 
-    def flags(self, kind: FlagKind) -> list[Flag]:
-        return [f for key, f in sorted(self._flags.items()) if f.kind is kind]
+    def flags(self, *kinds: FlagKind) -> list[Flag]:
+        return [f for key, f in sorted(self._flags.items()) if f.kind in kinds]
 
     def panics(self) -> dict[str, Panic]:
-        return {p.target: p for p in map(Panic.from_flag, self.flags(FlagKind.PANIC))}
+        return panics_of(self.flags(FlagKind.PANIC))
 
     def config_problems(self) -> list[str]:
         return config_problems_of(self.flags(FlagKind.CONFIG_PROBLEMS))

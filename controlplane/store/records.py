@@ -417,6 +417,7 @@ __all__ = [
     "User",
     "config_problems_of",
     "liveness_of",
+    "panics_of",
     "parse_flag_key",
 ]
 
@@ -427,3 +428,8 @@ def config_problems_of(flags: list[Flag]) -> list[str]:
         if f.kind is FlagKind.CONFIG_PROBLEMS and f.subject is None:
             return [str(p) for p in f.value.get("problems", [])]
     return []
+
+
+def panics_of(flags: list[Flag]) -> dict[str, Panic]:
+    """Targets in fail-open, from the ``panic`` flags among ``flags``: target -> why and since when."""
+    return {p.target: p for p in (Panic.from_flag(f) for f in flags if f.kind is FlagKind.PANIC)}

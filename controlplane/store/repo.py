@@ -81,6 +81,7 @@ from controlplane.store.records import (
     User,
     config_problems_of,
     liveness_of,
+    panics_of,
     parse_flag_key,
 )
 from controlplane.textsafe import bounded_text
@@ -1101,12 +1102,12 @@ class Store:
             else:
                 row.value, row.updated_at = dict(value), now
 
-    def flags(self, kind: FlagKind) -> list[Flag]:
-        """Every flag of a kind, ordered by key."""
+    def flags(self, *kinds: FlagKind) -> list[Flag]:
+        """Every flag of these kinds (one statement however many), ordered by key."""
         with self.session() as s:
             q = (
                 select(FlagRow)
-                .where(or_(FlagRow.key == kind.value, FlagRow.key.startswith(f"{kind.value}:", autoescape=True)))
+                .where(or_(*(or_(FlagRow.key == k.value, FlagRow.key.startswith(f"{k.value}:", autoescape=True)) for k in kinds)))
                 .order_by(FlagRow.key)
             )
             rows = list(s.scalars(q))
@@ -1118,7 +1119,7 @@ class Store:
 
     def panics(self) -> dict[str, Panic]:
         """Targets in fail-open: target -> why and since when."""
-        return {p.target: p for p in map(Panic.from_flag, self.flags(FlagKind.PANIC))}
+        return panics_of(self.flags(FlagKind.PANIC))
 
     def config_problems(self) -> list[str]:
         """The configuration problems the leader last reported (auth errors, missing deployments, ...)."""
