@@ -10,7 +10,7 @@ from Azure now. Shapes only (no SQL, no Azure): the read model feeds it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,15 +35,17 @@ class Shares:
     slices: tuple[Slice, ...]  # only regions with a share > 0
     standby: tuple[str, ...]  # priority routing: enabled endpoints after the serving one, in order
     serving_nothing: bool  # no endpoint enabled (or every weight 0): nothing is served
+    # the split in words, made once: the 24 h chart repeats it in every slice of every step (steps x regions)
+    summary: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def summary(self) -> str:
+    def __post_init__(self) -> None:
         if self.serving_nothing:
-            return "no region serves traffic"
-        text = ", ".join(f"{s.region} {s.pct:.0f}%" for s in self.slices)
-        if self.standby:
-            text += "; standby " + " then ".join(self.standby)
-        return text
+            text = "no region serves traffic"
+        else:
+            text = ", ".join(f"{s.region} {s.pct:.0f}%" for s in self.slices)
+            if self.standby:
+                text += "; standby " + " then ".join(self.standby)
+        object.__setattr__(self, "summary", text)
 
     def pct(self, region: str) -> float:
         return next((s.pct for s in self.slices if s.region == region), 0.0)
