@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from controlplane.cli.common import CommandError, db_error, open_checked_store, settings_of, with_config, wsgi_server
+from controlplane.cli.common import CommandError, db_error, freeze_startup_heap, open_checked_store, settings_of, with_config, wsgi_server
 from controlplane.errors import EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         servers.append(_serve(create_app(settings, store), settings.web.host, settings.web.port, "dashboard"))
     for line in worker.missing_keys:  # loud, before anything else: every probe of that endpoint will fail
         print(f"CONFIGURATION PROBLEM: {line}: /readyz stays not ready until it is set", file=sys.stderr, flush=True)
+    freeze_startup_heap()
     worker.start()
     print(
         f"regionguard worker {worker.holder} running ({'dry run, ' if args.dry_run or settings.azure.dry_run else ''}{len(settings.targets)} target(s)); SIGTERM to stop",
@@ -118,6 +119,7 @@ def cmd_web(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt  # waitress's run() stops its task threads and returns
 
         signal.signal(signal.SIGTERM, _stop)
+        freeze_startup_heap()
         server.run()
         server.close()
     finally:
