@@ -39,7 +39,8 @@ RSS, threads, open descriptors, sockets, open database connections (``pg_stat_ac
 database on PostgreSQL; descriptors on the database file and its ``-wal``/``-shm`` on SQLite), and the
 items in each of the worker's in-memory containers (``/debug/sizes``: every dict, list, set and deque its
 objects hold, found by walking them; the scheduler's jobs, the result writer's backlog, the probe pools'
-connections, the metric series, the probe loop's tasks, the interpreter's allocated blocks). Raw and
+connections, the metric series, the probe loop's tasks, the interpreter's allocated blocks; and, shown but
+not judged, what glibc's malloc holds in use and free: it says where RSS goes). Raw and
 rollup rows are counted too (they plateau: retention works).
 
 Verdict (see :func:`judge`). The first ``--warmup`` of the run (a third: two cycles) is cut: windows fill,
@@ -101,6 +102,7 @@ REASONING = ("o3-mini",)  # the simulator's reasoning deployment: probed with ma
 PROCESS_RESOURCES = ("rss_mb", "threads", "fds", "sockets", "db_conns", "map:python.allocated_blocks")
 IN_FLIGHT = ("map:worker._pending_results", "map:probe_loop.tasks")
 LABELLED = "map:metrics.series"
+ALLOCATOR = "map:malloc."  # what the C allocator holds, KiB: shown beside RSS (judged), to say where RSS goes; not judged
 STORM_SHARE = 0.6  # of a cycle: faults come and go; then calm
 MIN_RECONCILE_S = 0.5  # real seconds: a reconcile tick reads every target from the fake ARM over HTTPS
 CONTAINER_FLOOR = 5.0  # a container's change is measured against at least this many items
@@ -570,7 +572,14 @@ def judge(plan: Plan, samples: Sequence[Sample]) -> tuple[int, list[Verdict]]:
     before, after = samples[:cut] or samples[:1], samples[cut:]
     head = max(1, len(after) // 6)
     names = [r for r in PROCESS_RESOURCES if any(r in s.values for s in after)]
-    names += sorted({k for s in after for k in s.values if k.startswith("map:") and k not in PROCESS_RESOURCES and BOUND not in k})
+    names += sorted(
+        {
+            k
+            for s in after
+            for k in s.values
+            if k.startswith("map:") and k not in PROCESS_RESOURCES and BOUND not in k and not k.startswith(ALLOCATOR)
+        }
+    )
     verdicts = []
     for name in names:
         values = [s.values.get(name, 0.0) for s in after]
@@ -805,10 +814,17 @@ def format_report(report: Report) -> str:
     samples = report.samples
     if not samples:
         return "no samples"
-    items = sorted({k for s in samples for k in s.values if k.startswith("map:") and k not in PROCESS_RESOURCES and k != LABELLED})
+    items = sorted(
+        {
+            k
+            for s in samples
+            for k in s.values
+            if k.startswith("map:") and k not in PROCESS_RESOURCES and k != LABELLED and not k.startswith(ALLOCATOR)
+        }
+    )
     lines.append(
         f"{'sim h:mm':>8} {'real s':>7} {'RSS MB':>7} {'threads':>7} {'fds':>5} {'sockets':>7} {'db conns':>8} {'raw rows':>9} {'rollups':>8}"
-        f" {'map items':>9} {'py blocks':>10}"
+        f" {'map items':>9} {'py blocks':>10} {'malloc MB':>9} {'free MB':>7}"
     )
     for i, s in enumerate(samples):
         v = s.values
@@ -817,7 +833,8 @@ def format_report(report: Report) -> str:
         lines.append(
             f"{_hms(s.sim_s):>8} {s.real_s:>7.0f} {v['rss_mb']:>7.1f} {v['threads']:>7.0f} {v['fds']:>5.0f} {v.get('sockets', 0):>7.0f} {v.get('db_conns', 0):>8.0f}"
             f" {v.get('raw_rows', 0):>9.0f} {v.get('rollup_rows', 0):>8.0f} {sum(v.get(k, 0) for k in items):>9.0f}"
-            f" {v.get('map:python.allocated_blocks', 0):>10.0f}{mark}"
+            f" {v.get('map:python.allocated_blocks', 0):>10.0f} {v.get(ALLOCATOR + 'in_use_kb', 0) / 1024:>9.1f}"
+            f" {v.get(ALLOCATOR + 'free_kb', 0) / 1024:>7.1f}{mark}"
         )
     cut = samples[min(report.cut, len(samples) - 1)]
     lines.append("")

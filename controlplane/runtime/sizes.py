@@ -16,10 +16,18 @@ lock: another thread may change a container while it is read, so a container
 that changes size under it is read again, and skipped after a few tries. The
 worker serves the result on its health port at ``/debug/sizes``
 (``bench/soak.py`` samples it).
+
+:func:`allocator_sizes` says what the C allocator holds (glibc's ``mallinfo2``):
+bytes in use by ``malloc`` (C extensions, the database driver, OpenSSL, and
+Python objects too large for Python's own small-object allocator, whose blocks
+``sys.getallocatedblocks`` counts) and bytes it keeps free. When RSS grows while
+both stay flat, the growth is elsewhere (Python's arenas, mapped files).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -95,3 +103,38 @@ def container_sizes(root: Any, name: str = "", max_depth: int = MAX_DEPTH) -> di
 
     value_at(root, name, 0)
     return dict(sorted(out.items()))
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+    ]
+
+
+def _mallinfo2() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        function = libc.mallinfo2  # glibc >= 2.33
+    except (OSError, AttributeError):
+        return None
+    function.restype = _MallInfo2
+    function.argtypes = []
+    return function
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def allocator_sizes() -> dict[str, int]:
+    """What glibc's malloc holds, over all its arenas, in KiB: in use (heap chunks and mapped blocks), free
+    (kept in its arenas: fragmentation, or not yet given back), mapped (blocks it mapped on their own).
+    Empty where the C library has no ``mallinfo2``."""
+    if _MALLINFO2 is None:
+        return {}
+    info = _MALLINFO2()
+    return {
+        "malloc.in_use_kb": (info.uordblks + info.hblkhd) // 1024,
+        "malloc.free_kb": info.fordblks // 1024,
+        "malloc.mapped_kb": info.hblkhd // 1024,
+    }

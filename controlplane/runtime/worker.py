@@ -66,7 +66,7 @@ from controlplane.engine.health import HealthEvaluator, HealthReport
 from controlplane.runtime import loops
 from controlplane.runtime.leader import LeaderElector, LeaseTiming
 from controlplane.runtime.reconcile import Reconciler, TickReport
-from controlplane.runtime.sizes import container_sizes
+from controlplane.runtime.sizes import allocator_sizes, container_sizes
 from controlplane.store import Store
 from controlplane.store.records import LIVENESS_SUMMARY_EVERY_S, LivenessTally
 from probes.runner import ProbeRunner
@@ -530,7 +530,8 @@ class Worker:
     def memory_sizes(self) -> dict[str, int]:
         """Items in each in-memory container the worker holds (``controlplane.runtime.sizes``), and the
         scheduler's jobs, the result writer's backlog, the metric series, the probe loop's tasks and
-        the interpreter's allocated blocks: served at ``/debug/sizes``, watched by ``bench/soak.py``."""
+        the interpreter's allocated blocks, and what the C allocator holds: served at ``/debug/sizes``,
+        watched by ``bench/soak.py``."""
         out = {f"worker.{path}": n for path, n in container_sizes(self).items()}
         out["scheduler.jobs"] = len(self.scheduler.get_jobs()) if self.scheduler.running else 0
         out["writer.backlog"] = self._writer._work_queue.qsize()
@@ -545,6 +546,7 @@ class Worker:
             except RuntimeError:  # the loop's task set changed while read from this thread
                 pass
         out["python.allocated_blocks"] = sys.getallocatedblocks()
+        out.update(allocator_sizes())
         return out
 
     # ------------------------------------------------------------ readiness

@@ -44,3 +44,16 @@ def test_the_worker_serves_them_as_json() -> None:
     response = Client(app).get("/debug/sizes")
     assert response.status_code == 200
     assert response.get_json() == {"sizes": {"worker.reconciler._mine": 3}}
+
+
+@pytest.mark.skipif(not sizes.allocator_sizes(), reason="C library without mallinfo2 (not glibc >= 2.33)")
+def test_it_reports_what_the_c_allocator_holds_in_use_and_free() -> None:
+    before = sizes.allocator_sizes()
+    block = bytearray(64 << 20)  # over the mmap threshold: malloc maps it, in use until freed
+    during = sizes.allocator_sizes()
+    del block
+    after = sizes.allocator_sizes()
+    assert set(before) == {"malloc.in_use_kb", "malloc.free_kb", "malloc.mapped_kb"}
+    assert during["malloc.in_use_kb"] - before["malloc.in_use_kb"] >= 64 << 10
+    assert during["malloc.mapped_kb"] - before["malloc.mapped_kb"] >= 64 << 10
+    assert after["malloc.in_use_kb"] - before["malloc.in_use_kb"] < 8 << 10
