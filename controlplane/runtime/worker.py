@@ -175,7 +175,7 @@ class Worker:
         )  # one thread keeps batches in order
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(max_workers=4)},
+            executors={"default": ThreadPoolExecutor(max_workers=5)},  # reconcile ticks may hold 3 (one runs), the lease needs one
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
         )
 
@@ -288,7 +288,9 @@ class Worker:
             return
         try:
             run_at = datetime.now(UTC) + timedelta(seconds=delay)
-            self.scheduler.add_job(self.reconcile_tick, "date", run_date=run_at, id="reconcile-now", replace_existing=True)
+            # Two instances: news that comes while a tick for news runs gets a tick right after it (waiting on
+            # the apply lock), not a skip ("maximum number of running instances") and the backstop's interval.
+            self.scheduler.add_job(self.reconcile_tick, "date", run_date=run_at, id="reconcile-now", replace_existing=True, max_instances=2)
         except Exception as exc:  # the scheduler is shutting down
             log.debug("cannot schedule an immediate reconcile: %s", type(exc).__name__)
 
