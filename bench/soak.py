@@ -490,6 +490,24 @@ class Sampler:
                 out["db_conns"] = float(conns)
         return out
 
+    def reconcile_figures(self) -> dict[str, float]:
+        """The worker's reconcile ticks from its /metrics: count, total seconds, and how many took over 1 s."""
+        with urllib.request.urlopen(self.health_url + "/metrics", timeout=30) as response:
+            text = response.read().decode()
+        values = {}
+        for name, key in (("_count", "ticks"), ("_sum", "seconds"), ('_bucket{le="1.0"}', "under_1s")):
+            found = re.search(r"^regionguard_reconcile_duration_seconds" + re.escape(name) + r" (\S+)$", text, re.M)
+            values[key] = float(found.group(1)) if found else 0.0
+        return values
+
+    def writes_by_region(self) -> dict[str, int]:
+        """Azure writes the worker applied, per region (its change records)."""
+        from sqlalchemy import text
+
+        with self._engine.connect() as conn:
+            rows = conn.execute(text("SELECT region, count(*) FROM change WHERE status = 'applied' GROUP BY region")).all()
+        return {str(region): int(n) for region, n in rows}
+
     def sample(self, real_s: float, sim_s: float) -> Sample:
         status = self._proc_status()
         fds = self._fd_targets()
@@ -498,6 +516,7 @@ class Sampler:
             "threads": float(status["Threads"]),
             "fds": float(len(fds)),
             "sockets": float(sum(1 for t in fds if t.startswith("socket:"))),
+            "load1": float(Path("/proc/loadavg").read_text().split()[0]),  # the machine's (not judged): what the worker shared
         }
         values.update(self._db())
         if self.sqlite_path is not None:
@@ -740,6 +759,7 @@ def _soak(
             report.samples.append(sampler.sample(real_s, real_s * plan.time_scale))
         if sampler.errors:
             report.notes.append(f"{len(sampler.errors)} sample(s) without the worker's sizes, e.g. {sampler.errors[0]}")
+        report.notes.extend(_time_scale_notes(plan, sampler, report.samples, timeline))
         peers = ", ".join(f"{n} to :{port} {state}" for port, state, n in sampler.sockets_by_peer()[:8])
         report.notes.append(f"the worker's sockets at the end: {peers}")
         report.cut, report.verdicts = judge(plan, report.samples)
@@ -757,10 +777,49 @@ def _soak(
     if warnings:
         common = ", ".join(f"{n} x{key}" for key, n in sorted(warnings.items(), key=lambda kv: -kv[1])[:4])
         report.notes.append(f"{sum(warnings.values())} WARNING line(s) in the worker's log; most: {common}")
+    skipped = [line for line in lines if "skipped: maximum number of running instances" in line]
+    if skipped:
+        backstop = sum(1 for line in skipped if 'job \\"reconcile (trigger: interval' in line)
+        report.notes.append(
+            f"the scheduler skipped {len(skipped)} run(s) while the last still ran: {backstop} of the reconcile backstop"
+            f" (every {plan.real(10):.3f} real s here, {MIN_RECONCILE_S} s at least), {len(skipped) - backstop} other(s)"
+        )
     errors = [line for line in lines if " ERROR " in line or "Traceback" in line]
     if errors:
         report.notes.append(f"{len(errors)} ERROR line(s) in the worker's log, e.g. {errors[0][:200]}")
     return report
+
+
+def _time_scale_notes(plan: Plan, sampler: Sampler, samples: Sequence[Sample], timeline: Sequence[dict[str, Any]]) -> list[str]:
+    """What the time scale costs, in figures: the machine's load, the reconcile tick's real time against its scaled
+    interval, and the Azure writes on regions no fault ever touched (probes that missed a scaled deadline on a
+    busy machine: the machine was slow, not the endpoint)."""
+    notes = []
+    loads = [s.values["load1"] for s in samples if "load1" in s.values]
+    if loads:
+        notes.append(
+            f"machine load (1 min) while sampled: median {statistics.median(loads):.1f}, max {max(loads):.1f}, on {os.cpu_count()} cores"
+        )
+    try:
+        ticks = sampler.reconcile_figures()
+        writes = sampler.writes_by_region()
+    except Exception as exc:  # a figure, not the verdict
+        return [*notes, f"no reconcile or write figures: {type(exc).__name__}: {exc}"]
+    if ticks["ticks"]:
+        notes.append(
+            f"reconcile ticks: {ticks['ticks']:.0f}, mean {ticks['seconds'] / ticks['ticks'] * 1000:.0f} ms,"
+            f" {ticks['ticks'] - ticks['under_1s']:.0f} over 1 s; interval {plan.real(10):.3f} real s"
+            f" (10 simulated s; the tick's work is real time, not scaled)"
+        )
+    faulted = {e["region"] for e in timeline if e["fault"] != "none"}
+    total = sum(writes.values())
+    calm = sum(n for region, n in writes.items() if region not in faulted)
+    notes.append(
+        f"Azure writes applied: {total}, of them {calm} on {sum(1 for r in writes if r not in faulted)} region(s) no fault touched"
+        f" (their probes missed a scaled deadline: slow after {latency(plan, 3.0) * 1000:.0f} ms, timeout after"
+        f" {latency(plan, 10.0) * 1000:.0f} ms real)"
+    )
+    return notes
 
 
 def start_timeline(admin_url: str, events: list[dict[str, Any]], time_scale: float) -> None:
