@@ -11,9 +11,11 @@ migrations), then prints, per database:
   and the CPU one costs (this process and its PostgreSQL backends), which
   says more than wall-clock time when the cores are shared and busy;
 - one rollup job (the worker's: the last 3 minutes) and one retention pass
-  that deletes the oldest day, with the longest single batch and the
-  latencies a concurrent writer and page read saw meanwhile, next to what
-  they see in the 5 s before it (the machine's own noise);
+  that deletes the oldest day, with its longest statement and the latencies
+  a writer and a page read saw meanwhile, each in a process of its own (as a
+  worker and the dashboard are; threads here would share this process's
+  interpreter lock with the purge), next to what they see for as long again
+  right after it with no purge (the machine's own noise);
 - insert throughput in results/s per writer with 3 writers at once;
 - the worker's health evaluation: warm start, and one steady tick of news;
 - the database size.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import os
 import random
 import re
@@ -461,68 +464,97 @@ def writers(url: str, s: Settings, seconds: float, n: int = 3, batch: int = 100)
     return [c / took for c in counts]
 
 
-class Latencies:
-    """A writer storing one result at a time and a page read (the region page's raw-table queries), each on its own store,
-    timed call by call while running; each makes its first call (connect, compile) before timing starts."""
+def timed_calls(kind: str, url: str, regions: int, interval: float, ready: Any, stop: Any, out: Any) -> None:
+    """Time one kind of call ("insert": a writer storing one result at a time; "read": the region page's raw-table
+    queries) in a loop until ``stop`` is set, on its own store, and put (kind, [ms per call], [(start, ms) of those over 100 ms]) on ``out``.
 
-    def __init__(self, url: str, s: Settings) -> None:
-        self.url, self.s = url, s
-        self.stop = threading.Event()
-        self.inserts: list[float] = []
-        self.reads: list[float] = []
-        self.ready = threading.Barrier(3, timeout=60)
-        self.threads = [threading.Thread(target=self._write), threading.Thread(target=self._read)]
+    Runs in a process of its own (see :class:`Latencies`). The first call (connect, compile) is not timed.
+    """
+    s = scale_settings(regions, interval)
+    store = Store(url)
+    eid, region, page_region = f"{s.regions[0].name}/{DEPLOYMENTS[0]}", s.regions[0].name, s.regions[3].name
+    salt = os.getpid()  # a fresh request id per run: several runs on one database
+
+    def call(i: int) -> None:
+        if kind == "insert":
+            store.add_probe_results([result(eid, region, "eu-west", NOW + timedelta(minutes=5, seconds=i, microseconds=salt % 10**6))])
+        else:
+            queries.region_stats(store, NOW - timedelta(minutes=5), page_region)
+            queries.recent_probes(store, page_region)
+
+    times: list[float] = []
+    slow: list[tuple[float, float]] = []  # (wall-clock start, ms) of calls over 100 ms: to match with the server's log
+    try:
+        call(0)
+        ready.wait()
+        for i in range(1, 1_000_000):  # bounded; stops when told
+            if stop.is_set():
+                break
+            at, t = time.time(), time.perf_counter()
+            call(i)
+            times.append(ms(time.perf_counter() - t))
+            if times[-1] > 100:
+                slow.append((at, times[-1]))
+    finally:
+        store.close()
+        out.put((kind, times, slow))
+
+
+class Latencies:
+    """A writer storing one result at a time and a page read, each timed call by call in a process of its own.
+
+    Not threads of this process: there they shared the interpreter lock with
+    the retention loop (or whatever else this process runs), and a call
+    measured as slow had often been waiting for the lock, not for the
+    database: the bench measured itself. A real writer and a real page are
+    other processes (the workers, the dashboard), as here.
+    """
+
+    def __init__(self, url: str, regions: int, interval: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.ready, self.stop, self.out = ctx.Barrier(3, timeout=120), ctx.Event(), ctx.Queue()
+        self.procs = [
+            ctx.Process(target=timed_calls, args=(kind, url, regions, interval, self.ready, self.stop, self.out))
+            for kind in ("insert", "read")
+        ]
+        self.times: dict[str, list[float]] = {}
+        self.slow: dict[str, list[tuple[float, float]]] = {}
 
     def __enter__(self) -> Latencies:
-        for t in self.threads:
-            t.start()
+        for p in self.procs:
+            p.start()
         self.ready.wait()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30)
-
-    def _loop(self, call: Callable[[int], object], into: list[float]) -> None:
-        call(0)  # warm: the connection and the statement's compile are not what is measured
-        self.ready.wait()
-        for i in range(1, 1_000_000):  # bounded; stops when told
-            if self.stop.is_set():
-                return
-            t = time.perf_counter()
-            call(i)
-            into.append(ms(time.perf_counter() - t))
-
-    def _write(self) -> None:
-        w = Store(self.url)
-        eid, region = f"{self.s.regions[0].name}/{DEPLOYMENTS[0]}", self.s.regions[0].name
-        try:
-            self._loop(lambda i: w.add_probe_results([result(eid, region, "eu-west", NOW + timedelta(minutes=5, seconds=i))]), self.inserts)
-        finally:
-            w.close()
-
-    def _read(self) -> None:
-        r = Store(self.url)
-        region = self.s.regions[3].name
-        try:
-            self._loop(
-                lambda i: (queries.region_stats(r, NOW - timedelta(minutes=5), region), queries.recent_probes(r, region)), self.reads
-            )
-        finally:
-            r.close()
+        for _ in self.procs:
+            kind, times, slow = self.out.get(timeout=60)
+            self.times[kind], self.slow[kind] = times, slow
+        for p in self.procs:
+            p.join(timeout=30)
 
     def summary(self) -> str:
         def one(xs: list[float]) -> str:
             xs = sorted(xs)
-            return f"p50 {statistics.median(xs):.1f} / p99 {percentile(xs, 0.99) or 0:.1f} / max {xs[-1]:.0f} ms" if xs else "none"
+            if not xs:
+                return "none"
+            over = sum(x > 100 for x in xs)
+            return f"p50 {statistics.median(xs):.1f} / p99 {percentile(xs, 0.99) or 0:.1f} / max {xs[-1]:.0f} ms ({over} of {len(xs)} > 100 ms)"
 
-        return f"insert {one(self.inserts)}, page read {one(self.reads)}"
+        slow = sorted((at, took, kind) for kind, calls in self.slow.items() for at, took in calls)
+        when = ", ".join(
+            f"{kind} {datetime.fromtimestamp(at, UTC):%H:%M:%S.%f}"[:-3] + f" UTC {took:.0f} ms" for at, took, kind in slow[:8]
+        )
+        return f"insert {one(self.times.get('insert', []))}, page read {one(self.times.get('read', []))}" + (
+            f"; over 100 ms: {when}" if when else ""
+        )
 
 
-def retention(store: Store, url: str, s: Settings, oldest: datetime) -> tuple[float, int, float, str, str]:
-    """Delete the oldest day while a writer and a page read run; (seconds, rows, longest DELETE ms,
-    their latencies meanwhile, the same for 5 s before the purge: what the machine does without it)."""
+def retention(store: Store, url: str, args: argparse.Namespace, oldest: datetime) -> tuple[float, int, float, str, str]:
+    """Delete the oldest day while a writer and a page read run in processes of their own; (seconds, rows, longest
+    statement of the pass in ms, their latencies meanwhile, the same for as long again right after, with no purge:
+    what the machine does without it; a max is only comparable over windows of the same length)."""
     longest = [0.0]
     started_at: dict[int, float] = {}
 
@@ -530,21 +562,21 @@ def retention(store: Store, url: str, s: Settings, oldest: datetime) -> tuple[fl
         started_at[id(cursor)] = time.perf_counter()
 
     def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if statement.lstrip().upper().startswith("DELETE"):
+        if "probe_result" in statement:  # the batch's select and its DELETE
             longest[0] = max(longest[0], ms(time.perf_counter() - started_at.pop(id(cursor), time.perf_counter())))
 
-    with Latencies(url, s) as quiet:
-        time.sleep(5.0)
     event.listen(store.engine, "before_cursor_execute", before)
     event.listen(store.engine, "after_cursor_execute", after)
     try:
-        with Latencies(url, s) as during:
+        with Latencies(url, args.regions, args.interval) as during:
             t = time.perf_counter()
             raw, _ = store.purge(raw_before=oldest + timedelta(days=1), rollup_before=oldest)
             took = time.perf_counter() - t
     finally:
         event.remove(store.engine, "before_cursor_execute", before)
         event.remove(store.engine, "after_cursor_execute", after)
+    with Latencies(url, args.regions, args.interval) as quiet:
+        time.sleep(min(took, 300.0))
     return took, raw, longest[0], during.summary(), quiet.summary()
 
 
@@ -593,10 +625,10 @@ def run(name: str, url: str, fill: Callable[[], tuple[int, int]], s: Settings, a
         rates = writers(url, s, args.write_seconds)
         print(f"insert, 3 writers at once: {', '.join(f'{r:,.0f}' for r in rates)} results/s per writer ({load()})")
         oldest = NOW - timedelta(days=args.days)
-        took, deleted, longest, during, quiet = retention(store, url, s, oldest)
-        print(f"retention of the oldest day: {deleted:,} rows in {took:.1f} s; longest DELETE {longest:.0f} ms ({load()})")
+        took, deleted, longest, during, quiet = retention(store, url, args, oldest)
+        print(f"retention of the oldest day: {deleted:,} rows in {took:.1f} s; longest statement {longest:.0f} ms ({load()})")
         print(f"  meanwhile: {during}")
-        print(f"  5 s before, no purge: {quiet}")
+        print(f"  as long again after it, no purge: {quiet}  ({load()})")
         print(f"database size: {size_of(store, path)}")
     finally:
         store.close()
