@@ -42,12 +42,9 @@ from controlplane.domain import (
 from controlplane.store.records import (
     ChangeRecord,
     Flag,
-    LivenessRecord,
     Panic,
     PlanRecord,
     TargetEndpointRecord,
-    config_problems_of,
-    liveness_of,
     panics_of,
 )
 
@@ -323,12 +320,6 @@ class MemoryStore:
 
     def panics(self) -> dict[str, Panic]:
         return panics_of(self.flags(FlagKind.PANIC))
-
-    def config_problems(self) -> list[str]:
-        return config_problems_of(self.flags(FlagKind.CONFIG_PROBLEMS))
-
-    def liveness(self) -> list[LivenessRecord]:
-        return liveness_of(self.flags(FlagKind.LIVENESS))
 
     # ------------------------------------------------------------ leader lease
 

@@ -71,7 +71,6 @@ from controlplane.store.records import (
     ChangeRecord,
     Flag,
     Lease,
-    LivenessRecord,
     LoginThrottle,
     NotificationRecord,
     Panic,
@@ -79,8 +78,6 @@ from controlplane.store.records import (
     Rollup,
     TargetEndpointRecord,
     User,
-    config_problems_of,
-    liveness_of,
     panics_of,
     parse_flag_key,
 )
@@ -1120,14 +1117,6 @@ class Store:
     def panics(self) -> dict[str, Panic]:
         """Targets in fail-open: target -> why and since when."""
         return panics_of(self.flags(FlagKind.PANIC))
-
-    def config_problems(self) -> list[str]:
-        """The configuration problems the leader last reported (auth errors, missing deployments, ...)."""
-        return config_problems_of(self.flags(FlagKind.CONFIG_PROBLEMS))
-
-    def liveness(self) -> list[LivenessRecord]:
-        """Each vantage's last liveness check per endpoint and its recent failures (one small flag read per vantage)."""
-        return liveness_of(self.flags(FlagKind.LIVENESS))
 
     # ------------------------------------------------------------ leader lease (compare-and-set)
 

@@ -31,6 +31,7 @@ from controlplane.domain import (
 )
 from controlplane.store import DatabaseUnavailable, Panic, Store, db, open_store
 from controlplane.store.models import Base
+from controlplane.store.records import config_problems_of
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 
@@ -249,7 +250,7 @@ def test_plans_changes_targets_events_and_flags_round_trip(store: Store) -> None
     store.set_flag(FlagKind.CONFIG_PROBLEMS, None, {"problems": ["auth_error at eastus/gpt-4o"]}, T0)
     assert store.panics() == {"afd-prod": Panic(target="afd-prod", reason="all unhealthy", since=T0, updated_at=T0)}
     assert [(f.kind, f.subject) for f in store.flags(FlagKind.DRIFT_REVERT)] == [(FlagKind.DRIFT_REVERT, "tm-weighted/eastus")]
-    assert store.config_problems() == ["auth_error at eastus/gpt-4o"]
+    assert config_problems_of(store.flags(FlagKind.CONFIG_PROBLEMS)) == ["auth_error at eastus/gpt-4o"]
     store.set_flag(FlagKind.PANIC, "afd-prod", None, T0)
     assert store.panics() == {} and store.flags(FlagKind.PANIC) == []
 

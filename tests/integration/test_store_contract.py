@@ -30,7 +30,7 @@ from controlplane.domain import (
 from controlplane.runtime.reconcile import Reconciler
 from controlplane.store import Panic, open_store
 from controlplane.store.memory import MemoryStore
-from controlplane.store.records import LivenessRecord, LivenessTally
+from controlplane.store.records import LivenessRecord, LivenessTally, config_problems_of, liveness_of
 from tests.fakes import EPOCH, FakeClock, at, make_settings, override, region_health
 
 T = "tm-weighted"
@@ -99,7 +99,7 @@ def test_active_overrides_flags_and_events(any_store: Any) -> None:
     s.set_flag(FlagKind.DRIFT_REVERT, "tm-weighted/eastus", {"who": "alice"}, EPOCH)
     assert s.panics() == {"tm-weighted": Panic(target="tm-weighted", reason="all down", since=None, updated_at=EPOCH)}
     assert [(f.subject, f.value) for f in s.flags(FlagKind.DRIFT_REVERT)] == [("tm-weighted/eastus", {"who": "alice"})]
-    assert s.config_problems() == ["auth_error"]
+    assert config_problems_of(s.flags(FlagKind.CONFIG_PROBLEMS)) == ["auth_error"]
     s.set_flag(FlagKind.PANIC, "tm-weighted", None, EPOCH)
     assert s.panics() == {} and s.flags(FlagKind.PANIC) == []
     s.add_event(AuditEvent(kind=EventKind.DRIFT, at=EPOCH, actor="automation", summary="a", target=T))
@@ -167,7 +167,7 @@ def test_liveness_summaries_are_bounded_and_read_back_alike(any_store: Any) -> N
     }
     s.set_flag(FlagKind.LIVENESS, "vantage-b", {"endpoints": junk}, at(25))  # skipped, not an error
     s.set_flag(FlagKind.LIVENESS, "vantage-c", {"endpoints": [1, 2]}, at(25))
-    assert s.liveness() == [
+    assert liveness_of(s.flags(FlagKind.LIVENESS)) == [
         LivenessRecord(
             endpoint_id="eastus/gpt-4o",
             vantage="vantage-a",
@@ -181,7 +181,7 @@ def test_liveness_summaries_are_bounded_and_read_back_alike(any_store: Any) -> N
             updated_at=at(25),
         )
     ]
-    assert s.liveness()[0].reason == "timeout"
+    assert liveness_of(s.flags(FlagKind.LIVENESS))[0].reason == "timeout"
 
 
 def test_an_event_is_claimed_once_until_its_claim_is_stale_and_never_again_once_relayed(any_store: Any) -> None:
