@@ -88,10 +88,10 @@ class LivenessCheck:
         secrets: tuple[str, ...] = ()
         ok = False
         try:
-            # anyio's deadline, not asyncio.timeout: httpcore puts a connection back inside an anyio shield,
-            # which asyncio's cancellation breaks through, leaving it busy in the pool forever (test_probes)
             auth = await self._auth.headers(target.endpoint)  # under its own deadline: a stalled token is not the endpoint's
             secrets = auth.secrets
+            # anyio's deadline, not asyncio.timeout: httpcore puts a connection back inside an anyio shield,
+            # which asyncio's cancellation breaks through, leaving it busy in the pool forever (test_probes)
             with anyio.fail_after(self.deadline):
                 request = build_liveness_request(target.endpoint, self._probe)
                 begun = time.perf_counter()

@@ -675,12 +675,12 @@ class LLMProbe:
         obs.begun = obs.t0 = time.perf_counter()
         secrets: tuple[str, ...] = ()
         try:
-            # anyio's deadline, not asyncio.timeout: httpcore puts a connection back inside an anyio shield,
-            # which asyncio's cancellation breaks through, leaving it busy in the pool forever (test_probes)
             # the token first, under the token cache's own deadline: a stalled token endpoint is an auth
             # error of ours, never the endpoint's timeout, and its time is not the endpoint's latency
             auth = await self._auth.headers(target.endpoint)
             secrets = auth.secrets
+            # anyio's deadline, not asyncio.timeout: httpcore puts a connection back inside an anyio shield,
+            # which asyncio's cancellation breaks through, leaving it busy in the pool forever (test_probes)
             with anyio.fail_after(self._probe.timeout):
                 request = build_request(target.endpoint, self._probe, self._rng.randint(1000, 9999))
                 obs.begun = obs.t0 = time.perf_counter()
