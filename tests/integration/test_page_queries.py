@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event
 
 from controlplane.config import Settings
 from controlplane.domain import (
@@ -34,6 +33,7 @@ from controlplane.status import read_status
 from controlplane.store import Store, open_store
 from controlplane.store.records import LivenessTally
 from tests.fakes import at, make_settings, override, probe_result
+from tests.statements import statements_run
 from web import readmodel
 
 NOW = at(3600)
@@ -90,17 +90,8 @@ def _seed(store: Store, s: Settings) -> None:
 
 @contextmanager
 def _counted(store: Store) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        with store.reading():  # as the web app serves every GET
-            yield statements
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
+    with statements_run(store.engine) as statements, store.reading():  # as the web app serves every GET
+        yield statements
 
 
 def _counts(url: str, regions: int, targets: tuple[str, ...]) -> tuple[int, int, int]:

@@ -53,6 +53,7 @@ from tests.integration.web_seed import (
     seed_transition,
     settings,
 )
+from tests.statements import statements_run
 from web import create_app
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -381,16 +382,8 @@ def test_the_overview_sparklines_of_every_region_reuse_settled_minutes_and_rerea
     assert first == queries.rollup_series(seeded, regions, since, 60) and len(first["eastus"]) == 15
     seeded.purge(raw_before=T0 - timedelta(days=30), rollup_before=T0 - timedelta(minutes=10))  # settled minutes vanish
     seed_probes(seeded, T0 + timedelta(minutes=2), minutes=2)  # and newer ones arrive
-    reads: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        reads.append(statement)
-
-    event.listen(seeded.engine, "before_cursor_execute", record)
-    try:
+    with statements_run(seeded.engine) as reads:
         again = cache.series_of(seeded, regions, since, 60, T0 + timedelta(minutes=2))
-    finally:
-        event.remove(seeded.engine, "before_cursor_execute", record)
     assert len(reads) == 1  # one query for both regions' newest buckets
     for r in regions:  # minutes before 11:55 from the cache (though purged since), the rest re-read, 12:00 and 12:01 new
         assert (
@@ -562,16 +555,8 @@ def test_an_operator_lifts_an_override_from_the_page(app: Flask, seeded: Store) 
 def test_the_regions_api_reads_no_sparkline_rollups_it_does_not_return(app: Flask, seeded: Store) -> None:
     c = app.test_client()
     h = token_for(seeded, "viewer")
-    reads: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        reads.append(statement)
-
-    event.listen(seeded.engine, "before_cursor_execute", record)
-    try:
+    with statements_run(seeded.engine) as reads:
         body = c.get("/api/v1/regions", headers=h).json
-    finally:
-        event.remove(seeded.engine, "before_cursor_execute", record)
     assert [r["name"] for r in body["regions"]] == ["eastus", "westeurope", "japaneast"]
     assert reads and not [q for q in reads if "probe_rollup" in q]  # the JSON has no charts: the overview's hour of minutes is not read
 
