@@ -1,4 +1,4 @@
-"""No hot query reads the raw probe results table from end to end (PostgreSQL, and SQLite).
+"""No hot query reads the raw probe results table, or the rollups, from end to end (PostgreSQL, and SQLite).
 
 At scale (3 vantages x 100 endpoints every 10 s, a week kept) the raw table
 holds about 18 M rows: a sequential scan of it is seconds, not milliseconds.
@@ -7,6 +7,11 @@ This test renders every dashboard page and API read, and asks the engine's
 and runs ``EXPLAIN`` on it with sequential scans priced out
 (``enable_seqscan = off``): a plan that still scans the table has no index
 to use, and fails.
+
+The per-minute rollups are kept 90 days by default: about 39 M rows at that
+size. The leader's rollup tick (every 15 s), the rollup retention and the
+rollups read without a region filter on ``minute_at`` alone; each of their
+statements must reach it through an index that leads on it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from tests.integration.web_seed import cheap_hashing, default_hashing, seed_ever
 from web import create_app
 
 RAW = "probe_result"
+ROLLUP = "probe_rollup"
 
 
 def _seeded(url: str) -> Iterator[Store]:
@@ -67,11 +73,11 @@ def _hot_statements(store: Store) -> list[tuple[str, Any]]:
     return statements
 
 
-def _statements_touching_raw(store: Store, work: Any) -> list[tuple[str, Any]]:
+def _statements_touching_raw(store: Store, work: Any, relation: str = RAW, kinds: tuple[str, ...] = ("SELECT",)) -> list[tuple[str, Any]]:
     seen: list[tuple[str, Any]] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]  # SQLAlchemy's event signature
-        if RAW in statement and statement.lstrip().upper().startswith("SELECT"):
+        if relation in statement and statement.lstrip().upper().startswith(kinds):
             seen.append((statement, parameters))
 
     event.listen(store.engine, "before_cursor_execute", record)
@@ -89,11 +95,9 @@ def _seq_scans(node: dict[str, Any]) -> list[str]:
     return found
 
 
-@pytest.mark.postgres
-def test_every_hot_query_uses_an_index_on_the_raw_results(pg_store: Store) -> None:
-    statements = _hot_statements(pg_store)
-    bad = []
-    with pg_store.engine.connect() as conn:
+def _plans(store: Store, statements: list[tuple[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(statement, its plan's root node) for each, with sequential scans priced out (PostgreSQL)."""
+    with store.engine.connect() as conn:
         raw_conn = conn.connection.dbapi_connection
         assert raw_conn is not None
         with raw_conn.cursor() as cur:
@@ -102,23 +106,33 @@ def test_every_hot_query_uses_an_index_on_the_raw_results(pg_store: Store) -> No
                 cur.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
                 plan = cur.fetchone()[0]
                 plan = json.loads(plan) if isinstance(plan, str) else plan
-                if _seq_scans(plan[0]["Plan"]):
-                    bad.append(" ".join(statement.split())[:300])
+                yield statement, plan[0]["Plan"]
+        raw_conn.rollback()
+
+
+def _full_scans_on_sqlite(store: Store, statements: list[tuple[str, Any]], relation: str) -> list[str]:
+    """Each statement whose SQLite plan reads all of ``relation`` (a table or an index from end to end), with its plan."""
+    bad = []
+    with store.engine.connect() as conn:
+        raw_conn = conn.connection.dbapi_connection
+        assert raw_conn is not None
+        for statement, parameters in statements:
+            steps = [row[3] for row in raw_conn.execute("EXPLAIN QUERY PLAN " + statement, parameters)]
+            if any(step.startswith(f"SCAN {relation}") for step in steps):
+                bad.append(" ".join(statement.split())[:300] + "\n  " + "; ".join(steps))
+    return list(dict.fromkeys(bad))
+
+
+@pytest.mark.postgres
+def test_every_hot_query_uses_an_index_on_the_raw_results(pg_store: Store) -> None:
+    bad = [" ".join(statement.split())[:300] for statement, plan in _plans(pg_store, _hot_statements(pg_store)) if _seq_scans(plan)]
     assert not bad, "sequential scans of probe_result:\n" + "\n".join(bad)
 
 
 def test_no_hot_query_walks_the_raw_results_on_sqlite_either(sqlite_store: Store) -> None:
     """SQLite has no statistics to price a plan by: a window function's PARTITION BY region once made it walk
     the whole (region, started_at) index in order rather than read the last five minutes by start time."""
-    statements = _hot_statements(sqlite_store)
-    bad = []
-    with sqlite_store.engine.connect() as conn:
-        raw_conn = conn.connection.dbapi_connection
-        assert raw_conn is not None
-        for statement, parameters in statements:
-            steps = [row[3] for row in raw_conn.execute("EXPLAIN QUERY PLAN " + statement, parameters)]
-            if any(step.startswith(f"SCAN {RAW}") for step in steps):
-                bad.append(" ".join(statement.split())[:300] + "\n  " + "; ".join(steps))
+    bad = _full_scans_on_sqlite(sqlite_store, _hot_statements(sqlite_store), RAW)
     assert not bad, "full scans of probe_result:\n" + "\n".join(bad)
 
 
@@ -167,3 +181,57 @@ def test_a_retention_pass_reads_only_the_rows_it_deletes(postgres_url: str) -> N
     finally:
         store.close()
     assert max(worst, key=lambda w: w[0])[0] <= 60, f"a retention statement read kept rows: {max(worst, key=lambda w: w[0])}"
+
+
+def _rollup_statements(store: Store) -> list[tuple[str, Any]]:
+    """Every SELECT and DELETE on the rollups of the rollup tick, the rollup retention and the rollups of every region."""
+    old = T0 - timedelta(days=2)
+    store.add_probe_results([_probe(at + timedelta(seconds=10 * i)) for at in (old, T0 - timedelta(minutes=2)) for i in range(12)])
+    store.rollup(old, old + timedelta(minutes=3))
+
+    def work() -> None:
+        store.rollup(T0 - timedelta(minutes=3), T0 + timedelta(seconds=1))  # the worker's rollup tick
+        store.rollups(T0 - timedelta(hours=1))
+        store.purge(raw_before=old - timedelta(days=1), rollup_before=T0 - timedelta(days=1), batch=1, pace=0)
+
+    statements = _statements_touching_raw(store, work, ROLLUP, ("SELECT", "DELETE"))
+    assert any(s.lstrip().upper().startswith("DELETE") for s, _ in statements), "no rollup was deleted: the test lost its subject"
+    return statements
+
+
+def _walks(node: dict[str, Any], leading: dict[str, str]) -> list[str]:
+    """The scans of probe_rollup in a plan that read it whole: a sequential scan, or an index scan whose index's
+    first column has no condition (PostgreSQL then walks the whole index, testing every entry)."""
+    found = []
+    if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == ROLLUP:
+        found.append("Seq Scan")
+    index = node.get("Index Name", "")
+    if index in leading and leading[index] not in node.get("Index Cond", ""):
+        found.append(f"{node['Node Type']} on {index} without a condition on {leading[index]}")
+    for child in node.get("Plans", []):
+        found += _walks(child, leading)
+    return found
+
+
+@pytest.mark.postgres
+def test_every_rollup_statement_reads_by_an_index_on_the_minute(pg_store: Store) -> None:
+    statements = _rollup_statements(pg_store)
+    with pg_store.engine.connect() as conn:
+        leading = dict(
+            conn.exec_driver_sql(
+                "SELECT c.relname, a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+                f" WHERE i.indrelid = '{ROLLUP}'::regclass"
+            ).all()
+        )
+    bad = [
+        " ".join(statement.split())[:300] + "\n  " + "; ".join(walks)
+        for statement, plan in _plans(pg_store, statements)
+        if (walks := _walks(plan, leading))
+    ]
+    assert not bad, "statements that read all of probe_rollup:\n" + "\n".join(dict.fromkeys(bad))
+
+
+def test_no_rollup_statement_walks_the_rollups_on_sqlite_either(sqlite_store: Store) -> None:
+    bad = _full_scans_on_sqlite(sqlite_store, _rollup_statements(sqlite_store), ROLLUP)
+    assert not bad, "full scans of probe_rollup:\n" + "\n".join(bad)

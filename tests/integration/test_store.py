@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from controlplane.domain import (
     AuditEvent,
@@ -32,6 +34,7 @@ from controlplane.domain import (
 from controlplane.store import DatabaseUnavailable, Panic, Store, db, open_store
 from controlplane.store.models import Base
 from controlplane.store.records import config_problems_of
+from tests.waiting import wait_until
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 
@@ -58,6 +61,88 @@ def test_migrations_round_trip_and_match_the_models(url: str) -> None:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
         assert {"probe_result", "override", "leader_lease", "audit_event"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+ROLLUP_INSERT = text(
+    "INSERT INTO probe_rollup (endpoint_id, vantage, minute_at, region, count, ok, throttled, failed, tokens)"
+    " VALUES (:eid, 'eu', :at, 'eastus', 6, 6, 0, 0, 0)"
+)
+
+
+@pytest.mark.postgres
+def test_migration_0009_builds_its_index_while_rollups_are_written(postgres_url: str) -> None:
+    """The rollup index is built CONCURRENTLY: at 90 days the table is tens of millions of rows, and a plain
+    CREATE INDEX holds a SHARE lock for the whole build, so the leader's rollup writes would queue behind it.
+    Here a writer's transaction is still open when the upgrade starts: both builds wait for it, but only a plain
+    one makes the next writer wait too (it queues behind the build's lock request; lock_timeout says so)."""
+    db.upgrade(postgres_url, "0008")
+    engine = db.make_engine(postgres_url, idle_in_transaction_s=60)
+    failed: list[BaseException] = []
+
+    def upgrade() -> None:
+        try:
+            db.upgrade(postgres_url)
+        except BaseException as exc:  # reported by the test, not lost with the thread
+            failed.append(exc)
+
+    upgrading = threading.Thread(target=upgrade)
+    try:
+        with engine.connect() as open_writer:
+            open_writer.execute(ROLLUP_INSERT, {"eid": "eastus/a", "at": T0})  # not committed yet
+            upgrading.start()
+
+            def building() -> bool:
+                with engine.connect() as conn:
+                    return bool(
+                        conn.execute(
+                            text(
+                                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND query LIKE 'CREATE INDEX%ix_probe_rollup_minute_at%' AND wait_event_type = 'Lock'"
+                            )
+                        ).scalar_one()
+                    )
+
+            wait_until(lambda: failed or building(), 30, "the index build to wait for the open writer")
+            assert not failed, failed
+            with engine.connect() as writer:
+                writer.execute(text("SET lock_timeout = '2s'"))
+                writer.execute(ROLLUP_INSERT, {"eid": "eastus/b", "at": T0})
+                writer.commit()
+            open_writer.commit()
+        upgrading.join(timeout=60)
+        assert not upgrading.is_alive() and not failed, failed
+        assert db.current_revision(postgres_url) == db.head_revision()
+        with engine.connect() as conn:
+            valid = conn.execute(
+                text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('ix_probe_rollup_minute_at')")
+            ).scalar()
+            assert valid is True
+            assert conn.execute(text("SELECT count(*) FROM probe_rollup")).scalar_one() == 2
+    finally:
+        upgrading.join(timeout=60)
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_migration_0009_rebuilds_an_index_a_failed_concurrent_build_left_invalid(postgres_url: str) -> None:
+    """A concurrent build that fails leaves its index behind, marked invalid and never used: the upgrade that
+    runs again builds it anew instead of taking it for done. (A unique build over two rows of one minute fails so.)"""
+    db.upgrade(postgres_url, "0008")
+    engine = db.make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for eid in ("eastus/a", "eastus/b"):
+                conn.execute(ROLLUP_INSERT, {"eid": eid, "at": T0})
+            with pytest.raises(IntegrityError):
+                conn.execute(text("CREATE UNIQUE INDEX CONCURRENTLY ix_probe_rollup_minute_at ON probe_rollup (minute_at)"))
+        db.upgrade(postgres_url)
+        with engine.connect() as conn:
+            valid, unique = conn.execute(
+                text("SELECT indisvalid, indisunique FROM pg_index WHERE indexrelid = to_regclass('ix_probe_rollup_minute_at')")
+            ).one()
+        assert (valid, unique) == (True, False)
     finally:
         engine.dispose()
 
