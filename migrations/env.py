@@ -6,7 +6,7 @@ import os
 
 from alembic import context
 
-from controlplane.store.db import make_engine
+from controlplane.store.db import MIGRATION_IDLE_IN_TRANSACTION_S, make_engine
 from controlplane.store.models import Base
 
 config = context.config
@@ -30,7 +30,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = make_engine(_url())
+    engine = make_engine(_url(), idle_in_transaction_s=MIGRATION_IDLE_IN_TRANSACTION_S)
     try:
         with engine.connect() as connection:
             context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)

@@ -42,6 +42,12 @@ the override lock) for as long as it slept. Every transaction of ours sends
 its statements back to back, so only a stopped or stuck process reaches it.
 The worker uses a shorter one when its lease is short (LeaseTiming, docs/adr/0012)."""
 
+MIGRATION_IDLE_IN_TRANSACTION_S = 600.0
+"""The same limit for the migrations' session (migrations/env.py): a migration's Python may pause between its
+statements (imports, a batch rebuild, a machine starved of CPU) for longer than the application's 5 s, and
+losing its transaction halfway for that is worse than the wait; a migration that is stopped still frees its
+locks after this long."""
+
 _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from controlplane.domain import (
@@ -145,6 +145,27 @@ def test_migration_0009_rebuilds_an_index_a_failed_concurrent_build_left_invalid
         assert (valid, unique) == (True, False)
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_migrations_may_pause_longer_than_the_applications_idle_in_transaction_timeout(postgres_url: str) -> None:
+    """The application's sessions lose a transaction they sit in for 5 s without a statement (a stopped process
+    frees its locks then). A migration on a starved machine can pause that long between its statements; it must
+    not be killed halfway for it. Each migration's version stamp, inside its transaction, reports the session's limit."""
+    limits: list[int] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]  # SQLAlchemy's event signature
+        if "alembic_version" in statement and statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            row = cursor.connection.execute("SELECT setting FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'")
+            limits.append(int(row.fetchone()[0]))  # ms; 0 is none
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        db.upgrade(postgres_url)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert limits, "no migration stamped its version: the test lost its subject"
+    assert all(ms == 0 or ms >= 60_000 for ms in limits), f"migrations ran with idle_in_transaction_session_timeout {set(limits)} ms"
 
 
 def test_migration_0004_keeps_each_recorded_change_origin(url: str) -> None:
