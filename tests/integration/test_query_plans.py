@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from controlplane import users
 from controlplane.domain import Outcome, ProbeResult
@@ -73,11 +73,13 @@ def _hot_statements(store: Store) -> list[tuple[str, Any]]:
     return statements
 
 
-def _statements_touching_raw(store: Store, work: Any, relation: str = RAW, kinds: tuple[str, ...] = ("SELECT",)) -> list[tuple[str, Any]]:
+def _statements_touching_raw(
+    store: Store, work: Any, relations: tuple[str, ...] = (RAW,), kinds: tuple[str, ...] = ("SELECT",)
+) -> list[tuple[str, Any]]:
     seen: list[tuple[str, Any]] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]  # SQLAlchemy's event signature
-        if relation in statement and statement.lstrip().upper().startswith(kinds):
+        if any(r in statement for r in relations) and statement.lstrip().upper().startswith(kinds):
             seen.append((statement, parameters))
 
     event.listen(store.engine, "before_cursor_execute", record)
@@ -141,9 +143,11 @@ def _probe(at: datetime) -> ProbeResult:
 
 
 def _rows_read(node: dict[str, Any]) -> int:
-    """Rows the plan's scans of probe_result returned or read and threw away (EXPLAIN ANALYZE)."""
+    """Rows the plan's scans of probe_result or probe_rollup returned or read and threw away (EXPLAIN ANALYZE)."""
     read = 0
-    if node.get("Relation Name") == RAW or node.get("Index Name", "").startswith(("pk_" + RAW, "ix_" + RAW)):
+    if node.get("Relation Name") in (RAW, ROLLUP) or node.get("Index Name", "").startswith(
+        ("pk_" + RAW, "ix_" + RAW, "pk_" + ROLLUP, "ix_" + ROLLUP)
+    ):
         read = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
     return read + sum(_rows_read(child) for child in node.get("Plans", []))
 
@@ -153,7 +157,8 @@ def test_a_retention_pass_reads_only_the_rows_it_deletes(postgres_url: str) -> N
     """Retention deletes the oldest rows of a table that is mostly newer ones: no statement of the pass may walk
     the rows it keeps. The keyset batches once ended with a select that read every row newer than the horizon
     (by id, testing each row's start time): at a week of raw results that is 15 M rows, most of the table through
-    shared buffers on each pass (4 s; ADR 0015). Each select of the pass is replayed afterwards with EXPLAIN ANALYZE."""
+    shared buffers on each pass (4 s; ADR 0015). The rollups go the same way, by minute. Each select of the pass is
+    replayed afterwards with EXPLAIN ANALYZE."""
     store = open_store(postgres_url, migrate=True)
     kept = 1800  # a week kept, a day deleted: the proportions of the scale bench
     try:
@@ -161,10 +166,21 @@ def test_a_retention_pass_reads_only_the_rows_it_deletes(postgres_url: str) -> N
         store.add_probe_results([_probe(base + timedelta(seconds=i)) for i in range(300)])  # old: to delete
         store.add_probe_results([_probe(T0 + timedelta(seconds=i)) for i in range(kept)])  # newer: to keep
         with store.engine.connect() as conn:
-            conn.exec_driver_sql("ANALYZE probe_result")
+            conn.execute(
+                text(
+                    f"INSERT INTO {ROLLUP} (endpoint_id, vantage, minute_at, region, count, ok, throttled, failed, tokens)"
+                    " VALUES ('eastus/gpt-4o', 'eu', :at, 'eastus', 6, 6, 0, 0, 0)"
+                ),
+                [{"at": base - timedelta(minutes=300 - i)} for i in range(300)]
+                + [{"at": base + timedelta(minutes=i)} for i in range(kept)],
+            )
+            conn.exec_driver_sql(f"ANALYZE {RAW}")
+            conn.exec_driver_sql(f"ANALYZE {ROLLUP}")
             conn.commit()
-        statements = _statements_touching_raw(store, lambda: store.purge(raw_before=T0, rollup_before=base, batch=50, pace=0))
-        assert statements, "the purge made no select on the raw results: the test lost its subject"
+        statements = _statements_touching_raw(
+            store, lambda: store.purge(raw_before=T0, rollup_before=base, batch=50, pace=0), (RAW, ROLLUP)
+        )
+        assert {RAW, ROLLUP} == {r for r in (RAW, ROLLUP) for st, _ in statements if f"FROM {r}" in st}, "the test lost its subject"
         worst = []
         with store.engine.connect() as conn:
             raw_conn = conn.connection.dbapi_connection
@@ -178,6 +194,7 @@ def test_a_retention_pass_reads_only_the_rows_it_deletes(postgres_url: str) -> N
                     worst.append((_rows_read(plan[0]["Plan"]), " ".join(statement.split())[:200], parameters))
             raw_conn.rollback()
         assert len(store.results_between(T0, T0 + timedelta(hours=1))) == kept
+        assert len(store.rollups(base - timedelta(days=1))) == kept
     finally:
         store.close()
     assert max(worst, key=lambda w: w[0])[0] <= 60, f"a retention statement read kept rows: {max(worst, key=lambda w: w[0])}"
@@ -194,7 +211,7 @@ def _rollup_statements(store: Store) -> list[tuple[str, Any]]:
         store.rollups(T0 - timedelta(hours=1))
         store.purge(raw_before=old - timedelta(days=1), rollup_before=T0 - timedelta(days=1), batch=1, pace=0)
 
-    statements = _statements_touching_raw(store, work, ROLLUP, ("SELECT", "DELETE"))
+    statements = _statements_touching_raw(store, work, (ROLLUP,), ("SELECT", "DELETE"))
     assert any(s.lstrip().upper().startswith("DELETE") for s, _ in statements), "no rollup was deleted: the test lost its subject"
     return statements
 
