@@ -37,8 +37,10 @@ def upgrade() -> None:
             batch_op.create_index(INDEX, ["minute_at"], unique=False)
         return
     with op.get_context().autocommit_block():
-        bind = op.get_bind()
-        valid = bind.execute(sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"), {"name": INDEX}).scalar()
+        valid = None  # an SQL script (alembic --sql) has no database to ask
+        if not op.get_context().as_sql:
+            query = sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)")
+            valid = op.get_bind().execute(query, {"name": INDEX}).scalar()
         if valid is False:  # left by a concurrent build that did not finish
             op.execute(sa.text(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}"))
         if not valid:
