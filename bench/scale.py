@@ -7,6 +7,13 @@ changes and incidents (3 a day, each with its verdicts, drains and restores). Th
 SQLite, ``COPY`` on PostgreSQL, after the schema is made by the Alembic
 migrations), then prints, per database:
 
+Rollups are kept longer than raw results (``retention.rollup_days``, 90 by
+default: 300 rows a minute, about 39 M at this size). On PostgreSQL the fill
+makes that many (``--rollup-days``; those older than the raw results are
+made in SQL, a day per statement); on SQLite only those of the raw days
+(a single-vantage install's database is not this size, and 39 M rows more
+would take the fill from minutes to most of an hour).
+
 - p50 / p95 of every dashboard page and JSON API read (Flask test client),
   and the CPU one costs (this process and its PostgreSQL backends), which
   says more than wall-clock time when the cores are shared and busy;
@@ -16,6 +23,12 @@ migrations), then prints, per database:
   worker and the dashboard are; threads here would share this process's
   interpreter lock with the purge), next to what they see for as long again
   right after it with no purge (the machine's own noise);
+- the rollups at their full size (PostgreSQL): the rollup job and the former
+  rollup purge's statements without the index on ``minute_at`` (downgraded
+  to migration 0008), migration 0009 building it on the live table while
+  the rollup job and a writer run, the job with it, and a rollup retention
+  pass of the oldest day (432,000 rows) with a writer's, a page read's and
+  the rollup job's latencies meanwhile;
 - insert throughput in results/s per writer with 3 writers at once;
 - the worker's health evaluation: warm start, and one steady tick of news;
 - the database size.
@@ -24,8 +37,10 @@ Floors (PostgreSQL): pages and API p95 < 50 ms; rollup tick < 1 s; no writer
 or page blocked > 100 ms by retention; >= 2,000 results/s per writer; one
 evaluation tick < 100 ms.
 
-Run: ``.venv/bin/python bench/scale.py [--days 7] [--pg-url postgresql://...]``
-(without ``--pg-url`` or ``REGIONGUARD_TEST_POSTGRES_URL``, SQLite only).
+Run: ``.venv/bin/python bench/scale.py [--days 7] [--rollup-days 90] [--pg-url postgresql://...]``
+(without ``--pg-url`` or ``REGIONGUARD_TEST_POSTGRES_URL``, SQLite only);
+``--only postgres --parts rollup,rollups`` fills PostgreSQL and measures
+only the rollups (each run prints how long it took in all).
 Everything runs on 127.0.0.1; loops are bounded in count and time.
 """
 
@@ -226,12 +241,42 @@ def fill_sqlite(path: Path, s: Settings, days: float, interval: float) -> tuple[
     return raw, rolled
 
 
-def fill_postgres(url: str, s: Settings, days: float, interval: float) -> tuple[int, int]:
+def older_rollups(cur: Any, s: Settings, since: datetime, until: datetime) -> int:
+    """Per-minute rollups of every endpoint and vantage for the whole minutes in [since, until), made in SQL a day
+    at a time (oldest first, as a worker appends them): the months of rollups older than the raw results, 300 rows
+    a minute at the target size, too many to build from raw rows in Python. Six probes a minute each, one of them
+    throttled in the regions seeded degraded; the latencies as the raw rows'."""
+    endpoints = ", ".join(f"('{r.name}/{e.name}', '{r.name}', {i})" for i, r in enumerate(s.regions) for e in r.endpoints)
+    vantages = ", ".join(f"('{v}')" for v in VANTAGES)
+    sql = f"""
+        INSERT INTO probe_rollup ({", ".join(ROLLUP_COLUMNS)})
+        SELECT eid, v, at, region, 6, 6 - throttled, throttled, 0, ttft, ttft + 90, ttft + 350, ttft + 450, 0
+        FROM (
+            SELECT e.eid, v.v, m.at, e.region, CASE WHEN e.i %% 7 = 3 THEN 1 ELSE 0 END AS throttled,
+                   150 + (50 * e.i) %% 400 + random() * 120 AS ttft
+            FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 minute', interval '1 minute') AS m(at)
+            CROSS JOIN (VALUES {endpoints}) AS e(eid, region, i)
+            CROSS JOIN (VALUES {vantages}) AS v(v)
+        ) AS minute
+        ORDER BY at
+    """
+    rolled, start = 0, since.replace(second=0, microsecond=0)
+    while start < until:
+        end = min(start + timedelta(days=1), until)
+        cur.execute(sql, {"start": start, "end": end})
+        rolled += cur.rowcount
+        start = end
+    return rolled
+
+
+def fill_postgres(url: str, s: Settings, days: float, interval: float, rollup_days: float) -> tuple[int, int]:
     import psycopg
 
     conninfo = url.replace("postgresql+psycopg://", "postgresql://")
     rollups, raw, rolled = Rollups(), 0, 0
+    raw_since = NOW - timedelta(seconds=int(days * 86400 / interval) * interval)
     with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
+        rolled = older_rollups(cur, s, NOW - timedelta(days=rollup_days), raw_since.replace(second=0, microsecond=0))
         with cur.copy(f"COPY probe_result ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for row, _, _ in rows(s, days, interval):
                 copy.write_row(row)
@@ -241,7 +286,7 @@ def fill_postgres(url: str, s: Settings, days: float, interval: float) -> tuple[
         with cur.copy(f"COPY probe_rollup ({', '.join(ROLLUP_COLUMNS)}) FROM STDIN") as copy:
             for r in done:
                 copy.write_row(r)
-        rolled = len(done)
+        rolled += len(done)
         conn.commit()
         # VACUUM as well as ANALYZE, here in the fill: else autovacuum takes up the millions of new rows a minute
         # later, while the pages are timed (at 7 days its pass over probe_result ran about 90 s, from just after the
@@ -464,9 +509,17 @@ def writers(url: str, s: Settings, seconds: float, n: int = 3, batch: int = 100)
     return [c / took for c in counts]
 
 
+CALLS = {
+    "insert": "insert",  # a writer storing one result at a time
+    "read": "page read",  # the region page's raw-table queries
+    "chart": "7-day chart read",  # the region page's 7-day chart from the rollups, uncached
+    "rollup": "rollup job",  # the leader's rollup tick (the last 3 minutes), once a second (the worker's: every 15 s)
+}
+
+
 def timed_calls(kind: str, url: str, regions: int, interval: float, ready: Any, stop: Any, out: Any) -> None:
-    """Time one kind of call ("insert": a writer storing one result at a time; "read": the region page's raw-table
-    queries) in a loop until ``stop`` is set, on its own store, and put (kind, [ms per call], [(start, ms) of those over 100 ms]) on ``out``.
+    """Time one kind of call (:data:`CALLS`) in a loop until ``stop`` is set, on its own store, and put
+    (kind, [ms per call], [(start, ms) of those over 100 ms]) on ``out``.
 
     Runs in a process of its own (see :class:`Latencies`). The first call (connect, compile) is not timed.
     """
@@ -478,9 +531,13 @@ def timed_calls(kind: str, url: str, regions: int, interval: float, ready: Any, 
     def call(i: int) -> None:
         if kind == "insert":
             store.add_probe_results([result(eid, region, "eu-west", NOW + timedelta(minutes=5, seconds=i, microseconds=salt % 10**6))])
-        else:
+        elif kind == "read":
             queries.region_stats(store, NOW - timedelta(minutes=5), page_region)
             queries.recent_probes(store, page_region)
+        elif kind == "chart":
+            queries.rollup_series(store, [page_region], NOW - timedelta(days=7), 3600)
+        else:
+            store.rollup(NOW - timedelta(minutes=3), NOW + timedelta(seconds=1))
 
     times: list[float] = []
     slow: list[tuple[float, float]] = []  # (wall-clock start, ms) of calls over 100 ms: to match with the server's log
@@ -495,13 +552,16 @@ def timed_calls(kind: str, url: str, regions: int, interval: float, ready: Any, 
             times.append(ms(time.perf_counter() - t))
             if times[-1] > 100:
                 slow.append((at, times[-1]))
+            if kind == "rollup":
+                stop.wait(1.0)  # paced: a job that takes 100 ms back to back would be a core of its own
     finally:
         store.close()
         out.put((kind, times, slow))
 
 
 class Latencies:
-    """A writer storing one result at a time and a page read, each timed call by call in a process of its own.
+    """A writer storing one result at a time and a page read (or other ``kinds`` of :data:`CALLS`), each timed
+    call by call in a process of its own.
 
     Not threads of this process: there they shared the interpreter lock with
     the retention loop (or whatever else this process runs), and a call
@@ -510,12 +570,12 @@ class Latencies:
     other processes (the workers, the dashboard), as here.
     """
 
-    def __init__(self, url: str, regions: int, interval: float) -> None:
+    def __init__(self, url: str, regions: int, interval: float, kinds: tuple[str, ...] = ("insert", "read")) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.ready, self.stop, self.out = ctx.Barrier(3, timeout=120), ctx.Event(), ctx.Queue()
+        self.kinds = kinds
+        self.ready, self.stop, self.out = ctx.Barrier(len(kinds) + 1, timeout=120), ctx.Event(), ctx.Queue()
         self.procs = [
-            ctx.Process(target=timed_calls, args=(kind, url, regions, interval, self.ready, self.stop, self.out))
-            for kind in ("insert", "read")
+            ctx.Process(target=timed_calls, args=(kind, url, regions, interval, self.ready, self.stop, self.out)) for kind in kinds
         ]
         self.times: dict[str, list[float]] = {}
         self.slow: dict[str, list[tuple[float, float]]] = {}
@@ -546,15 +606,18 @@ class Latencies:
         when = ", ".join(
             f"{kind} {datetime.fromtimestamp(at, UTC):%H:%M:%S.%f}"[:-3] + f" UTC {took:.0f} ms" for at, took, kind in slow[:8]
         )
-        return f"insert {one(self.times.get('insert', []))}, page read {one(self.times.get('read', []))}" + (
+        return ", ".join(f"{CALLS[kind]} {one(self.times.get(kind, []))}" for kind in self.kinds) + (
             f"; over 100 ms: {when}" if when else ""
         )
 
 
-def retention(store: Store, url: str, args: argparse.Namespace, oldest: datetime) -> tuple[float, int, float, str, str]:
-    """Delete the oldest day while a writer and a page read run in processes of their own; (seconds, rows, longest
-    statement of the pass in ms, their latencies meanwhile, the same for as long again right after, with no purge:
-    what the machine does without it; a max is only comparable over windows of the same length)."""
+def retention(
+    store: Store, url: str, args: argparse.Namespace, purge: Callable[[], int], table: str, kinds: tuple[str, ...] = ("insert", "read")
+) -> tuple[float, int, float, str, str]:
+    """Run ``purge`` (a pass that deletes the oldest day of ``table``; returns the rows it deleted) while a writer
+    and a page read (or other ``kinds``) run in processes of their own; (seconds, rows, longest statement on ``table``
+    in ms, their latencies meanwhile, the same for as long again right after, with no purge: what the machine does
+    without it; a max is only comparable over windows of the same length)."""
     longest = [0.0]
     started_at: dict[int, float] = {}
 
@@ -562,22 +625,22 @@ def retention(store: Store, url: str, args: argparse.Namespace, oldest: datetime
         started_at[id(cursor)] = time.perf_counter()
 
     def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if "probe_result" in statement:  # the batch's select and its DELETE
+        if table in statement:  # the batch's select and its DELETE
             longest[0] = max(longest[0], ms(time.perf_counter() - started_at.pop(id(cursor), time.perf_counter())))
 
     event.listen(store.engine, "before_cursor_execute", before)
     event.listen(store.engine, "after_cursor_execute", after)
     try:
-        with Latencies(url, args.regions, args.interval) as during:
+        with Latencies(url, args.regions, args.interval, kinds) as during:
             t = time.perf_counter()
-            raw, _ = store.purge(raw_before=oldest + timedelta(days=1), rollup_before=oldest)
+            deleted = purge()
             took = time.perf_counter() - t
     finally:
         event.remove(store.engine, "before_cursor_execute", before)
         event.remove(store.engine, "after_cursor_execute", after)
-    with Latencies(url, args.regions, args.interval) as quiet:
+    with Latencies(url, args.regions, args.interval, kinds) as quiet:
         time.sleep(min(took, 300.0))
-    return took, raw, longest[0], during.summary(), quiet.summary()
+    return took, deleted, longest[0], during.summary(), quiet.summary()
 
 
 def evaluation(store: Store, s: Settings) -> tuple[float, float]:
@@ -604,34 +667,120 @@ def size_of(store: Store, path: Path | None) -> str:
         return str(conn.exec_driver_sql("SELECT pg_size_pretty(pg_database_size(current_database()))").scalar())
 
 
-def run(name: str, url: str, fill: Callable[[], tuple[int, int]], s: Settings, args: argparse.Namespace, path: Path | None) -> None:
+PARTS = ("pages", "rollup", "evaluation", "inserts", "retention", "rollups")
+
+
+def timed_ms(call: Callable[[], object], times: int = 1) -> list[float]:
+    out = []
+    for _ in range(times):
+        t = time.perf_counter()
+        call()
+        out.append(ms(time.perf_counter() - t))
+    return sorted(out)
+
+
+def rollups_at_size(store: Store, url: str, args: argparse.Namespace, rolled: int, oldest: datetime) -> None:
+    """The rollups at their retention's size: the rollup job and the former purge's statements without migration
+    0009's index on ``minute_at``, that migration on the live table while the rollup job and a writer run, the job
+    and the region page's uncached 7-day chart with the index, and a rollup retention pass of the oldest day while
+    a writer, a page read and the rollup job (the leader's) run, each in a process of its own (the pass's longest
+    statement is one of its rollup statements)."""
+    from sqlalchemy import text
+
+    from controlplane.store import db
+
+    def job() -> None:
+        store.rollup(NOW - timedelta(minutes=3), NOW + timedelta(seconds=1))
+
+    def former_step() -> None:  # one of the former purge's DELETEs: ten minutes, found by reading the whole table
+        with store.engine.connect() as conn:
+            conn.execute(text("DELETE FROM probe_rollup WHERE minute_at < :upto"), {"upto": oldest + timedelta(minutes=10)})
+            conn.rollback()
+
+    def oldest_minute() -> None:
+        with store.engine.connect() as conn:
+            conn.execute(text("SELECT min(minute_at) FROM probe_rollup"))
+
+    db.downgrade(url, "0008")
+    jobs, mins, steps = timed_ms(job, 3), timed_ms(oldest_minute, 3), timed_ms(former_step, 3)
+    print(
+        f"without the minute index (0008), {rolled:,} rollups: rollup job {jobs[1]:.0f} ms (of 3: {jobs[0]:.0f}-{jobs[-1]:.0f}); "
+        f"the former purge's min(minute_at) {mins[1]:.0f} ms and one of its 10-minute DELETEs {steps[1]:.0f} ms "
+        f"(a day of rollups: the min and 144 of them, about {(mins[1] + 144 * steps[1]) / 1000:.0f} s, each reading a whole index or the table) ({load()})"
+    )
+    with Latencies(url, args.regions, args.interval, ("insert", "rollup")) as building:
+        t = time.perf_counter()
+        db.upgrade(url)
+        took = time.perf_counter() - t
+    print(f"migration 0009 on the live table (CREATE INDEX CONCURRENTLY): {took:.1f} s ({load()})")
+    print(f"  meanwhile: {building.summary()}")
+    jobs = timed_ms(job, 3)
+    region = scale_settings(args.regions, args.interval).regions[3].name
+    charts = timed_ms(lambda: queries.rollup_series(store, [region], NOW - timedelta(days=7), 3600), 5)
+    print(
+        f"with the index: rollup job {jobs[1]:.0f} ms (of 3: {jobs[0]:.0f}-{jobs[-1]:.0f}); the region page's 7-day chart, "
+        f"uncached (its first read; then cached 5 minutes): {charts[2]:.0f} ms (of 5: {charts[0]:.0f}-{charts[-1]:.0f}) ({load()})"
+    )
+    took, deleted, longest, during, quiet = retention(
+        store,
+        url,
+        args,
+        lambda: store.purge(raw_before=NOW - timedelta(days=args.days), rollup_before=oldest + timedelta(days=1))[1],
+        "probe_rollup",
+        ("insert", "read", "rollup"),
+    )
+    print(f"rollup retention of the oldest day: {deleted:,} rows in {took:.1f} s; longest statement {longest:.0f} ms ({load()})")
+    print(f"  meanwhile: {during}")
+    print(f"  as long again after it, no purge: {quiet}  ({load()})")
+
+
+def run(
+    name: str, url: str, fill: Callable[[], tuple[int, int]], s: Settings, args: argparse.Namespace, path: Path | None, rollup_days: float
+) -> None:
+    """Fill, then measure ``args.parts``; ``rollup_days``: how many days of rollups ``fill`` makes."""
     print(f"\n== {name}")
+    started = time.perf_counter()
     open_store(url, migrate=True).close()
     t = time.perf_counter()
     raw, rolled = fill()
-    print(f"filled {raw:,} probe results and {rolled:,} rollups in {time.perf_counter() - t:.0f} s ({load()})")
+    print(f"filled {raw:,} probe results and {rolled:,} rollups ({rollup_days:g} days) in {time.perf_counter() - t:.0f} s ({load()})")
+    oldest_rollup = NOW - timedelta(days=rollup_days)
     store = open_store(url)
     try:
         seed_state(store, s)
-        print(f"{'page / API':44} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms':>8}  full GC passes, longest ms   ({load()})")
-        for path_, p50, p95, cpu, full in pages(store, s, args.iterations):
-            print(f"{path_:44} {p50:8.1f} {p95:8.1f} {cpu:8.1f}  {len(full.pauses):3d} {max(full.pauses, default=0.0):8.1f}")
-        print(f"  ({load()} after the pages)")
-        t = time.perf_counter()
-        store.rollup(NOW - timedelta(minutes=3), NOW + timedelta(seconds=1))
-        print(f"rollup job (last 3 minutes): {ms(time.perf_counter() - t):.0f} ms ({load()})")
-        warm_ms, tick_ms = evaluation(store, s)
-        print(f"evaluation: warm start {warm_ms:.0f} ms, one tick of news {tick_ms:.1f} ms ({load()})")
-        rates = writers(url, s, args.write_seconds)
-        print(f"insert, 3 writers at once: {', '.join(f'{r:,.0f}' for r in rates)} results/s per writer ({load()})")
-        oldest = NOW - timedelta(days=args.days)
-        took, deleted, longest, during, quiet = retention(store, url, args, oldest)
-        print(f"retention of the oldest day: {deleted:,} rows in {took:.1f} s; longest statement {longest:.0f} ms ({load()})")
-        print(f"  meanwhile: {during}")
-        print(f"  as long again after it, no purge: {quiet}  ({load()})")
+        if "pages" in args.parts:
+            print(f"{'page / API':44} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms':>8}  full GC passes, longest ms   ({load()})")
+            for path_, p50, p95, cpu, full in pages(store, s, args.iterations):
+                print(f"{path_:44} {p50:8.1f} {p95:8.1f} {cpu:8.1f}  {len(full.pauses):3d} {max(full.pauses, default=0.0):8.1f}")
+            print(f"  ({load()} after the pages)")
+        if "rollup" in args.parts:
+            t = time.perf_counter()
+            store.rollup(NOW - timedelta(minutes=3), NOW + timedelta(seconds=1))
+            print(f"rollup job (last 3 minutes): {ms(time.perf_counter() - t):.0f} ms ({load()})")
+        if "evaluation" in args.parts:
+            warm_ms, tick_ms = evaluation(store, s)
+            print(f"evaluation: warm start {warm_ms:.0f} ms, one tick of news {tick_ms:.1f} ms ({load()})")
+        if "inserts" in args.parts:
+            rates = writers(url, s, args.write_seconds)
+            print(f"insert, 3 writers at once: {', '.join(f'{r:,.0f}' for r in rates)} results/s per writer ({load()})")
+        if "retention" in args.parts:
+            oldest = NOW - timedelta(days=args.days)
+            took, deleted, longest, during, quiet = retention(
+                store,
+                url,
+                args,
+                lambda: store.purge(raw_before=oldest + timedelta(days=1), rollup_before=min(oldest, oldest_rollup))[0],
+                "probe_result",
+            )
+            print(f"retention of the oldest day: {deleted:,} rows in {took:.1f} s; longest statement {longest:.0f} ms ({load()})")
+            print(f"  meanwhile: {during}")
+            print(f"  as long again after it, no purge: {quiet}  ({load()})")
+        if "rollups" in args.parts:
+            rollups_at_size(store, url, args, rolled, oldest_rollup)
         print(f"database size: {size_of(store, path)}")
     finally:
         store.close()
+    print(f"({name}: {time.perf_counter() - started:.0f} s in all)")
 
 
 def drop(admin: Any, name: str) -> None:
@@ -659,18 +808,28 @@ def main() -> int:
     ap.add_argument(
         "--pg-url", default=os.environ.get("REGIONGUARD_TEST_POSTGRES_URL"), help="an admin URL; a database is made and dropped"
     )
+    ap.add_argument("--rollup-days", type=float, default=None, help="days of rollups on PostgreSQL (default: the config's rollup_days)")
     ap.add_argument("--only", choices=("sqlite", "postgres"), default=None)
+    ap.add_argument(
+        "--parts",
+        type=lambda v: tuple(p for p in v.split(",") if p),
+        default=PARTS,
+        help=f"what to measure after the fill, comma-separated (default: all): {','.join(PARTS)}",
+    )
     args = ap.parse_args()
     s = scale_settings(args.regions, args.interval)
+    if unknown := set(args.parts) - set(PARTS):
+        ap.error(f"--parts: {','.join(sorted(unknown))} is not one of {','.join(PARTS)}")
+    rollup_days = max(args.days, s.retention.rollup_days if args.rollup_days is None else args.rollup_days)
     print(
         f"{len(s.regions)} regions x {len(DEPLOYMENTS)} deployments x {len(VANTAGES)} vantages every {args.interval:g} s "
-        f"for {args.days:g} days; {os.cpu_count()} cores; {load()}"
+        f"for {args.days:g} days, rollups for {rollup_days:g} days on PostgreSQL; {os.cpu_count()} cores; {load()}"
     )
     if args.only in (None, "sqlite"):
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "scale.db"
             url = "sqlite:///" + str(path)
-            run("SQLite", url, lambda: fill_sqlite(path, s, args.days, args.interval), s, args, path)
+            run("SQLite", url, lambda: fill_sqlite(path, s, args.days, args.interval), s, args, path, args.days)
     if args.only in (None, "postgres"):
         if not args.pg_url:
             print("\n(no PostgreSQL: pass --pg-url or set REGIONGUARD_TEST_POSTGRES_URL)")
@@ -686,7 +845,7 @@ def main() -> int:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         url = make_url(args.pg_url).set(database=name).render_as_string(hide_password=False)
         try:
-            run("PostgreSQL", url, lambda: fill_postgres(url, s, args.days, args.interval), s, args, None)
+            run("PostgreSQL", url, lambda: fill_postgres(url, s, args.days, args.interval, rollup_days), s, args, None, rollup_days)
         finally:
             drop(admin, name)
             admin.dispose()
