@@ -16,10 +16,11 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Float, Integer, and_, case, cast, func, literal, literal_column, select
+from sqlalchemy import Integer, and_, case, cast, func, literal_column, select
 
 from controlplane.domain import ChangeOrigin, ChangeStatus, EventKind, Field, HealthStateName, Outcome, ProbeResult, Transition
 from controlplane.incidents import BAD, EVIDENCE_LOOKBACK, Incident, build
+from controlplane.store.aggregates import count_where, grouped
 from controlplane.store.models import ChangeRow, HealthTransitionRow, ProbeResultRow, ProbeRollupRow, table
 from controlplane.store.records import Bucket, ChangeRecord, RegionStats
 from controlplane.store.repo import Store, _to_probe
@@ -42,45 +43,23 @@ class VantageCell:
         return "degraded" if self.ok else "unhealthy"
 
 
-def _rank(q: float, n: Any) -> Any:
-    """SQL for the nearest rank ``max(1, ceil(q * n))`` of :func:`controlplane.stats.percentile`, in the same float arithmetic."""
-    x = literal(q, Float) * n
-    whole = cast(x, Integer)  # truncates; x >= 0
-    return case((x > whole, whole + 1), (whole < 1, 1), else_=whole)
-
-
 def _region_stats_query(since: datetime, region: str | None, dialect: str) -> Any:
     """(region, probes, ok, ttft p50, ttft p95) per region over [since, now), aggregated in the database.
 
-    PostgreSQL: ``percentile_disc``, which is the nearest rank: the first value
-    whose position in the order is at least ``q * n``, i.e. rank ``ceil(q * n)``
-    in double precision like Python's (both figures share one sort per region).
-    SQLite has no percentile functions: each TTFT's rank within its region by a
-    window function, and the value at rank ``max(1, ceil(q * n))``, with
-    SQLite's truncating ``CAST`` (PostgreSQL's rounds: this branch is SQLite's).
-    Both give :func:`controlplane.stats.percentile` value for value
-    (tests/integration/test_dashboard_queries.py).
+    The percentiles are :func:`controlplane.stats.percentile`'s nearest rank on
+    both dialects (:func:`controlplane.store.aggregates.grouped`; on PostgreSQL
+    both figures share one sort per region).
     """
     t = table(ProbeResultRow)
     where = [t.c.started_at >= since, *([t.c.region == region] if region is not None else [])]
-    ok = func.sum(case((t.c.outcome == Outcome.OK.value, 1), else_=0))
-    if dialect == "postgresql":
-        p50, p95 = (func.percentile_disc(q).within_group(t.c.ttft_ms) for q in (0.5, 0.95))  # one shared sort (shareable final function)
-        return select(t.c.region, func.count(), ok, p50, p95).where(*where).group_by(t.c.region)
-    # the window's rows first (MATERIALIZED: else SQLite walks the whole (region, started_at) index for the partition order)
-    window = select(t.c.region, t.c.outcome, t.c.ttft_ms).where(*where).cte("stats_window").prefix_with("MATERIALIZED", dialect="sqlite")
-    w = window.c
-    ranked = select(
-        w.region,
-        w.outcome,
-        w.ttft_ms,
-        func.row_number().over(partition_by=w.region, order_by=w.ttft_ms.asc().nulls_last()).label("rn"),
-        func.count(w.ttft_ms).over(partition_by=w.region).label("n"),
-    ).subquery()
-    r = ranked.c
-    at_rank = [func.max(case((and_(r.ttft_ms.is_not(None), r.rn == _rank(q, r.n)), r.ttft_ms))) for q in (0.5, 0.95)]
-    ok_r = func.sum(case((r.outcome == Outcome.OK.value, 1), else_=0))
-    return select(r.region, func.count(), ok_r, *at_rank).group_by(r.region)
+    rows = select(t.c.region, t.c.outcome, t.c.ttft_ms).where(*where)
+    return grouped(
+        rows,
+        keys=("region",),
+        columns=lambda c: (func.count(), count_where(c.outcome == Outcome.OK.value)),
+        percentiles=(("ttft_ms", 0.5), ("ttft_ms", 0.95)),
+        dialect=dialect,
+    )
 
 
 def region_stats(store: Store, since: datetime, region: str | None = None) -> dict[str, RegionStats]:
@@ -180,7 +159,7 @@ def vantage_cells(store: Store, since: datetime) -> dict[tuple[str, str], Vantag
         r.vantage,
         func.max(case((r.rn == 1, r.outcome))),
         func.max(r.started_at),
-        func.sum(case((r.outcome == Outcome.OK.value, 1), else_=0)),
+        count_where(r.outcome == Outcome.OK.value),
         func.count(),
     ).group_by(r.endpoint_id, r.vantage)
     with store.connect() as conn:
