@@ -115,6 +115,17 @@ def postgres_url() -> Iterator[str]:
         admin_engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A migrated Store on each database in turn: a fresh SQLite file, then a fresh PostgreSQL database."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    s = open_store(url, migrate=True)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 def _drop_database(admin_engine: Engine, name: str, timeout: float = 10.0) -> None:
     """DROP DATABASE ... WITH (FORCE), again while an autovacuum worker is in it.
 

@@ -54,10 +54,13 @@ def grouped(
     """
     if dialect == "postgresql":
         c = rows.subquery("grouped_rows").c  # flattened by the planner: a plain grouped scan
-        at_rank = [func.percentile_disc(q).within_group(c[v]) for v, q in percentiles]  # one shared sort per value column
+        at_rank: list[Any] = [func.percentile_disc(q).within_group(c[v]) for v, q in percentiles]  # one shared sort per value column
         return select(*(c[k] for k in keys), *columns(c), *at_rank).group_by(*(c[k] for k in keys))
-    # the rows first (MATERIALIZED: else SQLite walks a whole index for the partitions' order)
-    w = rows.cte("grouped_rows").prefix_with("MATERIALIZED", dialect="sqlite").c
+    # the rows first (MATERIALIZED: else SQLite walks a whole index for the partitions' order), in a WITH nested in the
+    # FROM: at the top it would precede an INSERT ... SELECT of this, and Python's sqlite3 counts the rows of a statement
+    # only when it starts with INSERT
+    window = rows.cte("grouped_rows", nesting=True).prefix_with("MATERIALIZED", dialect="sqlite")
+    w = window.c
     part = [w[k] for k in keys]
     values = list(dict.fromkeys(v for v, _ in percentiles))
     ranks = [func.row_number().over(partition_by=part, order_by=w[v].asc().nulls_last()).label(f"rank_{v}") for v in values]

@@ -4,9 +4,10 @@ They must stay fast with a week of raw probe results (millions of rows), so
 none scans raw results over long ranges: last-probe times are per-region
 ``MAX(started_at)`` lookups on the (region, started_at) index, 5-minute
 figures and the vantage grid read one short index range and are aggregated
-in SQL (only a row per region or cell comes back), series come from the
-per-minute rollups, aggregated in SQL (the one place that knows SQLite from
-PostgreSQL).
+in SQL (only a row per region or cell comes back; the percentiles are
+:mod:`controlplane.store.aggregates`'), series come from the per-minute
+rollups, aggregated in SQL (with ``aggregates``, where SQLite's SQL and
+PostgreSQL's differ).
 """
 
 from __future__ import annotations

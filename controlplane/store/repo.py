@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -18,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, Result, and_, delete, func, or_, select, text, update
+from sqlalchemy import Connection, CursorResult, Result, and_, case, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -45,8 +44,8 @@ from controlplane.domain import (
     Transition,
     WriteStatus,
 )
-from controlplane.stats import percentile
 from controlplane.store import db
+from controlplane.store.aggregates import count_where, grouped
 from controlplane.store.fit import fit_row
 from controlplane.store.models import (
     ApiTokenRow,
@@ -88,6 +87,20 @@ log = logging.getLogger(__name__)
 _PROBE_FIELDS = [f.name for f in dc_fields(ProbeResult)]
 _FAILED = {o.value for o in Outcome} - {Outcome.OK.value, Outcome.THROTTLED.value}
 _OUTCOMES = frozenset(o.value for o in Outcome)
+
+
+def _minute_of(started_at: Any, dialect: str) -> Any:
+    """SQL for ``started_at.replace(second=0, microsecond=0)``, stored exactly as a bound datetime is.
+
+    SQLite keeps a datetime as the text SQLAlchemy writes, ``YYYY-MM-DD
+    HH:MM:SS.ffffff`` in UTC: the minute is its first 16 characters and
+    ``:00.000000``, the text a bound minute has, so the rollups' range and
+    equality reads find it. PostgreSQL truncates the UTC wall clock, whatever
+    the session's time zone.
+    """
+    if dialect == "sqlite":
+        return func.substr(started_at, 1, 16).concat(":00.000000")
+    return func.timezone("UTC", func.date_trunc("minute", func.timezone("UTC", started_at)))
 
 
 def _to_probe(row: ProbeResultRow) -> ProbeResult:
@@ -150,7 +163,7 @@ def _to_event(row: AuditEventRow) -> AuditEvent:
 
 
 def _rowcount(result: Result[Any]) -> int:
-    """Rows an UPDATE or DELETE matched (``Session.execute`` is typed as Result; for DML it is a CursorResult)."""
+    """Rows an UPDATE or DELETE matched, or an INSERT run with ``preserve_rowcount`` wrote (``Session.execute`` is typed as Result; for DML it is a CursorResult)."""
     if not isinstance(result, CursorResult):
         raise TypeError(f"expected the CursorResult of an UPDATE or DELETE, got {type(result).__name__}")
     return result.rowcount
@@ -484,38 +497,51 @@ class Store:
         return {region: (at if at.tzinfo else at.replace(tzinfo=UTC)) for region, at in rows if at is not None}
 
     def rollup(self, since: datetime, until: datetime) -> int:
-        """(Re)compute per-minute rollups for whole minutes in [since, until)."""
+        """(Re)compute per-minute rollups for whole minutes in [since, until); returns how many rows it wrote.
+
+        In the database, in one transaction: DELETE the window's rollups, then
+        one INSERT ... SELECT that groups the window's raw results per endpoint,
+        vantage and minute (the worker runs this every 15 s over the last 3
+        minutes; read into Python, those thousands of rows were a burst of
+        memory that the allocator kept). The percentiles are the nearest rank
+        of :func:`controlplane.stats.percentile` (:func:`.aggregates.grouped`):
+        TTFT over the results that have one, total time over the OK and SLOW
+        ones that have one. A group's region is the smallest of its results'
+        (an endpoint's results all carry its one region).
+        """
         start = since.replace(second=0, microsecond=0)
-        results = self.results_between(start, until)
-        groups: dict[tuple[str, str, datetime], list[ProbeResult]] = defaultdict(list)
-        for r in results:
-            groups[(r.endpoint_id, r.vantage, r.started_at.replace(second=0, microsecond=0))].append(r)
-        rows = []
-        for (eid, vantage, minute), rs in groups.items():
-            ttft = sorted(r.ttft_ms for r in rs if r.ttft_ms is not None)
-            total = sorted(r.total_ms for r in rs if r.total_ms is not None and r.outcome in (Outcome.OK, Outcome.SLOW))
-            rows.append(
-                dict(
-                    endpoint_id=eid,
-                    vantage=vantage,
-                    minute_at=minute,
-                    region=rs[0].region,
-                    count=len(rs),
-                    ok=sum(r.outcome is Outcome.OK for r in rs),
-                    throttled=sum(r.outcome is Outcome.THROTTLED for r in rs),
-                    failed=sum(r.outcome.value in _FAILED for r in rs),
-                    ttft_p50_ms=percentile(ttft, 0.5),
-                    ttft_p95_ms=percentile(ttft, 0.95),
-                    total_p50_ms=percentile(total, 0.5),
-                    total_p95_ms=percentile(total, 0.95),
-                    tokens=sum((r.prompt_tokens or 0) + (r.completion_tokens or 0) for r in rs),
-                )
-            )
+        t = table(ProbeResultRow)
+        dialect = self.engine.dialect.name
+        rows = select(
+            t.c.endpoint_id,
+            t.c.vantage,
+            _minute_of(t.c.started_at, dialect).label("minute_at"),
+            t.c.region,
+            t.c.outcome,
+            t.c.ttft_ms,
+            case((t.c.outcome.in_((Outcome.OK.value, Outcome.SLOW.value)), t.c.total_ms)).label("total_ms"),
+            (func.coalesce(t.c.prompt_tokens, 0) + func.coalesce(t.c.completion_tokens, 0)).label("tokens"),
+        ).where(t.c.started_at >= start, t.c.started_at < until)
+        per_minute = grouped(
+            rows,
+            keys=("endpoint_id", "vantage", "minute_at"),
+            columns=lambda c: (
+                func.min(c.region),
+                func.count(),
+                count_where(c.outcome == Outcome.OK.value),
+                count_where(c.outcome == Outcome.THROTTLED.value),
+                count_where(c.outcome.in_(sorted(_FAILED))),
+                func.sum(c.tokens),
+            ),
+            percentiles=(("ttft_ms", 0.5), ("ttft_ms", 0.95), ("total_ms", 0.5), ("total_ms", 0.95)),
+            dialect=dialect,
+        )
+        names = ["endpoint_id", "vantage", "minute_at", "region", "count", "ok", "throttled", "failed", "tokens"]
+        names += ["ttft_p50_ms", "ttft_p95_ms", "total_p50_ms", "total_p95_ms"]
         with self.session() as s:
             s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at >= start, ProbeRollupRow.minute_at < until))
-            if rows:
-                s.execute(table(ProbeRollupRow).insert(), rows)
-        return len(rows)
+            insert = table(ProbeRollupRow).insert().from_select(names, per_minute)
+            return _rowcount(s.execute(insert.execution_options(preserve_rowcount=True)))  # an INSERT's count is kept only on request
 
     def rollups(self, since: datetime, region: str | None = None) -> list[Rollup]:
         with self.session() as s:

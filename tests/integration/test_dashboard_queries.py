@@ -11,10 +11,7 @@ TTFT (throttled, failed).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from controlplane.domain import Outcome, ProbeResult
 from controlplane.stats import percentile
@@ -22,16 +19,6 @@ from controlplane.store import RegionStats, Store, open_store, queries
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 SINCE = T0 - timedelta(minutes=5)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    s = open_store(url, migrate=True)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _results(regions: int = 45, seed: int = 11) -> list[ProbeResult]:

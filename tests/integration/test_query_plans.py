@@ -2,8 +2,9 @@
 
 At scale (3 vantages x 100 endpoints every 10 s, a week kept) the raw table
 holds about 18 M rows: a sequential scan of it is seconds, not milliseconds.
-This test renders every dashboard page and API read, and asks the engine's
-``results_after``, records each SQL statement that touches ``probe_result``,
+This test renders every dashboard page and API read, asks the engine's
+``results_after`` and runs the worker's rollup job, records each SQL statement
+that reads ``probe_result``,
 and runs ``EXPLAIN`` on it with sequential scans priced out
 (``enable_seqscan = off``): a plan that still scans the table has no index
 to use, and fails.
@@ -58,7 +59,7 @@ def sqlite_store(sqlite_url: str) -> Iterator[Store]:
 
 
 def _hot_statements(store: Store) -> list[tuple[str, Any]]:
-    """Every SELECT on the raw results that rendering every page and API read, and the engine's reads, make."""
+    """Every read of the raw results that rendering every page and API read, the engine's reads and the rollup job make."""
     app = create_app(settings(), store, {"TESTING": True, "CLOCK": FakeClock(T0), "SECRET_KEY": "test-secret"})
 
     def render_everything() -> None:
@@ -67,8 +68,9 @@ def _hot_statements(store: Store) -> list[tuple[str, Any]]:
             assert c.get(path).status_code == 200, path
         store.results_after(0)
         store.latest_results(since=T0 - timedelta(minutes=10))
+        store.rollup(T0 - timedelta(minutes=3), T0 + timedelta(seconds=1))  # the worker's job every 15 s: an INSERT ... SELECT
 
-    statements = _statements_touching_raw(store, render_everything)
+    statements = _statements_touching_raw(store, render_everything, kinds=("SELECT", "INSERT INTO PROBE_ROLLUP"))
     assert statements, "no query read the raw results: the test lost its subject"
     return statements
 
