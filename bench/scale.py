@@ -17,7 +17,8 @@ would take the fill from minutes to most of an hour).
 - p50 / p95 of every dashboard page and JSON API read (Flask test client),
   and the CPU one costs (this process and its PostgreSQL backends), which
   says more than wall-clock time when the cores are shared and busy;
-- one rollup job (the worker's: the last 3 minutes) and one retention pass
+- the rollup job (the worker's: the last 3 minutes; five runs, and the
+  memory one allocates in Python, by ``tracemalloc``) and one retention pass
   that deletes the oldest day, with its longest statement and the latencies
   a writer and a page read saw meanwhile, each in a process of its own (as a
   worker and the dashboard are; threads here would share this process's
@@ -58,6 +59,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -679,6 +681,23 @@ def timed_ms(call: Callable[[], object], times: int = 1) -> list[float]:
     return sorted(out)
 
 
+def rollup_job(store: Store, runs: int = 5) -> str:
+    """The worker's rollup job (the last 3 minutes) ``runs`` times, then once more under ``tracemalloc``: the memory
+    it allocates in this process (the rows it brought into Python, when it did; the soak's RSS steps came from that)."""
+
+    def job() -> None:
+        store.rollup(NOW - timedelta(minutes=3), NOW + timedelta(seconds=1))
+
+    times = timed_ms(job, runs)
+    tracemalloc.start()
+    try:
+        job()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return f"{times[runs // 2]:.0f} ms (of {runs}: {times[0]:.0f}-{times[-1]:.0f}); Python's peak allocation in it {peak / 2**20:.2f} MiB"
+
+
 def rollups_at_size(store: Store, url: str, args: argparse.Namespace, rolled: int, oldest: datetime) -> None:
     """The rollups at their retention's size: the rollup job and the former purge's statements without migration
     0009's index on ``minute_at``, that migration on the live table while the rollup job and a writer run, the job
@@ -754,9 +773,7 @@ def run(
                 print(f"{path_:44} {p50:8.1f} {p95:8.1f} {cpu:8.1f}  {len(full.pauses):3d} {max(full.pauses, default=0.0):8.1f}")
             print(f"  ({load()} after the pages)")
         if "rollup" in args.parts:
-            t = time.perf_counter()
-            store.rollup(NOW - timedelta(minutes=3), NOW + timedelta(seconds=1))
-            print(f"rollup job (last 3 minutes): {ms(time.perf_counter() - t):.0f} ms ({load()})")
+            print(f"rollup job (last 3 minutes): {rollup_job(store)} ({load()})")
         if "evaluation" in args.parts:
             warm_ms, tick_ms = evaluation(store, s)
             print(f"evaluation: warm start {warm_ms:.0f} ms, one tick of news {tick_ms:.1f} ms ({load()})")
