@@ -17,7 +17,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, cast, func, literal_column, select
+from sqlalchemy import Integer, and_, any_, bindparam, case, cast, func, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from controlplane.domain import ChangeOrigin, ChangeStatus, EventKind, Field, HealthStateName, Outcome, ProbeResult, Transition
 from controlplane.incidents import BAD, EVIDENCE_LOOKBACK, Incident, build
@@ -121,10 +122,22 @@ def rollup_series(store: Store, regions: list[str], since: datetime, bucket_s: i
 
 
 def recent_probes(store: Store, region: str, limit: int = 50) -> list[ProbeResult]:
-    """The newest probe results of a region, newest first (index-ordered, no sort of the range)."""
+    """The newest probe results of a region, newest first, read from the (region, started_at) index.
+
+    On PostgreSQL ``region = ANY(ARRAY[region])`` and ordering by the region too: with ``region = :region``
+    the planner took the region as settled and walked ``ix_probe_result_started`` backwards (rows stored in
+    time order make it look cheap), reading every newer row of every other region until it had ``limit`` of
+    this one: the page of a region whose probes stopped an hour ago read an hour of the whole deployment, and
+    in the scale bench the page read got slower with every row its writer stored (82,794 rows, 107 ms). An
+    array is no settled value, so only the region's own index gives that order.
+    """
+    r = ProbeResultRow
+    in_region = r.region == region
+    if store.engine.dialect.name == "postgresql":
+        in_region = r.region == any_(bindparam("regions", [region], type_=ARRAY(r.region.type)))
     with store.session() as s:
-        q = select(ProbeResultRow).where(ProbeResultRow.region == region).order_by(ProbeResultRow.started_at.desc()).limit(limit)
-        return [_to_probe(r) for r in s.scalars(q)]
+        q = select(r).where(in_region).order_by(r.region.desc(), r.started_at.desc()).limit(limit)
+        return [_to_probe(row) for row in s.scalars(q)]
 
 
 def vantages_seen(store: Store, since: datetime) -> dict[str, datetime]:

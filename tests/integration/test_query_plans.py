@@ -27,7 +27,7 @@ from sqlalchemy import event, text
 
 from controlplane import users
 from controlplane.domain import Outcome, ProbeResult
-from controlplane.store import Store, open_store
+from controlplane.store import Store, open_store, queries
 from tests.integration.test_web import API_GETS, PAGES, T0, FakeClock, login
 from tests.integration.web_seed import cheap_hashing, default_hashing, seed_everything, settings
 from web import create_app
@@ -154,6 +154,54 @@ def _rows_read(node: dict[str, Any]) -> int:
     return read + sum(_rows_read(child) for child in node.get("Plans", []))
 
 
+def _rows_read_by_each(store: Store, statements: list[tuple[str, Any]]) -> list[tuple[int, str, Any]]:
+    """(rows of probe_result read, statement, parameters) of each statement, replayed with EXPLAIN ANALYZE and
+    priced as at scale (no sequential scans: a few thousand rows would rather be read end to end)."""
+    worst = []
+    with store.engine.connect() as conn:
+        raw_conn = conn.connection.dbapi_connection
+        assert raw_conn is not None
+        with raw_conn.cursor() as cur:
+            cur.execute("SET enable_seqscan = off")
+            for statement, parameters in statements:
+                cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+                plan = cur.fetchone()[0]
+                plan = json.loads(plan) if isinstance(plan, str) else plan
+                worst.append((_rows_read(plan[0]["Plan"]), " ".join(statement.split())[:200], parameters))
+        raw_conn.rollback()
+    return worst
+
+
+@pytest.mark.postgres
+def test_a_region_page_reads_its_newest_probes_not_the_newer_ones_of_other_regions(postgres_url: str) -> None:
+    """The region page's newest probes of a region come from its own index, however many rows other regions
+    stored since: with ``region = :region`` PostgreSQL walked the start-time index backwards and read every
+    newer row of every region until it had 50 of this one (the page of a region whose probes stopped an hour
+    ago read an hour of the deployment; in the scale bench, the page read slowed with every row its writer
+    stored)."""
+    store = open_store(postgres_url, migrate=True)
+    try:
+        regions = ("eastus", "westus", "northeurope", "swedencentral")  # a probe of each every second, in time order
+
+        def tick(at: datetime, names: tuple[str, ...]) -> list[ProbeResult]:
+            return [ProbeResult(f"{r}/gpt-4o", r, "eu", at, Outcome.OK, status_code=200) for r in names]
+
+        store.add_probe_results([p for i in range(1500) for p in tick(T0 - timedelta(seconds=1500 - i), regions)])
+        store.add_probe_results([p for i in range(700) for p in tick(T0 + timedelta(seconds=i), regions[1:])])  # eastus stopped
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE probe_result")
+            conn.commit()
+        statements = _statements_touching_raw(store, lambda: queries.recent_probes(store, "eastus"))
+        assert statements, "the page's newest probes made no select on the raw results: the test lost its subject"
+        worst = _rows_read_by_each(store, statements)
+        assert [p.started_at for p in queries.recent_probes(store, "eastus", limit=2)] == [T0 - timedelta(seconds=s) for s in (1, 2)]
+    finally:
+        store.close()
+    assert max(worst, key=lambda w: w[0])[0] <= 60, (
+        f"the newest probes of a region read other regions' rows: {max(worst, key=lambda w: w[0])}"
+    )
+
+
 @pytest.mark.postgres
 def test_a_retention_pass_reads_only_the_rows_it_deletes(postgres_url: str) -> None:
     """Retention deletes the oldest rows of a table that is mostly newer ones: no statement of the pass may walk
@@ -183,18 +231,7 @@ def test_a_retention_pass_reads_only_the_rows_it_deletes(postgres_url: str) -> N
             store, lambda: store.purge(raw_before=T0, rollup_before=base, batch=50, pace=0), (RAW, ROLLUP)
         )
         assert {RAW, ROLLUP} == {r for r in (RAW, ROLLUP) for st, _ in statements if f"FROM {r}" in st}, "the test lost its subject"
-        worst = []
-        with store.engine.connect() as conn:
-            raw_conn = conn.connection.dbapi_connection
-            assert raw_conn is not None
-            with raw_conn.cursor() as cur:
-                cur.execute("SET enable_seqscan = off")  # priced as at scale: 2,100 rows would rather be read end to end
-                for statement, parameters in statements:
-                    cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
-                    plan = cur.fetchone()[0]
-                    plan = json.loads(plan) if isinstance(plan, str) else plan
-                    worst.append((_rows_read(plan[0]["Plan"]), " ".join(statement.split())[:200], parameters))
-            raw_conn.rollback()
+        worst = _rows_read_by_each(store, statements)
         assert len(store.results_between(T0, T0 + timedelta(hours=1))) == kept
         assert len(store.rollups(base - timedelta(days=1))) == kept
     finally:
