@@ -99,18 +99,19 @@ def _seq_scans(node: dict[str, Any]) -> list[str]:
     return found
 
 
-def _plans(store: Store, statements: list[tuple[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(statement, its plan's root node) for each, with sequential scans priced out (PostgreSQL)."""
+def _plans(store: Store, statements: list[tuple[str, Any]], analyze: bool = False) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    """(statement, parameters, its plan's root node) for each, with sequential scans priced out (PostgreSQL);
+    with ``analyze``, the plan as run (EXPLAIN ANALYZE)."""
     with store.engine.connect() as conn:
         raw_conn = conn.connection.dbapi_connection
         assert raw_conn is not None
         with raw_conn.cursor() as cur:
             cur.execute("SET enable_seqscan = off")
             for statement, parameters in statements:
-                cur.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+                cur.execute(f"EXPLAIN ({'ANALYZE, ' if analyze else ''}FORMAT JSON) " + statement, parameters)
                 plan = cur.fetchone()[0]
                 plan = json.loads(plan) if isinstance(plan, str) else plan
-                yield statement, plan[0]["Plan"]
+                yield statement, parameters, plan[0]["Plan"]
         raw_conn.rollback()
 
 
@@ -129,7 +130,7 @@ def _full_scans_on_sqlite(store: Store, statements: list[tuple[str, Any]], relat
 
 @pytest.mark.postgres
 def test_every_hot_query_uses_an_index_on_the_raw_results(pg_store: Store) -> None:
-    bad = [" ".join(statement.split())[:300] for statement, plan in _plans(pg_store, _hot_statements(pg_store)) if _seq_scans(plan)]
+    bad = [" ".join(statement.split())[:300] for statement, _, plan in _plans(pg_store, _hot_statements(pg_store)) if _seq_scans(plan)]
     assert not bad, "sequential scans of probe_result:\n" + "\n".join(bad)
 
 
@@ -157,19 +158,10 @@ def _rows_read(node: dict[str, Any]) -> int:
 def _rows_read_by_each(store: Store, statements: list[tuple[str, Any]]) -> list[tuple[int, str, Any]]:
     """(rows of probe_result read, statement, parameters) of each statement, replayed with EXPLAIN ANALYZE and
     priced as at scale (no sequential scans: a few thousand rows would rather be read end to end)."""
-    worst = []
-    with store.engine.connect() as conn:
-        raw_conn = conn.connection.dbapi_connection
-        assert raw_conn is not None
-        with raw_conn.cursor() as cur:
-            cur.execute("SET enable_seqscan = off")
-            for statement, parameters in statements:
-                cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
-                plan = cur.fetchone()[0]
-                plan = json.loads(plan) if isinstance(plan, str) else plan
-                worst.append((_rows_read(plan[0]["Plan"]), " ".join(statement.split())[:200], parameters))
-        raw_conn.rollback()
-    return worst
+    return [
+        (_rows_read(plan), " ".join(statement.split())[:200], parameters)
+        for statement, parameters, plan in _plans(store, statements, analyze=True)
+    ]
 
 
 @pytest.mark.postgres
@@ -282,7 +274,7 @@ def test_every_rollup_statement_reads_by_an_index_on_the_minute(pg_store: Store)
         )
     bad = [
         " ".join(statement.split())[:300] + "\n  " + "; ".join(walks)
-        for statement, plan in _plans(pg_store, statements)
+        for statement, _, plan in _plans(pg_store, statements)
         if (walks := _walks(plan, leading))
     ]
     assert not bad, "statements that read all of probe_rollup:\n" + "\n".join(dict.fromkeys(bad))
