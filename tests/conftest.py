@@ -8,6 +8,7 @@ skip into a failure (CI sets that, so a broken PostgreSQL never passes silently)
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import time
@@ -55,6 +56,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return RUN_FIRST.index(path) if path in RUN_FIRST else len(RUN_FIRST)
 
     items.sort(key=rank)  # stable: each module keeps its own order
+
+
+@pytest.fixture(autouse=True)
+def _heap_left_unfrozen() -> Iterator[None]:
+    """A test that runs `regionguard web` or `run` in-process freezes this process's heap
+    (controlplane.cli.common.freeze_startup_heap); thaw it, so no later test in the
+    same pytest (xdist) process starts with everything built so far frozen."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 @pytest.fixture
