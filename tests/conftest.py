@@ -9,8 +9,10 @@ skip into a failure (CI sets that, so a broken PostgreSQL never passes silently)
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -59,13 +61,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _heap_left_unfrozen() -> Iterator[None]:
-    """A test that runs `regionguard web` or `run` in-process freezes this process's heap
-    (controlplane.cli.common.freeze_startup_heap); thaw it, so no later test in the
-    same pytest (xdist) process starts with everything built so far frozen."""
+def _process_left_as_found() -> Iterator[None]:
+    """What a test's in-process `regionguard web`, `run` or demo changes in this whole
+    process is put back, so no later test in the same pytest (xdist) process starts
+    from it: the start-up heap they freeze (controlplane.cli.common.freeze_startup_heap;
+    a frozen heap once failed test_startup_heap on CI), the SIGTERM/SIGINT handlers
+    they install, the environment variables they set (the demo's secret key), the
+    root logger's level."""
+    environ = dict(os.environ)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    level = logging.getLogger().level
     yield
     if gc.get_freeze_count():
         gc.unfreeze()
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+    for sig, handler in handlers.items():
+        if signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
+    logging.getLogger().setLevel(level)
 
 
 @pytest.fixture
