@@ -172,6 +172,20 @@ def classify(exc: BaseException) -> ActuatorError:
     return PermanentError(_short(exc), code=type(exc).__name__)
 
 
+CREDENTIAL_CODES = frozenset({"TokenTimeout", "AuthenticationFailed"})  # what classify() names a credential that gave no token
+
+
+def credential_failure(error: ActuatorError) -> bool:
+    """The call failed on this worker's credential, not on Azure: no token (the token endpoint hangs or refuses,
+    the credential is unavailable or misconfigured) or ARM turned the token down (401).
+
+    ARM's 5xx, 429 and throttling are not: every replica would meet them too,
+    so they say nothing about whether another worker could do better
+    (docs/adr/0016).
+    """
+    return error.code in CREDENTIAL_CODES or error.status == 401
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:_MAX_MESSAGE]
@@ -443,6 +457,7 @@ def report_group(report: ApplyReport, changes: list[Change], error: ActuatorErro
 
 __all__ = [
     "APPLIED",
+    "CREDENTIAL_CODES",
     "FAILED",
     "MALFORMED",
     "SKIPPED",
@@ -459,6 +474,7 @@ __all__ = [
     "TransientError",
     "call_with_retry",
     "classify",
+    "credential_failure",
     "desired_fields",
     "enabled_state",
     "group_by_endpoint",

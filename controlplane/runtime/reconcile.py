@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from controlplane.actuators.base import APPLIED, Actuator, ActuatorError, FencedError, PermanentError, classify
+from controlplane.actuators.base import APPLIED, Actuator, ActuatorError, FencedError, PermanentError, classify, credential_failure
 from controlplane.actuators.transport import write_fence
 from controlplane.config import Settings, Target, azure_name
 from controlplane.domain import (
@@ -122,6 +122,22 @@ class TickReport:
     fenced: bool = False  # lost the lease before (some) writes
     refused: str | None = None  # e.g. the plan is not the one reviewed
     targets: dict[str, TargetResult] = field(default_factory=dict)
+    azure_calls: int = 0  # reads, writes and read-backs tried this tick (a write fenced before it was sent is none)
+    credential_failures: int = 0  # those that failed on this worker's credential (base.credential_failure)
+    credential_error: str | None = None  # the last of those, "code: message"
+
+    def count_call(self, error: ActuatorError | None) -> None:
+        """One Azure call's outcome (``None``: it went through), for :attr:`credential_failed`."""
+        self.azure_calls += 1
+        if error is not None and credential_failure(error):
+            self.credential_failures += 1
+            self.credential_error = f"{error.code}: {error.message}"
+
+    @property
+    def credential_failed(self) -> bool:
+        """Azure was called, and every call failed on the credential: this worker could not authenticate at
+        all (ARM's 5xx and 429 are not that: every replica meets them). docs/adr/0016."""
+        return self.azure_calls > 0 and self.credential_failures == self.azure_calls
 
     @property
     def applied(self) -> list[Change]:
@@ -357,6 +373,7 @@ class Reconciler:
         for t in self.settings.targets:
             result = report.targets[t.name] = TargetResult(t.name)
             state = states[t.name]
+            report.count_call(state if isinstance(state, ActuatorError) else None)
             if isinstance(state, ActuatorError):
                 result.read_error = f"{state.code}: {state.message}"
                 self._record_read_error(t, result.read_error, now)
@@ -845,6 +862,8 @@ class Reconciler:
 
         def record(change: Change, status: str, error: ActuatorError | None) -> None:
             at = self.clock.now()
+            if not isinstance(error, FencedError):  # a fenced write was never sent
+                report.count_call(None if status == APPLIED else error or PermanentError("failed"))
             change_id = ids.get(id(change))
             if change_id is not None:
                 self._mine.pop(change_id, None)  # finished below, whatever the outcome
@@ -905,9 +924,9 @@ class Reconciler:
 
         apply_report = self.actuators[target.name].apply(target, plan, deadline=deadline, on_result=on_result)
         result.writes = apply_report.writes
-        self._read_back(target, result, deadline)
+        self._read_back(target, result, deadline, report)
 
-    def _read_back(self, target: Target, result: TargetResult, deadline: float) -> None:
+    def _read_back(self, target: Target, result: TargetResult, deadline: float, report: TickReport) -> None:
         now = self.clock.now()
         if self._monotonic() >= deadline:
             log.info("no time left to read %s back this tick; the next tick reads it", target.name)
@@ -917,7 +936,11 @@ class Reconciler:
         except ActuatorError as error:
             log.warning("read-back of %s failed: %s", target.name, error)
             result.confirmed = False
+            with self._lock:
+                report.count_call(error)
             return
+        with self._lock:
+            report.count_call(None)
         result.read_back = state
         wrong = [c for c in result.applied if state.endpoints.get(c.region) is None or state.endpoints[c.region].get(c.field) != c.desired]
         result.confirmed = not wrong
