@@ -459,6 +459,7 @@ class FlagKind(StrEnum):
     DRIFT_REVERT = "drift_revert"  # subject: "<target>/<region>"; an operator asked to revert this drift
     CONFIG_PROBLEMS = "config_problems"  # singleton; value {"problems": [...]}
     LIVENESS = "liveness"  # subject: vantage; value: controlplane.store.records.LivenessTally.flag_value()
+    CREDENTIAL = "credential"  # subject: worker (holder id); value: controlplane.runtime.stepdown.CredentialWatch.flag_value()
 
     def key(self, subject: str | None = None) -> str:
         return self.value if subject is None else f"{self.value}:{subject}"

@@ -29,12 +29,14 @@ from controlplane.domain import (
 )
 from controlplane.store.records import (
     LIVENESS_SUMMARY_EVERY_S,
+    CredentialProblem,
     Flag,
     Lease,
     LivenessRecord,
     Panic,
     TargetEndpointRecord,
     config_problems_of,
+    credential_problems_of,
     liveness_of,
     panics_of,
 )
@@ -156,6 +158,7 @@ class SystemStatus:
     panics: dict[str, Panic]  # target -> fail-open
     config_problems: tuple[str, ...]
     endpoint_health: dict[str, EndpointHealth] = field(default_factory=dict)  # endpoint id -> latest health
+    credentials: tuple[CredentialProblem, ...] = ()  # workers whose Azure credential fails (docs/adr/0016)
 
     @property
     def leader(self) -> str | None:
@@ -246,7 +249,7 @@ def target_status(
     )
 
 
-STATUS_FLAGS = (FlagKind.PANIC, FlagKind.CONFIG_PROBLEMS, FlagKind.LIVENESS)  # read together, once per status
+STATUS_FLAGS = (FlagKind.PANIC, FlagKind.CONFIG_PROBLEMS, FlagKind.LIVENESS, FlagKind.CREDENTIAL)  # read together, once per status
 
 
 def read_status(settings: Settings, store: StatusSource, now: datetime, *, regions: list[str] | None = None) -> SystemStatus:
@@ -254,7 +257,7 @@ def read_status(settings: Settings, store: StatusSource, now: datetime, *, regio
 
     Six statements whatever the size (tests/integration/test_page_queries.py):
     health, last probes, active overrides, the flags (panics, configuration
-    problems, liveness summaries), target rows and the lease; each fact is
+    problems, liveness summaries, failing credentials), target rows and the lease; each fact is
     grouped by region once here, not looked up per region or target.
     """
     names = settings.region_names if regions is None else regions
@@ -285,6 +288,7 @@ def read_status(settings: Settings, store: StatusSource, now: datetime, *, regio
         panics=panics,
         config_problems=tuple(config_problems_of(flags)),
         endpoint_health=endpoint_health,
+        credentials=tuple(credential_problems_of(flags)),
     )
 
 

@@ -53,7 +53,7 @@ __all__ = ["RANGES", "TIMELINE_KINDS", "SeriesCache", "overview", "region_card",
 
 @dataclass
 class Banner:
-    kind: str  # panic | frozen | stale | leader | config
+    kind: str  # panic | frozen | stale | leader | credential | config
     severity: str  # critical | warning | info
     text: str
 
@@ -496,6 +496,11 @@ def banners(settings: Settings, status: SystemStatus) -> list[Banner]:
                 "No leader: no worker holds the lease, so nothing is planned or applied to Azure. Is `regionguard run` running?",
             )
         )
+    for c in status.credentials:  # docs/adr/0016: a leader that cannot authenticate to Azure gives the lease up
+        down = f"; it stepped down at {c.stepped_down_at:%H:%M:%S} UTC for a worker whose credential works" if c.stepped_down_at else ""
+        since = f" since {c.since:%H:%M:%S} UTC" if c.since else ""
+        leading = " It leads nonetheless: no other worker took the lease, so nothing reaches Azure." if status.leader == c.holder else ""
+        out.append(Banner("credential", "critical", f"Azure credential failing on worker {c.holder}{since}: {c.error}{down}.{leading}"))
     problems = sorted((e.endpoint_id, e.config_problem) for e in status.endpoint_health.values() if e.config_problem)
     for eid, problem in problems:
         out.append(

@@ -137,6 +137,7 @@ def status_json(status: SystemStatus) -> dict[str, Any]:
         "panic": {target: p.to_dict() for target, p in status.panics.items()},
         "frozen": [t or "*" for t in status.frozen],
         "config_problems": list(status.config_problems),
+        "credentials": [c.to_dict() for c in status.credentials],  # workers whose Azure credential fails
     }
 
 
@@ -148,6 +149,11 @@ def _status_text(d: dict[str, Any]) -> str:
         lines.append("automation frozen: " + ", ".join("all targets" if t == "*" else t for t in d["frozen"]))
     for p in d["config_problems"]:
         lines.append(f"configuration problem: {p}")
+    for c in d["credentials"]:
+        down = f"; stepped down at {c['stepped_down_at']}" if c["stepped_down_at"] else ""
+        lines.append(
+            f"Azure credential failing on worker {c['worker']} since {c['since'] or '?'}: {c['error']}{down} (as of {c['updated_at']})"
+        )
     lines.append("")
     lines.append(f"{'REGION':<14} {'STATE':<10} {'SCORE':>5}  {'PROBE AGE':>9}  REASON")
     for r in d["regions"]:

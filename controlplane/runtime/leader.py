@@ -16,10 +16,13 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from controlplane.domain import AuditEvent, Clock, EventKind, LeaseName, SystemClock
+from controlplane.runtime.stepdown import CoolOff
 from controlplane.store import Store, open_store
 from controlplane.store.db import IDLE_IN_TRANSACTION_S
 
@@ -102,6 +105,7 @@ class LeaderElector:
         self._token: int | None = None
         self._expires: datetime | None = None  # by our clock: the lease is ours until then at most
         self._released = False  # after release() a late tick must not take the lease again
+        self._cool_off: CoolOff | None = None  # after step_down(): a free lease is left to the others for a while
         self._unrecorded: list[AuditEvent] = []  # lease events to record once the database answers again (bounded below)
 
     @property
@@ -120,6 +124,9 @@ class LeaderElector:
                 return LeaseState(False, None)
             before = self._token
             now = self.clock.now()
+            if before is None and not self._may_try(now):
+                self._flush_unrecorded()
+                return LeaseState(False, None)
             try:
                 self._token = self.store.try_acquire_lease(self.name, self.holder, self.ttl_s, now)
             except Exception as exc:
@@ -146,6 +153,49 @@ class LeaderElector:
             before, self._token, self._expires = self._token, None, None
             self._record(before, None, why)
 
+    def step_down(self, why: str, until: datetime, grace_s: float, data: Mapping[str, Any] | None = None) -> bool:
+        """Give the lease up now, for a standby to take, and leave it to the others until ``until``.
+
+        Until then a free lease is taken back only once it has stayed free for
+        ``grace_s`` (no other worker wanted it: leading with a broken
+        credential beats nobody leading). The caller makes sure none of our
+        writes is in flight (the worker holds its apply lock). Returns False
+        when we did not lead.
+        """
+        with self._lock:
+            before = self._token
+            if before is None:
+                return False
+            try:
+                self.store.release_lease(self.name, self.holder)
+            except Exception as exc:  # not renewed either: it runs out within a lease period
+                log.warning("lease release failed (%s): the lease runs out on its own", type(exc).__name__)
+            now = self.clock.now()
+            self._token, self._expires = None, None
+            self._cool_off = CoolOff(until=until, grace_s=grace_s, free_since=now)
+            self._record(before, None, why, data={**(data or {}), "stepped_down": True}, verb="stepped down")
+            return True
+
+    @property
+    def cooling_off(self) -> bool:
+        return self._cool_off is not None
+
+    def _may_try(self, now: datetime) -> bool:
+        """Outside a cool-off, always; inside, only for a lease nobody else has taken for its grace period."""
+        cool_off = self._cool_off
+        if cool_off is None:
+            return True
+        if now >= cool_off.until:
+            self._cool_off = None
+            return True
+        try:
+            lease = self.store.lease(self.name)
+        except Exception as exc:
+            log.info("could not read the lease: %s", type(exc).__name__)
+            return False
+        held = lease is not None and lease.holder_at(now) is not None
+        return cool_off.may_take(held, now)
+
     def still_holds(self, for_s: float = 0.0) -> bool:
         """Fencing check right before a write: the lease is ours and stays ours ``for_s`` seconds more."""
         token = self._token
@@ -169,11 +219,18 @@ class LeaderElector:
                 log.warning("lease release failed: %s", type(exc).__name__)
             self._token = None
 
-    def _record(self, before: int | None, after: int | None, why: str | None = None) -> None:
+    def _record(
+        self,
+        before: int | None,
+        after: int | None,
+        why: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        verb: str = "stopped being leader",
+    ) -> None:
         if after is not None:
             summary, severity = f"{self.holder} became leader (fencing token {after})", "info"
         else:
-            summary, severity = f"{self.holder} stopped being leader (token {before})", "warning" if before else "info"
+            summary, severity = f"{self.holder} {verb} (token {before})", "warning" if before else "info"
             if why:
                 summary = f"{summary}: {why}"
         log.info(summary)
@@ -183,7 +240,7 @@ class LeaderElector:
             actor=f"worker:{self.holder}",
             summary=summary,
             severity=severity,
-            data={"token": after, "previous": before},
+            data={**(data or {}), "token": after, "previous": before},
         )
         self._unrecorded = [*self._unrecorded, event][-MAX_UNRECORDED:]
         self._flush_unrecorded()

@@ -25,7 +25,10 @@ A lease only a live loop can hold: ``lease`` renews only while the reconcile
 loop makes progress. A tick that runs past its deadline plus two call
 deadlines (every Azure call is cut off by then, so it is stuck elsewhere), or
 no tick finishing for as long while leading, lets the lease lapse: a standby
-takes over (docs/adr/0012).
+takes over (docs/adr/0012). A loop that is alive but cannot authenticate to
+Azure (every call of several ticks failed on the credential) gives the lease
+up for a standby whose credential may work, and leaves it to the others for a
+cool-off (docs/adr/0016, ``controlplane.runtime.stepdown``).
 
 Stop (SIGTERM/SIGINT): stop taking new work, let an in-flight apply finish
 (bounded), release the lease, return.
@@ -67,6 +70,7 @@ from controlplane.runtime import loops
 from controlplane.runtime.leader import LeaderElector, LeaseTiming
 from controlplane.runtime.reconcile import Reconciler, TickReport
 from controlplane.runtime.sizes import allocator_sizes, container_sizes
+from controlplane.runtime.stepdown import CredentialWatch, StepDownTiming
 from controlplane.store import Store
 from controlplane.store.records import LIVENESS_SUMMARY_EVERY_S, LivenessTally
 from probes.runner import ProbeRunner
@@ -119,6 +123,8 @@ class Worker:
         self.dry_run = dry_run
         self.elector = LeaderElector(store, holder, lease_ttl_s, self.clock)
         self.timing = LeaseTiming.for_lease(lease_ttl_s, settings.azure.request_timeout)
+        self.step_down_timing = StepDownTiming.for_lease(lease_ttl_s)
+        self.credential = CredentialWatch(self.step_down_timing)  # did our Azure credential work on the last ticks?
         if actuators is None:
             from controlplane.actuators.factory import build_actuators
 
@@ -243,6 +249,11 @@ class Worker:
             log.warning("stopping with an apply still in flight: the lease is left to expire")
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.credential.failing:  # a stopped worker's credential is nobody's problem on the status page
+            try:
+                self.store.set_flag(FlagKind.CREDENTIAL, self.holder, None, self.clock.now())
+            except Exception as exc:
+                log.warning("cannot clear the credential flag: %s", type(exc).__name__)
         if self._probe_thread is not None:
             self._probe_thread.join(max(0.1, timeout - (time.monotonic() - started)))
         self._writer.shutdown(wait=True)  # the last results reach the store
@@ -395,10 +406,41 @@ class Worker:
                 return None
             self._tick_started = time.monotonic()
             try:
-                return self._reconcile_tick()
+                tick = self._reconcile_tick()
             finally:
                 self._tick_started = None
                 self._progress_at = time.monotonic()
+            self._watch_credential(tick)  # under the apply lock: none of our writes is in flight if we step down
+            return tick
+
+    def _watch_credential(self, tick: TickReport | None) -> None:
+        """Count the ticks whose every Azure call failed on our credential; step down after enough of them (docs/adr/0016)."""
+        if tick is None:
+            return
+        was = (self.credential.failing, self.credential.error)
+        now = self.clock.now()
+        verdict = self.credential.observe(tick.azure_calls, tick.credential_failures, tick.credential_error, now)
+        if verdict is not None:
+            data = {
+                "reason": "credential",
+                "error": verdict.error,
+                "ticks": verdict.ticks,
+                "cool_off_until": verdict.cool_off_until.isoformat(),
+            }
+            if self.elector.step_down(verdict.reason(), verdict.cool_off_until, self.step_down_timing.grace_s, data):
+                self.credential.stepped_down(verdict, now)
+                self.evaluator = None  # rebuilt warm from the store if we lead again
+                if self.metrics is not None:
+                    self.metrics.set_leader(False, None)
+        if verdict is not None or (self.credential.failing, self.credential.error) != was:
+            self._store_credential_flag(now)
+
+    def _store_credential_flag(self, now: datetime) -> None:
+        """``credential:<holder>``: what `regionguard status` says of this worker's credential (cleared once it works)."""
+        try:
+            self.store.set_flag(FlagKind.CREDENTIAL, self.holder, self.credential.flag_value(now), now)
+        except Exception as exc:
+            log.warning("cannot store the credential flag: %s", type(exc).__name__)
 
     def _reconcile_tick(self) -> TickReport | None:
         report = self.evaluate()
@@ -563,8 +605,17 @@ class Worker:
         # probe results kept in memory while the database is down, and those the bound made us drop (information)
         checks["results_buffered"] = self.results_buffered
         checks["results_dropped"] = self.results_dropped
+        reasons: list[str] = []
         if self.runner is not None:
             checks["api_keys"] = not self.missing_keys  # a prober without its keys probes nothing useful
-            if self.missing_keys:
-                checks["reasons"] = list(self.missing_keys)
+            reasons += self.missing_keys
+        # the Azure credential, as the last reconcile tick that called Azure found it (a standby calls nothing)
+        watch = self.credential
+        checks["azure_credential"] = "untested" if watch.worked is None else watch.worked
+        if watch.failing:
+            since = f" since {watch.failing_since:%H:%M:%S} UTC" if watch.failing_since else ""
+            down = f"; stepped down at {watch.stepped_down_at:%H:%M:%S} UTC" if watch.stepped_down_at else ""
+            reasons.append(f"Azure credential failing{since}: {watch.error}{down}")
+        if reasons:
+            checks["reasons"] = reasons
         return checks

@@ -243,6 +243,40 @@ class Panic:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class CredentialProblem:
+    """A worker whose Azure credential failed every call of its last reconcile ticks (a ``credential`` flag, docs/adr/0016)."""
+
+    holder: str
+    error: str
+    since: datetime | None  # its first failing tick
+    stepped_down_at: datetime | None  # when it gave the lease up for it (None: it has not, or never led)
+    cool_off_until: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def from_flag(cls, flag: Flag) -> CredentialProblem:
+        v = flag.value
+        return cls(
+            holder=flag.subject or "",
+            error=str(v.get("error") or "the credential failed"),
+            since=_parse_time(v.get("since")),
+            stepped_down_at=_parse_time(v.get("stepped_down_at")),
+            cool_off_until=_parse_time(v.get("cool_off_until")),
+            updated_at=flag.updated_at,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.holder,
+            "error": self.error,
+            "since": self.since.isoformat() if self.since else None,
+            "stepped_down_at": self.stepped_down_at.isoformat() if self.stepped_down_at else None,
+            "cool_off_until": self.cool_off_until.isoformat() if self.cool_off_until else None,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
 LIVENESS_RECENT = 20  # "failed of the last N liveness checks" (per endpoint and vantage)
 LIVENESS_SUMMARY_EVERY_S = 10.0  # the worker stores its liveness summary when a check flips, else at most this often
 _LIVENESS_TEXT_CHARS = 300
@@ -404,6 +438,7 @@ __all__ = [
     "ApiToken",
     "Bucket",
     "ChangeRecord",
+    "CredentialProblem",
     "Flag",
     "Lease",
     "LivenessRecord",
@@ -416,6 +451,7 @@ __all__ = [
     "TargetEndpointRecord",
     "User",
     "config_problems_of",
+    "credential_problems_of",
     "liveness_of",
     "panics_of",
     "parse_flag_key",
@@ -428,6 +464,11 @@ def config_problems_of(flags: list[Flag]) -> list[str]:
         if f.kind is FlagKind.CONFIG_PROBLEMS and f.subject is None:
             return [str(p) for p in f.value.get("problems", [])]
     return []
+
+
+def credential_problems_of(flags: list[Flag]) -> list[CredentialProblem]:
+    """Workers whose Azure credential fails, from the ``credential`` flags among ``flags`` (by worker)."""
+    return [CredentialProblem.from_flag(f) for f in flags if f.kind is FlagKind.CREDENTIAL]
 
 
 def panics_of(flags: list[Flag]) -> dict[str, Panic]:

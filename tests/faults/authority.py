@@ -96,3 +96,50 @@ class HangingAuthority:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
+
+
+class HangingIdentityEndpoint:
+    """A managed identity endpoint on 127.0.0.1 (the App Service kind: plain HTTP) that holds every token request.
+
+    A worker's DefaultAzureCredential asks it for tokens when the worker runs
+    with :meth:`environ` (``AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential``
+    keeps the credential to the managed identity, so nothing else is tried and
+    nothing leaves 127.0.0.1). Requests are held until :meth:`close`, then
+    answered 500.
+    """
+
+    def __init__(self) -> None:
+        self.token_requests = 0
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with endpoint._lock:
+                    endpoint.token_requests += 1
+                endpoint._closed.wait(60)
+                self.send_response(500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/msi/token"
+        self._thread = threading.Thread(target=self.server.serve_forever, name="identity-endpoint", daemon=True)
+        self._thread.start()
+
+    def environ(self, base: dict[str, str]) -> dict[str, str]:
+        """``base`` without any Azure identity settings of its own, pointed at this endpoint."""
+        env = {k: v for k, v in base.items() if not k.startswith(("AZURE_", "IDENTITY_", "MSI_", "IMDS_"))}
+        env.update(AZURE_TOKEN_CREDENTIALS="ManagedIdentityCredential", IDENTITY_ENDPOINT=self.url, IDENTITY_HEADER="test-header")
+        return env
+
+    def close(self) -> None:
+        self._closed.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)

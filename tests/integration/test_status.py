@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from controlplane.cli.state import status_json
+from controlplane.cli.state import _status_text, status_json
 from controlplane.domain import (
     EndpointHealth,
     EndpointSetting,
@@ -80,6 +80,20 @@ def test_the_cli_and_the_dashboard_present_the_same_status(store: Store) -> None
     assert dash_rows[("tm-weighted", "eastus")].desired == {"enabled": False, "weight": 500, "priority": None}
     assert set(cli["panic"]) == {v.name for v in page.targets if v.panic} == {"afd-prod"}
     assert {b.kind for b in page.banners} == {"panic", "frozen", "stale", "config"}  # a leader holds the lease
+
+
+def test_a_worker_whose_azure_credential_fails_is_in_the_status_the_cli_and_a_dashboard_banner(store: Store) -> None:
+    settings = make_settings(targets=("tm-weighted",))
+    _seed(store)
+    value = {"error": "TokenTimeout: no token", "since": at(1).isoformat(), "stepped_down_at": at(20).isoformat(), "cool_off_until": None}
+    store.set_flag(FlagKind.CREDENTIAL, "worker-b", value, at(21))
+    status = read_status(settings, store, at(60))
+    [problem] = status.credentials
+    assert (problem.holder, problem.error, problem.since, problem.stepped_down_at) == ("worker-b", "TokenTimeout: no token", at(1), at(20))
+    text = _status_text(status_json(status))
+    assert "Azure credential failing on worker worker-b since " in text and "TokenTimeout: no token; stepped down at " in text
+    [banner] = [b for b in readmodel.overview(settings, store, at(60)).banners if b.kind == "credential"]
+    assert "worker-b" in banner.text and "TokenTimeout" in banner.text and banner.severity == "critical"
 
 
 def test_the_status_command_reads_the_model_without_the_web_package() -> None:

@@ -43,8 +43,11 @@ class World:
     procs: list[subprocess.Popen[str]]
     output: dict[str, list[str]] = field(default_factory=dict)
 
-    def worker(self, holder: str) -> subprocess.Popen[str]:
-        env = dict(os.environ, **{DEMO_KEY_ENV: DEFAULT_API_KEY})
+    def worker(
+        self, holder: str, *, config: Path | None = None, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()
+    ) -> subprocess.Popen[str]:
+        """A `regionguard run` process; ``config`` and ``env`` (default: the world's, this process's) let one worker differ."""
+        env = dict(os.environ if env is None else env, **{DEMO_KEY_ENV: DEFAULT_API_KEY})
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -52,11 +55,12 @@ class World:
                 "controlplane.cli",
                 "run",
                 "--config",
-                str(self.config),
+                str(config or self.config),
                 "--holder",
                 holder,
                 "--lease-ttl",
                 str(LEASE_TTL),
+                *extra,
             ],
             env=env,
             stdout=subprocess.PIPE,
