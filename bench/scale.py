@@ -43,13 +43,40 @@ Run: ``.venv/bin/python bench/scale.py [--days 7] [--rollup-days 90] [--pg-url p
 ``--only postgres --parts rollup,rollups`` fills PostgreSQL and measures
 only the rollups (each run prints how long it took in all).
 Everything runs on 127.0.0.1; loops are bounded in count and time.
+
+Retention pass after pass on one fill (PostgreSQL; a fill takes minutes):
+
+- ``--keep-db NAME`` fills database NAME once and keeps it (its comment
+  says which fill: a later run reuses it only with the same ``--days``,
+  ``--regions``, ``--interval`` and ``--rollup-days``); a run on a kept
+  database first puts back the oldest day of raw results and of rollups if
+  a pass deleted them, and deletes every row stored after the fill (the
+  writers', the timed calls'). ``--drop-db NAME`` drops it, nothing else.
+- ``--retention-only`` measures only the writers and retention (``--parts
+  inserts,retention``); ``--passes N`` runs N retention passes, the oldest
+  day put back before each after the first and the writers run again.
+- ``--unvacuumed``: no ``VACUUM (ANALYZE)`` after the fill or the put-back
+  day (a table autovacuum has yet to take up).
+- A busier machine on purpose, in every pass and in its window without a
+  purge: ``--burners N`` processes spinning a core each,
+  ``--vacuum-during`` (the pass's table vacuumed at autovacuum's pace),
+  ``--sample-waits SECONDS`` (the server's wait events sampled this often).
+
+Every timed call records where its time went (bench/retention_window.py):
+its own and its PostgreSQL backend's CPU and wait for a core
+(``/proc/<pid>/schedstat``, when the server is local and readable) and the
+KiB that backend read and wrote (``/proc/<pid>/io``); each window prints
+the mean split of all its calls and of those over 100 ms, one line per call
+over 100 ms (with its backend's sampled wait events), and
+``pg_stat_bgwriter``'s checkpoint and buffer-write counts over it, e.g.
+``--keep-db rg_kept --retention-only --passes 3 --unvacuumed --burners 1
+--vacuum-during --sample-waits 0.02``, then ``--drop-db rg_kept``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
 import os
 import random
 import re
@@ -62,6 +89,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,6 +101,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import event
 
 from bench.dashboard import bench_settings
+from bench.retention_window import CALM, Busy, Latencies, conninfo, measure, proc_sched
 from controlplane import users
 from controlplane.config import Settings, azure_name
 from controlplane.domain import (
@@ -141,13 +170,16 @@ def scale_settings(regions: int, interval: float) -> Settings:
 # ---------------------------------------------------------------- data
 
 
-def rows(s: Settings, days: float, interval: float, seed: int = 7) -> Iterator[tuple[tuple[Any, ...], str, str]]:
-    """(raw row, minute key, region) oldest first, for every endpoint and vantage."""
+def rows(
+    s: Settings, days: float, interval: float, seed: int = 7, first: float | None = None
+) -> Iterator[tuple[tuple[Any, ...], str, str]]:
+    """(raw row, minute key, region) oldest first, for every endpoint and vantage; with ``first``, only the rows of
+    the first ``first`` days (the same rows)."""
     rng = random.Random(seed)
     ticks = int(days * 86400 / interval)
     start = NOW - timedelta(seconds=ticks * interval)
     endpoints = [(f"{r.name}/{e.name}", r.name, i) for i, r in enumerate(s.regions) for e in r.endpoints]
-    for k in range(ticks):
+    for k in range(ticks if first is None else min(ticks, int(first * 86400 / interval))):
         at = start + timedelta(seconds=k * interval)
         for eid, region, i in endpoints:
             for v in VANTAGES:
@@ -271,13 +303,12 @@ def older_rollups(cur: Any, s: Settings, since: datetime, until: datetime) -> in
     return rolled
 
 
-def fill_postgres(url: str, s: Settings, days: float, interval: float, rollup_days: float) -> tuple[int, int]:
+def fill_postgres(url: str, s: Settings, days: float, interval: float, rollup_days: float, vacuum: bool = True) -> tuple[int, int]:
     import psycopg
 
-    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
     rollups, raw, rolled = Rollups(), 0, 0
     raw_since = NOW - timedelta(seconds=int(days * 86400 / interval) * interval)
-    with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
+    with psycopg.connect(conninfo(url)) as conn, conn.cursor() as cur:
         rolled = older_rollups(cur, s, NOW - timedelta(days=rollup_days), raw_since.replace(second=0, microsecond=0))
         with cur.copy(f"COPY probe_result ({', '.join(COLUMNS)}) FROM STDIN") as copy:
             for row, _, _ in rows(s, days, interval):
@@ -294,9 +325,44 @@ def fill_postgres(url: str, s: Settings, days: float, interval: float, rollup_da
         # later, while the pages are timed (at 7 days its pass over probe_result ran about 90 s, from just after the
         # seeding); a worker's table is vacuumed as it grows, never a week of rows at once
         conn.autocommit = True
-        cur.execute("VACUUM (ANALYZE) probe_result")
-        cur.execute("VACUUM (ANALYZE) probe_rollup")
+        if vacuum:
+            cur.execute("VACUUM (ANALYZE) probe_result")
+            cur.execute("VACUUM (ANALYZE) probe_rollup")
     return raw, rolled
+
+
+def put_back_oldest_day(url: str, s: Settings, args: argparse.Namespace, rollup_days: float) -> tuple[int, int]:
+    """Make a kept database as it was filled again, for pass after pass on one fill (PostgreSQL): the oldest day
+    of raw results put back if a pass deleted any of it (the fill's rows), the oldest day of rollups too (made in
+    SQL, as the older ones are), and every row stored after the fill deleted (by the writers, the timed calls, the
+    evaluation: a kept database would pile them up, and the page read reads them); then ``VACUUM (ANALYZE)`` as
+    after the fill, unless ``--unvacuumed``. Returns the raw rows and the rollups put back."""
+    import psycopg
+
+    endpoints = sum(len(r.endpoints) for r in s.regions) * len(VANTAGES)
+    raw_until = NOW - timedelta(seconds=int(args.days * 86400 / args.interval) * args.interval) + timedelta(days=1)
+    roll_since = (NOW - timedelta(days=rollup_days)).replace(second=0, microsecond=0)
+    roll_until = roll_since + timedelta(days=1)
+    put = rolled = 0
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute("DELETE FROM probe_result WHERE started_at >= %s", (NOW,))
+        conn.execute("DELETE FROM probe_rollup WHERE minute_at >= %s", (NOW,))
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM probe_result WHERE started_at < %s", (raw_until,))
+            if (cur.fetchone() or (0,))[0] != int(86400 / args.interval) * endpoints:
+                cur.execute("DELETE FROM probe_result WHERE started_at < %s", (raw_until,))
+                with cur.copy(f"COPY probe_result ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                    for row, _, _ in rows(s, args.days, args.interval, first=1.0):
+                        copy.write_row(row)
+                        put += 1
+            cur.execute("SELECT count(*) FROM probe_rollup WHERE minute_at >= %s AND minute_at < %s", (roll_since, roll_until))
+            if (cur.fetchone() or (0,))[0] != 1440 * endpoints:
+                cur.execute("DELETE FROM probe_rollup WHERE minute_at >= %s AND minute_at < %s", (roll_since, roll_until))
+                rolled = older_rollups(cur, s, roll_since, roll_until)
+        if not args.unvacuumed:
+            conn.execute("VACUUM (ANALYZE) probe_result")
+            conn.execute("VACUUM (ANALYZE) probe_rollup")
+    return put, rolled
 
 
 def seed_state(store: Store, s: Settings) -> None:
@@ -521,107 +587,90 @@ CALLS = {
 
 def timed_calls(kind: str, url: str, regions: int, interval: float, ready: Any, stop: Any, out: Any) -> None:
     """Time one kind of call (:data:`CALLS`) in a loop until ``stop`` is set, on its own store, and put
-    (kind, [ms per call], [(start, ms) of those over 100 ms]) on ``out``.
+    (kind, its backends' pids, [(start, *CALL_FIELDS) per call]) on ``out`` (:mod:`bench.retention_window`).
 
     Runs in a process of its own (see :class:`Latencies`). The first call (connect, compile) is not timed.
     """
     s = scale_settings(regions, interval)
     store = Store(url)
+    pids: list[int] = []
+    if store.engine.dialect.name == "postgresql":
+        event.listen(store.engine, "connect", lambda dbapi_conn, _record: pids.append(dbapi_conn.info.backend_pid))
     eid, region, page_region = f"{s.regions[0].name}/{DEPLOYMENTS[0]}", s.regions[0].name, s.regions[3].name
     salt = os.getpid()  # a fresh request id per run: several runs on one database
 
-    def call(i: int) -> None:
+    def call(i: int) -> float | None:
         if kind == "insert":
             store.add_probe_results([result(eid, region, "eu-west", NOW + timedelta(minutes=5, seconds=i, microseconds=salt % 10**6))])
         elif kind == "read":
             queries.region_stats(store, NOW - timedelta(minutes=5), page_region)
+            first = time.perf_counter()
             queries.recent_probes(store, page_region)
+            return first
         elif kind == "chart":
             queries.rollup_series(store, [page_region], NOW - timedelta(days=7), 3600)
         else:
             store.rollup(NOW - timedelta(minutes=3), NOW + timedelta(seconds=1))
+        return None
 
-    times: list[float] = []
-    slow: list[tuple[float, float]] = []  # (wall-clock start, ms) of calls over 100 ms: to match with the server's log
+    calls: list[tuple[float, ...]] = []
     try:
         call(0)
         ready.wait()
         for i in range(1, 1_000_000):  # bounded; stops when told
             if stop.is_set():
                 break
-            at, t = time.time(), time.perf_counter()
-            call(i)
-            times.append(ms(time.perf_counter() - t))
-            if times[-1] > 100:
-                slow.append((at, times[-1]))
+            calls.append(measure(lambda i=i: call(i), pids[-1] if pids else None))
             if kind == "rollup":
                 stop.wait(1.0)  # paced: a job that takes 100 ms back to back would be a core of its own
     finally:
         store.close()
-        out.put((kind, times, slow))
+        out.put((kind, pids, calls))
 
 
-class Latencies:
-    """A writer storing one result at a time and a page read (or other ``kinds`` of :data:`CALLS`), each timed
-    call by call in a process of its own.
+def window(url: str, args: argparse.Namespace, kinds: tuple[str, ...] = ("insert", "read"), busy: Busy = CALM) -> Latencies:
+    """A writer storing one result at a time and a page read (or other ``kinds`` of :data:`CALLS`), each timed call
+    by call in a process of its own (:class:`bench.retention_window.Latencies`), with ``busy`` meanwhile."""
+    return Latencies(url, kinds, timed_calls, (url, args.regions, args.interval), busy)
 
-    Not threads of this process: there they shared the interpreter lock with
-    the retention loop (or whatever else this process runs), and a call
-    measured as slow had often been waiting for the lock, not for the
-    database: the bench measured itself. A real writer and a real page are
-    other processes (the workers, the dashboard), as here.
-    """
 
-    def __init__(self, url: str, regions: int, interval: float, kinds: tuple[str, ...] = ("insert", "read")) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.kinds = kinds
-        self.ready, self.stop, self.out = ctx.Barrier(len(kinds) + 1, timeout=120), ctx.Event(), ctx.Queue()
-        self.procs = [
-            ctx.Process(target=timed_calls, args=(kind, url, regions, interval, self.ready, self.stop, self.out)) for kind in kinds
-        ]
-        self.times: dict[str, list[float]] = {}
-        self.slow: dict[str, list[tuple[float, float]]] = {}
+def busier(args: argparse.Namespace, table: str) -> Busy:
+    """The busier machine the options ask for, in a retention pass on ``table`` and in its window without."""
+    return Busy(args.burners, table if args.vacuum_during else None, args.sample_waits)
 
-    def __enter__(self) -> Latencies:
-        for p in self.procs:
-            p.start()
-        self.ready.wait()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for _ in self.procs:
-            kind, times, slow = self.out.get(timeout=60)
-            self.times[kind], self.slow[kind] = times, slow
-        for p in self.procs:
-            p.join(timeout=30)
+@dataclass
+class Pass:
+    """One retention pass and its window without a purge, as :func:`retention` measured them: seconds, rows deleted,
+    the longest statement on its table (ms), the CPU seconds the purge took (this process and its backends)."""
 
-    def summary(self) -> str:
-        def one(xs: list[float]) -> str:
-            xs = sorted(xs)
-            if not xs:
-                return "none"
-            over = sum(x > 100 for x in xs)
-            return f"p50 {statistics.median(xs):.1f} / p99 {percentile(xs, 0.99) or 0:.1f} / max {xs[-1]:.0f} ms ({over} of {len(xs)} > 100 ms)"
+    took: float
+    rows: int
+    longest: float
+    cpu: float
+    during: Latencies
+    quiet: Latencies
 
-        slow = sorted((at, took, kind) for kind, calls in self.slow.items() for at, took in calls)
-        when = ", ".join(
-            f"{kind} {datetime.fromtimestamp(at, UTC):%H:%M:%S.%f}"[:-3] + f" UTC {took:.0f} ms" for at, took, kind in slow[:8]
-        )
-        return ", ".join(f"{CALLS[kind]} {one(self.times.get(kind, []))}" for kind in self.kinds) + (
-            f"; over 100 ms: {when}" if when else ""
-        )
+    def show(self, what: str) -> None:
+        print(f"{what}: {self.rows:,} rows in {self.took:.1f} s (CPU {self.cpu:.1f} s); longest statement {self.longest:.0f} ms ({load()})")
+        for name, w in (("meanwhile", self.during), ("as long again after it, no purge", self.quiet)):
+            first, *rest = w.report(CALLS)
+            print(f"  {name}: {first}")
+            for line in rest:
+                print(f"  {line}")
+        print(f"  ({load()})")
 
 
 def retention(
     store: Store, url: str, args: argparse.Namespace, purge: Callable[[], int], table: str, kinds: tuple[str, ...] = ("insert", "read")
-) -> tuple[float, int, float, str, str]:
+) -> Pass:
     """Run ``purge`` (a pass that deletes the oldest day of ``table``; returns the rows it deleted) while a writer
-    and a page read (or other ``kinds``) run in processes of their own; (seconds, rows, longest statement on ``table``
-    in ms, their latencies meanwhile, the same for as long again right after, with no purge: what the machine does
-    without it; a max is only comparable over windows of the same length)."""
+    and a page read (or other ``kinds``) run in processes of their own; then as long again with no purge (what the
+    machine does without it; a max is only comparable over windows of the same length). Both windows get the
+    same busier machine (``--burners``, ``--vacuum-during``, ``--sample-waits``)."""
     longest = [0.0]
     started_at: dict[int, float] = {}
+    backends: dict[int, float] = {}  # pid: its CPU ms when the purge first took its connection
 
     def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         started_at[id(cursor)] = time.perf_counter()
@@ -630,19 +679,25 @@ def retention(
         if table in statement:  # the batch's select and its DELETE
             longest[0] = max(longest[0], ms(time.perf_counter() - started_at.pop(id(cursor), time.perf_counter())))
 
-    event.listen(store.engine, "before_cursor_execute", before)
-    event.listen(store.engine, "after_cursor_execute", after)
+    def checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if store.engine.dialect.name == "postgresql":
+            backends.setdefault(dbapi_conn.info.backend_pid, proc_sched(dbapi_conn.info.backend_pid)[0])
+
+    hooks = (("before_cursor_execute", before), ("after_cursor_execute", after), ("checkout", checkout))
+    for name, hook in hooks:
+        event.listen(store.engine, name, hook)
     try:
-        with Latencies(url, args.regions, args.interval, kinds) as during:
-            t = time.perf_counter()
+        with window(url, args, kinds, busier(args, table)) as during:
+            t, cpu = time.perf_counter(), time.process_time()
             deleted = purge()
-            took = time.perf_counter() - t
+            took, cpu = time.perf_counter() - t, time.process_time() - cpu
     finally:
-        event.remove(store.engine, "before_cursor_execute", before)
-        event.remove(store.engine, "after_cursor_execute", after)
-    with Latencies(url, args.regions, args.interval, kinds) as quiet:
+        for name, hook in hooks:
+            event.remove(store.engine, name, hook)
+    cpu += sum(proc_sched(pid)[0] - at for pid, at in backends.items()) / 1000
+    with window(url, args, kinds, busier(args, table)) as quiet:
         time.sleep(min(took, 300.0))
-    return took, deleted, longest[0], during.summary(), quiet.summary()
+    return Pass(took, deleted, longest[0], cpu, during, quiet)
 
 
 def evaluation(store: Store, s: Settings) -> tuple[float, float]:
@@ -727,12 +782,12 @@ def rollups_at_size(store: Store, url: str, args: argparse.Namespace, rolled: in
         f"the former purge's min(minute_at) {mins[1]:.0f} ms and one of its 10-minute DELETEs {steps[1]:.0f} ms "
         f"(a day of rollups: the min and 144 of them, about {(mins[1] + 144 * steps[1]) / 1000:.0f} s, each reading a whole index or the table) ({load()})"
     )
-    with Latencies(url, args.regions, args.interval, ("insert", "rollup")) as building:
+    with window(url, args, ("insert", "rollup")) as building:
         t = time.perf_counter()
         db.upgrade(url)
         took = time.perf_counter() - t
     print(f"migration 0009 on the live table (CREATE INDEX CONCURRENTLY): {took:.1f} s ({load()})")
-    print(f"  meanwhile: {building.summary()}")
+    print(f"  meanwhile: {building.summary(CALLS)}")
     jobs = timed_ms(job, 3)
     region = scale_settings(args.regions, args.interval).regions[3].name
     charts = timed_ms(lambda: queries.rollup_series(store, [region], NOW - timedelta(days=7), 3600), 5)
@@ -740,33 +795,47 @@ def rollups_at_size(store: Store, url: str, args: argparse.Namespace, rolled: in
         f"with the index: rollup job {jobs[1]:.0f} ms (of 3: {jobs[0]:.0f}-{jobs[-1]:.0f}); the region page's 7-day chart, "
         f"uncached (its first read; then cached 5 minutes): {charts[2]:.0f} ms (of 5: {charts[0]:.0f}-{charts[-1]:.0f}) ({load()})"
     )
-    took, deleted, longest, during, quiet = retention(
+    retention(
         store,
         url,
         args,
         lambda: store.purge(raw_before=NOW - timedelta(days=args.days), rollup_before=oldest + timedelta(days=1))[1],
         "probe_rollup",
         ("insert", "read", "rollup"),
-    )
-    print(f"rollup retention of the oldest day: {deleted:,} rows in {took:.1f} s; longest statement {longest:.0f} ms ({load()})")
-    print(f"  meanwhile: {during}")
-    print(f"  as long again after it, no purge: {quiet}  ({load()})")
+    ).show("rollup retention of the oldest day")
 
 
 def run(
-    name: str, url: str, fill: Callable[[], tuple[int, int]], s: Settings, args: argparse.Namespace, path: Path | None, rollup_days: float
+    name: str,
+    url: str,
+    fill: Callable[[], tuple[int, int]] | None,
+    s: Settings,
+    args: argparse.Namespace,
+    path: Path | None,
+    rollup_days: float,
 ) -> None:
-    """Fill, then measure ``args.parts``; ``rollup_days``: how many days of rollups ``fill`` makes."""
+    """Fill (``fill`` None: a kept database, filled by an earlier run, its oldest days put back), then measure
+    ``args.parts``; ``rollup_days``: how many days of rollups the fill makes. The retention part runs
+    ``--passes`` passes on PostgreSQL, the oldest day put back before each after the first (and the writers' rows
+    stored again, with ``inserts``: a page read reads them); on SQLite one."""
     print(f"\n== {name}")
     started = time.perf_counter()
-    open_store(url, migrate=True).close()
+    open_store(url, migrate=True).close()  # a kept database too: its schema may be older than this code
     t = time.perf_counter()
-    raw, rolled = fill()
-    print(f"filled {raw:,} probe results and {rolled:,} rollups ({rollup_days:g} days) in {time.perf_counter() - t:.0f} s ({load()})")
+    if fill is None:
+        put, back = put_back_oldest_day(url, s, args, rollup_days)
+        print(f"kept database: put back {put:,} probe results and {back:,} rollups in {time.perf_counter() - t:.0f} s ({load()})")
+    else:
+        raw, rolled = fill()
+        print(f"filled {raw:,} probe results and {rolled:,} rollups ({rollup_days:g} days) in {time.perf_counter() - t:.0f} s ({load()})")
     oldest_rollup = NOW - timedelta(days=rollup_days)
     store = open_store(url)
     try:
-        seed_state(store, s)
+        if fill is None:  # seeded when it was filled
+            with store.engine.connect() as conn:
+                rolled = int(conn.exec_driver_sql("SELECT count(*) FROM probe_rollup").scalar() or 0)
+        else:
+            seed_state(store, s)
         if "pages" in args.parts:
             print(f"{'page / API':44} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms':>8}  full GC passes, longest ms   ({load()})")
             for path_, p50, p95, cpu, full in pages(store, s, args.iterations):
@@ -777,21 +846,27 @@ def run(
         if "evaluation" in args.parts:
             warm_ms, tick_ms = evaluation(store, s)
             print(f"evaluation: warm start {warm_ms:.0f} ms, one tick of news {tick_ms:.1f} ms ({load()})")
-        if "inserts" in args.parts:
-            rates = writers(url, s, args.write_seconds)
-            print(f"insert, 3 writers at once: {', '.join(f'{r:,.0f}' for r in rates)} results/s per writer ({load()})")
         if "retention" in args.parts:
             oldest = NOW - timedelta(days=args.days)
-            took, deleted, longest, during, quiet = retention(
-                store,
-                url,
-                args,
-                lambda: store.purge(raw_before=oldest + timedelta(days=1), rollup_before=min(oldest, oldest_rollup))[0],
-                "probe_result",
-            )
-            print(f"retention of the oldest day: {deleted:,} rows in {took:.1f} s; longest statement {longest:.0f} ms ({load()})")
-            print(f"  meanwhile: {during}")
-            print(f"  as long again after it, no purge: {quiet}  ({load()})")
+            for k in range(args.passes if path is None else 1):
+                if k > 0:
+                    t = time.perf_counter()
+                    put, _ = put_back_oldest_day(url, s, args, rollup_days)
+                    vacuumed = "" if args.unvacuumed else ", VACUUM (ANALYZE)"
+                    print(
+                        f"\npass {k + 1}: put back {put:,} rows of the oldest day{vacuumed} in {time.perf_counter() - t:.0f} s ({load()})"
+                    )
+                if "inserts" in args.parts:
+                    insert_rates(url, s, args)
+                retention(
+                    store,
+                    url,
+                    args,
+                    lambda: store.purge(raw_before=oldest + timedelta(days=1), rollup_before=min(oldest, oldest_rollup))[0],
+                    "probe_result",
+                ).show("retention of the oldest day")
+        elif "inserts" in args.parts:
+            insert_rates(url, s, args)
         if "rollups" in args.parts:
             rollups_at_size(store, url, args, rolled, oldest_rollup)
         print(f"database size: {size_of(store, path)}")
@@ -800,7 +875,12 @@ def run(
     print(f"({name}: {time.perf_counter() - started:.0f} s in all)")
 
 
-def drop(admin: Any, name: str) -> None:
+def insert_rates(url: str, s: Settings, args: argparse.Namespace) -> None:
+    rates = writers(url, s, args.write_seconds)
+    print(f"insert, 3 writers at once: {', '.join(f'{r:,.0f}' for r in rates)} results/s per writer ({load()})")
+
+
+def drop(admin: Any, name: str) -> bool:
     """Drop the bench database. A plain DROP also stops autovacuum there (FORCE would need superuser for that)."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
@@ -809,13 +889,47 @@ def drop(admin: Any, name: str) -> None:
         try:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            return
+            return True
         except OperationalError:
             time.sleep(1.0)
     print(f"could not drop database {name}: drop it by hand")
+    return False
 
 
-def main() -> int:
+def whole_number(least: int, most: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [least, most], else an error that names the value (argparse adds the option)."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = least - 1
+        if not least <= n <= most:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from {least} to {most}")
+        return n
+
+    return parse
+
+
+def seconds_or_off(value: str) -> float:
+    """An argparse type: seconds from 0.005 to 60, or 0 (off)."""
+    try:
+        x = float(value)
+    except ValueError:
+        x = -1.0
+    if not (x == 0 or 0.005 <= x <= 60):  # NaN fails both
+        raise argparse.ArgumentTypeError(f"{value!r} is not 0 (off) or a number of seconds from 0.005 to 60")
+    return x
+
+
+def database_name(value: str) -> str:
+    """An argparse type: a plain PostgreSQL database name (it is quoted into CREATE and DROP DATABASE)."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a database name of lower-case letters, digits and _ (at most 63)")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--days", type=float, default=7.0)
     ap.add_argument("--regions", type=int, default=20)
@@ -830,24 +944,68 @@ def main() -> int:
     ap.add_argument(
         "--parts",
         type=lambda v: tuple(p for p in v.split(",") if p),
-        default=PARTS,
+        default=None,
         help=f"what to measure after the fill, comma-separated (default: all): {','.join(PARTS)}",
     )
-    args = ap.parse_args()
-    s = scale_settings(args.regions, args.interval)
+    ap.add_argument(
+        "--keep-db",
+        metavar="NAME",
+        type=database_name,
+        help="PostgreSQL only: fill database NAME only if it is not there yet, and keep it (iterate on one fill)",
+    )
+    ap.add_argument("--drop-db", metavar="NAME", type=database_name, help="drop a database --keep-db kept, and do nothing else")
+    ap.add_argument("--retention-only", action="store_true", help="measure only the writers and retention: --parts inserts,retention")
+    ap.add_argument(
+        "--passes",
+        type=whole_number(1, 100),
+        default=1,
+        help="retention passes (PostgreSQL; SQLite runs one); before each after the first, the oldest day is put back",
+    )
+    ap.add_argument("--unvacuumed", action="store_true", help="no VACUUM (ANALYZE) after the fill, or after putting the oldest day back")
+    ap.add_argument(
+        "--burners", type=whole_number(0, 64), default=0, help="processes spinning a core each during every retention pass and its window"
+    )
+    ap.add_argument(
+        "--vacuum-during", action="store_true", help="VACUUM the pass's table at autovacuum's pace during every pass and its window"
+    )
+    ap.add_argument(
+        "--sample-waits",
+        type=seconds_or_off,
+        default=0.0,
+        metavar="SECONDS",
+        help="sample pg_stat_activity this often during the retention windows: the wait events of each slow call's backend",
+    )
+    args = ap.parse_args(argv)
+    if args.retention_only and args.parts is not None:
+        ap.error(f"--retention-only measures inserts,retention: not with --parts {','.join(args.parts)}")
+    args.parts = ("inserts", "retention") if args.retention_only else args.parts or PARTS
     if unknown := set(args.parts) - set(PARTS):
         ap.error(f"--parts: {','.join(sorted(unknown))} is not one of {','.join(PARTS)}")
+    if (args.keep_db or args.drop_db) and not args.pg_url:
+        ap.error(
+            f"--{'keep' if args.keep_db else 'drop'}-db {args.keep_db or args.drop_db}: needs --pg-url or REGIONGUARD_TEST_POSTGRES_URL"
+        )
+    if args.keep_db and args.only == "sqlite":
+        ap.error(f"--keep-db {args.keep_db}: a kept database is PostgreSQL's, not with --only sqlite")
+    if args.keep_db:
+        args.only = "postgres"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    s = scale_settings(args.regions, args.interval)
     rollup_days = max(args.days, s.retention.rollup_days if args.rollup_days is None else args.rollup_days)
     print(
         f"{len(s.regions)} regions x {len(DEPLOYMENTS)} deployments x {len(VANTAGES)} vantages every {args.interval:g} s "
         f"for {args.days:g} days, rollups for {rollup_days:g} days on PostgreSQL; {os.cpu_count()} cores; {load()}"
     )
-    if args.only in (None, "sqlite"):
+    if args.only in (None, "sqlite") and not args.drop_db:
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "scale.db"
             url = "sqlite:///" + str(path)
             run("SQLite", url, lambda: fill_sqlite(path, s, args.days, args.interval), s, args, path, args.days)
-    if args.only in (None, "postgres"):
+    if args.only in (None, "postgres") or args.drop_db:
         if not args.pg_url:
             print("\n(no PostgreSQL: pass --pg-url or set REGIONGUARD_TEST_POSTGRES_URL)")
             return 0
@@ -856,15 +1014,44 @@ def main() -> int:
 
         from controlplane.store.db import make_engine
 
-        name = f"rg_scale_{uuid.uuid4().hex[:8]}"
         admin = make_engine(args.pg_url).execution_options(isolation_level="AUTOCOMMIT")
+        if args.drop_db:
+            dropped = drop(admin, args.drop_db)
+            admin.dispose()
+            print(f"dropped database {args.drop_db} (if it was there)" if dropped else "")
+            return 0 if dropped else 1
+        name = args.keep_db or f"rg_scale_{uuid.uuid4().hex[:8]}"
+        # a kept database says what fill it holds (its comment, set once the fill is complete): reused only for the same
+        shape = (
+            f"bench/scale.py fill: --days {args.days:g} --regions {args.regions} --interval {args.interval:g} --rollup-days {rollup_days:g}"
+        )
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            there = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is not None
+            if not there:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            elif (
+                held := conn.execute(
+                    text("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :n"), {"n": name}
+                ).scalar()
+            ) != shape:
+                admin.dispose()
+                raise SystemExit(f"--keep-db {name}: it holds {held or 'no complete fill'}, not {shape} (--drop-db {name} drops it)")
         url = make_url(args.pg_url).set(database=name).render_as_string(hide_password=False)
+
+        def fill() -> tuple[int, int]:
+            filled = fill_postgres(url, s, args.days, args.interval, rollup_days, vacuum=not args.unvacuumed)
+            if args.keep_db:
+                with admin.connect() as conn:
+                    conn.execute(text(f"COMMENT ON DATABASE \"{name}\" IS '{shape}'"))
+            return filled
+
         try:
-            run("PostgreSQL", url, lambda: fill_postgres(url, s, args.days, args.interval, rollup_days), s, args, None, rollup_days)
+            run("PostgreSQL", url, None if there else fill, s, args, None, rollup_days)
         finally:
-            drop(admin, name)
+            if args.keep_db:
+                print(f"kept database {name} (drop it with --drop-db {name})")
+            else:
+                drop(admin, name)
             admin.dispose()
     return 0
 
