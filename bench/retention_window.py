@@ -29,7 +29,8 @@ from controlplane.stats import percentile
 CALL_FIELDS = ("wall", "cpu", "runq", "db cpu", "db runq", "db KiB read", "db KiB written", "first")
 """What each timed call records after its start (wall-clock seconds since the epoch): ms of wall-clock time; ms on
 a CPU and ms runnable but waiting for one, of the calling process and then of its PostgreSQL backend; the KiB that
-backend read and wrote (shared buffers it missed, and dirty ones it wrote out itself to make room); the ms until
+backend read and wrote through read()/write() (shared buffers it missed, dirty ones it wrote out itself to make
+room, and the WAL it wrote out at a commit: an insert's few KiB are that); the ms until
 its first statement returned (the page read: the region's figures, then its newest probes; else the whole call).
 Whatever of the wall time is none of the four times is the backend or the client waiting (on I/O, a lock, the
 network): the wait events sampled meanwhile say which."""
@@ -70,7 +71,8 @@ def proc_sched(pid: int | str) -> tuple[float, float]:
 
 def proc_io(pid: int | str) -> tuple[float, float]:
     """(KiB read, KiB written) through read()/write() by a process so far (/proc/<pid>/io: a PostgreSQL backend's
-    shared-buffer misses, and the dirty buffers it wrote out itself to make room); (0, 0) where unreadable."""
+    shared-buffer misses, the dirty buffers it wrote out itself to make room, the WAL it wrote out at commit; not
+    its socket's traffic); (0, 0) where unreadable."""
     try:
         fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
         return int(fields["rchar"]) / 1024, int(fields["wchar"]) / 1024
