@@ -133,6 +133,14 @@ class Metrics:
         self.fencing_token = Gauge(
             "regionguard_leader_fencing_token", "Fencing token of the lease this process holds (0 when none)", registry=r
         )
+        self.credential_failing = Gauge(
+            "regionguard_azure_credential_failing",
+            "1 while every Azure call of this worker's last reconcile tick failed on its credential (docs/adr/0016)",
+            registry=r,
+        )
+        self.step_downs = Counter(
+            "regionguard_leader_step_downs", "Leases given up because the Azure credential failed (docs/adr/0016)", registry=r
+        )
         self.panic = Gauge("regionguard_panic", "1 while a target is failed open (panic)", ("target",), registry=r)
         self.frozen = Gauge("regionguard_frozen", "1 while automation is frozen for a target ('*' = every target)", ("target",), registry=r)
         self.reconcile_duration = Histogram(
@@ -211,6 +219,11 @@ class Metrics:
     def set_leader(self, leader: bool, token: int | None = None) -> None:
         self.leader.set(1.0 if leader else 0.0)
         self.fencing_token.set(float(token) if leader and token is not None else 0.0)
+
+    def set_credential(self, failing: bool, stepped_down: bool = False) -> None:
+        self.credential_failing.set(1.0 if failing else 0.0)
+        if stepped_down:
+            self.step_downs.inc()
 
     def set_flags(
         self,

@@ -420,6 +420,7 @@ class Worker:
         was = (self.credential.failing, self.credential.error)
         now = self.clock.now()
         verdict = self.credential.observe(tick.azure_calls, tick.credential_failures, tick.credential_error, now)
+        stepped = False
         if verdict is not None:
             data = {
                 "reason": "credential",
@@ -427,11 +428,14 @@ class Worker:
                 "ticks": verdict.ticks,
                 "cool_off_until": verdict.cool_off_until.isoformat(),
             }
-            if self.elector.step_down(verdict.reason(), verdict.cool_off_until, self.step_down_timing.grace_s, data):
+            stepped = self.elector.step_down(verdict.reason(), verdict.cool_off_until, self.step_down_timing.grace_s, data)
+            if stepped:
                 self.credential.stepped_down(verdict, now)
                 self.evaluator = None  # rebuilt warm from the store if we lead again
                 if self.metrics is not None:
                     self.metrics.set_leader(False, None)
+        if self.metrics is not None:
+            self.metrics.set_credential(self.credential.failing, stepped)
         if verdict is not None or (self.credential.failing, self.credential.error) != was:
             self._store_credential_flag(now)
 

@@ -20,6 +20,7 @@ from controlplane.actuators.base import PermanentError, TransientError
 from controlplane.actuators.memory import MemoryActuator
 from controlplane.config import Settings, parse_settings
 from controlplane.domain import EventKind, FlagKind, LeaseName
+from controlplane.metrics import Metrics
 from controlplane.runtime.worker import Worker
 from controlplane.store import Store
 from tests.fakes import FakeClock, settings_dict
@@ -58,7 +59,9 @@ class Cluster:
 
     def add(self, holder: str, fails: BaseException | None) -> Worker:
         actuators = {t.name: _actuator(self.settings, fails) for t in self.settings.targets}
-        worker = Worker(self.settings, self.store, clock=self.clock, holder=holder, actuators=actuators, probe=False, lease_ttl_s=L)
+        worker = Worker(
+            self.settings, self.store, clock=self.clock, holder=holder, actuators=actuators, probe=False, lease_ttl_s=L, metrics=Metrics()
+        )
         self.workers[holder] = worker
         self.alive.add(holder)
         return worker
@@ -113,6 +116,9 @@ def test_a_leader_without_a_token_steps_down_and_a_standby_whose_credential_work
     assert L <= stints[0][1] <= 3 * INTERVAL + 1, stints  # three ticks that lasted a lease period, then the release
     assert all(s <= L / 5 for h, s in stints if h is None), stints  # the standby took it at its next renewal
     assert a.credential.failing and a.readiness()["azure_credential"] is False
+    assert a.metrics.registry.get_sample_value("regionguard_azure_credential_failing") == 1
+    assert a.metrics.registry.get_sample_value("regionguard_leader_step_downs_total") == 1
+    assert b.metrics.registry.get_sample_value("regionguard_azure_credential_failing") == 0
     assert b.credential.worked is True and b.readiness()["azure_credential"] is True
     events = [e for e in cluster.store.events(kinds=[EventKind.LEASE]) if e.data.get("stepped_down")]
     assert [e.actor for e in events] == ["worker:worker-a"] and "AuthenticationFailed" in events[0].summary
