@@ -115,6 +115,35 @@ class ProbeRollupRow(Base):
     tokens: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class ProbeRollupHourRow(Base):
+    """The per-minute rollups summed per hour, endpoint, vantage and region: what long-range charts read (migration 0010).
+
+    Each row is exactly the sum of the hour's ``probe_rollup`` rows: counts summed, and of each averaged latency
+    column the sum and the number of minutes that have one, so an average over any whole hours is the average of
+    the minutes, not an average of hourly averages. ``Store.rollup`` recomputes the hours whose minutes it rewrote,
+    in the same transaction; retention drops them with the minutes (docs/adr/0017-hourly-rollups.md)."""
+
+    __tablename__ = "probe_rollup_hour"
+    __table_args__ = (Index("ix_probe_rollup_hour_region_hour", "region", "hour_at"), Index("ix_probe_rollup_hour_hour_at", "hour_at"))
+
+    endpoint_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    vantage: Mapped[str] = mapped_column(String(80), primary_key=True)
+    hour_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    region: Mapped[str] = mapped_column(String(80), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    ok: Mapped[int] = mapped_column(Integer)
+    throttled: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer)
+    ttft_p50_sum: Mapped[float | None] = mapped_column(Float)  # sum of the minutes' ttft_p50_ms
+    ttft_p50_n: Mapped[int] = mapped_column(Integer)  # minutes with a ttft_p50_ms
+    ttft_p95_sum: Mapped[float | None] = mapped_column(Float)
+    ttft_p95_n: Mapped[int] = mapped_column(Integer)
+    total_p50_sum: Mapped[float | None] = mapped_column(Float)
+    total_p50_n: Mapped[int] = mapped_column(Integer)
+    total_p95_sum: Mapped[float | None] = mapped_column(Float)
+    total_p95_n: Mapped[int] = mapped_column(Integer)
+
+
 class HealthTransitionRow(Base):
     __tablename__ = "health_transition"
     __table_args__ = (Index("ix_health_transition_key_at", "key", "at"), Index("ix_health_transition_at", "at"))

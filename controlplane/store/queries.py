@@ -6,8 +6,8 @@ none scans raw results over long ranges: last-probe times are per-region
 figures and the vantage grid read one short index range and are aggregated
 in SQL (only a row per region or cell comes back; the percentiles are
 :mod:`controlplane.store.aggregates`'), series come from the per-minute
-rollups, aggregated in SQL (with ``aggregates``, where SQLite's SQL and
-PostgreSQL's differ).
+rollups, or for buckets of whole hours from the hourly ones, aggregated in
+SQL (with ``aggregates``, where SQLite's SQL and PostgreSQL's differ).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, any_, bindparam, case, cast, func, literal_column, select
+from sqlalchemy import Float, Integer, Select, any_, bindparam, case, cast, func, literal_column, select, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from controlplane.domain import ChangeOrigin, ChangeStatus, EventKind, Field, HealthStateName, Outcome, ProbeResult, Transition
 from controlplane.incidents import BAD, EVIDENCE_LOOKBACK, Incident, build
 from controlplane.store.aggregates import count_where, grouped
-from controlplane.store.models import ChangeRow, HealthTransitionRow, ProbeResultRow, ProbeRollupRow, table
+from controlplane.store.models import ChangeRow, HealthTransitionRow, ProbeResultRow, ProbeRollupHourRow, ProbeRollupRow, table
 from controlplane.store.records import Bucket, ChangeRecord, RegionStats
-from controlplane.store.repo import Store, _to_probe
+from controlplane.store.repo import LATENCIES, Store, _to_probe, ceil_hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,33 +74,56 @@ def region_stats(store: Store, since: datetime, region: str | None = None) -> di
         }
 
 
-def _bucket_expr(store: Store, seconds: int) -> Any:
-    col = table(ProbeRollupRow).c.minute_at
+def _bucket_expr(store: Store, col: Any, seconds: int) -> Any:
     if store.engine.dialect.name == "sqlite":
         return cast(func.strftime("%s", col), Integer) // seconds  # integer division: one group per bucket
     return func.floor(func.date_part("epoch", col) / seconds)  # double precision; EXTRACT's numeric is slower per row
 
 
-def rollup_series(store: Store, regions: list[str], since: datetime, bucket_s: int) -> dict[str, list[Bucket]]:
-    """Per region, buckets of ``bucket_s`` seconds from the per-minute rollups, aggregated in SQL."""
-    t = table(ProbeRollupRow)
-    bucket = _bucket_expr(store, bucket_s).label("bucket")
+def _minute_rows(regions: list[str], since: datetime, until: datetime | None) -> Select[Any]:
+    """The per-minute rollups of ``regions`` in [since, until), in the hourly rollups' columns (a latency's sum is the
+    minute's value, its count 1 if it has one)."""
+    t = table(ProbeRollupRow).c
+    latencies = [
+        c
+        for name in LATENCIES
+        for c in (t[f"{name}_ms"].label(f"{name}_sum"), case((t[f"{name}_ms"].is_(None), 0), else_=1).label(f"{name}_n"))
+    ]
+    q = select(t.region, t.minute_at.label("at"), t.count, t.ok, t.throttled, t.failed, *latencies)
+    return q.where(t.region.in_(regions), t.minute_at >= since, *([t.minute_at < until] if until is not None else []))
+
+
+def _hour_rows(regions: list[str], since: datetime) -> Select[Any]:
+    h = table(ProbeRollupHourRow).c
+    latencies = [h[f"{name}_{part}"] for name in LATENCIES for part in ("sum", "n")]
+    return select(h.region, h.hour_at.label("at"), h.count, h.ok, h.throttled, h.failed, *latencies).where(
+        h.region.in_(regions), h.hour_at >= since
+    )
+
+
+def rollup_series(store: Store, regions: list[str], since: datetime, bucket_s: int, hourly: bool = True) -> dict[str, list[Bucket]]:
+    """Per region, buckets of ``bucket_s`` seconds from the rollups, aggregated in SQL: counts summed, each latency the
+    average of the minutes that have one.
+
+    Buckets of whole hours (``bucket_s`` a multiple of 3600) are summed from the hourly rollups, and only the minutes
+    before the first whole hour from the per-minute ones: a 7-day chart reads 1/60 of the rows, and each hour row is
+    exactly the sum of its minutes (``Store.rollup`` keeps it so), so the buckets are the per-minute ones (the latency
+    averages up to float rounding). ``hourly=False`` sums the per-minute rollups alone, as every bucket was before
+    migration 0010 (the tests' and the scale bench's reference).
+    """
+    head_end = ceil_hour(since)
+    if hourly and bucket_s % 3600 == 0:
+        hours = _hour_rows(regions, head_end)
+        rows = union_all(_minute_rows(regions, since, head_end), hours).subquery() if since < head_end else hours.subquery()
+    else:
+        rows = _minute_rows(regions, since, None).subquery()
+    r = rows.c
+    bucket = _bucket_expr(store, r.at, bucket_s).label("bucket")
+    averages = [cast(func.sum(r[f"{name}_sum"]), Float) / func.nullif(func.sum(r[f"{name}_n"]), 0) for name in LATENCIES]
     q = (
-        select(
-            t.c.region,
-            bucket,
-            func.sum(t.c.count),
-            func.sum(t.c.ok),
-            func.sum(t.c.throttled),
-            func.sum(t.c.failed),
-            func.avg(t.c.ttft_p50_ms),
-            func.avg(t.c.ttft_p95_ms),
-            func.avg(t.c.total_p50_ms),
-            func.avg(t.c.total_p95_ms),
-        )
-        .where(and_(t.c.region.in_(regions), t.c.minute_at >= since))
-        .group_by(t.c.region, literal_column("bucket"))
-        .order_by(t.c.region, literal_column("bucket"))
+        select(r.region, bucket, func.sum(r.count), func.sum(r.ok), func.sum(r.throttled), func.sum(r.failed), *averages)
+        .group_by(r.region, literal_column("bucket"))
+        .order_by(r.region, literal_column("bucket"))
     )
     out: dict[str, list[Bucket]] = {r: [] for r in regions}
     with store.connect() as conn:

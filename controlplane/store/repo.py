@@ -60,6 +60,7 @@ from controlplane.store.models import (
     OverrideRow,
     PlanRow,
     ProbeResultRow,
+    ProbeRollupHourRow,
     ProbeRollupRow,
     TargetEndpointRow,
     UserRow,
@@ -101,6 +102,28 @@ def _minute_of(started_at: Any, dialect: str) -> Any:
     if dialect == "sqlite":
         return func.substr(started_at, 1, 16).concat(":00.000000")
     return func.timezone("UTC", func.date_trunc("minute", func.timezone("UTC", started_at)))
+
+
+def _hour_of(minute_at: Any, dialect: str) -> Any:
+    """SQL for a stored minute's UTC hour, stored exactly as a bound datetime is (see :func:`_minute_of`)."""
+    if dialect == "sqlite":
+        return func.substr(minute_at, 1, 13).concat(":00:00.000000")
+    return func.timezone("UTC", func.date_trunc("hour", func.timezone("UTC", minute_at)))
+
+
+HOUR = timedelta(hours=1)
+LATENCIES = ("ttft_p50", "ttft_p95", "total_p50", "total_p95")  # the rollups' averaged columns: <name>_ms per minute
+
+
+def floor_hour(at: datetime) -> datetime:
+    """The start of ``at``'s UTC hour."""
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def ceil_hour(at: datetime) -> datetime:
+    """The first start of an hour at or after ``at``."""
+    start = floor_hour(at)
+    return start if start == at else start + HOUR
 
 
 def _to_probe(row: ProbeResultRow) -> ProbeResult:
@@ -507,7 +530,9 @@ class Store:
         of :func:`controlplane.stats.percentile` (:func:`.aggregates.grouped`):
         TTFT over the results that have one, total time over the OK and SLOW
         ones that have one. A group's region is the smallest of its results'
-        (an endpoint's results all carry its one region).
+        (an endpoint's results all carry its one region). Then, in the same
+        transaction, the hourly rollups of the hours those minutes are in are
+        summed again from their minutes (:meth:`_rollup_hours`).
         """
         start = since.replace(second=0, microsecond=0)
         t = table(ProbeResultRow)
@@ -541,7 +566,47 @@ class Store:
         with self.session() as s:
             s.execute(delete(ProbeRollupRow).where(ProbeRollupRow.minute_at >= start, ProbeRollupRow.minute_at < until))
             insert = table(ProbeRollupRow).insert().from_select(names, per_minute)
-            return _rowcount(s.execute(insert.execution_options(preserve_rowcount=True)))  # an INSERT's count is kept only on request
+            written = _rowcount(s.execute(insert.execution_options(preserve_rowcount=True)))  # an INSERT's count is kept only on request
+            # the hours of the minutes rewritten, from the newest hour already summed if that is older: minutes rolled
+            # up by an application that had no hourly table (after migration 0010 filled it) are summed on the first run
+            newest = s.scalar(select(func.max(ProbeRollupHourRow.hour_at)))
+            self._rollup_hours(s, min(floor_hour(start), newest) if newest is not None else floor_hour(start), ceil_hour(until))
+            return written
+
+    def rollup_hours(self, since: datetime, until: datetime) -> int:
+        """(Re)sum the hourly rollups of every hour that overlaps [since, until) from the per-minute ones; returns how many
+        rows it wrote. :meth:`rollup` and the retention keep the hours current; this is for minutes stored otherwise (the
+        benches' fills)."""
+        with self.session() as s:
+            return self._rollup_hours(s, floor_hour(since), ceil_hour(until))
+
+    def _rollup_hours(self, s: Session, since: datetime, until: datetime) -> int:
+        """In ``s``: DELETE the hourly rollups of the whole hours in [since, until), then one INSERT ... SELECT of the
+        per-minute rollups of those hours grouped per endpoint, vantage, hour and region (an hour row is exactly its
+        minutes' sums: of each latency, the sum and how many minutes have one)."""
+        m = table(ProbeRollupRow).c
+        hour = _hour_of(m.minute_at, self.engine.dialect.name).label("hour_at")
+        latencies = [agg for name in LATENCIES for agg in (func.sum(m[f"{name}_ms"]), func.count(m[f"{name}_ms"]))]
+        per_hour = (
+            select(
+                m.endpoint_id,
+                m.vantage,
+                hour,
+                m.region,
+                func.sum(m.count),
+                func.sum(m.ok),
+                func.sum(m.throttled),
+                func.sum(m.failed),
+                *latencies,
+            )
+            .where(m.minute_at >= since, m.minute_at < until)
+            .group_by(m.endpoint_id, m.vantage, hour, m.region)
+        )
+        names = ["endpoint_id", "vantage", "hour_at", "region", "count", "ok", "throttled", "failed"]
+        names += [f"{name}_{part}" for name in LATENCIES for part in ("sum", "n")]
+        s.execute(delete(ProbeRollupHourRow).where(ProbeRollupHourRow.hour_at >= since, ProbeRollupHourRow.hour_at < until))
+        insert = table(ProbeRollupHourRow).insert().from_select(names, per_hour)
+        return _rowcount(s.execute(insert.execution_options(preserve_rowcount=True)))
 
     def rollups(self, since: datetime, region: str | None = None) -> list[Rollup]:
         with self.session() as s:
@@ -595,10 +660,17 @@ class Store:
         deleted ten minutes at a time from the oldest, which took a
         ``min(minute_at)`` and one DELETE per ten minutes, each reading the
         whole table, and a batch as big as ten minutes of the deployment.
+        The hourly rollups go with them, by hour; the hour the horizon falls in
+        is then summed again from the minutes left of it, so each hour kept
+        stays exactly the sum of its minutes (docs/adr/0017-hourly-rollups.md).
         """
-        return self._purge_oldest(ProbeResultRow.started_at, raw_before, batch, pace), self._purge_oldest(
-            ProbeRollupRow.minute_at, rollup_before, batch, pace
-        )
+        raw = self._purge_oldest(ProbeResultRow.started_at, raw_before, batch, pace)
+        rolled = self._purge_oldest(ProbeRollupRow.minute_at, rollup_before, batch, pace)
+        self._purge_oldest(ProbeRollupHourRow.hour_at, rollup_before, batch, pace)
+        if floor_hour(rollup_before) != rollup_before:  # the horizon's own hour is summed again from the minutes it keeps
+            with self.session() as s:
+                self._rollup_hours(s, floor_hour(rollup_before), ceil_hour(rollup_before))
+        return raw, rolled
 
     def _purge_oldest(self, column: InstrumentedAttribute[datetime], before: datetime, batch: int, pace: float) -> int:
         """Delete the rows of ``column``'s table whose ``column`` is before ``before``, about ``batch`` at a time (see :meth:`purge`)."""

@@ -181,13 +181,17 @@ def test_a_window_rerun_after_more_results_replaces_its_rows(db_store: Store) ->
     ]
 
 
-def test_the_rollup_is_a_delete_and_one_insert_select_with_no_raw_row_read_into_python(db_store: Store) -> None:
+def test_the_rollup_is_a_delete_and_an_insert_select_per_table_with_no_raw_row_read_into_python(db_store: Store) -> None:
     db_store.add_probe_results(
         [ProbeResult(eid, region, v, T0 + timedelta(seconds=7 * i), Outcome.OK, ttft_ms=90.0) for eid, region in ENDPOINTS.items() for v in VANTAGES for i in range(20)]
     )  # fmt: skip
     with statements_run(db_store.engine) as seen:
         assert db_store.rollup(T0, T0 + timedelta(minutes=3)) == 3 * 3 * 3
     tables = [s for s in seen if "probe_result" in s or "probe_rollup" in s]
-    assert len(tables) == 2, tables
-    assert tables[0].lstrip().startswith("DELETE FROM probe_rollup")
-    assert "INSERT INTO probe_rollup" in tables[1] and "FROM probe_result" in tables[1]
+    assert len(tables) == 5, tables
+    assert tables[0].lstrip().startswith("DELETE FROM probe_rollup ")
+    assert "INSERT INTO probe_rollup " in tables[1] and "FROM probe_result" in tables[1]
+    # then the hours of those minutes, from the newest hour summed: the same again, per hour from the minutes
+    assert tables[2].lstrip().startswith("SELECT max(probe_rollup_hour.hour_at)")
+    assert tables[3].lstrip().startswith("DELETE FROM probe_rollup_hour ")
+    assert "INSERT INTO probe_rollup_hour " in tables[4] and "FROM probe_rollup " in tables[4]
