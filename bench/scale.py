@@ -24,12 +24,12 @@ would take the fill from minutes to most of an hour).
   worker and the dashboard are; threads here would share this process's
   interpreter lock with the purge), next to what they see for as long again
   right after it with no purge (the machine's own noise);
-- the rollups at their full size (PostgreSQL): the rollup job and the former
-  rollup purge's statements without the index on ``minute_at`` (downgraded
-  to migration 0008), migration 0009 building it on the live table while
-  the rollup job and a writer run, the job with it, and a rollup retention
-  pass of the oldest day (432,000 rows) with a writer's, a page read's and
-  the rollup job's latencies meanwhile;
+- the rollups at their full size (PostgreSQL): the region page's uncached
+  7-day chart from the per-minute rollups alone (as before migration 0010)
+  and from the hourly ones, reads taken in turn; migration 0010 summing
+  every rollup kept into hours on the live table while a writer and a page
+  read run; and a rollup retention pass of the oldest day (432,000 rows)
+  with a writer's, a page read's and the rollup job's latencies meanwhile;
 - insert throughput in results/s per writer with 3 writers at once;
 - the worker's health evaluation: warm start, and one steady tick of news;
 - the database size.
@@ -753,48 +753,48 @@ def rollup_job(store: Store, runs: int = 5) -> str:
     return f"{times[runs // 2]:.0f} ms (of {runs}: {times[0]:.0f}-{times[-1]:.0f}); Python's peak allocation in it {peak / 2**20:.2f} MiB"
 
 
-def rollups_at_size(store: Store, url: str, args: argparse.Namespace, rolled: int, oldest: datetime) -> None:
-    """The rollups at their retention's size: the rollup job and the former purge's statements without migration
-    0009's index on ``minute_at``, that migration on the live table while the rollup job and a writer run, the job
-    and the region page's uncached 7-day chart with the index, and a rollup retention pass of the oldest day while
-    a writer, a page read and the rollup job (the leader's) run, each in a process of its own (the pass's longest
-    statement is one of its rollup statements)."""
-    from sqlalchemy import text
+def chart_reads(store: Store, region: str, reads: int) -> tuple[list[float], list[float]]:
+    """The region page's 7-day chart of ``region`` uncached (its first read, and each one after the cache's 5 minutes),
+    ``reads`` times from the per-minute rollups alone (as before migration 0010) and as many from the hourly ones,
+    taken in turn so both see the same machine. Viewed 23 minutes past the hour: 37 minutes of its first hour come
+    from the per-minute rollups."""
+    since = NOW - timedelta(days=7) + timedelta(minutes=23)
+    by_minute: list[float] = []
+    hourly: list[float] = []
+    for i in range(2 * reads + 2):  # the first of each is not timed (connect, compile)
+        t = time.perf_counter()
+        queries.rollup_series(store, [region], since, 3600, hourly=bool(i % 2))
+        if i >= 2:
+            (hourly if i % 2 else by_minute).append(ms(time.perf_counter() - t))
+    return sorted(by_minute), sorted(hourly)
 
+
+def median_p95(xs: list[float]) -> str:
+    return (
+        f"median {statistics.median(xs):.1f} ms, p95 {percentile(sorted(xs), 0.95) or 0:.1f} ms (of {len(xs)}: {min(xs):.1f}-{max(xs):.1f})"
+    )
+
+
+def rollups_at_size(store: Store, url: str, args: argparse.Namespace, rolled: int, oldest: datetime) -> None:
+    """The rollups at their retention's size: the region page's uncached 7-day chart from the per-minute and from the
+    hourly rollups, migration 0010 filling the hourly rollups on the live table while a writer and a page read run,
+    and a rollup retention pass of the oldest day while a writer, a page read and the rollup job (the leader's) run,
+    each in a process of its own (the pass's longest statement is one of its rollup statements)."""
     from controlplane.store import db
 
-    def job() -> None:
-        store.rollup(NOW - timedelta(minutes=3), NOW + timedelta(seconds=1))
-
-    def former_step() -> None:  # one of the former purge's DELETEs: ten minutes, found by reading the whole table
-        with store.engine.connect() as conn:
-            conn.execute(text("DELETE FROM probe_rollup WHERE minute_at < :upto"), {"upto": oldest + timedelta(minutes=10)})
-            conn.rollback()
-
-    def oldest_minute() -> None:
-        with store.engine.connect() as conn:
-            conn.execute(text("SELECT min(minute_at) FROM probe_rollup"))
-
-    db.downgrade(url, "0008")
-    jobs, mins, steps = timed_ms(job, 3), timed_ms(oldest_minute, 3), timed_ms(former_step, 3)
-    print(
-        f"without the minute index (0008), {rolled:,} rollups: rollup job {jobs[1]:.0f} ms (of 3: {jobs[0]:.0f}-{jobs[-1]:.0f}); "
-        f"the former purge's min(minute_at) {mins[1]:.0f} ms and one of its 10-minute DELETEs {steps[1]:.0f} ms "
-        f"(a day of rollups: the min and 144 of them, about {(mins[1] + 144 * steps[1]) / 1000:.0f} s, each reading a whole index or the table) ({load()})"
-    )
-    with window(url, args, ("insert", "rollup")) as building:
+    region = scale_settings(args.regions, args.interval).regions[3].name
+    by_minute, hourly = chart_reads(store, region, 25)
+    print(f"the region page's 7-day chart, uncached, {rolled:,} rollups ({load()}):")
+    print(f"  from the per-minute rollups (before 0010): {median_p95(by_minute)}")
+    print(f"  from the hourly rollups:                   {median_p95(hourly)}")
+    db.downgrade(url, "0009")
+    with window(url, args, ("insert", "read")) as building:
         t = time.perf_counter()
         db.upgrade(url)
         took = time.perf_counter() - t
-    print(f"migration 0009 on the live table (CREATE INDEX CONCURRENTLY): {took:.1f} s ({load()})")
+    print(f"migration 0010 on the live table (the hours of {rolled:,} rollups, one INSERT ... SELECT): {took:.1f} s ({load()})")
     print(f"  meanwhile: {building.summary(CALLS)}")
-    jobs = timed_ms(job, 3)
-    region = scale_settings(args.regions, args.interval).regions[3].name
-    charts = timed_ms(lambda: queries.rollup_series(store, [region], NOW - timedelta(days=7), 3600), 5)
-    print(
-        f"with the index: rollup job {jobs[1]:.0f} ms (of 3: {jobs[0]:.0f}-{jobs[-1]:.0f}); the region page's 7-day chart, "
-        f"uncached (its first read; then cached 5 minutes): {charts[2]:.0f} ms (of 5: {charts[0]:.0f}-{charts[-1]:.0f}) ({load()})"
-    )
+    print(f"rollup job after it: {rollup_job(store)} ({load()})")
     retention(
         store,
         url,
@@ -836,6 +836,14 @@ def run(
                 rolled = int(conn.exec_driver_sql("SELECT count(*) FROM probe_rollup").scalar() or 0)
         else:
             seed_state(store, s)
+        # the hours of the minutes the fill made or put back (and of none after NOW), as a worker's rollup job sums them
+        t = time.perf_counter()
+        hours = store.rollup_hours(NOW, NOW + timedelta(days=1))
+        hours += store.rollup_hours(oldest_rollup, NOW if fill is not None else oldest_rollup + timedelta(days=1))
+        print(f"summed {hours:,} hourly rollups in {time.perf_counter() - t:.0f} s ({load()})")
+        if store.engine.dialect.name == "postgresql" and not getattr(args, "unvacuumed", False):
+            with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM (ANALYZE) probe_rollup_hour")
         if "pages" in args.parts:
             print(f"{'page / API':44} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms':>8}  full GC passes, longest ms   ({load()})")
             for path_, p50, p95, cpu, full in pages(store, s, args.iterations):
