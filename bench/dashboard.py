@@ -60,6 +60,7 @@ NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 FMT = "%Y-%m-%d %H:%M:%S.%f"  # what SQLAlchemy's DateTime stores on SQLite
 DEPLOYMENTS = ("gpt-4o", "gpt-4o-mini")
 PASSWORD = "bench password 123"
+MIN_REGIONS = 6  # the seeded state names the 4th and the 6th region
 
 
 class FixedClock:
@@ -251,7 +252,7 @@ def seed_state(store: Store, s: Settings) -> None:
         ]
     )
     for k in range(200):
-        c = Change("tm-weighted", s.regions[k % 20].name, "tm-x", Field.WEIGHT, 100, 80, "degraded")
+        c = Change("tm-weighted", s.regions[k % len(s.regions)].name, "tm-x", Field.WEIGHT, 100, 80, "degraded")
         store.record_change(c, ChangeStatus.APPLIED, NOW - timedelta(minutes=30 * k), fencing_token=3)
     store.add_override(Override(OverrideKind.DRAIN, "bench", "maintenance", NOW - timedelta(hours=1), region=s.regions[5].name))
     store.add_override(
@@ -362,6 +363,10 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=10.0)
     ap.add_argument("--iterations", type=int, default=40)
     args = ap.parse_args()
+    if args.regions < MIN_REGIONS:
+        ap.error(
+            f"--regions: {args.regions} is too few: the seeded state drains, degrades and shows regions 4 and 6 (at least {MIN_REGIONS})"
+        )
 
     s = bench_settings(args.regions, args.interval)
     tmp = None

@@ -39,6 +39,7 @@ RUN_FIRST = (
     "tests/integration/test_cli_no_traceback.py",
     "tests/integration/test_browser.py",
     "tests/integration/test_web.py",
+    "tests/integration/test_benches_run.py",
     "tests/integration/test_reconcile.py",
     "tests/integration/test_actuator_contract.py",
     "tests/integration/test_worker_ha.py",
