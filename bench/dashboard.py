@@ -306,6 +306,7 @@ def build(path: Path, s: Settings, days: float, interval: float) -> None:
     raw, rolled = bulk_probes(path, s, days, interval)
     t1 = time.perf_counter()
     store = open_store("sqlite:///" + str(path))
+    store.rollup_hours(NOW - timedelta(days=days + 1), NOW + timedelta(hours=1))  # the worker's rollup job sums the hours as it goes
     seed_state(store, s)
     incidents = seed_incidents(store, s)
     users.set_hasher(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
