@@ -357,12 +357,13 @@ def database_outage(directory: Path, seconds: float = 30.0) -> Row:
 
 
 def relays(directory: Path, workers: int = 4, events: int = 300) -> Row:
-    """``workers`` relays claiming at once while events are written (a leader change in between)."""
+    """``workers`` relays claiming at once on one channel while events are written (a leader change in between)."""
     from datetime import UTC, datetime
 
     store = open_store("sqlite:///" + str(directory / "relay.db"), migrate=True)
     now = datetime.now(UTC)
     stores = [open_store("sqlite:///" + str(directory / "relay.db")) for _ in range(workers)]
+    store.sync_channels("bench", ["hook"], now, since=now - timedelta(minutes=15))  # what a relay's first tick records
     got: list[int] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -370,7 +371,12 @@ def relays(directory: Path, workers: int = 4, events: int = 300) -> Row:
     def relay(i: int) -> None:
         while not stop.is_set():
             batch = stores[i].claim_events(
-                f"w{i}", datetime.now(UTC), since=now - timedelta(minutes=15), stale_before=now - timedelta(seconds=30), limit=25
+                f"w{i}",
+                datetime.now(UTC),
+                channel="hook",
+                since=now - timedelta(minutes=15),
+                stale_before=now - timedelta(seconds=30),
+                limit=25,
             )
             with lock:
                 got.extend(e.id for e in batch if e.id is not None)

@@ -20,8 +20,10 @@ unknown dedup key is harmless and the incident may predate a restart).
 that took it is done with it: ``on_settled(event, True)`` when a channel
 accepted it (or none had anything to send, or it was dropped or refused for
 good), ``False`` when no channel accepted it and one gave up on a retryable
-error (or stopped). The :class:`EventRelay` marks an event relayed only on
-``True``; otherwise its claim goes stale and any worker sends it again.
+error (or stopped). The :class:`EventRelay` publishes each event to one
+channel at a time (``publish(..., channel=name)``) and marks it delivered on
+that channel only on ``True``; otherwise it sends it again on that channel on
+its next tick (docs/adr/0018).
 A channel gives up on one message after its *send deadline*
 (:func:`send_deadline`), so a claim held longer than :func:`claim_timeout` by a
 worker that stopped renewing it is its to lose.
@@ -495,8 +497,10 @@ class Notifier:
     def channels(self) -> list[str]:
         return [w.name for w in self._workers]
 
-    def publish(self, event: AuditEvent, on_settled: Callable[[AuditEvent, bool], None] | None = None) -> None:
-        """Queue the event for every channel that wants it. Never blocks, never raises.
+    def publish(
+        self, event: AuditEvent, on_settled: Callable[[AuditEvent, bool], None] | None = None, *, channel: str | None = None
+    ) -> None:
+        """Queue the event for every channel that wants it (only ``channel``, when named). Never blocks, never raises.
 
         ``on_settled(event, relayed)`` is called once, from a channel's thread (or
         this one), when every channel that took the event is done with it; see the
@@ -507,8 +511,13 @@ class Notifier:
             if on_settled is not None:
                 on_settled(event, False)
             return
+        workers = self._workers if channel is None else [w for w in self._workers if w.name == channel]
+        if not workers:
+            if on_settled is not None:
+                on_settled(event, False)  # not a channel of ours (the relay only claims for ours)
+            return
         wanting = []
-        for worker in self._workers:
+        for worker in workers:
             try:
                 if worker.wants(event):
                     wanting.append(worker)
@@ -553,22 +562,28 @@ class EventRelay:
     """Publishes audit events written to the store by any process (e.g. overrides made in the web app).
 
     Every worker runs one and calls ``tick()`` every :data:`RELAY_INTERVAL_S`.
-    Claim, send, then mark: each event is claimed in the store
-    (``Store.claim_events``: a compare-and-set on the event row that records
-    the claimer and the time), handed to the notifier, and marked relayed
-    (``Store.mark_relayed``) only when the notifier reports that a channel
-    accepted it (or that there was nothing to send). While the channels still
-    hold an event, each tick renews its claim; a claim not renewed for
-    ``stale_after`` (default :func:`claim_timeout`: the group window, the
-    slowest channel's send deadline and a margin) is stale, and any worker
-    takes it over by compare-and-set. So an event goes out once across any
-    number of workers and across a leader change, and a worker killed between
-    its claim and the channel's answer loses nothing: another sends it once the
-    claim is stale. The one duplicate left: a worker that dies after the
-    channel accepted an event and before the mark; webhooks carry each event's
-    id so a receiver can drop it. Events older than ``horizon`` are history and
-    are not sent. Use the relay *or* call ``Notifier.publish`` directly for the
-    same events, not both.
+    Claim, send, then mark, per event *and channel* (docs/adr/0018): on each of
+    its channels, each event is claimed in the store (``Store.claim_events``: a
+    compare-and-set on the (event, channel) row that records the claimer and the
+    time), handed to that channel, and marked delivered there
+    (``Store.mark_relayed``) only when the channel accepted it (or had nothing
+    to send, or refused it for good). A channel that gave up on a retryable
+    error gets it again on the next tick, on its own, until the horizon; a
+    channel that accepted is never sent it again. While a channel still holds
+    an event (or it is to be sent again), each tick renews that claim; a claim
+    not renewed for ``stale_after`` (default :func:`claim_timeout`: the group
+    window, the slowest channel's send deadline and a margin) is stale, and any
+    worker takes it over by compare-and-set. So an event goes out once per
+    channel across any number of workers and across a leader change, and a
+    worker killed between its claim and the channel's answer loses nothing:
+    another sends it once the claim is stale. The one duplicate left: a worker
+    that dies after a channel accepted an event and before the mark; webhooks
+    carry each event's id so a receiver can drop it. Events older than
+    ``horizon`` are history and are not sent. On its first tick the relay
+    records the configured channels (``Store.sync_channels``): a new channel is
+    owed only the events stored after it appeared, a removed channel's pending
+    deliveries are dropped (logged). Use the relay *or* call
+    ``Notifier.publish`` directly for the same events, not both.
     """
 
     def __init__(
@@ -589,94 +604,159 @@ class EventRelay:
         self._now = clock.now if clock is not None else (lambda: datetime.now(UTC))
         self._horizon = horizon
         self.stale_after = stale_after if stale_after is not None else timedelta(seconds=claim_timeout(notifier.settings))
+        self._configured = [c.name for c in notifier.settings.channels if c.enabled]
+        self._synced = False
         self._lock = threading.Lock()
-        self._held: dict[int, datetime] = {}  # event id -> when we claimed it: in the channels' hands, renewed each tick
-        self._undelivered: dict[int, datetime] = {}  # no channel accepted it; still claimed by us until it goes stale
-        self._to_mark: list[int] = []  # accepted by the channels, not yet marked relayed in the store
+        # keys are (event id, channel)
+        self._held: dict[tuple[int, str], datetime] = {}  # in the channel's hands (-> when we claimed it), renewed each tick
+        self._again: dict[tuple[int, str], AuditEvent] = {}  # the channel gave up on it (retryable): ours, sent again next tick
+        self._to_mark: list[tuple[int, str]] = []  # accepted by the channel, not yet marked in the store
         self.marked = 0
 
     def tick(self) -> int:
-        """Mark what the channels accepted, renew our claims, publish what we newly claimed; returns how many. Never raises."""
+        """Mark what the channels accepted, renew our claims, publish again what a channel gave up on and what we
+        newly claimed; returns how many (event, channel) were published. Never raises."""
         now = self._now()
+        if not self._sync(now):
+            return 0
         self._mark(now)
+        since = now - self._horizon
         with self._lock:
-            renew = [i for i, claimed in self._held.items() if now - claimed < self._horizon]
-            for i in [i for i, at in self._undelivered.items() if now - at >= self.stale_after]:
-                del self._undelivered[i]  # stale: any worker may have taken it over by now
+            again = {k: e for k, e in self._again.items() if e.at >= since}
+            self._again.clear()  # past the horizon: history, given up (the claim goes stale; nobody claims it again)
+            renew = [k for k, claimed in self._held.items() if now - claimed < self._horizon] + list(again)
+            for k in again:
+                self._held[k] = now
         try:
-            if renew:
-                self._store.renew_claims(self._worker, renew, now)
-            events = self._store.claim_events(
-                self._worker, now, since=now - self._horizon, stale_before=now - self.stale_after, limit=self._batch
-            )
+            ours: set[tuple[int, str]] = set()
+            for channel, ids in _by_channel(renew).items():
+                ours.update((i, channel) for i in self._store.renew_claims(self._worker, ids, now, channel=channel))
+            for k in [k for k in again if k not in ours]:
+                del again[k]  # another worker took it over after our claim went stale (we were paused): its to send
+                with self._lock:
+                    self._held.pop(k, None)
+            claimed = [
+                (event, channel)
+                for channel in self._notifier.channels
+                for event in self._store.claim_events(
+                    self._worker, now, channel=channel, since=since, stale_before=now - self.stale_after, limit=self._batch
+                )
+            ]
         except Exception as exc:
             log.warning("event relay cannot read the store: %s", type(exc).__name__)
+            with self._lock:
+                for k, e in again.items():  # not lost: sent again on a later tick
+                    self._held.pop(k, None)
+                    self._again[k] = e
             return 0
         published = 0
-        for event in events:
+        for (_, channel), event in again.items():
+            self._publish(event, channel)
+            published += 1
+        for event, channel in claimed:
             if event.id is None:
                 continue
             with self._lock:
-                if event.id in self._held:  # ours already (a renewal was missed): the channels still have it
+                if (event.id, channel) in self._held:  # ours already (a renewal was missed): the channel still has it
                     continue
-                self._held[event.id] = now
-                self._undelivered.pop(event.id, None)
-            self._notifier.publish(event, self._settled)
+                self._held[(event.id, channel)] = now
+            self._publish(event, channel)
             published += 1
         return published
 
-    def _settled(self, event: AuditEvent, relayed: bool) -> None:
-        """From a channel's thread: mark it now (the window for a duplicate is between the answer and this mark)."""
+    def _sync(self, now: datetime) -> bool:
+        """Once: record the configured channels; log each removed one whose pending deliveries were dropped."""
+        if self._synced:
+            return True
+        try:
+            removed = self._store.sync_channels(self._worker, self._configured, now, since=now - self._horizon)
+        except Exception as exc:
+            log.warning("event relay cannot record the notification channels: %s", type(exc).__name__)
+            return False
+        self._synced = True
+        for name, pending in sorted(removed.items()):
+            log.warning(
+                "notification channel %s is no longer configured: dropped its %d pending deliver%s",
+                name,
+                pending,
+                "y" if pending == 1 else "ies",
+                extra={"channel": name, "dropped": pending},
+            )
+        return True
+
+    def _publish(self, event: AuditEvent, channel: str) -> None:
+        self._notifier.publish(event, lambda e, relayed: self._settled(e, channel, relayed), channel=channel)
+
+    def _settled(self, event: AuditEvent, channel: str, relayed: bool) -> None:
+        """From the channel's thread: mark it now (the window for a duplicate is between the answer and this mark)."""
         if event.id is None:
             return
+        key = (event.id, channel)
         with self._lock:
-            self._held.pop(event.id, None)
+            self._held.pop(key, None)
             if relayed:
-                self._to_mark.append(event.id)
+                self._to_mark.append(key)
             else:
-                self._undelivered[event.id] = self._now()
-        # not relayed: no channel accepted it; the claim, no longer renewed, goes stale and any worker retries it
-        # (a back-off for a failing channel), unless this worker stops first: release() frees it then
+                self._again[key] = event  # still claimed by us: sent again on the next tick, or freed by release()
         if relayed:
             self._mark(self._now())
 
     def _mark(self, now: datetime) -> None:
         with self._lock:
-            ids, self._to_mark = self._to_mark, []
-        if not ids:
+            keys, self._to_mark = self._to_mark, []
+        if not keys:
             return
-        try:
-            self._store.mark_relayed(self._worker, ids, now)
-            with self._lock:
-                self.marked += len(ids)
-        except Exception as exc:
-            log.warning("event relay cannot mark %d event(s) relayed: %s; trying again next tick", len(ids), type(exc).__name__)
-            with self._lock:
-                self._to_mark.extend(ids)
+        failed: list[tuple[int, str]] = []
+        for channel, ids in _by_channel(keys).items():
+            try:
+                self._store.mark_relayed(self._worker, ids, now, channel=channel)
+            except Exception as exc:
+                log.warning(
+                    "event relay cannot mark %d event(s) delivered on %s: %s; trying again next tick", len(ids), channel, type(exc).__name__
+                )
+                failed.extend((i, channel) for i in ids)
+        with self._lock:
+            self.marked += len(keys) - len(failed)
+            self._to_mark.extend(failed)
 
     def release(self) -> int:
         """On a graceful stop, after the notifier closed: mark what the channels accepted, and free the claims
-        of the events no channel accepted, so the next worker sends them on its next tick rather than after
-        the claim timeout. Events still in a channel's hands (the close timed out) keep their claims: a
+        of the (event, channel) the channel gave up on, so the next worker sends them on its next tick rather
+        than after the claim timeout. Those still in a channel's hands (the close timed out) keep their claims: a
         request still out may yet be delivered. Returns how many were freed. Never raises."""
         now = self._now()
         self._mark(now)
         with self._lock:
-            ids = sorted(self._undelivered)
-        if not ids:
+            keys = sorted(self._again)
+        if not keys:
             return 0
-        try:
-            freed = int(self._store.release_claims(self._worker, ids, now))
-        except Exception as exc:
-            log.warning("event relay cannot release %d undelivered event(s): %s; they go stale instead", len(ids), type(exc).__name__)
-            return 0
-        with self._lock:
-            for i in ids:
-                self._undelivered.pop(i, None)
+        freed = 0
+        for channel, ids in _by_channel(keys).items():
+            try:
+                freed += int(self._store.release_claims(self._worker, ids, now, channel=channel))
+            except Exception as exc:
+                log.warning(
+                    "event relay cannot release %d undelivered event(s) on %s: %s; they go stale instead",
+                    len(ids),
+                    channel,
+                    type(exc).__name__,
+                )
+                continue
+            with self._lock:
+                for i in ids:
+                    self._again.pop((i, channel), None)
         log.info("event relay released %d undelivered event(s) for the next worker", freed)
         return freed
 
     @property
     def in_flight(self) -> int:
+        """(event, channel) in a channel's hands or accepted and not yet marked (not those to be sent again)."""
         with self._lock:
             return len(self._held) + len(self._to_mark)
+
+
+def _by_channel(keys: list[tuple[int, str]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for event_id, channel in keys:
+        out.setdefault(channel, []).append(event_id)
+    return out

@@ -80,8 +80,10 @@ class MemoryStore:
         self._plans: list[PlanRecord] = []
         self._overrides: list[Override] = []
         self._events: list[AuditEvent] = []
-        self._claims: dict[int, tuple[str, datetime]] = {}  # event id -> (claimed by, claimed at)
-        self._relayed: set[int] = set()  # event ids whose channels answered
+        self._channels: dict[str, tuple[int, bool]] = {}  # notification channel -> (owed events above this id, removed)
+        self._claims: dict[tuple[int, str], tuple[str, datetime]] = {}  # (event id, channel) -> (claimed by, claimed at)
+        self._delivered: set[tuple[int, str]] = set()  # (event id, channel) the channel took
+        self._relayed: set[int] = set()  # event ids every configured channel is done with
         self._relay_lock = threading.Lock()  # the relay claims on its thread and marks on the channels' threads
         self._flags: dict[str, Flag] = {}
         self._leases: dict[str, tuple[str, int, datetime]] = {}  # name -> (holder, fencing token, expires at)
@@ -251,40 +253,76 @@ class MemoryStore:
         self._events.append(replace(e, id=event_id))
         return event_id
 
-    def claim_events(self, worker: str, now: datetime, *, since: datetime, stale_before: datetime, limit: int = 100) -> list[AuditEvent]:
-        """Like the SQL store's: each free event (unclaimed, or claimed before ``stale_before``, and not relayed) to one caller."""
+    def sync_channels(self, worker: str, names: Iterable[str], now: datetime, *, since: datetime) -> dict[str, int]:
+        """Like the SQL store's: new channels are owed the events after the newest (all, the very first time)."""
+        wanted = set(names)
+        with self._relay_lock:
+            newest = 0 if not self._channels else max((e.id or 0 for e in self._events), default=0)
+            for name in sorted(wanted):
+                if name not in self._channels or self._channels[name][1]:
+                    self._channels[name] = (newest, False)
+            removed: dict[str, int] = {}
+            for name, (start, gone) in sorted(self._channels.items()):
+                if name in wanted or gone:
+                    continue
+                removed[name] = sum(1 for e in self._events if self._owed_locked(e, name, since))
+                self._channels[name] = (start, True)
+                for key in [k for k in self._claims if k[1] == name]:
+                    del self._claims[key]
+                self._delivered = {k for k in self._delivered if k[1] != name}
+            self._settle_locked([e.id for e in self._events if e.id is not None and e.at >= since])
+            return removed
+
+    def _owed_locked(self, e: AuditEvent, channel: str, since: datetime) -> bool:
+        start, gone = self._channels.get(channel, (0, True))
+        assert e.id is not None
+        return not gone and e.id > start and e.id not in self._relayed and e.at >= since and (e.id, channel) not in self._delivered
+
+    def _settle_locked(self, event_ids: Iterable[int]) -> None:
+        for i in event_ids:
+            if all((i, name) in self._delivered or i <= start for name, (start, gone) in self._channels.items() if not gone):
+                self._relayed.add(i)
+
+    def claim_events(
+        self, worker: str, now: datetime, *, channel: str, since: datetime, stale_before: datetime, limit: int = 100
+    ) -> list[AuditEvent]:
+        """Like the SQL store's: each free (event, channel) (owed, unclaimed there or claimed before ``stale_before``) to one caller."""
         out: list[AuditEvent] = []
         with self._relay_lock:
             for e in self._events:
                 if len(out) >= limit:
                     break
                 assert e.id is not None
-                claim = self._claims.get(e.id)
-                if e.id in self._relayed or e.at < since or (claim is not None and claim[1] >= stale_before):
+                claim = self._claims.get((e.id, channel))
+                if not self._owed_locked(e, channel, since) or (claim is not None and claim[1] >= stale_before):
                     continue
-                self._claims[e.id] = (worker, now)
+                self._claims[(e.id, channel)] = (worker, now)
                 out.append(e)
         return out
 
-    def renew_claims(self, worker: str, event_ids: Iterable[int], now: datetime) -> int:
+    def _mine_locked(self, worker: str, event_ids: Iterable[int], channel: str) -> list[tuple[int, str]]:
+        keys = [(i, channel) for i in event_ids]
+        return [k for k in keys if k not in self._delivered and k in self._claims and self._claims[k][0] == worker]
+
+    def renew_claims(self, worker: str, event_ids: Iterable[int], now: datetime, *, channel: str) -> list[int]:
         with self._relay_lock:
-            mine = [i for i in event_ids if i not in self._relayed and self._claims.get(i, ("", now))[0] == worker]
-            for i in mine:
-                self._claims[i] = (worker, now)
+            mine = self._mine_locked(worker, event_ids, channel)
+            for k in mine:
+                self._claims[k] = (worker, now)
+            return sorted(i for i, _ in mine)
+
+    def release_claims(self, worker: str, event_ids: Iterable[int], now: datetime, *, channel: str) -> int:
+        with self._relay_lock:
+            mine = self._mine_locked(worker, event_ids, channel)
+            for k in mine:
+                del self._claims[k]
             return len(mine)
 
-    def release_claims(self, worker: str, event_ids: Iterable[int], now: datetime) -> int:
+    def mark_relayed(self, worker: str, event_ids: Iterable[int], now: datetime, *, channel: str) -> int:
         with self._relay_lock:
-            mine = [i for i in event_ids if i not in self._relayed and self._claims.get(i, ("", now))[0] == worker]
-            for i in mine:
-                del self._claims[i]
-            return len(mine)
-
-    def mark_relayed(self, worker: str, event_ids: Iterable[int], now: datetime) -> int:
-        known = {e.id for e in self._events}
-        with self._relay_lock:
-            fresh = [i for i in event_ids if i in known and i not in self._relayed]
-            self._relayed.update(fresh)
+            fresh = [i for i in event_ids if (i, channel) in self._claims and (i, channel) not in self._delivered]
+            self._delivered.update((i, channel) for i in fresh)
+            self._settle_locked(fresh)
             return len(fresh)
 
     def events(

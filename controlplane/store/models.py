@@ -276,11 +276,37 @@ class AuditEventRow(Base):
     target: Mapped[str | None] = mapped_column(String(80))
     severity: Mapped[str] = mapped_column(String(16), default="info")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # the relay: claimed by a worker to send (compare-and-set; stale after the relay's bound), then relayed once the channels answered
+    # relayed_at: every configured channel is done with the event (event_delivery, ADR 0018); claimed_at/by: ADR 0014's
+    # claim for all channels at once, unused since migration 0011 (kept so a worker on the former code can still run)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     relayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     relayed_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class NotificationChannelRow(Base):
+    """A notification channel the relay has seen configured: events before it appeared are not owed to it (ADR 0018)."""
+
+    __tablename__ = "notification_channel"
+
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    since_event_id: Mapped[int] = mapped_column(Integer)  # owed the events with a greater id
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # no longer configured: owed nothing
+
+
+class EventDeliveryRow(Base):
+    """One event on one channel: claimed by a worker (compare-and-set, stale after the relay's bound), then delivered."""
+
+    __tablename__ = "event_delivery"
+    __table_args__ = (Index("ix_event_delivery_claimed_by", "claimed_by"),)
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("audit_event.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(80), primary_key=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the channel accepted it, or had nothing to send
+    delivered_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class LeaderLeaseRow(Base):

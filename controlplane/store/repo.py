@@ -51,11 +51,13 @@ from controlplane.store.models import (
     ApiTokenRow,
     AuditEventRow,
     ChangeRow,
+    EventDeliveryRow,
     FlagRow,
     HealthStateRow,
     HealthTransitionRow,
     LeaderLeaseRow,
     LoginThrottleRow,
+    NotificationChannelRow,
     NotificationRow,
     OverrideRow,
     PlanRow,
@@ -183,6 +185,11 @@ def _to_event(row: AuditEventRow) -> AuditEvent:
         severity=row.severity,
         data=row.data or {},
     )
+
+
+def _undelivered(channel: str, event_ids: Sequence[int]) -> tuple[Any, ...]:
+    """The event_delivery rows of these events on ``channel`` that the channel has not taken."""
+    return EventDeliveryRow.channel == channel, EventDeliveryRow.event_id.in_(list(event_ids)), EventDeliveryRow.delivered_at.is_(None)
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -1049,53 +1056,138 @@ class Store:
             s.flush()
             return row.id
 
-    def claim_events(self, worker: str, now: datetime, *, since: datetime, stale_before: datetime, limit: int = 100) -> list[AuditEvent]:
-        """Events not yet relayed (recorded at or after ``since``), each claimed for ``worker``, oldest first.
+    # ------------------------------------------------------------ the relay: each event claimed, sent and marked per channel (ADR 0018)
 
-        An event is free when nobody claimed it, or when its claim was made
-        before ``stale_before`` (its claimer died or gave up before marking it
-        relayed). A compare-and-set per event (``UPDATE ... WHERE relayed_at
-        IS NULL AND (claimed_at IS NULL OR claimed_at < stale_before)``, row
-        count 1 = ours; PostgreSQL re-checks the condition on the row it
-        locked): however many workers call this at once, each free event is
-        handed to exactly one of them. The caller marks it relayed
-        (:meth:`mark_relayed`) only once the channels answered.
+    def sync_channels(self, worker: str, names: Sequence[str], now: datetime, *, since: datetime) -> dict[str, int]:
+        """Record the notification channels configured now; returns each channel no longer configured and how many
+        deliveries it had pending (events at or after ``since`` not delivered to it), which are dropped.
+
+        A channel seen for the first time is owed the events stored after it appeared (``since_event_id`` = the
+        newest event's id), not the backlog; the channels of the very first configuration (no channel recorded yet:
+        a new install, or the upgrade to migration 0011) are owed every event not yet relayed. A channel that comes
+        back after it was removed is a new channel.
+        """
+        wanted = set(names)
+        with self.session() as s:
+            known = {row.name: row for row in s.scalars(select(NotificationChannelRow))}
+            first = not known
+            newest = 0 if first else int(s.scalar(select(func.max(AuditEventRow.id))) or 0)
+            for name in sorted(wanted):
+                row = known.get(name)
+                if row is None:
+                    s.add(NotificationChannelRow(name=name, since_event_id=newest, added_at=now, removed_at=None))
+                elif row.removed_at is not None:
+                    row.since_event_id, row.added_at, row.removed_at = newest, now, None
+            removed: dict[str, int] = {}
+            for name, row in sorted(known.items()):
+                if name in wanted or row.removed_at is not None:
+                    continue
+                removed[name] = int(s.scalar(select(func.count()).select_from(AuditEventRow).where(*self._owed(name, since))) or 0)
+                row.removed_at = now
+                s.execute(delete(EventDeliveryRow).where(EventDeliveryRow.channel == name, EventDeliveryRow.delivered_at.is_(None)))
+        if removed:
+            self._settle_relayed(worker, now, [AuditEventRow.relayed_at.is_(None), AuditEventRow.at >= since])
+        return removed
+
+    @staticmethod
+    def _owed(channel: str, since: datetime, done: Any = None) -> list[Any]:
+        """Conditions on audit_event: stored at or after ``since``, owed to ``channel`` and not delivered to it (nor
+        held under a claim made at or after ``done`` when given)."""
+        registered = select(NotificationChannelRow.since_event_id).where(
+            NotificationChannelRow.name == channel, NotificationChannelRow.removed_at.is_(None)
+        )
+        taken: Any = EventDeliveryRow.delivered_at.is_not(None)
+        if done is not None:
+            taken = or_(taken, EventDeliveryRow.claimed_at >= done)
+        delivery = select(EventDeliveryRow.event_id).where(
+            EventDeliveryRow.event_id == AuditEventRow.id, EventDeliveryRow.channel == channel, taken
+        )
+        return [
+            AuditEventRow.relayed_at.is_(None),
+            AuditEventRow.at >= since,
+            AuditEventRow.id > registered.scalar_subquery(),
+            ~delivery.exists(),
+        ]
+
+    def claim_events(
+        self, worker: str, now: datetime, *, channel: str, since: datetime, stale_before: datetime, limit: int = 100
+    ) -> list[AuditEvent]:
+        """Events owed to ``channel`` (recorded at or after ``since``), each claimed on that channel for ``worker``, oldest first.
+
+        An event is owed to a channel recorded by :meth:`sync_channels` when its id is above the channel's start and
+        the channel has not taken it. It is free on that channel when nobody claimed it there, or when that claim was
+        made before ``stale_before`` (its claimer died or gave up before marking it). A compare-and-set per event and
+        channel (``UPDATE event_delivery ... WHERE delivered_at IS NULL AND (claimed_at IS NULL OR claimed_at <
+        stale_before)``, row count 1 = ours, or the INSERT of its row, which the primary key lets only one worker
+        make): however many workers call this at once, each free (event, channel) is handed to exactly one of them.
+        The caller marks it (:meth:`mark_relayed`) only once the channel answered.
         """
         free = and_(
-            AuditEventRow.relayed_at.is_(None),
-            or_(AuditEventRow.claimed_at.is_(None), AuditEventRow.claimed_at < stale_before),
+            EventDeliveryRow.channel == channel,
+            EventDeliveryRow.delivered_at.is_(None),
+            or_(EventDeliveryRow.claimed_at.is_(None), EventDeliveryRow.claimed_at < stale_before),
         )
         with self.session() as s:
-            rows = s.scalars(select(AuditEventRow).where(free, AuditEventRow.at >= since).order_by(AuditEventRow.id).limit(limit)).all()
-            candidates = [(row.id, _to_event(row)) for row in rows]
+            owed = select(AuditEventRow).where(*self._owed(channel, since, done=stale_before)).order_by(AuditEventRow.id).limit(limit)
+            candidates = [(row.id, _to_event(row)) for row in s.scalars(owed).all()]
         claimed: list[AuditEvent] = []
         for event_id, event in candidates:
             with self.session() as s:
-                won = _rowcount(
-                    s.execute(update(AuditEventRow).where(AuditEventRow.id == event_id, free).values(claimed_at=now, claimed_by=worker))
-                )
+                mine = update(EventDeliveryRow).where(EventDeliveryRow.event_id == event_id, free)
+                won = _rowcount(s.execute(mine.values(claimed_at=now, claimed_by=worker)))
+            if won == 0:
+                try:
+                    with self.session() as s:
+                        s.add(EventDeliveryRow(event_id=event_id, channel=channel, claimed_at=now, claimed_by=worker))
+                        s.flush()
+                    won = 1
+                except IntegrityError:
+                    won = 0  # another worker holds it (or took it over) on this channel
             if won == 1:
                 claimed.append(event)
         return claimed
 
-    def renew_claims(self, worker: str, event_ids: Sequence[int], now: datetime) -> int:
-        """Move the claim time of ``worker``'s unrelayed claims to ``now`` (still being sent); returns how many."""
-        return self._update_unrelayed(event_ids, [AuditEventRow.claimed_by == worker], claimed_at=now)
+    def renew_claims(self, worker: str, event_ids: Sequence[int], now: datetime, *, channel: str) -> list[int]:
+        """Move the claim time of ``worker``'s undelivered claims on ``channel`` to ``now`` (still being sent); returns
+        the ids renewed (a claim another worker took over after it went stale is no longer ours)."""
+        if not event_ids:
+            return []
+        with self.session() as s:
+            rows = _undelivered(channel, event_ids)
+            mine = update(EventDeliveryRow).where(*rows, EventDeliveryRow.claimed_by == worker).values(claimed_at=now)
+            return sorted(s.scalars(mine.returning(EventDeliveryRow.event_id)).all())
 
-    def release_claims(self, worker: str, event_ids: Sequence[int], now: datetime) -> int:
-        """Free ``worker``'s unrelayed claims at once (it stops and its channels are done with them); returns how many."""
-        return self._update_unrelayed(event_ids, [AuditEventRow.claimed_by == worker], claimed_at=None, claimed_by=None)
+    def release_claims(self, worker: str, event_ids: Sequence[int], now: datetime, *, channel: str) -> int:
+        """Free ``worker``'s undelivered claims on ``channel`` at once (it stops and the channel is done with them); returns how many."""
+        return self._update_undelivered(channel, event_ids, [EventDeliveryRow.claimed_by == worker], claimed_at=None, claimed_by=None)
 
-    def mark_relayed(self, worker: str, event_ids: Sequence[int], now: datetime) -> int:
-        """Record that ``worker``'s channels answered for these events; returns how many were still unmarked."""
-        return self._update_unrelayed(event_ids, [], relayed_at=now, relayed_by=worker)
+    def mark_relayed(self, worker: str, event_ids: Sequence[int], now: datetime, *, channel: str) -> int:
+        """Record that ``channel`` took these events (or had nothing to send); returns how many were still unmarked there.
+        An event every configured channel is done with is marked relayed (``audit_event.relayed_at``)."""
+        marked = self._update_undelivered(channel, event_ids, [], delivered_at=now, delivered_by=worker)
+        if marked:
+            self._settle_relayed(worker, now, [AuditEventRow.id.in_(list(event_ids)), AuditEventRow.relayed_at.is_(None)])
+        return marked
 
-    def _update_unrelayed(self, event_ids: Sequence[int], where: list[Any], **values: Any) -> int:
+    def _update_undelivered(self, channel: str, event_ids: Sequence[int], where: list[Any], **values: Any) -> int:
         if not event_ids:
             return 0
         with self.session() as s:
-            rows = AuditEventRow.id.in_(list(event_ids)), AuditEventRow.relayed_at.is_(None), *where
-            return _rowcount(s.execute(update(AuditEventRow).where(*rows).values(**values)))
+            rows = _undelivered(channel, event_ids)
+            return _rowcount(s.execute(update(EventDeliveryRow).where(*rows, *where).values(**values)))
+
+    def _settle_relayed(self, worker: str, now: datetime, where: list[Any]) -> int:
+        """Mark relayed the events (of ``where``) that no configured channel is still owed."""
+        undelivered = select(EventDeliveryRow.event_id).where(
+            EventDeliveryRow.event_id == AuditEventRow.id,
+            EventDeliveryRow.channel == NotificationChannelRow.name,
+            EventDeliveryRow.delivered_at.is_not(None),
+        )
+        owing = select(NotificationChannelRow.name).where(
+            NotificationChannelRow.removed_at.is_(None), NotificationChannelRow.since_event_id < AuditEventRow.id, ~undelivered.exists()
+        )
+        with self.session() as s:
+            return _rowcount(s.execute(update(AuditEventRow).where(*where, ~owing.exists()).values(relayed_at=now, relayed_by=worker)))
 
     def events(
         self,

@@ -24,6 +24,7 @@ def test_four_workers_claiming_at_once_each_get_distinct_events_and_together_all
             stores[0].add_event(AuditEvent(kind=EventKind.TRANSITION, at=T0, actor="automation", summary=f"event {i}")) for i in range(60)
         ]
         stores[0].add_event(AuditEvent(kind=EventKind.TRANSITION, at=T0 - timedelta(hours=2), actor="automation", summary="history"))
+        stores[0].sync_channels("w0", ["pager"], T0, since=T0 - timedelta(minutes=15))
         claimed: dict[str, list[str]] = {}
         start = threading.Barrier(len(stores))
 
@@ -32,7 +33,7 @@ def test_four_workers_claiming_at_once_each_get_distinct_events_and_together_all
             got: list[str] = []
             for _ in range(20):  # bounded: a few small batches each
                 batch = stores[i].claim_events(
-                    f"w{i}", T0, since=T0 - timedelta(minutes=15), stale_before=T0 - timedelta(minutes=1), limit=7
+                    f"w{i}", T0, channel="pager", since=T0 - timedelta(minutes=15), stale_before=T0 - timedelta(minutes=1), limit=7
                 )
                 if not batch:
                     break
@@ -47,7 +48,10 @@ def test_four_workers_claiming_at_once_each_get_distinct_events_and_together_all
         every = Counter(s for got in claimed.values() for s in got)
         assert [s for s, n in every.items() if n > 1] == [], "an event was handed to two workers"
         assert set(every) == {f"event {i}" for i in range(len(ids))}, "an event was handed to nobody"
-        assert stores[1].claim_events("w1", T0, since=T0 - timedelta(minutes=15), stale_before=T0 - timedelta(minutes=1)) == []
+        assert (
+            stores[1].claim_events("w1", T0, channel="pager", since=T0 - timedelta(minutes=15), stale_before=T0 - timedelta(minutes=1))
+            == []
+        )
     finally:
         for s in stores:
             s.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +31,10 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    status: int = 200  # what the receiver answered
+
+    def event_ids(self) -> list[int]:
+        return [int(i) for i in self.json().get("event_ids", [])]
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -40,6 +46,7 @@ class Receiver:
 
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     hang: bool = False
+    down: bool = False  # answer every request with a 503 (the script is kept for later)
     requests: list[Received] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     cond: threading.Condition = field(default_factory=threading.Condition)
@@ -50,18 +57,27 @@ class Receiver:
             self.cond.wait_for(lambda: len(self.requests) >= n, timeout)
             return list(self.requests)
 
+    def accepted(self) -> Counter[int]:
+        """How many times each event id arrived in a request this receiver answered 2xx."""
+        with self.cond:
+            return Counter(i for r in self.requests if 200 <= r.status < 300 for i in r.event_ids())
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+
+@contextmanager
+def running_receiver() -> Iterator[Receiver]:
+    """A :class:`Receiver` served on 127.0.0.1 (a free port) until the block ends."""
     rec = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with rec.cond:
-                rec.requests.append(Received(self.path, dict(self.headers.items()), body, time.monotonic()))
+                if rec.down:
+                    status, headers = 503, {}
+                else:
+                    status, headers = rec.script.pop(0) if rec.script else (202 if "enqueue" in self.path else 200, {})
+                rec.requests.append(Received(self.path, dict(self.headers.items()), body, time.monotonic(), status))
                 rec.cond.notify_all()
-                status, headers = rec.script.pop(0) if rec.script else (202 if "enqueue" in self.path else 200, {})
             if rec.hang:
                 rec.release.wait(10)
             payload = b'{"status":"success"}' if status < 300 else b'{"error":"no"}'
@@ -89,6 +105,12 @@ def receiver() -> Iterator[Receiver]:
         rec.release.set()
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as rec:
+        yield rec
 
 
 def settings(*channels: dict[str, Any], group_wait: float = 0.0, queue_size: int = 1000) -> NotificationSettings:

@@ -184,41 +184,77 @@ def test_liveness_summaries_are_bounded_and_read_back_alike(any_store: Any) -> N
     assert liveness_of(s.flags(FlagKind.LIVENESS))[0].reason == "timeout"
 
 
+HORIZON = EPOCH - timedelta(minutes=15)
+
+
+def claimer(s: Any, channel: str = "pager") -> Any:
+    def claim(worker: str, now: Any) -> list[int]:
+        return [e.id for e in s.claim_events(worker, now, channel=channel, since=HORIZON, stale_before=now - timedelta(seconds=30))]
+
+    return claim
+
+
+def drained(s: Any, region: str, at: Any = EPOCH) -> int:
+    return int(s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=at, actor="alice", summary=f"drained {region}")))
+
+
 def test_an_event_is_claimed_once_until_its_claim_is_stale_and_never_again_once_relayed(any_store: Any) -> None:
     s = any_store
-    horizon = EPOCH - timedelta(minutes=15)
-    first = s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=EPOCH, actor="alice", summary="drained eastus"))
-    second = s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=EPOCH, actor="alice", summary="drained westeurope"))
-    s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=EPOCH - timedelta(hours=1), actor="alice", summary="history"))
-
-    def claim(worker: str, now: Any) -> list[int]:
-        return [e.id for e in s.claim_events(worker, now, since=horizon, stale_before=now - timedelta(seconds=30))]
-
+    assert s.sync_channels("a", ["pager"], at(0), since=HORIZON) == {}
+    first, second = drained(s, "eastus"), drained(s, "westeurope")
+    drained(s, "history", EPOCH - timedelta(hours=1))
+    claim = claimer(s)
     assert claim("a", at(0)) == [first, second]
     assert claim("b", at(10)) == []  # a's claims are fresh
-    assert s.mark_relayed("a", [first], at(12)) == 1
-    assert s.renew_claims("b", [second], at(20)) == 0  # not b's to renew
-    assert s.renew_claims("a", [first, second], at(20)) == 1  # the relayed one needs no renewal
+    assert s.mark_relayed("a", [first], at(12), channel="pager") == 1
+    assert s.renew_claims("b", [second], at(20), channel="pager") == []  # not b's to renew
+    assert s.renew_claims("a", [first, second], at(20), channel="pager") == [second]  # the delivered one needs no renewal
     assert claim("b", at(45)) == []  # renewed at 20: fresh until 50
     assert claim("b", at(51)) == [second]  # a stopped renewing: stale, b takes it over
     assert claim("a", at(52)) == []
-    assert s.mark_relayed("b", [second], at(53)) == 1
-    assert s.mark_relayed("a", [second], at(54)) == 0
+    assert s.renew_claims("a", [second], at(52), channel="pager") == []  # b's now
+    assert s.mark_relayed("b", [second], at(53), channel="pager") == 1
+    assert s.mark_relayed("a", [second], at(54), channel="pager") == 0
     assert claim("c", at(200)) == []  # relayed events are never claimed again
 
 
 def test_a_claim_its_worker_releases_is_free_at_once_and_only_its_worker_can_release_it(any_store: Any) -> None:
     s = any_store
-    horizon = EPOCH - timedelta(minutes=15)
-    first = s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=EPOCH, actor="alice", summary="drained eastus"))
-    second = s.add_event(AuditEvent(kind=EventKind.OVERRIDE, at=EPOCH, actor="alice", summary="drained westeurope"))
-
-    def claim(worker: str, now: Any) -> list[int]:
-        return [e.id for e in s.claim_events(worker, now, since=horizon, stale_before=now - timedelta(seconds=30))]
-
+    s.sync_channels("a", ["pager"], at(0), since=HORIZON)
+    first, second = drained(s, "eastus"), drained(s, "westeurope")
+    claim = claimer(s)
     assert claim("a", at(0)) == [first, second]
-    assert s.mark_relayed("a", [first], at(1)) == 1
-    assert s.release_claims("b", [second], at(2)) == 0  # not b's to release
-    assert s.release_claims("a", [first, second], at(2)) == 1  # a relayed event stays relayed
+    assert s.mark_relayed("a", [first], at(1), channel="pager") == 1
+    assert s.release_claims("b", [second], at(2), channel="pager") == 0  # not b's to release
+    assert s.release_claims("a", [first, second], at(2), channel="pager") == 1  # a delivered event stays delivered
     assert claim("b", at(3)) == [second]  # free at once, not 30 s later
-    assert s.release_claims("a", [second], at(4)) == 0  # b's now
+    assert s.release_claims("a", [second], at(4), channel="pager") == 0  # b's now
+
+
+def test_each_channel_claims_and_marks_an_event_on_its_own(any_store: Any) -> None:
+    s = any_store
+    s.sync_channels("a", ["pager", "chat"], at(0), since=HORIZON)
+    page = drained(s, "eastus")
+    pager, chat = claimer(s, "pager"), claimer(s, "chat")
+    assert pager("a", at(0)) == [page] and chat("b", at(0)) == [page]  # one claim per channel, by anyone
+    assert s.mark_relayed("b", [page], at(1), channel="chat") == 1
+    assert chat("c", at(100)) == []  # chat took it: never again on chat
+    assert pager("c", at(100)) == [page]  # the pager's claim went stale: still owed there
+    assert s.mark_relayed("c", [page], at(101), channel="pager") == 1
+    assert pager("d", at(200)) == [] and chat("d", at(200)) == []
+
+
+def test_a_new_channel_is_owed_only_later_events_and_a_removed_one_nothing(any_store: Any) -> None:
+    s = any_store
+    assert s.sync_channels("a", ["chat"], at(0), since=HORIZON) == {}
+    old = drained(s, "eastus")  # owed to chat (the first configuration: from event 0)
+    assert s.sync_channels("b", ["chat", "pager"], at(1), since=HORIZON) == {}
+    new = drained(s, "westus")
+    pager, chat = claimer(s, "pager"), claimer(s, "chat")
+    assert chat("b", at(2)) == [old, new]
+    assert pager("b", at(2)) == [new]  # not the backlog
+    assert s.sync_channels("c", ["chat"], at(3), since=HORIZON) == {"pager": 1}  # the pager's claim of `new` dropped
+    assert pager("c", at(100)) == []
+    assert s.mark_relayed("b", [old, new], at(4), channel="chat") == 2
+    assert s.sync_channels("d", ["chat", "pager"], at(5), since=HORIZON) == {}  # back: a new channel
+    assert pager("d", at(100)) == [] and chat("d", at(100)) == []
