@@ -36,7 +36,11 @@ used by the production probe runner (``probes.runner``) and by replay.
   passed through degraded: its weight halved, then drained). Each probe stays
   a real probe with its own outcome; a sibling known down, or under a 429's
   Retry-After, is never pulled; 429s, wrong answers and slowness are the
-  deployment's own and pull no one.
+  deployment's own and pull no one. A sibling whose probe is still out when
+  such a failure comes (at the first of a run, or while the failing one is
+  being confirmed and the probe out is of an older round) gets one
+  overlapping confirmation (a hedge) for that probe: a lost one would hold
+  it a whole timeout behind.
 - **News**: :meth:`ProberView.observe` says whether a result changed the
   view of its endpoint; the leader evaluates and reconciles as soon as the
   batch holding it is handed on, without waiting for its tick.
@@ -208,7 +212,7 @@ class ProbeSchedule:
     failing_round: float | None = None  # the round of the first of the resource failures in a row, if the last was one
     hedge_at: float | None = None  # a sibling failed this round while this probe is still out: a confirmation then
     pull_into: float | None = None  # pulled into this round while its probe of an older one was out: joins it after
-    hedge_round: float = 0.0
+    hedge_round: float = -math.inf  # the round of the probe hedged last
 
     def hedge_due(self, now: float) -> bool:
         """Is the hedge due: its round's probe still out at ``hedge_at``? (An overlapping confirmation.)"""
@@ -307,9 +311,11 @@ class ResourceRounds:
     ) -> Finished:
         """A probe of the round ``round_`` ended at ``now`` with ``result``: note it, schedule the endpoint's
         next probe (unless it was an overlapping confirmation, ``owner=False``), pull its siblings into
-        the round when it is the first resource failure of a run, and hedge the siblings whose probe of
-        this round is still out half a confirmation gap later (a lost probe must not leave one
-        deployment a confirmation behind the others: the region would pass through degraded)."""
+        the round when it is the first resource failure of a run, and hedge the siblings whose probe is
+        still out half a confirmation gap later, once per probe: of this round when they were failing too or
+        at the first failure of a run, of an older round while this one is being confirmed (a lost probe
+        must not leave one deployment a confirmation -- or a 10 s timeout -- behind the others: the
+        region would pass through degraded)."""
         eid = result.endpoint_id
         s = self.schedules[eid]
         s.observe(result.outcome, self.cadence)
@@ -328,13 +334,25 @@ class ResourceRounds:
         if not failed:
             s.failing_round = None
             return Finished(news, [], [])
+        first = s.failing_round is None  # the first resource failure of its run
         hedged = []
         for other in self._siblings.get(eid, ()):
             o = self.schedules.get(other)
-            if o is not None and other != eid and o.in_flight and o.round == round_ and o.hedge_at is None and o.failing_round is not None:
-                o.hedge_at, o.hedge_round = now + min(self.cadence.confirm_gap, NEWS_SETTLE_S) / 2, round_
-                hedged.append(other)
-        if s.failing_round is not None:
+            if o is None or other == eid or not o.in_flight or o.hedge_at is not None:
+                continue
+            if o.round == round_ and o.failing_round is not None:
+                pass  # its probe of this round is out while it was failing too: that probe is likely lost
+            elif o.hedge_round == o.round or not self.view.may_pull(other):
+                continue  # hedged once for the probe that is out; or known down, or told to retry later
+            elif not (o.round == round_ and first) and not (o.round < round_ and not s.confirmed_down):
+                continue
+            # else: at the first failure of a run its probe of this round is out, or, while this one is being
+            # confirmed, its probe of an older round still is (likely lost): confirm it now rather than when
+            # that probe ends -- a lost probe held it a whole timeout, its sibling was confirmed down up to
+            # 10 s earlier and the region passed through degraded (weight stepped, then drained)
+            o.hedge_at, o.hedge_round = now + min(self.cadence.confirm_gap, NEWS_SETTLE_S) / 2, o.round
+            hedged.append(other)
+        if not first:
             return Finished(news, [], hedged)  # not the first of its run: the siblings were asked already
         s.failing_round = round_
         pulled = []

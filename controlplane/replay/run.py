@@ -292,6 +292,8 @@ def _run_timeline(
     probe_keys: dict[tuple[str, str], tuple[Any, ...]] = {}  # (endpoint, vantage) -> its probe's payload
     groups = LivenessGroups.of(settings)  # the endpoint that checks a resource -> every endpoint on it
     overlaps: Counter[tuple[str, str]] = Counter()
+    launched: dict[tuple[str, str], float] = {}  # the last probe launched that owns or chains the schedule (the runner's last_launch)
+    chained: set[tuple[str, str]] = set()  # an overlapping confirmation is pending
     rounds: dict[str, ResourceRounds] = {}  # per vantage: its prober's schedules, a resource's deployments together
     for v in vantages:
         schedules: dict[str, ProbeSchedule] = {}
@@ -337,10 +339,12 @@ def _run_timeline(
                 if not schedule.hedge_due(t_s) or overlaps[(eid, v)] >= MAX_OVERLAPPING:
                     continue  # its probe of that round answered meanwhile
                 schedule.hedge_at = None
-            elif overlap and (
-                not schedule.in_flight or overlaps[(eid, v)] >= MAX_OVERLAPPING or views[v].step(eid) > cadence.confirm_gap + 1e-9
-            ):
-                continue  # the probe it would overlap has ended, or the evidence is decided
+            elif overlap:
+                chained.discard((eid, v))
+                if not schedule.in_flight or overlaps[(eid, v)] >= MAX_OVERLAPPING or views[v].step(eid) > cadence.confirm_gap + 1e-9:
+                    continue  # the probe it would overlap has ended, or the evidence is decided
+            if not hedge:
+                launched[(eid, v)] = t_s
             if overlap:
                 overlaps[(eid, v)] += 1
             else:
@@ -351,6 +355,7 @@ def _run_timeline(
                 not hedge and views[v].step(eid) <= cadence.confirm_gap + 1e-9
             ):  # undecided: the next confirmation does not wait for this one
                 push(t_s + cadence.confirm_gap, _PROBE, (*payload[:5], -1))
+                chained.add((eid, v))
         elif kind == _DELIVER:
             seen, round_, probe = payload
             eid, region, ep, v, schedule, g = probe
@@ -366,6 +371,11 @@ def _run_timeline(
                 push(max(t_s, handover.due_at() or t_s), _HANDOVER, v)
             if g < 0:
                 overlaps[(eid, v)] -= 1
+                if (
+                    g == _HEDGE and schedule.in_flight and (eid, v) not in chained and views[v].step(eid) <= cadence.confirm_gap + 1e-9
+                ):  # the hedge left it undecided while its own probe is still out: confirmations go on, as the runner's
+                    push(max(t_s, launched[(eid, v)] + cadence.confirm_gap), _PROBE, (*probe[:5], -1))
+                    chained.add((eid, v))
             else:
                 gen[(eid, v)] += 1
                 push(schedule.next_due, _PROBE, (*probe[:5], gen[(eid, v)]))

@@ -160,6 +160,44 @@ def test_a_sibling_whose_probe_of_the_round_is_still_out_is_hedged_once() -> Non
     assert not s[B].hedge_due(r + 0.2)
 
 
+def test_at_the_first_failure_of_a_run_a_sibling_whose_probe_is_out_is_hedged_once_for_that_probe() -> None:
+    """Its probe may be lost: without a hedge it was confirmed only when that probe timed out (10 s),
+    its sibling that much earlier, and the region passed through degraded (weight stepped, then drained)."""
+    rounds, s, _ = two_per_resource()
+    for t in (0.0, 15.0):
+        run(rounds, A, Outcome.OK, t)
+        run(rounds, B, Outcome.OK, t)
+    s[B].in_flight, s[B].round = True, 30.0  # B's probe of the round 30 is out (healthy until now)
+    done = rounds.finished(probe_result(A, Outcome.CONNECT_ERROR, 30.0), 30.0, 30.01, random.Random(3))
+    assert done.hedged == [B] and s[B].hedge_due(30.2)
+    s[B].hedge_at = None  # the hedge went out; B's probe is still out
+    r = s[A].round
+    assert rounds.finished(probe_result(A, Outcome.CONNECT_ERROR, r), r, r + 0.01, random.Random(4)).hedged == []  # once per probe
+
+
+def test_while_a_deployment_is_confirmed_a_sibling_whose_probe_of_an_older_round_is_still_out_is_hedged() -> None:
+    rounds, s, _ = two_per_resource()
+    run(rounds, B, Outcome.OK, 0.0)
+    assert run(rounds, A, Outcome.CONNECT_ERROR, 15.0) == [B]  # B pulled into A's round, not hedged: its probe was done
+    s[B].in_flight = True  # B's probe of that round goes out and is lost
+    r = s[A].round
+    assert r > s[B].round
+    done = rounds.finished(probe_result(A, Outcome.CONNECT_ERROR, r), r, r + 0.01, random.Random(4))
+    assert done.hedged == [B] and s[B].hedge_due(r + 0.2)
+
+
+def test_a_deployment_confirmed_down_hedges_no_healthy_sibling() -> None:
+    """One deployment down alone keeps failing at every round; its healthy sibling's probe, out when the
+    failure comes back fast, is not doubled every round."""
+    rounds, s, _ = two_per_resource()
+    for i in range(5):
+        run(rounds, A, Outcome.CONNECT_ERROR, float(i))
+    assert s[A].confirmed_down
+    run(rounds, B, Outcome.OK, 10.0)
+    s[B].in_flight, s[B].round = True, 20.0
+    assert rounds.finished(probe_result(A, Outcome.CONNECT_ERROR, 30.0), 30.0, 30.01, random.Random(6)).hedged == []
+
+
 def test_a_batch_goes_after_batch_wait_but_one_holding_news_goes_exactly_the_settle_time_after_it() -> None:
     ho = Handover(batch_max=3, batch_wait=1.0)
     assert ho.due_at() is None and ho.take(5.0) is None

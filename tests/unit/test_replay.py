@@ -201,6 +201,24 @@ def test_a_region_whose_deployments_go_down_and_come_back_together_is_drained_an
         assert [(c["field"], c["to"]) for c in r.changes] == [("enabled", False), ("enabled", True)], (seed, r.changes)
 
 
+def test_a_region_down_while_one_deployments_probe_hangs_is_drained_in_one_step() -> None:
+    """A region-wide hard down that finds one deployment's probe hung (lost: it ends only at the 10 s
+    timeout) while its sibling's comes back refused. The hung one was confirmed only when that probe
+    ended, its sibling up to 10 s earlier: the region passed through degraded, its weight stepped, then
+    drained (26 of 200 seeded runs of bench/decisions.py's two-deployment hard down, 9 s apart in half of
+    them). Its sibling's first failure hedges it, and its confirmations go on while its probe is out."""
+    s = make_settings(targets=("tm-weighted",), endpoints_per_region=2, probe={"jitter": 0.0})
+    assert s.probe.interval == 15 and s.probe.timeout == 10  # a round at 120 s; gpt-1's probe of it hangs
+    events = [
+        {"at": "119.9s", "region": "eastus", "deployment": "gpt-0", "fault": "down"},
+        {"at": "119.9s", "region": "eastus", "deployment": "gpt-1", "fault": "hang"},
+        {"at": "120.05s", "region": "eastus", "fault": "down"},
+    ]
+    r = run_replay(s, timeline(*events, duration="300s", seed=1, noise={"loss": 0.0, "jitter_ms": 0}))
+    assert [(c["region"], c["field"], c["to"]) for c in r.changes] == [("eastus", "enabled", False)], r.changes
+    assert r.changes[0]["at"] <= 120 + K * S.probe.confirm_gap + 1
+
+
 def test_run_replay_wants_a_timeline_or_results() -> None:
     with pytest.raises(ValueError):
         run_replay(S)
