@@ -12,6 +12,10 @@ Order (:data:`POLICIES`):
    until another region of the target has answered since the drained one
    began failing, so when every region fails at once none is drained on
    the way to ``fail_open``.
+1c. ``hold_half_down_steps`` -- a region with one deployment confirmed down
+   while its others are failing too, not judged yet, is not weighed down:
+   the step waits (bounded) for their verdicts, so a region-wide fault
+   drains it in one step.
 2. ``keep_min_serving`` -- automation never takes a target below
    ``min_serving`` enabled endpoints (worst-scored drains go first).
 3. ``limit_drain_fraction`` -- automation keeps at most
@@ -459,9 +463,46 @@ def hold_uncorroborated_drains(plan_: Plan, ctx: GuardrailContext) -> Plan:
     return _hold(plan_, held)
 
 
+def hold_half_down_steps(plan_: Plan, ctx: GuardrailContext) -> Plan:
+    """A region with a deployment confirmed down while every other one it has is failing too (a run of hard
+    failures, 429s aside, that has not reached a verdict yet) is not weighed down: its weight step waits
+    (bounded) for the siblings' verdicts, so a region-wide fault drains it in one step instead of stepping
+    its weight first -- an extra Azure write per target, and traffic still sent to a dead region. Their
+    confirmations are ``confirm_gap`` apart, but one lost probe or one extra confirmation leaves a sibling a
+    confirmation behind. Bounded: ``failures_to_down`` confirmation gaps after the first deployment was
+    confirmed down the step goes ahead; a sibling that answers ends the hold at once (a fault of one
+    deployment is weighed down as before)."""
+    failing = getattr(ctx.health, "failing_endpoints", None)
+    if failing is None:
+        return plan_
+    p = ctx.settings.probe
+    limit = ctx.settings.health.failures_to_down * min(p.confirm_gap, p.fast_interval)
+    held: dict[Change, tuple[str, str]] = {}
+    for c in plan_.changes:
+        if c.manual or c.field is not Field.WEIGHT or not _takes_traffic_away(c) or ctx.region_state(c.region) is not H.DEGRADED:
+            continue
+        rh = ctx._rh(c.region)
+        eps = getattr(rh, "endpoints", ())
+        down = [e for e in eps if e.state is H.UNHEALTHY]
+        others = [e for e in eps if e.state is not H.UNHEALTHY]
+        if not down or not others or any(e.endpoint_id not in failing for e in others):
+            continue
+        known = [e.since for e in down if e.since is not None]
+        if not known or (ctx.now - min(known)).total_seconds() >= limit:
+            continue
+        names = ", ".join(e.endpoint_id.split("/", 1)[-1] for e in others)
+        held[c] = (
+            RECHECK_RULE,
+            f"{', '.join(e.endpoint_id.split('/', 1)[-1] for e in down)} of {c.region} is down and {names} failing too, "
+            f"not judged yet: waiting up to {limit:g} s for its verdict, so a region-wide fault drains {c.region} in one step",
+        )
+    return _hold(plan_, held)
+
+
 POLICIES: tuple[Policy, ...] = (
     refuse_unsafe_manual_drains,
     hold_uncorroborated_drains,
+    hold_half_down_steps,
     keep_min_serving,
     limit_drain_fraction,
     weigh_down_held_drains,
@@ -659,6 +700,7 @@ __all__ = [
     "decide",
     "describe_preview",
     "fail_open",
+    "hold_half_down_steps",
     "keep_min_serving",
     "limit_drain_fraction",
     "project_overrides",

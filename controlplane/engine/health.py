@@ -556,6 +556,9 @@ class HealthReport:
     last_ok: dict[str, datetime] = field(default_factory=dict)  # region -> its last served answer (any vantage)
     failing_since: dict[str, datetime] = field(default_factory=dict)  # region -> start of its current failing run
     down_now: frozenset[str] | None = None  # regions whose down rule held at their last result (None: not known)
+    # endpoint -> start of its current run of hard failures (not 429s; failed liveness checks count), for the
+    # guardrail that holds a region's weight step while a sibling of its down endpoint is being confirmed:
+    failing_endpoints: dict[str, datetime] = field(default_factory=dict)
 
     def region_state(self, region: str) -> HealthStateName:
         rh = self.regions.get(region)
@@ -937,6 +940,7 @@ class HealthEvaluator:
             last_ok=self._last_ok(),
             failing_since=self._failing_since(),
             down_now=self._down_now(),
+            failing_endpoints=self._failing_endpoints(),
         )
 
     def _down_now(self) -> frozenset[str]:
@@ -959,6 +963,15 @@ class HealthEvaluator:
         for w in self._windows.values():
             if w.failing_since is not None and (w.region not in out or w.failing_since < out[w.region]):
                 out[w.region] = w.failing_since
+        return out
+
+    def _failing_endpoints(self) -> dict[str, datetime]:
+        out: dict[str, datetime] = {}
+        for w in self._windows.values():
+            if w.failing_since is None or w.last_outcome is Outcome.THROTTLED:
+                continue  # a 429 is the deployment's own capacity, not the resource failing
+            if w.eid not in out or w.failing_since < out[w.eid]:
+                out[w.eid] = w.failing_since
         return out
 
     def _endpoint_changed(

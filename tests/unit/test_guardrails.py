@@ -24,8 +24,9 @@ from controlplane.engine.guardrails import (
     refuse_unsafe_manual_drains,
     weigh_down_held_drains,
 )
+from controlplane.engine.health import HealthEvaluator
 from controlplane.engine.planner import apply_to_states
-from tests.fakes import at, make_settings, override, region_health, target_state
+from tests.fakes import at, endpoint_ids, make_settings, override, probe_result, region_health, target_state
 
 NOW = at(1000)
 REGIONS = ("eastus", "westeurope", "japaneast")
@@ -266,6 +267,58 @@ def test_apply_guardrails_composes_the_policies_in_order() -> None:
         ("westeurope", "weight", 200),
     ]
     assert [sk.rule for sk in out.skipped] == ["max_drain_fraction"]
+
+
+# ---------------------------------------------------------------- a region going down deployment by deployment
+
+
+TWO = make_settings(targets=("tm-weighted",), endpoints_per_region=2)
+
+
+def two_deployments_failing(gpt1: list[str], *, then: float = 0.0):
+    """Health of TWO at 100 s (+ ``then``): eastus/gpt-0 refused 5 times in a row from 95 s (down),
+    gpt-1's results from 95 s are ``gpt1``; every other endpoint answers."""
+    ev = HealthEvaluator(TWO)
+    for t in (80.0, 85.0, 90.0):
+        for eid in endpoint_ids(TWO):
+            ev.observe(probe_result(eid, "ok", t))
+    for i in range(5):
+        ev.observe(probe_result("eastus/gpt-0", "connect_error", 95.0 + i))
+    for i, outcome in enumerate(gpt1):
+        ev.observe(probe_result("eastus/gpt-1", outcome, 95.0 + i))
+    for eid in endpoint_ids(TWO):
+        if not eid.startswith("eastus/"):
+            ev.observe(probe_result(eid, "ok", 99.0))
+    return ev.evaluate(at(100.0 + then))
+
+
+def test_a_region_whose_other_deployment_is_failing_too_is_not_weighed_down_while_it_is_confirmed() -> None:
+    """gpt-0 is confirmed down, gpt-1 (same region) has failed 4 times in a row: one confirmation short. Today
+    the region was degraded at score 0.5 and its weight stepped, drained a second later; now the step
+    waits (bounded) for gpt-1's verdict."""
+    h = two_deployments_failing(["connect_error"] * 4)
+    assert h.region_state("eastus") is HealthStateName.DEGRADED
+    _, plan = decide(TWO, h, [target_state(TWO, "tm-weighted")], now=h.at)
+    assert [c for c in plan.changes if c.region == "eastus"] == []
+    (held,) = plan.skipped
+    assert (held.change.field, held.rule) == (Field.WEIGHT, "corroboration")  # looked at again confirm_gap later
+    assert "gpt-1 failing too" in held.reason
+    drained = two_deployments_failing(["connect_error"] * 5)  # its verdict: drained, in one step
+    _, plan = decide(TWO, drained, [target_state(TWO, "tm-weighted")], now=drained.at)
+    assert [(c.region, c.field, c.desired) for c in plan.changes] == [("eastus", Field.ENABLED, False)]
+
+
+def test_a_fault_of_one_deployment_is_still_weighed_down_and_the_hold_is_bounded() -> None:
+    answered = two_deployments_failing(["connect_error", "ok"])  # gpt-1 answers: gpt-0's own fault
+    _, plan = decide(TWO, answered, [target_state(TWO, "tm-weighted")], now=answered.at)
+    assert [(c.region, c.field) for c in plan.changes] == [("eastus", Field.WEIGHT)]
+    throttled = two_deployments_failing(["throttled"] * 4)  # 429s are gpt-1's capacity, not the resource failing
+    _, plan = decide(TWO, throttled, [target_state(TWO, "tm-weighted")], now=throttled.at)
+    assert [(c.region, c.field) for c in plan.changes] == [("eastus", Field.WEIGHT)]
+    limit = TWO.health.failures_to_down * TWO.probe.confirm_gap
+    late = two_deployments_failing(["connect_error"] * 4, then=limit)  # gpt-0 down since 99 s: bound passed
+    _, plan = decide(TWO, late, [target_state(TWO, "tm-weighted")], now=late.at)
+    assert [(c.region, c.field) for c in plan.changes] == [("eastus", Field.WEIGHT)]
 
 
 # ---------------------------------------------------------------- previews
