@@ -318,10 +318,17 @@ class Automation:
         }
 
 
-def automation(settings: Settings, store: Store, status: SystemStatus) -> Automation:
+def seen_since(settings: Settings, now: datetime) -> datetime:
+    """The automation strip lists the vantages with a result since then."""
+    return now - timedelta(seconds=max(stale_after(settings) * 5, 300))
+
+
+def automation(settings: Settings, store: Store, status: SystemStatus, seen: dict[str, datetime] | None = None) -> Automation:
+    """``seen``: :func:`queries.vantages_seen` since :func:`seen_since`, if already read."""
     now = status.now
     fresh_s = stale_after(settings)
-    seen = queries.vantages_seen(store, now - timedelta(seconds=max(fresh_s * 5, 300)))
+    if seen is None:
+        seen = queries.vantages_seen(store, seen_since(settings, now))
     vantages = [
         VantageSeen(name, at, (now - at).total_seconds(), (now - at).total_seconds() <= fresh_s) for name, at in sorted(seen.items())
     ]
@@ -385,12 +392,18 @@ class VantageGrid:
 
 
 def vantage_grid(
-    settings: Settings, store: Store, status: SystemStatus, vantages: list[str], regions: list[str] | None = None
+    settings: Settings,
+    store: Store,
+    status: SystemStatus,
+    vantages: list[str],
+    regions: list[str] | None = None,
+    cells: dict[tuple[str, str], queries.VantageCell] | None = None,
 ) -> VantageGrid:
-    """The grid from the raw results of the last ``stale_after`` (one short index range) and the
-    stored liveness summaries (no raw read): a vantage that only checks liveness gets a column too."""
+    """The grid from the raw results of the last ``stale_after`` (one short index range; ``cells``: that read, if
+    already made) and the stored liveness summaries (no raw read): a vantage that only checks liveness gets a column too."""
     window = stale_after(settings)
-    cells = queries.vantage_cells(store, status.now - timedelta(seconds=window))
+    if cells is None:
+        cells = queries.vantage_cells(store, status.now - timedelta(seconds=window))
     checks = {(c.check.endpoint_id, c.check.vantage): c for r in status.regions for c in r.liveness}
     live = {v for (_, v), c in checks.items() if not c.stale}
     names = sorted(set(vantages) | {v for _, v in cells} | live)
@@ -518,7 +531,9 @@ def overview(settings: Settings, store: Store, now: datetime, cache: SeriesCache
     and drawing the sparklines: each card then carries an empty one."""
     status = read_status(settings, store, now)
     names = settings.region_names
-    stats = queries.region_stats(store, now - STATS_WINDOW)
+    # the 5-minute figures, the vantages seen and the vantage grid: one read of the last minutes of raw results
+    recent = queries.recent(store, now - STATS_WINDOW, seen_since(settings, now), now - timedelta(seconds=stale_after(settings)))
+    stats = recent.stats
     start = (now - SPARK_WINDOW).replace(second=0, microsecond=0)
     # an hour of every region's minute rollups is ~18,000 rows at scale: settled minutes come from the cache
     if not sparks:
@@ -528,7 +543,7 @@ def overview(settings: Settings, store: Store, now: datetime, cache: SeriesCache
     else:
         series = queries.rollup_series(store, names, start, 60)
     cards = [RegionCard.of(r, stats.get(r.name, Stats()), charts.sparkline(series.get(r.name, []), start, now, 60)) for r in status.regions]
-    auto = automation(settings, store, status)
+    auto = automation(settings, store, status, recent.seen)
     return Overview(
         now=now,
         cards=cards,
@@ -536,7 +551,7 @@ def overview(settings: Settings, store: Store, now: datetime, cache: SeriesCache
         banners=banners(settings, status),
         leader=status.lease,
         automation=auto,
-        grid=vantage_grid(settings, store, status, [v.name for v in auto.vantages]),
+        grid=vantage_grid(settings, store, status, [v.name for v in auto.vantages], cells=recent.cells),
         open_incidents=[i for i in queries.incidents(store, now - OPEN_INCIDENT_LOOKBACK, targets_of(settings)) if i.open],
     )
 

@@ -108,3 +108,27 @@ def test_the_vantage_grid_cells_match_the_row_by_row_reading(db_store: Store) ->
     expected = _cells_python_path(results, SINCE)
     assert len(expected) == 36 and {c.state for c in expected.values()} == {"healthy", "degraded", "unhealthy"}
     assert queries.vantage_cells(db_store, SINCE) == expected
+
+
+def test_the_overviews_one_read_of_the_last_minutes_gives_the_three_figures_value_for_value(db_store: Store) -> None:
+    """``queries.recent`` reads the raw results once for the 5-minute figures, the vantages seen and the grid's cells:
+    each must equal its own query, whichever of the three windows is the oldest, the newest, or empty."""
+    results = _results()
+    rng = random.Random(9)
+    results += [
+        ProbeResult(f"r{k % 4}/d{k % 3}", f"r{k % 4}", ("eu", "us", "asia")[k % 5 % 3], SINCE + timedelta(seconds=k, milliseconds=rng.randrange(900)),
+                    rng.choice([Outcome.OK, Outcome.TIMEOUT]), ttft_ms=rng.choice([None, 100.0, 130.5]))
+        for k in range(-400, 300)
+    ]  # fmt: skip
+    rng.shuffle(results)
+    db_store.add_probe_results(results)
+    starts = [SINCE - timedelta(minutes=3), SINCE, T0 - timedelta(seconds=20), T0 + timedelta(minutes=1)]
+    for stats_since, seen_since, cells_since in [(starts[1], starts[1], starts[2]), (starts[1], starts[0], starts[2]),
+                                                 (starts[2], starts[1], starts[0]), (starts[3], starts[0], starts[1]),
+                                                 (starts[0], starts[3], starts[3])]:  # fmt: skip
+        got = queries.recent(db_store, stats_since, seen_since, cells_since)
+        assert got.stats == queries.region_stats(db_store, stats_since) == _python_path(results, stats_since)
+        assert got.seen == queries.vantages_seen(db_store, seen_since)
+        assert got.cells == queries.vantage_cells(db_store, cells_since) == _cells_python_path(results, cells_since)
+    full = queries.recent(db_store, SINCE, SINCE, T0 - timedelta(seconds=20))
+    assert len(full.stats) == 50 and full.seen.keys() == {"v1", "v2", "eu", "us", "asia"} and full.cells

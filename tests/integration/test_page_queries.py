@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -30,7 +30,7 @@ from controlplane.domain import (
     Transition,
 )
 from controlplane.status import read_status
-from controlplane.store import Store, open_store
+from controlplane.store import Store, open_store, queries
 from controlplane.store.records import LivenessTally
 from tests.fakes import at, make_settings, override, probe_result
 from tests.statements import statements_run
@@ -41,10 +41,10 @@ VANTAGES = ("eu", "us")
 
 # every statement of one overview / one status read, whatever the deployment's size:
 # status: health, last probe per region, active overrides, flags (panics, config problems, liveness), target rows, lease;
-# overview adds: 5-minute figures, sparkline rollups, vantages seen, the latest plan, vantage cells, and the incidents'
-# transitions, changes, overrides and panic events
+# overview adds: one read of the last minutes of raw results (5-minute figures, vantages seen, vantage cells), sparkline
+# rollups, the latest plan, and the incidents' transitions, changes, overrides and panic events
 STATUS_QUERIES = 6
-OVERVIEW_QUERIES = STATUS_QUERIES + 9
+OVERVIEW_QUERIES = STATUS_QUERIES + 7
 API_QUERIES = OVERVIEW_QUERIES - 1  # no sparklines
 
 
@@ -120,3 +120,24 @@ SIZES = {"small": (2, ("tm-weighted",)), "large": (12, ("tm-weighted", "tm-prior
 def test_the_overview_reads_a_fixed_number_of_statements_whatever_the_size(db: str, size: str, request: pytest.FixtureRequest) -> None:
     regions, targets = SIZES[size]
     assert _counts(request.getfixturevalue(f"{db}_url"), regions, targets) == (STATUS_QUERIES, OVERVIEW_QUERIES, API_QUERIES)
+
+
+def test_the_overview_is_the_same_from_one_read_of_the_last_minutes_as_from_three(db_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's model with ``queries.recent`` equals the model built from the three separate reads it replaced."""
+    s = _settings(4, ("tm-weighted", "tm-priority"))
+    _seed(db_store, s)
+    db_store.add_probe_results([probe_result("r01/gpt-0", when=NOW - timedelta(minutes=4), vantage="asia")])  # seen, not in the grid
+    with db_store.reading():
+        one = readmodel.overview(s, db_store, NOW)
+        assert one.automation is not None and [v.name for v in one.automation.vantages] == ["asia", *VANTAGES]
+        assert one.grid is not None and one.grid.vantages == ["asia", *VANTAGES] and one.cards[0].stats.probes == 12
+
+        def three(store: Store, stats_since: datetime, seen_since: datetime, cells_since: datetime) -> queries.Recent:
+            return queries.Recent(
+                queries.region_stats(store, stats_since),
+                queries.vantages_seen(store, seen_since),
+                queries.vantage_cells(store, cells_since),
+            )
+
+        monkeypatch.setattr(queries, "recent", three)
+        assert readmodel.overview(s, db_store, NOW) == one
