@@ -10,11 +10,14 @@ seeded alike.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
+from flask import render_template
 
 from controlplane.config import Settings
 from controlplane.domain import (
@@ -24,6 +27,7 @@ from controlplane.domain import (
     HealthStateName,
     LeaseName,
     LivenessResult,
+    Outcome,
     OverrideKind,
     RegionHealth,
     TargetState,
@@ -34,7 +38,7 @@ from controlplane.store import Store, open_store, queries
 from controlplane.store.records import LivenessTally
 from tests.fakes import at, make_settings, override, probe_result
 from tests.statements import statements_run
-from web import readmodel
+from web import create_app, readmodel
 
 NOW = at(3600)
 VANTAGES = ("eu", "us")
@@ -141,3 +145,29 @@ def test_the_overview_is_the_same_from_one_read_of_the_last_minutes_as_from_thre
 
         monkeypatch.setattr(queries, "recent", three)
         assert readmodel.overview(s, db_store, NOW) == one
+
+
+GOLDEN = Path(__file__).with_name("overview_live.golden.html")
+
+
+def test_the_overview_renders_the_same_html_as_before(db_store: Store) -> None:
+    """The live part of the overview (cards, banners, vantage grid with liveness lines, targets), as main rendered it
+    before the template's work per card and per cell was cut (``REGIONGUARD_WRITE_GOLDEN=1`` writes it again)."""
+    s = _settings(4, ("tm-weighted", "tm-priority"))
+    _seed(db_store, s)
+    db_store.add_probe_results(
+        [
+            probe_result("r01/gpt-0", Outcome.TIMEOUT, NOW - timedelta(seconds=2), vantage="eu"),  # a degraded cell, its last outcome
+            probe_result("r02/gpt-1", Outcome.SERVER_ERROR, NOW - timedelta(seconds=1), vantage="asia"),  # unhealthy, no liveness
+        ]
+    )
+    tally = LivenessTally()
+    tally.add(LivenessResult("r03/gpt-0", "r03", "asia", NOW - timedelta(seconds=4), ok=False, status_code=503, error="503 <busy>"))
+    db_store.set_flag(FlagKind.LIVENESS, "asia", tally.flag_value(), NOW - timedelta(minutes=10))  # a stale one
+    app = create_app(s, db_store, {"TESTING": True, "SECRET_KEY": "x"})
+    with app.test_request_context("/partials/overview"), db_store.reading():
+        html = render_template("_overview_live.html", view=readmodel.overview(s, db_store, NOW, readmodel.SeriesCache()))
+    if os.environ.get("REGIONGUARD_WRITE_GOLDEN") == "1":
+        GOLDEN.write_text(html)
+    assert 'data-state="degraded"' in html and 'data-state="unhealthy"' in html and "live-failed" in html
+    assert html == GOLDEN.read_text()
